@@ -1,0 +1,190 @@
+#!/usr/bin/env python3
+"""Result handling for bench/dns/run.sh (python3 standard library only).
+
+  report.py run OUT.txt RAW.txt JSON CPU_SECONDS
+      Split one dnsperf stdout (OUT.txt, possibly with -v per-query lines) into
+      its statistics block (RAW.txt) and a summary (JSON) with QPS, latency
+      percentiles computed from the per-query lines, lost queries and the
+      server CPU seconds used during the run. OUT.txt is deleted afterwards.
+
+  report.py table RESULTS_DIR
+      Print the markdown tables for a results directory (meta.env, runs/*.json,
+      mem-*.txt, check-*.txt).
+"""
+
+import json
+import os
+import re
+import statistics
+import sys
+
+
+def pct(sorted_vals, p):
+    if not sorted_vals:
+        return None
+    k = min(len(sorted_vals) - 1, max(0, int(round(p / 100.0 * len(sorted_vals) + 0.5)) - 1))
+    return sorted_vals[k]
+
+
+def cmd_run(out, raw, js, cpu):
+    stats_lines, lats = [], []
+    rcodes_v = {}
+    with open(out, errors="replace") as f:
+        for line in f:
+            if line.startswith("> "):
+                parts = line.split()
+                # "> NOERROR name TYPE 0.000123" ; timeouts are reported as "> T name TYPE"?
+                try:
+                    lats.append(float(parts[-1]))
+                except ValueError:
+                    pass
+                rcodes_v[parts[1]] = rcodes_v.get(parts[1], 0) + 1
+            else:
+                stats_lines.append(line)
+    with open(raw, "w") as f:
+        f.writelines(stats_lines)
+    text = "".join(stats_lines)
+
+    def num(pattern, cast=float):
+        m = re.search(pattern, text)
+        return cast(m.group(1)) if m else None
+
+    r = {
+        "sent": num(r"Queries sent:\s+(\d+)", int),
+        "completed": num(r"Queries completed:\s+(\d+)", int),
+        "lost": num(r"Queries lost:\s+(\d+)", int),
+        "qps": num(r"Queries per second:\s+([\d.]+)"),
+        "run_time": num(r"Run time \(s\):\s+([\d.]+)"),
+        "avg_lat": num(r"Average Latency \(s\):\s+([\d.]+)"),
+        "min_lat": num(r"Average Latency \(s\):\s+[\d.]+ \(min ([\d.]+)"),
+        "max_lat": num(r"Average Latency \(s\):.*max ([\d.]+)\)"),
+        "stddev_lat": num(r"Latency StdDev \(s\):\s+([\d.]+)"),
+        "resp_size": num(r"Average packet size:.*response (\d+)", int),
+        "rcodes": (re.search(r"Response codes:\s+(.*)", text) or [None, ""])[1].strip(),
+        "cpu": float(cpu) if cpu not in ("", None) else None,
+    }
+    if lats:
+        lats.sort()
+        r.update({"n_lat": len(lats), "p50": pct(lats, 50), "p99": pct(lats, 99), "p999": pct(lats, 99.9)})
+    with open(js, "w") as f:
+        json.dump(r, f, indent=1)
+    os.remove(out)
+    lat = " p50 %.3f ms p99 %.3f ms" % (r["p50"] * 1e3, r["p99"] * 1e3) if lats else ""
+    print("    %s qps, avg %s ms%s, lost %s, server cpu %s s, %s"
+          % ("%.0f" % r["qps"] if r["qps"] is not None else "?",
+             "%.3f" % (r["avg_lat"] * 1e3) if r["avg_lat"] is not None else "?",
+             lat, r["lost"], r["cpu"], r["rcodes"]))
+
+
+def read_meta(d):
+    meta = {}
+    with open(os.path.join(d, "meta.env")) as f:
+        for line in f:
+            if "=" in line:
+                k, v = line.rstrip("\n").split("=", 1)
+                meta[k] = v
+    return meta
+
+
+def ms(x):
+    return "–" if x is None else ("%.3f" % (x * 1e3))
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def cmd_table(d):
+    meta = read_meta(d)
+    servers = meta["SERVERS"].split()
+    runs = {s: [] for s in servers}
+    rundir = os.path.join(d, "runs")
+    for name in sorted(os.listdir(rundir)) if os.path.isdir(rundir) else []:
+        m = re.match(r"r(\d+)-(\w+)\.json$", name)
+        if m and m.group(2) in runs:
+            with open(os.path.join(rundir, name)) as f:
+                runs[m.group(2)].append(json.load(f))
+    mem = {}
+    for s in servers:
+        p = os.path.join(d, "mem-%s.txt" % s)
+        if os.path.exists(p):
+            with open(p) as f:
+                mem[s] = dict(line.split("=", 1) for line in f.read().split())
+    checks = {}
+    for s in servers:
+        p = os.path.join(d, "check-%s.txt" % s)
+        if os.path.exists(p):
+            with open(p) as f:
+                checks[s] = "ok" if f.read().startswith("ok") else "FAILED"
+
+    n_inst = int(meta["SERVICES"]) * int(meta["INSTANCES"])
+    out = []
+    out.append("### DNS, %s × %s instances, %s, %s s × %s rounds, %s clients"
+               % (meta["SERVICES"], meta["INSTANCES"], meta["MODE"].upper(), meta["DURATION"],
+                  meta["ROUNDS"], meta["CLIENTS"]))
+    out.append("")
+    out.append("- command: `%s`" % meta["COMMAND"])
+    out.append("- date: %s; `nproc`: %s; CPU: %s; load average before/after: %s / %s"
+               % (meta["DATE"], meta["NPROC"], meta["CPU_MODEL"], meta["LOAD_BEFORE"], meta.get("LOAD_AFTER", "?")))
+    out.append("- versions: %s" % meta["VERSIONS"])
+    out.append("- dnsperf: `%s`; query file: %s queries (A/SRV per service, %s%% NXDOMAIN), server workers: %s"
+               % (meta["DNSPERF_ARGS"], meta["NQUERIES"], meta["NX_PERCENT"], meta["WORKERS"]))
+    out.append("")
+    out.append("| server | QPS (median) | QPS min–max | avg latency ms | p50 ms | p99 ms | max ms | lost / sent | server CPU s per run | CPU µs / query | answers check | roster QPS ÷ this |")
+    out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
+    qmed = {s: med([r["qps"] for r in runs[s]]) for s in servers}
+    for s in servers:
+        rs = runs[s]
+        if not rs:
+            out.append("| %s | no runs | | | | | | | | | %s | |" % (s, checks.get(s, "–")))
+            continue
+        qs = [r["qps"] for r in rs if r["qps"] is not None]
+        lost = sum(r["lost"] or 0 for r in rs)
+        sent = sum(r["sent"] or 0 for r in rs)
+        cpu = med([r["cpu"] for r in rs])
+        per_q = med([r["cpu"] / r["completed"] * 1e6 for r in rs if r["cpu"] is not None and r["completed"]])
+        ratio = "–"
+        if "roster" in qmed and qmed["roster"] and s != "roster" and qmed[s]:
+            ratio = "%.2f" % (qmed["roster"] / qmed[s])
+        out.append("| %s | %s | %s–%s | %s | %s | %s | %s | %d / %d | %s | %s | %s | %s |" % (
+            s, "{:,.0f}".format(qmed[s]) if qmed[s] else "–",
+            "{:,.0f}".format(min(qs)) if qs else "–", "{:,.0f}".format(max(qs)) if qs else "–",
+            ms(med([r["avg_lat"] for r in rs])), ms(med([r.get("p50") for r in rs])),
+            ms(med([r.get("p99") for r in rs])), ms(max((r["max_lat"] or 0) for r in rs)),
+            lost, sent, "%.2f" % cpu if cpu is not None else "–",
+            "%.1f" % per_q if per_q is not None else "–", checks.get(s, "–"), ratio))
+    out.append("")
+    out.append("| server | RSS after loading MiB | PSS MiB | RSS empty MiB | bytes per instance |")
+    out.append("| --- | ---: | ---: | ---: | ---: |")
+    for s in servers:
+        m = mem.get(s)
+        if not m:
+            continue
+        rss, pss = int(m["rss_kib"]), int(m["pss_kib"])
+        empty = m.get("rss_empty_kib")
+        bpi = "–"
+        if empty is not None:
+            bpi = "%.0f (growth) / %.0f (total)" % ((rss - int(empty)) * 1024.0 / n_inst, rss * 1024.0 / n_inst)
+        out.append("| %s | %.1f | %.1f | %s | %s |" % (s, rss / 1024.0, pss / 1024.0,
+                                                     "%.1f" % (int(empty) / 1024.0) if empty else "–", bpi))
+    out.append("")
+    out.append("QPS: median over rounds (min–max). Latencies: median over rounds of each run's average / p50 / p99 "
+               "(p50/p99 computed from dnsperf -v per-query lines%s); max is the worst single query. "
+               "CPU: utime+stime of the server's whole process tree during the run. "
+               "RSS/PSS: summed over the process tree after loading (PSS splits pages shared between NSD's forked processes)."
+               % ("" if meta.get("LATENCY") == "1" else "; disabled in this run"))
+    print("\n".join(out))
+
+
+def main():
+    if len(sys.argv) >= 2 and sys.argv[1] == "run" and len(sys.argv) == 6:
+        cmd_run(*sys.argv[2:])
+    elif len(sys.argv) == 3 and sys.argv[1] == "table":
+        cmd_table(sys.argv[2])
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main()

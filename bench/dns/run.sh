@@ -1,0 +1,378 @@
+#!/usr/bin/env bash
+# DNS benchmark: roster vs Knot DNS vs NSD, driven by dnsperf, all on 127.0.0.1.
+#
+#   bench/dns/run.sh [options]        (every option also has an env variable)
+#
+#   -n, --services N     services                          SERVICES  (1000)
+#   -m, --instances M    instances per service             INSTANCES (5)
+#   -d, --duration S     seconds per dnsperf run           DURATION  (10)
+#   -r, --rounds R       rounds (roster, knot, nsd each)   ROUNDS    (3)
+#   -c, --clients C      dnsperf clients (-c)              CLIENTS   (10)
+#   -T, --threads T      dnsperf threads (-T)              THREADS   (2)
+#   -q, --outstanding Q  dnsperf max outstanding (-q)      OUTSTANDING (100)
+#   -Q, --max-qps Q      dnsperf rate limit (-Q), "" = unlimited   MAX_QPS ("")
+#       --mode udp|tcp   transport                         MODE      (udp)
+#   -s, --servers LIST   e.g. "roster,knot,nsd" or "knot nsd"      SERVERS (roster knot nsd)
+#   -w, --workers W      knot udp/tcp-workers, nsd server-count    WORKERS (nproc)
+#       --no-latency     don't record per-query latencies (no p50/p99)   LATENCY (1)
+#       --no-build       don't run cargo build --release   SKIP_BUILD (0)
+#       --keep           keep zone files and server data   KEEP_WORK (0)
+#   -o, --results DIR    results directory (default /tmp/roster-bench-dns-DATE)  RESULTS_DIR
+#
+# Other env: ROSTER_BIN (default target/release/roster), ROSTER_ARGS (extra
+# args for `roster serve`), ROSTER_DATA_DIR_FLAG (auto|yes|no: pass
+# --data-dir; auto = only if `roster serve --help` mentions it),
+# REGISTER_PARALLEL (8), CHECK_STRICT (0: a failed answer check is reported in
+# the table; 1: abort).
+#
+# Prints a markdown table (also in RESULTS_DIR/table.md); raw dnsperf output,
+# server logs and configs are in RESULTS_DIR. See bench/README.md.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+GEN="$HERE/gen.py"
+REPORT="$HERE/report.py"
+ORIG_ARGS=("$@")
+
+SERVICES="${SERVICES:-1000}"
+INSTANCES="${INSTANCES:-5}"
+DURATION="${DURATION:-10}"
+ROUNDS="${ROUNDS:-3}"
+CLIENTS="${CLIENTS:-10}"
+THREADS="${THREADS:-2}"
+OUTSTANDING="${OUTSTANDING:-100}"
+MAX_QPS="${MAX_QPS:-}"
+MODE="${MODE:-udp}"
+SERVERS="${SERVERS:-roster knot nsd}"
+WORKERS="${WORKERS:-$(nproc)}"
+LATENCY="${LATENCY:-1}"
+SKIP_BUILD="${SKIP_BUILD:-0}"
+KEEP_WORK="${KEEP_WORK:-0}"
+NX_PERCENT="${NX_PERCENT:-3}"
+RESULTS_DIR="${RESULTS_DIR:-}"
+ROSTER_BIN="${ROSTER_BIN:-$REPO/target/release/roster}"
+ROSTER_ARGS="${ROSTER_ARGS:-}"
+ROSTER_DATA_DIR_FLAG="${ROSTER_DATA_DIR_FLAG:-auto}"
+REGISTER_PARALLEL="${REGISTER_PARALLEL:-8}"
+CHECK_STRICT="${CHECK_STRICT:-0}"
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit "${1:-0}"; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -n|--services) SERVICES="$2"; shift 2 ;;
+    -m|--instances) INSTANCES="$2"; shift 2 ;;
+    -d|--duration) DURATION="$2"; shift 2 ;;
+    -r|--rounds) ROUNDS="$2"; shift 2 ;;
+    -c|--clients) CLIENTS="$2"; shift 2 ;;
+    -T|--threads) THREADS="$2"; shift 2 ;;
+    -q|--outstanding) OUTSTANDING="$2"; shift 2 ;;
+    -Q|--max-qps) MAX_QPS="$2"; shift 2 ;;
+    --mode) MODE="$2"; shift 2 ;;
+    -s|--servers) SERVERS="$2"; shift 2 ;;
+    -w|--workers) WORKERS="$2"; shift 2 ;;
+    --no-latency) LATENCY=0; shift ;;
+    --no-build) SKIP_BUILD=1; shift ;;
+    --keep) KEEP_WORK=1; shift ;;
+    -o|--results) RESULTS_DIR="$2"; shift 2 ;;
+    -h|--help) usage 0 ;;
+    *) echo "unknown option: $1" >&2; usage 2 >&2 ;;
+  esac
+done
+SERVERS="$(echo "$SERVERS" | tr ',' ' ' | xargs)"
+for s in $SERVERS; do
+  case "$s" in roster|knot|nsd) ;; *) echo "unknown server '$s' (roster, knot, nsd)" >&2; exit 2 ;; esac
+done
+case "$MODE" in udp|tcp) ;; *) echo "--mode must be udp or tcp" >&2; exit 2 ;; esac
+for v in SERVICES INSTANCES DURATION ROUNDS CLIENTS THREADS OUTSTANDING WORKERS; do
+  [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || { echo "$v must be a positive integer, got '${!v}'" >&2; exit 2; }
+done
+has() { [[ " $SERVERS " == *" $1 "* ]]; }
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+die() { log "ERROR: $*" >&2; exit 1; }
+
+# ------------------------------------------------------------ dependencies
+need_install=0
+for cmd in dnsperf knotd nsd dig python3; do
+  command -v "$cmd" >/dev/null 2>&1 || need_install=1
+done
+if [ "$need_install" = 1 ]; then
+  log "installing dnsperf knot nsd bind9-dnsutils from Debian packages"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y dnsperf knot nsd bind9-dnsutils python3
+fi
+for cmd in dnsperf knotd nsd dig python3; do
+  command -v "$cmd" >/dev/null 2>&1 || die "$cmd still missing after install"
+done
+
+# ------------------------------------------------------------ results dir, logging
+STAMP="$(date -u +%Y%m%d-%H%M%S)"
+RESULTS_DIR="${RESULTS_DIR:-/tmp/roster-bench-dns-$STAMP}"
+case "$RESULTS_DIR" in "$REPO"|"$REPO"/*) die "results dir must be outside the repo" ;; esac
+mkdir -p "$RESULTS_DIR/runs" "$RESULTS_DIR/logs"
+WORK="$RESULTS_DIR/work"
+mkdir -p "$WORK"
+exec > >(tee -a "$RESULTS_DIR/run.log") 2>&1
+
+# ------------------------------------------------------------ process bookkeeping
+STARTED=()          # PIDs of servers we started (stopped with their process trees)
+DNSPERF_PID=""
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [ -n "$DNSPERF_PID" ] && kill -0 "$DNSPERF_PID" 2>/dev/null; then
+    python3 "$GEN" stop "$DNSPERF_PID" --timeout 5 || true
+  fi
+  if [ "${#STARTED[@]}" -gt 0 ]; then
+    log "stopping servers (pids ${STARTED[*]})"
+    python3 "$GEN" stop "${STARTED[@]}" --timeout 15 || true
+    for p in "${STARTED[@]}"; do wait "$p" 2>/dev/null || true; done
+  fi
+  if [ "$KEEP_WORK" != 1 ]; then rm -rf "$WORK"; fi
+  log "results in $RESULTS_DIR"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ------------------------------------------------------------ meta
+LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
+CPU_MODEL="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs || echo unknown)"
+DNSPERF_VERSION="$(dnsperf -h 2>&1 | sed -n 's/^Version //p' | head -1)"
+KNOT_VERSION="$(knotd --version 2>&1 | grep -o 'version [0-9.]*' | head -1 | cut -d' ' -f2)"
+NSD_VERSION="$(nsd -v 2>&1 | sed -n 's/^NSD version //p' | head -1)"
+ROSTER_REV="$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo none)"
+if [ -n "$(git -C "$REPO" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ]; then ROSTER_REV="$ROSTER_REV+dirty"; fi
+CMDLINE="bench/dns/run.sh"
+for a in "${ORIG_ARGS[@]+"${ORIG_ARGS[@]}"}"; do CMDLINE+=" $(printf '%q' "$a")"; done
+
+DNSPERF_ARGS=(-s 127.0.0.1 -m "$MODE" -l "$DURATION" -c "$CLIENTS" -T "$THREADS" -q "$OUTSTANDING")
+[ -n "$MAX_QPS" ] && DNSPERF_ARGS+=(-Q "$MAX_QPS")
+[ "$LATENCY" = 1 ] && DNSPERF_ARGS+=(-v)
+
+log "roster DNS benchmark: servers [$SERVERS], $SERVICES services x $INSTANCES instances, $MODE, ${DURATION}s x $ROUNDS rounds, $CLIENTS clients, $THREADS dnsperf threads, workers $WORKERS"
+log "nproc $(nproc), load average $LOAD_BEFORE; results in $RESULTS_DIR"
+awk -v l="${LOAD_BEFORE%% *}" -v n="$(nproc)" 'BEGIN{exit !(l > 0.5*n)}' &&
+  log "WARNING: the machine is busy (load average $LOAD_BEFORE); numbers will be noisy"
+
+# ------------------------------------------------------------ build roster
+if has roster; then
+  if [ "$SKIP_BUILD" != 1 ]; then
+    command -v cargo >/dev/null 2>&1 || die "cargo not found (needed to build roster; or pass --no-build with ROSTER_BIN)"
+    log "building roster: cargo build --release"
+    (cd "$REPO" && timeout 3600 cargo build --release) || die "cargo build --release failed"
+  fi
+  [ -x "$ROSTER_BIN" ] || die "roster binary not found at $ROSTER_BIN"
+  ROSTER_HELP="$("$ROSTER_BIN" serve --help 2>&1)" || die "'$ROSTER_BIN serve --help' failed: $ROSTER_HELP"
+  case "$ROSTER_DATA_DIR_FLAG" in
+    yes) USE_DATA_DIR=1 ;;
+    no) USE_DATA_DIR=0 ;;
+    *) if grep -q -- '--data-dir' <<<"$ROSTER_HELP"; then USE_DATA_DIR=1; else USE_DATA_DIR=0; fi ;;
+  esac
+fi
+
+# ------------------------------------------------------------ data
+log "generating zone file and query file"
+python3 "$GEN" zone --services "$SERVICES" --instances "$INSTANCES" --out "$WORK/service.local.zone"
+QUERIES="$RESULTS_DIR/queries.txt"
+python3 "$GEN" queries --services "$SERVICES" --nx-percent "$NX_PERCENT" --out "$QUERIES" | tee "$RESULTS_DIR/queries.info"
+NQUERIES="$(wc -l <"$QUERIES")"
+
+read -r P_ROSTER_DNS P_ROSTER_HTTP P_KNOT P_NSD <<<"$(python3 "$GEN" ports 4)"
+declare -A PORT PID
+PORT[roster]="$P_ROSTER_DNS"; PORT[knot]="$P_KNOT"; PORT[nsd]="$P_NSD"
+
+mem_snapshot() { # server file-key
+  local rss pss
+  read -r rss pss <<<"$(python3 "$GEN" mem "${PID[$1]}")"
+  echo "rss_kib=$rss pss_kib=$pss"
+}
+
+check_answers() { # server
+  local s="$1" out="$RESULTS_DIR/check-$1.txt"
+  if python3 "$GEN" check --port "${PORT[$s]}" --services "$SERVICES" --instances "$INSTANCES" >"$out" 2>&1; then
+    log "$s answers: $(cat "$out")"
+  else
+    log "$s answers are NOT as expected:"; sed 's/^/    /' "$out"
+    [ "$CHECK_STRICT" = 1 ] && die "answer check failed for $s"
+  fi
+  return 0
+}
+
+# ------------------------------------------------------------ roster
+start_roster() {
+  local d="$WORK/roster"
+  mkdir -p "$d/zones" "$d/data"
+  local args=(serve --dns "127.0.0.1:${PORT[roster]}" --http "127.0.0.1:$P_ROSTER_HTTP" --zones "$d/zones")
+  [ "$USE_DATA_DIR" = 1 ] && args+=(--data-dir "$d/data")
+  # shellcheck disable=SC2206
+  args+=($ROSTER_ARGS)
+  log "starting roster: $ROSTER_BIN ${args[*]}"
+  echo "$ROSTER_BIN ${args[*]}" >"$RESULTS_DIR/roster.cmd"
+  "$ROSTER_BIN" "${args[@]}" >"$RESULTS_DIR/logs/roster.log" 2>&1 &
+  PID[roster]=$!; STARTED+=("${PID[roster]}")
+  if ! python3 "$GEN" http-ready --http "127.0.0.1:$P_ROSTER_HTTP" --timeout 60; then
+    tail -20 "$RESULTS_DIR/logs/roster.log" || true
+    die "roster's HTTP port 127.0.0.1:$P_ROSTER_HTTP did not answer within 60 s"
+  fi
+  local empty; empty="$(mem_snapshot roster)"
+  log "roster up (pid ${PID[roster]}), empty: $empty; registering $SERVICES x $INSTANCES instances"
+  python3 "$GEN" register --services "$SERVICES" --instances "$INSTANCES" \
+    --http "127.0.0.1:$P_ROSTER_HTTP" --parallel "$REGISTER_PARALLEL" --timeout 1800 \
+    | tee "$RESULTS_DIR/register.txt" || die "registration failed (see above; roster log: $RESULTS_DIR/logs/roster.log)"
+  sleep 1
+  echo "$(mem_snapshot roster) rss_empty_kib=$(sed 's/.*rss_kib=\([0-9]*\).*/\1/' <<<"$empty")" >"$RESULTS_DIR/mem-roster.txt"
+}
+
+# ------------------------------------------------------------ knot
+start_knot() {
+  local d="$WORK/knot"
+  mkdir -p "$d/run" "$d/storage" "$d/zones"
+  ln -sf "$WORK/service.local.zone" "$d/zones/service.local.zone"
+  cat >"$d/knot.conf" <<EOF
+# generated by bench/dns/run.sh
+server:
+    rundir: "$d/run"
+    pidfile: "$d/run/knot.pid"
+    listen: 127.0.0.1@${PORT[knot]}
+    udp-workers: $WORKERS
+    tcp-workers: $WORKERS
+    background-workers: 1
+database:
+    storage: "$d/storage"
+control:
+    listen: "$d/run/knot.sock"
+log:
+  - target: stderr
+    any: notice
+template:
+  - id: default
+    storage: "$d/zones"
+    file: "%s.zone"
+    journal-content: none
+    zonefile-sync: -1
+    zonefile-load: whole
+    semantic-checks: off
+zone:
+  - domain: service.local.
+EOF
+  cp "$d/knot.conf" "$RESULTS_DIR/knot.conf"
+  log "starting knotd -c $d/knot.conf (port ${PORT[knot]})"
+  knotd -c "$d/knot.conf" >"$RESULTS_DIR/logs/knot.log" 2>&1 &
+  PID[knot]=$!; STARTED+=("${PID[knot]}")
+  if ! python3 "$GEN" ready --port "${PORT[knot]}" --timeout 300; then
+    tail -20 "$RESULTS_DIR/logs/knot.log" || true
+    die "knotd did not answer SOA service.local. within 300 s"
+  fi
+  sleep 1
+  mem_snapshot knot >"$RESULTS_DIR/mem-knot.txt"
+}
+
+# ------------------------------------------------------------ nsd
+start_nsd() {
+  local d="$WORK/nsd"
+  mkdir -p "$d"
+  ln -sf "$WORK/service.local.zone" "$d/service.local.zone"
+  # rrl-ratelimit 0: Debian's NSD is built with response rate limiting, which
+  # at benchmark rates blocks the NXDOMAIN queries and stalls dnsperf.
+  cat >"$d/nsd.conf" <<EOF
+# generated by bench/dns/run.sh
+server:
+    ip-address: 127.0.0.1@${PORT[nsd]}
+    port: ${PORT[nsd]}
+    do-ip4: yes
+    do-ip6: no
+    server-count: $WORKERS
+    reuseport: yes
+    username: ""
+    chroot: ""
+    zonesdir: "$d"
+    database: ""
+    pidfile: "$d/nsd.pid"
+    xfrdfile: "$d/xfrd.state"
+    xfrdir: "$d"
+    zonelistfile: "$d/zone.list"
+    logfile: "$RESULTS_DIR/logs/nsd.log"
+    verbosity: 1
+    hide-version: yes
+    rrl-ratelimit: 0
+    rrl-whitelist-ratelimit: 0
+remote-control:
+    control-enable: no
+zone:
+    name: service.local
+    zonefile: service.local.zone
+EOF
+  cp "$d/nsd.conf" "$RESULTS_DIR/nsd.conf"
+  nsd-checkconf "$d/nsd.conf" || die "nsd-checkconf rejected $d/nsd.conf"
+  log "starting nsd -d -c $d/nsd.conf (port ${PORT[nsd]})"
+  nsd -d -c "$d/nsd.conf" >"$RESULTS_DIR/logs/nsd.stderr" 2>&1 &
+  PID[nsd]=$!; STARTED+=("${PID[nsd]}")
+  if ! python3 "$GEN" ready --port "${PORT[nsd]}" --timeout 300; then
+    tail -20 "$RESULTS_DIR/logs/nsd.log" "$RESULTS_DIR/logs/nsd.stderr" || true
+    die "nsd did not answer SOA service.local. within 300 s"
+  fi
+  sleep 1
+  mem_snapshot nsd >"$RESULTS_DIR/mem-nsd.txt"
+}
+
+for s in $SERVERS; do
+  "start_$s"
+  check_answers "$s"
+  log "$s loaded: $(cat "$RESULTS_DIR/mem-$s.txt")"
+done
+
+cat >"$RESULTS_DIR/meta.env" <<EOF
+COMMAND=$CMDLINE
+DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
+NPROC=$(nproc)
+CPU_MODEL=$CPU_MODEL
+LOAD_BEFORE=$LOAD_BEFORE
+VERSIONS=roster $ROSTER_REV, Knot DNS $KNOT_VERSION, NSD $NSD_VERSION, dnsperf $DNSPERF_VERSION
+SERVICES=$SERVICES
+INSTANCES=$INSTANCES
+DURATION=$DURATION
+ROUNDS=$ROUNDS
+CLIENTS=$CLIENTS
+MODE=$MODE
+SERVERS=$SERVERS
+WORKERS=$WORKERS
+LATENCY=$LATENCY
+NX_PERCENT=$NX_PERCENT
+NQUERIES=$NQUERIES
+DNSPERF_ARGS=dnsperf -p PORT -d queries.txt ${DNSPERF_ARGS[*]}
+EOF
+
+# ------------------------------------------------------------ rounds
+for ((r = 1; r <= ROUNDS; r++)); do
+  for s in $SERVERS; do
+    kill -0 "${PID[$s]}" 2>/dev/null || die "$s (pid ${PID[$s]}) is no longer running"
+    log "round $r/$ROUNDS: $s (port ${PORT[$s]})"
+    out="$WORK/dnsperf-r$r-$s.out"
+    cpu0="$(python3 "$GEN" cpu "${PID[$s]}")"
+    timeout -k 5 $((DURATION + 60)) dnsperf -p "${PORT[$s]}" -d "$QUERIES" "${DNSPERF_ARGS[@]}" >"$out" 2>&1 &
+    DNSPERF_PID=$!
+    rc=0; wait "$DNSPERF_PID" || rc=$?
+    DNSPERF_PID=""
+    cpu1="$(python3 "$GEN" cpu "${PID[$s]}")"
+    [ "$rc" = 0 ] || { grep -v '^> ' "$out" | tail -20; die "dnsperf exited with status $rc"; }
+    python3 "$REPORT" run "$out" "$RESULTS_DIR/runs/r$r-$s.txt" "$RESULTS_DIR/runs/r$r-$s.json" \
+      "$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN{printf "%.2f", b-a}')"
+    sleep 1
+  done
+done
+
+echo "LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS_DIR/meta.env"
+for s in $SERVERS; do
+  kill -0 "${PID[$s]}" 2>/dev/null || log "WARNING: $s exited during the benchmark"
+done
+if has roster; then
+  log "roster log: $(wc -l <"$RESULTS_DIR/logs/roster.log") lines, $(wc -c <"$RESULTS_DIR/logs/roster.log") bytes"
+fi
+
+echo
+python3 "$REPORT" table "$RESULTS_DIR" | tee "$RESULTS_DIR/table.md"
+echo

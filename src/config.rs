@@ -1,0 +1,231 @@
+//! roster's configuration: a TOML file with defaults for every key, then
+//! command-line overrides. Unknown keys and bad values are refused with the
+//! key's name and the file, never ignored: a typo in a config file should
+//! not silently run roster with defaults.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use hickory_proto::rr::Name;
+use serde::Deserialize;
+
+/// A configuration problem, naming the file and key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{origin}: `{key}` {message}")]
+    Invalid {
+        origin: String,
+        key: &'static str,
+        message: String,
+    },
+}
+
+/// The whole configuration. See `config.toml` for each key's documentation.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the embedded store keeps its file; empty keeps nothing on disk.
+    pub data_dir: PathBuf,
+    pub dns: DnsConfig,
+    pub http: HttpConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// UDP and TCP address of the DNS server.
+    pub listen: SocketAddr,
+    /// The dynamic domain: services answer as `<service>.<domain>`.
+    pub domain: String,
+    /// TTL, in seconds, of every answer about instances.
+    pub ttl: u32,
+    /// Negative-caching TTL in seconds: the SOA MINIMUM (RFC 2308).
+    pub negative_ttl: u32,
+    /// Serve instances whose checks are at worst `warning`.
+    pub include_warning: bool,
+    /// Directory of RFC 1035 zone files served beside the dynamic domain.
+    pub zones: PathBuf,
+    /// Largest UDP response roster sends, whatever the client offers.
+    pub max_udp_payload: u16,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of the HTTP API (native and Consul-compatible).
+    pub listen: SocketAddr,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            dns: DnsConfig::default(),
+            http: HttpConfig::default(),
+        }
+    }
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8600)),
+            domain: "service.local".to_owned(),
+            ttl: 5,
+            negative_ttl: 5,
+            include_warning: false,
+            zones: PathBuf::from("zones"),
+            max_udp_payload: 4096,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8500)),
+        }
+    }
+}
+
+/// The longest dynamic domain: leaves room for `<id>.<service>.` (two
+/// 63-octet labels) within DNS's 255-octet name limit.
+const MAX_DOMAIN_LEN: usize = 120;
+
+impl Config {
+    /// Reads `path`, or, when `path` is `None`, `config.toml` in the working
+    /// directory if there is one, else the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let default_path = Path::new("config.toml");
+        let path = match path {
+            Some(path) => path,
+            None if default_path.exists() => default_path,
+            None => {
+                let config = Self::default();
+                config.validate("built-in defaults")?;
+                return Ok(config);
+            }
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses TOML text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.validate(&format!("config file {}", path.display()))?;
+        Ok(config)
+    }
+
+    /// Checks values that TOML types alone cannot; `origin` says where they
+    /// came from (a file, the command line).
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            key,
+            message,
+        };
+        self.domain_name()
+            .map_err(|message| invalid("dns.domain", message))?;
+        if self.dns.ttl > 86_400 {
+            return Err(invalid("dns.ttl", "must be at most 86400 seconds".into()));
+        }
+        if self.dns.negative_ttl > 86_400 {
+            return Err(invalid(
+                "dns.negative_ttl",
+                "must be at most 86400 seconds".into(),
+            ));
+        }
+        if self.dns.max_udp_payload < 512 {
+            return Err(invalid(
+                "dns.max_udp_payload",
+                "must be at least 512 (RFC 1035)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The dynamic domain as a lower-case, fully qualified DNS name.
+    pub fn domain_name(&self) -> Result<Name, String> {
+        let domain = self.dns.domain.trim_end_matches('.');
+        if domain.is_empty() {
+            return Err("must not be empty (roster does not serve the root)".into());
+        }
+        if domain.len() > MAX_DOMAIN_LEN {
+            return Err(format!("must be at most {MAX_DOMAIN_LEN} characters"));
+        }
+        let valid_labels = domain.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+        if !valid_labels {
+            return Err(format!(
+                "{:?} is not a domain name (letters, digits and '-' in dot-separated labels)",
+                self.dns.domain
+            ));
+        }
+        Name::from_ascii(format!("{domain}."))
+            .map(|name| name.to_lowercase())
+            .map_err(|e| format!("{:?} is not a domain name: {e}", self.dns.domain))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn the_shipped_file_is_the_defaults() {
+        let shipped = include_str!("../config.toml");
+        let config = parse(shipped).expect("shipped config.toml parses");
+        let defaults = Config::default();
+        assert_eq!(format!("{config:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = parse("[dns]\nttll = 5\n").expect_err("unknown key");
+        let message = err.to_string();
+        assert!(message.contains("ttll"), "{message}");
+        assert!(message.contains("test.toml"), "{message}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let cases = [
+            ("[dns]\nttl = \"five\"\n", "ttl"),
+            ("[dns]\nlisten = \"nowhere\"\n", "listen"),
+            ("[dns]\ndomain = \"bad_domain!\"\n", "dns.domain"),
+            ("[dns]\nttl = 100000\n", "dns.ttl"),
+            ("[dns]\nmax_udp_payload = 100\n", "dns.max_udp_payload"),
+        ];
+        for (text, key) in cases {
+            let message = parse(text).expect_err(text).to_string();
+            assert!(message.contains(key), "{text}: {message}");
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Fitting a response into a UDP datagram.
+//!
+//! hickory's encoder truncates by itself, but it sets TC when only the
+//! additional section overflows (RFC 2181 section 9 says not to) and can drop
+//! the OPT record. So roster decides what fits before handing the sections
+//! over: answers that do not fit are trimmed and TC is set; additional
+//! records that do not fit are dropped silently; the OPT record always fits.
+
+use std::{borrow::Cow, cell::RefCell};
+
+use hickory_proto::{ProtoError, rr::Record, serialize::binary::BinEncoder};
+
+use super::lookup::Answer;
+
+/// Header (12) is fixed; the OPT record is 11 octets without options.
+const HEADER_LEN: usize = 12;
+const OPT_LEN: usize = 11;
+
+thread_local! {
+    /// Scratch space for trial encodings, reused to avoid an allocation per
+    /// query.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(4096));
+}
+
+/// An upper bound on a record's encoded size, ignoring name compression.
+fn max_encoded_len(record: &Record) -> usize {
+    use hickory_proto::rr::RData;
+    let name = record.name.len() + 2;
+    let rdata = match &record.data {
+        RData::A(_) => 4,
+        RData::AAAA(_) => 16,
+        RData::SRV(srv) => 6 + srv.target.len() + 2,
+        RData::TXT(txt) => txt.txt_data.iter().map(|s| s.len() + 1).sum(),
+        RData::NS(ns) => ns.0.len() + 2,
+        RData::CNAME(cname) => cname.0.len() + 2,
+        RData::SOA(soa) => soa.mname.len() + soa.rname.len() + 4 + 20,
+        _ => return usize::MAX / 4,
+    };
+    name + 10 + rdata
+}
+
+/// Trims `answer` to fit `limit` octets. Returns whether answers were
+/// dropped (the response must then carry TC).
+pub fn fit(answer: &mut Answer<'_>, question_len: usize, limit: usize, with_opt: bool) -> bool {
+    let budget = limit.saturating_sub(if with_opt { OPT_LEN } else { 0 });
+    let bound: usize = HEADER_LEN
+        + question_len
+        + answer
+            .answers
+            .iter()
+            .chain(&answer.authority)
+            .chain(&answer.additionals)
+            .map(|r| max_encoded_len(r))
+            .sum::<usize>();
+    if bound <= budget {
+        return false;
+    }
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        scratch.clear();
+        let mut encoder = BinEncoder::new(&mut scratch);
+        encoder.set_max_size(u16::try_from(budget).unwrap_or(u16::MAX));
+        // A stand-in for header and question: compression pointers into the
+        // question are lost, so this never overestimates what fits.
+        let prefix = vec![0u8; HEADER_LEN + question_len];
+        if encoder.emit_vec(&prefix).is_err() {
+            return false;
+        }
+        let fitted_answers = emit_count(&mut encoder, &answer.answers);
+        if fitted_answers < answer.answers.len() {
+            answer.answers.truncate(fitted_answers);
+            answer.authority.clear();
+            answer.additionals.clear();
+            return true;
+        }
+        let fitted_authority = emit_count(&mut encoder, &answer.authority);
+        answer.authority.truncate(fitted_authority);
+        let fitted_additionals = emit_count(&mut encoder, &answer.additionals);
+        answer.additionals.truncate(fitted_additionals);
+        fitted_authority < answer.authority.len()
+    })
+}
+
+/// Emits records until one does not fit; returns how many did.
+fn emit_count(encoder: &mut BinEncoder<'_>, records: &[Cow<'_, Record>]) -> usize {
+    match encoder.emit_all(records.iter().map(|r| r.as_ref())) {
+        Ok(count) => count,
+        Err(ProtoError::NotAllRecordsWritten { count, .. }) => count,
+        Err(_) => 0,
+    }
+}

@@ -1,0 +1,161 @@
+//! The hickory `RequestHandler`: protocol rules (opcode, class, EDNS, size
+//! limits) around [`lookup::resolve`]. hickory owns sockets and the wire
+//! format; this owns what is said.
+
+use std::{borrow::Cow, sync::Arc};
+
+use arc_swap::ArcSwap;
+use hickory_proto::{
+    op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode},
+    rr::{DNSClass, LowerName, Record, RecordType},
+};
+use hickory_server::{
+    net::{runtime::Time, xfer::Protocol},
+    server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
+    zone_handler::MessageResponseBuilder,
+};
+use tracing::debug;
+
+use super::{
+    fit,
+    lookup::{self, Answer, Sources},
+    zones::StaticZones,
+};
+use crate::registry::RecordTable;
+
+/// The only EDNS version roster speaks (RFC 6891).
+const EDNS_VERSION: u8 = 0;
+
+/// Answers DNS queries from the record table and the static zones.
+pub struct DnsHandler {
+    table: Arc<ArcSwap<RecordTable>>,
+    zones: Arc<StaticZones>,
+    domain: LowerName,
+    max_udp_payload: u16,
+}
+
+impl DnsHandler {
+    pub fn new(
+        table: Arc<ArcSwap<RecordTable>>,
+        zones: Arc<StaticZones>,
+        domain: LowerName,
+        max_udp_payload: u16,
+    ) -> Self {
+        Self {
+            table,
+            zones,
+            domain,
+            max_udp_payload,
+        }
+    }
+
+    /// The response's OPT record: present when the query had one, offering
+    /// the smaller of the client's size (at least 512) and roster's limit.
+    fn response_edns(&self, request: &Request) -> Option<Edns> {
+        let requested = request.edns.as_ref()?;
+        let mut edns = Edns::new();
+        edns.set_version(EDNS_VERSION);
+        edns.set_max_payload(requested.max_payload().max(512).min(self.max_udp_payload));
+        Some(edns)
+    }
+}
+
+fn servfail(request: &Request) -> ResponseInfo {
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    metadata.response_code = ResponseCode::ServFail;
+    ResponseInfo::from(Header {
+        metadata,
+        counts: HeaderCounts::default(),
+    })
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for DnsHandler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let edns = self.response_edns(request);
+        let builder = || MessageResponseBuilder::new(&request.queries, edns.as_ref());
+        let error = |code| builder().error_msg(&request.metadata, code);
+
+        let refusal = if request.metadata.op_code != OpCode::Query {
+            Some(ResponseCode::NotImp)
+        } else if request
+            .edns
+            .as_ref()
+            .is_some_and(|e| e.version() > EDNS_VERSION)
+        {
+            Some(ResponseCode::BADVERS)
+        } else if request.queries.queries().len() != 1 {
+            Some(ResponseCode::FormErr)
+        } else {
+            None
+        };
+        if let Some(code) = refusal {
+            return send(&mut response_handle, error(code), request).await;
+        }
+        let query = &request.queries.queries()[0];
+        let qtype = query.query_type();
+        if query.query_class() != DNSClass::IN
+            || matches!(qtype, RecordType::AXFR | RecordType::IXFR)
+        {
+            // Not an open resolver, and no zone transfers.
+            return send(&mut response_handle, error(ResponseCode::Refused), request).await;
+        }
+
+        let table = self.table.load_full();
+        let sources = Sources {
+            domain: &self.domain,
+            table: &table,
+            zones: &self.zones,
+        };
+        let mut answer: Answer<'_> = lookup::resolve(&sources, query.name(), qtype);
+        let truncated = match request.protocol() {
+            Protocol::Udp => {
+                let limit = edns.as_ref().map_or(512, Edns::max_payload);
+                fit::fit(
+                    &mut answer,
+                    request.queries.as_bytes().len(),
+                    usize::from(limit),
+                    edns.is_some(),
+                )
+            }
+            _ => false,
+        };
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        metadata.response_code = answer.rcode;
+        metadata.authoritative = answer.authoritative;
+        metadata.truncation = truncated;
+        let response = builder().build(
+            metadata,
+            answer.answers.iter().map(Cow::as_ref),
+            answer.authority.iter().map(Cow::as_ref),
+            std::iter::empty::<&Record>(),
+            answer.additionals.iter().map(Cow::as_ref),
+        );
+        send(&mut response_handle, response, request).await
+    }
+}
+
+async fn send<'a, R: ResponseHandler>(
+    handle: &mut R,
+    response: hickory_server::zone_handler::MessageResponse<
+        '_,
+        'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+    >,
+    request: &Request,
+) -> ResponseInfo {
+    match handle.send_response(response).await {
+        Ok(info) => info,
+        Err(error) => {
+            debug!(%error, "failed to send DNS response");
+            servfail(request)
+        }
+    }
+}

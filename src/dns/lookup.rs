@@ -1,0 +1,276 @@
+//! Answer building: from a question and the current snapshot to the records
+//! of each section, shuffled. No I/O, no locks, no awaiting: this is the hot
+//! path, run once per query.
+
+use std::{borrow::Cow, cell::RefCell};
+
+use hickory_proto::{
+    op::ResponseCode,
+    rr::{LowerName, RData, Record, RecordType},
+};
+use rand::{SeedableRng, rngs::SmallRng, seq::SliceRandom};
+
+use super::{
+    query::{self, DynamicName, SrvForm},
+    zones::{StaticZone, StaticZones},
+};
+use crate::registry::{RecordTable, ServiceRecords};
+
+/// The sections of a response, before size limits are applied.
+#[derive(Debug, Default)]
+pub struct Answer<'t> {
+    pub rcode: ResponseCode,
+    /// Set when roster is authoritative for the name (always, unless refused).
+    pub authoritative: bool,
+    pub answers: Vec<Cow<'t, Record>>,
+    pub authority: Vec<Cow<'t, Record>>,
+    pub additionals: Vec<Cow<'t, Record>>,
+}
+
+impl<'t> Answer<'t> {
+    fn refused() -> Self {
+        Self {
+            rcode: ResponseCode::Refused,
+            ..Self::default()
+        }
+    }
+}
+
+thread_local! {
+    /// One fast RNG per thread: shuffling needs speed and uniformity, not
+    /// cryptographic strength, and a thread-local one needs no lock.
+    static RNG: RefCell<SmallRng> = RefCell::new(SmallRng::from_rng(&mut rand::rng()));
+}
+
+fn shuffled_slots(slots: impl Iterator<Item = u32>) -> Vec<u32> {
+    let mut slots: Vec<u32> = slots.collect();
+    RNG.with(|rng| slots.shuffle(&mut *rng.borrow_mut()));
+    slots
+}
+
+/// Everything DNS answers from, for one query.
+pub struct Sources<'t> {
+    pub domain: &'t LowerName,
+    pub table: &'t RecordTable,
+    pub zones: &'t StaticZones,
+}
+
+/// Answers `qname`/`qtype` (class IN), or refuses a name outside every zone.
+pub fn resolve<'t>(sources: &Sources<'t>, qname: &'t LowerName, qtype: RecordType) -> Answer<'t> {
+    let static_zone = sources.zones.find(qname);
+    if sources.domain.zone_of(qname) {
+        // The dynamic domain, unless a static zone is more specific.
+        let more_specific =
+            static_zone.is_some_and(|z| z.origin.num_labels() > sources.domain.num_labels());
+        if !more_specific {
+            let extension = sources.zones.exact(sources.domain);
+            return resolve_dynamic(sources, extension, qname, qtype);
+        }
+    }
+    match static_zone {
+        Some(zone) => resolve_static(zone, qname, qtype),
+        None => Answer::refused(),
+    }
+}
+
+fn type_matches(record: &Record, qtype: RecordType) -> bool {
+    qtype == RecordType::ANY || record.record_type() == qtype
+}
+
+fn resolve_dynamic<'t>(
+    sources: &Sources<'t>,
+    extension: Option<&'t StaticZone>,
+    qname: &'t LowerName,
+    qtype: RecordType,
+) -> Answer<'t> {
+    let table = sources.table;
+    let mut answer = Answer {
+        authoritative: true,
+        ..Answer::default()
+    };
+    let mut exists = false;
+    match query::parse(qname, sources.domain) {
+        DynamicName::Apex => {
+            exists = true;
+            let static_soa = extension.and_then(|z| z.soa.as_ref());
+            if matches!(qtype, RecordType::SOA | RecordType::ANY)
+                && let Some(soa) = static_soa.or(table.soa.as_ref())
+            {
+                answer.answers.push(Cow::Borrowed(soa));
+            }
+            let static_ns = extension
+                .and_then(|z| z.lookup(qname))
+                .is_some_and(|records| records.iter().any(|r| r.record_type() == RecordType::NS));
+            if matches!(qtype, RecordType::NS | RecordType::ANY)
+                && !static_ns
+                && let Some(ns) = &table.ns
+            {
+                answer.answers.push(Cow::Borrowed(ns));
+            }
+        }
+        DynamicName::Service(label) => {
+            if let Some(service) = table.services.get(label) {
+                exists = true;
+                let slots = shuffled_slots(0..service.servable() as u32);
+                service_answers(service, &slots, qtype, None, &mut answer);
+            }
+        }
+        DynamicName::Srv { service, form } => {
+            if let Some(service) = table.services.get(service) {
+                let slots = match form {
+                    SrvForm::Protocol => Some(shuffled_slots(0..service.servable() as u32)),
+                    SrvForm::Tag(tag) => service
+                        .tags
+                        .get(tag)
+                        .map(|slots| shuffled_slots(slots.iter().copied())),
+                };
+                if let Some(slots) = slots {
+                    exists = true;
+                    if matches!(qtype, RecordType::SRV | RecordType::ANY) {
+                        service_answers(service, &slots, RecordType::SRV, Some(qname), &mut answer);
+                    }
+                }
+            }
+        }
+        DynamicName::Instance { service, instance } => {
+            if let Some(service) = table.services.get(service)
+                && let Some(slot) = service.instances.get(instance)
+            {
+                exists = true;
+                if let Some(slot) = slot.map(|s| s as usize) {
+                    let address = &service.target_address[slot];
+                    if type_matches(address, qtype) {
+                        answer.answers.push(Cow::Borrowed(address));
+                    }
+                    if let Some(txt) = &service.txt[slot]
+                        && type_matches(txt, qtype)
+                    {
+                        answer.answers.push(Cow::Borrowed(txt));
+                    }
+                }
+            }
+        }
+        DynamicName::Underscore(label) => {
+            let is_protocol = label == "tcp" || label == "udp";
+            exists = (is_protocol && !table.services.is_empty())
+                || table.services.contains_key(label)
+                || table.tag_use.contains_key(label);
+        }
+        DynamicName::Other => {}
+    }
+    if let Some(zone) = extension {
+        exists |= add_static(zone, qname, qtype, &mut answer);
+    }
+    if answer.answers.is_empty() {
+        let soa = extension
+            .and_then(|z| z.soa.as_ref())
+            .or(table.soa.as_ref());
+        negative(&mut answer, exists, soa);
+    }
+    answer
+}
+
+/// Adds the service's records for `qtype`, in `slots` order. `rename`
+/// gives SRV records the owner name asked for (`_web._tcp…`), since they are
+/// stored under the service name.
+fn service_answers<'t>(
+    service: &'t ServiceRecords,
+    slots: &[u32],
+    qtype: RecordType,
+    rename: Option<&LowerName>,
+    answer: &mut Answer<'t>,
+) {
+    for &slot in slots {
+        let slot = slot as usize;
+        let address = &service.service_address[slot];
+        if type_matches(address, qtype) {
+            answer.answers.push(Cow::Borrowed(address));
+        }
+        if matches!(qtype, RecordType::SRV | RecordType::ANY) {
+            let srv = &service.srv[slot];
+            answer.answers.push(match rename {
+                Some(name) => {
+                    let mut renamed = srv.clone();
+                    renamed.name = name.into();
+                    Cow::Owned(renamed)
+                }
+                None => Cow::Borrowed(srv),
+            });
+            answer
+                .additionals
+                .push(Cow::Borrowed(&service.target_address[slot]));
+        }
+    }
+}
+
+/// Adds static records at `qname`; returns whether the name exists there.
+fn add_static<'t>(
+    zone: &'t StaticZone,
+    qname: &LowerName,
+    qtype: RecordType,
+    answer: &mut Answer<'t>,
+) -> bool {
+    let Some(records) = zone.lookup(qname) else {
+        return zone.has_name_at_or_below(qname);
+    };
+    let cname = records
+        .iter()
+        .find(|r| r.record_type() == RecordType::CNAME);
+    match cname {
+        // A CNAME owns its name (RFC 1034 3.6.2): answer it for any other type.
+        Some(cname) if qtype != RecordType::CNAME && qtype != RecordType::ANY => {
+            answer.answers.push(Cow::Borrowed(cname));
+        }
+        _ => answer.answers.extend(
+            records
+                .iter()
+                .filter(|r| type_matches(r, qtype))
+                .map(Cow::Borrowed),
+        ),
+    }
+    true
+}
+
+fn resolve_static<'t>(zone: &'t StaticZone, qname: &LowerName, qtype: RecordType) -> Answer<'t> {
+    let mut answer = Answer {
+        authoritative: true,
+        ..Answer::default()
+    };
+    let mut exists = add_static(zone, qname, qtype, &mut answer);
+    if *qname == zone.origin {
+        exists = true;
+        if matches!(qtype, RecordType::SOA | RecordType::ANY)
+            && let Some(soa) = &zone.soa
+        {
+            answer.answers.insert(0, Cow::Borrowed(soa));
+        }
+    }
+    if answer.answers.is_empty() {
+        negative(&mut answer, exists, zone.soa.as_ref());
+    } else if answer.answers.len() > 1 {
+        RNG.with(|rng| answer.answers.shuffle(&mut *rng.borrow_mut()));
+    }
+    answer
+}
+
+/// NXDOMAIN or NODATA, with the SOA in the authority section (RFC 2308).
+fn negative<'t>(answer: &mut Answer<'t>, exists: bool, soa: Option<&'t Record>) {
+    if !exists {
+        answer.rcode = ResponseCode::NXDomain;
+    }
+    let Some(soa) = soa else {
+        return;
+    };
+    // The negative TTL is the lesser of the SOA's TTL and its MINIMUM.
+    let minimum = match &soa.data {
+        RData::SOA(data) => data.minimum,
+        _ => soa.ttl,
+    };
+    if soa.ttl <= minimum {
+        answer.authority.push(Cow::Borrowed(soa));
+    } else {
+        let mut capped = soa.clone();
+        capped.ttl = minimum;
+        answer.authority.push(Cow::Owned(capped));
+    }
+}

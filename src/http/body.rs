@@ -1,0 +1,56 @@
+//! Reading JSON request bodies with errors that name the offending field.
+
+use axum::{body::Bytes, extract::rejection::BytesRejection, http::StatusCode};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+/// The largest request body the API reads.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Turns a body extraction failure (too large, broken stream) into an error.
+pub fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError {
+                status,
+                message: format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+                field: Some("body".into()),
+            }
+        } else {
+            ApiError {
+                status,
+                message: rejection.body_text(),
+                field: Some("body".into()),
+            }
+        }
+    })
+}
+
+/// Parses `bytes` as JSON into `T`; an error names the field at fault.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        let message = inner.to_string();
+        let field = if path != "." {
+            path
+        } else {
+            backticked(&message).unwrap_or_else(|| "body".to_owned())
+        };
+        ApiError::bad_request(field, format!("invalid JSON body: {message}"))
+    })?;
+    deserializer
+        .end()
+        .map_err(|e| ApiError::bad_request("body", format!("invalid JSON body: {e}")))?;
+    Ok(value)
+}
+
+/// The first `name` in a serde message such as "missing field `address`".
+fn backticked(message: &str) -> Option<String> {
+    let start = message.find('`')? + 1;
+    let len = message[start..].find('`')?;
+    Some(message[start..start + len].to_owned())
+}

@@ -1,0 +1,59 @@
+//! The HTTP front doors: the native API (and, beside it, the Consul adapter).
+//! Both translate requests into registry commands and views of its state.
+//!
+//! Owns: HTTP routing, bodies and error mapping. Must not: touch the store or
+//! the record table.
+
+mod body;
+mod error;
+mod native;
+mod views;
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    http::StatusCode,
+    routing::{get, put},
+};
+
+pub use error::ApiError;
+
+use crate::registry::Registry;
+
+/// What every handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Registry,
+    /// The dynamic domain, for showing DNS names.
+    pub domain: Arc<str>,
+    pub include_warning: bool,
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/services", get(native::list_services))
+        .route("/v1/services/{service}", get(native::get_service))
+        .route(
+            "/v1/services/{service}/instances/{id}",
+            put(native::register)
+                .delete(native::deregister)
+                .get(native::get_instance),
+        )
+        .route(
+            "/v1/services/{service}/instances/{id}/heartbeat",
+            put(native::heartbeat),
+        )
+        .route(
+            "/v1/services/{service}/instances/{id}/maintenance",
+            put(native::maintenance),
+        )
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
+        })
+        .layer(DefaultBodyLimit::max(body::MAX_BODY_BYTES))
+        .with_state(state)
+}

@@ -1,0 +1,205 @@
+//! The native API under `/v1/services`: register, deregister, list, report
+//! heartbeats, drain for maintenance. Translates HTTP to registry commands;
+//! decides nothing itself.
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{Path, State, rejection::BytesRejection},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde::Deserialize;
+
+use super::{
+    AppState,
+    body::{body_bytes, parse_json},
+    error::ApiError,
+    views,
+};
+use crate::{
+    model::{InstanceBody, Status},
+    registry::{Command, Outcome},
+};
+
+type PathRejection = axum::extract::rejection::PathRejection;
+
+fn path_pair(
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<(String, String), ApiError> {
+    path.map(|Path(pair)| pair)
+        .map_err(|e| ApiError::bad_request("path", e.body_text()))
+}
+
+fn instance_response(state: &AppState, outcome: Outcome) -> Response {
+    match outcome {
+        Outcome::Instance(instance) => Json(views::instance_view(
+            &instance,
+            &state.domain,
+            state.include_warning,
+        ))
+        .into_response(),
+        Outcome::Removed => StatusCode::NO_CONTENT.into_response(),
+        Outcome::Imported(count) => Json(serde_json::json!({ "imported": count })).into_response(),
+    }
+}
+
+/// `PUT /v1/services/{service}/instances/{id}`: create or replace.
+pub async fn register(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (service, id) = path_pair(path)?;
+    let body: InstanceBody = parse_json(&body_bytes(body)?)?;
+    let instance = body.validate(&service, &id)?;
+    let outcome = state
+        .registry
+        .execute(Command::Register {
+            instance,
+            move_between_services: false,
+        })
+        .await?;
+    Ok(instance_response(&state, outcome))
+}
+
+/// `DELETE /v1/services/{service}/instances/{id}`.
+pub async fn deregister(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let (service, id) = path_pair(path)?;
+    let outcome = state
+        .registry
+        .execute(Command::Deregister {
+            service: Some(service),
+            id,
+        })
+        .await?;
+    Ok(instance_response(&state, outcome))
+}
+
+/// `GET /v1/services/{service}/instances/{id}`.
+pub async fn get_instance(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let (service, id) = path_pair(path)?;
+    let registry = state.registry.state();
+    let instance = registry
+        .service_by_name(&service)
+        .and_then(|s| s.instances.get(&id))
+        .ok_or_else(|| ApiError::not_found(format!("no instance {id:?} in service {service:?}")))?;
+    Ok(instance_response(
+        &state,
+        Outcome::Instance(instance.clone()),
+    ))
+}
+
+/// `GET /v1/services`: every service with its instance counts.
+pub async fn list_services(State(state): State<AppState>) -> Response {
+    let registry = state.registry.state();
+    let services: Vec<_> = registry
+        .services
+        .values()
+        .map(|s| views::service_summary(s, &state.domain, state.include_warning))
+        .collect();
+    Json(services).into_response()
+}
+
+/// `GET /v1/services/{service}`: the service's instances with their health.
+pub async fn get_service(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(service) = path.map_err(|e| ApiError::bad_request("path", e.body_text()))?;
+    let registry = state.registry.state();
+    let found = registry
+        .service_by_name(&service)
+        .ok_or_else(|| ApiError::not_found(format!("no service {service:?}")))?;
+    Ok(Json(views::service_view(
+        found,
+        &state.domain,
+        state.include_warning,
+    ))
+    .into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct HeartbeatBody {
+    status: Option<String>,
+    note: Option<String>,
+}
+
+/// `PUT /v1/services/{service}/instances/{id}/heartbeat`: report to the
+/// instance's TTL checks (passing unless the body says otherwise).
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (service, id) = path_pair(path)?;
+    let bytes = body_bytes(body)?;
+    let body: HeartbeatBody = if bytes.iter().all(u8::is_ascii_whitespace) {
+        HeartbeatBody::default()
+    } else {
+        parse_json(&bytes)?
+    };
+    let status = match body.status.as_deref() {
+        None => Status::Passing,
+        Some(text) => Status::parse(text).ok_or_else(|| {
+            ApiError::bad_request("status", "must be passing, warning or critical")
+        })?,
+    };
+    let note = body.note.unwrap_or_default();
+    if note.len() > 4096 {
+        return Err(ApiError::bad_request("note", "must be at most 4096 bytes"));
+    }
+    let outcome = state
+        .registry
+        .execute(Command::CheckResult {
+            service: Some(service),
+            id,
+            check_id: None,
+            status,
+            output: note,
+            heartbeat: true,
+        })
+        .await?;
+    Ok(instance_response(&state, outcome))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MaintenanceBody {
+    enable: bool,
+    reason: Option<String>,
+}
+
+/// `PUT /v1/services/{service}/instances/{id}/maintenance`: drain an
+/// instance out of DNS (`enable: true`) or put it back.
+pub async fn maintenance(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (service, id) = path_pair(path)?;
+    let body: MaintenanceBody = parse_json(&body_bytes(body)?)?;
+    let reason = body.reason.unwrap_or_default();
+    if reason.len() > 4096 || reason.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "reason",
+            "must be at most 4096 printable characters",
+        ));
+    }
+    let outcome = state
+        .registry
+        .execute(Command::Maintenance {
+            service: Some(service),
+            id,
+            reason: body.enable.then_some(reason),
+        })
+        .await?;
+    Ok(instance_response(&state, outcome))
+}

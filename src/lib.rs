@@ -1,0 +1,238 @@
+//! roster: a DNS-based service discovery server.
+//!
+//! This is the composition root: it wires the store, registry, health
+//! checker, DNS server and HTTP API together from a [`Config`]. [`run`] takes
+//! already-bound sockets and a shutdown future, so tests bind port 0 and
+//! `main` passes the signal handler; [`start`] does both for tests.
+
+pub mod config;
+pub mod dns;
+pub mod http;
+pub mod model;
+pub mod registry;
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use hickory_proto::rr::LowerName;
+use tokio::{
+    net::{TcpListener, UdpSocket},
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+};
+use tracing::info;
+
+pub use config::{Config, ConfigError};
+
+use crate::{
+    dns::zones::{StaticZones, ZoneError},
+    registry::{MemoryStore, Registry, RegistryError, Store, TableSettings},
+};
+
+/// Why roster could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen for {what} on {address}: {source}")]
+    Bind {
+        what: &'static str,
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Zones(#[from] ZoneError),
+    #[error("registry: {0}")]
+    Registry(#[from] RegistryError),
+    #[error("{what} failed: {source}")]
+    Serve {
+        what: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// The sockets roster serves on, bound before it starts.
+pub struct Listeners {
+    pub dns_udp: UdpSocket,
+    pub dns_tcp: TcpListener,
+    pub http: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses in `config`. DNS gets UDP and TCP on the same
+    /// port; with port 0 the kernel picks the UDP port and TCP follows it.
+    pub async fn bind(config: &Config) -> Result<Self, RunError> {
+        let dns = config.dns.listen;
+        let bind_error = |what, address, source| RunError::Bind {
+            what,
+            address,
+            source,
+        };
+        let (dns_udp, dns_tcp) = if dns.port() == 0 {
+            bind_same_port(dns).await?
+        } else {
+            let udp = UdpSocket::bind(dns)
+                .await
+                .map_err(|e| bind_error("DNS over UDP", dns, e))?;
+            let tcp = TcpListener::bind(dns)
+                .await
+                .map_err(|e| bind_error("DNS over TCP", dns, e))?;
+            (udp, tcp)
+        };
+        let http = TcpListener::bind(config.http.listen)
+            .await
+            .map_err(|e| bind_error("HTTP", config.http.listen, e))?;
+        Ok(Self {
+            dns_udp,
+            dns_tcp,
+            http,
+        })
+    }
+
+    pub fn dns_addr(&self) -> SocketAddr {
+        self.dns_udp
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+}
+
+/// An ephemeral port free for both UDP and TCP: a few tries, since another
+/// process may hold the TCP side of the port the kernel gave UDP.
+async fn bind_same_port(address: SocketAddr) -> Result<(UdpSocket, TcpListener), RunError> {
+    let mut last_error = None;
+    for _ in 0..16 {
+        let udp = UdpSocket::bind(address)
+            .await
+            .map_err(|source| RunError::Bind {
+                what: "DNS over UDP",
+                address,
+                source,
+            })?;
+        let port = udp.local_addr().map(|a| a.port()).unwrap_or(0);
+        let tcp_address = SocketAddr::new(address.ip(), port);
+        match TcpListener::bind(tcp_address).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(RunError::Bind {
+        what: "DNS over TCP",
+        address,
+        source: last_error.unwrap_or_else(|| std::io::Error::other("no free port")),
+    })
+}
+
+/// Runs roster on `listeners` until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    config.validate("configuration")?;
+    let domain = config
+        .domain_name()
+        .map_err(|message| ConfigError::Invalid {
+            origin: "configuration".into(),
+            key: "dns.domain",
+            message,
+        })?;
+    let zones = Arc::new(StaticZones::load_dir(&config.dns.zones, &domain)?);
+    for zone in zones.iter() {
+        info!(zone = %zone.origin, "serving static zone");
+    }
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    let (events, mut event_queue) = mpsc::unbounded_channel();
+    // Until the health checker consumes them, events are dropped here.
+    tokio::spawn(async move { while event_queue.recv().await.is_some() {} });
+    let settings = TableSettings {
+        domain: domain.clone(),
+        ttl: config.dns.ttl,
+        negative_ttl: config.dns.negative_ttl,
+        include_warning: config.dns.include_warning,
+    };
+    let registry = Registry::start(store, settings, events).await?;
+
+    let dns_addr = listeners.dns_addr();
+    let http_addr = listeners.http_addr();
+    let handler = dns::DnsHandler::new(
+        registry.table(),
+        zones,
+        LowerName::new(&domain),
+        config.dns.max_udp_payload,
+    );
+    let mut dns_server = dns::serve(handler, vec![listeners.dns_udp], listeners.dns_tcp);
+
+    let app = http::router(http::AppState {
+        registry: registry.clone(),
+        domain: Arc::from(domain.to_ascii().trim_end_matches('.')),
+        include_warning: config.dns.include_warning,
+    });
+    let (stop_http, http_stopped) = oneshot::channel::<()>();
+    let http_server = tokio::spawn(async move {
+        axum::serve(listeners.http, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_stopped.await;
+            })
+            .await
+    });
+    info!(dns = %dns_addr, http = %http_addr, domain = %domain, "roster is serving");
+
+    shutdown.await;
+    info!("shutting down");
+    let _ = stop_http.send(());
+    let http_result = http_server.await;
+    let _ = dns_server.shutdown_gracefully().await;
+    drop(registry);
+    match http_result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(source)) => Err(RunError::Serve {
+            what: "HTTP server",
+            source,
+        }),
+        Err(join) => Err(RunError::Serve {
+            what: "HTTP server",
+            source: std::io::Error::other(join.to_string()),
+        }),
+    }
+}
+
+/// A roster started in the background, for tests and embedding.
+pub struct Running {
+    pub dns_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), RunError>>,
+}
+
+impl Running {
+    /// Stops roster and waits until it has.
+    pub async fn stop(self) -> Result<(), RunError> {
+        let _ = self.stop.send(());
+        self.task.await.map_err(|e| RunError::Serve {
+            what: "roster",
+            source: std::io::Error::other(e.to_string()),
+        })?
+    }
+}
+
+/// Binds per `config` (port 0 allowed) and runs roster in a task.
+pub async fn start(config: Config) -> Result<Running, RunError> {
+    let listeners = Listeners::bind(&config).await?;
+    let dns_addr = listeners.dns_addr();
+    let http_addr = listeners.http_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(run(config, listeners, async move {
+        let _ = stopped.await;
+    }));
+    Ok(Running {
+        dns_addr,
+        http_addr,
+        stop,
+        task,
+    })
+}

@@ -1,0 +1,108 @@
+//! The `roster` command line: parse, load config, start tracing, call the
+//! library. Nothing else lives here.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use roster::{Config, Listeners};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "roster", version, about = "DNS-based service discovery server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Run the server: HTTP registration API and authoritative DNS.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Config file [default: ./config.toml if present, else built-in defaults]
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// DNS address, UDP and TCP [default: 127.0.0.1:8600]
+    #[arg(long, value_name = "ADDR")]
+    dns: Option<SocketAddr>,
+    /// HTTP API address [default: 127.0.0.1:8500]
+    #[arg(long, value_name = "ADDR")]
+    http: Option<SocketAddr>,
+    /// The dynamic DNS domain [default: service.local]
+    #[arg(long, value_name = "DOMAIN")]
+    domain: Option<String>,
+    /// Directory of static zone files [default: zones]
+    #[arg(long, value_name = "DIR")]
+    zones: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut config = Config::load(self.config.as_deref())?;
+        if let Some(dns) = self.dns {
+            config.dns.listen = dns;
+        }
+        if let Some(http) = self.http {
+            config.http.listen = http;
+        }
+        if let Some(domain) = &self.domain {
+            config.dns.domain = domain.clone();
+        }
+        if let Some(zones) = &self.zones {
+            config.dns.zones = zones.clone();
+        }
+        config.validate("command line")?;
+        Ok(config)
+    }
+}
+
+fn init_tracing() {
+    // hickory logs every query at info; that is a debugging aid, not a log.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,hickory_server=warn,hickory_net=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        Commands::Serve(args) => {
+            let config = args.config()?;
+            let listeners = Listeners::bind(&config).await?;
+            roster::run(config, listeners, shutdown_signal())
+                .await
+                .context("roster stopped with an error")?;
+        }
+    }
+    Ok(())
+}

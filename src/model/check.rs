@@ -1,0 +1,380 @@
+//! Health check definitions: what to probe, how often, and how many results
+//! it takes to change state. Parsing here is the only validation checks get.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use super::{GoDuration, ValidationError};
+
+/// Checks more frequent than this would make roster a load generator, not a
+/// registry; Consul's own floor is 1 s, roster allows shorter for tests and
+/// fast failover.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// Consul's default HTTP/TCP check timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// TTLs shorter than this cannot be met by a heartbeat over HTTP reliably.
+pub const MIN_TTL: Duration = Duration::from_millis(100);
+/// At most this many checks per instance.
+pub const MAX_CHECKS: usize = 16;
+
+/// A check's health, and an instance's (the worst of its checks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Passing,
+    Warning,
+    Critical,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Passing => "passing",
+            Self::Warning => "warning",
+            Self::Critical => "critical",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "passing" => Some(Self::Passing),
+            "warning" => Some(Self::Warning),
+            "critical" => Some(Self::Critical),
+            _ => None,
+        }
+    }
+}
+
+/// What a check probes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    /// A request to `url`: 2xx passing, 429 warning, anything else critical.
+    Http {
+        url: String,
+        method: String,
+        headers: Vec<(String, String)>,
+        interval: GoDuration,
+        timeout: GoDuration,
+    },
+    /// A TCP connect to `address` (`host:port`): completed is passing.
+    Tcp {
+        address: String,
+        interval: GoDuration,
+        timeout: GoDuration,
+    },
+    /// A heartbeat the service sends; critical once `ttl` passes without one.
+    Ttl { ttl: GoDuration },
+}
+
+impl CheckKind {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Http { .. } => "http",
+            Self::Tcp { .. } => "tcp",
+            Self::Ttl { .. } => "ttl",
+        }
+    }
+}
+
+/// One health check of an instance, validated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckDefinition {
+    /// Unique within the instance; defaults to Consul's `service:<id>` form.
+    pub id: String,
+    pub name: String,
+    pub notes: String,
+    pub kind: CheckKind,
+    /// Consecutive successes needed to go from non-passing to passing (≥ 1).
+    pub success_before_passing: u32,
+    /// Consecutive failures needed to go from passing to critical (≥ 1).
+    pub failures_before_critical: u32,
+    /// Remove the instance once this check has been critical this long.
+    pub deregister_critical_after: Option<GoDuration>,
+    /// The status a new check starts in (critical unless told otherwise).
+    pub initial_status: Status,
+}
+
+/// A check as the native API receives it, before validation.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckBody {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub notes: Option<String>,
+    pub http: Option<String>,
+    pub tcp: Option<String>,
+    pub ttl: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub method: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub success_before_passing: Option<u32>,
+    pub failures_before_critical: Option<u32>,
+    pub deregister_critical_after: Option<String>,
+    pub status: Option<String>,
+}
+
+fn duration_field(
+    value: &Option<String>,
+    field: &str,
+) -> Result<Option<Duration>, ValidationError> {
+    value
+        .as_deref()
+        .map(|text| {
+            super::parse_go_duration(text)
+                .map_err(|e| ValidationError::new(field.to_owned(), e.to_string()))
+        })
+        .transpose()
+}
+
+impl CheckBody {
+    /// Validates one check. `prefix` names it in errors (`check`, `checks[1]`),
+    /// `default_id` is used when the body has no `id`.
+    pub fn validate(
+        self,
+        prefix: &str,
+        default_id: String,
+        default_name: String,
+    ) -> Result<CheckDefinition, ValidationError> {
+        let field = |name: &str| format!("{prefix}.{name}");
+        let kinds = [self.http.is_some(), self.tcp.is_some(), self.ttl.is_some()];
+        let kind_count = kinds.iter().filter(|k| **k).count();
+        if kind_count == 0 {
+            return Err(ValidationError::new(
+                prefix.to_owned(),
+                "a check needs exactly one of \"http\", \"tcp\" or \"ttl\"",
+            ));
+        }
+        if kind_count > 1 {
+            return Err(ValidationError::new(
+                prefix.to_owned(),
+                "a check can have only one of \"http\", \"tcp\" or \"ttl\"",
+            ));
+        }
+        let interval = duration_field(&self.interval, &field("interval"))?;
+        let timeout = duration_field(&self.timeout, &field("timeout"))?;
+        let probe_timing = || -> Result<(GoDuration, GoDuration), ValidationError> {
+            let interval = interval.ok_or_else(|| {
+                ValidationError::new(field("interval"), "required for http and tcp checks")
+            })?;
+            if interval < MIN_INTERVAL {
+                return Err(ValidationError::new(
+                    field("interval"),
+                    format!(
+                        "must be at least {}",
+                        super::format_go_duration(MIN_INTERVAL)
+                    ),
+                ));
+            }
+            let timeout = timeout.unwrap_or(DEFAULT_TIMEOUT.min(interval));
+            if timeout.is_zero() {
+                return Err(ValidationError::new(field("timeout"), "must be above zero"));
+            }
+            if timeout > interval {
+                return Err(ValidationError::new(
+                    field("timeout"),
+                    "must not be longer than the interval",
+                ));
+            }
+            Ok((GoDuration(interval), GoDuration(timeout)))
+        };
+        let kind = if let Some(url) = self.http {
+            validate_http_url(&url)
+                .map_err(|reason| ValidationError::new(field("http"), reason))?;
+            let method = self
+                .method
+                .unwrap_or_else(|| "GET".to_owned())
+                .to_uppercase();
+            if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+                return Err(ValidationError::new(
+                    field("method"),
+                    "must be an HTTP method such as GET or HEAD",
+                ));
+            }
+            for (name, value) in &self.headers {
+                let valid_name =
+                    !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+                if !valid_name || value.chars().any(|c| c.is_control()) {
+                    return Err(ValidationError::new(
+                        field("headers"),
+                        format!("header {name:?} is not a valid HTTP header"),
+                    ));
+                }
+            }
+            let (interval, timeout) = probe_timing()?;
+            CheckKind::Http {
+                url,
+                method,
+                headers: self.headers.into_iter().collect(),
+                interval,
+                timeout,
+            }
+        } else if let Some(address) = self.tcp {
+            validate_host_port(&address)
+                .map_err(|reason| ValidationError::new(field("tcp"), reason))?;
+            let (interval, timeout) = probe_timing()?;
+            CheckKind::Tcp {
+                address,
+                interval,
+                timeout,
+            }
+        } else {
+            let ttl = duration_field(&self.ttl, &field("ttl"))?.unwrap_or_default();
+            if ttl < MIN_TTL {
+                return Err(ValidationError::new(
+                    field("ttl"),
+                    format!("must be at least {}", super::format_go_duration(MIN_TTL)),
+                ));
+            }
+            if self.interval.is_some() || self.timeout.is_some() {
+                return Err(ValidationError::new(
+                    field("interval"),
+                    "a ttl check has no interval or timeout: the service reports in",
+                ));
+            }
+            CheckKind::Ttl {
+                ttl: GoDuration(ttl),
+            }
+        };
+        let deregister_critical_after = duration_field(
+            &self.deregister_critical_after,
+            &field("deregister_critical_after"),
+        )?
+        .map(GoDuration);
+        if deregister_critical_after.is_some_and(|d| d.0.is_zero()) {
+            return Err(ValidationError::new(
+                field("deregister_critical_after"),
+                "must be above zero",
+            ));
+        }
+        let initial_status = match self.status.as_deref() {
+            None => Status::Critical,
+            Some(text) => Status::parse(text).ok_or_else(|| {
+                ValidationError::new(field("status"), "must be passing, warning or critical")
+            })?,
+        };
+        let id = self.id.unwrap_or(default_id);
+        if id.is_empty() || id.len() > 255 || id.chars().any(|c| c.is_control()) {
+            return Err(ValidationError::new(
+                field("id"),
+                "must be 1 to 255 printable characters",
+            ));
+        }
+        Ok(CheckDefinition {
+            id,
+            name: self.name.unwrap_or(default_name),
+            notes: self.notes.unwrap_or_default(),
+            kind,
+            success_before_passing: self.success_before_passing.unwrap_or(1).max(1),
+            failures_before_critical: self.failures_before_critical.unwrap_or(1).max(1),
+            deregister_critical_after,
+            initial_status,
+        })
+    }
+}
+
+/// Accepts `http://host[:port]/path`; roster's checker speaks plain HTTP.
+pub fn validate_http_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url:?} is not an http:// URL"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() || authority.contains('@') {
+        return Err(format!("{url:?} has no host"));
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{url:?} contains whitespace"));
+    }
+    if let Some((host, port)) = authority.rsplit_once(':')
+        && !host.ends_with(']')
+        && !port.is_empty()
+        && port.parse::<u16>().is_err()
+    {
+        return Err(format!("{url:?} has an invalid port"));
+    }
+    Ok(())
+}
+
+/// Accepts `host:port` and `[v6]:port`.
+pub fn validate_host_port(address: &str) -> Result<(), String> {
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{address:?} must be host:port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{address:?} has an invalid port"))?;
+    if port == 0 || host.is_empty() || host.chars().any(|c| c.is_whitespace()) {
+        return Err(format!("{address:?} must be host:port"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(json: &str) -> CheckBody {
+        serde_json::from_str(json).expect(json)
+    }
+
+    fn validate(json: &str) -> Result<CheckDefinition, ValidationError> {
+        body(json).validate("check", "service:x".into(), "check".into())
+    }
+
+    #[test]
+    fn accepts_each_kind() {
+        let http =
+            validate(r#"{"http":"http://127.0.0.1:8080/health","interval":"5s","timeout":"1s"}"#)
+                .expect("http");
+        assert_eq!(http.kind.type_name(), "http");
+        assert_eq!(http.initial_status, Status::Critical);
+        assert_eq!(http.id, "service:x");
+        let tcp = validate(r#"{"tcp":"127.0.0.1:8080","interval":"5s"}"#).expect("tcp");
+        assert!(
+            matches!(tcp.kind, CheckKind::Tcp { timeout, .. } if timeout.0 == Duration::from_secs(5))
+        );
+        let ttl = validate(r#"{"ttl":"15s"}"#).expect("ttl");
+        assert_eq!(
+            ttl.kind,
+            CheckKind::Ttl {
+                ttl: GoDuration(Duration::from_secs(15))
+            }
+        );
+    }
+
+    #[test]
+    fn refuses_nonsense_naming_the_field() {
+        let cases = [
+            (r#"{}"#, "check"),
+            (
+                r#"{"http":"http://a/","tcp":"a:1","interval":"1s"}"#,
+                "check",
+            ),
+            (r#"{"http":"http://a/"}"#, "check.interval"),
+            (
+                r#"{"http":"http://a/","interval":"10ms"}"#,
+                "check.interval",
+            ),
+            (
+                r#"{"http":"http://a/","interval":"1s","timeout":"2s"}"#,
+                "check.timeout",
+            ),
+            (
+                r#"{"http":"http://a/","interval":"soon"}"#,
+                "check.interval",
+            ),
+            (r#"{"http":"ftp://a/","interval":"1s"}"#, "check.http"),
+            (r#"{"tcp":"nohost","interval":"1s"}"#, "check.tcp"),
+            (r#"{"ttl":"1x"}"#, "check.ttl"),
+            (r#"{"ttl":"10s","interval":"1s"}"#, "check.interval"),
+            (r#"{"ttl":"10s","status":"fine"}"#, "check.status"),
+        ];
+        for (json, field) in cases {
+            let err = validate(json).expect_err(json);
+            assert_eq!(err.field, field, "{json}");
+        }
+    }
+}

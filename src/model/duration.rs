@@ -1,0 +1,191 @@
+//! Go-style duration strings (`500ms`, `10s`, `1m30s`), the format Consul and
+//! its clients use, so one parser serves both front doors.
+
+use std::{fmt, time::Duration};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A duration written and read as a Go duration string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct GoDuration(pub Duration);
+
+/// Why a duration string was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid duration {input:?}: {reason} (use e.g. \"500ms\", \"10s\", \"1m30s\")")]
+pub struct DurationError {
+    input: String,
+    reason: &'static str,
+}
+
+/// Parses a Go duration: a sequence of decimal numbers, each with an optional
+/// fraction and a unit (`ns`, `us`, `µs`, `ms`, `s`, `m`, `h`). A bare `0` is
+/// zero. A bare number without a unit is refused here; the Consul adapter
+/// treats bare numbers as nanoseconds itself, because only Consul does.
+pub fn parse_go_duration(input: &str) -> Result<Duration, DurationError> {
+    let err = |reason| DurationError {
+        input: input.to_owned(),
+        reason,
+    };
+    let s = input.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if s.is_empty() {
+        return Err(err("empty"));
+    }
+    if s.starts_with('-') {
+        return Err(err("negative"));
+    }
+    let s = s.strip_prefix('+').unwrap_or(s);
+    let mut total_nanos: u128 = 0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| err("missing unit"))?;
+        if number_len == 0 {
+            return Err(err("expected a number"));
+        }
+        let number = &rest[..number_len];
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let unit_nanos: u128 = match unit {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            _ => return Err(err("unknown unit")),
+        };
+        let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
+        if whole.is_empty() && frac.is_empty() {
+            return Err(err("expected a number"));
+        }
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| err("number too large"))?
+        };
+        let mut value = whole
+            .checked_mul(unit_nanos)
+            .ok_or_else(|| err("too large"))?;
+        let mut scale = unit_nanos;
+        for digit in frac.bytes() {
+            if !digit.is_ascii_digit() {
+                return Err(err("malformed fraction"));
+            }
+            scale /= 10;
+            value += u128::from(digit - b'0') * scale;
+        }
+        total_nanos = total_nanos
+            .checked_add(value)
+            .ok_or_else(|| err("too large"))?;
+    }
+    let nanos = u64::try_from(total_nanos).map_err(|_| err("too large"))?;
+    Ok(Duration::from_nanos(nanos))
+}
+
+/// Formats a duration the way Go does, so what roster shows back parses again.
+pub fn format_go_duration(d: Duration) -> String {
+    if d.is_zero() {
+        return "0s".to_owned();
+    }
+    let nanos = d.as_nanos();
+    if nanos < 1_000_000_000 && nanos.is_multiple_of(1_000_000) {
+        return format!("{}ms", nanos / 1_000_000);
+    }
+    if nanos < 1_000_000_000 {
+        return format!("{}ns", nanos);
+    }
+    let total_ms = d.as_millis();
+    let hours = total_ms / 3_600_000;
+    let minutes = (total_ms / 60_000) % 60;
+    let ms = total_ms % 60_000;
+    let mut out = String::new();
+    if hours > 0 {
+        out.push_str(&format!("{hours}h"));
+    }
+    if hours > 0 || minutes > 0 {
+        out.push_str(&format!("{minutes}m"));
+    }
+    if ms.is_multiple_of(1000) {
+        out.push_str(&format!("{}s", ms / 1000));
+    } else {
+        out.push_str(&format!("{}.{:03}s", ms / 1000, ms % 1000));
+    }
+    out
+}
+
+impl fmt::Display for GoDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&format_go_duration(self.0))
+    }
+}
+
+impl Serialize for GoDuration {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for GoDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse_go_duration(&text)
+            .map(GoDuration)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_go_durations() {
+        let ms = Duration::from_millis;
+        let cases = [
+            ("500ms", ms(500)),
+            ("10s", ms(10_000)),
+            ("1m30s", ms(90_000)),
+            ("1.5s", ms(1_500)),
+            ("2h", ms(7_200_000)),
+            ("0", Duration::ZERO),
+            ("100us", Duration::from_micros(100)),
+            ("1h2m3s4ms", ms(3_723_004)),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse_go_duration(text), Ok(expected), "{text}");
+        }
+    }
+
+    #[test]
+    fn refuses_nonsense() {
+        for text in [
+            "",
+            "10",
+            "s",
+            "-5s",
+            "5x",
+            "1..5s",
+            "5s3",
+            "99999999999999h",
+        ] {
+            assert!(parse_go_duration(text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn formats_round_trip() {
+        for text in ["500ms", "10s", "1m30s", "2h0m0s", "1.500s"] {
+            let d = parse_go_duration(text).expect(text);
+            assert_eq!(parse_go_duration(&format_go_duration(d)), Ok(d));
+        }
+        assert_eq!(format_go_duration(Duration::from_secs(90)), "1m30s");
+    }
+}

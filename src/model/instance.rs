@@ -1,0 +1,237 @@
+//! A registered instance of a service, and the native API's registration body.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use serde::Deserialize;
+
+use super::{CheckBody, CheckDefinition, InstanceId, MAX_CHECKS, ServiceName, ValidationError};
+
+/// Most tags one instance may carry; more is almost certainly a bug upstream.
+pub const MAX_TAGS: usize = 64;
+/// Most metadata entries one instance may carry (each becomes a TXT string).
+pub const MAX_META: usize = 64;
+/// A TXT character-string holds at most 255 octets (RFC 1035 section 3.3).
+const MAX_TXT_STRING: usize = 255;
+
+/// One registered instance: where it is, how to weigh it, how to check it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Instance {
+    pub service: ServiceName,
+    pub id: InstanceId,
+    pub address: IpAddr,
+    /// 0 only through the Consul API, which allows a missing port.
+    pub port: u16,
+    pub tags: Vec<String>,
+    pub meta: BTreeMap<String, String>,
+    /// SRV weight (RFC 2782): relative share among equal priorities.
+    pub weight: u16,
+    /// SRV priority: lower is preferred.
+    pub priority: u16,
+    pub checks: Vec<CheckDefinition>,
+}
+
+/// The native API's registration body, before validation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceBody {
+    pub address: String,
+    pub port: u32,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub meta: BTreeMap<String, String>,
+    pub weight: Option<u16>,
+    pub priority: Option<u16>,
+    pub check: Option<CheckBody>,
+    #[serde(default)]
+    pub checks: Vec<CheckBody>,
+}
+
+impl InstanceBody {
+    /// Validates the body for `service`/`id` into an [`Instance`].
+    pub fn validate(self, service: &str, id: &str) -> Result<Instance, ValidationError> {
+        let service = ServiceName::parse(service)?;
+        let id = InstanceId::parse(id)?;
+        let address: IpAddr = self.address.trim().parse().map_err(|_| {
+            ValidationError::new(
+                "address",
+                format!("{:?} is not an IPv4 or IPv6 address", self.address),
+            )
+        })?;
+        if address.is_unspecified() || address.is_multicast() {
+            return Err(ValidationError::new(
+                "address",
+                format!("{address} cannot be an instance's address"),
+            ));
+        }
+        if self.port == 0 || self.port > u32::from(u16::MAX) {
+            return Err(ValidationError::new("port", "must be between 1 and 65535"));
+        }
+        let tags = validate_tags(self.tags)?;
+        validate_meta(&self.meta)?;
+        let mut bodies: Vec<(String, CheckBody)> = Vec::new();
+        if let Some(check) = self.check {
+            bodies.push(("check".to_owned(), check));
+        }
+        for (i, check) in self.checks.into_iter().enumerate() {
+            bodies.push((format!("checks[{i}]"), check));
+        }
+        let checks = validate_checks(bodies, &service, &id)?;
+        Ok(Instance {
+            service,
+            id,
+            address,
+            port: self.port as u16,
+            tags,
+            meta: self.meta,
+            weight: self.weight.unwrap_or(1),
+            priority: self.priority.unwrap_or(0),
+            checks,
+        })
+    }
+}
+
+/// Validates a list of checks, giving each a Consul-style default ID:
+/// `service:<id>` for one, `service:<id>:<n>` (1-based) for several.
+pub(crate) fn validate_checks(
+    bodies: Vec<(String, CheckBody)>,
+    service: &ServiceName,
+    id: &InstanceId,
+) -> Result<Vec<CheckDefinition>, ValidationError> {
+    if bodies.len() > MAX_CHECKS {
+        return Err(ValidationError::new(
+            "checks",
+            format!("at most {MAX_CHECKS} checks per instance"),
+        ));
+    }
+    let several = bodies.len() > 1;
+    let mut checks: Vec<CheckDefinition> = Vec::with_capacity(bodies.len());
+    for (n, (prefix, body)) in bodies.into_iter().enumerate() {
+        let default_id = if several {
+            format!("service:{}:{}", id.as_str(), n + 1)
+        } else {
+            format!("service:{}", id.as_str())
+        };
+        let default_name = format!("Service '{}' check", service.as_str());
+        let check = body.validate(&prefix, default_id, default_name)?;
+        if checks.iter().any(|c| c.id == check.id) {
+            return Err(ValidationError::new(
+                format!("{prefix}.id"),
+                format!("check ID {:?} is used twice", check.id),
+            ));
+        }
+        checks.push(check);
+    }
+    Ok(checks)
+}
+
+/// Tags: at most [`MAX_TAGS`], each 1–255 printable bytes; duplicates folded.
+pub fn validate_tags(tags: Vec<String>) -> Result<Vec<String>, ValidationError> {
+    if tags.len() > MAX_TAGS {
+        return Err(ValidationError::new(
+            "tags",
+            format!("at most {MAX_TAGS} tags per instance"),
+        ));
+    }
+    let mut unique: Vec<String> = Vec::with_capacity(tags.len());
+    for tag in tags {
+        if tag.is_empty() || tag.len() > 255 || tag.chars().any(|c| c.is_control()) {
+            return Err(ValidationError::new(
+                "tags",
+                format!("tag {tag:?} must be 1 to 255 printable characters"),
+            ));
+        }
+        if !unique.contains(&tag) {
+            unique.push(tag);
+        }
+    }
+    Ok(unique)
+}
+
+/// Metadata: at most [`MAX_META`] entries, keys `[A-Za-z0-9_-]` (as Consul
+/// requires), and every `key=value` fitting one TXT string without control
+/// characters, because each entry is served as one.
+pub fn validate_meta(meta: &BTreeMap<String, String>) -> Result<(), ValidationError> {
+    if meta.len() > MAX_META {
+        return Err(ValidationError::new(
+            "meta",
+            format!("at most {MAX_META} metadata entries per instance"),
+        ));
+    }
+    for (key, value) in meta {
+        let valid_key = !key.is_empty()
+            && key.len() <= 128
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !valid_key {
+            return Err(ValidationError::new(
+                format!("meta.{key}"),
+                "metadata keys are 1 to 128 characters of letters, digits, '-' and '_'",
+            ));
+        }
+        if value.chars().any(|c| c.is_control()) {
+            return Err(ValidationError::new(
+                format!("meta.{key}"),
+                "value contains control characters and cannot be served as TXT",
+            ));
+        }
+        if key.len() + 1 + value.len() > MAX_TXT_STRING {
+            return Err(ValidationError::new(
+                format!("meta.{key}"),
+                format!("\"key=value\" must fit in {MAX_TXT_STRING} bytes to be served as TXT"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<Instance, ValidationError> {
+        let body: InstanceBody = serde_json::from_str(json).expect(json);
+        body.validate("web", "web-1")
+    }
+
+    #[test]
+    fn accepts_a_full_body() {
+        let instance = parse(
+            r#"{"address":"10.0.0.5","port":8080,"tags":["http","http"],"meta":{"version":"1.2"},
+               "weight":3,"priority":1,"checks":[{"ttl":"10s"},{"tcp":"10.0.0.5:8080","interval":"1s"}]}"#,
+        )
+        .expect("valid");
+        assert_eq!(instance.tags, vec!["http"]);
+        assert_eq!(instance.weight, 3);
+        assert_eq!(instance.checks[0].id, "service:web-1:1");
+        assert_eq!(instance.checks[1].id, "service:web-1:2");
+    }
+
+    #[test]
+    fn refuses_bad_fields() {
+        let cases = [
+            (r#"{"address":"10.0.0.256","port":1}"#, "address"),
+            (r#"{"address":"0.0.0.0","port":1}"#, "address"),
+            (r#"{"address":"10.0.0.1","port":0}"#, "port"),
+            (r#"{"address":"10.0.0.1","port":65536}"#, "port"),
+            (r#"{"address":"10.0.0.1","port":1,"tags":[""]}"#, "tags"),
+            (
+                r#"{"address":"10.0.0.1","port":1,"meta":{"a b":"c"}}"#,
+                "meta.a b",
+            ),
+            (
+                r#"{"address":"10.0.0.1","port":1,"meta":{"k":"line\nbreak"}}"#,
+                "meta.k",
+            ),
+        ];
+        for (json, field) in cases {
+            assert_eq!(parse(json).expect_err(json).field, field, "{json}");
+        }
+        let long = format!(
+            r#"{{"address":"10.0.0.1","port":1,"meta":{{"k":"{}"}}}}"#,
+            "v".repeat(254)
+        );
+        assert_eq!(parse(&long).expect_err("long").field, "meta.k");
+    }
+}

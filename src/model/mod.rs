@@ -1,0 +1,34 @@
+//! The registry's vocabulary: services, instances, checks and their health.
+//! All validation of user input lives here, so code behind the front doors
+//! handles only values that are already known to be valid.
+
+mod check;
+mod duration;
+mod instance;
+mod names;
+
+pub use check::{
+    CheckBody, CheckDefinition, CheckKind, MAX_CHECKS, Status, validate_host_port,
+    validate_http_url,
+};
+pub use duration::{DurationError, GoDuration, format_go_duration, parse_go_duration};
+pub use instance::{Instance, InstanceBody, MAX_META, MAX_TAGS, validate_meta, validate_tags};
+pub use names::{DnsLabel, InstanceId, ServiceName};
+
+/// Input that was refused, with the field at fault (`address`,
+/// `checks[1].interval`, …) so that API errors can point at it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ValidationError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ValidationError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}

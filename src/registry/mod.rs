@@ -1,0 +1,268 @@
+//! The registry: the single writer of roster's state.
+//!
+//! Every front door sends [`Command`]s to one writer task. The writer drains
+//! whatever commands are queued, applies them to a copy of the state, writes
+//! the durable ones to the store in one commit (group commit: one fsync for
+//! the whole batch), then publishes the new state and record table, and only
+//! then answers each caller. So an acknowledged change is durable, and the
+//! very next DNS query sees it (read-your-writes).
+//!
+//! Owns: the state, the record table, the index. Must not: do network I/O or
+//! block the DNS path (readers only ever load an `Arc`).
+
+mod commands;
+pub mod state;
+pub mod store;
+pub mod table;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{error, warn};
+
+pub use commands::{Command, Outcome};
+pub use state::{CheckState, InstanceState, RegistryState, ServiceState};
+pub use store::{Loaded, MemoryStore, Mutation, Store, StoreError, StoredInstance};
+pub use table::{RecordTable, ServiceRecords, TableSettings};
+
+/// Most commands folded into one commit. Bounds the latency one batch adds.
+const MAX_BATCH: usize = 4096;
+/// Queue depth in front of the writer; senders wait when it is full, which
+/// pushes back on clients instead of growing memory without bound.
+const QUEUE_DEPTH: usize = 16_384;
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the change was not saved: {0}")]
+    Store(String),
+    #[error("roster is shutting down")]
+    Closed,
+}
+
+/// What the health checker needs to hear about.
+#[derive(Clone, Debug)]
+pub enum RegistryEvent {
+    /// An instance was registered or re-registered: (re)schedule its checks.
+    Upserted(Arc<InstanceState>),
+    /// An instance is gone: stop checking it.
+    Removed { id: String },
+    /// The service reported to a TTL check: restart its timer.
+    Heartbeat { id: String, check_id: String },
+}
+
+struct Envelope {
+    command: Command,
+    reply: Option<oneshot::Sender<Result<Outcome, RegistryError>>>,
+}
+
+/// A cheap-clone handle to the registry.
+#[derive(Clone)]
+pub struct Registry {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    commands: mpsc::Sender<Envelope>,
+    /// Latest published state, for API reads. Swapped whole by the writer.
+    state: ArcSwap<RegistryState>,
+    /// Latest published record table, shared with the DNS handler.
+    table: Arc<ArcSwap<RecordTable>>,
+    /// The index, for blocking queries: receivers wake when it moves.
+    index: watch::Receiver<u64>,
+}
+
+impl Registry {
+    /// Loads `store`, publishes what it holds, and starts the writer task.
+    /// Events for the health checker go to `events`. The writer stops when
+    /// every `Registry` handle is dropped.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        settings: TableSettings,
+        events: mpsc::UnboundedSender<RegistryEvent>,
+    ) -> Result<Self, RegistryError> {
+        let loaded = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || store.load())
+                .await
+                .map_err(|e| RegistryError::Store(e.to_string()))?
+                .map_err(|e| RegistryError::Store(e.to_string()))?
+        };
+        let mut state = RegistryState::default();
+        let mut effects = commands::Effects::default();
+        commands::apply(
+            &mut state,
+            Command::Import {
+                instances: loaded.instances,
+            },
+            &mut effects,
+        )?;
+        // The index never goes back across restarts: start past the stored one.
+        state.index = state.index.max(loaded.index).max(1);
+        let mut table = RecordTable::default();
+        for label in &effects.touched {
+            table.update_service(
+                label.as_str(),
+                state.services.get(label).map(|s| &**s),
+                &settings,
+            );
+        }
+        table.set_index(state.index, &settings);
+        for event in effects.events {
+            let _ = events.send(event);
+        }
+
+        let (commands, queue) = mpsc::channel(QUEUE_DEPTH);
+        let (index_tx, index_rx) = watch::channel(state.index);
+        let table = Arc::new(ArcSwap::from_pointee(table));
+        let shared = Arc::new(Shared {
+            commands,
+            state: ArcSwap::from_pointee(state),
+            table: table.clone(),
+            index: index_rx,
+        });
+        let writer = Writer {
+            shared: Arc::downgrade(&shared),
+            store,
+            settings,
+            events,
+            index: index_tx,
+        };
+        tokio::spawn(writer.run(queue));
+        Ok(Self { shared })
+    }
+
+    /// Sends a command and waits until it is durable and published.
+    pub async fn execute(&self, command: Command) -> Result<Outcome, RegistryError> {
+        let (reply, answer) = oneshot::channel();
+        self.shared
+            .commands
+            .send(Envelope {
+                command,
+                reply: Some(reply),
+            })
+            .await
+            .map_err(|_| RegistryError::Closed)?;
+        answer.await.map_err(|_| RegistryError::Closed)?
+    }
+
+    /// Sends a command without waiting for it (the checker's results).
+    pub async fn submit(&self, command: Command) {
+        let _ = self
+            .shared
+            .commands
+            .send(Envelope {
+                command,
+                reply: None,
+            })
+            .await;
+    }
+
+    /// The latest published state.
+    pub fn state(&self) -> Arc<RegistryState> {
+        self.shared.state.load_full()
+    }
+
+    /// The table handle the DNS server reads from.
+    pub fn table(&self) -> Arc<ArcSwap<RecordTable>> {
+        self.shared.table.clone()
+    }
+
+    /// A receiver that changes whenever the index does.
+    pub fn watch_index(&self) -> watch::Receiver<u64> {
+        self.shared.index.clone()
+    }
+}
+
+struct Writer {
+    /// Weak, so that dropping the last `Registry` handle ends the writer.
+    shared: std::sync::Weak<Shared>,
+    store: Arc<dyn Store>,
+    settings: TableSettings,
+    events: mpsc::UnboundedSender<RegistryEvent>,
+    index: watch::Sender<u64>,
+}
+
+impl Writer {
+    async fn run(self, mut queue: mpsc::Receiver<Envelope>) {
+        let mut batch = Vec::with_capacity(64);
+        while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            let Some(shared) = self.shared.upgrade() else {
+                break;
+            };
+            self.process(&shared, std::mem::take(&mut batch)).await;
+        }
+    }
+
+    async fn process(&self, shared: &Shared, batch: Vec<Envelope>) {
+        let mut state = (*shared.state.load_full()).clone();
+        let mut effects = commands::Effects::default();
+        let mut replies = Vec::with_capacity(batch.len());
+        for envelope in batch {
+            // Each command sees the state left by the ones before it; one
+            // that fails leaves the state as it found it.
+            let before = state.clone();
+            let mark = (effects.mutations.len(), effects.events.len());
+            let outcome = commands::apply(&mut state, envelope.command, &mut effects);
+            if outcome.is_err() {
+                state = before;
+                effects.mutations.truncate(mark.0);
+                effects.events.truncate(mark.1);
+            }
+            replies.push((envelope.reply, outcome));
+        }
+        if !effects.mutations.is_empty() {
+            let store = self.store.clone();
+            let mutations = std::mem::take(&mut effects.mutations);
+            let index = state.index;
+            let committed = tokio::task::spawn_blocking(move || store.commit(&mutations, index))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            if let Err(message) = committed {
+                error!(%message, "store commit failed; the batch is rejected");
+                for (reply, outcome) in replies {
+                    let failed = outcome.and(Err(RegistryError::Store(message.clone())));
+                    if let Some(reply) = reply {
+                        let _ = reply.send(failed);
+                    }
+                }
+                return;
+            }
+        }
+        if !effects.touched.is_empty() || state.index != shared.state.load().index {
+            let mut table = (**shared.table.load()).clone();
+            for label in &effects.touched {
+                let service = state.services.get(label).map(|s| &**s);
+                table.update_service(label.as_str(), service, &self.settings);
+            }
+            table.set_index(state.index, &self.settings);
+            let index = state.index;
+            shared.state.store(Arc::new(state));
+            shared.table.store(Arc::new(table));
+            self.index.send_if_modified(|current| {
+                let moved = *current != index;
+                *current = index;
+                moved
+            });
+        }
+        for event in effects.events {
+            if self.events.send(event).is_err() {
+                warn!("health checker is gone; dropping registry events");
+                break;
+            }
+        }
+        for (reply, outcome) in replies {
+            if let Some(reply) = reply {
+                let _ = reply.send(outcome);
+            }
+        }
+    }
+}

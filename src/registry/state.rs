@@ -1,0 +1,104 @@
+//! The registry's state: every registered instance with its runtime health,
+//! held in persistent maps so that a snapshot is an O(1) clone and a change
+//! copies only the path to what changed.
+
+use std::{sync::Arc, time::SystemTime};
+
+use imbl::{HashMap, OrdMap};
+
+use crate::model::{CheckDefinition, DnsLabel, Instance, ServiceName, Status};
+
+/// A check's current result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckState {
+    pub status: Status,
+    /// The last probe's output: status line, error, or the heartbeat's note.
+    pub output: String,
+    /// When the status last changed, for operators.
+    pub changed_at: SystemTime,
+    /// The registry index at which status or output last changed.
+    pub modify_index: u64,
+}
+
+/// One instance as the registry holds it.
+#[derive(Clone, Debug)]
+pub struct InstanceState {
+    pub instance: Arc<Instance>,
+    /// Parallel to `instance.checks`.
+    pub checks: Vec<CheckState>,
+    /// `Some(reason)` while drained for maintenance.
+    pub maintenance: Option<String>,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+impl InstanceState {
+    /// The instance's health: the worst of its checks; passing without any.
+    pub fn status(&self) -> Status {
+        self.checks
+            .iter()
+            .map(|c| c.status)
+            .max()
+            .unwrap_or(Status::Passing)
+    }
+
+    /// Whether DNS may hand this instance out.
+    pub fn is_servable(&self, include_warning: bool) -> bool {
+        if self.maintenance.is_some() {
+            return false;
+        }
+        match self.status() {
+            Status::Passing => true,
+            Status::Warning => include_warning,
+            Status::Critical => false,
+        }
+    }
+
+    /// The check with this ID, with its definition.
+    pub fn check(&self, check_id: &str) -> Option<(usize, &CheckDefinition, &CheckState)> {
+        self.instance
+            .checks
+            .iter()
+            .zip(&self.checks)
+            .enumerate()
+            .find(|(_, (def, _))| def.id == check_id)
+            .map(|(i, (def, state))| (i, def, state))
+    }
+}
+
+/// All instances of one service, keyed by instance ID.
+#[derive(Clone, Debug)]
+pub struct ServiceState {
+    pub name: ServiceName,
+    pub instances: OrdMap<String, Arc<InstanceState>>,
+}
+
+/// A consistent view of the whole registry at one index.
+#[derive(Clone, Debug, Default)]
+pub struct RegistryState {
+    /// Bumped by every change that a client could observe; never goes back.
+    pub index: u64,
+    /// Services by DNS label: two names that map to one label are one service
+    /// as far as DNS can tell, so the registry refuses the second.
+    pub services: OrdMap<DnsLabel, Arc<ServiceState>>,
+    /// Which service each instance ID belongs to (IDs are registry-wide).
+    pub ids: HashMap<String, DnsLabel>,
+}
+
+impl RegistryState {
+    pub fn instance(&self, id: &str) -> Option<&Arc<InstanceState>> {
+        let label = self.ids.get(id)?;
+        self.services.get(label)?.instances.get(id)
+    }
+
+    pub fn service_by_name(&self, name: &str) -> Option<&Arc<ServiceState>> {
+        let label = DnsLabel::from_name(name, "service").ok()?;
+        self.services
+            .get(&label)
+            .filter(|s| s.name.as_str() == name || label.as_str() == name)
+    }
+
+    pub fn instance_count(&self) -> usize {
+        self.ids.len()
+    }
+}

@@ -1,0 +1,140 @@
+//! Where registrations persist. The registry is the store's only user: it
+//! writes a batch of changes and waits for it to be durable before it
+//! acknowledges any of them.
+
+use std::{collections::BTreeMap, net::IpAddr, sync::Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{CheckDefinition, Instance, InstanceId, ServiceName, ValidationError};
+
+/// A store failure. Any of these stops the write; none is retried silently.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {path}: {message}")]
+    Open { path: String, message: String },
+    #[error("store write failed: {0}")]
+    Write(String),
+    #[error("store read failed: {0}")]
+    Read(String),
+    #[error("stored record {key:?} is unreadable: {message}")]
+    Corrupt { key: String, message: String },
+}
+
+/// An instance as it is written to disk and to exports: plain data, so the
+/// format is stable across versions and readable by people.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredInstance {
+    pub service: String,
+    pub id: String,
+    pub address: IpAddr,
+    pub port: u16,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub meta: BTreeMap<String, String>,
+    pub weight: u16,
+    pub priority: u16,
+    #[serde(default)]
+    pub checks: Vec<CheckDefinition>,
+    /// `Some(reason)` while in maintenance.
+    #[serde(default)]
+    pub maintenance: Option<String>,
+    #[serde(default)]
+    pub create_index: u64,
+}
+
+impl StoredInstance {
+    pub fn new(instance: &Instance, maintenance: Option<String>, create_index: u64) -> Self {
+        Self {
+            service: instance.service.as_str().to_owned(),
+            id: instance.id.as_str().to_owned(),
+            address: instance.address,
+            port: instance.port,
+            tags: instance.tags.clone(),
+            meta: instance.meta.clone(),
+            weight: instance.weight,
+            priority: instance.priority,
+            checks: instance.checks.clone(),
+            maintenance,
+            create_index,
+        }
+    }
+
+    /// Rebuilds the instance, re-validating names so that a store written by
+    /// another version cannot smuggle in something the API would refuse.
+    pub fn to_instance(&self) -> Result<Instance, ValidationError> {
+        crate::model::validate_meta(&self.meta)?;
+        Ok(Instance {
+            service: ServiceName::parse(&self.service)?,
+            id: InstanceId::parse(&self.id)?,
+            address: self.address,
+            port: self.port,
+            tags: crate::model::validate_tags(self.tags.clone())?,
+            meta: self.meta.clone(),
+            weight: self.weight,
+            priority: self.priority,
+            checks: self.checks.clone(),
+        })
+    }
+}
+
+/// One durable change.
+#[derive(Clone, Debug)]
+pub enum Mutation {
+    Put(StoredInstance),
+    Delete { id: String },
+}
+
+/// Everything a store holds, as loaded at start-up.
+#[derive(Clone, Debug, Default)]
+pub struct Loaded {
+    pub index: u64,
+    pub instances: Vec<StoredInstance>,
+}
+
+/// Durable storage for the registry. `commit` must not return before the
+/// batch is on stable storage: the registry acknowledges writes after it.
+pub trait Store: Send + Sync + 'static {
+    fn load(&self) -> Result<Loaded, StoreError>;
+    fn commit(&self, batch: &[Mutation], index: u64) -> Result<(), StoreError>;
+}
+
+/// A store that keeps nothing across restarts; for tests and `--data-dir ""`.
+#[derive(Default)]
+pub struct MemoryStore {
+    /// Guarded by a std mutex: held only for map updates, never across await.
+    contents: Mutex<(u64, BTreeMap<String, StoredInstance>)>,
+}
+
+impl Store for MemoryStore {
+    fn load(&self) -> Result<Loaded, StoreError> {
+        let contents = self
+            .contents
+            .lock()
+            .map_err(|_| StoreError::Read("memory store poisoned".into()))?;
+        Ok(Loaded {
+            index: contents.0,
+            instances: contents.1.values().cloned().collect(),
+        })
+    }
+
+    fn commit(&self, batch: &[Mutation], index: u64) -> Result<(), StoreError> {
+        let mut contents = self
+            .contents
+            .lock()
+            .map_err(|_| StoreError::Write("memory store poisoned".into()))?;
+        contents.0 = index;
+        for mutation in batch {
+            match mutation {
+                Mutation::Put(instance) => {
+                    contents.1.insert(instance.id.clone(), instance.clone());
+                }
+                Mutation::Delete { id } => {
+                    contents.1.remove(id);
+                }
+            }
+        }
+        Ok(())
+    }
+}

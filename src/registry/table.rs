@@ -1,0 +1,220 @@
+//! The record table: what DNS serves, derived from the registry state.
+//!
+//! It is immutable once built and published behind an `ArcSwap`, so the DNS
+//! path reads it without locks. Records are pre-built per service when the
+//! service changes, so a query only looks up, shuffles and encodes. Publishing
+//! a change rebuilds only the services it touched: the maps are persistent
+//! (`imbl`), so the new table shares everything else with the old one.
+
+use std::{collections::HashMap, net::IpAddr, sync::Arc};
+
+use hickory_proto::rr::{
+    Name, RData, Record,
+    rdata::{A, AAAA, NS, SOA, SRV, TXT},
+};
+
+use super::state::ServiceState;
+use crate::model::DnsLabel;
+
+/// What the table needs to know to build records.
+#[derive(Clone, Debug)]
+pub struct TableSettings {
+    /// The dynamic domain, lower-case and fully qualified.
+    pub domain: Name,
+    /// TTL of every answer record.
+    pub ttl: u32,
+    /// Negative-caching TTL: the SOA MINIMUM and the SOA record's own TTL.
+    pub negative_ttl: u32,
+    /// Serve instances whose worst check is `warning`.
+    pub include_warning: bool,
+}
+
+/// The records of one service, for the instances DNS may hand out.
+///
+/// Servable instances are numbered by slot; the `Vec`s below are parallel
+/// and indexed by slot, so one shuffle of slots orders every section alike.
+#[derive(Debug, Default)]
+pub struct ServiceRecords {
+    /// The service's name, e.g. `web.service.local.`.
+    pub name: Name,
+    /// A or AAAA at the service name.
+    pub service_address: Vec<Record>,
+    /// SRV at the service name, target `<id>.<service>.<domain>.`.
+    pub srv: Vec<Record>,
+    /// A or AAAA at the SRV target: the additional section.
+    pub target_address: Vec<Record>,
+    /// TXT at the instance name (metadata), if the instance has any.
+    pub txt: Vec<Option<Record>>,
+    /// Every registered instance by label: `Some(slot)` if servable. An
+    /// instance that is registered but unhealthy still exists as a name.
+    pub instances: HashMap<String, Option<u32>>,
+    /// Slots of servable instances by tag label; a tag whose instances are
+    /// all unhealthy maps to an empty list (the name exists, holds nothing).
+    pub tags: HashMap<String, Vec<u32>>,
+}
+
+impl ServiceRecords {
+    /// Builds the records of `service`. Cost: O(instances of the service).
+    pub fn build(service: &ServiceState, settings: &TableSettings) -> Self {
+        let label = service.name.label().as_str();
+        let name = child(&settings.domain, label);
+        let mut records = Self {
+            name: name.clone(),
+            ..Self::default()
+        };
+        for state in service.instances.values() {
+            let instance = &state.instance;
+            let instance_label = instance.id.label().as_str();
+            let servable = state.is_servable(settings.include_warning);
+            if !servable {
+                records.instances.insert(instance_label.to_owned(), None);
+                for tag in &instance.tags {
+                    if let Ok(tag) = DnsLabel::from_name(tag, "tag") {
+                        records.tags.entry(tag.as_str().to_owned()).or_default();
+                    }
+                }
+                continue;
+            }
+            let slot = records.srv.len() as u32;
+            let target = child(&name, instance_label);
+            let address = address_rdata(instance.address);
+            records.service_address.push(Record::from_rdata(
+                name.clone(),
+                settings.ttl,
+                address.clone(),
+            ));
+            records
+                .target_address
+                .push(Record::from_rdata(target.clone(), settings.ttl, address));
+            records.srv.push(Record::from_rdata(
+                name.clone(),
+                settings.ttl,
+                RData::SRV(SRV::new(
+                    instance.priority,
+                    instance.weight,
+                    instance.port,
+                    target.clone(),
+                )),
+            ));
+            let txt = (!instance.meta.is_empty()).then(|| {
+                let strings = instance
+                    .meta
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                Record::from_rdata(target, settings.ttl, RData::TXT(TXT::new(strings)))
+            });
+            records.txt.push(txt);
+            records
+                .instances
+                .insert(instance_label.to_owned(), Some(slot));
+            for tag in &instance.tags {
+                if let Ok(tag) = DnsLabel::from_name(tag, "tag") {
+                    records
+                        .tags
+                        .entry(tag.as_str().to_owned())
+                        .or_default()
+                        .push(slot);
+                }
+            }
+        }
+        records
+    }
+
+    /// Number of servable instances.
+    pub fn servable(&self) -> usize {
+        self.srv.len()
+    }
+}
+
+/// The snapshot DNS answers from.
+#[derive(Clone, Debug, Default)]
+pub struct RecordTable {
+    /// Services by DNS label; only services with at least one instance.
+    pub services: imbl::HashMap<String, Arc<ServiceRecords>>,
+    /// How many services carry each tag label, so that `_<tag>.<domain>`
+    /// (an empty non-terminal) answers NODATA rather than NXDOMAIN.
+    pub tag_use: imbl::HashMap<String, u32>,
+    /// The registry index this table reflects (the SOA serial).
+    pub index: u64,
+    /// SOA of the dynamic domain, its serial following the index.
+    pub soa: Option<Record>,
+    /// NS of the dynamic domain: `ns.<domain>.`.
+    pub ns: Option<Record>,
+}
+
+impl RecordTable {
+    /// Records that the table now reflects `index`: rebuilds the apex.
+    pub fn set_index(&mut self, index: u64, settings: &TableSettings) {
+        self.index = index;
+        let nameserver = child(&settings.domain, "ns");
+        let hostmaster = child(&settings.domain, "hostmaster");
+        // RFC 1982 serial arithmetic wraps at 2^32; the low bits still move
+        // on every change, which is what secondaries look at.
+        let serial = index as u32;
+        let soa = SOA::new(
+            nameserver.clone(),
+            hostmaster,
+            serial,
+            3600,
+            600,
+            86_400,
+            settings.negative_ttl,
+        );
+        self.soa = Some(Record::from_rdata(
+            settings.domain.clone(),
+            settings.negative_ttl,
+            RData::SOA(soa),
+        ));
+        self.ns = Some(Record::from_rdata(
+            settings.domain.clone(),
+            3600,
+            RData::NS(NS(nameserver)),
+        ));
+    }
+
+    /// Replaces the records of one service (or removes it if `service` is
+    /// `None` or empty), keeping `tag_use` in step. O(size of that service).
+    pub fn update_service(
+        &mut self,
+        label: &str,
+        service: Option<&ServiceState>,
+        settings: &TableSettings,
+    ) {
+        let old = self.services.remove(label);
+        if let Some(old) = &old {
+            for tag in old.tags.keys() {
+                if let Some(count) = self.tag_use.get_mut(tag) {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.tag_use.remove(tag);
+                    }
+                }
+            }
+        }
+        let Some(service) = service.filter(|s| !s.instances.is_empty()) else {
+            return;
+        };
+        let records = ServiceRecords::build(service, settings);
+        for tag in records.tags.keys() {
+            *self.tag_use.entry(tag.clone()).or_insert(0) += 1;
+        }
+        self.services.insert(label.to_owned(), Arc::new(records));
+    }
+}
+
+fn address_rdata(address: IpAddr) -> RData {
+    match address {
+        IpAddr::V4(v4) => RData::A(A(v4)),
+        IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
+    }
+}
+
+/// `label.parent`; labels here are validated DNS labels, so this cannot fail
+/// unless the whole name exceeds 255 octets, which the config check rules
+/// out by bounding the domain's length.
+fn child(parent: &Name, label: &str) -> Name {
+    parent
+        .prepend_label(label)
+        .unwrap_or_else(|_| parent.clone())
+}
