@@ -25,7 +25,9 @@ pub use config::{Config, ConfigError};
 
 use crate::{
     dns::zones::{StaticZones, ZoneError},
-    registry::{MemoryStore, Registry, RegistryError, Store, TableSettings},
+    registry::{
+        EmbeddedStore, MemoryStore, Registry, RegistryError, Store, StoreError, TableSettings,
+    },
 };
 
 /// Why roster could not start or stopped with an error.
@@ -43,6 +45,8 @@ pub enum RunError {
     Zones(#[from] ZoneError),
     #[error("registry: {0}")]
     Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("{what} failed: {source}")]
     Serve {
         what: &'static str,
@@ -127,6 +131,20 @@ async fn bind_same_port(address: SocketAddr) -> Result<(UdpSocket, TcpListener),
     })
 }
 
+/// Opens the embedded store in `data_dir`, or a memory store when it is
+/// empty.
+async fn open_store(data_dir: &std::path::Path) -> Result<Arc<dyn Store>, RunError> {
+    if data_dir.as_os_str().is_empty() {
+        return Ok(Arc::new(MemoryStore::default()));
+    }
+    let dir = data_dir.to_owned();
+    let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir))
+        .await
+        .map_err(|e| RunError::Store(StoreError::Read(e.to_string())))??;
+    info!(path = %store.path().display(), "store opened");
+    Ok(Arc::new(store))
+}
+
 /// Runs roster on `listeners` until `shutdown` completes.
 pub async fn run(
     config: Config,
@@ -145,7 +163,7 @@ pub async fn run(
     for zone in zones.iter() {
         info!(zone = %zone.origin, "serving static zone");
     }
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    let store = open_store(&config.data_dir).await?;
     let (events, mut event_queue) = mpsc::unbounded_channel();
     // Until the health checker consumes them, events are dropped here.
     tokio::spawn(async move { while event_queue.recv().await.is_some() {} });
@@ -155,7 +173,12 @@ pub async fn run(
         negative_ttl: config.dns.negative_ttl,
         include_warning: config.dns.include_warning,
     };
-    let registry = Registry::start(store, settings, events).await?;
+    let (registry, writer) = Registry::start(store, settings, events).await?;
+    info!(
+        instances = registry.state().instance_count(),
+        index = registry.state().index,
+        "registry loaded"
+    );
 
     let dns_addr = listeners.dns_addr();
     let http_addr = listeners.http_addr();
@@ -187,7 +210,11 @@ pub async fn run(
     let _ = stop_http.send(());
     let http_result = http_server.await;
     let _ = dns_server.shutdown_gracefully().await;
+    // The last handle: the writer finishes queued commands, then closes the
+    // store, so a restart in the same process finds the directory unlocked.
     drop(registry);
+    let _ = writer.await;
+    info!("stopped");
     match http_result {
         Ok(Ok(())) => Ok(()),
         Ok(Err(source)) => Err(RunError::Serve {

@@ -1,9 +1,8 @@
 //! The `roster` command line: parse, load config, start tracing, call the
 //! library. Nothing else lives here.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use roster::{Config, Listeners};
 use tracing_subscriber::EnvFilter;
@@ -38,6 +37,9 @@ struct ServeArgs {
     /// Directory of static zone files [default: zones]
     #[arg(long, value_name = "DIR")]
     zones: Option<PathBuf>,
+    /// Directory of the embedded store; "" keeps nothing on disk [default: data]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -54,6 +56,9 @@ impl ServeArgs {
         }
         if let Some(zones) = &self.zones {
             config.dns.zones = zones.clone();
+        }
+        if let Some(data_dir) = &self.data_dir {
+            config.data_dir = data_dir.clone();
         }
         config.validate("command line")?;
         Ok(config)
@@ -91,18 +96,27 @@ async fn shutdown_signal() {
     }
 }
 
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    let listeners = Listeners::bind(&config).await?;
+    roster::run(config, listeners, shutdown_signal()).await?;
+    Ok(())
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    match cli.command {
-        Commands::Serve(args) => {
-            let config = args.config()?;
-            let listeners = Listeners::bind(&config).await?;
-            roster::run(config, listeners, shutdown_signal())
-                .await
-                .context("roster stopped with an error")?;
+    let result = match cli.command {
+        Commands::Serve(args) => serve(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // `{:#}` prints the chain of causes on one line, without the
+            // backtrace anyhow would add: users need the message.
+            eprintln!("roster: error: {error:#}");
+            ExitCode::FAILURE
         }
     }
-    Ok(())
 }

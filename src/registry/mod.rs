@@ -11,6 +11,7 @@
 //! block the DNS path (readers only ever load an `Arc`).
 
 mod commands;
+pub mod embedded;
 pub mod state;
 pub mod store;
 pub mod table;
@@ -18,10 +19,14 @@ pub mod table;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::{
+    sync::{mpsc, oneshot, watch},
+    task::JoinHandle,
+};
 use tracing::{error, warn};
 
 pub use commands::{Command, Outcome};
+pub use embedded::EmbeddedStore;
 pub use state::{CheckState, InstanceState, RegistryState, ServiceState};
 pub use store::{Loaded, MemoryStore, Mutation, Store, StoreError, StoredInstance};
 pub use table::{RecordTable, ServiceRecords, TableSettings};
@@ -81,13 +86,14 @@ struct Shared {
 
 impl Registry {
     /// Loads `store`, publishes what it holds, and starts the writer task.
-    /// Events for the health checker go to `events`. The writer stops when
-    /// every `Registry` handle is dropped.
+    /// Events for the health checker go to `events`. The writer stops, and
+    /// closes the store, when every `Registry` handle is dropped; the
+    /// returned handle completes then.
     pub async fn start(
         store: Arc<dyn Store>,
         settings: TableSettings,
         events: mpsc::UnboundedSender<RegistryEvent>,
-    ) -> Result<Self, RegistryError> {
+    ) -> Result<(Self, JoinHandle<()>), RegistryError> {
         let loaded = {
             let store = store.clone();
             tokio::task::spawn_blocking(move || store.load())
@@ -135,8 +141,8 @@ impl Registry {
             events,
             index: index_tx,
         };
-        tokio::spawn(writer.run(queue));
-        Ok(Self { shared })
+        let writer = tokio::spawn(writer.run(queue));
+        Ok((Self { shared }, writer))
     }
 
     /// Sends a command and waits until it is durable and published.

@@ -1,0 +1,213 @@
+//! The embedded store: one redb file in the data directory.
+//!
+//! redb gives crash-safe, fsync'd transactions; roster commits one
+//! transaction per writer batch (group commit), so durability costs one
+//! fsync per batch rather than one per registration. A lock file keeps a
+//! second roster off the same directory, since redb itself allows several
+//! processes to open one file.
+
+use std::{
+    fs::{File, OpenOptions, TryLockError},
+    path::{Path, PathBuf},
+};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::store::{Loaded, Mutation, Store, StoreError, StoredInstance};
+
+/// Instances by ID, as JSON (readable by people, stable across versions).
+const INSTANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("instances");
+/// Registry-wide values; `index` is the registry index.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// File names inside the data directory.
+pub const STORE_FILE: &str = "roster.redb";
+const LOCK_FILE: &str = "roster.lock";
+
+/// A redb database in a locked data directory.
+pub struct EmbeddedStore {
+    db: Database,
+    path: PathBuf,
+    /// Held for the store's lifetime: the OS releases the lock when roster
+    /// exits, even by kill -9, so a crash never leaves a stale lock.
+    _lock: File,
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let open_error = |path: &Path, message: String| StoreError::Open {
+            path: path.display().to_string(),
+            message,
+        };
+        std::fs::create_dir_all(dir)
+            .map_err(|e| open_error(dir, format!("cannot create the data directory: {e}")))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| open_error(&lock_path, format!("cannot open the lock file: {e}")))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(open_error(
+                    dir,
+                    "is in use by another roster process; stop it, or give this one its own --data-dir"
+                        .into(),
+                ));
+            }
+            Err(TryLockError::Error(e)) => {
+                return Err(open_error(&lock_path, format!("cannot lock: {e}")));
+            }
+        }
+        let path = dir.join(STORE_FILE);
+        let db = if path.exists() {
+            Database::open(&path)
+        } else {
+            Database::create(&path)
+        }
+        .map_err(|e| {
+            open_error(
+                &path,
+                format!(
+                    "cannot be opened: {e}. It may be corrupt: roster will not replace it. \
+                     Move it aside and restore a backup with `roster import`, or start with an empty data directory"
+                ),
+            )
+        })?;
+        let store = Self {
+            db,
+            path,
+            _lock: lock,
+        };
+        store.ensure_tables()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn ensure_tables(&self) -> Result<(), StoreError> {
+        let write =
+            |e: &dyn std::fmt::Display| StoreError::Write(format!("{}: {e}", self.path.display()));
+        let txn = self.db.begin_write().map_err(|e| write(&e))?;
+        txn.open_table(INSTANCES).map_err(|e| write(&e))?;
+        txn.open_table(META).map_err(|e| write(&e))?;
+        txn.commit().map_err(|e| write(&e))
+    }
+}
+
+impl Store for EmbeddedStore {
+    fn load(&self) -> Result<Loaded, StoreError> {
+        let read =
+            |e: &dyn std::fmt::Display| StoreError::Read(format!("{}: {e}", self.path.display()));
+        let txn = self.db.begin_read().map_err(|e| read(&e))?;
+        let meta = txn.open_table(META).map_err(|e| read(&e))?;
+        let index = meta
+            .get("index")
+            .map_err(|e| read(&e))?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        let table = txn.open_table(INSTANCES).map_err(|e| read(&e))?;
+        let mut instances = Vec::new();
+        for entry in table.iter().map_err(|e| read(&e))? {
+            let (key, value) = entry.map_err(|e| read(&e))?;
+            let instance: StoredInstance =
+                serde_json::from_slice(value.value()).map_err(|e| StoreError::Corrupt {
+                    key: key.value().to_owned(),
+                    message: format!("{} ({})", e, self.path.display()),
+                })?;
+            instances.push(instance);
+        }
+        Ok(Loaded { index, instances })
+    }
+
+    fn commit(&self, batch: &[Mutation], index: u64) -> Result<(), StoreError> {
+        let write =
+            |e: &dyn std::fmt::Display| StoreError::Write(format!("{}: {e}", self.path.display()));
+        let txn = self.db.begin_write().map_err(|e| write(&e))?;
+        {
+            let mut table = txn.open_table(INSTANCES).map_err(|e| write(&e))?;
+            for mutation in batch {
+                match mutation {
+                    Mutation::Put(instance) => {
+                        let bytes = serde_json::to_vec(instance).map_err(|e| write(&e))?;
+                        table
+                            .insert(instance.id.as_str(), bytes.as_slice())
+                            .map_err(|e| write(&e))?;
+                    }
+                    Mutation::Delete { id } => {
+                        table.remove(id.as_str()).map_err(|e| write(&e))?;
+                    }
+                }
+            }
+            let mut meta = txn.open_table(META).map_err(|e| write(&e))?;
+            meta.insert("index", index).map_err(|e| write(&e))?;
+        }
+        // Durability::Immediate (the default): commit returns after fsync.
+        txn.commit().map_err(|e| write(&e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(id: &str) -> StoredInstance {
+        StoredInstance {
+            service: "web".into(),
+            id: id.into(),
+            address: "10.0.0.1".parse().expect("ip"),
+            port: 80,
+            tags: vec![],
+            meta: Default::default(),
+            weight: 1,
+            priority: 0,
+            checks: vec![],
+            maintenance: None,
+            create_index: 1,
+        }
+    }
+
+    #[test]
+    fn round_trips_and_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = EmbeddedStore::open(dir.path()).expect("open");
+            store
+                .commit(&[Mutation::Put(stored("a")), Mutation::Put(stored("b"))], 7)
+                .expect("commit");
+            store
+                .commit(&[Mutation::Delete { id: "a".into() }], 8)
+                .expect("commit");
+        }
+        let store = EmbeddedStore::open(dir.path()).expect("reopen");
+        let loaded = store.load().expect("load");
+        assert_eq!(loaded.index, 8);
+        assert_eq!(loaded.instances, vec![stored("b")]);
+    }
+
+    #[test]
+    fn a_second_opener_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _first = EmbeddedStore::open(dir.path()).expect("open");
+        let err = EmbeddedStore::open(dir.path()).err().expect("locked");
+        assert!(err.to_string().contains("another roster"), "{err}");
+    }
+
+    #[test]
+    fn a_corrupt_file_is_reported_not_replaced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let garbage = b"this is not a redb file, not at all".repeat(200);
+        std::fs::write(dir.path().join(STORE_FILE), &garbage).expect("write");
+        let err = EmbeddedStore::open(dir.path()).err().expect("corrupt");
+        assert!(err.to_string().contains(STORE_FILE), "{err}");
+        assert_eq!(
+            std::fs::read(dir.path().join(STORE_FILE)).expect("read"),
+            garbage
+        );
+    }
+}
