@@ -7,7 +7,9 @@
 
 pub mod config;
 pub mod dns;
+pub mod health;
 pub mod http;
+pub mod metrics;
 pub mod model;
 pub mod registry;
 
@@ -25,6 +27,8 @@ pub use config::{Config, ConfigError};
 
 use crate::{
     dns::zones::{StaticZones, ZoneError},
+    health::HealthChecker,
+    metrics::Metrics,
     registry::{
         EmbeddedStore, MemoryStore, Registry, RegistryError, Store, StoreError, TableSettings,
     },
@@ -164,16 +168,16 @@ pub async fn run(
         info!(zone = %zone.origin, "serving static zone");
     }
     let store = open_store(&config.data_dir).await?;
-    let (events, mut event_queue) = mpsc::unbounded_channel();
-    // Until the health checker consumes them, events are dropped here.
-    tokio::spawn(async move { while event_queue.recv().await.is_some() {} });
+    let (events, event_queue) = mpsc::unbounded_channel();
+    let metrics = Arc::new(Metrics::default());
     let settings = TableSettings {
         domain: domain.clone(),
         ttl: config.dns.ttl,
         negative_ttl: config.dns.negative_ttl,
         include_warning: config.dns.include_warning,
     };
-    let (registry, writer) = Registry::start(store, settings, events).await?;
+    let (registry, writer) = Registry::start(store, settings, events, metrics.clone()).await?;
+    let checker = HealthChecker::start(registry.clone(), event_queue, metrics.clone());
     info!(
         instances = registry.state().instance_count(),
         index = registry.state().index,
@@ -194,6 +198,7 @@ pub async fn run(
         registry: registry.clone(),
         domain: Arc::from(domain.to_ascii().trim_end_matches('.')),
         include_warning: config.dns.include_warning,
+        metrics,
     });
     let (stop_http, http_stopped) = oneshot::channel::<()>();
     let http_server = tokio::spawn(async move {
@@ -210,6 +215,7 @@ pub async fn run(
     let _ = stop_http.send(());
     let http_result = http_server.await;
     let _ = dns_server.shutdown_gracefully().await;
+    checker.stop().await;
     // The last handle: the writer finishes queued commands, then closes the
     // store, so a restart in the same process finds the directory unlocked.
     drop(registry);

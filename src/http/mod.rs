@@ -13,14 +13,14 @@ use std::sync::Arc;
 
 use axum::{
     Router,
-    extract::DefaultBodyLimit,
+    extract::{DefaultBodyLimit, State},
     http::StatusCode,
     routing::{get, put},
 };
 
 pub use error::ApiError;
 
-use crate::registry::Registry;
+use crate::{metrics::Metrics, registry::Registry};
 
 /// What every handler needs; cheap to clone.
 #[derive(Clone)]
@@ -29,12 +29,19 @@ pub struct AppState {
     /// The dynamic domain, for showing DNS names.
     pub domain: Arc<str>,
     pub include_warning: bool,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/services", get(native::list_services))
+        .route(
+            "/v1/metrics",
+            get(
+                |State(state): State<AppState>| async move { axum::Json(state.metrics.snapshot()) },
+            ),
+        )
         .route("/v1/services/{service}", get(native::get_service))
         .route(
             "/v1/services/{service}/instances/{id}",

@@ -60,6 +60,18 @@ pub struct Effects {
     pub mutations: Vec<Mutation>,
     pub touched: BTreeSet<DnsLabel>,
     pub events: Vec<super::RegistryEvent>,
+    /// Check status changes, for the log and the counters.
+    pub transitions: Vec<Transition>,
+}
+
+/// A check whose status changed.
+#[derive(Debug)]
+pub struct Transition {
+    pub instance: String,
+    pub check: String,
+    pub from: Status,
+    pub to: Status,
+    pub output: String,
 }
 
 pub fn apply(
@@ -331,6 +343,7 @@ fn check_result(
                 effects.events.push(super::RegistryEvent::Heartbeat {
                     id: id.to_owned(),
                     check_id: def.id.clone(),
+                    status,
                 });
             }
         }
@@ -351,6 +364,13 @@ fn check_result(
         let check = &mut updated.checks[i];
         if check.status != status {
             check.changed_at = now;
+            effects.transitions.push(Transition {
+                instance: id.to_owned(),
+                check: existing.instance.checks[i].id.clone(),
+                from: check.status,
+                to: status,
+                output: output.clone(),
+            });
         }
         check.status = status;
         check.output = output.clone();

@@ -23,7 +23,9 @@ use tokio::{
     sync::{mpsc, oneshot, watch},
     task::JoinHandle,
 };
-use tracing::{error, warn};
+use tracing::{error, info, warn};
+
+use crate::metrics::Metrics;
 
 pub use commands::{Command, Outcome};
 pub use embedded::EmbeddedStore;
@@ -60,7 +62,11 @@ pub enum RegistryEvent {
     /// An instance is gone: stop checking it.
     Removed { id: String },
     /// The service reported to a TTL check: restart its timer.
-    Heartbeat { id: String, check_id: String },
+    Heartbeat {
+        id: String,
+        check_id: String,
+        status: crate::model::Status,
+    },
 }
 
 struct Envelope {
@@ -93,6 +99,7 @@ impl Registry {
         store: Arc<dyn Store>,
         settings: TableSettings,
         events: mpsc::UnboundedSender<RegistryEvent>,
+        metrics: Arc<Metrics>,
     ) -> Result<(Self, JoinHandle<()>), RegistryError> {
         let loaded = {
             let store = store.clone();
@@ -140,6 +147,7 @@ impl Registry {
             settings,
             events,
             index: index_tx,
+            metrics,
         };
         let writer = tokio::spawn(writer.run(queue));
         Ok((Self { shared }, writer))
@@ -194,6 +202,7 @@ struct Writer {
     settings: TableSettings,
     events: mpsc::UnboundedSender<RegistryEvent>,
     index: watch::Sender<u64>,
+    metrics: Arc<Metrics>,
 }
 
 impl Writer {
@@ -215,12 +224,17 @@ impl Writer {
             // Each command sees the state left by the ones before it; one
             // that fails leaves the state as it found it.
             let before = state.clone();
-            let mark = (effects.mutations.len(), effects.events.len());
+            let mark = (
+                effects.mutations.len(),
+                effects.events.len(),
+                effects.transitions.len(),
+            );
             let outcome = commands::apply(&mut state, envelope.command, &mut effects);
             if outcome.is_err() {
                 state = before;
                 effects.mutations.truncate(mark.0);
                 effects.events.truncate(mark.1);
+                effects.transitions.truncate(mark.2);
             }
             replies.push((envelope.reply, outcome));
         }
@@ -258,6 +272,17 @@ impl Writer {
                 *current = index;
                 moved
             });
+        }
+        for t in &effects.transitions {
+            info!(
+                instance = %t.instance,
+                check = %t.check,
+                from = t.from.as_str(),
+                to = t.to.as_str(),
+                output = %t.output,
+                "check status changed"
+            );
+            self.metrics.count_transition(t.to);
         }
         for event in effects.events {
             if self.events.send(event).is_err() {

@@ -1,0 +1,477 @@
+//! The health checker: probes HTTP and TCP checks on their interval, expires
+//! TTL checks that stop hearing from their service, and reaps instances
+//! critical for longer than `deregister_critical_after`.
+//!
+//! One task owns every deadline, in one ordered map (as mini-redis does for
+//! key expiry): it sleeps until the earliest, fires what is due, and wakes
+//! early for registry events and probe results. Probes run as separate tasks
+//! under a semaphore that bounds concurrency; the HTTP client is shared so
+//! connections are reused. Results go back to the registry as commands, so
+//! the DNS path never waits on a check.
+//!
+//! Owns: check schedules and consecutive-result counters. Must not: change
+//! registry state except through commands.
+
+mod probe;
+mod thresholds;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::Duration,
+};
+
+use rand::RngExt;
+use tokio::{
+    sync::{Semaphore, mpsc, oneshot},
+    task::JoinHandle,
+    time::{Instant, sleep_until},
+};
+use tracing::{debug, info};
+
+use crate::{
+    metrics::Metrics,
+    model::{CheckDefinition, CheckKind, Status, format_go_duration},
+    registry::{Command, Registry, RegistryEvent},
+};
+pub use probe::ProbeResult;
+use thresholds::Streak;
+
+/// Most probes in flight at once. Enough for 10,000 one-second checks with
+/// slow endpoints; few enough that a flood of dead endpoints cannot exhaust
+/// file descriptors.
+const MAX_IN_FLIGHT: usize = 2048;
+/// Idle keep-alive connections kept per endpoint.
+const POOL_PER_HOST: usize = 4;
+
+/// Identifies one check for the scheduler's lifetime.
+type Handle = u64;
+
+/// What a deadline is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    Probe,
+    TtlExpiry,
+    Deregister,
+}
+
+/// The scheduler's view of one check.
+struct CheckRuntime {
+    instance: String,
+    definition: CheckDefinition,
+    /// The status the registry holds (as far as the checker knows).
+    status: Status,
+    streak: Streak,
+    /// When the check last became critical, for `deregister_critical_after`.
+    critical_since: Option<Instant>,
+    /// A probe is running: the next round is skipped rather than doubled.
+    in_flight: bool,
+    /// When a TTL check expires without a heartbeat.
+    ttl_deadline: Option<Instant>,
+    /// The output last sent to the registry, to skip sending it again.
+    last_output: String,
+}
+
+/// A finished probe, sent back to the scheduler.
+struct ProbeDone {
+    handle: Handle,
+    result: ProbeResult,
+}
+
+/// The running checker; stop it before dropping the registry.
+pub struct HealthChecker {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl HealthChecker {
+    /// Starts checking every instance the registry reports in `events`.
+    pub fn start(
+        registry: Registry,
+        events: mpsc::UnboundedReceiver<RegistryEvent>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let (stop, stopped) = oneshot::channel();
+        let (results_tx, results) = mpsc::unbounded_channel();
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(POOL_PER_HOST)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("roster-health-check/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        let scheduler = Scheduler {
+            registry,
+            metrics,
+            client,
+            permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            results_tx,
+            checks: HashMap::new(),
+            by_instance: HashMap::new(),
+            deadlines: BTreeMap::new(),
+            next_handle: 0,
+            next_seq: 0,
+        };
+        let task = tokio::spawn(scheduler.run(events, results, stopped));
+        Self { stop, task }
+    }
+
+    /// Stops scheduling and waits for the scheduler to end. Probes still
+    /// running finish on their own; their results are dropped.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+struct Scheduler {
+    registry: Registry,
+    metrics: Arc<Metrics>,
+    client: reqwest::Client,
+    permits: Arc<Semaphore>,
+    results_tx: mpsc::UnboundedSender<ProbeDone>,
+    checks: HashMap<Handle, CheckRuntime>,
+    /// Handles of each instance's checks, by instance ID.
+    by_instance: HashMap<String, Vec<(String, Handle)>>,
+    /// Every pending deadline; `seq` keeps equal instants distinct. Entries
+    /// of removed checks stay until they come due and are then ignored,
+    /// which is cheaper than finding them.
+    deadlines: BTreeMap<(Instant, u64), (Handle, Due)>,
+    next_handle: Handle,
+    next_seq: u64,
+}
+
+impl Scheduler {
+    async fn run(
+        mut self,
+        mut events: mpsc::UnboundedReceiver<RegistryEvent>,
+        mut results: mpsc::UnboundedReceiver<ProbeDone>,
+        mut stopped: oneshot::Receiver<()>,
+    ) {
+        loop {
+            let next = self.deadlines.keys().next().map(|(at, _)| *at);
+            tokio::select! {
+                biased;
+                _ = &mut stopped => break,
+                event = events.recv() => match event {
+                    Some(event) => self.on_event(event),
+                    None => break,
+                },
+                Some(done) = results.recv() => self.on_probe_done(done).await,
+                _ = sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
+                    self.fire_due().await;
+                }
+            }
+        }
+        debug!("health checker stopped");
+    }
+
+    fn schedule(&mut self, at: Instant, handle: Handle, due: Due) {
+        self.next_seq += 1;
+        self.deadlines.insert((at, self.next_seq), (handle, due));
+    }
+
+    fn on_event(&mut self, event: RegistryEvent) {
+        match event {
+            RegistryEvent::Upserted(state) => {
+                let id = state.instance.id.as_str().to_owned();
+                let now = Instant::now();
+                let previous = self.by_instance.remove(&id).unwrap_or_default();
+                let mut handles = Vec::with_capacity(state.instance.checks.len());
+                for (definition, check) in state.instance.checks.iter().zip(&state.checks) {
+                    // A check that kept its ID and definition keeps its
+                    // schedule and counters: re-registration is not a reset.
+                    let kept = previous.iter().find(|(check_id, handle)| {
+                        check_id == &definition.id
+                            && self
+                                .checks
+                                .get(handle)
+                                .is_some_and(|c| c.definition == *definition)
+                    });
+                    if let Some((check_id, handle)) = kept {
+                        handles.push((check_id.clone(), *handle));
+                        continue;
+                    }
+                    let handle = self.add_check(&id, definition, check.status, now);
+                    handles.push((definition.id.clone(), handle));
+                }
+                for (check_id, handle) in previous {
+                    if !handles.iter().any(|(_, h)| *h == handle) {
+                        self.remove_check(handle);
+                        debug!(instance = %id, check = %check_id, "check removed");
+                    }
+                }
+                if !handles.is_empty() {
+                    self.by_instance.insert(id, handles);
+                }
+            }
+            RegistryEvent::Removed { id } => {
+                for (_, handle) in self.by_instance.remove(&id).unwrap_or_default() {
+                    self.remove_check(handle);
+                }
+            }
+            RegistryEvent::Heartbeat {
+                id,
+                check_id,
+                status,
+            } => {
+                let Some(handle) = self.handle_of(&id, &check_id) else {
+                    return;
+                };
+                let now = Instant::now();
+                let Some(check) = self.checks.get_mut(&handle) else {
+                    return;
+                };
+                if let CheckKind::Ttl { ttl } = check.definition.kind {
+                    let deadline = now + ttl.0;
+                    check.ttl_deadline = Some(deadline);
+                    self.schedule(deadline, handle, Due::TtlExpiry);
+                }
+                self.note_status(handle, status, now);
+            }
+        }
+    }
+
+    fn handle_of(&self, id: &str, check_id: &str) -> Option<Handle> {
+        self.by_instance
+            .get(id)?
+            .iter()
+            .find(|(c, _)| c == check_id)
+            .map(|(_, h)| *h)
+    }
+
+    fn add_check(
+        &mut self,
+        instance: &str,
+        definition: &CheckDefinition,
+        status: Status,
+        now: Instant,
+    ) -> Handle {
+        self.next_handle += 1;
+        let handle = self.next_handle;
+        let mut runtime = CheckRuntime {
+            instance: instance.to_owned(),
+            definition: definition.clone(),
+            status,
+            streak: Streak::default(),
+            critical_since: None,
+            in_flight: false,
+            ttl_deadline: None,
+            last_output: String::new(),
+        };
+        match definition.kind {
+            // The first probe runs at once, so a healthy instance is in DNS
+            // one round trip after it registers, not one interval.
+            CheckKind::Http { .. } | CheckKind::Tcp { .. } => {
+                self.metrics.checks_scheduled.fetch_add(1, Relaxed);
+                self.schedule(now, handle, Due::Probe);
+            }
+            // A TTL check gets one full TTL, from registration (or from
+            // roster's start-up), to send its first heartbeat.
+            CheckKind::Ttl { ttl } => {
+                let deadline = now + ttl.0;
+                runtime.ttl_deadline = Some(deadline);
+                self.schedule(deadline, handle, Due::TtlExpiry);
+            }
+        }
+        self.checks.insert(handle, runtime);
+        self.note_status(handle, status, now);
+        handle
+    }
+
+    fn remove_check(&mut self, handle: Handle) {
+        if let Some(check) = self.checks.remove(&handle)
+            && matches!(
+                check.definition.kind,
+                CheckKind::Http { .. } | CheckKind::Tcp { .. }
+            )
+        {
+            self.metrics.checks_scheduled.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// Tracks how long a check has been critical, and schedules the reaping
+    /// its `deregister_critical_after` asks for.
+    fn note_status(&mut self, handle: Handle, status: Status, now: Instant) {
+        let Some(check) = self.checks.get_mut(&handle) else {
+            return;
+        };
+        check.status = status;
+        if status != Status::Critical {
+            check.critical_since = None;
+            return;
+        }
+        if check.critical_since.is_some() {
+            return;
+        }
+        check.critical_since = Some(now);
+        if let Some(after) = check.definition.deregister_critical_after {
+            self.schedule(now + after.0, handle, Due::Deregister);
+        }
+    }
+
+    async fn fire_due(&mut self) {
+        let now = Instant::now();
+        while let Some(entry) = self.deadlines.first_entry() {
+            let (at, _) = *entry.key();
+            if at > now {
+                break;
+            }
+            let (handle, due) = entry.remove();
+            match due {
+                Due::Probe => self.start_probe(handle, at, now),
+                Due::TtlExpiry => self.expire_ttl(handle, now).await,
+                Due::Deregister => self.reap(handle, now).await,
+            }
+        }
+    }
+
+    /// Starts the probe due at `due` and schedules the next one at exactly
+    /// one interval later, so cadence does not drift with probe latency.
+    fn start_probe(&mut self, handle: Handle, due: Instant, now: Instant) {
+        let Some(check) = self.checks.get_mut(&handle) else {
+            return;
+        };
+        let (interval, timeout) = match &check.definition.kind {
+            CheckKind::Http {
+                interval, timeout, ..
+            }
+            | CheckKind::Tcp {
+                interval, timeout, ..
+            } => (interval.0, timeout.0),
+            CheckKind::Ttl { .. } => return,
+        };
+        let first_round = check.streak == Streak::default() && !check.in_flight;
+        let mut next = due + interval;
+        if first_round && due == now {
+            // Spread checks registered together across their interval, so
+            // a burst of registrations does not probe in lockstep forever.
+            let jitter = rand::rng().random_range(0..interval.as_micros().max(1) as u64);
+            next = now + Duration::from_micros(jitter);
+        }
+        if next <= now {
+            // Fallen more than a whole interval behind: skip the missed
+            // rounds instead of firing them all at once.
+            let behind = now.duration_since(next).as_nanos() / interval.as_nanos().max(1) + 1;
+            next += interval * behind as u32;
+        }
+        self.next_seq += 1;
+        self.deadlines
+            .insert((next, self.next_seq), (handle, Due::Probe));
+        if check.in_flight {
+            self.metrics.probes_skipped.fetch_add(1, Relaxed);
+            return;
+        }
+        check.in_flight = true;
+        let kind = check.definition.kind.clone();
+        let permits = self.permits.clone();
+        let client = self.client.clone();
+        let results = self.results_tx.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return;
+            };
+            metrics
+                .probe_lag
+                .record(Instant::now().saturating_duration_since(due));
+            metrics.probes_started.fetch_add(1, Relaxed);
+            let result = match &kind {
+                CheckKind::Http {
+                    url,
+                    method,
+                    headers,
+                    ..
+                } => probe::http(&client, method, url, headers, timeout).await,
+                CheckKind::Tcp { address, .. } => probe::tcp(address, timeout).await,
+                CheckKind::Ttl { .. } => return,
+            };
+            metrics.probes_completed.fetch_add(1, Relaxed);
+            let _ = results.send(ProbeDone { handle, result });
+        });
+    }
+
+    async fn on_probe_done(&mut self, done: ProbeDone) {
+        let now = Instant::now();
+        let Some(check) = self.checks.get_mut(&done.handle) else {
+            return;
+        };
+        check.in_flight = false;
+        let definition = &check.definition;
+        let new_status = check.streak.record(
+            check.status,
+            done.result.status,
+            definition.success_before_passing,
+            definition.failures_before_critical,
+        );
+        // Below a threshold the status stands, and so does the output that
+        // explains it: a lone failure does not rewrite a passing check.
+        let explains = done.result.status == new_status && done.result.output != check.last_output;
+        if new_status != check.status || explains {
+            check.last_output.clone_from(&done.result.output);
+            let command = Command::CheckResult {
+                service: None,
+                id: check.instance.clone(),
+                check_id: Some(definition.id.clone()),
+                status: new_status,
+                output: done.result.output,
+                heartbeat: false,
+            };
+            self.registry.submit(command).await;
+        }
+        self.note_status(done.handle, new_status, now);
+    }
+
+    async fn expire_ttl(&mut self, handle: Handle, now: Instant) {
+        let Some(check) = self.checks.get(&handle) else {
+            return;
+        };
+        let (CheckKind::Ttl { ttl }, Some(deadline)) = (&check.definition.kind, check.ttl_deadline)
+        else {
+            return;
+        };
+        if deadline > now {
+            return; // A heartbeat moved the deadline; a later entry covers it.
+        }
+        let command = Command::CheckResult {
+            service: None,
+            id: check.instance.clone(),
+            check_id: Some(check.definition.id.clone()),
+            status: Status::Critical,
+            output: format!(
+                "TTL expired: no heartbeat for {}",
+                format_go_duration(ttl.0)
+            ),
+            heartbeat: false,
+        };
+        self.registry.submit(command).await;
+        self.note_status(handle, Status::Critical, now);
+    }
+
+    async fn reap(&mut self, handle: Handle, now: Instant) {
+        let Some(check) = self.checks.get(&handle) else {
+            return;
+        };
+        let (Some(since), Some(after)) = (
+            check.critical_since,
+            check.definition.deregister_critical_after,
+        ) else {
+            return;
+        };
+        if now.duration_since(since) < after.0 {
+            return;
+        }
+        info!(
+            instance = %check.instance,
+            check = %check.definition.id,
+            after = %format_go_duration(after.0),
+            "deregistering an instance critical for too long"
+        );
+        self.metrics.reaped.fetch_add(1, Relaxed);
+        let command = Command::Deregister {
+            service: None,
+            id: check.instance.clone(),
+        };
+        self.registry.submit(command).await;
+    }
+}
