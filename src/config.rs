@@ -4,7 +4,7 @@
 //! not silently run roster with defaults.
 
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
 };
 
@@ -37,6 +37,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub dns: DnsConfig,
     pub http: HttpConfig,
+    pub consul: ConsulConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -65,12 +66,36 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
 }
 
+/// How roster presents itself to Consul clients: as a single agent node.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsulConfig {
+    /// The node name in catalog and health responses.
+    pub node_name: String,
+    /// The node's address: instances registered with an empty `Address`
+    /// answer in DNS with this one, as in Consul.
+    pub node_address: IpAddr,
+    /// The datacenter name in responses.
+    pub datacenter: String,
+}
+
+impl Default for ConsulConfig {
+    fn default() -> Self {
+        Self {
+            node_name: "roster".to_owned(),
+            node_address: IpAddr::from([127, 0, 0, 1]),
+            datacenter: "dc1".to_owned(),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("data"),
             dns: DnsConfig::default(),
             http: HttpConfig::default(),
+            consul: ConsulConfig::default(),
         }
     }
 }
@@ -149,6 +174,18 @@ impl Config {
             return Err(invalid(
                 "dns.negative_ttl",
                 "must be at most 86400 seconds".into(),
+            ));
+        }
+        if self.consul.node_name.is_empty() || self.consul.node_name.len() > 255 {
+            return Err(invalid(
+                "consul.node_name",
+                "must be 1 to 255 characters".into(),
+            ));
+        }
+        if self.consul.datacenter.is_empty() || self.consul.datacenter.len() > 64 {
+            return Err(invalid(
+                "consul.datacenter",
+                "must be 1 to 64 characters".into(),
             ));
         }
         if self.dns.max_udp_payload < 512 {

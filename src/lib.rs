@@ -199,6 +199,7 @@ pub async fn run(
         domain: Arc::from(domain.to_ascii().trim_end_matches('.')),
         include_warning: config.dns.include_warning,
         metrics,
+        consul: config.consul.clone(),
     });
     let (stop_http, http_stopped) = oneshot::channel::<()>();
     let http_server = tokio::spawn(async move {

@@ -5,6 +5,7 @@
 //! the record table.
 
 mod body;
+mod consul;
 mod error;
 mod native;
 mod views;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub domain: Arc<str>,
     pub include_warning: bool,
     pub metrics: Arc<Metrics>,
+    /// How roster presents itself to Consul clients.
+    pub consul: crate::config::ConsulConfig,
 }
 
 /// The whole HTTP API.
@@ -57,6 +60,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/services/{service}/instances/{id}/maintenance",
             put(native::maintenance),
         )
+        .merge(consul::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")

@@ -18,7 +18,12 @@ const MAX_TXT_STRING: usize = 255;
 pub struct Instance {
     pub service: ServiceName,
     pub id: InstanceId,
+    /// The address DNS serves.
     pub address: IpAddr,
+    /// The address as the client gave it, when that was not an IP: a
+    /// hostname (resolved into `address` at registration) or, through the
+    /// Consul API, empty for "the node's address". Shown back to clients.
+    pub address_as_given: Option<String>,
     /// 0 only through the Consul API, which allows a missing port.
     pub port: u16,
     pub tags: Vec<String>,
@@ -81,6 +86,7 @@ impl InstanceBody {
             service,
             id,
             address,
+            address_as_given: None,
             port: self.port as u16,
             tags,
             meta: self.meta,

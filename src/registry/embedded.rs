@@ -161,6 +161,7 @@ mod tests {
             service: "web".into(),
             id: id.into(),
             address: "10.0.0.1".parse().expect("ip"),
+            address_as_given: None,
             port: 80,
             tags: vec![],
             meta: Default::default(),

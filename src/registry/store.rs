@@ -28,6 +28,8 @@ pub struct StoredInstance {
     pub service: String,
     pub id: String,
     pub address: IpAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_as_given: Option<String>,
     pub port: u16,
     #[serde(default)]
     pub tags: Vec<String>,
@@ -50,6 +52,7 @@ impl StoredInstance {
             service: instance.service.as_str().to_owned(),
             id: instance.id.as_str().to_owned(),
             address: instance.address,
+            address_as_given: instance.address_as_given.clone(),
             port: instance.port,
             tags: instance.tags.clone(),
             meta: instance.meta.clone(),
@@ -69,6 +72,7 @@ impl StoredInstance {
             service: ServiceName::parse(&self.service)?,
             id: InstanceId::parse(&self.id)?,
             address: self.address,
+            address_as_given: self.address_as_given.clone(),
             port: self.port,
             tags: crate::model::validate_tags(self.tags.clone())?,
             meta: self.meta.clone(),
