@@ -21,7 +21,7 @@ use tokio::{
     sync::{mpsc, oneshot},
     task::JoinHandle,
 };
-use tracing::info;
+use tracing::{info, warn};
 
 pub use config::{Config, ConfigError};
 
@@ -33,6 +33,9 @@ use crate::{
         EmbeddedStore, MemoryStore, Registry, RegistryError, Store, StoreError, TableSettings,
     },
 };
+
+/// How long in-flight HTTP requests may run on after a shutdown signal.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why roster could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -214,7 +217,17 @@ pub async fn run(
     shutdown.await;
     info!("shutting down");
     let _ = stop_http.send(());
-    let http_result = http_server.await;
+    // In-flight requests finish, but a blocking query may wait minutes:
+    // give them a bounded grace period, then cut them off.
+    let http_abort = http_server.abort_handle();
+    let http_result = match tokio::time::timeout(SHUTDOWN_GRACE, http_server).await {
+        Ok(result) => result,
+        Err(_) => {
+            warn!("in-flight HTTP requests did not finish in time; closing them");
+            http_abort.abort();
+            Ok(Ok(()))
+        }
+    };
     let _ = dns_server.shutdown_gracefully().await;
     checker.stop().await;
     // The last handle: the writer finishes queued commands, then closes the

@@ -3,6 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use roster::{Config, Listeners};
 use tracing_subscriber::EnvFilter;
@@ -18,6 +19,61 @@ struct Cli {
 enum Commands {
     /// Run the server: HTTP registration API and authoritative DNS.
     Serve(ServeArgs),
+    /// Print the whole registry of a running roster as JSON (a backup).
+    Export(RemoteArgs),
+    /// Load an export into a running roster (all or nothing).
+    Import {
+        /// The file `roster export` wrote; `-` reads standard input.
+        file: PathBuf,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct RemoteArgs {
+    /// HTTP address of the running roster
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8500")]
+    http: SocketAddr,
+}
+
+async fn export(remote: RemoteArgs) -> anyhow::Result<()> {
+    let url = format!("http://{}/v1/export", remote.http);
+    let response = reqwest::get(&url)
+        .await
+        .with_context(|| format!("cannot reach roster at {}", remote.http))?;
+    let status = response.status();
+    let body = response.text().await?;
+    if !status.is_success() {
+        anyhow::bail!("export failed: {status}: {body}");
+    }
+    println!("{body}");
+    Ok(())
+}
+
+async fn import(file: PathBuf, remote: RemoteArgs) -> anyhow::Result<()> {
+    let body = if file.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+        text
+    } else {
+        std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?
+    };
+    let url = format!("http://{}/v1/import", remote.http);
+    let response = reqwest::Client::new()
+        .put(&url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach roster at {}", remote.http))?;
+    let status = response.status();
+    let text = response.text().await?;
+    if !status.is_success() {
+        anyhow::bail!("import failed: {status}: {text}");
+    }
+    eprintln!("{text}");
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -109,6 +165,8 @@ async fn main() -> ExitCode {
     init_tracing();
     let result = match cli.command {
         Commands::Serve(args) => serve(args).await,
+        Commands::Export(remote) => export(remote).await,
+        Commands::Import { file, remote } => import(file, remote).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

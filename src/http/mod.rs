@@ -4,6 +4,7 @@
 //! Owns: HTTP routing, bodies and error mapping. Must not: touch the store or
 //! the record table.
 
+mod backup;
 mod body;
 mod consul;
 mod error;
@@ -59,6 +60,11 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/services/{service}/instances/{id}/maintenance",
             put(native::maintenance),
+        )
+        .route("/v1/export", get(backup::export))
+        .route(
+            "/v1/import",
+            put(backup::import).layer(DefaultBodyLimit::max(backup::MAX_IMPORT_BYTES)),
         )
         .merge(consul::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint") })

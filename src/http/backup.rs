@@ -1,0 +1,77 @@
+//! Export and import of the whole registry, to move it between servers and
+//! versions. The format is the store's own plain JSON record per instance.
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{State, rejection::BytesRejection},
+    response::{IntoResponse, Response},
+};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    AppState,
+    body::{body_bytes, parse_json},
+    error::ApiError,
+};
+use crate::registry::{Command, Outcome, StoredInstance};
+
+/// The export format's version; bumped only for incompatible changes.
+pub const EXPORT_VERSION: u32 = 1;
+/// Imports may be large: a whole registry in one body.
+pub const MAX_IMPORT_BYTES: usize = 512 * 1024 * 1024;
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Export {
+    pub version: u32,
+    /// The exporting server's index, for reference; an import does not
+    /// move the importing server's index backwards.
+    pub index: u64,
+    pub instances: Vec<StoredInstance>,
+}
+
+/// `GET /v1/export`: every instance with its checks and maintenance flag.
+pub async fn export(State(state): State<AppState>) -> Response {
+    let registry = state.registry.state();
+    let instances = registry
+        .services
+        .values()
+        .flat_map(|service| service.instances.values())
+        .map(|i| StoredInstance::new(&i.instance, i.maintenance.clone(), i.create_index))
+        .collect();
+    Json(Export {
+        version: EXPORT_VERSION,
+        index: registry.index,
+        instances,
+    })
+    .into_response()
+}
+
+/// `PUT /v1/import`: registers every instance of an export, all or nothing.
+pub async fn import(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let export: Export = parse_json(&body_bytes(body)?)?;
+    if export.version != EXPORT_VERSION {
+        return Err(ApiError::bad_request(
+            "version",
+            format!(
+                "export version {} is not supported (expected {EXPORT_VERSION})",
+                export.version
+            ),
+        ));
+    }
+    let outcome = state
+        .registry
+        .execute(Command::Import {
+            instances: export.instances,
+        })
+        .await?;
+    let imported = match outcome {
+        Outcome::Imported(count) => count,
+        _ => 0,
+    };
+    Ok(Json(serde_json::json!({ "imported": imported })).into_response())
+}
