@@ -57,6 +57,8 @@ pub struct DnsConfig {
     pub zones: PathBuf,
     /// Largest UDP response roster sends, whatever the client offers.
     pub max_udp_payload: u16,
+    /// UDP sockets sharing the DNS port (SO_REUSEPORT); 0 means one per core.
+    pub udp_sockets: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -110,6 +112,7 @@ impl Default for DnsConfig {
             include_warning: false,
             zones: PathBuf::from("zones"),
             max_udp_payload: 4096,
+            udp_sockets: 0,
         }
     }
 }
@@ -175,6 +178,9 @@ impl Config {
                 "dns.negative_ttl",
                 "must be at most 86400 seconds".into(),
             ));
+        }
+        if self.dns.udp_sockets > 256 {
+            return Err(invalid("dns.udp_sockets", "must be at most 256".into()));
         }
         if self.consul.node_name.is_empty() || self.consul.node_name.len() > 255 {
             return Err(invalid(

@@ -63,7 +63,9 @@ pub enum RunError {
 
 /// The sockets roster serves on, bound before it starts.
 pub struct Listeners {
-    pub dns_udp: UdpSocket,
+    /// Several sockets on one port (SO_REUSEPORT): the kernel spreads
+    /// datagrams across them, so every core can serve DNS.
+    pub dns_udp: Vec<UdpSocket>,
     pub dns_tcp: TcpListener,
     pub http: TcpListener,
 }
@@ -73,25 +75,18 @@ impl Listeners {
     /// port; with port 0 the kernel picks the UDP port and TCP follows it.
     pub async fn bind(config: &Config) -> Result<Self, RunError> {
         let dns = config.dns.listen;
-        let bind_error = |what, address, source| RunError::Bind {
-            what,
-            address,
-            source,
+        let sockets = match config.dns.udp_sockets {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
         };
-        let (dns_udp, dns_tcp) = if dns.port() == 0 {
-            bind_same_port(dns).await?
-        } else {
-            let udp = UdpSocket::bind(dns)
-                .await
-                .map_err(|e| bind_error("DNS over UDP", dns, e))?;
-            let tcp = TcpListener::bind(dns)
-                .await
-                .map_err(|e| bind_error("DNS over TCP", dns, e))?;
-            (udp, tcp)
-        };
+        let (dns_udp, dns_tcp) = bind_dns(dns, sockets)?;
         let http = TcpListener::bind(config.http.listen)
             .await
-            .map_err(|e| bind_error("HTTP", config.http.listen, e))?;
+            .map_err(|source| RunError::Bind {
+                what: "HTTP",
+                address: config.http.listen,
+                source,
+            })?;
         Ok(Self {
             dns_udp,
             dns_tcp,
@@ -101,8 +96,9 @@ impl Listeners {
 
     pub fn dns_addr(&self) -> SocketAddr {
         self.dns_udp
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+            .first()
+            .and_then(|socket| socket.local_addr().ok())
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -112,30 +108,68 @@ impl Listeners {
     }
 }
 
-/// An ephemeral port free for both UDP and TCP: a few tries, since another
-/// process may hold the TCP side of the port the kernel gave UDP.
-async fn bind_same_port(address: SocketAddr) -> Result<(UdpSocket, TcpListener), RunError> {
-    let mut last_error = None;
-    for _ in 0..16 {
-        let udp = UdpSocket::bind(address)
-            .await
-            .map_err(|source| RunError::Bind {
-                what: "DNS over UDP",
-                address,
-                source,
-            })?;
-        let port = udp.local_addr().map(|a| a.port()).unwrap_or(0);
-        let tcp_address = SocketAddr::new(address.ip(), port);
-        match TcpListener::bind(tcp_address).await {
-            Ok(tcp) => return Ok((udp, tcp)),
-            Err(e) => last_error = Some(e),
-        }
-    }
-    Err(RunError::Bind {
-        what: "DNS over TCP",
+/// Binds `count` UDP sockets and one TCP listener on one port. With port 0,
+/// the first UDP socket takes whatever port the kernel gives, and the rest
+/// follow it; a few tries, since another process may hold that port's TCP
+/// side.
+fn bind_dns(address: SocketAddr, count: usize) -> Result<(Vec<UdpSocket>, TcpListener), RunError> {
+    let bind_error = |what, source| RunError::Bind {
+        what,
         address,
-        source: last_error.unwrap_or_else(|| std::io::Error::other("no free port")),
-    })
+        source,
+    };
+    let tries = if address.port() == 0 { 16 } else { 1 };
+    let mut last_error = None;
+    for _ in 0..tries {
+        let first = reuseport_udp(address).map_err(|e| bind_error("DNS over UDP", e))?;
+        let port = first
+            .local_addr()
+            .map_err(|e| bind_error("DNS over UDP", e))?
+            .port();
+        let bound = SocketAddr::new(address.ip(), port);
+        let tcp = match std::net::TcpListener::bind(bound) {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                last_error = Some(e);
+                continue;
+            }
+        };
+        let mut udp = vec![first];
+        for _ in 1..count.max(1) {
+            udp.push(reuseport_udp(bound).map_err(|e| bind_error("DNS over UDP", e))?);
+        }
+        let udp = udp
+            .into_iter()
+            .map(UdpSocket::from_std)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bind_error("DNS over UDP", e))?;
+        tcp.set_nonblocking(true)
+            .map_err(|e| bind_error("DNS over TCP", e))?;
+        let tcp = TcpListener::from_std(tcp).map_err(|e| bind_error("DNS over TCP", e))?;
+        return Ok((udp, tcp));
+    }
+    Err(bind_error(
+        "DNS over TCP",
+        last_error.unwrap_or_else(|| std::io::Error::other("no free port")),
+    ))
+}
+
+/// A non-blocking UDP socket with SO_REUSEPORT, so several can share a port.
+fn reuseport_udp(address: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
+    if address.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    #[cfg(unix)]
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    Ok(socket.into())
 }
 
 /// Opens the embedded store in `data_dir`, or a memory store when it is
@@ -195,7 +229,7 @@ pub async fn run(
         LowerName::new(&domain),
         config.dns.max_udp_payload,
     );
-    let mut dns_server = dns::serve(handler, vec![listeners.dns_udp], listeners.dns_tcp);
+    let mut dns_server = dns::serve(handler, listeners.dns_udp, listeners.dns_tcp);
 
     let app = http::router(http::AppState {
         registry: registry.clone(),
