@@ -229,7 +229,7 @@ pub async fn run(
         LowerName::new(&domain),
         config.dns.max_udp_payload,
     );
-    let mut dns_server = dns::serve(handler, listeners.dns_udp, listeners.dns_tcp);
+    let dns_server = dns::serve(handler, listeners.dns_udp, listeners.dns_tcp);
 
     let app = http::router(http::AppState {
         registry: registry.clone(),
@@ -262,7 +262,7 @@ pub async fn run(
             Ok(Ok(()))
         }
     };
-    let _ = dns_server.shutdown_gracefully().await;
+    dns_server.shutdown().await;
     checker.stop().await;
     // The last handle: the writer finishes queued commands, then closes the
     // store, so a restart in the same process finds the directory unlocked.

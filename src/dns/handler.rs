@@ -27,6 +27,8 @@ use crate::registry::RecordTable;
 const EDNS_VERSION: u8 = 0;
 
 /// Answers DNS queries from the record table and the static zones.
+/// Cheap to clone: one per UDP loop, one for hickory's TCP server.
+#[derive(Clone)]
 pub struct DnsHandler {
     table: Arc<ArcSwap<RecordTable>>,
     zones: Arc<StaticZones>,

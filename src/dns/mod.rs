@@ -9,12 +9,17 @@ mod fit;
 mod handler;
 mod lookup;
 mod query;
+mod udp;
 pub mod zones;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use hickory_server::Server;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::{
+    net::{TcpListener, UdpSocket},
+    task::JoinHandle,
+};
+use tokio_util::sync::CancellationToken;
 
 pub use handler::DnsHandler;
 
@@ -24,12 +29,42 @@ const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Responses queued per TCP connection (pipelined queries).
 const TCP_RESPONSE_BUFFER: usize = 64;
 
-/// Starts serving on already-bound sockets.
-pub fn serve(handler: DnsHandler, udp: Vec<UdpSocket>, tcp: TcpListener) -> Server<DnsHandler> {
-    let mut server = Server::new(handler);
-    for socket in udp {
-        server.register_socket(socket);
+/// The running DNS server: roster's UDP loops and hickory's TCP server.
+pub struct DnsServer {
+    tcp: Server<DnsHandler>,
+    udp: Vec<JoinHandle<()>>,
+    stop_udp: CancellationToken,
+}
+
+impl DnsServer {
+    /// Stops accepting queries and waits for the loops to end.
+    pub async fn shutdown(mut self) {
+        self.stop_udp.cancel();
+        for task in self.udp {
+            let _ = task.await;
+        }
+        let _ = self.tcp.shutdown_gracefully().await;
     }
+}
+
+/// Starts serving on already-bound sockets.
+pub fn serve(handler: DnsHandler, udp: Vec<UdpSocket>, tcp: TcpListener) -> DnsServer {
+    let stop_udp = CancellationToken::new();
+    let udp = udp
+        .into_iter()
+        .map(|socket| {
+            tokio::spawn(udp::serve(
+                Arc::new(socket),
+                handler.clone(),
+                stop_udp.clone(),
+            ))
+        })
+        .collect();
+    let mut server = Server::new(handler);
     server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
-    server
+    DnsServer {
+        tcp: server,
+        udp,
+        stop_udp,
+    }
 }
