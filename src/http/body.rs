@@ -28,24 +28,27 @@ pub fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError
     })
 }
 
-/// Parses `bytes` as JSON into `T`; an error names the field at fault.
+/// Parses `bytes` as a JSON object into `T`; an error names the field at
+/// fault, or `body` when the body as a whole is wrong.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+    let body_error = |message: String| ApiError::bad_request("body", message);
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| body_error(format!("invalid JSON body: {e}")))?;
+    if !value.is_object() {
+        // serde would happily build a struct from an array; an API that
+        // takes objects should not.
+        return Err(body_error("the body must be a JSON object".into()));
+    }
+    serde_path_to_error::deserialize(value).map_err(|error| {
         let path = error.path().to_string();
-        let inner = error.into_inner();
-        let message = inner.to_string();
-        let field = if path != "." {
+        let message = error.into_inner().to_string();
+        let field = if path != "." && path != "?" {
             path
         } else {
             backticked(&message).unwrap_or_else(|| "body".to_owned())
         };
         ApiError::bad_request(field, format!("invalid JSON body: {message}"))
-    })?;
-    deserializer
-        .end()
-        .map_err(|e| ApiError::bad_request("body", format!("invalid JSON body: {e}")))?;
-    Ok(value)
+    })
 }
 
 /// The first `name` in a serde message such as "missing field `address`".
