@@ -62,6 +62,13 @@ impl LagHistogram {
         self.max_ms()
     }
 
+    /// Raw bucket counts; bucket `i` holds samples up to
+    /// `2^((i+1)/4)` microseconds. Lets a reader diff two snapshots to get
+    /// the distribution of a time window.
+    pub fn counts(&self) -> Vec<u64> {
+        self.buckets.iter().map(|b| b.load(Relaxed)).collect()
+    }
+
     pub fn max_ms(&self) -> f64 {
         self.max_micros.load(Relaxed) as f64 / 1000.0
     }
@@ -104,6 +111,7 @@ impl Metrics {
             probe_lag_p50_ms: self.probe_lag.quantile_ms(0.50),
             probe_lag_p99_ms: self.probe_lag.quantile_ms(0.99),
             probe_lag_max_ms: self.probe_lag.max_ms(),
+            probe_lag_counts: self.probe_lag.counts(),
             transitions_to_passing: self.transitions[0].load(Relaxed),
             transitions_to_warning: self.transitions[1].load(Relaxed),
             transitions_to_critical: self.transitions[2].load(Relaxed),
@@ -121,6 +129,8 @@ pub struct MetricsSnapshot {
     pub probe_lag_p50_ms: f64,
     pub probe_lag_p99_ms: f64,
     pub probe_lag_max_ms: f64,
+    /// Log-scaled histogram of probe lag, see [`LagHistogram::counts`].
+    pub probe_lag_counts: Vec<u64>,
     pub transitions_to_passing: u64,
     pub transitions_to_warning: u64,
     pub transitions_to_critical: u64,

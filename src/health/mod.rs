@@ -66,6 +66,8 @@ struct CheckRuntime {
     critical_since: Option<Instant>,
     /// A probe is running: the next round is skipped rather than doubled.
     in_flight: bool,
+    /// No probe has started yet: the next start sets the check's phase.
+    first_probe: bool,
     /// When a TTL check expires without a heartbeat.
     ttl_deadline: Option<Instant>,
     /// The output last sent to the registry, to skip sending it again.
@@ -149,6 +151,10 @@ impl Scheduler {
         mut stopped: oneshot::Receiver<()>,
     ) {
         loop {
+            // Deadlines first on every turn: under a steady stream of probe
+            // results the select below is always ready, and deadlines
+            // waiting for a quiet moment would fall behind schedule.
+            self.fire_due().await;
             let next = self.deadlines.keys().next().map(|(at, _)| *at);
             tokio::select! {
                 biased;
@@ -158,9 +164,7 @@ impl Scheduler {
                     None => break,
                 },
                 Some(done) = results.recv() => self.on_probe_done(done).await,
-                _ = sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
-                    self.fire_due().await;
-                }
+                _ = sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {}
             }
         }
         debug!("health checker stopped");
@@ -256,6 +260,7 @@ impl Scheduler {
             streak: Streak::default(),
             critical_since: None,
             in_flight: false,
+            first_probe: true,
             ttl_deadline: None,
             last_output: String::new(),
         };
@@ -341,12 +346,14 @@ impl Scheduler {
             } => (interval.0, timeout.0),
             CheckKind::Ttl { .. } => return,
         };
-        let first_round = check.streak == Streak::default() && !check.in_flight;
         let mut next = due + interval;
-        if first_round && due == now {
-            // Spread checks registered together across their interval, so
-            // a burst of registrations does not probe in lockstep forever.
-            let jitter = rand::rng().random_range(0..interval.as_micros().max(1) as u64);
+        if check.first_probe {
+            // The first probe runs at once; the second at a random point of
+            // the interval, which sets the check's phase for good. Checks
+            // registered together (or loaded together at start-up) then
+            // spread over the interval instead of probing in lockstep.
+            check.first_probe = false;
+            let jitter = rand::rng().random_range(1..=interval.as_micros().max(1) as u64);
             next = now + Duration::from_micros(jitter);
         }
         if next <= now {
