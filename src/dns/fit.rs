@@ -11,6 +11,7 @@ use std::{borrow::Cow, cell::RefCell};
 use hickory_proto::{ProtoError, rr::Record, serialize::binary::BinEncoder};
 
 use super::lookup::Answer;
+use crate::registry::table::max_encoded_len;
 
 /// Header (12) is fixed; the OPT record is 11 octets without options.
 const HEADER_LEN: usize = 12;
@@ -22,37 +23,20 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(4096));
 }
 
-/// An upper bound on a record's encoded size, ignoring name compression.
-fn max_encoded_len(record: &Record) -> usize {
-    use hickory_proto::rr::RData;
-    let name = record.name.len() + 2;
-    let rdata = match &record.data {
-        RData::A(_) => 4,
-        RData::AAAA(_) => 16,
-        RData::SRV(srv) => 6 + srv.target.len() + 2,
-        RData::TXT(txt) => txt.txt_data.iter().map(|s| s.len() + 1).sum(),
-        RData::NS(ns) => ns.0.len() + 2,
-        RData::CNAME(cname) => cname.0.len() + 2,
-        RData::SOA(soa) => soa.mname.len() + soa.rname.len() + 4 + 20,
-        _ => return usize::MAX / 4,
-    };
-    name + 10 + rdata
-}
-
 /// Trims `answer` to fit `limit` octets. Returns whether answers were
 /// dropped (the response must then carry TC).
 pub fn fit(answer: &mut Answer<'_>, question_len: usize, limit: usize, with_opt: bool) -> bool {
     let budget = limit.saturating_sub(if with_opt { OPT_LEN } else { 0 });
-    let bound: usize = HEADER_LEN
-        + question_len
-        + answer
+    let records = answer.wire_bound.unwrap_or_else(|| {
+        answer
             .answers
             .iter()
             .chain(&answer.authority)
             .chain(&answer.additionals)
             .map(|r| max_encoded_len(r))
-            .sum::<usize>();
-    if bound <= budget {
+            .sum()
+    });
+    if HEADER_LEN + question_len + records <= budget {
         return false;
     }
     SCRATCH.with(|scratch| {

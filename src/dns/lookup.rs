@@ -25,6 +25,9 @@ pub struct Answer<'t> {
     pub answers: Vec<Cow<'t, Record>>,
     pub authority: Vec<Cow<'t, Record>>,
     pub additionals: Vec<Cow<'t, Record>>,
+    /// A precomputed upper bound on the encoded size of every record above,
+    /// when one is known without looking at each record.
+    pub wire_bound: Option<usize>,
 }
 
 impl<'t> Answer<'t> {
@@ -111,8 +114,29 @@ fn resolve_dynamic<'t>(
         DynamicName::Service(label) => {
             if let Some(service) = table.services.get(label) {
                 exists = true;
-                let slots = shuffled_slots(0..service.servable() as u32);
-                service_answers(service, &slots, qtype, None, &mut answer);
+                match qtype {
+                    // The common queries, answered from prebuilt lists.
+                    RecordType::A => {
+                        shuffled_into(&service.a, &mut answer.answers);
+                        answer.wire_bound = Some(service.a_wire_bound);
+                    }
+                    RecordType::AAAA => {
+                        shuffled_into(&service.aaaa, &mut answer.answers);
+                        answer.wire_bound = Some(service.aaaa_wire_bound);
+                    }
+                    RecordType::SRV => {
+                        let slots = shuffled_slots(0..service.servable() as u32);
+                        srv_answers(service, &slots, None, &mut answer);
+                        answer.wire_bound = Some(service.srv_wire_bound);
+                    }
+                    RecordType::ANY => {
+                        shuffled_into(&service.a, &mut answer.answers);
+                        shuffled_into(&service.aaaa, &mut answer.answers);
+                        let slots = shuffled_slots(0..service.servable() as u32);
+                        srv_answers(service, &slots, None, &mut answer);
+                    }
+                    _ => {}
+                }
             }
         }
         DynamicName::Srv { service, form } => {
@@ -127,7 +151,7 @@ fn resolve_dynamic<'t>(
                 if let Some(slots) = slots {
                     exists = true;
                     if matches!(qtype, RecordType::SRV | RecordType::ANY) {
-                        service_answers(service, &slots, RecordType::SRV, Some(qname), &mut answer);
+                        srv_answers(service, &slots, Some(qname), &mut answer);
                     }
                 }
             }
@@ -170,36 +194,39 @@ fn resolve_dynamic<'t>(
     answer
 }
 
-/// Adds the service's records for `qtype`, in `slots` order. `rename`
-/// gives SRV records the owner name asked for (`_web._tcp…`), since they are
-/// stored under the service name.
-fn service_answers<'t>(
+/// Appends `records` to `out` in a fresh random order.
+fn shuffled_into<'t>(records: &'t [Record], out: &mut Vec<Cow<'t, Record>>) {
+    let start = out.len();
+    out.extend(records.iter().map(Cow::Borrowed));
+    RNG.with(|rng| out[start..].shuffle(&mut *rng.borrow_mut()));
+}
+
+/// Adds the service's SRV records in `slots` order, with their targets'
+/// addresses as additional records. `rename` gives the SRV records the owner
+/// name asked for (`_web._tcp…`), since they are stored under the service
+/// name.
+fn srv_answers<'t>(
     service: &'t ServiceRecords,
     slots: &[u32],
-    qtype: RecordType,
     rename: Option<&LowerName>,
     answer: &mut Answer<'t>,
 ) {
+    answer.answers.reserve(slots.len());
+    answer.additionals.reserve(slots.len());
     for &slot in slots {
         let slot = slot as usize;
-        let address = &service.service_address[slot];
-        if type_matches(address, qtype) {
-            answer.answers.push(Cow::Borrowed(address));
-        }
-        if matches!(qtype, RecordType::SRV | RecordType::ANY) {
-            let srv = &service.srv[slot];
-            answer.answers.push(match rename {
-                Some(name) => {
-                    let mut renamed = srv.clone();
-                    renamed.name = name.into();
-                    Cow::Owned(renamed)
-                }
-                None => Cow::Borrowed(srv),
-            });
-            answer
-                .additionals
-                .push(Cow::Borrowed(&service.target_address[slot]));
-        }
+        let srv = &service.srv[slot];
+        answer.answers.push(match rename {
+            Some(name) => {
+                let mut renamed = srv.clone();
+                renamed.name = name.into();
+                Cow::Owned(renamed)
+            }
+            None => Cow::Borrowed(srv),
+        });
+        answer
+            .additionals
+            .push(Cow::Borrowed(&service.target_address[slot]));
     }
 }
 

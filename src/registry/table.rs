@@ -37,8 +37,16 @@ pub struct TableSettings {
 pub struct ServiceRecords {
     /// The service's name, e.g. `web.service.local.`.
     pub name: Name,
-    /// A or AAAA at the service name.
-    pub service_address: Vec<Record>,
+    /// A records at the service name (not slot-indexed).
+    pub a: Vec<Record>,
+    /// AAAA records at the service name (not slot-indexed).
+    pub aaaa: Vec<Record>,
+    /// Upper bounds on the encoded size of all `a`, all `aaaa`, and all SRV
+    /// records with their additional records, so that answers that surely
+    /// fit a datagram skip the trial encoding (see `dns::fit`).
+    pub a_wire_bound: usize,
+    pub aaaa_wire_bound: usize,
+    pub srv_wire_bound: usize,
     /// SRV at the service name, target `<id>.<service>.<domain>.`.
     pub srv: Vec<Record>,
     /// A or AAAA at the SRV target: the additional section.
@@ -78,11 +86,11 @@ impl ServiceRecords {
             let slot = records.srv.len() as u32;
             let target = child(&name, instance_label);
             let address = address_rdata(instance.address);
-            records.service_address.push(Record::from_rdata(
-                name.clone(),
-                settings.ttl,
-                address.clone(),
-            ));
+            let at_service = Record::from_rdata(name.clone(), settings.ttl, address.clone());
+            match instance.address {
+                IpAddr::V4(_) => records.a.push(at_service),
+                IpAddr::V6(_) => records.aaaa.push(at_service),
+            }
             records
                 .target_address
                 .push(Record::from_rdata(target.clone(), settings.ttl, address));
@@ -118,6 +126,14 @@ impl ServiceRecords {
                 }
             }
         }
+        records.a_wire_bound = records.a.iter().map(max_encoded_len).sum();
+        records.aaaa_wire_bound = records.aaaa.iter().map(max_encoded_len).sum();
+        records.srv_wire_bound = records
+            .srv
+            .iter()
+            .chain(&records.target_address)
+            .map(max_encoded_len)
+            .sum();
         records
     }
 
@@ -201,6 +217,25 @@ impl RecordTable {
         }
         self.services.insert(label.to_owned(), Arc::new(records));
     }
+}
+
+/// An upper bound on a record's encoded size, ignoring name compression.
+pub fn max_encoded_len(record: &Record) -> usize {
+    // Name::len is the presentation length; the wire form of a fully
+    // qualified name is one octet longer.
+    let name = |n: &Name| n.len() + 2;
+    let rdata = match &record.data {
+        RData::A(_) => 4,
+        RData::AAAA(_) => 16,
+        RData::SRV(srv) => 6 + name(&srv.target),
+        RData::TXT(txt) => txt.txt_data.iter().map(|s| s.len() + 1).sum(),
+        RData::NS(ns) => name(&ns.0),
+        RData::CNAME(cname) => name(&cname.0),
+        RData::SOA(soa) => name(&soa.mname) + name(&soa.rname) + 20,
+        // Anything else is rare here: make the caller encode to find out.
+        _ => return usize::MAX / 4,
+    };
+    name(&record.name) + 10 + rdata
 }
 
 fn address_rdata(address: IpAddr) -> RData {
