@@ -12,6 +12,8 @@ pub use check::{
     validate_http_url,
 };
 pub use duration::{DurationError, GoDuration, format_go_duration, parse_go_duration};
+/// For the Consul adapter, which gives checks the same default IDs.
+pub(crate) use instance::validate_checks;
 pub use instance::{Instance, InstanceBody, MAX_META, MAX_TAGS, validate_meta, validate_tags};
 pub use names::{DnsLabel, InstanceId, ServiceName};
 

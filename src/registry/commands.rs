@@ -197,6 +197,9 @@ fn register(
             clash.instance.id.as_str(),
         )));
     }
+    // Checks keep their status by ID even when the instance moved here from
+    // another service (Consul keys check state by check ID alone).
+    let checks_before = previous.clone();
     let previous = previous.filter(|p| p.instance.service.label() == &label);
     if let Some(previous) = &previous
         && *previous.instance == instance
@@ -213,7 +216,7 @@ fn register(
         .checks
         .iter()
         .map(|def| {
-            previous
+            checks_before
                 .as_ref()
                 .and_then(|p| p.check(&def.id))
                 .filter(|(_, old_def, _)| old_def.kind == def.kind)

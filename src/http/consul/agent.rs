@@ -1,0 +1,200 @@
+//! `/v1/agent/service/*`, `/v1/agent/services` and `/v1/agent/checks`:
+//! registering, deregistering and draining services, and listing what the
+//! "agent" (roster, as one node) holds.
+//!
+//! Success is `200` with an empty body: both Python clients return `True`
+//! only for exactly 200. An unknown service ID is `404`, which the clients
+//! turn into `False` without raising (the origin example relies on that).
+
+use std::collections::BTreeMap;
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{Path, State, rejection::BytesRejection},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+
+use super::{
+    agent_checks::check_id_owner,
+    error::ConsulError,
+    query::{Params, parse_go_bool},
+    registration::instance_from_body,
+    views::{self, NodeInfo},
+};
+use crate::{
+    http::AppState,
+    model::{Instance, MAX_CHECKS},
+    registry::{Command, RegistryError, RegistryState},
+};
+
+/// The request body, or why it could not be read (too large: 413).
+pub fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ConsulError> {
+    body.map_err(|rejection| ConsulError::new(rejection.status(), rejection.body_text()))
+}
+
+/// Maps "no such instance" to Consul's unknown-service answer.
+fn unknown_service_as_404(id: &str) -> impl FnOnce(RegistryError) -> ConsulError + '_ {
+    move |error| match error {
+        RegistryError::NotFound(_) => ConsulError::unknown_service(id),
+        other => other.into(),
+    }
+}
+
+/// `PUT /v1/agent/service/register`: create or replace by ID.
+///
+/// Re-registering an ID replaces the service, even under another name.
+/// Checks keep their status when they keep their ID. As in Consul, checks
+/// the service had that the new definition does not mention are kept,
+/// unless `?replace-existing-checks` is set.
+pub async fn register_service(
+    State(state): State<AppState>,
+    params: Params,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ConsulError> {
+    let bytes = body_bytes(body)?;
+    // Consul's own reading of this flag: present and empty, or "true".
+    let replace_existing_checks = params
+        .get("replace-existing-checks")
+        .is_some_and(|value| value.is_empty() || value == "true");
+    let mut instance = instance_from_body(&bytes, &state.consul).await?;
+    let registry = state.registry.state();
+    if !replace_existing_checks && let Some(previous) = registry.instance(instance.id.as_str()) {
+        for check in &previous.instance.checks {
+            if !instance.checks.iter().any(|c| c.id == check.id) {
+                instance.checks.push(check.clone());
+            }
+        }
+        if instance.checks.len() > MAX_CHECKS {
+            return Err(ConsulError::bad_request(format!(
+                "Invalid check: at most {MAX_CHECKS} checks per service; use ?replace-existing-checks to drop the ones not in this definition"
+            )));
+        }
+    }
+    ensure_check_ids_are_free(&registry, &instance)?;
+    state
+        .registry
+        .execute(Command::Register {
+            instance,
+            move_between_services: true,
+        })
+        .await?;
+    Ok(StatusCode::OK)
+}
+
+/// Consul's check IDs are unique on an agent, and the check endpoints find a
+/// check by ID alone, so an ID another service's check uses is refused.
+/// Default IDs (`service:<id>...`) embed the unique service ID and need no
+/// search.
+pub fn ensure_check_ids_are_free(
+    registry: &RegistryState,
+    instance: &Instance,
+) -> Result<(), ConsulError> {
+    let own_prefix = format!("service:{}", instance.id.as_str());
+    for check in &instance.checks {
+        if check.id.starts_with(&own_prefix) {
+            continue;
+        }
+        if let Some(owner) = check_id_owner(registry, &check.id)
+            && owner != instance.id.as_str()
+        {
+            return Err(ConsulError::bad_request(format!(
+                "Invalid check: check ID {:?} is already registered for service ID {owner:?}",
+                check.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `PUT /v1/agent/service/deregister/:id`: remove the service and its checks.
+pub async fn deregister_service(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ConsulError> {
+    state
+        .registry
+        .execute(Command::Deregister {
+            service: None,
+            id: id.clone(),
+        })
+        .await
+        .map_err(unknown_service_as_404(&id))?;
+    Ok(StatusCode::OK)
+}
+
+/// `PUT /v1/agent/service/maintenance/:id?enable=true&reason=...`: drain the
+/// service out of DNS (it shows the critical `_service_maintenance:<id>`
+/// check meanwhile) or bring it back.
+pub async fn service_maintenance(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    params: Params,
+) -> Result<StatusCode, ConsulError> {
+    let enable = match params.get("enable") {
+        None | Some("") => return Err(ConsulError::bad_request("Missing value for enable")),
+        Some(text) => parse_go_bool(text).ok_or_else(|| {
+            ConsulError::bad_request(format!("Invalid value for enable: {text:?}"))
+        })?,
+    };
+    let reason = params.get("reason").unwrap_or_default().to_owned();
+    if reason.len() > 4096 || reason.chars().any(char::is_control) {
+        return Err(ConsulError::bad_request(
+            "Invalid reason: at most 4096 printable characters",
+        ));
+    }
+    state
+        .registry
+        .execute(Command::Maintenance {
+            service: None,
+            id: id.clone(),
+            reason: enable.then_some(reason),
+        })
+        .await
+        .map_err(unknown_service_as_404(&id))?;
+    Ok(StatusCode::OK)
+}
+
+/// `GET /v1/agent/services`: every instance by ID, whichever door
+/// registered it. py-consul's `filter` expression is ignored.
+pub async fn services(State(state): State<AppState>) -> Response {
+    let registry = state.registry.state();
+    let node = NodeInfo::new(&state.consul);
+    let services: BTreeMap<&str, views::AgentService> = views::all_instances(&registry)
+        .map(|i| (i.instance.id.as_str(), views::agent_service(i, &node)))
+        .collect();
+    Json(services).into_response()
+}
+
+/// `GET /v1/agent/service/:id`: one instance. Consul's hash-based blocking
+/// on this endpoint is not implemented: `?hash` answers 501.
+pub async fn service(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    params: Params,
+) -> Result<Response, ConsulError> {
+    if params.get("hash").is_some() {
+        return Err(ConsulError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "roster does not implement hash-based blocking on /v1/agent/service/:id; use a blocking query on /v1/health/service/:name",
+        ));
+    }
+    let registry = state.registry.state();
+    let instance = registry
+        .instance(&id)
+        .ok_or_else(|| ConsulError::not_found(format!("unknown service ID: {id}")))?;
+    let node = NodeInfo::new(&state.consul);
+    Ok(Json(views::agent_service(instance, &node)).into_response())
+}
+
+/// `GET /v1/agent/checks`: every check by ID, maintenance checks included.
+pub async fn checks(State(state): State<AppState>) -> Response {
+    let registry = state.registry.state();
+    let node = NodeInfo::new(&state.consul);
+    let checks: BTreeMap<String, views::HealthCheck> = views::all_instances(&registry)
+        .flat_map(|i| views::instance_checks(i, &node))
+        .map(|check| (check.check_id.clone(), check))
+        .collect();
+    Json(checks).into_response()
+}

@@ -1,0 +1,143 @@
+//! Blocking queries: `?index=N&wait=D` on catalog and health endpoints holds
+//! the request until the registry's index moves past `N`, or `D` passes.
+//!
+//! The wait is a `tokio::sync::watch` receiver on the registry's index plus
+//! one timer, so a blocked request is a parked task: thousands of them cost
+//! memory for their futures and nothing else, and none of them polls. One
+//! global index serves every endpoint (the spec allows it): a change anywhere
+//! wakes every blocked query, which then answers with the new index. Consul
+//! documents that a blocking query may return without a change it cares
+//! about, and its clients simply ask again.
+
+use std::time::Duration;
+
+use axum::{extract::FromRequestParts, http::request::Parts};
+
+use super::{error::ConsulError, query::Params};
+use crate::{http::AppState, model::parse_go_duration};
+
+/// Consul's wait when a client gives an index without one.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(5 * 60);
+/// Consul's longest wait; longer requests are cut to it.
+pub const MAX_WAIT: Duration = Duration::from_secs(10 * 60);
+
+/// What a request asked to wait for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockingQuery {
+    /// Answer once the index differs from this; `None` answers at once.
+    pub min_index: Option<u64>,
+    pub wait: Duration,
+}
+
+impl BlockingQuery {
+    /// Reads `index` and `wait`. An `index` that is absent, 0 or not a
+    /// number answers at once: Consul refuses a non-numeric index with
+    /// `400 Invalid index`, but the origin example sends `index=http`
+    /// (`catalog.services('http')` passes its tag as the index), and roster
+    /// answers it. A `wait` that is not a Go duration is Consul's
+    /// `400 Invalid wait time`; 0 means the default, longer than 10 minutes
+    /// means 10 minutes.
+    pub fn parse(params: &Params) -> Result<Self, ConsulError> {
+        let min_index = params
+            .get("index")
+            .and_then(|text| text.trim().parse::<u64>().ok())
+            .filter(|index| *index > 0);
+        let wait = match params.get("wait") {
+            None | Some("") => DEFAULT_WAIT,
+            Some(text) => {
+                let wait = parse_go_duration(text)
+                    .map_err(|_| ConsulError::bad_request("Invalid wait time"))?;
+                if wait.is_zero() {
+                    DEFAULT_WAIT
+                } else {
+                    wait.min(MAX_WAIT)
+                }
+            }
+        };
+        Ok(Self { min_index, wait })
+    }
+
+    /// Waits until the registry's index differs from `min_index` or the
+    /// wait passes. An index that already differs answers at once, including
+    /// one *below* the client's: that is a roster restarted without its
+    /// store, and the client, seeing the index go backwards, starts over
+    /// from 0 instead of waiting in vain. (At shutdown, roster gives blocked
+    /// requests a short grace period and then closes them.)
+    pub async fn wait(&self, state: &AppState) {
+        let Some(min_index) = self.min_index else {
+            return;
+        };
+        let mut index = state.registry.watch_index();
+        if *index.borrow_and_update() != min_index {
+            return;
+        }
+        // `changed` fails only when the registry is gone: answer then too.
+        let _ = tokio::time::timeout(self.wait, index.changed()).await;
+    }
+}
+
+/// The query of a catalog or health request: its parameters and what it
+/// waits for. A refusal carries the index headers, like every catalog and
+/// health answer.
+pub struct Blocking {
+    pub params: Params,
+    pub query: BlockingQuery,
+}
+
+impl FromRequestParts<AppState> for Blocking {
+    type Rejection = ConsulError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let index = || state.registry.state().index;
+        let params = Params::from_request_parts(parts, state)
+            .await
+            .map_err(|e| e.at(index()))?;
+        let query = BlockingQuery::parse(&params).map_err(|e| e.at(index()))?;
+        Ok(Self { params, query })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<BlockingQuery, ConsulError> {
+        let params = Params(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        );
+        BlockingQuery::parse(&params)
+    }
+
+    #[test]
+    fn index_and_wait() {
+        let query = parse(&[("index", "42"), ("wait", "30s")]).expect("valid");
+        assert_eq!(query.min_index, Some(42));
+        assert_eq!(query.wait, Duration::from_secs(30));
+        assert_eq!(parse(&[]).expect("empty").min_index, None);
+        assert_eq!(parse(&[("index", "0")]).expect("zero").min_index, None);
+        assert_eq!(parse(&[("index", "http")]).expect("word").min_index, None);
+        assert_eq!(
+            parse(&[("index", "7")]).expect("no wait").wait,
+            DEFAULT_WAIT
+        );
+        assert_eq!(
+            parse(&[("wait", "0")]).expect("zero wait").wait,
+            DEFAULT_WAIT
+        );
+        assert_eq!(parse(&[("wait", "1h")]).expect("long").wait, MAX_WAIT);
+    }
+
+    #[test]
+    fn bad_wait_is_refused_with_consuls_words() {
+        for wait in ["soon", "10", "-1s"] {
+            let error = parse(&[("index", "1"), ("wait", wait)]).expect_err(wait);
+            assert_eq!(error.message, "Invalid wait time", "{wait}");
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! `/v1/catalog/*`: what is registered, health ignored (as in Consul).
+//! Every answer carries `X-Consul-Index` and supports blocking queries.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+
+use super::{
+    blocking::Blocking,
+    response::Indexed,
+    views::{self, NodeInfo, ServiceNode},
+};
+use crate::http::AppState;
+
+/// `GET /v1/catalog/services`: each service name with its instances' tags,
+/// de-duplicated, `[]` rather than `null`.
+pub async fn services(
+    State(state): State<AppState>,
+    blocking: Blocking,
+) -> Indexed<BTreeMap<String, Vec<String>>> {
+    blocking.query.wait(&state).await;
+    let registry = state.registry.state();
+    let services = registry
+        .services
+        .values()
+        .map(|service| {
+            let mut tags: Vec<String> = Vec::new();
+            for instance in service.instances.values() {
+                for tag in &instance.instance.tags {
+                    if !tags.contains(tag) {
+                        tags.push(tag.clone());
+                    }
+                }
+            }
+            (service.name.as_str().to_owned(), tags)
+        })
+        .collect();
+    Indexed(registry.index, services)
+}
+
+/// `GET /v1/catalog/service/:name?tag=...`: one `ServiceNode` per instance
+/// carrying every requested tag; `[]` for a service roster does not know.
+/// The name matches as registered or as its DNS label.
+pub async fn service(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    blocking: Blocking,
+) -> Indexed<Vec<ServiceNode>> {
+    blocking.query.wait(&state).await;
+    let registry = state.registry.state();
+    let node = NodeInfo::new(&state.consul);
+    let tags: Vec<&str> = blocking.params.all("tag").collect();
+    let nodes = registry
+        .service_by_name(&name)
+        .map(|service| {
+            service
+                .instances
+                .values()
+                .filter(|i| views::has_tags(i, &tags))
+                .map(|i| views::service_node(i, &node))
+                .collect()
+        })
+        .unwrap_or_default();
+    Indexed(registry.index, nodes)
+}
+
+/// `GET /v1/catalog/datacenters`: roster's one datacenter.
+pub async fn datacenters(State(state): State<AppState>) -> Indexed<Vec<String>> {
+    let index = state.registry.state().index;
+    Indexed(index, vec![state.consul.datacenter.clone()])
+}

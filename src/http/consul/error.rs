@@ -1,0 +1,100 @@
+//! Errors as Consul answers them: a status code and a plain-text body, which
+//! both Python clients put into the exception they raise (`BadRequest("400
+//! Missing service name")`). Catalog and health errors also carry the index
+//! headers, because python-consul reads `X-Consul-Index` even on a 404.
+
+use axum::{
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+
+use super::response::add_index_headers;
+use crate::{model::ValidationError, registry::RegistryError};
+
+/// An error answered to a Consul client.
+#[derive(Debug)]
+pub struct ConsulError {
+    pub status: StatusCode,
+    /// Consul's own wording where it has one (`Invalid wait time`), so that
+    /// code matching on messages keeps working.
+    pub message: String,
+    /// Set for catalog and health endpoints: the registry index to send as
+    /// `X-Consul-Index`.
+    pub index: Option<u64>,
+}
+
+impl ConsulError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            index: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// Marks the error as a catalog/health answer read at `index`.
+    pub fn at(mut self, index: u64) -> Self {
+        self.index = Some(index);
+        self
+    }
+
+    /// Consul's answer for an unknown service ID. The hint matters: the
+    /// origin example passes the wrong value here.
+    pub fn unknown_service(id: &str) -> Self {
+        Self::not_found(format!(
+            "Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name."
+        ))
+    }
+
+    pub fn unknown_check(check_id: &str) -> Self {
+        Self::not_found(format!(
+            "Unknown check ID {check_id:?}. Ensure that the check ID is passed, not the check name."
+        ))
+    }
+
+    /// A refused check, worded as Consul words it (`Invalid check: ...`).
+    pub fn invalid_check(error: ValidationError) -> Self {
+        Self::bad_request(format!("Invalid check: {}: {}", error.field, error.message))
+    }
+}
+
+impl From<ValidationError> for ConsulError {
+    fn from(error: ValidationError) -> Self {
+        Self::bad_request(format!("Invalid {}: {}", error.field, error.message))
+    }
+}
+
+impl From<RegistryError> for ConsulError {
+    fn from(error: RegistryError) -> Self {
+        let status = match &error {
+            RegistryError::NotFound(_) => StatusCode::NOT_FOUND,
+            // Consul has no conflicts; a refused name is bad input to it.
+            RegistryError::Conflict(_) | RegistryError::Invalid(_) => StatusCode::BAD_REQUEST,
+            RegistryError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            RegistryError::Closed => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Self::new(status, error.to_string())
+    }
+}
+
+impl IntoResponse for ConsulError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, self.message).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if let Some(index) = self.index {
+            add_index_headers(&mut response, index);
+        }
+        response
+    }
+}

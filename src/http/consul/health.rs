@@ -1,0 +1,104 @@
+//! `/v1/health/*`: instances with their checks, and checks by state.
+//! Every answer carries `X-Consul-Index` and supports blocking queries.
+//!
+//! # `?passing` and DNS
+//!
+//! `GET /v1/health/service/:name?passing=1` follows Consul: an instance is
+//! left out if **any** of its checks is not `passing`, so `warning` counts
+//! as failing, as does the critical `_service_maintenance:<id>` check of a
+//! drained instance. An instance without checks is passing.
+//!
+//! roster's DNS reads the same statuses from the same registry: by default
+//! it serves only instances whose every check is passing (the same set as
+//! `?passing=1`), never a drained one; with `dns.include_warning = true` it
+//! also serves instances whose worst check is `warning`. `critical` is never
+//! served. Consul's own DNS differs (it drops only `critical`): roster
+//! leans towards not handing out instances that report trouble.
+
+use axum::extract::{Path, State};
+
+use super::{
+    blocking::Blocking,
+    error::ConsulError,
+    response::Indexed,
+    views::{self, HealthCheck, NodeInfo, ServiceEntry},
+};
+use crate::{http::AppState, model::Status};
+
+/// `GET /v1/health/service/:name?passing&tag=...`: `{Node, Service,
+/// Checks}` per instance; `Checks` includes the node's `serfHealth`.
+pub async fn service(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    blocking: Blocking,
+) -> Result<Indexed<Vec<ServiceEntry>>, ConsulError> {
+    let passing_only = blocking
+        .params
+        .flag("passing")
+        .map_err(|e| e.at(state.registry.state().index))?;
+    blocking.query.wait(&state).await;
+    let registry = state.registry.state();
+    let node = NodeInfo::new(&state.consul);
+    let tags: Vec<&str> = blocking.params.all("tag").collect();
+    let entries = registry
+        .service_by_name(&name)
+        .map(|service| {
+            service
+                .instances
+                .values()
+                .filter(|i| views::has_tags(i, &tags))
+                .map(|i| views::service_entry(i, &node))
+                .filter(|entry| {
+                    !passing_only || entry.checks.iter().all(|c| c.status == Status::Passing)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Indexed(registry.index, entries))
+}
+
+/// `GET /v1/health/checks/:name`: the checks of the service's instances.
+pub async fn checks(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    blocking: Blocking,
+) -> Indexed<Vec<HealthCheck>> {
+    blocking.query.wait(&state).await;
+    let registry = state.registry.state();
+    let node = NodeInfo::new(&state.consul);
+    let checks = registry
+        .service_by_name(&name)
+        .map(|service| {
+            service
+                .instances
+                .values()
+                .flat_map(|i| views::instance_checks(i, &node))
+                .collect()
+        })
+        .unwrap_or_default();
+    Indexed(registry.index, checks)
+}
+
+/// `GET /v1/health/state/:state`: every check in that state (`any`,
+/// `passing`, `warning`, `critical`), node checks included.
+pub async fn state(
+    State(state): State<AppState>,
+    Path(wanted): Path<String>,
+    blocking: Blocking,
+) -> Result<Indexed<Vec<HealthCheck>>, ConsulError> {
+    let filter = match wanted.as_str() {
+        "any" => None,
+        other => Some(Status::parse(other).ok_or_else(|| {
+            ConsulError::bad_request(format!("Invalid check state: {other:?}"))
+                .at(state.registry.state().index)
+        })?),
+    };
+    blocking.query.wait(&state).await;
+    let registry = state.registry.state();
+    let node = NodeInfo::new(&state.consul);
+    let checks = std::iter::once(views::serf_health(&node))
+        .chain(views::all_instances(&registry).flat_map(|i| views::instance_checks(i, &node)))
+        .filter(|check| filter.is_none_or(|status| check.status == status))
+        .collect();
+    Ok(Indexed(registry.index, checks))
+}

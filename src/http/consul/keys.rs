@@ -1,0 +1,112 @@
+//! Body keys as Consul matches them: case-insensitive, underscores ignored.
+//!
+//! Consul decodes bodies with mapstructure plus snake_case aliases, so
+//! `ID`, `id`, `Id` and `DeregisterCriticalServiceAfter`,
+//! `deregister_critical_service_after` all mean the same field, and clients
+//! rely on it: python-consul sends `name` and `enabletagoverride`, py-consul
+//! `tagged_addresses`. roster normalises one object at a time with
+//! `key.lower().replace('_', '')`, and only the objects that are Consul
+//! structs (the service, a check, `Weights`): user maps inside them (`Meta`,
+//! `Header`, `TaggedAddresses`) keep their keys as the user wrote them.
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use super::error::ConsulError;
+
+/// `DeregisterCriticalServiceAfter` → `deregistercriticalserviceafter`.
+pub fn normalise_key(key: &str) -> String {
+    key.chars()
+        .filter(|c| *c != '_')
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// Normalises the keys of `object` itself, not of the values inside it. When
+/// two keys normalise alike (`ID` and `id`), the later one wins, as with a
+/// duplicate key in plain JSON.
+pub fn normalise_object(object: Map<String, Value>) -> Map<String, Value> {
+    object
+        .into_iter()
+        .map(|(key, value)| (normalise_key(&key), value))
+        .collect()
+}
+
+/// Decodes a Consul struct from `value`: an object whose keys are normalised
+/// first. `what` names it in errors (`service`, `check`, `Weights`).
+pub fn decode_struct<T: DeserializeOwned>(value: Value, what: &str) -> Result<T, ConsulError> {
+    let Value::Object(object) = value else {
+        return Err(ConsulError::bad_request(format!(
+            "Request decode failed: {what} must be a JSON object"
+        )));
+    };
+    let normalised = Value::Object(normalise_object(object));
+    serde_path_to_error::deserialize(normalised).map_err(|error| {
+        let path = error.path().to_string();
+        let message = error.into_inner().to_string();
+        if path == "." {
+            ConsulError::bad_request(format!("Request decode failed: {what}: {message}"))
+        } else {
+            ConsulError::bad_request(format!("Request decode failed: {what}.{path}: {message}"))
+        }
+    })
+}
+
+/// Parses a request body as one JSON value. Consul clients send no
+/// `Content-Type`, so none is required.
+pub fn parse_body(bytes: &[u8]) -> Result<Value, ConsulError> {
+    serde_json::from_slice(bytes)
+        .map_err(|error| ConsulError::bad_request(format!("Request decode failed: {error}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn keys_lose_case_and_underscores() {
+        for (key, normal) in [
+            ("ID", "id"),
+            (
+                "DeregisterCriticalServiceAfter",
+                "deregistercriticalserviceafter",
+            ),
+            (
+                "deregister_critical_service_after",
+                "deregistercriticalserviceafter",
+            ),
+            ("Tagged_Addresses", "taggedaddresses"),
+            ("enabletagoverride", "enabletagoverride"),
+            ("__", ""),
+        ] {
+            assert_eq!(normalise_key(key), normal, "{key}");
+        }
+    }
+
+    #[derive(Deserialize, Debug)]
+    struct Sample {
+        id: String,
+        meta: std::collections::BTreeMap<String, String>,
+    }
+
+    #[test]
+    fn user_maps_keep_their_keys() {
+        let value = json!({"I_D": "x", "Meta": {"Build_ID": "7", "ID": "y"}});
+        let sample: Sample = decode_struct(value, "service").expect("decodes");
+        assert_eq!(sample.id, "x");
+        assert_eq!(sample.meta["Build_ID"], "7");
+        assert_eq!(sample.meta["ID"], "y");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let error =
+            decode_struct::<Sample>(json!({"ID": 5, "Meta": {}}), "service").expect_err("bad");
+        assert!(error.message.contains("service.id"), "{}", error.message);
+        let error = decode_struct::<Sample>(json!([1]), "service").expect_err("not an object");
+        assert!(error.message.contains("JSON object"), "{}", error.message);
+    }
+}

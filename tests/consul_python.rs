@@ -1,0 +1,193 @@
+//! The Consul compatibility suite: the real `python-consul` 1.1.0 and
+//! `py-consul` 1.8.0 libraries, unmodified, drive a real roster.
+//!
+//! Both libraries install the same module (`consul`), so each gets its own
+//! venv under `target/consul-venvs/`, created here on first use with
+//! `python3 -m venv` and `pip install` from PyPI, and reused afterwards (a
+//! marker file written last says the venv is complete and for which
+//! requirements; a lock file keeps two test processes from building one
+//! venv at once). Each test starts roster on ephemeral ports and runs
+//! `tests/consul_python/compat_suite.py` against it; the script's exit
+//! status is the verdict, and its output is shown when it fails.
+//!
+//! Needs `python3` with the `venv` module (Debian: `python3-venv`) and
+//! access to PyPI the first time. `ROSTER_PYTHON` names another
+//! interpreter.
+
+mod common;
+
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    time::Duration,
+};
+
+use common::start_server;
+
+/// One client library and what its venv holds.
+struct Library {
+    /// The distribution name, as the script's `--library` takes it.
+    name: &'static str,
+    /// What pip installs; also the venv marker's contents.
+    requirements: &'static [&'static str],
+}
+
+const PYTHON_CONSUL: Library = Library {
+    name: "python-consul",
+    requirements: &["python-consul==1.1.0", "dnspython>=2,<3"],
+};
+
+const PY_CONSUL: Library = Library {
+    name: "py-consul",
+    requirements: &["py-consul==1.8.0", "dnspython>=2,<3"],
+};
+
+/// The whole script, with generous room for a busy machine; it normally
+/// takes about ten seconds.
+const SUITE_LIMIT: Duration = Duration::from_secs(300);
+
+/// `target/`: the parent of the per-target temporary directory Cargo gives
+/// integration tests, so a custom `CARGO_TARGET_DIR` is respected.
+fn target_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("CARGO_TARGET_TMPDIR is inside the target directory")
+        .to_owned()
+}
+
+fn venv_python(venv: &Path) -> PathBuf {
+    if cfg!(windows) {
+        venv.join("Scripts").join("python.exe")
+    } else {
+        venv.join("bin").join("python")
+    }
+}
+
+fn describe(output: &Output) -> String {
+    format!(
+        "exit status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn run(command: &mut Command, what: &str) {
+    let output = command.output().unwrap_or_else(|e| {
+        panic!(
+            "{what}: cannot run {command:?}: {e}\n\
+             The Consul compatibility suite needs python3 with the venv module \
+             (Debian/Ubuntu: apt-get install python3-venv), or ROSTER_PYTHON \
+             naming an interpreter."
+        )
+    });
+    assert!(
+        output.status.success(),
+        "{what} failed: {command:?}\n{}\n(The first run needs access to PyPI.)",
+        describe(&output)
+    );
+}
+
+/// The venv's interpreter, creating the venv first if it is missing or
+/// incomplete. Blocking: run it off the async runtime.
+fn ensure_venv(library: &Library) -> PathBuf {
+    let root = target_dir().join("consul-venvs");
+    std::fs::create_dir_all(&root).expect("create target/consul-venvs");
+    let venv = root.join(library.name);
+    let marker = venv.join(".roster-venv-complete");
+    let wanted = library.requirements.join("\n");
+    // Held until return: another `cargo test` building the same venv waits.
+    let lock = File::create(root.join(format!("{}.lock", library.name))).expect("lock file");
+    lock.lock().expect("lock the venv");
+    let python = venv_python(&venv);
+    let complete = std::fs::read_to_string(&marker).is_ok_and(|text| text == wanted);
+    if complete && python.exists() {
+        return python;
+    }
+    if venv.exists() {
+        std::fs::remove_dir_all(&venv).expect("remove an incomplete venv");
+    }
+    let system_python = std::env::var_os("ROSTER_PYTHON").unwrap_or_else(|| "python3".into());
+    run(
+        Command::new(&system_python)
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv),
+        "creating a venv",
+    );
+    run(
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-input",
+            ])
+            .args(library.requirements),
+        &format!("pip install {}", library.requirements.join(" ")),
+    );
+    std::fs::write(&marker, wanted).expect("write the venv marker");
+    python
+}
+
+/// Runs the suite with `library` against a fresh roster.
+async fn run_suite(library: &'static Library) {
+    let python = tokio::task::spawn_blocking(|| ensure_venv(library))
+        .await
+        .expect("venv setup");
+    let server = start_server().await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/consul_python/compat_suite.py");
+    let mut command = tokio::process::Command::new(&python);
+    command
+        // -u: output unbuffered, so a failure shows how far it got;
+        // -B: no __pycache__ in the source tree.
+        .arg("-u")
+        .arg("-B")
+        .arg(&script)
+        .args(["--library", library.name])
+        .args(["--http-port", &server.http_addr.port().to_string()])
+        .args(["--dns-port", &server.dns_addr.port().to_string()])
+        // These would redirect or change the clients' requests
+        // (python-consul lets CONSUL_HTTP_ADDR override an explicit port).
+        .env_remove("CONSUL_HTTP_ADDR")
+        .env_remove("CONSUL_HTTP_TOKEN")
+        .env_remove("CONSUL_HTTP_SSL")
+        .env_remove("CONSUL_HTTP_SSL_VERIFY")
+        // requests honours proxy variables; roster is local.
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env("no_proxy", "127.0.0.1,localhost")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(SUITE_LIMIT, command.output())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "{}: the suite did not finish in {SUITE_LIMIT:?}",
+                library.name
+            )
+        })
+        .unwrap_or_else(|e| panic!("{}: cannot run {python:?}: {e}", library.name));
+    server.stop().await;
+    assert!(
+        output.status.success(),
+        "the Consul compatibility suite failed with {}\n{}",
+        library.name,
+        describe(&output)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("all passed"), "{}", describe(&output));
+    println!("{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_consul_1_1_0_works_unmodified() {
+    run_suite(&PYTHON_CONSUL).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn py_consul_1_8_0_works_unmodified() {
+    run_suite(&PY_CONSUL).await;
+}
