@@ -125,10 +125,19 @@ pub fn apply(
                 let instance = stored.to_instance().map_err(|e| {
                     RegistryError::Invalid(format!("instance {:?}: {e}", stored.id))
                 })?;
-                let outcome = register(state, instance, true, effects)?;
-                if let (Outcome::Instance(current), Some(reason)) = (outcome, stored.maintenance) {
-                    let mut updated = (*current).clone();
-                    updated.maintenance = Some(reason);
+                let Outcome::Instance(current) = register(state, instance, true, effects)? else {
+                    continue;
+                };
+                let mut updated = (*current).clone();
+                updated.maintenance = stored.maintenance;
+                // Keep the original creation index (Consul's CreateIndex)
+                // when it is one this registry has already passed.
+                if stored.create_index > 0 && stored.create_index <= state.index {
+                    updated.create_index = stored.create_index;
+                }
+                if updated.maintenance != current.maintenance
+                    || updated.create_index != current.create_index
+                {
                     commit_instance(state, updated, true, effects);
                 }
             }

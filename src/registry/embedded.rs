@@ -9,9 +9,12 @@
 use std::{
     fs::{File, OpenOptions, TryLockError},
     path::{Path, PathBuf},
+    sync::Mutex,
 };
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, DatabaseError, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition,
+};
 
 use super::store::{Loaded, Mutation, Store, StoreError, StoredInstance};
 
@@ -24,10 +27,54 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub const STORE_FILE: &str = "roster.redb";
 const LOCK_FILE: &str = "roster.lock";
 
+thread_local! {
+    /// Set while this thread runs redb code on a file that may be damaged:
+    /// redb panics on some corruptions, and roster reports those as errors.
+    static QUIET_PANICS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, turning a panic inside redb into an error that names the file
+/// and says what to do, without the panic's own report on stderr.
+fn contain_panics<T>(
+    path: &Path,
+    f: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET_PANICS.with(|quiet| quiet.get()) {
+                previous(info);
+            }
+        }));
+    });
+    QUIET_PANICS.with(|quiet| quiet.set(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET_PANICS.with(|quiet| quiet.set(false));
+    result.unwrap_or_else(|panic| {
+        let reason = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown damage");
+        Err(StoreError::Open {
+            path: path.display().to_string(),
+            message: format!("is damaged ({reason}). {DAMAGED_ADVICE}"),
+        })
+    })
+}
+
+/// What to do about a store file roster cannot read.
+const DAMAGED_ADVICE: &str = "roster will not replace it: move it aside and restore a backup \
+     with `roster import`, or start with an empty data directory";
+
 /// A redb database in a locked data directory.
 pub struct EmbeddedStore {
     db: Database,
     path: PathBuf,
+    /// What the read-only check at open loaded, handed out by the first
+    /// `load` instead of reading everything twice. Std mutex: taken once.
+    preloaded: Mutex<Option<Loaded>>,
     /// Held for the store's lifetime: the OS releases the lock when roster
     /// exits, even by kill -9, so a crash never leaves a stale lock.
     _lock: File,
@@ -63,26 +110,50 @@ impl EmbeddedStore {
             }
         }
         let path = dir.join(STORE_FILE);
-        let db = if path.exists() {
-            Database::open(&path)
-        } else {
-            Database::create(&path)
+        let created = !path.exists();
+        // An existing file is first read through a read-only handle, which
+        // never writes: a damaged file is reported exactly as found. Only a
+        // file that reads cleanly (or one that needs redb's crash recovery
+        // after an unclean stop) is then opened for writing.
+        let mut preloaded = None;
+        if !created {
+            let checked = contain_panics(&path, || match ReadOnlyDatabase::open(&path) {
+                Ok(db) => load_from(&db, &path).map(Ok),
+                Err(e) => Ok(Err(e)),
+            })?;
+            match checked {
+                Ok(loaded) => preloaded = Some(loaded),
+                Err(DatabaseError::RepairAborted) => {} // recovered below
+                Err(e) => {
+                    return Err(open_error(
+                        &path,
+                        format!("cannot be opened: {e}. It may be damaged: {DAMAGED_ADVICE}"),
+                    ));
+                }
+            }
         }
-        .map_err(|e| {
-            open_error(
-                &path,
-                format!(
-                    "cannot be opened: {e}. It may be corrupt: roster will not replace it. \
-                     Move it aside and restore a backup with `roster import`, or start with an empty data directory"
-                ),
-            )
+        let db = contain_panics(&path, || {
+            if created {
+                Database::create(&path)
+            } else {
+                Database::open(&path)
+            }
+            .map_err(|e| {
+                open_error(
+                    &path,
+                    format!("cannot be opened: {e}. It may be damaged: {DAMAGED_ADVICE}"),
+                )
+            })
         })?;
         let store = Self {
             db,
             path,
+            preloaded: Mutex::new(preloaded),
             _lock: lock,
         };
-        store.ensure_tables()?;
+        if created {
+            store.ensure_tables()?;
+        }
         Ok(store)
     }
 
@@ -102,30 +173,20 @@ impl EmbeddedStore {
 
 impl Store for EmbeddedStore {
     fn load(&self) -> Result<Loaded, StoreError> {
-        let read =
-            |e: &dyn std::fmt::Display| StoreError::Read(format!("{}: {e}", self.path.display()));
-        let txn = self.db.begin_read().map_err(|e| read(&e))?;
-        let meta = txn.open_table(META).map_err(|e| read(&e))?;
-        let index = meta
-            .get("index")
-            .map_err(|e| read(&e))?
-            .map(|v| v.value())
-            .unwrap_or(0);
-        let table = txn.open_table(INSTANCES).map_err(|e| read(&e))?;
-        let mut instances = Vec::new();
-        for entry in table.iter().map_err(|e| read(&e))? {
-            let (key, value) = entry.map_err(|e| read(&e))?;
-            let instance: StoredInstance =
-                serde_json::from_slice(value.value()).map_err(|e| StoreError::Corrupt {
-                    key: key.value().to_owned(),
-                    message: format!("{} ({})", e, self.path.display()),
-                })?;
-            instances.push(instance);
+        let preloaded = self.preloaded.lock().ok().and_then(|mut p| p.take());
+        match preloaded {
+            Some(loaded) => Ok(loaded),
+            None => contain_panics(&self.path, || load_from(&self.db, &self.path)),
         }
-        Ok(Loaded { index, instances })
     }
 
     fn commit(&self, batch: &[Mutation], index: u64) -> Result<(), StoreError> {
+        self.commit_unguarded(batch, index)
+    }
+}
+
+impl EmbeddedStore {
+    fn commit_unguarded(&self, batch: &[Mutation], index: u64) -> Result<(), StoreError> {
         let write =
             |e: &dyn std::fmt::Display| StoreError::Write(format!("{}: {e}", self.path.display()));
         let txn = self.db.begin_write().map_err(|e| write(&e))?;
@@ -150,6 +211,36 @@ impl Store for EmbeddedStore {
         // Durability::Immediate (the default): commit returns after fsync.
         txn.commit().map_err(|e| write(&e))
     }
+}
+
+/// Reads every instance and the index.
+fn load_from(db: &impl ReadableDatabase, path: &Path) -> Result<Loaded, StoreError> {
+    let read = |e: &dyn std::fmt::Display| StoreError::Read(format!("{}: {e}", path.display()));
+    let txn = db.begin_read().map_err(|e| read(&e))?;
+    let meta = match txn.open_table(META) {
+        Ok(meta) => meta,
+        // A file whose first commit never happened holds nothing yet.
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Loaded::default()),
+        Err(e) => return Err(read(&e)),
+    };
+    let index = meta
+        .get("index")
+        .map_err(|e| read(&e))?
+        .map(|v| v.value())
+        .unwrap_or(0);
+    let table = txn.open_table(INSTANCES).map_err(|e| read(&e))?;
+    let mut instances = Vec::new();
+    for entry in table.iter().map_err(|e| read(&e))? {
+        let (key, value) = entry.map_err(|e| read(&e))?;
+        let instance: StoredInstance =
+            serde_json::from_slice(value.value()).map_err(|e| StoreError::Corrupt {
+                key: key.value().to_owned(),
+                message: format!("{e}"),
+                path: path.display().to_string(),
+            })?;
+        instances.push(instance);
+    }
+    Ok(Loaded { index, instances })
 }
 
 #[cfg(test)]

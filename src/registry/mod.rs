@@ -108,7 +108,12 @@ impl Registry {
                 .map_err(|e| RegistryError::Store(e.to_string()))?
                 .map_err(|e| RegistryError::Store(e.to_string()))?
         };
-        let mut state = RegistryState::default();
+        // The index never goes back across restarts: restored instances get
+        // indexes above the stored one.
+        let mut state = RegistryState {
+            index: loaded.index,
+            ..RegistryState::default()
+        };
         let mut effects = commands::Effects::default();
         commands::apply(
             &mut state,
@@ -117,8 +122,7 @@ impl Registry {
             },
             &mut effects,
         )?;
-        // The index never goes back across restarts: start past the stored one.
-        state.index = state.index.max(loaded.index).max(1);
+        state.index = state.index.max(1);
         let mut table = RecordTable::default();
         for label in &effects.touched {
             table.update_service(

@@ -17,8 +17,14 @@ pub enum StoreError {
     Write(String),
     #[error("store read failed: {0}")]
     Read(String),
-    #[error("stored record {key:?} is unreadable: {message}")]
-    Corrupt { key: String, message: String },
+    #[error(
+        "store {path}: record {key:?} is unreadable ({message}); roster will not replace the file: move it aside and restore a backup with `roster import`, or start with an empty data directory"
+    )]
+    Corrupt {
+        path: String,
+        key: String,
+        message: String,
+    },
 }
 
 /// An instance as it is written to disk and to exports: plain data, so the
