@@ -64,8 +64,13 @@ struct CheckRuntime {
     streak: Streak,
     /// When the check last became critical, for `deregister_critical_after`.
     critical_since: Option<Instant>,
-    /// A probe is running: the next round is skipped rather than doubled.
+    /// A probe is running; at most one runs per check.
     in_flight: bool,
+    /// A round came due while a probe was still running (a slow endpoint
+    /// with a timeout close to the interval): it starts the moment that
+    /// probe finishes, late rather than skipped, so failure detection keeps
+    /// its bound. A second such round is skipped.
+    deferred: Option<Instant>,
     /// No probe has started yet: the next start sets the check's phase.
     first_probe: bool,
     /// When a TTL check expires without a heartbeat.
@@ -260,6 +265,7 @@ impl Scheduler {
             streak: Streak::default(),
             critical_since: None,
             in_flight: false,
+            deferred: None,
             first_probe: true,
             ttl_deadline: None,
             last_output: String::new(),
@@ -337,13 +343,8 @@ impl Scheduler {
         let Some(check) = self.checks.get_mut(&handle) else {
             return;
         };
-        let (interval, timeout) = match &check.definition.kind {
-            CheckKind::Http {
-                interval, timeout, ..
-            }
-            | CheckKind::Tcp {
-                interval, timeout, ..
-            } => (interval.0, timeout.0),
+        let interval = match &check.definition.kind {
+            CheckKind::Http { interval, .. } | CheckKind::Tcp { interval, .. } => interval.0,
             CheckKind::Ttl { .. } => return,
         };
         let mut next = due + interval;
@@ -366,9 +367,25 @@ impl Scheduler {
         self.deadlines
             .insert((next, self.next_seq), (handle, Due::Probe));
         if check.in_flight {
-            self.metrics.probes_skipped.fetch_add(1, Relaxed);
+            if check.deferred.is_none() {
+                check.deferred = Some(due);
+            } else {
+                self.metrics.probes_skipped.fetch_add(1, Relaxed);
+            }
             return;
         }
+        self.launch_probe(handle, due);
+    }
+
+    /// Runs one probe of `handle` (due at `due`) in its own task.
+    fn launch_probe(&mut self, handle: Handle, due: Instant) {
+        let Some(check) = self.checks.get_mut(&handle) else {
+            return;
+        };
+        let timeout = match &check.definition.kind {
+            CheckKind::Http { timeout, .. } | CheckKind::Tcp { timeout, .. } => timeout.0,
+            CheckKind::Ttl { .. } => return,
+        };
         check.in_flight = true;
         let kind = check.definition.kind.clone();
         let permits = self.permits.clone();
@@ -427,6 +444,13 @@ impl Scheduler {
             self.registry.submit(command).await;
         }
         self.note_status(done.handle, new_status, now);
+        if let Some(due) = self
+            .checks
+            .get_mut(&done.handle)
+            .and_then(|check| check.deferred.take())
+        {
+            self.launch_probe(done.handle, due);
+        }
     }
 
     async fn expire_ttl(&mut self, handle: Handle, now: Instant) {
