@@ -195,9 +195,13 @@ impl CheckBody {
                 ));
             }
             for (name, value) in &self.headers {
-                let valid_name =
-                    !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
-                if !valid_name || value.chars().any(|c| c.is_control()) {
+                // RFC 9110 section 5.6.2: a field name is a token.
+                let valid_name = !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+                let valid_value = reqwest::header::HeaderValue::from_str(value).is_ok();
+                if !valid_name || !valid_value {
                     return Err(ValidationError::new(
                         field("headers"),
                         format!("header {name:?} is not a valid HTTP header"),
@@ -277,37 +281,52 @@ impl CheckBody {
 }
 
 /// Accepts `http://host[:port]/path`; roster's checker speaks plain HTTP.
+/// Parsed with the same URL parser the checker uses, so a URL accepted here
+/// can always be requested.
 pub fn validate_http_url(url: &str) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{url:?} is not an http:// URL"))?;
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    if authority.is_empty() || authority.contains('@') {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    if parsed.scheme() != "http" {
+        return Err(format!("{url:?} is not an http:// URL"));
+    }
+    // The URL standard reads `http:///health` as host `health`; a user who
+    // wrote that forgot the host, so the written authority must be there.
+    let written_authority = url
+        .get("http://".len()..)
+        .and_then(|rest| rest.split(['/', '?', '#']).next())
+        .unwrap_or_default();
+    if written_authority.is_empty() || parsed.host_str().is_none_or(str::is_empty) {
         return Err(format!("{url:?} has no host"));
     }
-    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("{url:?} contains whitespace"));
-    }
-    if let Some((host, port)) = authority.rsplit_once(':')
-        && !host.ends_with(']')
-        && !port.is_empty()
-        && port.parse::<u16>().is_err()
-    {
-        return Err(format!("{url:?} has an invalid port"));
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(format!("{url:?} carries credentials; use headers instead"));
     }
     Ok(())
 }
 
-/// Accepts `host:port` and `[v6]:port`.
+/// Accepts `host:port` and `[v6]:port`, where host is an IP address or a
+/// DNS name.
 pub fn validate_host_port(address: &str) -> Result<(), String> {
-    let (host, port) = address
-        .rsplit_once(':')
-        .ok_or_else(|| format!("{address:?} must be host:port"))?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("{address:?} has an invalid port"))?;
-    if port == 0 || host.is_empty() || host.chars().any(|c| c.is_whitespace()) {
-        return Err(format!("{address:?} must be host:port"));
+    let invalid = || format!("{address:?} must be host:port or [IPv6]:port");
+    if let Ok(socket) = address.parse::<std::net::SocketAddr>() {
+        return if socket.port() == 0 {
+            Err(invalid())
+        } else {
+            Ok(())
+        };
+    }
+    let (host, port) = address.rsplit_once(':').ok_or_else(invalid)?;
+    let port: u16 = port.parse().map_err(|_| invalid())?;
+    let valid_host = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if port == 0 || !valid_host {
+        return Err(invalid());
     }
     Ok(())
 }
@@ -368,6 +387,17 @@ mod tests {
             ),
             (r#"{"http":"ftp://a/","interval":"1s"}"#, "check.http"),
             (r#"{"tcp":"nohost","interval":"1s"}"#, "check.tcp"),
+            (r#"{"tcp":"::1:8080","interval":"1s"}"#, "check.tcp"),
+            (r#"{"tcp":"[::1:8080","interval":"1s"}"#, "check.tcp"),
+            (
+                r#"{"http":"http://exa^mple/","interval":"1s"}"#,
+                "check.http",
+            ),
+            (r#"{"http":"http://[::1/","interval":"1s"}"#, "check.http"),
+            (
+                r#"{"http":"http://a/","interval":"1s","headers":{"X(Probe)":"a"}}"#,
+                "check.headers",
+            ),
             (r#"{"ttl":"1x"}"#, "check.ttl"),
             (r#"{"ttl":"10s","interval":"1s"}"#, "check.interval"),
             (r#"{"ttl":"10s","status":"fine"}"#, "check.status"),
