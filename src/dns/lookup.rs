@@ -166,7 +166,7 @@ fn resolve_dynamic<'t>(
                     if type_matches(address, qtype) {
                         answer.answers.push(Cow::Borrowed(address));
                     }
-                    if let Some(txt) = &service.txt[slot]
+                    if let Some(txt) = service.txt(slot)
                         && type_matches(txt, qtype)
                     {
                         answer.answers.push(Cow::Borrowed(txt));

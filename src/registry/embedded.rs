@@ -12,9 +12,7 @@ use std::{
     sync::Mutex,
 };
 
-use redb::{
-    Database, DatabaseError, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition,
-};
+use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::store::{Loaded, Mutation, Store, StoreError, StoredInstance};
 
@@ -68,6 +66,17 @@ fn contain_panics<T>(
 const DAMAGED_ADVICE: &str = "roster will not replace it: move it aside and restore a backup \
      with `roster import`, or start with an empty data directory";
 
+/// redb's page cache. roster reads the store only at start-up and keeps
+/// everything it serves in memory anyway, so redb's default (1 GiB) would
+/// mostly duplicate the registry; a small cache keeps writes fast.
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+fn builder() -> redb::Builder {
+    let mut builder = redb::Builder::new();
+    builder.set_cache_size(CACHE_BYTES);
+    builder
+}
+
 /// A redb database in a locked data directory.
 pub struct EmbeddedStore {
     db: Database,
@@ -117,7 +126,7 @@ impl EmbeddedStore {
         // after an unclean stop) is then opened for writing.
         let mut preloaded = None;
         if !created {
-            let checked = contain_panics(&path, || match ReadOnlyDatabase::open(&path) {
+            let checked = contain_panics(&path, || match builder().open_read_only(&path) {
                 Ok(db) => load_from(&db, &path).map(Ok),
                 Err(e) => Ok(Err(e)),
             })?;
@@ -134,9 +143,9 @@ impl EmbeddedStore {
         }
         let db = contain_panics(&path, || {
             if created {
-                Database::create(&path)
+                builder().create(&path)
             } else {
-                Database::open(&path)
+                builder().open(&path)
             }
             .map_err(|e| {
                 open_error(

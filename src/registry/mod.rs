@@ -33,6 +33,10 @@ pub use state::{CheckState, InstanceState, RegistryState, ServiceState};
 pub use store::{Loaded, MemoryStore, Mutation, Store, StoreError, StoredInstance};
 pub use table::{RecordTable, ServiceRecords, TableSettings};
 
+/// How far above the current index the stored ceiling is raised at a time:
+/// one extra commit per this many index changes.
+const INDEX_RESERVE: u64 = 10_000;
+
 /// Most commands folded into one commit. Bounds the latency one batch adds.
 const MAX_BATCH: usize = 4096;
 /// Queue depth in front of the writer; senders wait when it is full, which
@@ -108,8 +112,10 @@ impl Registry {
                 .map_err(|e| RegistryError::Store(e.to_string()))?
                 .map_err(|e| RegistryError::Store(e.to_string()))?
         };
-        // The index never goes back across restarts: restored instances get
-        // indexes above the stored one.
+        // The index never goes back across restarts: the store holds a
+        // ceiling above every index handed out, and restored instances get
+        // indexes above it.
+        let loaded_ceiling = loaded.index;
         let mut state = RegistryState {
             index: loaded.index,
             ..RegistryState::default()
@@ -152,6 +158,7 @@ impl Registry {
             events,
             index: index_tx,
             metrics,
+            index_ceiling: loaded_ceiling,
         };
         let writer = tokio::spawn(writer.run(queue));
         Ok((Self { shared }, writer))
@@ -207,10 +214,13 @@ struct Writer {
     events: mpsc::UnboundedSender<RegistryEvent>,
     index: watch::Sender<u64>,
     metrics: Arc<Metrics>,
+    /// The index ceiling last committed to the store: every index handed
+    /// out is below it.
+    index_ceiling: u64,
 }
 
 impl Writer {
-    async fn run(self, mut queue: mpsc::Receiver<Envelope>) {
+    async fn run(mut self, mut queue: mpsc::Receiver<Envelope>) {
         let mut batch = Vec::with_capacity(64);
         while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
             let Some(shared) = self.shared.upgrade() else {
@@ -220,7 +230,7 @@ impl Writer {
         }
     }
 
-    async fn process(&self, shared: &Shared, batch: Vec<Envelope>) {
+    async fn process(&mut self, shared: &Shared, batch: Vec<Envelope>) {
         let mut state = (*shared.state.load_full()).clone();
         let mut effects = commands::Effects::default();
         let mut replies = Vec::with_capacity(batch.len());
@@ -242,11 +252,20 @@ impl Writer {
             }
             replies.push((envelope.reply, outcome));
         }
-        if !effects.mutations.is_empty() {
+        // Check results move the index without touching the store, so the
+        // store keeps a ceiling above every index handed out instead of the
+        // index itself, raised a block at a time; a restart, even after a
+        // crash, resumes from the ceiling and never goes back.
+        let reserve = state.index >= self.index_ceiling;
+        if !effects.mutations.is_empty() || reserve {
             let store = self.store.clone();
             let mutations = std::mem::take(&mut effects.mutations);
-            let index = state.index;
-            let committed = tokio::task::spawn_blocking(move || store.commit(&mutations, index))
+            let ceiling = if reserve {
+                state.index + INDEX_RESERVE
+            } else {
+                self.index_ceiling
+            };
+            let committed = tokio::task::spawn_blocking(move || store.commit(&mutations, ceiling))
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|r| r.map_err(|e| e.to_string()));
@@ -260,6 +279,7 @@ impl Writer {
                 }
                 return;
             }
+            self.index_ceiling = ceiling;
         }
         if !effects.touched.is_empty() || state.index != shared.state.load().index {
             let mut table = (**shared.table.load()).clone();

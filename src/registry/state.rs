@@ -2,7 +2,7 @@
 //! held in persistent maps so that a snapshot is an O(1) clone and a change
 //! copies only the path to what changed.
 
-use std::{sync::Arc, time::SystemTime};
+use std::{collections::BTreeMap, sync::Arc, time::SystemTime};
 
 use imbl::{HashMap, OrdMap};
 
@@ -67,10 +67,15 @@ impl InstanceState {
 }
 
 /// All instances of one service, keyed by instance ID.
+///
+/// A plain `BTreeMap`: a change copies the service's map, which is
+/// O(instances of that service) — the cost the record table pays anyway —
+/// while a persistent map would cost ~2 KiB per service in node overhead,
+/// most of roster's memory for the common few-instance service.
 #[derive(Clone, Debug)]
 pub struct ServiceState {
     pub name: ServiceName,
-    pub instances: OrdMap<String, Arc<InstanceState>>,
+    pub instances: BTreeMap<String, Arc<InstanceState>>,
 }
 
 /// A consistent view of the whole registry at one index.

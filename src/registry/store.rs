@@ -99,12 +99,14 @@ pub enum Mutation {
 /// Everything a store holds, as loaded at start-up.
 #[derive(Clone, Debug, Default)]
 pub struct Loaded {
+    /// A ceiling above every registry index handed out before the stop.
     pub index: u64,
     pub instances: Vec<StoredInstance>,
 }
 
 /// Durable storage for the registry. `commit` must not return before the
 /// batch is on stable storage: the registry acknowledges writes after it.
+/// The `index` it stores is the registry's index ceiling (see the writer).
 pub trait Store: Send + Sync + 'static {
     fn load(&self) -> Result<Loaded, StoreError>;
     fn commit(&self, batch: &[Mutation], index: u64) -> Result<(), StoreError>;

@@ -16,6 +16,9 @@ use hickory_proto::rr::{
 use super::state::ServiceState;
 use crate::model::DnsLabel;
 
+/// `ServiceRecords::txt_index` for an instance without metadata.
+const NO_TXT: u32 = u32::MAX;
+
 /// What the table needs to know to build records.
 #[derive(Clone, Debug)]
 pub struct TableSettings {
@@ -51,8 +54,12 @@ pub struct ServiceRecords {
     pub srv: Vec<Record>,
     /// A or AAAA at the SRV target: the additional section.
     pub target_address: Vec<Record>,
-    /// TXT at the instance name (metadata), if the instance has any.
-    pub txt: Vec<Option<Record>>,
+    /// TXT records at instance names (metadata), for instances that have any.
+    pub txt: Vec<Record>,
+    /// Per slot, the index into `txt`, or `NO_TXT`. Kept apart from the
+    /// records because an `Option<Record>` costs a whole record (272 bytes)
+    /// even when empty, and most instances have no metadata.
+    pub txt_index: Vec<u32>,
     /// Every registered instance by label: `Some(slot)` if servable. An
     /// instance that is registered but unhealthy still exists as a name.
     pub instances: HashMap<String, Option<u32>>,
@@ -104,15 +111,21 @@ impl ServiceRecords {
                     target.clone(),
                 )),
             ));
-            let txt = (!instance.meta.is_empty()).then(|| {
+            if instance.meta.is_empty() {
+                records.txt_index.push(NO_TXT);
+            } else {
                 let strings = instance
                     .meta
                     .iter()
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect();
-                Record::from_rdata(target, settings.ttl, RData::TXT(TXT::new(strings)))
-            });
-            records.txt.push(txt);
+                records.txt_index.push(records.txt.len() as u32);
+                records.txt.push(Record::from_rdata(
+                    target,
+                    settings.ttl,
+                    RData::TXT(TXT::new(strings)),
+                ));
+            }
             records
                 .instances
                 .insert(instance_label.to_owned(), Some(slot));
@@ -126,6 +139,15 @@ impl ServiceRecords {
                 }
             }
         }
+        // Records are big (272 bytes each): drop the slack of Vec growth.
+        records.a.shrink_to_fit();
+        records.aaaa.shrink_to_fit();
+        records.srv.shrink_to_fit();
+        records.target_address.shrink_to_fit();
+        records.txt.shrink_to_fit();
+        records.txt_index.shrink_to_fit();
+        records.instances.shrink_to_fit();
+        records.tags.shrink_to_fit();
         records.a_wire_bound = records.a.iter().map(max_encoded_len).sum();
         records.aaaa_wire_bound = records.aaaa.iter().map(max_encoded_len).sum();
         records.srv_wire_bound = records
@@ -140,6 +162,12 @@ impl ServiceRecords {
     /// Number of servable instances.
     pub fn servable(&self) -> usize {
         self.srv.len()
+    }
+
+    /// The TXT record of the instance in `slot`, if it has metadata.
+    pub fn txt(&self, slot: usize) -> Option<&Record> {
+        let index = *self.txt_index.get(slot)?;
+        self.txt.get(index as usize)
     }
 }
 
