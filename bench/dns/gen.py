@@ -7,6 +7,12 @@ Subcommands:
   register  register N services x M instances with roster over HTTP
   ports     print K free loopback ports (free for both UDP and TCP)
   check     send a few DNS queries to a server and verify the answers
+  ready     wait until a DNS server answers SOA for the apex
+  http-ready  wait until something answers HTTP on host:port
+  machine   print machine-wide busy and total CPU seconds (/proc/stat)
+  quiet     wait (bounded) until the machine's CPU is mostly idle
+  timed     run a command with a time limit and record its CPU seconds
+  stop      stop processes this harness started, with their descendants
   cpu       print the CPU seconds (utime+stime) used by a process tree
   mem       print VmRSS and Pss (KiB) summed over a process tree
   tree      print the PIDs of a process and all its descendants
@@ -80,17 +86,21 @@ def cmd_zone(a):
 def cmd_queries(a):
     rnd = random.Random(a.seed)
     q = []
-    for i in range(1, a.services + 1):
-        s = service_name(i) + "." + DOMAIN.rstrip(".")
-        q.append("%s A" % s)
-        q.append("%s SRV" % s)
+    # small service counts: repeat the A/SRV pairs so the file has at least
+    # ~2,000 lines and the NXDOMAIN share stays close to --nx-percent
+    reps = max(1, -(-2000 // (2 * a.services)))
+    for _ in range(reps):
+        for i in range(1, a.services + 1):
+            s = service_name(i) + "." + DOMAIN.rstrip(".")
+            q.append("%s A" % s)
+            q.append("%s SRV" % s)
     n_nx = max(1, round(len(q) * a.nx_percent / (100.0 - a.nx_percent)))
     for _ in range(n_nx):
         q.append("nx-%08x.%s A" % (rnd.getrandbits(32), DOMAIN.rstrip(".")))
     rnd.shuffle(q)
     with open(a.out, "w") as f:
         f.write("\n".join(q) + "\n")
-    print("%d queries (%d A, %d SRV, %d nonexistent)" % (len(q), a.services, a.services, n_nx))
+    print("%d queries (%d A, %d SRV, %d nonexistent)" % (len(q), a.services * reps, a.services * reps, n_nx))
 
 
 # ---------------------------------------------------------------- registration
@@ -431,6 +441,80 @@ def cmd_http_ready(a):
     sys.exit(1)
 
 
+def cmd_machine(a):
+    """Print machine-wide busy and total CPU seconds since boot (from /proc/stat)."""
+    hz = os.sysconf("SC_CLK_TCK")
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)  # idle + iowait
+    total = sum(v[:8])  # guest time is already counted in user
+    print("%.2f %.2f" % ((total - idle) / hz, total / hz))
+
+
+def busy_fraction(interval):
+    def sample():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return sum(v[:8]) - v[3] - v[4], sum(v[:8])
+    b0, t0 = sample()
+    time.sleep(interval)
+    b1, t1 = sample()
+    return (b1 - b0) / float(t1 - t0) if t1 > t0 else 0.0
+
+
+def cmd_quiet(a):
+    """Wait (at most --max-wait s) until the machine's CPU is below --pct % busy for 1 s."""
+    deadline = time.monotonic() + a.max_wait
+    waited = False
+    while True:
+        b = busy_fraction(1.0) * 100
+        if b <= a.pct:
+            if waited:
+                print("machine quiet again (%.0f%% busy)" % b)
+            return
+        if time.monotonic() >= deadline:
+            if a.max_wait > 0:
+                print("WARNING: machine still %.0f%% busy after waiting %.0f s; measuring anyway" % (b, a.max_wait))
+            return
+        if not waited:
+            print("machine %.0f%% busy; waiting up to %.0f s for it to calm down" % (b, a.max_wait))
+        waited = True
+
+
+def cmd_timed(a):
+    """Run a command with a time limit; write its CPU seconds (user+sys) to --cpu-out."""
+    import subprocess
+    cmd = a.cmd[1:] if a.cmd and a.cmd[0] == "--" else a.cmd
+    import signal
+    p = subprocess.Popen(cmd)
+
+    def forward(signum, frame):
+        p.send_signal(signum)
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+        sys.exit(128 + signum)
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    deadline = time.monotonic() + a.timeout
+    status = None
+    while status is None:
+        pid, st, ru = os.wait4(p.pid, os.WNOHANG)
+        if pid == p.pid:
+            status = os.waitstatus_to_exitcode(st)
+            break
+        if time.monotonic() > deadline:
+            p.kill()
+            pid, st, ru = os.wait4(p.pid, 0)
+            status = 124
+            break
+        time.sleep(0.05)
+    with open(a.cpu_out, "w") as f:
+        f.write("%.2f\n" % (ru.ru_utime + ru.ru_stime))
+    sys.exit(status if status >= 0 else 128 - status)
+
+
 def cmd_ports(a):
     socks, ports = [], []
     for _ in range(a.count * 20):
@@ -479,6 +563,12 @@ def main():
     p.add_argument("--timeout", type=float, default=10); p.set_defaults(fn=cmd_stop)
     p = sub.add_parser("http-ready"); p.add_argument("--http", required=True)
     p.add_argument("--timeout", type=float, default=60); p.set_defaults(fn=cmd_http_ready)
+    p = sub.add_parser("machine"); p.set_defaults(fn=cmd_machine)
+    p = sub.add_parser("quiet"); p.add_argument("--max-wait", type=float, default=0)
+    p.add_argument("--pct", type=float, default=25); p.set_defaults(fn=cmd_quiet)
+    p = sub.add_parser("timed"); p.add_argument("--timeout", type=float, required=True)
+    p.add_argument("--cpu-out", required=True); p.add_argument("cmd", nargs=argparse.REMAINDER)
+    p.set_defaults(fn=cmd_timed)
     p = sub.add_parser("ports"); p.add_argument("count", type=int); p.set_defaults(fn=cmd_ports)
     a = ap.parse_args()
     a.fn(a)

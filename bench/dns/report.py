@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Result handling for bench/dns/run.sh (python3 standard library only).
 
-  report.py run OUT.txt RAW.txt JSON CPU_SECONDS
+  report.py run OUT.txt RAW.txt JSON [key=value ...]
       Split one dnsperf stdout (OUT.txt, possibly with -v per-query lines) into
       its statistics block (RAW.txt) and a summary (JSON) with QPS, latency
-      percentiles computed from the per-query lines, lost queries and the
-      server CPU seconds used during the run. OUT.txt is deleted afterwards.
+      percentiles computed from the per-query lines and lost queries, plus the
+      given numbers (cpu= server CPU s, dnsperf_cpu=, machine_busy=,
+      machine_total= CPU s over the run). OUT.txt is deleted afterwards.
 
   report.py table RESULTS_DIR
       Print the markdown tables for a results directory (meta.env, runs/*.json,
@@ -26,7 +27,7 @@ def pct(sorted_vals, p):
     return sorted_vals[k]
 
 
-def cmd_run(out, raw, js, cpu):
+def cmd_run(out, raw, js, *extra):
     stats_lines, lats = [], []
     rcodes_v = {}
     with open(out, errors="replace") as f:
@@ -61,8 +62,15 @@ def cmd_run(out, raw, js, cpu):
         "stddev_lat": num(r"Latency StdDev \(s\):\s+([\d.]+)"),
         "resp_size": num(r"Average packet size:.*response (\d+)", int),
         "rcodes": (re.search(r"Response codes:\s+(.*)", text) or [None, ""])[1].strip(),
-        "cpu": float(cpu) if cpu not in ("", None) else None,
     }
+    for kv in extra:
+        k, v = kv.split("=", 1)
+        r[k] = float(v) if v else None
+    if r.get("machine_busy") is not None and r.get("cpu") is not None and r.get("dnsperf_cpu") is not None:
+        # CPU used by everything else on the machine during the run (other
+        # users' builds, this harness's own idle servers, the kernel's
+        # softirq time not charged to either side)
+        r["other_cpu"] = max(0.0, r["machine_busy"] - r["cpu"] - r["dnsperf_cpu"])
     if lats:
         lats.sort()
         r.update({"n_lat": len(lats), "p50": pct(lats, 50), "p99": pct(lats, 99), "p999": pct(lats, 99.9)})
@@ -70,10 +78,11 @@ def cmd_run(out, raw, js, cpu):
         json.dump(r, f, indent=1)
     os.remove(out)
     lat = " p50 %.3f ms p99 %.3f ms" % (r["p50"] * 1e3, r["p99"] * 1e3) if lats else ""
-    print("    %s qps, avg %s ms%s, lost %s, server cpu %s s, %s"
+    print("    %s qps, avg %s ms%s, lost %s, server cpu %s s, dnsperf cpu %s s, other cpu %s s, %s"
           % ("%.0f" % r["qps"] if r["qps"] is not None else "?",
              "%.3f" % (r["avg_lat"] * 1e3) if r["avg_lat"] is not None else "?",
-             lat, r["lost"], r["cpu"], r["rcodes"]))
+             lat, r["lost"], r.get("cpu"), r.get("dnsperf_cpu"),
+             "%.2f" % r["other_cpu"] if r.get("other_cpu") is not None else "?", r["rcodes"]))
 
 
 def read_meta(d):
@@ -125,19 +134,24 @@ def cmd_table(d):
                   meta["ROUNDS"], meta["CLIENTS"]))
     out.append("")
     out.append("- command: `%s`" % meta["COMMAND"])
-    out.append("- date: %s; `nproc`: %s; CPU: %s; load average before/after: %s / %s"
-               % (meta["DATE"], meta["NPROC"], meta["CPU_MODEL"], meta["LOAD_BEFORE"], meta.get("LOAD_AFTER", "?")))
+    out.append("- date: %s; `nproc`: %s; CPU: %s; load average before/after: %s / %s; CPU busy in the 2 s before the start: %s%%"
+               % (meta["DATE"], meta["NPROC"], meta["CPU_MODEL"], meta["LOAD_BEFORE"], meta.get("LOAD_AFTER", "?"),
+                  meta.get("BUSY_BEFORE", "?")))
     out.append("- versions: %s" % meta["VERSIONS"])
     out.append("- dnsperf: `%s`; query file: %s queries (A/SRV per service, %s%% NXDOMAIN), server workers: %s"
                % (meta["DNSPERF_ARGS"], meta["NQUERIES"], meta["NX_PERCENT"], meta["WORKERS"]))
+    reg = os.path.join(d, "register.txt")
+    if os.path.exists(reg):
+        with open(reg) as f:
+            out.append("- roster registration over HTTP: " + "; ".join(l.strip() for l in f if l.strip()))
     out.append("")
-    out.append("| server | QPS (median) | QPS min–max | avg latency ms | p50 ms | p99 ms | max ms | lost / sent | server CPU s per run | CPU µs / query | answers check | roster QPS ÷ this |")
-    out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
+    out.append("| server | QPS (median) | QPS min–max | avg latency ms | p50 ms | p99 ms | max ms | lost / sent | avg response bytes | server CPU s per run | CPU µs / query | answers check | roster QPS ÷ this |")
+    out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
     qmed = {s: med([r["qps"] for r in runs[s]]) for s in servers}
     for s in servers:
         rs = runs[s]
         if not rs:
-            out.append("| %s | no runs | | | | | | | | | %s | |" % (s, checks.get(s, "–")))
+            out.append("| %s | no runs | | | | | | | | | | %s | |" % (s, checks.get(s, "–")))
             continue
         qs = [r["qps"] for r in rs if r["qps"] is not None]
         lost = sum(r["lost"] or 0 for r in rs)
@@ -147,13 +161,29 @@ def cmd_table(d):
         ratio = "–"
         if "roster" in qmed and qmed["roster"] and s != "roster" and qmed[s]:
             ratio = "%.2f" % (qmed["roster"] / qmed[s])
-        out.append("| %s | %s | %s–%s | %s | %s | %s | %s | %d / %d | %s | %s | %s | %s |" % (
+        out.append("| %s | %s | %s–%s | %s | %s | %s | %s | %d / %d | %s | %s | %s | %s | %s |" % (
             s, "{:,.0f}".format(qmed[s]) if qmed[s] else "–",
             "{:,.0f}".format(min(qs)) if qs else "–", "{:,.0f}".format(max(qs)) if qs else "–",
             ms(med([r["avg_lat"] for r in rs])), ms(med([r.get("p50") for r in rs])),
             ms(med([r.get("p99") for r in rs])), ms(max((r["max_lat"] or 0) for r in rs)),
-            lost, sent, "%.2f" % cpu if cpu is not None else "–",
+            lost, sent, "%.0f" % med([r["resp_size"] for r in rs]) if med([r["resp_size"] for r in rs]) else "–", "%.2f" % cpu if cpu is not None else "–",
             "%.1f" % per_q if per_q is not None else "–", checks.get(s, "–"), ratio))
+    out.append("")
+    out.append("Response codes (last round): " + "; ".join(
+        "%s %s" % (s, runs[s][-1]["rcodes"]) for s in servers if runs[s]))
+    out.append("")
+    nr = max(len(rs) for rs in runs.values()) if runs else 0
+    out.append("Per round: QPS (server CPU s / dnsperf CPU s / other CPU s on the machine during the run)")
+    out.append("")
+    out.append("| server | " + " | ".join("round %d" % (i + 1) for i in range(nr)) + " |")
+    out.append("| --- |" + " ---: |" * nr)
+    for s in servers:
+        cells = []
+        for r in runs[s]:
+            f = lambda x: "%.1f" % x if x is not None else "?"
+            cells.append("{:,.0f} ({} / {} / {})".format(r["qps"] or 0, f(r.get("cpu")), f(r.get("dnsperf_cpu")),
+                                                        f(r.get("other_cpu"))))
+        out.append("| %s | %s |" % (s, " | ".join(cells)))
     out.append("")
     out.append("| server | RSS after loading MiB | PSS MiB | RSS empty MiB | bytes per instance |")
     out.append("| --- | ---: | ---: | ---: | ---: |")
@@ -178,7 +208,7 @@ def cmd_table(d):
 
 
 def main():
-    if len(sys.argv) >= 2 and sys.argv[1] == "run" and len(sys.argv) == 6:
+    if len(sys.argv) >= 5 and sys.argv[1] == "run":
         cmd_run(*sys.argv[2:])
     elif len(sys.argv) == 3 and sys.argv[1] == "table":
         cmd_table(sys.argv[2])

@@ -17,6 +17,8 @@
 #       --no-latency     don't record per-query latencies (no p50/p99)   LATENCY (1)
 #       --no-build       don't run cargo build --release   SKIP_BUILD (0)
 #       --keep           keep zone files and server data   KEEP_WORK (0)
+#       --quiet-wait S   before each run, wait up to S s for the machine's CPU
+#                        to be <= 25% busy (others' builds)  QUIET_WAIT (0)
 #   -o, --results DIR    results directory (default /tmp/roster-bench-dns-DATE)  RESULTS_DIR
 #
 # Other env: ROSTER_BIN (default target/release/roster), ROSTER_ARGS (extra
@@ -49,6 +51,7 @@ WORKERS="${WORKERS:-$(nproc)}"
 LATENCY="${LATENCY:-1}"
 SKIP_BUILD="${SKIP_BUILD:-0}"
 KEEP_WORK="${KEEP_WORK:-0}"
+QUIET_WAIT="${QUIET_WAIT:-0}"
 NX_PERCENT="${NX_PERCENT:-3}"
 RESULTS_DIR="${RESULTS_DIR:-}"
 ROSTER_BIN="${ROSTER_BIN:-$REPO/target/release/roster}"
@@ -74,6 +77,7 @@ while [ $# -gt 0 ]; do
     --no-latency) LATENCY=0; shift ;;
     --no-build) SKIP_BUILD=1; shift ;;
     --keep) KEEP_WORK=1; shift ;;
+    --quiet-wait) QUIET_WAIT="$2"; shift 2 ;;
     -o|--results) RESULTS_DIR="$2"; shift 2 ;;
     -h|--help) usage 0 ;;
     *) echo "unknown option: $1" >&2; usage 2 >&2 ;;
@@ -84,6 +88,7 @@ for s in $SERVERS; do
   case "$s" in roster|knot|nsd) ;; *) echo "unknown server '$s' (roster, knot, nsd)" >&2; exit 2 ;; esac
 done
 case "$MODE" in udp|tcp) ;; *) echo "--mode must be udp or tcp" >&2; exit 2 ;; esac
+[[ "$QUIET_WAIT" =~ ^[0-9]+$ ]] || { echo "QUIET_WAIT must be a number of seconds" >&2; exit 2; }
 for v in SERVICES INSTANCES DURATION ROUNDS CLIENTS THREADS OUTSTANDING WORKERS; do
   [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || { echo "$v must be a positive integer, got '${!v}'" >&2; exit 2; }
 done
@@ -147,7 +152,9 @@ NSD_VERSION="$(nsd -v 2>&1 | sed -n 's/^NSD version //p' | head -1)"
 ROSTER_REV="$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo none)"
 if [ -n "$(git -C "$REPO" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ]; then ROSTER_REV="$ROSTER_REV+dirty"; fi
 CMDLINE="bench/dns/run.sh"
-for a in "${ORIG_ARGS[@]+"${ORIG_ARGS[@]}"}"; do CMDLINE+=" $(printf '%q' "$a")"; done
+for a in "${ORIG_ARGS[@]+"${ORIG_ARGS[@]}"}"; do
+  if [[ "$a" =~ ^[A-Za-z0-9_,./:=+-]+$ ]]; then CMDLINE+=" $a"; else CMDLINE+=" $(printf '%q' "$a")"; fi
+done
 
 DNSPERF_ARGS=(-s 127.0.0.1 -m "$MODE" -l "$DURATION" -c "$CLIENTS" -T "$THREADS" -q "$OUTSTANDING")
 [ -n "$MAX_QPS" ] && DNSPERF_ARGS+=(-Q "$MAX_QPS")
@@ -155,8 +162,11 @@ DNSPERF_ARGS=(-s 127.0.0.1 -m "$MODE" -l "$DURATION" -c "$CLIENTS" -T "$THREADS"
 
 log "roster DNS benchmark: servers [$SERVERS], $SERVICES services x $INSTANCES instances, $MODE, ${DURATION}s x $ROUNDS rounds, $CLIENTS clients, $THREADS dnsperf threads, workers $WORKERS"
 log "nproc $(nproc), load average $LOAD_BEFORE; results in $RESULTS_DIR"
-awk -v l="${LOAD_BEFORE%% *}" -v n="$(nproc)" 'BEGIN{exit !(l > 0.5*n)}' &&
-  log "WARNING: the machine is busy (load average $LOAD_BEFORE); numbers will be noisy"
+# how busy is the machine right now (other users' builds skew every number)
+read -r b0 t0 <<<"$(python3 "$GEN" machine)"; sleep 2; read -r b1 t1 <<<"$(python3 "$GEN" machine)"
+BUSY_BEFORE="$(awk -v a="$b0" -v b="$b1" -v c="$t0" -v d="$t1" 'BEGIN{printf "%.0f", (d>c) ? 100*(b-a)/(d-c) : 0}')"
+log "CPU busy in the last 2 s: $BUSY_BEFORE% of $(nproc) cores"
+[ "$BUSY_BEFORE" -gt 25 ] && log "WARNING: the machine is busy ($BUSY_BEFORE% CPU before the start); numbers will be noisy"
 
 # ------------------------------------------------------------ build roster
 if has roster; then
@@ -165,7 +175,14 @@ if has roster; then
     log "building roster: cargo build --release"
     (cd "$REPO" && timeout 3600 cargo build --release) || die "cargo build --release failed"
   fi
+  case "$ROSTER_BIN" in /*) ;; *) ROSTER_BIN="$PWD/$ROSTER_BIN" ;; esac
   [ -x "$ROSTER_BIN" ] || die "roster binary not found at $ROSTER_BIN"
+  ROSTER_BIN_TIME="$(date -u -r "$ROSTER_BIN" '+%Y-%m-%d %H:%M UTC')"
+  # run a private copy, so a concurrent `cargo build` can't swap the binary
+  # between runs; its checksum goes into the results
+  cp "$ROSTER_BIN" "$WORK/roster-bin"
+  ROSTER_BIN_TIME="$ROSTER_BIN_TIME, sha256 $(sha256sum "$WORK/roster-bin" | cut -c1-12)"
+  ROSTER_BIN="$WORK/roster-bin"
   ROSTER_HELP="$("$ROSTER_BIN" serve --help 2>&1)" || die "'$ROSTER_BIN serve --help' failed: $ROSTER_HELP"
   case "$ROSTER_DATA_DIR_FLAG" in
     yes) USE_DATA_DIR=1 ;;
@@ -212,7 +229,9 @@ start_roster() {
   args+=($ROSTER_ARGS)
   log "starting roster: $ROSTER_BIN ${args[*]}"
   echo "$ROSTER_BIN ${args[*]}" >"$RESULTS_DIR/roster.cmd"
-  "$ROSTER_BIN" "${args[@]}" >"$RESULTS_DIR/logs/roster.log" 2>&1 &
+  # run from the work dir, so a config.toml or relative data path in the
+  # caller's directory (e.g. the repo root) is neither read nor written
+  (cd "$d" && exec "$ROSTER_BIN" "${args[@]}") >"$RESULTS_DIR/logs/roster.log" 2>&1 &
   PID[roster]=$!; STARTED+=("${PID[roster]}")
   if ! python3 "$GEN" http-ready --http "127.0.0.1:$P_ROSTER_HTTP" --timeout 60; then
     tail -20 "$RESULTS_DIR/logs/roster.log" || true
@@ -220,9 +239,12 @@ start_roster() {
   fi
   local empty; empty="$(mem_snapshot roster)"
   log "roster up (pid ${PID[roster]}), empty: $empty; registering $SERVICES x $INSTANCES instances"
+  local c0; c0="$(python3 "$GEN" cpu "${PID[roster]}")"
   python3 "$GEN" register --services "$SERVICES" --instances "$INSTANCES" \
     --http "127.0.0.1:$P_ROSTER_HTTP" --parallel "$REGISTER_PARALLEL" --timeout 1800 \
     | tee "$RESULTS_DIR/register.txt" || die "registration failed (see above; roster log: $RESULTS_DIR/logs/roster.log)"
+  echo "roster CPU during registration: $(awk -v a="$c0" -v b="$(python3 "$GEN" cpu "${PID[roster]}")" 'BEGIN{printf "%.2f", b-a}') s" \
+    | tee -a "$RESULTS_DIR/register.txt"
   sleep 1
   echo "$(mem_snapshot roster) rss_empty_kib=$(sed 's/.*rss_kib=\([0-9]*\).*/\1/' <<<"$empty")" >"$RESULTS_DIR/mem-roster.txt"
 }
@@ -331,7 +353,8 @@ DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
 NPROC=$(nproc)
 CPU_MODEL=$CPU_MODEL
 LOAD_BEFORE=$LOAD_BEFORE
-VERSIONS=roster $ROSTER_REV, Knot DNS $KNOT_VERSION, NSD $NSD_VERSION, dnsperf $DNSPERF_VERSION
+BUSY_BEFORE=$BUSY_BEFORE
+VERSIONS=roster $ROSTER_REV$( [ -n "${ROSTER_BIN_TIME:-}" ] && echo " (binary built $ROSTER_BIN_TIME)"), Knot DNS $KNOT_VERSION, NSD $NSD_VERSION, dnsperf $DNSPERF_VERSION
 SERVICES=$SERVICES
 INSTANCES=$INSTANCES
 DURATION=$DURATION
@@ -352,15 +375,22 @@ for ((r = 1; r <= ROUNDS; r++)); do
     kill -0 "${PID[$s]}" 2>/dev/null || die "$s (pid ${PID[$s]}) is no longer running"
     log "round $r/$ROUNDS: $s (port ${PORT[$s]})"
     out="$WORK/dnsperf-r$r-$s.out"
+    [ "$QUIET_WAIT" != 0 ] && python3 "$GEN" quiet --max-wait "$QUIET_WAIT"
     cpu0="$(python3 "$GEN" cpu "${PID[$s]}")"
-    timeout -k 5 $((DURATION + 60)) dnsperf -p "${PORT[$s]}" -d "$QUERIES" "${DNSPERF_ARGS[@]}" >"$out" 2>&1 &
+    read -r busy0 total0 <<<"$(python3 "$GEN" machine)"
+    python3 "$GEN" timed --timeout $((DURATION + 60)) --cpu-out "$WORK/dnsperf.cpu" -- \
+      dnsperf -p "${PORT[$s]}" -d "$QUERIES" "${DNSPERF_ARGS[@]}" >"$out" 2>&1 &
     DNSPERF_PID=$!
     rc=0; wait "$DNSPERF_PID" || rc=$?
     DNSPERF_PID=""
+    read -r busy1 total1 <<<"$(python3 "$GEN" machine)"
     cpu1="$(python3 "$GEN" cpu "${PID[$s]}")"
     [ "$rc" = 0 ] || { grep -v '^> ' "$out" | tail -20; die "dnsperf exited with status $rc"; }
     python3 "$REPORT" run "$out" "$RESULTS_DIR/runs/r$r-$s.txt" "$RESULTS_DIR/runs/r$r-$s.json" \
-      "$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN{printf "%.2f", b-a}')"
+      "cpu=$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN{printf "%.2f", b-a}')" \
+      "dnsperf_cpu=$(cat "$WORK/dnsperf.cpu")" \
+      "machine_busy=$(awk -v a="$busy0" -v b="$busy1" 'BEGIN{printf "%.2f", b-a}')" \
+      "machine_total=$(awk -v a="$total0" -v b="$total1" 'BEGIN{printf "%.2f", b-a}')"
     sleep 1
   done
 done
