@@ -41,8 +41,11 @@ use thresholds::Streak;
 /// slow endpoints; few enough that a flood of dead endpoints cannot exhaust
 /// file descriptors.
 const MAX_IN_FLIGHT: usize = 2048;
-/// Idle keep-alive connections kept per endpoint.
-const POOL_PER_HOST: usize = 4;
+/// Idle keep-alive connections kept per endpoint host. Many instances often
+/// share one host (a node, a sidecar, a test server): a pool smaller than
+/// the probes in flight to it would close and reopen connections all the
+/// time, which costs more than the probes themselves.
+const POOL_PER_HOST: usize = 256;
 
 /// Identifies one check for the scheduler's lifetime.
 type Handle = u64;
