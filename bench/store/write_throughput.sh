@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# Durable write throughput: how many registrations per second roster
+# acknowledges (each one committed to disk before its 2xx), at several
+# client concurrencies.
+#
+#   bench/store/write_throughput.sh [options]     (each option also has an env variable)
+#
+#   -c, --connections "LIST"  keep-alive client connections, one run each  CONNECTIONS ("1 16 64 256")
+#   -d, --duration S          measured seconds per run                      DURATION (10)
+#   -w, --warmup S            unmeasured seconds before each run            WARMUP (2)
+#   -s, --services N          services the instances are spread over       SERVICES (1000)
+#   -i, --instances N         distinct instance IDs (then they are updated) INSTANCES (100000)
+#   -t, --threads N           load generator threads                        THREADS (1)
+#   -r, --rounds R            runs per connection count                     ROUNDS (1)
+#   -q, --quiet-wait S        before each run, wait up to S s for the machine's
+#                             CPU to be <= 25% busy (others' builds)        QUIET_WAIT (0)
+#       --no-build            skip `cargo build --release`                  SKIP_BUILD (0)
+#   ROSTER_BIN: the roster binary (default target/release/roster)
+#
+# Each run starts roster ($ROSTER_BIN) on a fresh data directory
+# under /var/tmp (a real disk: fsync must cost what it costs), then runs
+# bench/store/loadgen: C connections, one PUT in flight on each, every PUT a
+# real change (a fresh sequence number in its metadata), for the duration.
+# Prints one markdown table row per run: acknowledged writes per second,
+# client-side latency, and the CPU used by roster, the client and (during
+# the run) everything else on the machine.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+repo=$PWD
+
+CONNECTIONS=${CONNECTIONS:-"1 16 64 256"}
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+SERVICES=${SERVICES:-1000}
+INSTANCES=${INSTANCES:-100000}
+THREADS=${THREADS:-1}
+ROUNDS=${ROUNDS:-1}
+QUIET_WAIT=${QUIET_WAIT:-0}
+SKIP_BUILD=${SKIP_BUILD:-0}
+
+while (($#)); do
+    case $1 in
+        -c | --connections) CONNECTIONS=$2; shift 2 ;;
+        -d | --duration) DURATION=$2; shift 2 ;;
+        -w | --warmup) WARMUP=$2; shift 2 ;;
+        -s | --services) SERVICES=$2; shift 2 ;;
+        -i | --instances) INSTANCES=$2; shift 2 ;;
+        -t | --threads) THREADS=$2; shift 2 ;;
+        -r | --rounds) ROUNDS=$2; shift 2 ;;
+        -q | --quiet-wait) QUIET_WAIT=$2; shift 2 ;;
+        --no-build) SKIP_BUILD=1; shift ;;
+        -h | --help) sed -n '2,26p' "$0"; exit 0 ;;
+        *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+if [[ $SKIP_BUILD != 1 ]]; then
+    cargo build --release --quiet
+fi
+loadgen_dir=$repo/bench/store/loadgen
+CARGO_TARGET_DIR=$loadgen_dir/target cargo build --release --quiet \
+    --manifest-path "$loadgen_dir/Cargo.toml"
+roster_bin=${ROSTER_BIN:-$repo/target/release/roster}
+loadgen_bin=$loadgen_dir/target/release/roster-store-loadgen
+
+work=$(mktemp -d /var/tmp/roster-store-bench.XXXXXX)
+roster_pid=
+cleanup() {
+    if [[ -n $roster_pid ]]; then kill "$roster_pid" 2>/dev/null || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# CPU seconds (user + system) a process has used so far.
+cpu_seconds() {
+    awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat"
+}
+
+# Starts roster on a fresh data dir; sets roster_pid and http_addr.
+start_roster() {
+    rm -rf "$work/run"
+    mkdir -p "$work/run/zones"
+    # cwd without a config.toml: built-in defaults plus the flags below.
+    (cd "$work/run" && NO_COLOR=1 exec "$roster_bin" serve --dns 127.0.0.1:0 \
+        --http 127.0.0.1:0 --data-dir "$work/run/data" --zones "$work/run/zones" \
+        2>"$work/run/roster.log") &
+    roster_pid=$!
+    for _ in $(seq 300); do
+        if grep -q 'roster is serving' "$work/run/roster.log" 2>/dev/null; then
+            http_addr=$(grep -o 'http=[0-9.:]*' "$work/run/roster.log" | head -1 | cut -d= -f2)
+            return
+        fi
+        kill -0 "$roster_pid" 2>/dev/null || { cat "$work/run/roster.log" >&2; exit 1; }
+        sleep 0.1
+    done
+    echo "roster did not start in 30 s" >&2
+    exit 1
+}
+
+# CPU seconds the whole machine has been busy (user, nice, system, irq,
+# softirq, steal), summed over its cores.
+machine_cpu_seconds() {
+    awk -v hz="$(getconf CLK_TCK)" 'NR == 1 { print ($2 + $3 + $4 + $7 + $8 + $9) / hz }' /proc/stat
+}
+
+# Percent of the machine's CPU time busy over the next second.
+busy_percent() {
+    local a b
+    read -ra a < <(head -1 /proc/stat)
+    sleep 1
+    read -ra b < <(head -1 /proc/stat)
+    local total=0 idle i
+    for i in 1 2 3 4 5 6 7 8; do total=$((total + b[i] - a[i])); done
+    idle=$((b[4] - a[4] + b[5] - a[5]))
+    echo $(((total - idle) * 100 / (total > 0 ? total : 1)))
+}
+
+# Waits (at most QUIET_WAIT s) for others' work to calm down; sets busy.
+wait_quiet() {
+    local waited=0
+    busy=$(busy_percent)
+    while ((busy > 25 && waited < QUIET_WAIT)); do
+        busy=$(busy_percent)
+        waited=$((waited + 1))
+    done
+}
+
+stop_roster() {
+    kill -TERM "$roster_pid"
+    wait "$roster_pid" || { echo "roster exited with $?" >&2; exit 1; }
+    roster_pid=
+}
+
+echo "# $(date -u +%Y-%m-%dT%H:%MZ), roster ${ROSTER_BIN:-$(git describe --always --dirty 2>/dev/null || echo unknown)}, nproc $(nproc), $(uname -m), services $SERVICES, instance IDs $INSTANCES, ${DURATION}s per run (+${WARMUP}s warm-up), loadgen threads $THREADS"
+echo
+echo "| connections | acknowledged writes/s | p50 ms | p99 ms | max ms | roster CPU (cores) | loadgen CPU (cores) | others' CPU (cores) | store file MB | failures |"
+echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+for c in $CONNECTIONS; do
+    for _ in $(seq "$ROUNDS"); do
+        wait_quiet
+        start_roster
+        roster_cpu0=$(cpu_seconds "$roster_pid")
+        machine_cpu0=$(machine_cpu_seconds)
+        "$loadgen_bin" --addr "$http_addr" --connections "$c" --duration "$DURATION" \
+            --warmup "$WARMUP" --services "$SERVICES" --instances "$INSTANCES" \
+            --threads "$THREADS" >"$work/loadgen.out" 2>"$work/loadgen.err"
+        machine_cpu1=$(machine_cpu_seconds)
+        roster_cpu1=$(cpu_seconds "$roster_pid")
+        stop_roster
+        line=$(cat "$work/loadgen.out")
+        get() { grep -o "$1=[^ ]*" <<<"$line" | cut -d= -f2; }
+        elapsed=$(awk -v d="$DURATION" -v w="$WARMUP" 'BEGIN { print d + w }')
+        roster_cores=$(awk -v a="$roster_cpu0" -v b="$roster_cpu1" -v e="$elapsed" 'BEGIN { printf "%.2f", (b - a) / e }')
+        loadgen_cores=$(awk -v a="$(get cpu | tr -d s)" -v e="$elapsed" 'BEGIN { printf "%.2f", a / e }')
+        # What the machine did besides roster and the client: others' builds
+        # and tests. Rows where this is large were disturbed.
+        others_cores=$(awk -v a="$machine_cpu0" -v b="$machine_cpu1" -v e="$elapsed" \
+            -v r="$roster_cores" -v l="$loadgen_cores" \
+            'BEGIN { o = (b - a) / e - r - l; printf "%.2f", (o < 0 ? 0 : o) }')
+        failures="$(get refused) refused, $(get connection_errors) connection errors"
+        if [[ -s $work/loadgen.err ]]; then
+            failures="$failures ($(head -c 200 "$work/loadgen.err" | tr '\n|' '  '))"
+        fi
+        store_mb=$(du -m "$work/run/data/roster.redb" | cut -f1)
+        printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+            "$c" "$(get rate | tr -d /s)" "$(get p50 | tr -d ms)" "$(get p99 | tr -d ms)" \
+            "$(get max | tr -d ms)" "$roster_cores" "$loadgen_cores" "$others_cores" \
+            "$store_mb" "$failures"
+    done
+done
