@@ -17,6 +17,7 @@ use hickory_server::{
 use tracing::debug;
 
 use super::{
+    fast::FastPath,
     fit,
     lookup::{self, Answer, Sources},
     zones::StaticZones,
@@ -34,6 +35,8 @@ pub struct DnsHandler {
     zones: Arc<StaticZones>,
     domain: LowerName,
     max_udp_payload: u16,
+    /// The allocation-free encoder for the common questions (UDP only).
+    fast: Arc<FastPath>,
 }
 
 impl DnsHandler {
@@ -43,12 +46,21 @@ impl DnsHandler {
         domain: LowerName,
         max_udp_payload: u16,
     ) -> Self {
+        let fast = Arc::new(FastPath::new(&domain, &zones, max_udp_payload));
         Self {
             table,
             zones,
             domain,
             max_udp_payload,
+            fast,
         }
+    }
+
+    /// Answers a raw UDP `query` on the fast path into `out`, if it is one
+    /// of the common questions it answers exactly as [`Self::handle_request`]
+    /// would (see [`super::fast`]); `false` means: use the general path.
+    pub fn answer_fast(&self, query: &[u8], out: &mut Vec<u8>) -> bool {
+        self.fast.answer(query, &self.table.load(), out)
     }
 
     /// The response's OPT record: present when the query had one, offering

@@ -6,7 +6,7 @@ use std::{borrow::Cow, cell::RefCell};
 
 use hickory_proto::{
     op::ResponseCode,
-    rr::{LowerName, RData, Record, RecordType},
+    rr::{LowerName, Name, RData, Record, RecordType},
 };
 use rand::{SeedableRng, rngs::SmallRng, seq::SliceRandom};
 
@@ -47,7 +47,7 @@ thread_local! {
 
 fn shuffled_slots(slots: impl Iterator<Item = u32>) -> Vec<u32> {
     let mut slots: Vec<u32> = slots.collect();
-    RNG.with(|rng| slots.shuffle(&mut *rng.borrow_mut()));
+    shuffle(&mut slots);
     slots
 }
 
@@ -117,11 +117,11 @@ fn resolve_dynamic<'t>(
                 match qtype {
                     // The common queries, answered from prebuilt lists.
                     RecordType::A => {
-                        shuffled_into(&service.a, &mut answer.answers);
+                        addresses_into(service, &service.v4_slots, &mut answer.answers);
                         answer.wire_bound = Some(service.a_wire_bound);
                     }
                     RecordType::AAAA => {
-                        shuffled_into(&service.aaaa, &mut answer.answers);
+                        addresses_into(service, &service.v6_slots, &mut answer.answers);
                         answer.wire_bound = Some(service.aaaa_wire_bound);
                     }
                     RecordType::SRV => {
@@ -130,8 +130,8 @@ fn resolve_dynamic<'t>(
                         answer.wire_bound = Some(service.srv_wire_bound);
                     }
                     RecordType::ANY => {
-                        shuffled_into(&service.a, &mut answer.answers);
-                        shuffled_into(&service.aaaa, &mut answer.answers);
+                        addresses_into(service, &service.v4_slots, &mut answer.answers);
+                        addresses_into(service, &service.v6_slots, &mut answer.answers);
                         let slots = shuffled_slots(0..service.servable() as u32);
                         srv_answers(service, &slots, None, &mut answer);
                     }
@@ -144,8 +144,7 @@ fn resolve_dynamic<'t>(
                 let slots = match form {
                     SrvForm::Protocol => Some(shuffled_slots(0..service.servable() as u32)),
                     SrvForm::Tag(tag) => service
-                        .tags
-                        .get(tag)
+                        .tag(tag)
                         .map(|slots| shuffled_slots(slots.iter().copied())),
                 };
                 if let Some(slots) = slots {
@@ -158,18 +157,18 @@ fn resolve_dynamic<'t>(
         }
         DynamicName::Instance { service, instance } => {
             if let Some(service) = table.services.get(service)
-                && let Some(slot) = service.instances.get(instance)
+                && let Some(slot) = service.instance(instance)
             {
                 exists = true;
-                if let Some(slot) = slot.map(|s| s as usize) {
-                    let address = &service.target_address[slot];
-                    if type_matches(address, qtype) {
-                        answer.answers.push(Cow::Borrowed(address));
+                if let Some(slot) = slot {
+                    let address = service.address_record(slot, service.target(slot));
+                    if type_matches(&address, qtype) {
+                        answer.answers.push(Cow::Owned(address));
                     }
-                    if let Some(txt) = service.txt(slot)
-                        && type_matches(txt, qtype)
+                    if let Some(txt) = service.txt_record(slot)
+                        && type_matches(&txt, qtype)
                     {
-                        answer.answers.push(Cow::Borrowed(txt));
+                        answer.answers.push(Cow::Owned(txt));
                     }
                 }
             }
@@ -194,39 +193,46 @@ fn resolve_dynamic<'t>(
     answer
 }
 
-/// Appends `records` to `out` in a fresh random order.
-fn shuffled_into<'t>(records: &'t [Record], out: &mut Vec<Cow<'t, Record>>) {
+/// Appends the address records of `slots` (at the service name) to `out`,
+/// in a fresh random order.
+fn addresses_into<'t>(service: &ServiceRecords, slots: &[u32], out: &mut Vec<Cow<'t, Record>>) {
     let start = out.len();
-    out.extend(records.iter().map(Cow::Borrowed));
-    RNG.with(|rng| out[start..].shuffle(&mut *rng.borrow_mut()));
+    out.extend(
+        slots
+            .iter()
+            .map(|&slot| Cow::Owned(service.address_record(slot as usize, service.name.clone()))),
+    );
+    shuffle(&mut out[start..]);
+}
+
+/// Shuffles `items` uniformly with this thread's RNG.
+pub(super) fn shuffle<T>(items: &mut [T]) {
+    RNG.with(|rng| items.shuffle(&mut *rng.borrow_mut()));
 }
 
 /// Adds the service's SRV records in `slots` order, with their targets'
 /// addresses as additional records. `rename` gives the SRV records the owner
-/// name asked for (`_web._tcp…`), since they are stored under the service
-/// name.
-fn srv_answers<'t>(
-    service: &'t ServiceRecords,
+/// name asked for (`_web._tcp…`) instead of the service name.
+fn srv_answers(
+    service: &ServiceRecords,
     slots: &[u32],
     rename: Option<&LowerName>,
-    answer: &mut Answer<'t>,
+    answer: &mut Answer<'_>,
 ) {
     answer.answers.reserve(slots.len());
     answer.additionals.reserve(slots.len());
+    let owner: Name = match rename {
+        Some(name) => name.into(),
+        None => service.name.clone(),
+    };
     for &slot in slots {
         let slot = slot as usize;
-        let srv = &service.srv[slot];
-        answer.answers.push(match rename {
-            Some(name) => {
-                let mut renamed = srv.clone();
-                renamed.name = name.into();
-                Cow::Owned(renamed)
-            }
-            None => Cow::Borrowed(srv),
-        });
         answer
-            .additionals
-            .push(Cow::Borrowed(&service.target_address[slot]));
+            .answers
+            .push(Cow::Owned(service.srv_record(slot, owner.clone())));
+        answer.additionals.push(Cow::Owned(
+            service.address_record(slot, service.target(slot)),
+        ));
     }
 }
 

@@ -1,10 +1,13 @@
 //! The authoritative DNS front door: hickory-server sockets → [`DnsHandler`]
 //! → name parsing ([`query`]) → answer building ([`lookup`], [`fit`]) → the
-//! record table and static zones ([`zones`]).
+//! record table and static zones ([`zones`]). The common UDP questions (A,
+//! AAAA, SRV at a service name) skip hickory on an allocation-free fast path
+//! ([`fast`]) that answers exactly as the handler would.
 //!
 //! Owns: the DNS wire protocol. Must not: write to the registry, or wait on
 //! anything but the socket.
 
+mod fast;
 mod fit;
 mod handler;
 mod lookup;

@@ -7,6 +7,11 @@
 //! queries per second that hop and the allocations around it cost more than
 //! answering does. roster keeps hickory's request parsing, handler trait and
 //! response encoding, and replaces only the socket loop. TCP stays hickory's.
+//!
+//! Before hickory parses anything, the common questions (A, AAAA, SRV at a
+//! service name) are tried on the allocation-free fast path
+//! ([`super::fast`]), which answers from the raw datagram into this loop's
+//! reused buffer.
 
 use std::{cell::RefCell, net::SocketAddr, sync::Arc};
 
@@ -37,6 +42,8 @@ thread_local! {
 /// Serves queries arriving on `socket` until `shutdown` is cancelled.
 pub async fn serve(socket: Arc<UdpSocket>, handler: DnsHandler, shutdown: CancellationToken) {
     let mut buffer = vec![0u8; MAX_QUERY_LEN];
+    // The fast path's answers, reused by this loop for every query.
+    let mut answer = Vec::with_capacity(MAX_QUERY_LEN);
     loop {
         let received = tokio::select! {
             biased;
@@ -56,6 +63,10 @@ pub async fn serve(socket: Arc<UdpSocket>, handler: DnsHandler, shutdown: Cancel
             continue; // No way to answer; never reflect to port 0.
         }
         let query = &buffer[..len];
+        if handler.answer_fast(query, &mut answer) {
+            send_fast(&socket, &answer, src).await;
+            continue;
+        }
         let request = match Request::from_bytes(query.to_vec(), src, Protocol::Udp) {
             Ok(request) => request,
             Err(_) => {
@@ -73,6 +84,20 @@ pub async fn serve(socket: Arc<UdpSocket>, handler: DnsHandler, shutdown: Cancel
         handler
             .handle_request::<_, TokioTime>(&request, responder)
             .await;
+    }
+}
+
+/// Sends a fast-path answer; waits for room only if the socket buffer is
+/// full.
+async fn send_fast(socket: &UdpSocket, answer: &[u8], destination: SocketAddr) {
+    let result = match socket.try_send_to(answer, destination) {
+        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+            socket.send_to(answer, destination).await
+        }
+        result => result,
+    };
+    if let Err(error) = result {
+        debug!(%error, %destination, "UDP send failed");
     }
 }
 

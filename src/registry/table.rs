@@ -1,12 +1,16 @@
 //! The record table: what DNS serves, derived from the registry state.
 //!
 //! It is immutable once built and published behind an `ArcSwap`, so the DNS
-//! path reads it without locks. Records are pre-built per service when the
-//! service changes, so a query only looks up, shuffles and encodes. Publishing
-//! a change rebuilds only the services it touched: the maps are persistent
-//! (`imbl`), so the new table shares everything else with the old one.
+//! path reads it without locks. Each service keeps a compact description of
+//! its servable instances (address, port, weight, priority, label, metadata),
+//! built when the service changes: DNS's fast path encodes answers straight
+//! from it, and the general path builds hickory `Record`s from it on demand.
+//! No `Record` is stored per instance: at 272 bytes each, with three or four
+//! per instance, they were most of roster's memory. Publishing a change
+//! rebuilds only the services it touched: the maps are persistent (`imbl`),
+//! so the new table shares everything else with the old one.
 
-use std::{collections::HashMap, net::IpAddr, sync::Arc};
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
 use hickory_proto::rr::{
     Name, RData, Record,
@@ -15,9 +19,6 @@ use hickory_proto::rr::{
 
 use super::state::ServiceState;
 use crate::model::DnsLabel;
-
-/// `ServiceRecords::txt_index` for an instance without metadata.
-const NO_TXT: u32 = u32::MAX;
 
 /// What the table needs to know to build records.
 #[derive(Clone, Debug)]
@@ -32,40 +33,60 @@ pub struct TableSettings {
     pub include_warning: bool,
 }
 
-/// The records of one service, for the instances DNS may hand out.
+/// One servable instance: everything its A/AAAA, SRV and TXT records are
+/// made of, and nothing else (about 56 bytes plus the label).
+#[derive(Debug)]
+pub struct Endpoint {
+    /// The address: an A record if IPv4, AAAA if IPv6.
+    pub address: IpAddr,
+    /// SRV port, weight and priority.
+    pub port: u16,
+    pub weight: u16,
+    pub priority: u16,
+    /// The instance's DNS label, lower-case: the SRV target is
+    /// `<label>.<service>.<domain>.`.
+    pub label: Box<str>,
+    /// TXT strings (`key=value`) at the instance name; empty (and then
+    /// without a heap allocation) for an instance without metadata.
+    pub txt: Box<[Box<str>]>,
+}
+
+/// A tag label and the slots of the servable instances carrying it.
+type TagSlots = (Box<str>, Box<[u32]>);
+
+/// The servable instances of one service, and the names that exist in it.
 ///
-/// Servable instances are numbered by slot; the `Vec`s below are parallel
-/// and indexed by slot, so one shuffle of slots orders every section alike.
+/// Servable instances are numbered by slot (an index into `endpoints`); one
+/// shuffle of slots orders the answer and additional sections alike.
 #[derive(Debug, Default)]
 pub struct ServiceRecords {
     /// The service's name, e.g. `web.service.local.`.
     pub name: Name,
-    /// A records at the service name (not slot-indexed).
-    pub a: Vec<Record>,
-    /// AAAA records at the service name (not slot-indexed).
-    pub aaaa: Vec<Record>,
-    /// Upper bounds on the encoded size of all `a`, all `aaaa`, and all SRV
-    /// records with their additional records, so that answers that surely
-    /// fit a datagram skip the trial encoding (see `dns::fit`).
+    /// TTL of every record built from this service.
+    pub ttl: u32,
+    /// The servable instances, by slot.
+    pub endpoints: Box<[Endpoint]>,
+    /// Slots with an IPv4 address (the A answer), and with IPv6 (AAAA).
+    pub v4_slots: Box<[u32]>,
+    pub v6_slots: Box<[u32]>,
+    /// Slots sorted by instance label, for instance-name lookups.
+    by_label: Box<[u32]>,
+    /// Labels of registered instances that are not servable, sorted: their
+    /// names exist (NODATA, not NXDOMAIN) but hold nothing.
+    down: Box<[Box<str>]>,
+    /// Slots of servable instances by tag label, sorted by tag; a tag whose
+    /// instances are all unhealthy has an empty list (the name exists).
+    tags: Box<[TagSlots]>,
+    /// Upper bounds on the encoded size of all A records, all AAAA records,
+    /// and all SRV records with their additional records, without name
+    /// compression, so that answers that surely fit a datagram skip the
+    /// trial encoding (see `dns::fit`).
     pub a_wire_bound: usize,
     pub aaaa_wire_bound: usize,
     pub srv_wire_bound: usize,
-    /// SRV at the service name, target `<id>.<service>.<domain>.`.
-    pub srv: Vec<Record>,
-    /// A or AAAA at the SRV target: the additional section.
-    pub target_address: Vec<Record>,
-    /// TXT records at instance names (metadata), for instances that have any.
-    pub txt: Vec<Record>,
-    /// Per slot, the index into `txt`, or `NO_TXT`. Kept apart from the
-    /// records because an `Option<Record>` costs a whole record (272 bytes)
-    /// even when empty, and most instances have no metadata.
-    pub txt_index: Vec<u32>,
-    /// Every registered instance by label: `Some(slot)` if servable. An
-    /// instance that is registered but unhealthy still exists as a name.
-    pub instances: HashMap<String, Option<u32>>,
-    /// Slots of servable instances by tag label; a tag whose instances are
-    /// all unhealthy maps to an empty list (the name exists, holds nothing).
-    pub tags: HashMap<String, Vec<u32>>,
+    /// Exact size of the SRV answer and additional sections as the DNS fast
+    /// path encodes them (owner names and target suffixes compressed).
+    pub srv_compressed_len: usize,
 }
 
 impl ServiceRecords {
@@ -73,101 +94,156 @@ impl ServiceRecords {
     pub fn build(service: &ServiceState, settings: &TableSettings) -> Self {
         let label = service.name.label().as_str();
         let name = child(&settings.domain, label);
-        let mut records = Self {
-            name: name.clone(),
-            ..Self::default()
-        };
+        let mut endpoints = Vec::new();
+        let mut down = Vec::new();
+        let mut tags: BTreeMap<String, Vec<u32>> = BTreeMap::new();
         for state in service.instances.values() {
             let instance = &state.instance;
             let instance_label = instance.id.label().as_str();
             let servable = state.is_servable(settings.include_warning);
-            if !servable {
-                records.instances.insert(instance_label.to_owned(), None);
-                for tag in &instance.tags {
-                    if let Ok(tag) = DnsLabel::from_name(tag, "tag") {
-                        records.tags.entry(tag.as_str().to_owned()).or_default();
-                    }
-                }
-                continue;
-            }
-            let slot = records.srv.len() as u32;
-            let target = child(&name, instance_label);
-            let address = address_rdata(instance.address);
-            let at_service = Record::from_rdata(name.clone(), settings.ttl, address.clone());
-            match instance.address {
-                IpAddr::V4(_) => records.a.push(at_service),
-                IpAddr::V6(_) => records.aaaa.push(at_service),
-            }
-            records
-                .target_address
-                .push(Record::from_rdata(target.clone(), settings.ttl, address));
-            records.srv.push(Record::from_rdata(
-                name.clone(),
-                settings.ttl,
-                RData::SRV(SRV::new(
-                    instance.priority,
-                    instance.weight,
-                    instance.port,
-                    target.clone(),
-                )),
-            ));
-            if instance.meta.is_empty() {
-                records.txt_index.push(NO_TXT);
-            } else {
-                let strings = instance
-                    .meta
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect();
-                records.txt_index.push(records.txt.len() as u32);
-                records.txt.push(Record::from_rdata(
-                    target,
-                    settings.ttl,
-                    RData::TXT(TXT::new(strings)),
-                ));
-            }
-            records
-                .instances
-                .insert(instance_label.to_owned(), Some(slot));
+            let slot = endpoints.len() as u32;
             for tag in &instance.tags {
                 if let Ok(tag) = DnsLabel::from_name(tag, "tag") {
-                    records
-                        .tags
-                        .entry(tag.as_str().to_owned())
-                        .or_default()
-                        .push(slot);
+                    let slots = tags.entry(tag.as_str().to_owned()).or_default();
+                    if servable {
+                        slots.push(slot);
+                    }
                 }
             }
+            if !servable {
+                down.push(Box::from(instance_label));
+                continue;
+            }
+            endpoints.push(Endpoint {
+                address: instance.address,
+                port: instance.port,
+                weight: instance.weight,
+                priority: instance.priority,
+                label: Box::from(instance_label),
+                txt: instance
+                    .meta
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}").into_boxed_str())
+                    .collect(),
+            });
         }
-        // Records are big (272 bytes each): drop the slack of Vec growth.
-        records.a.shrink_to_fit();
-        records.aaaa.shrink_to_fit();
-        records.srv.shrink_to_fit();
-        records.target_address.shrink_to_fit();
-        records.txt.shrink_to_fit();
-        records.txt_index.shrink_to_fit();
-        records.instances.shrink_to_fit();
-        records.tags.shrink_to_fit();
-        records.a_wire_bound = records.a.iter().map(max_encoded_len).sum();
-        records.aaaa_wire_bound = records.aaaa.iter().map(max_encoded_len).sum();
-        records.srv_wire_bound = records
-            .srv
-            .iter()
-            .chain(&records.target_address)
-            .map(max_encoded_len)
-            .sum();
-        records
+        let slots_where = |v4: bool| -> Box<[u32]> {
+            (0..endpoints.len() as u32)
+                .filter(|&slot| endpoints[slot as usize].address.is_ipv4() == v4)
+                .collect()
+        };
+        let v4_slots = slots_where(true);
+        let v6_slots = slots_where(false);
+        let mut by_label: Vec<u32> = (0..endpoints.len() as u32).collect();
+        by_label.sort_unstable_by(|&a, &b| {
+            endpoints[a as usize]
+                .label
+                .cmp(&endpoints[b as usize].label)
+        });
+        down.sort_unstable();
+
+        // Sizes on the wire: a name is its presentation length plus 2 octets
+        // when fully qualified (see `max_encoded_len`).
+        let name_len = wire_len(&name);
+        let a_wire_bound = v4_slots.len() * (name_len + 10 + 4);
+        let aaaa_wire_bound = v6_slots.len() * (name_len + 10 + 16);
+        let mut srv_wire_bound = 0;
+        let mut srv_compressed_len = 0;
+        for endpoint in &endpoints {
+            let address_len = if endpoint.address.is_ipv4() { 4 } else { 16 };
+            let target_len = name_len + 1 + endpoint.label.len();
+            srv_wire_bound += name_len + 10 + 6 + target_len;
+            srv_wire_bound += target_len + 10 + address_len;
+            // Owner: a 2-octet pointer; target: the label and a pointer.
+            srv_compressed_len += 2 + 10 + 6 + 1 + endpoint.label.len() + 2;
+            srv_compressed_len += 2 + 10 + address_len;
+        }
+        Self {
+            name,
+            ttl: settings.ttl,
+            endpoints: endpoints.into_boxed_slice(),
+            v4_slots,
+            v6_slots,
+            by_label: by_label.into_boxed_slice(),
+            down: down.into_boxed_slice(),
+            tags: tags
+                .into_iter()
+                .map(|(tag, slots)| (tag.into_boxed_str(), slots.into_boxed_slice()))
+                .collect(),
+            a_wire_bound,
+            aaaa_wire_bound,
+            srv_wire_bound,
+            srv_compressed_len,
+        }
     }
 
     /// Number of servable instances.
     pub fn servable(&self) -> usize {
-        self.srv.len()
+        self.endpoints.len()
     }
 
-    /// The TXT record of the instance in `slot`, if it has metadata.
-    pub fn txt(&self, slot: usize) -> Option<&Record> {
-        let index = *self.txt_index.get(slot)?;
-        self.txt.get(index as usize)
+    /// Looks up an instance by label: `Some(Some(slot))` if servable,
+    /// `Some(None)` if registered but not servable, `None` if unknown.
+    pub fn instance(&self, label: &str) -> Option<Option<usize>> {
+        let found = self
+            .by_label
+            .binary_search_by(|&slot| (*self.endpoints[slot as usize].label).cmp(label));
+        match found {
+            Ok(index) => Some(Some(self.by_label[index] as usize)),
+            Err(_) => self
+                .down
+                .binary_search_by(|l| (**l).cmp(label))
+                .ok()
+                .map(|_| None),
+        }
+    }
+
+    /// Slots of the servable instances carrying `tag`, if any instance of
+    /// the service (servable or not) carries it.
+    pub fn tag(&self, tag: &str) -> Option<&[u32]> {
+        let index = self.tags.binary_search_by(|(t, _)| (**t).cmp(tag)).ok()?;
+        Some(&self.tags[index].1)
+    }
+
+    /// Every tag label carried by an instance of the service.
+    pub fn tag_labels(&self) -> impl Iterator<Item = &str> {
+        self.tags.iter().map(|(tag, _)| &**tag)
+    }
+
+    /// The SRV target of the instance in `slot`: `<id>.<service>.<domain>.`.
+    pub fn target(&self, slot: usize) -> Name {
+        child(&self.name, &self.endpoints[slot].label)
+    }
+
+    /// The A or AAAA record of the instance in `slot`, owned by `owner`.
+    pub fn address_record(&self, slot: usize, owner: Name) -> Record {
+        Record::from_rdata(owner, self.ttl, address_rdata(self.endpoints[slot].address))
+    }
+
+    /// The SRV record of the instance in `slot`, owned by `owner`.
+    pub fn srv_record(&self, slot: usize, owner: Name) -> Record {
+        let endpoint = &self.endpoints[slot];
+        let srv = SRV::new(
+            endpoint.priority,
+            endpoint.weight,
+            endpoint.port,
+            self.target(slot),
+        );
+        Record::from_rdata(owner, self.ttl, RData::SRV(srv))
+    }
+
+    /// The TXT record (metadata) at the instance name, if it has metadata.
+    pub fn txt_record(&self, slot: usize) -> Option<Record> {
+        let endpoint = &self.endpoints[slot];
+        if endpoint.txt.is_empty() {
+            return None;
+        }
+        let strings = endpoint.txt.iter().map(|s| s.to_string()).collect();
+        Some(Record::from_rdata(
+            self.target(slot),
+            self.ttl,
+            RData::TXT(TXT::new(strings)),
+        ))
     }
 }
 
@@ -227,7 +303,7 @@ impl RecordTable {
     ) {
         let old = self.services.remove(label);
         if let Some(old) = &old {
-            for tag in old.tags.keys() {
+            for tag in old.tag_labels() {
                 if let Some(count) = self.tag_use.get_mut(tag) {
                     *count -= 1;
                     if *count == 0 {
@@ -240,8 +316,8 @@ impl RecordTable {
             return;
         };
         let records = ServiceRecords::build(service, settings);
-        for tag in records.tags.keys() {
-            *self.tag_use.entry(tag.clone()).or_insert(0) += 1;
+        for tag in records.tag_labels() {
+            *self.tag_use.entry(tag.to_owned()).or_insert(0) += 1;
         }
         self.services.insert(label.to_owned(), Arc::new(records));
     }
@@ -251,7 +327,7 @@ impl RecordTable {
 pub fn max_encoded_len(record: &Record) -> usize {
     // Name::len is the presentation length; the wire form of a fully
     // qualified name is one octet longer.
-    let name = |n: &Name| n.len() + 2;
+    let name = wire_len;
     let rdata = match &record.data {
         RData::A(_) => 4,
         RData::AAAA(_) => 16,
@@ -264,6 +340,13 @@ pub fn max_encoded_len(record: &Record) -> usize {
         _ => return usize::MAX / 4,
     };
     name(&record.name) + 10 + rdata
+}
+
+/// The wire length of a fully qualified name, uncompressed: `Name::len` is
+/// the presentation length (with the final dot); the wire form is one octet
+/// longer. Counted generously (+2) as an upper bound.
+fn wire_len(name: &Name) -> usize {
+    name.len() + 2
 }
 
 fn address_rdata(address: IpAddr) -> RData {
