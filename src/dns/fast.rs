@@ -412,16 +412,13 @@ mod tests {
         ));
         let mut table = RecordTable::default();
         for (service, instances) in services {
-            let mut state = ServiceState {
-                name: ServiceName::parse(service).unwrap(),
-                instances: BTreeMap::new(),
-            };
+            let mut state = ServiceState::new(ServiceName::parse(service).unwrap());
             for (id, body) in instances {
                 let mut entry = instance(service, &id, &body);
                 if id == "web-4" {
                     Arc::make_mut(&mut entry).maintenance = Some("drain".into());
                 }
-                state.instances.insert(id, entry);
+                state.insert(entry);
             }
             table.update_service(service, Some(&state), &settings);
         }

@@ -178,9 +178,9 @@ pub fn service_summary(
     ServiceSummary {
         name: service.name.as_str().to_owned(),
         dns_name: fqdn(&[service.name.label().as_str()], domain),
-        instances: service.instances.len(),
+        instances: service.instances().len(),
         in_dns: service
-            .instances
+            .instances()
             .values()
             .filter(|i| i.is_servable(include_warning))
             .count(),
@@ -192,7 +192,7 @@ pub fn service_view(service: &ServiceState, domain: &str, include_warning: bool)
         name: service.name.as_str().to_owned(),
         dns_name: fqdn(&[service.name.label().as_str()], domain),
         instances: service
-            .instances
+            .instances()
             .values()
             .map(|i| instance_view(i, domain, include_warning))
             .collect(),

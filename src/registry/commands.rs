@@ -64,6 +64,32 @@ pub struct Effects {
     pub transitions: Vec<Transition>,
 }
 
+/// Lengths of an [`Effects`]' lists, to undo what a failed command added.
+#[derive(Clone, Copy)]
+pub struct EffectMarks {
+    mutations: usize,
+    events: usize,
+    transitions: usize,
+}
+
+impl Effects {
+    pub fn marks(&self) -> EffectMarks {
+        EffectMarks {
+            mutations: self.mutations.len(),
+            events: self.events.len(),
+            transitions: self.transitions.len(),
+        }
+    }
+
+    /// Drops what was added since `marks`. (`touched` may keep labels: a
+    /// service republished without a change is harmless.)
+    pub fn truncate(&mut self, marks: EffectMarks) {
+        self.mutations.truncate(marks.mutations);
+        self.events.truncate(marks.events);
+        self.transitions.truncate(marks.transitions);
+    }
+}
+
 /// A check whose status changed.
 #[derive(Debug)]
 pub struct Transition {
@@ -83,7 +109,7 @@ pub fn apply(
         Command::Register {
             instance,
             move_between_services,
-        } => register(state, instance, move_between_services, effects),
+        } => register(state, instance, move_between_services, None, true, effects),
         Command::Deregister { service, id } => {
             let existing = find(state, service.as_deref(), &id)?;
             remove(state, &existing, effects);
@@ -120,30 +146,50 @@ pub fn apply(
             check_result(state, service.as_deref(), &id, report, effects)
         }
         Command::Import { instances } => {
-            let count = instances.len();
-            for stored in instances {
-                let instance = stored.to_instance().map_err(|e| {
-                    RegistryError::Invalid(format!("instance {:?}: {e}", stored.id))
-                })?;
-                let Outcome::Instance(current) = register(state, instance, true, effects)? else {
-                    continue;
-                };
-                let mut updated = (*current).clone();
-                updated.maintenance = stored.maintenance;
-                // Keep the original creation index (Consul's CreateIndex)
-                // when it is one this registry has already passed.
-                if stored.create_index > 0 && stored.create_index <= state.index {
-                    updated.create_index = stored.create_index;
-                }
-                if updated.maintenance != current.maintenance
-                    || updated.create_index != current.create_index
-                {
-                    commit_instance(state, updated, true, effects);
-                }
+            // All or nothing: a bad instance anywhere leaves the state as it
+            // was. The snapshot shares every service with the state, so the
+            // import copies each service it touches once.
+            let before = state.clone();
+            let marks = effects.marks();
+            let imported = restore(state, instances, true, effects);
+            if imported.is_err() {
+                *state = before;
+                effects.truncate(marks);
             }
-            Ok(Outcome::Imported(count))
+            imported
         }
     }
+}
+
+/// Loads stored instances (an export, or the store at start-up) on top of
+/// the state, keeping their maintenance flags and, where this registry has
+/// passed it, their creation index. `durable: false` is the start-up path:
+/// what the store already holds is not written back. Stops at the first
+/// instance that cannot be restored, with what came before it applied.
+pub fn restore(
+    state: &mut RegistryState,
+    instances: Vec<StoredInstance>,
+    durable: bool,
+    effects: &mut Effects,
+) -> Result<Outcome, RegistryError> {
+    let count = instances.len();
+    for stored in instances {
+        let instance = stored
+            .to_instance()
+            .map_err(|e| RegistryError::Invalid(format!("instance {:?}: {e}", stored.id)))?;
+        let restored = Restored {
+            maintenance: stored.maintenance,
+            create_index: stored.create_index,
+        };
+        register(state, instance, true, Some(restored), durable, effects)?;
+    }
+    Ok(Outcome::Imported(count))
+}
+
+/// What an import carries besides the instance itself.
+struct Restored {
+    maintenance: Option<String>,
+    create_index: u64,
 }
 
 fn find(
@@ -165,14 +211,19 @@ fn find(
     Ok(instance.clone())
 }
 
+/// Registers or replaces `instance`. Every check that can refuse it runs
+/// before the state is touched, so a refused registration changes nothing.
 fn register(
     state: &mut RegistryState,
     instance: Instance,
     move_between_services: bool,
+    restored: Option<Restored>,
+    durable: bool,
     effects: &mut Effects,
 ) -> Result<Outcome, RegistryError> {
     let label = instance.service.label().clone();
-    if let Some(service) = state.services.get(&label)
+    let service = state.services.get(&label);
+    if let Some(service) = service
         && service.name != instance.service
     {
         return Err(RegistryError::Conflict(format!(
@@ -181,44 +232,58 @@ fn register(
             service.name.as_str(),
         )));
     }
-    let previous = state.instance(instance.id.as_str()).cloned();
-    if let Some(previous) = &previous
-        && previous.instance.service.label() != &label
-    {
-        if !move_between_services {
-            return Err(RegistryError::Conflict(format!(
-                "instance ID {:?} is registered in service {:?}; IDs are unique across services, so deregister it there first",
-                instance.id.as_str(),
-                previous.instance.service.as_str(),
-            )));
-        }
-        remove(state, previous, effects);
-    }
-    if let Some(service) = state.services.get(&label)
-        && let Some(clash) = service.instances.values().find(|other| {
-            other.instance.id.label() == instance.id.label() && other.instance.id != instance.id
-        })
+    if let Some(clash) = service
+        .and_then(|s| s.id_with_label(instance.id.label().as_str()))
+        .filter(|other| *other != instance.id.as_str())
     {
         return Err(RegistryError::Conflict(format!(
-            "instance ID {:?} maps to the DNS label {:?}, which instance {:?} of this service already uses",
+            "instance ID {:?} maps to the DNS label {:?}, which instance {clash:?} of this service already uses",
             instance.id.as_str(),
             instance.id.label().as_str(),
-            clash.instance.id.as_str(),
         )));
+    }
+    let previous = state.instance(instance.id.as_str()).cloned();
+    let moved = previous
+        .as_ref()
+        .is_some_and(|p| p.instance.service.label() != &label);
+    if moved && !move_between_services {
+        let previous_service = previous.as_ref().map(|p| p.instance.service.as_str());
+        return Err(RegistryError::Conflict(format!(
+            "instance ID {:?} is registered in service {:?}; IDs are unique across services, so deregister it there first",
+            instance.id.as_str(),
+            previous_service.unwrap_or_default(),
+        )));
+    }
+    // Nothing below refuses.
+    if moved && let Some(previous) = &previous {
+        remove(state, previous, effects);
     }
     // Checks keep their status by ID even when the instance moved here from
     // another service (Consul keys check state by check ID alone).
     let checks_before = previous.clone();
-    let previous = previous.filter(|p| p.instance.service.label() == &label);
+    let previous = previous.filter(|_| !moved);
+    let maintenance = match &restored {
+        Some(restored) => restored.maintenance.clone(),
+        None => previous.as_ref().and_then(|p| p.maintenance.clone()),
+    };
+    let index = state.index + 1;
+    // An import keeps the original creation index (Consul's CreateIndex)
+    // when it is one this registry has already passed.
+    let create_index = match (&restored, &previous) {
+        (Some(r), _) if r.create_index > 0 && r.create_index <= state.index => r.create_index,
+        (_, Some(p)) => p.create_index,
+        _ => index,
+    };
     if let Some(previous) = &previous
         && *previous.instance == instance
+        && previous.maintenance == maintenance
+        && previous.create_index == create_index
     {
         // Nothing changed: Consul clients re-register on every start, and
         // waking every blocking query for that would be noise.
         return Ok(Outcome::Instance(previous.clone()));
     }
     let now = SystemTime::now();
-    let index = state.index + 1;
     // Checks that keep their ID keep their status (Consul's semantics), so a
     // re-registration does not flap a healthy instance out of DNS.
     let checks = instance
@@ -241,11 +306,11 @@ fn register(
     let updated = InstanceState {
         instance: Arc::new(instance),
         checks,
-        maintenance: previous.as_ref().and_then(|p| p.maintenance.clone()),
-        create_index: previous.as_ref().map_or(index, |p| p.create_index),
+        maintenance,
+        create_index,
         modify_index: index,
     };
-    let updated = commit_instance(state, updated, true, effects);
+    let updated = commit_instance(state, updated, durable, effects);
     effects
         .events
         .push(super::RegistryEvent::Upserted(updated.clone()));
@@ -272,16 +337,19 @@ fn commit_instance(
         )));
     }
     let updated = Arc::new(updated);
-    let mut service = state
-        .services
-        .get(&label)
-        .map(|s| (**s).clone())
-        .unwrap_or_else(|| ServiceState {
-            name: updated.instance.service.clone(),
-            instances: Default::default(),
-        });
-    service.instances.insert(id.clone(), updated.clone());
-    state.services.insert(label.clone(), Arc::new(service));
+    let service = match state.services.get_mut(&label) {
+        Some(service) => service,
+        None => {
+            let fresh = Arc::new(ServiceState::new(updated.instance.service.clone()));
+            state.services.insert(label.clone(), fresh);
+            state
+                .services
+                .get_mut(&label)
+                .expect("the service was inserted just above")
+        }
+    };
+    // Copies the service only if the published state still shares it.
+    Arc::make_mut(service).insert(updated.clone());
     state.ids.insert(id, label.clone());
     effects.touched.insert(label);
     updated
@@ -292,13 +360,11 @@ fn remove(state: &mut RegistryState, existing: &Arc<InstanceState>, effects: &mu
     let id = existing.instance.id.as_str().to_owned();
     state.index += 1;
     state.ids.remove(&id);
-    if let Some(service) = state.services.get(&label) {
-        let mut service = (**service).clone();
-        service.instances.remove(&id);
-        if service.instances.is_empty() {
+    if let Some(service) = state.services.get_mut(&label) {
+        let service = Arc::make_mut(service);
+        service.remove(&id);
+        if service.is_empty() {
             state.services.remove(&label);
-        } else {
-            state.services.insert(label.clone(), Arc::new(service));
         }
     }
     effects.mutations.push(Mutation::Delete { id: id.clone() });
@@ -390,4 +456,143 @@ fn check_result(
     }
     let updated = commit_instance(state, updated, false, effects);
     Ok(Outcome::Instance(updated))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::InstanceBody;
+
+    fn instance(service: &str, id: &str) -> Instance {
+        let body: InstanceBody =
+            serde_json::from_str(r#"{"address":"10.0.0.1","port":80}"#).expect("valid body");
+        body.validate(service, id).expect("valid instance")
+    }
+
+    fn register(state: &mut RegistryState, service: &str, id: &str) -> Result<(), RegistryError> {
+        let command = Command::Register {
+            instance: instance(service, id),
+            move_between_services: false,
+        };
+        apply(state, command, &mut Effects::default()).map(|_| ())
+    }
+
+    fn ids(state: &RegistryState) -> Vec<String> {
+        let mut ids: Vec<String> = state.ids.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn two_ids_with_one_label_clash_whichever_comes_first() {
+        let mut state = RegistryState::default();
+        register(&mut state, "web", "Web 1").unwrap();
+        let index = state.index;
+        assert!(matches!(
+            register(&mut state, "web", "web-1"),
+            Err(RegistryError::Conflict(_))
+        ));
+        assert!(matches!(
+            register(&mut state, "web", "WEB_1"),
+            Err(RegistryError::Conflict(_))
+        ));
+        assert_eq!(state.index, index, "a refused registration changes nothing");
+        assert_eq!(ids(&state), ["Web 1"]);
+
+        let mut state = RegistryState::default();
+        register(&mut state, "web", "web-1").unwrap();
+        assert!(matches!(
+            register(&mut state, "web", "Web 1"),
+            Err(RegistryError::Conflict(_))
+        ));
+        // The same ID again is a replacement, not a clash.
+        register(&mut state, "web", "web-1").unwrap();
+        // Another service's label space is its own.
+        register(&mut state, "api", "Web 1").unwrap();
+        assert_eq!(ids(&state), ["Web 1", "web-1"]);
+    }
+
+    #[test]
+    fn removing_an_instance_frees_its_label() {
+        let mut state = RegistryState::default();
+        register(&mut state, "web", "Web 1").unwrap();
+        register(&mut state, "web", "web-2").unwrap();
+        let command = Command::Deregister {
+            service: None,
+            id: "Web 1".into(),
+        };
+        apply(&mut state, command, &mut Effects::default()).unwrap();
+        register(&mut state, "web", "web-1").unwrap();
+        assert_eq!(ids(&state), ["web-1", "web-2"]);
+    }
+
+    #[test]
+    fn a_refused_move_leaves_the_instance_where_it_was() {
+        let mut state = RegistryState::default();
+        register(&mut state, "web", "a").unwrap();
+        let before = state.index;
+        let mut effects = Effects::default();
+        let command = Command::Register {
+            instance: instance("api", "a"),
+            move_between_services: false,
+        };
+        assert!(apply(&mut state, command, &mut effects).is_err());
+        assert_eq!(state.index, before);
+        assert!(effects.mutations.is_empty() && effects.events.is_empty());
+        let service = state.services.values().next().unwrap();
+        assert_eq!(service.name.as_str(), "web");
+        assert_eq!(state.services.len(), 1);
+    }
+
+    #[test]
+    fn an_import_with_one_bad_instance_imports_nothing() {
+        let mut state = RegistryState::default();
+        register(&mut state, "web", "keep").unwrap();
+        let before = state.index;
+        let good = StoredInstance::new(&instance("web", "new"), None, 0);
+        let clashing = StoredInstance::new(&instance("web", "Keep"), None, 0);
+        let mut effects = Effects::default();
+        let command = Command::Import {
+            instances: vec![good, clashing],
+        };
+        assert!(apply(&mut state, command, &mut effects).is_err());
+        assert_eq!(state.index, before);
+        assert_eq!(ids(&state), ["keep"]);
+        assert!(effects.mutations.is_empty() && effects.events.is_empty());
+    }
+
+    #[test]
+    fn changes_in_one_batch_copy_a_shared_service_once() {
+        let mut published = RegistryState::default();
+        register(&mut published, "web", "a").unwrap();
+        let mut state = published.clone();
+        register(&mut state, "web", "b").unwrap();
+        let first = Arc::as_ptr(state.services.values().next().unwrap());
+        register(&mut state, "web", "c").unwrap();
+        let second = Arc::as_ptr(state.services.values().next().unwrap());
+        assert_eq!(first, second, "the batch's own copy is edited in place");
+        let original = published.services.values().next().unwrap();
+        assert_eq!(
+            original.instances().len(),
+            1,
+            "the published state is untouched"
+        );
+    }
+
+    #[test]
+    fn restoring_keeps_maintenance_and_creation_index_without_writing() {
+        let mut state = RegistryState {
+            index: 500,
+            ..RegistryState::default()
+        };
+        let stored = StoredInstance::new(&instance("web", "a"), Some("deploy".into()), 42);
+        let mut effects = Effects::default();
+        restore(&mut state, vec![stored], false, &mut effects).unwrap();
+        let restored = state.instance("a").unwrap();
+        assert_eq!(restored.maintenance.as_deref(), Some("deploy"));
+        assert_eq!(restored.create_index, 42);
+        assert!(restored.modify_index > 500);
+        assert!(effects.mutations.is_empty());
+        assert_eq!(effects.events.len(), 1, "the checker still hears of it");
+    }
 }

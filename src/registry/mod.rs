@@ -121,13 +121,8 @@ impl Registry {
             ..RegistryState::default()
         };
         let mut effects = commands::Effects::default();
-        commands::apply(
-            &mut state,
-            Command::Import {
-                instances: loaded.instances,
-            },
-            &mut effects,
-        )?;
+        // What the store holds is not written back, so no mutations.
+        commands::restore(&mut state, loaded.instances, false, &mut effects)?;
         state.index = state.index.max(1);
         let mut table = RecordTable::default();
         for label in &effects.touched {
@@ -236,19 +231,14 @@ impl Writer {
         let mut replies = Vec::with_capacity(batch.len());
         for envelope in batch {
             // Each command sees the state left by the ones before it; one
-            // that fails leaves the state as it found it.
-            let before = state.clone();
-            let mark = (
-                effects.mutations.len(),
-                effects.events.len(),
-                effects.transitions.len(),
-            );
+            // that fails leaves the state as it found it (`commands` checks
+            // everything before it changes anything). No snapshot per
+            // command: it would share every service with the state and make
+            // the next change to a service copy it again.
+            let marks = effects.marks();
             let outcome = commands::apply(&mut state, envelope.command, &mut effects);
             if outcome.is_err() {
-                state = before;
-                effects.mutations.truncate(mark.0);
-                effects.events.truncate(mark.1);
-                effects.transitions.truncate(mark.2);
+                effects.truncate(marks);
             }
             replies.push((envelope.reply, outcome));
         }
@@ -257,7 +247,7 @@ impl Writer {
         // index itself, raised a block at a time; a restart, even after a
         // crash, resumes from the ceiling and never goes back.
         let reserve = state.index >= self.index_ceiling;
-        if !effects.mutations.is_empty() || reserve {
+        let commit = (!effects.mutations.is_empty() || reserve).then(|| {
             let store = self.store.clone();
             let mutations = std::mem::take(&mut effects.mutations);
             let ceiling = if reserve {
@@ -265,7 +255,24 @@ impl Writer {
             } else {
                 self.index_ceiling
             };
-            let committed = tokio::task::spawn_blocking(move || store.commit(&mutations, ceiling))
+            let written = tokio::task::spawn_blocking(move || store.commit(&mutations, ceiling));
+            (written, ceiling)
+        });
+        // While the store writes and syncs, rebuild the records of the
+        // touched services: the CPU work overlaps the disk wait. Nothing is
+        // published before the commit is durable.
+        let publish = !effects.touched.is_empty() || state.index != shared.state.load().index;
+        let table = publish.then(|| {
+            let mut table = (**shared.table.load()).clone();
+            for label in &effects.touched {
+                let service = state.services.get(label).map(|s| &**s);
+                table.update_service(label.as_str(), service, &self.settings);
+            }
+            table.set_index(state.index, &self.settings);
+            table
+        });
+        if let Some((written, ceiling)) = commit {
+            let committed = written
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|r| r.map_err(|e| e.to_string()));
@@ -281,13 +288,7 @@ impl Writer {
             }
             self.index_ceiling = ceiling;
         }
-        if !effects.touched.is_empty() || state.index != shared.state.load().index {
-            let mut table = (**shared.table.load()).clone();
-            for label in &effects.touched {
-                let service = state.services.get(label).map(|s| &**s);
-                table.update_service(label.as_str(), service, &self.settings);
-            }
-            table.set_index(state.index, &self.settings);
+        if let Some(table) = table {
             let index = state.index;
             shared.state.store(Arc::new(state));
             shared.table.store(Arc::new(table));

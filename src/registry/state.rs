@@ -68,14 +68,73 @@ impl InstanceState {
 
 /// All instances of one service, keyed by instance ID.
 ///
-/// A plain `BTreeMap`: a change copies the service's map, which is
-/// O(instances of that service) — the cost the record table pays anyway —
-/// while a persistent map would cost ~2 KiB per service in node overhead,
-/// most of roster's memory for the common few-instance service.
+/// A plain `BTreeMap`, not a persistent map: a persistent map costs ~2 KiB
+/// per service in node overhead, most of roster's memory for the common
+/// few-instance service. The writer copies a service's map at most once per
+/// batch (the first change makes its own copy with `Arc::make_mut`; later
+/// changes in the same batch edit it in place), the same O(instances of the
+/// service) that rebuilding its DNS records costs anyway.
 #[derive(Clone, Debug)]
 pub struct ServiceState {
     pub name: ServiceName,
-    pub instances: BTreeMap<String, Arc<InstanceState>>,
+    instances: BTreeMap<String, Arc<InstanceState>>,
+    /// DNS label → ID for the instances whose ID is not its own label
+    /// (upper case, spaces, ...), so that a label clash is found without a
+    /// scan: an instance whose ID is its label is found in `instances`.
+    /// Empty, without an allocation, in the common case.
+    relabelled: BTreeMap<Box<str>, String>,
+}
+
+impl ServiceState {
+    pub fn new(name: ServiceName) -> Self {
+        Self {
+            name,
+            instances: BTreeMap::new(),
+            relabelled: BTreeMap::new(),
+        }
+    }
+
+    /// The instances, by ID.
+    pub fn instances(&self) -> &BTreeMap<String, Arc<InstanceState>> {
+        &self.instances
+    }
+
+    /// The ID of the instance whose DNS label is `label`, if any.
+    pub fn id_with_label(&self, label: &str) -> Option<&str> {
+        if let Some(id) = self.relabelled.get(label) {
+            return Some(id);
+        }
+        self.instances
+            .get_key_value(label)
+            .filter(|(_, state)| state.instance.id.label().as_str() == label)
+            .map(|(id, _)| id.as_str())
+    }
+
+    /// Adds or replaces an instance (by its ID).
+    pub fn insert(&mut self, state: Arc<InstanceState>) {
+        let id = state.instance.id.as_str();
+        let label = state.instance.id.label().as_str();
+        if id != label {
+            self.relabelled.insert(Box::from(label), id.to_owned());
+        }
+        self.instances.insert(id.to_owned(), state);
+    }
+
+    /// Removes an instance; returns whether it was there.
+    pub fn remove(&mut self, id: &str) -> bool {
+        let Some(removed) = self.instances.remove(id) else {
+            return false;
+        };
+        let label = removed.instance.id.label().as_str();
+        if id != label {
+            self.relabelled.remove(label);
+        }
+        true
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.instances.is_empty()
+    }
 }
 
 /// A consistent view of the whole registry at one index.
@@ -93,7 +152,7 @@ pub struct RegistryState {
 impl RegistryState {
     pub fn instance(&self, id: &str) -> Option<&Arc<InstanceState>> {
         let label = self.ids.get(id)?;
-        self.services.get(label)?.instances.get(id)
+        self.services.get(label)?.instances().get(id)
     }
 
     pub fn service_by_name(&self, name: &str) -> Option<&Arc<ServiceState>> {

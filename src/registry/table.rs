@@ -97,7 +97,7 @@ impl ServiceRecords {
         let mut endpoints = Vec::new();
         let mut down = Vec::new();
         let mut tags: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-        for state in service.instances.values() {
+        for state in service.instances().values() {
             let instance = &state.instance;
             let instance_label = instance.id.label().as_str();
             let servable = state.is_servable(settings.include_warning);
@@ -312,7 +312,7 @@ impl RecordTable {
                 }
             }
         }
-        let Some(service) = service.filter(|s| !s.instances.is_empty()) else {
+        let Some(service) = service.filter(|s| !s.is_empty()) else {
             return;
         };
         let records = ServiceRecords::build(service, settings);

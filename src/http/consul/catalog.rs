@@ -25,7 +25,7 @@ pub async fn services(
         .values()
         .map(|service| {
             let mut tags: Vec<String> = Vec::new();
-            for instance in service.instances.values() {
+            for instance in service.instances().values() {
                 for tag in &instance.instance.tags {
                     if !tags.contains(tag) {
                         tags.push(tag.clone());
@@ -54,7 +54,7 @@ pub async fn service(
         .service_by_name(&name)
         .map(|service| {
             service
-                .instances
+                .instances()
                 .values()
                 .filter(|i| views::has_tags(i, &tags))
                 .map(|i| views::service_node(i, &node))

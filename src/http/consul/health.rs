@@ -44,7 +44,7 @@ pub async fn service(
         .service_by_name(&name)
         .map(|service| {
             service
-                .instances
+                .instances()
                 .values()
                 .filter(|i| views::has_tags(i, &tags))
                 .map(|i| views::service_entry(i, &node))
@@ -70,7 +70,7 @@ pub async fn checks(
         .service_by_name(&name)
         .map(|service| {
             service
-                .instances
+                .instances()
                 .values()
                 .flat_map(|i| views::instance_checks(i, &node))
                 .collect()
