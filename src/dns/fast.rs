@@ -317,7 +317,7 @@ fn parse_opt(record: &[u8]) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use std::{
-        collections::{BTreeMap, HashMap},
+        collections::HashMap,
         net::SocketAddr,
         sync::{Arc, Mutex},
     };
