@@ -340,6 +340,7 @@ mod tests {
         model::{Instance, InstanceBody, ServiceName},
         registry::{
             TableSettings,
+            endpoint::Endpoint,
             state::{InstanceState, ServiceState},
         },
     };
@@ -350,6 +351,7 @@ mod tests {
         let body: InstanceBody = serde_json::from_str(body).expect(body);
         let instance: Instance = body.validate(service, id).expect("valid instance");
         Arc::new(InstanceState {
+            endpoint: Arc::new(Endpoint::new(&instance)),
             instance: Arc::new(instance),
             checks: Vec::new(),
             maintenance: None,

@@ -6,6 +6,7 @@ use std::{collections::BTreeSet, sync::Arc, time::SystemTime};
 
 use super::{
     RegistryError,
+    endpoint::Endpoint,
     state::{CheckState, InstanceState, RegistryState, ServiceState},
     store::{Mutation, StoredInstance},
 };
@@ -304,6 +305,7 @@ fn register(
         })
         .collect();
     let updated = InstanceState {
+        endpoint: Arc::new(Endpoint::new(&instance)),
         instance: Arc::new(instance),
         checks,
         maintenance,

@@ -12,6 +12,7 @@
 
 mod commands;
 pub mod embedded;
+pub mod endpoint;
 pub mod state;
 pub mod store;
 pub mod table;

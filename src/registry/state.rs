@@ -6,6 +6,7 @@ use std::{collections::BTreeMap, sync::Arc, time::SystemTime};
 
 use imbl::{HashMap, OrdMap};
 
+use super::endpoint::Endpoint;
 use crate::model::{CheckDefinition, DnsLabel, Instance, ServiceName, Status};
 
 /// A check's current result.
@@ -24,6 +25,8 @@ pub struct CheckState {
 #[derive(Clone, Debug)]
 pub struct InstanceState {
     pub instance: Arc<Instance>,
+    /// What DNS serves of `instance`, derived from it once.
+    pub endpoint: Arc<Endpoint>,
     /// Parallel to `instance.checks`.
     pub checks: Vec<CheckState>,
     /// `Some(reason)` while drained for maintenance.

@@ -17,8 +17,8 @@ use hickory_proto::rr::{
     rdata::{A, AAAA, NS, SOA, SRV, TXT},
 };
 
+pub use super::endpoint::Endpoint;
 use super::state::ServiceState;
-use crate::model::DnsLabel;
 
 /// What the table needs to know to build records.
 #[derive(Clone, Debug)]
@@ -31,24 +31,6 @@ pub struct TableSettings {
     pub negative_ttl: u32,
     /// Serve instances whose worst check is `warning`.
     pub include_warning: bool,
-}
-
-/// One servable instance: everything its A/AAAA, SRV and TXT records are
-/// made of, and nothing else (about 56 bytes plus the label).
-#[derive(Debug)]
-pub struct Endpoint {
-    /// The address: an A record if IPv4, AAAA if IPv6.
-    pub address: IpAddr,
-    /// SRV port, weight and priority.
-    pub port: u16,
-    pub weight: u16,
-    pub priority: u16,
-    /// The instance's DNS label, lower-case: the SRV target is
-    /// `<label>.<service>.<domain>.`.
-    pub label: Box<str>,
-    /// TXT strings (`key=value`) at the instance name; empty (and then
-    /// without a heap allocation) for an instance without metadata.
-    pub txt: Box<[Box<str>]>,
 }
 
 /// A tag label and the slots of the servable instances carrying it.
@@ -64,8 +46,9 @@ pub struct ServiceRecords {
     pub name: Name,
     /// TTL of every record built from this service.
     pub ttl: u32,
-    /// The servable instances, by slot.
-    pub endpoints: Box<[Endpoint]>,
+    /// The servable instances, by slot: shared with the registry state, so
+    /// rebuilding a service copies pointers, not records.
+    pub endpoints: Box<[Arc<Endpoint>]>,
     /// Slots with an IPv4 address (the A answer), and with IPv6 (AAAA).
     pub v4_slots: Box<[u32]>,
     pub v6_slots: Box<[u32]>,
@@ -94,38 +77,24 @@ impl ServiceRecords {
     pub fn build(service: &ServiceState, settings: &TableSettings) -> Self {
         let label = service.name.label().as_str();
         let name = child(&settings.domain, label);
-        let mut endpoints = Vec::new();
+        let mut endpoints: Vec<Arc<Endpoint>> = Vec::with_capacity(service.instances().len());
         let mut down = Vec::new();
-        let mut tags: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        let mut tags: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
         for state in service.instances().values() {
-            let instance = &state.instance;
-            let instance_label = instance.id.label().as_str();
+            let endpoint = &state.endpoint;
             let servable = state.is_servable(settings.include_warning);
             let slot = endpoints.len() as u32;
-            for tag in &instance.tags {
-                if let Ok(tag) = DnsLabel::from_name(tag, "tag") {
-                    let slots = tags.entry(tag.as_str().to_owned()).or_default();
-                    if servable {
-                        slots.push(slot);
-                    }
+            for tag in &endpoint.tags {
+                let slots = tags.entry(tag).or_default();
+                if servable {
+                    slots.push(slot);
                 }
             }
-            if !servable {
-                down.push(Box::from(instance_label));
-                continue;
+            if servable {
+                endpoints.push(endpoint.clone());
+            } else {
+                down.push(endpoint.label.clone());
             }
-            endpoints.push(Endpoint {
-                address: instance.address,
-                port: instance.port,
-                weight: instance.weight,
-                priority: instance.priority,
-                label: Box::from(instance_label),
-                txt: instance
-                    .meta
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}").into_boxed_str())
-                    .collect(),
-            });
         }
         let slots_where = |v4: bool| -> Box<[u32]> {
             (0..endpoints.len() as u32)
@@ -168,7 +137,7 @@ impl ServiceRecords {
             down: down.into_boxed_slice(),
             tags: tags
                 .into_iter()
-                .map(|(tag, slots)| (tag.into_boxed_str(), slots.into_boxed_slice()))
+                .map(|(tag, slots)| (Box::from(tag), slots.into_boxed_slice()))
                 .collect(),
             a_wire_bound,
             aaaa_wire_bound,
