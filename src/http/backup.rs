@@ -37,7 +37,7 @@ pub async fn export(State(state): State<AppState>) -> Response {
     let instances = registry
         .services
         .values()
-        .flat_map(|service| service.instances().values())
+        .flat_map(|service| service.instances())
         .map(|i| StoredInstance::new(&i.instance, i.maintenance.clone(), i.create_index))
         .collect();
     Json(Export {

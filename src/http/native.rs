@@ -88,7 +88,7 @@ pub async fn get_instance(
     let registry = state.registry.state();
     let instance = registry
         .service_by_name(&service)
-        .and_then(|s| s.instances().get(&id))
+        .and_then(|s| s.get(&id))
         .ok_or_else(|| ApiError::not_found(format!("no instance {id:?} in service {service:?}")))?;
     Ok(instance_response(
         &state,

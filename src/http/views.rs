@@ -178,10 +178,9 @@ pub fn service_summary(
     ServiceSummary {
         name: service.name.as_str().to_owned(),
         dns_name: fqdn(&[service.name.label().as_str()], domain),
-        instances: service.instances().len(),
+        instances: service.len(),
         in_dns: service
             .instances()
-            .values()
             .filter(|i| i.is_servable(include_warning))
             .count(),
     }
@@ -193,7 +192,6 @@ pub fn service_view(service: &ServiceState, domain: &str, include_warning: bool)
         dns_name: fqdn(&[service.name.label().as_str()], domain),
         instances: service
             .instances()
-            .values()
             .map(|i| instance_view(i, domain, include_warning))
             .collect(),
     }

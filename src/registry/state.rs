@@ -2,7 +2,12 @@
 //! held in persistent maps so that a snapshot is an O(1) clone and a change
 //! copies only the path to what changed.
 
-use std::{collections::BTreeMap, sync::Arc, time::SystemTime};
+use std::{
+    borrow::Borrow,
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::SystemTime,
+};
 
 use imbl::{HashMap, OrdMap};
 
@@ -69,22 +74,23 @@ impl InstanceState {
     }
 }
 
-/// All instances of one service, keyed by instance ID.
+/// All instances of one service, ordered by instance ID.
 ///
-/// A plain `BTreeMap`, not a persistent map: a persistent map costs ~2 KiB
-/// per service in node overhead, most of roster's memory for the common
-/// few-instance service. The writer copies a service's map at most once per
-/// batch (the first change makes its own copy with `Arc::make_mut`; later
-/// changes in the same batch edit it in place), the same O(instances of the
-/// service) that rebuilding its DNS records costs anyway.
+/// A plain B-tree, not a persistent map: a persistent map costs ~2 KiB per
+/// service in node overhead, most of roster's memory for the common
+/// few-instance service. The writer copies a service at most once per batch
+/// (the first change makes its own copy with `Arc::make_mut`; later changes
+/// in the same batch edit it in place), the same O(instances of the service)
+/// that rebuilding its DNS records costs anyway. The set holds only `Arc`s,
+/// keyed by the ID inside them, so that copy allocates nothing per instance.
 #[derive(Clone, Debug)]
 pub struct ServiceState {
     pub name: ServiceName,
-    instances: BTreeMap<String, Arc<InstanceState>>,
+    instances: BTreeSet<ById>,
     /// DNS label → ID for the instances whose ID is not its own label
     /// (upper case, spaces, ...), so that a label clash is found without a
-    /// scan: an instance whose ID is its label is found in `instances`.
-    /// Empty, without an allocation, in the common case.
+    /// scan: an instance whose ID is its label is found by ID. Empty, without
+    /// an allocation, in the common case.
     relabelled: BTreeMap<Box<str>, String>,
 }
 
@@ -92,14 +98,27 @@ impl ServiceState {
     pub fn new(name: ServiceName) -> Self {
         Self {
             name,
-            instances: BTreeMap::new(),
+            instances: BTreeSet::new(),
             relabelled: BTreeMap::new(),
         }
     }
 
-    /// The instances, by ID.
-    pub fn instances(&self) -> &BTreeMap<String, Arc<InstanceState>> {
-        &self.instances
+    /// The instances, in ID order.
+    pub fn instances(&self) -> impl ExactSizeIterator<Item = &Arc<InstanceState>> {
+        self.instances.iter().map(|entry| &entry.0)
+    }
+
+    /// The instance with this ID.
+    pub fn get(&self, id: &str) -> Option<&Arc<InstanceState>> {
+        self.instances.get(id).map(|entry| &entry.0)
+    }
+
+    pub fn len(&self) -> usize {
+        self.instances.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.instances.is_empty()
     }
 
     /// The ID of the instance whose DNS label is `label`, if any.
@@ -107,10 +126,9 @@ impl ServiceState {
         if let Some(id) = self.relabelled.get(label) {
             return Some(id);
         }
-        self.instances
-            .get_key_value(label)
-            .filter(|(_, state)| state.instance.id.label().as_str() == label)
-            .map(|(id, _)| id.as_str())
+        self.get(label)
+            .filter(|state| state.instance.id.label().as_str() == label)
+            .map(|state| state.instance.id.as_str())
     }
 
     /// Adds or replaces an instance (by its ID).
@@ -120,12 +138,12 @@ impl ServiceState {
         if id != label {
             self.relabelled.insert(Box::from(label), id.to_owned());
         }
-        self.instances.insert(id.to_owned(), state);
+        self.instances.replace(ById(state));
     }
 
     /// Removes an instance; returns whether it was there.
     pub fn remove(&mut self, id: &str) -> bool {
-        let Some(removed) = self.instances.remove(id) else {
+        let Some(ById(removed)) = self.instances.take(id) else {
             return false;
         };
         let label = removed.instance.id.label().as_str();
@@ -134,9 +152,41 @@ impl ServiceState {
         }
         true
     }
+}
 
-    pub fn is_empty(&self) -> bool {
-        self.instances.is_empty()
+/// An instance, ordered and looked up by its ID.
+#[derive(Clone, Debug)]
+struct ById(Arc<InstanceState>);
+
+impl ById {
+    fn id(&self) -> &str {
+        self.0.instance.id.as_str()
+    }
+}
+
+impl Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        self.id()
+    }
+}
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.id() == other.id()
+    }
+}
+
+impl Eq for ById {}
+
+impl PartialOrd for ById {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ById {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.id().cmp(other.id())
     }
 }
 
@@ -155,7 +205,7 @@ pub struct RegistryState {
 impl RegistryState {
     pub fn instance(&self, id: &str) -> Option<&Arc<InstanceState>> {
         let label = self.ids.get(id)?;
-        self.services.get(label)?.instances().get(id)
+        self.services.get(label)?.get(id)
     }
 
     pub fn service_by_name(&self, name: &str) -> Option<&Arc<ServiceState>> {

@@ -77,10 +77,10 @@ impl ServiceRecords {
     pub fn build(service: &ServiceState, settings: &TableSettings) -> Self {
         let label = service.name.label().as_str();
         let name = child(&settings.domain, label);
-        let mut endpoints: Vec<Arc<Endpoint>> = Vec::with_capacity(service.instances().len());
+        let mut endpoints: Vec<Arc<Endpoint>> = Vec::with_capacity(service.len());
         let mut down = Vec::new();
         let mut tags: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
-        for state in service.instances().values() {
+        for state in service.instances() {
             let endpoint = &state.endpoint;
             let servable = state.is_servable(settings.include_warning);
             let slot = endpoints.len() as u32;

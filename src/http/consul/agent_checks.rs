@@ -75,7 +75,7 @@ fn find_check(registry: &RegistryState, check_id: &str) -> Option<Found> {
     registry
         .services
         .values()
-        .flat_map(|service| service.instances().values())
+        .flat_map(|service| service.instances())
         .find_map(has)
 }
 

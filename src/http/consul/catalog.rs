@@ -25,7 +25,7 @@ pub async fn services(
         .values()
         .map(|service| {
             let mut tags: Vec<String> = Vec::new();
-            for instance in service.instances().values() {
+            for instance in service.instances() {
                 for tag in &instance.instance.tags {
                     if !tags.contains(tag) {
                         tags.push(tag.clone());
@@ -55,7 +55,6 @@ pub async fn service(
         .map(|service| {
             service
                 .instances()
-                .values()
                 .filter(|i| views::has_tags(i, &tags))
                 .map(|i| views::service_node(i, &node))
                 .collect()

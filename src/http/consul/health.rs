@@ -45,7 +45,6 @@ pub async fn service(
         .map(|service| {
             service
                 .instances()
-                .values()
                 .filter(|i| views::has_tags(i, &tags))
                 .map(|i| views::service_entry(i, &node))
                 .filter(|entry| {
@@ -71,7 +70,6 @@ pub async fn checks(
         .map(|service| {
             service
                 .instances()
-                .values()
                 .flat_map(|i| views::instance_checks(i, &node))
                 .collect()
         })

@@ -367,7 +367,7 @@ pub fn all_instances(state: &RegistryState) -> impl Iterator<Item = &InstanceSta
     state
         .services
         .values()
-        .flat_map(|service| service.instances().values().map(|i| &**i))
+        .flat_map(|service| service.instances().map(|i| &**i))
 }
 
 /// Whether the instance carries every tag in `tags`, compared without case
