@@ -234,7 +234,7 @@ impl FastPath {
                 let endpoint = &service.endpoints[slot as usize];
                 out.extend_from_slice(&QUESTION_POINTER);
                 if question.qtype == TYPE_SRV {
-                    let label = endpoint.label.as_bytes();
+                    let label = endpoint.label.as_str().as_bytes();
                     let rdata_len = 6 + 1 + label.len() + 2;
                     put_rr_fixed(out, TYPE_SRV, ttl, rdata_len as u16);
                     out.extend_from_slice(&endpoint.priority.to_be_bytes());

@@ -8,7 +8,7 @@
 //! name roster cannot answer for in DNS would be a registration that silently
 //! never resolves.
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 use serde::Serialize;
 
@@ -22,9 +22,18 @@ pub const MAX_LABEL_LEN: usize = 63;
 
 /// A DNS label derived from a user's name: lower-case `[a-z0-9-]`, 1 to 63
 /// octets, never starting or ending with `-`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct DnsLabel(String);
+///
+/// Shared (`Arc<str>`): a service's label is held by each of its instances
+/// and by the registry's ID index, and most IDs are their own label, so
+/// clones must not allocate.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DnsLabel(Arc<str>);
+
+impl Serialize for DnsLabel {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
 
 impl DnsLabel {
     /// Maps a user's name onto a DNS label, or explains why it cannot be one.
@@ -72,7 +81,7 @@ impl DnsLabel {
                 ),
             ));
         }
-        Ok(Self(label))
+        Ok(Self(Arc::from(label)))
     }
 
     /// Wraps a string that is already known to be a valid label (taken from a
@@ -83,7 +92,7 @@ impl DnsLabel {
             && label
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        valid.then(|| Self(label.to_owned()))
+        valid.then(|| Self(Arc::from(label)))
     }
 
     pub fn as_str(&self) -> &str {
@@ -97,28 +106,42 @@ impl fmt::Display for DnsLabel {
     }
 }
 
-/// A service's name as the user gave it, with its DNS label.
+/// A name as the user gave it, with its DNS label. When the name is its own
+/// label (the common case) both share one allocation.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ServiceName {
-    name: String,
+struct LabelledName {
+    name: Arc<str>,
     label: DnsLabel,
 }
 
+impl LabelledName {
+    fn parse(name: &str, field: &'static str) -> Result<Self, ValidationError> {
+        let label = DnsLabel::from_name(name, field)?;
+        let name = if label.as_str() == name {
+            label.0.clone()
+        } else {
+            Arc::from(name)
+        };
+        Ok(Self { name, label })
+    }
+}
+
+/// A service's name as the user gave it, with its DNS label.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ServiceName(LabelledName);
+
 impl ServiceName {
     pub fn parse(name: &str) -> Result<Self, ValidationError> {
-        Ok(Self {
-            label: DnsLabel::from_name(name, "service")?,
-            name: name.to_owned(),
-        })
+        LabelledName::parse(name, "service").map(Self)
     }
 
     /// The name exactly as registered.
     pub fn as_str(&self) -> &str {
-        &self.name
+        &self.0.name
     }
 
     pub fn label(&self) -> &DnsLabel {
-        &self.label
+        &self.0.label
     }
 }
 
@@ -126,25 +149,24 @@ impl ServiceName {
 /// across the whole registry, as in Consul, whose agent API addresses an
 /// instance by ID alone.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct InstanceId {
-    id: String,
-    label: DnsLabel,
-}
+pub struct InstanceId(LabelledName);
 
 impl InstanceId {
     pub fn parse(id: &str) -> Result<Self, ValidationError> {
-        Ok(Self {
-            label: DnsLabel::from_name(id, "id")?,
-            id: id.to_owned(),
-        })
+        LabelledName::parse(id, "id").map(Self)
     }
 
     pub fn as_str(&self) -> &str {
-        &self.id
+        &self.0.name
+    }
+
+    /// The ID, shared.
+    pub fn shared(&self) -> Arc<str> {
+        self.0.name.clone()
     }
 
     pub fn label(&self) -> &DnsLabel {
-        &self.label
+        &self.0.label
     }
 }
 

@@ -216,7 +216,7 @@ fn find(
 /// before the state is touched, so a refused registration changes nothing.
 fn register(
     state: &mut RegistryState,
-    instance: Instance,
+    mut instance: Instance,
     move_between_services: bool,
     restored: Option<Restored>,
     durable: bool,
@@ -256,6 +256,10 @@ fn register(
         )));
     }
     // Nothing below refuses.
+    if let Some(service) = state.services.get(&label) {
+        // Share the service's name with its other instances.
+        instance.service = service.name.clone();
+    }
     if moved && let Some(previous) = &previous {
         remove(state, previous, effects);
     }
@@ -330,7 +334,7 @@ fn commit_instance(
     state.index += 1;
     updated.modify_index = state.index;
     let label = updated.instance.service.label().clone();
-    let id = updated.instance.id.as_str().to_owned();
+    let id = updated.instance.id.shared();
     if durable {
         effects.mutations.push(Mutation::Put(StoredInstance::new(
             &updated.instance,
@@ -361,7 +365,7 @@ fn remove(state: &mut RegistryState, existing: &Arc<InstanceState>, effects: &mu
     let label = existing.instance.service.label().clone();
     let id = existing.instance.id.as_str().to_owned();
     state.index += 1;
-    state.ids.remove(&id);
+    state.ids.remove(id.as_str());
     if let Some(service) = state.services.get_mut(&label) {
         let service = Arc::make_mut(service);
         service.remove(&id);
@@ -480,7 +484,7 @@ mod tests {
     }
 
     fn ids(state: &RegistryState) -> Vec<String> {
-        let mut ids: Vec<String> = state.ids.keys().cloned().collect();
+        let mut ids: Vec<String> = state.ids.keys().map(|id| id.to_string()).collect();
         ids.sort();
         ids
     }

@@ -21,7 +21,7 @@ pub struct Endpoint {
     pub priority: u16,
     /// The instance's DNS label, lower-case: the SRV target is
     /// `<label>.<service>.<domain>.`.
-    pub label: Box<str>,
+    pub label: DnsLabel,
     /// TXT strings (`key=value`) at the instance name; empty (and then
     /// without a heap allocation) for an instance without metadata.
     pub txt: Box<[Box<str>]>,
@@ -44,7 +44,7 @@ impl Endpoint {
             port: instance.port,
             weight: instance.weight,
             priority: instance.priority,
-            label: Box::from(instance.id.label().as_str()),
+            label: instance.id.label().clone(),
             txt: instance
                 .meta
                 .iter()

@@ -199,7 +199,7 @@ pub struct RegistryState {
     /// as far as DNS can tell, so the registry refuses the second.
     pub services: OrdMap<DnsLabel, Arc<ServiceState>>,
     /// Which service each instance ID belongs to (IDs are registry-wide).
-    pub ids: HashMap<String, DnsLabel>,
+    pub ids: HashMap<Arc<str>, DnsLabel>,
 }
 
 impl RegistryState {

@@ -19,6 +19,7 @@ use hickory_proto::rr::{
 
 pub use super::endpoint::Endpoint;
 use super::state::ServiceState;
+use crate::model::DnsLabel;
 
 /// What the table needs to know to build records.
 #[derive(Clone, Debug)]
@@ -56,7 +57,7 @@ pub struct ServiceRecords {
     by_label: Box<[u32]>,
     /// Labels of registered instances that are not servable, sorted: their
     /// names exist (NODATA, not NXDOMAIN) but hold nothing.
-    down: Box<[Box<str>]>,
+    down: Box<[DnsLabel]>,
     /// Slots of servable instances by tag label, sorted by tag; a tag whose
     /// instances are all unhealthy has an empty list (the name exists).
     tags: Box<[TagSlots]>,
@@ -120,11 +121,11 @@ impl ServiceRecords {
         let mut srv_compressed_len = 0;
         for endpoint in &endpoints {
             let address_len = if endpoint.address.is_ipv4() { 4 } else { 16 };
-            let target_len = name_len + 1 + endpoint.label.len();
+            let target_len = name_len + 1 + endpoint.label.as_str().len();
             srv_wire_bound += name_len + 10 + 6 + target_len;
             srv_wire_bound += target_len + 10 + address_len;
             // Owner: a 2-octet pointer; target: the label and a pointer.
-            srv_compressed_len += 2 + 10 + 6 + 1 + endpoint.label.len() + 2;
+            srv_compressed_len += 2 + 10 + 6 + 1 + endpoint.label.as_str().len() + 2;
             srv_compressed_len += 2 + 10 + address_len;
         }
         Self {
@@ -156,12 +157,12 @@ impl ServiceRecords {
     pub fn instance(&self, label: &str) -> Option<Option<usize>> {
         let found = self
             .by_label
-            .binary_search_by(|&slot| (*self.endpoints[slot as usize].label).cmp(label));
+            .binary_search_by(|&slot| self.endpoints[slot as usize].label.as_str().cmp(label));
         match found {
             Ok(index) => Some(Some(self.by_label[index] as usize)),
             Err(_) => self
                 .down
-                .binary_search_by(|l| (**l).cmp(label))
+                .binary_search_by(|l| l.as_str().cmp(label))
                 .ok()
                 .map(|_| None),
         }
@@ -181,7 +182,7 @@ impl ServiceRecords {
 
     /// The SRV target of the instance in `slot`: `<id>.<service>.<domain>.`.
     pub fn target(&self, slot: usize) -> Name {
-        child(&self.name, &self.endpoints[slot].label)
+        child(&self.name, self.endpoints[slot].label.as_str())
     }
 
     /// The A or AAAA record of the instance in `slot`, owned by `owner`.
