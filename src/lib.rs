@@ -50,7 +50,7 @@ pub enum RunError {
     },
     #[error(transparent)]
     Zones(#[from] ZoneError),
-    #[error("registry: {0}")]
+    #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Store(#[from] StoreError),

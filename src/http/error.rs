@@ -51,7 +51,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::NotFound(_) => StatusCode::NOT_FOUND,
             RegistryError::Conflict(_) => StatusCode::CONFLICT,
             RegistryError::Invalid(_) => StatusCode::BAD_REQUEST,
-            RegistryError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            RegistryError::Store(_) | RegistryError::Load(_) => StatusCode::INTERNAL_SERVER_ERROR,
             RegistryError::Closed => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self::new(status, error.to_string())

@@ -55,6 +55,9 @@ pub enum RegistryError {
     Invalid(String),
     #[error("the change was not saved: {0}")]
     Store(String),
+    /// The store's contents could not be loaded at start-up.
+    #[error("cannot load the stored registry: {0}")]
+    Load(String),
     #[error("roster is shutting down")]
     Closed,
 }
@@ -110,8 +113,8 @@ impl Registry {
             let store = store.clone();
             tokio::task::spawn_blocking(move || store.load())
                 .await
-                .map_err(|e| RegistryError::Store(e.to_string()))?
-                .map_err(|e| RegistryError::Store(e.to_string()))?
+                .map_err(|e| RegistryError::Load(e.to_string()))?
+                .map_err(|e| RegistryError::Load(e.to_string()))?
         };
         // The index never goes back across restarts: the store holds a
         // ceiling above every index handed out, and restored instances get
@@ -123,7 +126,8 @@ impl Registry {
         };
         let mut effects = commands::Effects::default();
         // What the store holds is not written back, so no mutations.
-        commands::restore(&mut state, loaded.instances, false, &mut effects)?;
+        commands::restore(&mut state, loaded.instances, false, &mut effects)
+            .map_err(|e| RegistryError::Load(e.to_string()))?;
         state.index = state.index.max(1);
         let mut table = RecordTable::default();
         for label in &effects.touched {

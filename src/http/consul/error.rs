@@ -78,7 +78,7 @@ impl From<RegistryError> for ConsulError {
             RegistryError::NotFound(_) => StatusCode::NOT_FOUND,
             // Consul has no conflicts; a refused name is bad input to it.
             RegistryError::Conflict(_) | RegistryError::Invalid(_) => StatusCode::BAD_REQUEST,
-            RegistryError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            RegistryError::Store(_) | RegistryError::Load(_) => StatusCode::INTERNAL_SERVER_ERROR,
             RegistryError::Closed => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self::new(status, error.to_string())
