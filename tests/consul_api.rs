@@ -700,6 +700,53 @@ async fn checks_register_and_deregister_on_a_service() {
     consul.server.stop().await;
 }
 
+/// Adding a check is a read-modify-write of its service: checks added at
+/// the same moment, and a service re-registration racing them, must all be
+/// kept, since each was acknowledged.
+#[tokio::test]
+async fn concurrent_check_registrations_are_all_kept() {
+    let consul = Consul::start().await;
+    consul
+        .register(json!({"Name": "db", "ID": "db-1", "Address": "10.0.0.3", "Port": 5432}))
+        .await;
+    // 14 added checks and the registration's own `service:db-1` fill the 16
+    // a service may have; the re-registrations in between keep them all.
+    let mut requests = tokio::task::JoinSet::new();
+    let put = |path: &str, body: Value| {
+        let request = consul
+            .http
+            .put(consul.url(path))
+            .body(serde_json::to_vec(&body).expect("JSON"));
+        async move {
+            let response = request.send().await.expect("HTTP exchange");
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap_or_default())
+        }
+    };
+    for n in 0..14 {
+        let body = json!({"Name": format!("beat-{n}"), "TTL": "10s", "ServiceID": "db-1"});
+        requests.spawn(put("/v1/agent/check/register", body));
+        if n % 4 == 0 {
+            let body = json!({"Name": "db", "ID": "db-1", "Address": "10.0.0.3",
+                              "Port": 5432, "Check": {"TTL": "30s"}});
+            requests.spawn(put("/v1/agent/service/register", body));
+        }
+    }
+    while let Some(joined) = requests.join_next().await {
+        let (status, text) = joined.expect("request task");
+        assert_eq!(status, 200, "{text}");
+    }
+    let checks = consul.agent_checks().await;
+    for n in 0..14 {
+        assert!(
+            checks.get(format!("beat-{n}")).is_some(),
+            "beat-{n} lost: {checks}"
+        );
+    }
+    assert!(checks.get("service:db-1").is_some(), "{checks}");
+    consul.server.stop().await;
+}
+
 #[tokio::test]
 async fn reregistration_replaces_and_keeps_check_status() {
     let consul = Consul::start().await;

@@ -22,6 +22,17 @@ pub enum Command {
         instance: Instance,
         move_between_services: bool,
     },
+    /// Register an instance computed from what was read of the registry (an
+    /// edited copy of the instance, or one merged with it), provided the
+    /// instance is still as read: its `modify_index`, or `None` for "not
+    /// registered". A read-modify-write from a front door that cannot lose
+    /// a concurrent change: a stale one fails with [`RegistryError::Stale`],
+    /// and the caller reads again and retries. The ID may move between
+    /// services, as in Consul.
+    Edit {
+        instance: Instance,
+        modify_index: Option<u64>,
+    },
     /// Remove an instance; `service`, when given, must be the one it is in.
     Deregister { service: Option<String>, id: String },
     /// Drain (`Some(reason)`) or restore (`None`) an instance.
@@ -111,6 +122,19 @@ pub fn apply(
             instance,
             move_between_services,
         } => register(state, instance, move_between_services, None, true, effects),
+        Command::Edit {
+            instance,
+            modify_index,
+        } => {
+            let current = state.instance(instance.id.as_str()).map(|i| i.modify_index);
+            if current != modify_index {
+                return Err(RegistryError::Stale(format!(
+                    "instance {:?} changed while this request was editing it",
+                    instance.id.as_str()
+                )));
+            }
+            register(state, instance, true, None, true, effects)
+        }
         Command::Deregister { service, id } => {
             let existing = find(state, service.as_deref(), &id)?;
             remove(state, &existing, effects);

@@ -53,6 +53,9 @@ pub enum RegistryError {
     Conflict(String),
     #[error("{0}")]
     Invalid(String),
+    /// An [`Command::Edit`] lost a race with another change.
+    #[error("{0}")]
+    Stale(String),
     #[error("the change was not saved: {0}")]
     Store(String),
     /// The store's contents could not be loaded at start-up.

@@ -17,7 +17,7 @@ use axum::{
 };
 
 use super::{
-    agent_checks::check_id_owner,
+    agent_checks::{EDIT_ATTEMPTS, check_id_owner, too_contended},
     error::ConsulError,
     query::{Params, parse_go_bool},
     registration::instance_from_body,
@@ -58,29 +58,38 @@ pub async fn register_service(
     let replace_existing_checks = params
         .get("replace-existing-checks")
         .is_some_and(|value| value.is_empty() || value == "true");
-    let mut instance = instance_from_body(&bytes, &state.consul).await?;
-    let registry = state.registry.state();
-    if !replace_existing_checks && let Some(previous) = registry.instance(instance.id.as_str()) {
-        for check in &previous.instance.checks {
-            if !instance.checks.iter().any(|c| c.id == check.id) {
-                instance.checks.push(check.clone());
+    let definition = instance_from_body(&bytes, &state.consul).await?;
+    // Merging with the checks the service already has is a read-modify-write:
+    // it is written only if the service is still as read, so a check
+    // registered meanwhile is not lost.
+    for _ in 0..EDIT_ATTEMPTS {
+        let mut instance = definition.clone();
+        let registry = state.registry.state();
+        let previous = registry.instance(instance.id.as_str());
+        if !replace_existing_checks && let Some(previous) = previous {
+            for check in &previous.instance.checks {
+                if !instance.checks.iter().any(|c| c.id == check.id) {
+                    instance.checks.push(check.clone());
+                }
+            }
+            if instance.checks.len() > MAX_CHECKS {
+                return Err(ConsulError::bad_request(format!(
+                    "Invalid check: at most {MAX_CHECKS} checks per service; use ?replace-existing-checks to drop the ones not in this definition"
+                )));
             }
         }
-        if instance.checks.len() > MAX_CHECKS {
-            return Err(ConsulError::bad_request(format!(
-                "Invalid check: at most {MAX_CHECKS} checks per service; use ?replace-existing-checks to drop the ones not in this definition"
-            )));
+        ensure_check_ids_are_free(&registry, &instance)?;
+        let command = Command::Edit {
+            instance,
+            modify_index: previous.map(|p| p.modify_index),
+        };
+        match state.registry.execute(command).await {
+            Ok(_) => return Ok(StatusCode::OK),
+            Err(RegistryError::Stale(_)) => continue,
+            Err(error) => return Err(error.into()),
         }
     }
-    ensure_check_ids_are_free(&registry, &instance)?;
-    state
-        .registry
-        .execute(Command::Register {
-            instance,
-            move_between_services: true,
-        })
-        .await?;
-    Ok(StatusCode::OK)
+    Err(too_contended(definition.id.as_str()))
 }
 
 /// Consul's check IDs are unique on an agent, and the check endpoints find a

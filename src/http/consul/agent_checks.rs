@@ -5,8 +5,11 @@
 //! instance, so these endpoints first find the instance that owns the ID
 //! (directly for the default `service:<id>[:<n>]` form, else by a scan),
 //! then send the registry an ordinary command. Adding or removing a check
-//! re-registers the instance with its check list changed; checks that keep
-//! their ID keep their status, so nothing else flaps.
+//! re-registers the instance with its check list changed, as a
+//! `Command::Edit` that the registry refuses if the instance changed since
+//! it was read (then it is read again and retried), so two checks added at
+//! once are both kept; checks that keep their ID keep their status, so
+//! nothing else flaps.
 //!
 //! Node-level checks (no `ServiceID`) are refused with 400: roster has no
 //! node state for them to live in, and no DNS answer they could affect.
@@ -88,15 +91,32 @@ pub fn check_id_owner(registry: &RegistryState, check_id: &str) -> Option<String
     }
 }
 
-async fn reregister(state: &AppState, instance: Instance) -> Result<StatusCode, ConsulError> {
-    state
-        .registry
-        .execute(Command::Register {
-            instance,
-            move_between_services: true,
-        })
-        .await?;
-    Ok(StatusCode::OK)
+/// How many times an edit is retried when another change to the same
+/// instance lands between reading it and writing it back.
+pub const EDIT_ATTEMPTS: usize = 64;
+
+/// Replaces `existing` with `edited`, unless the instance changed meanwhile.
+async fn write_edit(
+    state: &AppState,
+    existing: &InstanceState,
+    edited: Instance,
+) -> Result<bool, ConsulError> {
+    let command = Command::Edit {
+        instance: edited,
+        modify_index: Some(existing.modify_index),
+    };
+    match state.registry.execute(command).await {
+        Ok(_) => Ok(true),
+        Err(RegistryError::Stale(_)) => Ok(false),
+        Err(error) => Err(error.into()),
+    }
+}
+
+pub fn too_contended(what: &str) -> ConsulError {
+    ConsulError::new(
+        StatusCode::CONFLICT,
+        format!("{what:?}: the service kept changing while this request edited it; try again"),
+    )
 }
 
 /// `PUT /v1/agent/check/register`: add a check to a service (or replace the
@@ -123,27 +143,33 @@ pub async fn register(
         .or(check.id.take())
         .filter(|id| !id.is_empty())
         .unwrap_or_else(|| name.clone());
-    let registry = state.registry.state();
-    let existing = registry
-        .instance(&service_id)
-        .ok_or_else(|| ConsulError::not_found(format!("ServiceID {service_id:?} does not exist")))?
-        .clone();
     let definition = check
         .into_check_body()?
         .validate("check", id.clone(), name)
         .map_err(ConsulError::invalid_check)?;
-    let mut instance = (*existing.instance).clone();
-    match instance.checks.iter_mut().find(|c| c.id == definition.id) {
-        Some(slot) => *slot = definition,
-        None => instance.checks.push(definition),
+    // Read, edit, write back only if nothing changed meanwhile: two checks
+    // registered at once on one service must both be kept.
+    for _ in 0..EDIT_ATTEMPTS {
+        let registry = state.registry.state();
+        let existing = registry.instance(&service_id).ok_or_else(|| {
+            ConsulError::not_found(format!("ServiceID {service_id:?} does not exist"))
+        })?;
+        let mut instance = (*existing.instance).clone();
+        match instance.checks.iter_mut().find(|c| c.id == definition.id) {
+            Some(slot) => *slot = definition.clone(),
+            None => instance.checks.push(definition.clone()),
+        }
+        if instance.checks.len() > MAX_CHECKS {
+            return Err(ConsulError::bad_request(format!(
+                "Invalid check: service {service_id:?} already has {MAX_CHECKS} checks"
+            )));
+        }
+        ensure_check_ids_are_free(&registry, &instance)?;
+        if write_edit(&state, existing, instance).await? {
+            return Ok(StatusCode::OK);
+        }
     }
-    if instance.checks.len() > MAX_CHECKS {
-        return Err(ConsulError::bad_request(format!(
-            "Invalid check: service {service_id:?} already has {MAX_CHECKS} checks"
-        )));
-    }
-    ensure_check_ids_are_free(&registry, &instance)?;
-    reregister(&state, instance).await
+    Err(too_contended(&id))
 }
 
 /// `PUT /v1/agent/check/deregister/:check_id`. Deregistering a
@@ -152,26 +178,31 @@ pub async fn deregister(
     State(state): State<AppState>,
     Path(check_id): Path<String>,
 ) -> Result<StatusCode, ConsulError> {
-    let registry = state.registry.state();
-    match find_check(&registry, &check_id) {
-        None => Err(ConsulError::unknown_check(&check_id)),
-        Some(Found::Maintenance(instance)) => {
-            state
-                .registry
-                .execute(Command::Maintenance {
-                    service: None,
-                    id: instance.instance.id.as_str().to_owned(),
-                    reason: None,
-                })
-                .await?;
-            Ok(StatusCode::OK)
-        }
-        Some(Found::Check(existing, position)) => {
-            let mut instance = (*existing.instance).clone();
-            instance.checks.remove(position);
-            reregister(&state, instance).await
+    for _ in 0..EDIT_ATTEMPTS {
+        let registry = state.registry.state();
+        match find_check(&registry, &check_id) {
+            None => return Err(ConsulError::unknown_check(&check_id)),
+            Some(Found::Maintenance(instance)) => {
+                state
+                    .registry
+                    .execute(Command::Maintenance {
+                        service: None,
+                        id: instance.instance.id.as_str().to_owned(),
+                        reason: None,
+                    })
+                    .await?;
+                return Ok(StatusCode::OK);
+            }
+            Some(Found::Check(existing, position)) => {
+                let mut instance = (*existing.instance).clone();
+                instance.checks.remove(position);
+                if write_edit(&state, &existing, instance).await? {
+                    return Ok(StatusCode::OK);
+                }
+            }
         }
     }
+    Err(too_contended(&check_id))
 }
 
 /// `PUT /v1/agent/check/pass/:check_id?note=...`.

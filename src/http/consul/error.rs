@@ -79,6 +79,7 @@ impl From<RegistryError> for ConsulError {
             // Consul has no conflicts; a refused name is bad input to it.
             RegistryError::Conflict(_) | RegistryError::Invalid(_) => StatusCode::BAD_REQUEST,
             RegistryError::Store(_) | RegistryError::Load(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            RegistryError::Stale(_) => StatusCode::CONFLICT,
             RegistryError::Closed => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self::new(status, error.to_string())
