@@ -231,7 +231,9 @@ pub async fn run(
     );
     let dns_server = dns::serve(handler, listeners.dns_udp, listeners.dns_tcp);
 
+    let shutting_down = tokio_util::sync::CancellationToken::new();
     let app = http::router(http::AppState {
+        shutting_down: shutting_down.clone(),
         registry: registry.clone(),
         domain: Arc::from(domain.to_ascii().trim_end_matches('.')),
         include_warning: config.dns.include_warning,
@@ -250,9 +252,11 @@ pub async fn run(
 
     shutdown.await;
     info!("shutting down");
+    // Blocked queries answer now with what roster holds, as if their wait
+    // had passed; other in-flight requests finish.
+    shutting_down.cancel();
     let _ = stop_http.send(());
-    // In-flight requests finish, but a blocking query may wait minutes:
-    // give them a bounded grace period, then cut them off.
+    // Anything still running after a bounded grace period is cut off.
     let http_abort = http_server.abort_handle();
     let http_result = match tokio::time::timeout(SHUTDOWN_GRACE, http_server).await {
         Ok(result) => result,

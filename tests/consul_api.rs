@@ -968,6 +968,37 @@ async fn health_entries_have_node_service_and_checks() {
     consul.server.stop().await;
 }
 
+/// A query blocked for minutes must not hold a shutdown up or be cut off:
+/// it answers, with the current index, as if its wait had passed.
+#[tokio::test]
+async fn a_blocked_query_is_answered_when_roster_shuts_down() {
+    let consul = Consul::start().await;
+    consul.register(ttl_service("web", "web-1", &[])).await;
+    let index = consul.get("/v1/health/service/web").await.index();
+    let request = consul
+        .http
+        .get(consul.url(&format!("/v1/health/service/web?index={index}&wait=10m")))
+        .send();
+    let blocked = tokio::spawn(request);
+    // Give the request time to arrive; it cannot answer on its own for
+    // ten minutes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!blocked.is_finished(), "the query did not block");
+    consul.server.stop().await;
+    let response = tokio::time::timeout(ANSWER_LIMIT, blocked)
+        .await
+        .expect("the blocked query is answered")
+        .expect("request task")
+        .expect("an HTTP answer, not a cut connection");
+    assert_eq!(response.status().as_u16(), 200);
+    let answered_index = response
+        .headers()
+        .get("x-consul-index")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    assert_eq!(answered_index, Some(index));
+}
+
 #[tokio::test]
 async fn blocking_queries_wake_on_a_change_and_time_out_unchanged() {
     let consul = std::sync::Arc::new(Consul::start().await);

@@ -34,6 +34,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// How roster presents itself to Consul clients.
     pub consul: crate::config::ConsulConfig,
+    /// Cancelled when roster begins to shut down: blocked Consul queries
+    /// answer at once instead of holding the shutdown up.
+    pub shutting_down: tokio_util::sync::CancellationToken,
 }
 
 /// The whole HTTP API.

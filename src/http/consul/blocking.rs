@@ -61,8 +61,9 @@ impl BlockingQuery {
     /// wait passes. An index that already differs answers at once, including
     /// one *below* the client's: that is a roster restarted without its
     /// store, and the client, seeing the index go backwards, starts over
-    /// from 0 instead of waiting in vain. (At shutdown, roster gives blocked
-    /// requests a short grace period and then closes them.)
+    /// from 0 instead of waiting in vain. At shutdown a blocked request
+    /// answers at once, as if its wait had passed (Consul clients then retry
+    /// against whatever serves next).
     pub async fn wait(&self, state: &AppState) {
         let Some(min_index) = self.min_index else {
             return;
@@ -72,7 +73,10 @@ impl BlockingQuery {
             return;
         }
         // `changed` fails only when the registry is gone: answer then too.
-        let _ = tokio::time::timeout(self.wait, index.changed()).await;
+        tokio::select! {
+            _ = tokio::time::timeout(self.wait, index.changed()) => {}
+            _ = state.shutting_down.cancelled() => {}
+        }
     }
 }
 
