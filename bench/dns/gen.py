@@ -5,6 +5,8 @@ Subcommands:
   zone      write the static zone file for the reference servers
   queries   write the dnsperf query file
   register  register N services x M instances with roster over HTTP
+  churn     register and deregister extra instances at a fixed rate, for a
+            fixed time, and report the rate achieved and the failures
   ports     print K free loopback ports (free for both UDP and TCP)
   check     send a few DNS queries to a server and verify the answers
   ready     wait until a DNS server answers SOA for the apex
@@ -179,6 +181,152 @@ def cmd_register(a):
 
 TYPES = {"A": 1, "NS": 2, "SOA": 6, "SRV": 33}
 RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
+
+
+def cmd_churn(a):
+    """RATE operations per second (PUTs and DELETEs together, half each in
+    steady state) on extra instances "<service>-churn-<t>-<n>" of the existing
+    services, so every queried name keeps answering. Each of T threads owns
+    its own instances on one keep-alive connection, paced to RATE/T ops/s on
+    a fixed schedule (a late operation is sent at once, never skipped), and
+    keeps at most DEPTH of them registered: it registers until it has DEPTH,
+    then alternates deregistering its oldest and registering a new one. Ends
+    after DURATION s; leftovers are then deregistered (not counted in the
+    rate, but failures there are)."""
+    host, port = a.http.rsplit(":", 1)
+    port = int(port)
+    lock = threading.Lock()
+    st = {"put_ok": 0, "delete_ok": 0, "failed": 0, "first_error": None,
+          "lats": [], "late_max": 0.0, "cleanup_failed": 0}
+    t0 = time.monotonic() + 0.2  # all threads start on the same schedule
+    end = t0 + a.duration
+    per_thread = a.rate / float(a.threads)
+
+    def one(conn, method, path, body):
+        """One request on a raw keep-alive socket (far cheaper than
+        http.client, so the client takes less of the machine it measures).
+        Returns (conn, error or None)."""
+        data = body.encode() if body is not None else b""
+        req = ("%s %s HTTP/1.1\r\nHost: roster\r\nContent-Type: application/json\r\n"
+               "Content-Length: %d\r\n\r\n" % (method, path, len(data))).encode() + data
+        err = None
+        for attempt in range(2):  # one reconnect if keep-alive was closed
+            try:
+                if conn is None:
+                    conn = socket.create_connection((host, port), timeout=30)
+                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                conn.sendall(req)
+                buf = b""
+                while b"\r\n\r\n" not in buf:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        raise ConnectionError("connection closed")
+                    buf += chunk
+                head, rest = buf.split(b"\r\n\r\n", 1)
+                lines = head.split(b"\r\n")
+                status = int(lines[0].split()[1])
+                length, close = 0, False
+                for line in lines[1:]:
+                    name, _, value = line.partition(b":")
+                    name = name.strip().lower()
+                    if name == b"content-length":
+                        length = int(value)
+                    elif name == b"connection" and value.strip().lower() == b"close":
+                        close = True
+                while len(rest) < length:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        raise ConnectionError("connection closed mid-body")
+                    rest += chunk
+                ok = status == 200 if method == "PUT" else status in (200, 204)
+                err = None if ok else "%s %s -> HTTP %d: %s" % (
+                    method, path, status, rest[:200].decode("utf-8", "replace"))
+                if close:
+                    conn.close()
+                    conn = None
+                return conn, err
+            except (OSError, ValueError, IndexError) as e:
+                err = "%s %s -> %s: %s" % (method, path, type(e).__name__, e)
+                if conn is not None:
+                    conn.close()
+                conn = None
+        return conn, err
+
+    def worker(t):
+        conn, fifo, n, op = None, [], 0, 0
+        lats = []
+        while True:
+            due = t0 + op / per_thread
+            now = time.monotonic()
+            if due >= end:
+                break
+            if due > now:
+                time.sleep(due - now)
+            else:
+                with lock:
+                    st["late_max"] = max(st["late_max"], now - due)
+            if len(fifo) < a.depth:  # fill up to DEPTH, then alternate
+                i = (n * a.threads + t) % a.services + 1
+                iid = "%s-churn-%d-%d" % (service_name(i), t, n)
+                k = n * a.threads + t
+                body = json.dumps({"address": "10.254.%d.%d" % ((k // 250) % 250, k % 250 + 1), "port": PORT})
+                method, path = "PUT", "/v1/services/%s/instances/%s" % (service_name(i), iid)
+                n += 1
+            else:
+                svc, iid = fifo.pop(0)
+                method, path, body = "DELETE", "/v1/services/%s/instances/%s" % (svc, iid), None
+            s0 = time.monotonic()
+            conn, err = one(conn, method, path, body)
+            lats.append(time.monotonic() - s0)
+            with lock:
+                if err:
+                    st["failed"] += 1
+                    st["first_error"] = st["first_error"] or err
+                elif method == "PUT":
+                    st["put_ok"] += 1
+                else:
+                    st["delete_ok"] += 1
+            if method == "PUT" and not err:
+                fifo.append((path.split("/")[3], path.split("/")[5]))
+            op += 1
+        with lock:
+            st["lats"].extend(lats)
+            st["window"] = max(st.get("window", 0.0), time.monotonic() - t0)
+        for svc, iid in fifo:  # leave the table as it was
+            conn, err = one(conn, "DELETE", "/v1/services/%s/instances/%s" % (svc, iid), None)
+            if err:
+                with lock:
+                    st["cleanup_failed"] += 1
+                    st["first_error"] = st["first_error"] or err
+        if conn is not None:
+            conn.close()
+
+    threads = [threading.Thread(target=worker, args=(t,), daemon=True) for t in range(a.threads)]
+    c0 = os.times()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(a.duration + 120)
+    c1 = os.times()
+    lats = sorted(st["lats"])
+    ok = st["put_ok"] + st["delete_ok"]
+    window = st.get("window") or a.duration
+    pick = lambda p: lats[min(len(lats) - 1, int(p / 100.0 * len(lats)))] * 1e3 if lats else 0.0
+    r = {"churn_target": a.rate, "churn_rate": ok / window, "churn_ok": ok, "churn_put": st["put_ok"],
+         "churn_delete": st["delete_ok"], "churn_failed": st["failed"] + st["cleanup_failed"],
+         "churn_p50_ms": pick(50), "churn_p99_ms": pick(99), "churn_max_ms": lats[-1] * 1e3 if lats else 0.0,
+         "churn_late_max_s": st["late_max"],
+         "churn_cpu": (c1.user - c0.user) + (c1.system - c0.system)}
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(r, f)
+    print("churn: %.0f ops/s achieved of %d/s target (%d PUT + %d DELETE ok in %.1f s), %d failed, "
+          "HTTP p50 %.1f ms p99 %.1f ms max %.1f ms, most late %.2f s, churn client CPU %.2f s"
+          % (r["churn_rate"], a.rate, st["put_ok"], st["delete_ok"], window, r["churn_failed"],
+             r["churn_p50_ms"], r["churn_p99_ms"], r["churn_max_ms"], st["late_max"], r["churn_cpu"]))
+    if st["first_error"]:
+        print("churn: first error: %s" % st["first_error"], file=sys.stderr)
+    return 1 if any(t.is_alive() for t in threads) else 0
 
 
 def build_query(name, qtype, qid):
@@ -548,6 +696,11 @@ def main():
     p = sub.add_parser("queries"); p.add_argument("--services", type=int, required=True)
     p.add_argument("--nx-percent", type=float, default=3.0); p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", required=True); p.set_defaults(fn=cmd_queries)
+    p = sub.add_parser("churn"); p.add_argument("--services", type=int, required=True)
+    p.add_argument("--http", required=True); p.add_argument("--rate", type=float, required=True)
+    p.add_argument("--duration", type=float, required=True); p.add_argument("--threads", type=int, default=8)
+    p.add_argument("--depth", type=int, default=8); p.add_argument("--out", default="")
+    p.set_defaults(fn=cmd_churn)
     p = sub.add_parser("register"); p.add_argument("--services", type=int, required=True)
     p.add_argument("--instances", type=int, required=True); p.add_argument("--http", required=True)
     p.add_argument("--parallel", type=int, default=8); p.add_argument("--timeout", type=int, default=900)
@@ -571,7 +724,8 @@ def main():
     p.set_defaults(fn=cmd_timed)
     p = sub.add_parser("ports"); p.add_argument("count", type=int); p.set_defaults(fn=cmd_ports)
     a = ap.parse_args()
-    a.fn(a)
+    rc = a.fn(a)
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,8 @@ def cmd_run(out, raw, js, *extra):
         "resp_size": num(r"Average packet size:.*response (\d+)", int),
         "rcodes": (re.search(r"Response codes:\s+(.*)", text) or [None, ""])[1].strip(),
     }
+    m = re.search(r"SERVFAIL (\d+)", r["rcodes"] or "")
+    r["servfail"] = int(m.group(1)) if m else 0
     for kv in extra:
         k, v = kv.split("=", 1)
         r[k] = float(v) if v else None
@@ -185,6 +187,35 @@ def cmd_table(d):
                                                         f(r.get("other_cpu"))))
         out.append("| %s | %s |" % (s, " | ".join(cells)))
     out.append("")
+    churned = [(i, r) for i, r in enumerate(runs.get("roster_churn", [])) if r.get("churn_rate") is not None]
+    if churned:
+        idle = runs.get("roster", [])
+        out.append("Churn: roster under %s registrations+deregistrations/s (together; half PUT, half DELETE in steady state, "
+                   "on extra instances of the queried services) during its dnsperf run, right after an idle run "
+                   "(%s HTTP client threads, keep-alive). SERVFAIL and lost are dnsperf's counts."
+                   % (meta.get("CHURN", "?"), meta.get("CHURN_THREADS", "?")))
+        out.append("")
+        out.append("| round | roster idle QPS | roster churn QPS | churn ÷ idle | churn ops/s achieved | PUT ok | DELETE ok | failed | HTTP p50 / p99 / max ms | churn client CPU s | SERVFAIL (idle / churn) | lost (idle / churn) |")
+        out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        ratios = []
+        for i, r in churned:
+            base = idle[i] if i < len(idle) else None
+            ratio = (r["qps"] / base["qps"]) if base and base.get("qps") and r.get("qps") else None
+            if ratio is not None:
+                ratios.append(ratio)
+            out.append("| %d | %s | %s | %s | %.0f | %d | %d | %d | %.1f / %.1f / %.1f | %.2f | %s / %d | %s / %d |" % (
+                i + 1, "{:,.0f}".format(base["qps"]) if base and base.get("qps") else "–",
+                "{:,.0f}".format(r["qps"]) if r.get("qps") else "–",
+                "%.3f" % ratio if ratio is not None else "–",
+                r["churn_rate"], r["churn_put"], r["churn_delete"], r["churn_failed"],
+                r["churn_p50_ms"], r["churn_p99_ms"], r["churn_max_ms"], r["churn_cpu"],
+                base.get("servfail", "–") if base else "–", r.get("servfail", 0),
+                base.get("lost", "–") if base else "–", r.get("lost") or 0))
+        out.append("")
+        if ratios:
+            out.append("Churn QPS ÷ idle QPS, median over rounds: %.3f (min %.3f, max %.3f)."
+                       % (med(ratios), min(ratios), max(ratios)))
+            out.append("")
     out.append("| server | RSS after loading MiB | PSS MiB | RSS empty MiB | bytes per instance |")
     out.append("| --- | ---: | ---: | ---: | ---: |")
     for s in servers:

@@ -12,6 +12,10 @@
 #   -q, --outstanding Q  dnsperf max outstanding (-q)      OUTSTANDING (100)
 #   -Q, --max-qps Q      dnsperf rate limit (-Q), "" = unlimited   MAX_QPS ("")
 #       --mode udp|tcp   transport                         MODE      (udp)
+#       --churn RATE     also run roster under churn: each round adds a run
+#                        "roster_churn" right after roster's idle run, during
+#                        which RATE registrations+deregistrations per second
+#                        (together) hit roster's HTTP API   CHURN ("")
 #   -s, --servers LIST   e.g. "roster,knot,nsd" or "knot nsd"      SERVERS (roster knot nsd)
 #   -w, --workers W      knot udp/tcp-workers, nsd server-count    WORKERS (nproc)
 #       --no-latency     don't record per-query latencies (no p50/p99)   LATENCY (1)
@@ -46,6 +50,8 @@ THREADS="${THREADS:-2}"
 OUTSTANDING="${OUTSTANDING:-100}"
 MAX_QPS="${MAX_QPS:-}"
 MODE="${MODE:-udp}"
+CHURN="${CHURN:-}"
+CHURN_THREADS="${CHURN_THREADS:-8}"
 SERVERS="${SERVERS:-roster knot nsd}"
 WORKERS="${WORKERS:-$(nproc)}"
 LATENCY="${LATENCY:-1}"
@@ -72,6 +78,7 @@ while [ $# -gt 0 ]; do
     -q|--outstanding) OUTSTANDING="$2"; shift 2 ;;
     -Q|--max-qps) MAX_QPS="$2"; shift 2 ;;
     --mode) MODE="$2"; shift 2 ;;
+    --churn) CHURN="$2"; shift 2 ;;
     -s|--servers) SERVERS="$2"; shift 2 ;;
     -w|--workers) WORKERS="$2"; shift 2 ;;
     --no-latency) LATENCY=0; shift ;;
@@ -88,6 +95,10 @@ for s in $SERVERS; do
   case "$s" in roster|knot|nsd) ;; *) echo "unknown server '$s' (roster, knot, nsd)" >&2; exit 2 ;; esac
 done
 case "$MODE" in udp|tcp) ;; *) echo "--mode must be udp or tcp" >&2; exit 2 ;; esac
+if [ -n "$CHURN" ]; then
+  [[ "$CHURN" =~ ^[1-9][0-9]*$ ]] || { echo "--churn must be a positive integer (operations/s)" >&2; exit 2; }
+  [[ " $(echo "$SERVERS" | tr ',' ' ') " == *" roster "* ]] || { echo "--churn needs roster among the servers" >&2; exit 2; }
+fi
 [[ "$QUIET_WAIT" =~ ^[0-9]+$ ]] || { echo "QUIET_WAIT must be a number of seconds" >&2; exit 2; }
 for v in SERVICES INSTANCES DURATION ROUNDS CLIENTS THREADS OUTSTANDING WORKERS; do
   [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || { echo "$v must be a positive integer, got '${!v}'" >&2; exit 2; }
@@ -124,9 +135,13 @@ exec > >(tee -a "$RESULTS_DIR/run.log") 2>&1
 # ------------------------------------------------------------ process bookkeeping
 STARTED=()          # PIDs of servers we started (stopped with their process trees)
 DNSPERF_PID=""
+CHURN_PID=""
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  if [ -n "$CHURN_PID" ] && kill -0 "$CHURN_PID" 2>/dev/null; then
+    python3 "$GEN" stop "$CHURN_PID" --timeout 5 || true
+  fi
   if [ -n "$DNSPERF_PID" ] && kill -0 "$DNSPERF_PID" 2>/dev/null; then
     python3 "$GEN" stop "$DNSPERF_PID" --timeout 5 || true
   fi
@@ -347,6 +362,15 @@ for s in $SERVERS; do
   log "$s loaded: $(cat "$RESULTS_DIR/mem-$s.txt")"
 done
 
+# What runs each round: every server, plus "roster_churn" (roster again,
+# under churn) right after roster's idle run when --churn is given.
+RUN_NAMES=""
+for s in $SERVERS; do
+  RUN_NAMES+="$s "
+  [ "$s" = roster ] && [ -n "$CHURN" ] && RUN_NAMES+="roster_churn "
+done
+RUN_NAMES="${RUN_NAMES% }"
+
 cat >"$RESULTS_DIR/meta.env" <<EOF
 COMMAND=$CMDLINE
 DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
@@ -361,7 +385,10 @@ DURATION=$DURATION
 ROUNDS=$ROUNDS
 CLIENTS=$CLIENTS
 MODE=$MODE
-SERVERS=$SERVERS
+SERVERS=$RUN_NAMES
+CHURN=$CHURN
+CHURN_THREADS=$CHURN_THREADS
+MAX_QPS=$MAX_QPS
 WORKERS=$WORKERS
 LATENCY=$LATENCY
 NX_PERCENT=$NX_PERCENT
@@ -371,13 +398,22 @@ EOF
 
 # ------------------------------------------------------------ rounds
 for ((r = 1; r <= ROUNDS; r++)); do
-  for s in $SERVERS; do
+  for name in $RUN_NAMES; do
+    s="${name%_churn}"
     kill -0 "${PID[$s]}" 2>/dev/null || die "$s (pid ${PID[$s]}) is no longer running"
-    log "round $r/$ROUNDS: $s (port ${PORT[$s]})"
-    out="$WORK/dnsperf-r$r-$s.out"
+    log "round $r/$ROUNDS: $name (port ${PORT[$s]})"
+    out="$WORK/dnsperf-r$r-$name.out"
     [ "$QUIET_WAIT" != 0 ] && python3 "$GEN" quiet --max-wait "$QUIET_WAIT"
     cpu0="$(python3 "$GEN" cpu "${PID[$s]}")"
     read -r busy0 total0 <<<"$(python3 "$GEN" machine)"
+    churn_kv=()
+    if [ "$name" = roster_churn ]; then
+      # starts its schedule 0.2 s from now, i.e. about when dnsperf starts
+      python3 "$GEN" churn --http "127.0.0.1:$P_ROSTER_HTTP" --services "$SERVICES" \
+        --rate "$CHURN" --duration "$DURATION" --threads "$CHURN_THREADS" \
+        --out "$WORK/churn.json" >"$RESULTS_DIR/runs/r$r-$name-churn.txt" 2>&1 &
+      CHURN_PID=$!
+    fi
     python3 "$GEN" timed --timeout $((DURATION + 60)) --cpu-out "$WORK/dnsperf.cpu" -- \
       dnsperf -p "${PORT[$s]}" -d "$QUERIES" "${DNSPERF_ARGS[@]}" >"$out" 2>&1 &
     DNSPERF_PID=$!
@@ -386,11 +422,21 @@ for ((r = 1; r <= ROUNDS; r++)); do
     read -r busy1 total1 <<<"$(python3 "$GEN" machine)"
     cpu1="$(python3 "$GEN" cpu "${PID[$s]}")"
     [ "$rc" = 0 ] || { grep -v '^> ' "$out" | tail -20; die "dnsperf exited with status $rc"; }
-    python3 "$REPORT" run "$out" "$RESULTS_DIR/runs/r$r-$s.txt" "$RESULTS_DIR/runs/r$r-$s.json" \
+    if [ -n "$CHURN_PID" ]; then
+      crc=0; wait "$CHURN_PID" || crc=$?
+      CHURN_PID=""
+      sed 's/^/    /' "$RESULTS_DIR/runs/r$r-$name-churn.txt"
+      [ "$crc" = 0 ] && [ -s "$WORK/churn.json" ] || die "churn client failed (status $crc)"
+      # the churn client's CPU is "other" CPU for this run, reported apart
+      mapfile -t churn_kv < <(python3 -c 'import json,sys; [print("%s=%s" % kv) for kv in json.load(open(sys.argv[1])).items()]' "$WORK/churn.json")
+      rm -f "$WORK/churn.json"
+    fi
+    python3 "$REPORT" run "$out" "$RESULTS_DIR/runs/r$r-$name.txt" "$RESULTS_DIR/runs/r$r-$name.json" \
       "cpu=$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN{printf "%.2f", b-a}')" \
       "dnsperf_cpu=$(cat "$WORK/dnsperf.cpu")" \
       "machine_busy=$(awk -v a="$busy0" -v b="$busy1" 'BEGIN{printf "%.2f", b-a}')" \
-      "machine_total=$(awk -v a="$total0" -v b="$total1" 'BEGIN{printf "%.2f", b-a}')"
+      "machine_total=$(awk -v a="$total0" -v b="$total1" 'BEGIN{printf "%.2f", b-a}')" \
+      "${churn_kv[@]+"${churn_kv[@]}"}"
     sleep 1
   done
 done

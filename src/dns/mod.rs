@@ -1,4 +1,5 @@
-//! The authoritative DNS front door: hickory-server sockets → [`DnsHandler`]
+//! The authoritative DNS front door: roster's UDP threads and hickory's TCP
+//! server → [`DnsHandler`]
 //! → name parsing ([`query`]) → answer building ([`lookup`], [`fit`]) → the
 //! record table and static zones ([`zones`]). The common UDP questions (A,
 //! AAAA, SRV at a service name) skip hickory on an allocation-free fast path
@@ -15,14 +16,16 @@ mod query;
 mod udp;
 pub mod zones;
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use hickory_server::Server;
 use tokio::{
     net::{TcpListener, UdpSocket},
+    runtime::Handle,
     task::JoinHandle,
 };
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 pub use handler::DnsHandler;
 
@@ -32,7 +35,8 @@ const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Responses queued per TCP connection (pipelined queries).
 const TCP_RESPONSE_BUFFER: usize = 64;
 
-/// The running DNS server: roster's UDP loops and hickory's TCP server.
+/// The running DNS server: roster's UDP threads and hickory's TCP server.
+/// Dropping it stops the UDP threads too (the runtime waits for them).
 pub struct DnsServer {
     tcp: Server<DnsHandler>,
     udp: Vec<JoinHandle<()>>,
@@ -43,24 +47,37 @@ impl DnsServer {
     /// Stops accepting queries and waits for the loops to end.
     pub async fn shutdown(mut self) {
         self.stop_udp.cancel();
-        for task in self.udp {
-            let _ = task.await;
+        for thread in std::mem::take(&mut self.udp) {
+            let _ = thread.await;
         }
         let _ = self.tcp.shutdown_gracefully().await;
     }
 }
 
-/// Starts serving on already-bound sockets.
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        self.stop_udp.cancel();
+    }
+}
+
+/// Starts serving on already-bound sockets: each UDP socket gets a blocking
+/// thread of its own (see [`udp`]).
 pub fn serve(handler: DnsHandler, udp: Vec<UdpSocket>, tcp: TcpListener) -> DnsServer {
     let stop_udp = CancellationToken::new();
+    let runtime = Handle::current();
     let udp = udp
         .into_iter()
-        .map(|socket| {
-            tokio::spawn(udp::serve(
-                Arc::new(socket),
-                handler.clone(),
-                stop_udp.clone(),
-            ))
+        .filter_map(|socket| match socket.into_std() {
+            Ok(socket) => {
+                let (handler, stop, runtime) = (handler.clone(), stop_udp.clone(), runtime.clone());
+                Some(tokio::task::spawn_blocking(move || {
+                    udp::serve(socket, handler, stop, runtime)
+                }))
+            }
+            Err(error) => {
+                warn!(%error, "cannot take over a DNS UDP socket; not serving on it");
+                None
+            }
         })
         .collect();
     let mut server = Server::new(handler);
