@@ -231,10 +231,10 @@ impl FastPath {
             shuffle(&mut scratch.slots);
             scratch.targets.clear();
             for &slot in &scratch.slots {
-                let endpoint = &service.endpoints[slot as usize];
+                let endpoint = &service.slots[slot as usize];
                 out.extend_from_slice(&QUESTION_POINTER);
                 if question.qtype == TYPE_SRV {
-                    let label = endpoint.label.as_str().as_bytes();
+                    let label = service.slot_label(endpoint);
                     let rdata_len = 6 + 1 + label.len() + 2;
                     put_rr_fixed(out, TYPE_SRV, ttl, rdata_len as u16);
                     out.extend_from_slice(&endpoint.priority.to_be_bytes());
@@ -250,7 +250,7 @@ impl FastPath {
             }
             for (&slot, &target) in scratch.slots.iter().zip(&scratch.targets) {
                 out.extend_from_slice(&(0xC000 | target).to_be_bytes());
-                put_address(out, service.endpoints[slot as usize].address, ttl);
+                put_address(out, service.slots[slot as usize].address, ttl);
             }
         });
         if let Some(payload) = response_payload {

@@ -34,6 +34,17 @@ pub struct TableSettings {
     pub include_warning: bool,
 }
 
+/// One servable instance as the DNS fast path encodes it.
+#[derive(Debug)]
+pub struct Slot {
+    pub address: IpAddr,
+    pub port: u16,
+    pub weight: u16,
+    pub priority: u16,
+    /// Where the label is in `ServiceRecords::labels`: start and length.
+    label: (u32, u8),
+}
+
 /// A tag label and the slots of the servable instances carrying it.
 type TagSlots = (Box<str>, Box<[u32]>);
 
@@ -50,6 +61,12 @@ pub struct ServiceRecords {
     /// The servable instances, by slot: shared with the registry state, so
     /// rebuilding a service copies pointers, not records.
     pub endpoints: Box<[Arc<Endpoint>]>,
+    /// What the DNS fast path reads of each slot, inline (`endpoints` holds
+    /// pointers, one cache miss each on a large table): an A, AAAA or SRV
+    /// answer then reads this block and `labels`, nothing else.
+    pub slots: Box<[Slot]>,
+    /// Every slot's label, concatenated; `Slot::label` indexes it.
+    labels: Box<[u8]>,
     /// Slots with an IPv4 address (the A answer), and with IPv6 (AAAA).
     pub v4_slots: Box<[u32]>,
     pub v6_slots: Box<[u32]>,
@@ -102,6 +119,23 @@ impl ServiceRecords {
                 .filter(|&slot| endpoints[slot as usize].address.is_ipv4() == v4)
                 .collect()
         };
+        let mut labels = Vec::new();
+        let slots = endpoints
+            .iter()
+            .map(|endpoint| {
+                let label = endpoint.label.as_str().as_bytes();
+                let start = labels.len() as u32;
+                labels.extend_from_slice(label);
+                Slot {
+                    address: endpoint.address,
+                    port: endpoint.port,
+                    weight: endpoint.weight,
+                    priority: endpoint.priority,
+                    // Labels are at most 63 octets (DnsLabel's invariant).
+                    label: (start, label.len() as u8),
+                }
+            })
+            .collect();
         let v4_slots = slots_where(true);
         let v6_slots = slots_where(false);
         let mut by_label: Vec<u32> = (0..endpoints.len() as u32).collect();
@@ -132,6 +166,8 @@ impl ServiceRecords {
             name,
             ttl: settings.ttl,
             endpoints: endpoints.into_boxed_slice(),
+            slots,
+            labels: labels.into_boxed_slice(),
             v4_slots,
             v6_slots,
             by_label: by_label.into_boxed_slice(),
@@ -145,6 +181,15 @@ impl ServiceRecords {
             srv_wire_bound,
             srv_compressed_len,
         }
+    }
+
+    /// The label of the instance in `slot`, as the fast path writes it.
+    pub fn slot_label(&self, slot: &Slot) -> &[u8] {
+        let (start, len) = slot.label;
+        let start = start as usize;
+        self.labels
+            .get(start..start + len as usize)
+            .unwrap_or_default()
     }
 
     /// Number of servable instances.
