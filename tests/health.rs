@@ -190,11 +190,22 @@ async fn lookup(server: &Server, service: &str) -> Reply {
 /// Waits until DNS answers exactly `expected` (sorted) for the service, with
 /// NOERROR; an empty `expected` means NODATA.
 async fn wait_dns(server: &Server, service: &str, expected: &[IpAddr]) -> Reply {
+    wait_dns_within(server, service, expected, LIMIT).await
+}
+
+/// [`wait_dns`] with its own time limit, for tests of how soon a change
+/// must show.
+async fn wait_dns_within(
+    server: &Server,
+    service: &str,
+    expected: &[IpAddr],
+    limit: Duration,
+) -> Reply {
     let mut expected = expected.to_vec();
     expected.sort();
     eventually(
-        &format!("DNS for {service} to answer {expected:?}"),
-        LIMIT,
+        &format!("DNS for {service} to answer {expected:?} within {limit:?}"),
+        limit,
         || async {
             let reply = lookup(server, service).await;
             if reply.rcode() == ResponseCode::NoError && reply.ips() == expected {
@@ -787,15 +798,7 @@ async fn new_instance_starts_critical_and_is_checked_at_once() {
 
     target.set(Respond::Ok);
     let remaining = Duration::from_secs(5).saturating_sub(registered_at.elapsed());
-    eventually("in DNS before one interval", remaining, || async {
-        let reply = lookup(&server, "web").await;
-        if reply.ips() == ips(&["10.0.0.1"]) {
-            Ok(())
-        } else {
-            Err(format!("{reply}"))
-        }
-    })
-    .await;
+    wait_dns_within(&server, "web", &ips(&["10.0.0.1"]), remaining).await;
     server.stop().await;
 }
 
@@ -811,15 +814,7 @@ async fn first_tcp_check_runs_at_once() {
     // With a 10 s interval, a first check that waited an interval could not
     // put the instance in DNS within 5 s of registering.
     let remaining = Duration::from_secs(5).saturating_sub(registered_at.elapsed());
-    eventually("in DNS before one interval", remaining, || async {
-        let reply = lookup(&server, "db").await;
-        if reply.ips() == ips(&["10.0.0.2"]) {
-            Ok(())
-        } else {
-            Err(format!("{reply}"))
-        }
-    })
-    .await;
+    wait_dns_within(&server, "db", &ips(&["10.0.0.2"]), remaining).await;
     server.stop().await;
 }
 
