@@ -17,7 +17,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use hickory_proto::rr::LowerName;
 use tokio::{
-    net::{TcpListener, UdpSocket},
+    net::TcpListener,
     sync::{mpsc, oneshot},
     task::JoinHandle,
 };
@@ -64,8 +64,9 @@ pub enum RunError {
 /// The sockets roster serves on, bound before it starts.
 pub struct Listeners {
     /// Several sockets on one port (SO_REUSEPORT): the kernel spreads
-    /// datagrams across them, so every core can serve DNS.
-    pub dns_udp: Vec<UdpSocket>,
+    /// datagrams across them, so every core can serve DNS. Plain std
+    /// sockets: each is served by a blocking thread, not the runtime.
+    pub dns_udp: Vec<std::net::UdpSocket>,
     pub dns_tcp: TcpListener,
     pub http: TcpListener,
 }
@@ -112,7 +113,10 @@ impl Listeners {
 /// the first UDP socket takes whatever port the kernel gives, and the rest
 /// follow it; a few tries, since another process may hold that port's TCP
 /// side.
-fn bind_dns(address: SocketAddr, count: usize) -> Result<(Vec<UdpSocket>, TcpListener), RunError> {
+fn bind_dns(
+    address: SocketAddr,
+    count: usize,
+) -> Result<(Vec<std::net::UdpSocket>, TcpListener), RunError> {
     let bind_error = |what, source| RunError::Bind {
         what,
         address,
@@ -138,11 +142,6 @@ fn bind_dns(address: SocketAddr, count: usize) -> Result<(Vec<UdpSocket>, TcpLis
         for _ in 1..count.max(1) {
             udp.push(reuseport_udp(bound).map_err(|e| bind_error("DNS over UDP", e))?);
         }
-        let udp = udp
-            .into_iter()
-            .map(UdpSocket::from_std)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bind_error("DNS over UDP", e))?;
         tcp.set_nonblocking(true)
             .map_err(|e| bind_error("DNS over TCP", e))?;
         // hickory never sets TCP_NODELAY on the connections it accepts, so
@@ -161,7 +160,7 @@ fn bind_dns(address: SocketAddr, count: usize) -> Result<(Vec<UdpSocket>, TcpLis
     ))
 }
 
-/// A non-blocking UDP socket with SO_REUSEPORT, so several can share a port.
+/// A UDP socket with SO_REUSEPORT, so several can share a port.
 fn reuseport_udp(address: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(
@@ -174,7 +173,6 @@ fn reuseport_udp(address: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     }
     #[cfg(unix)]
     socket.set_reuse_port(true)?;
-    socket.set_nonblocking(true)?;
     socket.bind(&address.into())?;
     Ok(socket.into())
 }

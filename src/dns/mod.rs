@@ -19,13 +19,8 @@ pub mod zones;
 use std::time::Duration;
 
 use hickory_server::Server;
-use tokio::{
-    net::{TcpListener, UdpSocket},
-    runtime::Handle,
-    task::JoinHandle,
-};
+use tokio::{net::TcpListener, runtime::Handle, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
 
 pub use handler::DnsHandler;
 
@@ -62,22 +57,14 @@ impl Drop for DnsServer {
 
 /// Starts serving on already-bound sockets: each UDP socket gets a blocking
 /// thread of its own (see [`udp`]).
-pub fn serve(handler: DnsHandler, udp: Vec<UdpSocket>, tcp: TcpListener) -> DnsServer {
+pub fn serve(handler: DnsHandler, udp: Vec<std::net::UdpSocket>, tcp: TcpListener) -> DnsServer {
     let stop_udp = CancellationToken::new();
     let runtime = Handle::current();
     let udp = udp
         .into_iter()
-        .filter_map(|socket| match socket.into_std() {
-            Ok(socket) => {
-                let (handler, stop, runtime) = (handler.clone(), stop_udp.clone(), runtime.clone());
-                Some(tokio::task::spawn_blocking(move || {
-                    udp::serve(socket, handler, stop, runtime)
-                }))
-            }
-            Err(error) => {
-                warn!(%error, "cannot take over a DNS UDP socket; not serving on it");
-                None
-            }
+        .map(|socket| {
+            let (handler, stop, runtime) = (handler.clone(), stop_udp.clone(), runtime.clone());
+            tokio::task::spawn_blocking(move || udp::serve(socket, handler, stop, runtime))
         })
         .collect();
     let mut server = Server::new(handler);
