@@ -367,17 +367,10 @@ fn commit_instance(
         )));
     }
     let updated = Arc::new(updated);
-    let service = match state.services.get_mut(&label) {
-        Some(service) => service,
-        None => {
-            let fresh = Arc::new(ServiceState::new(updated.instance.service.clone()));
-            state.services.insert(label.clone(), fresh);
-            state
-                .services
-                .get_mut(&label)
-                .expect("the service was inserted just above")
-        }
-    };
+    let service = state
+        .services
+        .entry(label.clone())
+        .or_insert_with(|| Arc::new(ServiceState::new(updated.instance.service.clone())));
     // Copies the service only if the published state still shares it.
     Arc::make_mut(service).insert(updated.clone());
     state.ids.insert(id, label.clone());
