@@ -17,7 +17,7 @@ use axum::{
 };
 
 use super::{
-    agent_checks::{EDIT_ATTEMPTS, check_id_owner, too_contended},
+    agent_checks::{EDIT_ATTEMPTS, check_id_owner, too_contended, write_edit},
     error::ConsulError,
     query::{Params, parse_go_bool},
     registration::instance_from_body,
@@ -79,14 +79,8 @@ pub async fn register_service(
             }
         }
         ensure_check_ids_are_free(&registry, &instance)?;
-        let command = Command::Edit {
-            instance,
-            modify_index: previous.map(|p| p.modify_index),
-        };
-        match state.registry.execute(command).await {
-            Ok(_) => return Ok(StatusCode::OK),
-            Err(RegistryError::Stale(_)) => continue,
-            Err(error) => return Err(error.into()),
+        if write_edit(&state, previous.map(|p| p.modify_index), instance).await? {
+            return Ok(StatusCode::OK);
         }
     }
     Err(too_contended(definition.id.as_str()))

@@ -95,15 +95,17 @@ pub fn check_id_owner(registry: &RegistryState, check_id: &str) -> Option<String
 /// instance lands between reading it and writing it back.
 pub const EDIT_ATTEMPTS: usize = 64;
 
-/// Replaces `existing` with `edited`, unless the instance changed meanwhile.
-async fn write_edit(
+/// Registers `edited`, computed from the instance as it was at
+/// `modify_index` (`None`: not registered), unless it changed meanwhile;
+/// `Ok(false)` means it did, and the caller reads again and retries.
+pub async fn write_edit(
     state: &AppState,
-    existing: &InstanceState,
+    modify_index: Option<u64>,
     edited: Instance,
 ) -> Result<bool, ConsulError> {
     let command = Command::Edit {
         instance: edited,
-        modify_index: Some(existing.modify_index),
+        modify_index,
     };
     match state.registry.execute(command).await {
         Ok(_) => Ok(true),
@@ -165,7 +167,7 @@ pub async fn register(
             )));
         }
         ensure_check_ids_are_free(&registry, &instance)?;
-        if write_edit(&state, existing, instance).await? {
+        if write_edit(&state, Some(existing.modify_index), instance).await? {
             return Ok(StatusCode::OK);
         }
     }
@@ -196,7 +198,7 @@ pub async fn deregister(
             Some(Found::Check(existing, position)) => {
                 let mut instance = (*existing.instance).clone();
                 instance.checks.remove(position);
-                if write_edit(&state, &existing, instance).await? {
+                if write_edit(&state, Some(existing.modify_index), instance).await? {
                     return Ok(StatusCode::OK);
                 }
             }
