@@ -192,7 +192,11 @@ def cmd_churn(a):
     keeps at most DEPTH of them registered: it registers until it has DEPTH,
     then alternates deregistering its oldest and registering a new one. Ends
     after DURATION s; leftovers are then deregistered (not counted in the
-    rate, but failures there are)."""
+    rate, but failures there are).
+
+    bench/dns/run.sh runs the Rust port of this instead, `roster-store-loadgen
+    churn` (bench/store/loadgen/src/churn.rs): same arguments, semantics and
+    output, at about a third of the CPU. Keep the two in step."""
     host, port = a.http.rsplit(":", 1)
     port = int(port)
     lock = threading.Lock()

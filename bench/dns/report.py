@@ -192,7 +192,7 @@ def cmd_table(d):
         idle = runs.get("roster", [])
         out.append("Churn: roster under %s registrations+deregistrations/s (together; half PUT, half DELETE in steady state, "
                    "on extra instances of the queried services) during its dnsperf run, right after an idle run "
-                   "(%s HTTP client threads, keep-alive). SERVFAIL and lost are dnsperf's counts."
+                   "(%s keep-alive HTTP connections, Rust client). SERVFAIL and lost are dnsperf's counts."
                    % (meta.get("CHURN", "?"), meta.get("CHURN_THREADS", "?")))
         out.append("")
         out.append("| round | roster idle QPS | roster churn QPS | churn ÷ idle | churn ops/s achieved | PUT ok | DELETE ok | failed | HTTP p50 / p99 / max ms | churn client CPU s | SERVFAIL (idle / churn) | lost (idle / churn) |")

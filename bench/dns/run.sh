@@ -15,7 +15,9 @@
 #       --churn RATE     also run roster under churn: each round adds a run
 #                        "roster_churn" right after roster's idle run, during
 #                        which RATE registrations+deregistrations per second
-#                        (together) hit roster's HTTP API   CHURN ("")
+#                        (together) hit roster's HTTP API; the client is
+#                        `roster-store-loadgen churn` (bench/store/loadgen,
+#                        built by this script with cargo)   CHURN ("")
 #   -s, --servers LIST   e.g. "roster,knot,nsd" or "knot nsd"      SERVERS (roster knot nsd)
 #   -w, --workers W      knot udp/tcp-workers, nsd server-count    WORKERS (nproc)
 #       --no-latency     don't record per-query latencies (no p50/p99)   LATENCY (1)
@@ -204,6 +206,21 @@ if has roster; then
     no) USE_DATA_DIR=0 ;;
     *) if grep -q -- '--data-dir' <<<"$ROSTER_HELP"; then USE_DATA_DIR=1; else USE_DATA_DIR=0; fi ;;
   esac
+fi
+
+# ------------------------------------------------------------ build the churn client
+# `roster-store-loadgen churn` (bench/store/loadgen: its own cargo project and
+# target dir, so this never touches roster's build), the same client as
+# `gen.py churn` at a fraction of the CPU. Built even with --no-build, as
+# bench/store/write_throughput.sh does (a no-op when it is up to date).
+if [ -n "$CHURN" ]; then
+  command -v cargo >/dev/null 2>&1 || die "cargo not found (needed to build the churn client bench/store/loadgen)"
+  LOADGEN_DIR="$REPO/bench/store/loadgen"
+  log "building the churn client: $LOADGEN_DIR"
+  CARGO_TARGET_DIR="$LOADGEN_DIR/target" timeout 1800 cargo build --release --quiet \
+    --manifest-path "$LOADGEN_DIR/Cargo.toml" || die "building bench/store/loadgen failed"
+  CHURN_BIN="$LOADGEN_DIR/target/release/roster-store-loadgen"
+  [ -x "$CHURN_BIN" ] || die "churn client not found at $CHURN_BIN"
 fi
 
 # ------------------------------------------------------------ data
@@ -409,7 +426,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     churn_kv=()
     if [ "$name" = roster_churn ]; then
       # starts its schedule 0.2 s from now, i.e. about when dnsperf starts
-      python3 "$GEN" churn --http "127.0.0.1:$P_ROSTER_HTTP" --services "$SERVICES" \
+      "$CHURN_BIN" churn --http "127.0.0.1:$P_ROSTER_HTTP" --services "$SERVICES" \
         --rate "$CHURN" --duration "$DURATION" --threads "$CHURN_THREADS" \
         --out "$WORK/churn.json" >"$RESULTS_DIR/runs/r$r-$name-churn.txt" 2>&1 &
       CHURN_PID=$!

@@ -17,6 +17,10 @@
 //!
 //! Prints one line of `key=value` results: acknowledged (2xx) writes per
 //! second in the measured window, failures, and latency percentiles.
+//!
+//! `roster-store-loadgen churn ...` is another client altogether: the churn
+//! client of `bench/dns/run.sh --churn` (registrations and deregistrations at
+//! a fixed rate), a cheaper port of `gen.py churn`; see `churn.rs`.
 
 use std::{
     net::SocketAddr,
@@ -31,6 +35,8 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
+
+mod churn;
 
 struct Options {
     addr: SocketAddr,
@@ -253,6 +259,9 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("churn") {
+        std::process::exit(churn::main(std::env::args().skip(2)));
+    }
     let options = match parse_options() {
         Ok(options) => Arc::new(options),
         Err(message) => {
