@@ -38,6 +38,8 @@ const CLASS_IN: u16 = 1;
 /// and may reject; a query carrying one goes the general path so that a
 /// malformed one gets the same FORMERR it gets there.
 const PARSED_OPTIONS: [u16; 2] = [3, 8];
+/// The most queries [`FastPath::answer_batch`] takes at once.
+pub const MAX_BATCH: usize = 32;
 
 thread_local! {
     /// Per-thread scratch for one answer: the shuffled slots and the offsets
@@ -106,23 +108,62 @@ impl FastPath {
     /// Writes the answer to `query` into `out` and returns `true`, or
     /// returns `false` (leaving `out` in any state) for the general path.
     pub fn answer(&self, query: &[u8], table: &RecordTable, out: &mut Vec<u8>) -> bool {
-        let Some(question) = self.parse(query) else {
-            return false;
-        };
+        match self.find(query, table) {
+            Some((question, service)) => self.encode(query, &question, service, out),
+            None => false,
+        }
+    }
+
+    /// Answers a batch: `answered[i]` says whether `outs[i]` holds the
+    /// answer to `queries[i]` (as [`Self::answer`] would), at most
+    /// [`MAX_BATCH`] of them.
+    ///
+    /// Why batches: on a large table the time goes to cache misses (the
+    /// map's nodes, then each service's answer data), and one query's misses
+    /// come one after another. Looking up the whole batch first, asking the
+    /// CPU to fetch each service's answer data as it is found, then encoding
+    /// them all, lets those fetches overlap.
+    pub fn answer_batch(
+        &self,
+        queries: &[&[u8]],
+        table: &RecordTable,
+        outs: &mut [Vec<u8>],
+        answered: &mut [bool],
+    ) {
+        let mut found: [Option<(Question<'_>, &ServiceRecords)>; MAX_BATCH] =
+            [const { None }; MAX_BATCH];
+        for (query, found) in queries.iter().zip(&mut found) {
+            *found = self.find(query, table);
+            if let Some((_, service)) = found {
+                service.prefetch_answer_data();
+            }
+        }
+        let work = queries.iter().zip(found).zip(outs.iter_mut().zip(answered));
+        for ((query, found), (out, answered)) in work {
+            *answered = match found {
+                Some((question, service)) => self.encode(query, &question, service, out),
+                None => false,
+            };
+        }
+    }
+
+    /// Parses `query` and finds the service it asks for, if the fast path
+    /// may answer it.
+    fn find<'q, 't>(
+        &self,
+        query: &'q [u8],
+        table: &'t RecordTable,
+    ) -> Option<(Question<'q>, &'t ServiceRecords)> {
+        let question = self.parse(query)?;
         let mut lower = [0u8; 63];
         let lower = &mut lower[..question.label.len()];
         lower.copy_from_slice(question.label);
         lower.make_ascii_lowercase();
         if !self.shadowed.is_empty() && self.shadowed.contains(&*lower) {
-            return false;
+            return None;
         }
-        let Ok(label) = std::str::from_utf8(lower) else {
-            return false;
-        };
-        let Some(service) = table.services.get(label) else {
-            return false;
-        };
-        self.encode(query, &question, service, out)
+        let service = table.services.get_bytes(lower)?;
+        Some((question, service))
     }
 
     /// Accepts only a plain query: opcode QUERY, one question, no answer or
@@ -584,6 +625,48 @@ mod tests {
         }
         // 12 header + 23 question; each SRV 2 + 10 + 6 + 6 + 2, each A 16.
         assert_eq!(bytes.len(), 12 + 23 + 3 * 26 + 3 * 16);
+    }
+
+    #[test]
+    fn a_batch_answers_each_query_as_alone() {
+        let handler = handler();
+        let mut queries = vec![Vec::new()]; // an empty slot: declined
+        for (name, qtype, edns) in [
+            ("web.service.local.", RecordType::A, None),
+            ("nope.service.local.", RecordType::A, None),
+            ("Six.service.local.", RecordType::AAAA, Some(1232)),
+            ("web.service.local.", RecordType::TXT, None),
+            ("mixed.service.local.", RecordType::SRV, None),
+            ("big.service.local.", RecordType::A, Some(1232)),
+            ("big.service.local.", RecordType::A, None),
+            ("web.service.local.", RecordType::SRV, Some(1232)),
+        ] {
+            queries.push(query(name, qtype, edns));
+        }
+        let queries: Vec<&[u8]> = queries.iter().map(Vec::as_slice).collect();
+        let mut outs = vec![Vec::new(); queries.len()];
+        let mut answered = vec![true; queries.len()];
+        handler.answer_fast_batch(&queries, &mut outs, &mut answered);
+        let sorted = |records: &[Record]| {
+            let mut texts: Vec<String> = records.iter().map(ToString::to_string).collect();
+            texts.sort();
+            texts
+        };
+        for ((query, out), answered) in queries.iter().zip(&outs).zip(&answered) {
+            let alone = fast(&handler, query);
+            assert_eq!(*answered, alone.is_some(), "{query:?}");
+            let Some(alone) = alone else { continue };
+            let (batch, alone) = (
+                Message::from_vec(out).unwrap(),
+                Message::from_vec(&alone).unwrap(),
+            );
+            assert_eq!(batch.metadata, alone.metadata);
+            assert_eq!(batch.queries, alone.queries);
+            assert_eq!(sorted(&batch.answers), sorted(&alone.answers));
+            assert_eq!(sorted(&batch.additionals), sorted(&alone.additionals));
+            assert_eq!(out.len(), fast(&handler, query).map_or(0, |a| a.len()));
+        }
+        assert_eq!(answered.iter().filter(|a| **a).count(), 5);
     }
 
     #[test]

@@ -63,6 +63,19 @@ impl DnsHandler {
         self.fast.answer(query, &self.table.load(), out)
     }
 
+    /// [`Self::answer_fast`] for a batch of at most [`super::fast::MAX_BATCH`]
+    /// queries, from one snapshot of the table: `answered[i]` says whether
+    /// `outs[i]` holds the answer to `queries[i]`.
+    pub fn answer_fast_batch(
+        &self,
+        queries: &[&[u8]],
+        outs: &mut [Vec<u8>],
+        answered: &mut [bool],
+    ) {
+        self.fast
+            .answer_batch(queries, &self.table.load(), outs, answered)
+    }
+
     /// The response's OPT record: present when the query had one, offering
     /// the smaller of the client's size (at least 512) and roster's limit.
     fn response_edns(&self, request: &Request) -> Option<Edns> {

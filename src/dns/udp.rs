@@ -43,8 +43,9 @@ use super::DnsHandler;
 
 /// Largest datagram roster reads; EDNS queries are far smaller.
 const MAX_QUERY_LEN: usize = 4096;
-/// Datagrams read (and answers sent) per system call at most.
-const BATCH: usize = 32;
+/// Datagrams read (and answers sent) per system call at most; the fast path
+/// answers them as one batch.
+const BATCH: usize = super::fast::MAX_BATCH;
 /// How long a receive waits before the thread checks for shutdown.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
 
@@ -94,17 +95,20 @@ pub fn serve(socket: UdpSocket, handler: DnsHandler, shutdown: CancellationToken
         };
         fast.clear();
         general.clear();
-        for (slot, answer) in answers.iter_mut().enumerate().take(count) {
-            let Some(source) = batch.peer(slot) else {
-                continue;
-            };
-            if source.port() == 0 || source.ip().is_unspecified() {
-                continue; // No way to answer; never reflect to port 0.
+        // Queries from nowhere are left empty, which the fast path declines.
+        let mut queries: [&[u8]; BATCH] = [&[]; BATCH];
+        for (slot, query) in queries.iter_mut().enumerate().take(count) {
+            if batch.peer(slot).is_some_and(answerable) {
+                *query = batch.query(slot);
             }
-            if handler.answer_fast(batch.query(slot), answer) {
-                fast.push(slot);
-            } else {
-                general.push((slot, source));
+        }
+        let mut answered = [false; BATCH];
+        handler.answer_fast_batch(&queries[..count], &mut answers, &mut answered);
+        for (slot, &answered) in answered.iter().enumerate().take(count) {
+            match batch.peer(slot).filter(|&source| answerable(source)) {
+                Some(_) if answered => fast.push(slot),
+                Some(source) => general.push((slot, source)),
+                None => {}
             }
         }
         batch.send(&socket, &fast, &answers);
@@ -112,6 +116,12 @@ pub fn serve(socket: UdpSocket, handler: DnsHandler, shutdown: CancellationToken
             answer_general(&socket, &handler, &runtime, batch.query(slot), source);
         }
     }
+}
+
+/// Whether a datagram from `source` can be answered: never reflect to port
+/// 0 or to the unspecified address.
+fn answerable(source: SocketAddr) -> bool {
+    source.port() != 0 && !source.ip().is_unspecified()
 }
 
 /// Answers one query through hickory: parse, handler, encode, send.

@@ -13,6 +13,7 @@
 mod commands;
 pub mod embedded;
 pub mod endpoint;
+mod service_map;
 pub mod state;
 pub mod store;
 pub mod table;

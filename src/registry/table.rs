@@ -18,6 +18,8 @@ use hickory_proto::rr::{
 };
 
 pub use super::endpoint::Endpoint;
+use super::service_map::InlineLabel;
+pub use super::service_map::ServiceMap;
 use super::state::ServiceState;
 use crate::model::DnsLabel;
 
@@ -54,6 +56,8 @@ type TagSlots = (Box<str>, Box<[u32]>);
 /// shuffle of slots orders the answer and additional sections alike.
 #[derive(Debug, Default)]
 pub struct ServiceRecords {
+    /// The service's label, lower-case: the `ServiceMap` key, inline.
+    pub label: InlineLabel,
     /// The service's name, e.g. `web.service.local.`.
     pub name: Name,
     /// TTL of every record built from this service.
@@ -163,6 +167,8 @@ impl ServiceRecords {
             srv_compressed_len += 2 + 10 + address_len;
         }
         Self {
+            // DnsLabel guarantees at most 63 octets.
+            label: InlineLabel::new(label.as_bytes()).unwrap_or_default(),
             name,
             ttl: settings.ttl,
             endpoints: endpoints.into_boxed_slice(),
@@ -181,6 +187,14 @@ impl ServiceRecords {
             srv_wire_bound,
             srv_compressed_len,
         }
+    }
+
+    /// Asks the CPU to start fetching what an A, AAAA or SRV answer reads,
+    /// without waiting for it (see `FastPath::answer_batch`).
+    pub fn prefetch_answer_data(&self) {
+        prefetch(self.slots.as_ptr().cast());
+        prefetch(self.labels.as_ptr());
+        prefetch(self.v4_slots.as_ptr().cast());
     }
 
     /// The label of the instance in `slot`, as the fast path writes it.
@@ -266,7 +280,7 @@ impl ServiceRecords {
 #[derive(Clone, Debug, Default)]
 pub struct RecordTable {
     /// Services by DNS label; only services with at least one instance.
-    pub services: imbl::HashMap<String, Arc<ServiceRecords>>,
+    pub services: ServiceMap,
     /// How many services carry each tag label, so that `_<tag>.<domain>`
     /// (an empty non-terminal) answers NODATA rather than NXDOMAIN.
     pub tag_use: imbl::HashMap<String, u32>,
@@ -334,8 +348,22 @@ impl RecordTable {
         for tag in records.tag_labels() {
             *self.tag_use.entry(tag.to_owned()).or_insert(0) += 1;
         }
-        self.services.insert(label.to_owned(), Arc::new(records));
+        self.services.insert(Arc::new(records));
     }
+}
+
+/// A hint to load the cache line at `address`; never faults, whatever the
+/// address, and does nothing on other architectures.
+#[inline(always)]
+fn prefetch(address: *const u8) {
+    // SAFETY: SSE is part of the x86_64 baseline, and a prefetch is only a
+    // hint: it dereferences nothing and cannot fault.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(address.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = address;
 }
 
 /// An upper bound on a record's encoded size, ignoring name compression.
