@@ -17,7 +17,7 @@ use std::{cell::RefCell, collections::HashSet, net::IpAddr};
 
 use hickory_proto::rr::LowerName;
 
-use super::{lookup::shuffle, zones::StaticZones};
+use super::{lookup::shuffle, service_cache::ServiceCache, zones::StaticZones};
 use crate::registry::{RecordTable, ServiceRecords};
 
 const HEADER_LEN: usize = 12;
@@ -39,7 +39,7 @@ const CLASS_IN: u16 = 1;
 /// malformed one gets the same FORMERR it gets there.
 const PARSED_OPTIONS: [u16; 2] = [3, 8];
 /// The most queries [`FastPath::answer_batch`] takes at once.
-pub const MAX_BATCH: usize = 32;
+pub use super::service_cache::MAX_BATCH;
 
 thread_local! {
     /// Per-thread scratch for one answer: the shuffled slots and the offsets
@@ -116,33 +116,52 @@ impl FastPath {
 
     /// Answers a batch: `answered[i]` says whether `outs[i]` holds the
     /// answer to `queries[i]` (as [`Self::answer`] would), at most
-    /// [`MAX_BATCH`] of them.
+    /// [`MAX_BATCH`] of them, finding services through `cache`.
     ///
     /// Why batches: on a large table the time goes to cache misses (the
-    /// map's nodes, then each service's answer data), and one query's misses
-    /// come one after another. Looking up the whole batch first, asking the
-    /// CPU to fetch each service's answer data as it is found, then encoding
-    /// them all, lets those fetches overlap.
+    /// service lookup, then each service's answer data), and one query's
+    /// misses come one after another. Looking up the whole batch first,
+    /// asking the CPU to fetch each service's answer data as it is found,
+    /// then encoding them all, lets those fetches overlap.
     pub fn answer_batch(
         &self,
         queries: &[&[u8]],
         table: &RecordTable,
+        cache: &mut ServiceCache,
         outs: &mut [Vec<u8>],
         answered: &mut [bool],
     ) {
-        let mut found: [Option<(Question<'_>, &ServiceRecords)>; MAX_BATCH] =
-            [const { None }; MAX_BATCH];
-        for (query, found) in queries.iter().zip(&mut found) {
-            *found = self.find(query, table);
-            if let Some((_, service)) = found {
-                service.prefetch_answer_data();
+        let mut questions: [Option<Question<'_>>; MAX_BATCH] = [const { None }; MAX_BATCH];
+        let mut lower = [[0u8; 63]; MAX_BATCH];
+        let mut labels: [&[u8]; MAX_BATCH] = [&[]; MAX_BATCH];
+        for ((query, question), lower) in queries.iter().zip(&mut questions).zip(&mut lower) {
+            *question = self.parse(query);
+            if let Some(question) = question {
+                let lower = &mut lower[..question.label.len()];
+                lower.copy_from_slice(question.label);
+                lower.make_ascii_lowercase();
             }
         }
+        let count = queries.len().min(MAX_BATCH);
+        for ((question, lower), label) in questions.iter().zip(&lower).zip(&mut labels) {
+            if let Some(question) = question {
+                let lower = &lower[..question.label.len()];
+                if self.shadowed.is_empty() || !self.shadowed.contains(lower) {
+                    *label = lower;
+                }
+            }
+        }
+        let mut services: [Option<&ServiceRecords>; MAX_BATCH] = [None; MAX_BATCH];
+        cache.find_batch(table, &labels[..count], &mut services[..count]);
+        for service in services.iter().flatten() {
+            service.prefetch_answer_data();
+        }
+        let found = questions.into_iter().zip(services);
         let work = queries.iter().zip(found).zip(outs.iter_mut().zip(answered));
-        for ((query, found), (out, answered)) in work {
-            *answered = match found {
-                Some((question, service)) => self.encode(query, &question, service, out),
-                None => false,
+        for ((query, (question, service)), (out, answered)) in work {
+            *answered = match (question, service) {
+                (Some(question), Some(service)) => self.encode(query, &question, service, out),
+                _ => false,
             };
         }
     }
@@ -644,9 +663,12 @@ mod tests {
             queries.push(query(name, qtype, edns));
         }
         let queries: Vec<&[u8]> = queries.iter().map(Vec::as_slice).collect();
+        let mut cache = ServiceCache::default();
         let mut outs = vec![Vec::new(); queries.len()];
         let mut answered = vec![true; queries.len()];
-        handler.answer_fast_batch(&queries, &mut outs, &mut answered);
+        // Twice: the service cache misses, then hits.
+        handler.answer_fast_batch(&queries, &mut cache, &mut outs, &mut answered);
+        handler.answer_fast_batch(&queries, &mut cache, &mut outs, &mut answered);
         let sorted = |records: &[Record]| {
             let mut texts: Vec<String> = records.iter().map(ToString::to_string).collect();
             texts.sort();

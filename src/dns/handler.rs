@@ -20,6 +20,7 @@ use super::{
     fast::FastPath,
     fit,
     lookup::{self, Answer, Sources},
+    service_cache::ServiceCache,
     zones::StaticZones,
 };
 use crate::registry::RecordTable;
@@ -64,16 +65,18 @@ impl DnsHandler {
     }
 
     /// [`Self::answer_fast`] for a batch of at most [`super::fast::MAX_BATCH`]
-    /// queries, from one snapshot of the table: `answered[i]` says whether
-    /// `outs[i]` holds the answer to `queries[i]`.
+    /// queries, from one snapshot of the table, finding services through
+    /// the calling thread's `cache`: `answered[i]` says whether `outs[i]`
+    /// holds the answer to `queries[i]`.
     pub fn answer_fast_batch(
         &self,
         queries: &[&[u8]],
+        cache: &mut ServiceCache,
         outs: &mut [Vec<u8>],
         answered: &mut [bool],
     ) {
         self.fast
-            .answer_batch(queries, &self.table.load(), outs, answered)
+            .answer_batch(queries, &self.table.load(), cache, outs, answered)
     }
 
     /// The response's OPT record: present when the query had one, offering

@@ -13,6 +13,7 @@ mod fit;
 mod handler;
 mod lookup;
 mod query;
+mod service_cache;
 mod udp;
 pub mod zones;
 

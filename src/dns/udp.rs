@@ -39,7 +39,7 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::DnsHandler;
+use super::{DnsHandler, service_cache::ServiceCache};
 
 /// Largest datagram roster reads; EDNS queries are far smaller.
 const MAX_QUERY_LEN: usize = 4096;
@@ -70,6 +70,7 @@ pub fn serve(socket: UdpSocket, handler: DnsHandler, shutdown: CancellationToken
     let mut answers: Vec<Vec<u8>> = (0..BATCH)
         .map(|_| Vec::with_capacity(MAX_QUERY_LEN))
         .collect();
+    let mut cache = ServiceCache::default();
     let mut fast = Vec::with_capacity(BATCH);
     let mut general = Vec::with_capacity(BATCH);
     let mut errors_in_a_row = 0u32;
@@ -103,7 +104,7 @@ pub fn serve(socket: UdpSocket, handler: DnsHandler, shutdown: CancellationToken
             }
         }
         let mut answered = [false; BATCH];
-        handler.answer_fast_batch(&queries[..count], &mut answers, &mut answered);
+        handler.answer_fast_batch(&queries[..count], &mut cache, &mut answers, &mut answered);
         for (slot, &answered) in answered.iter().enumerate().take(count) {
             match batch.peer(slot).filter(|&source| answerable(source)) {
                 Some(_) if answered => fast.push(slot),

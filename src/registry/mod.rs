@@ -300,7 +300,14 @@ impl Writer {
         if let Some(table) = table {
             let index = state.index;
             shared.state.store(Arc::new(state));
-            shared.table.store(Arc::new(table));
+            let replaced = shared.table.swap(Arc::new(table));
+            // Every touched service got new records or none: the old ones
+            // are retired before anyone hears of the change.
+            for label in &effects.touched {
+                if let Some(records) = replaced.services.get(label.as_str()) {
+                    records.retire();
+                }
+            }
             self.index.send_if_modified(|current| {
                 let moved = *current != index;
                 *current = index;

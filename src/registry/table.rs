@@ -10,7 +10,14 @@
 //! rebuilds only the services it touched: the maps are persistent (`imbl`),
 //! so the new table shares everything else with the old one.
 
-use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 use hickory_proto::rr::{
     Name, RData, Record,
@@ -54,17 +61,20 @@ type TagSlots = (Box<str>, Box<[u32]>);
 ///
 /// Servable instances are numbered by slot (an index into `endpoints`); one
 /// shuffle of slots orders the answer and additional sections alike.
+///
+/// `repr(C)`, fields in this order: what the DNS fast path reads of a
+/// service (its label, then what it encodes) comes first, in as few cache
+/// lines as possible; the rest is for the general path.
 #[derive(Debug, Default)]
+#[repr(C)]
 pub struct ServiceRecords {
     /// The service's label, lower-case: the `ServiceMap` key, inline.
     pub label: InlineLabel,
-    /// The service's name, e.g. `web.service.local.`.
-    pub name: Name,
+    /// Set once a published table no longer holds these records (see
+    /// `dns::service_cache`): caches must not answer from them.
+    retired: AtomicBool,
     /// TTL of every record built from this service.
     pub ttl: u32,
-    /// The servable instances, by slot: shared with the registry state, so
-    /// rebuilding a service copies pointers, not records.
-    pub endpoints: Box<[Arc<Endpoint>]>,
     /// What the DNS fast path reads of each slot, inline (`endpoints` holds
     /// pointers, one cache miss each on a large table): an A, AAAA or SRV
     /// answer then reads this block and `labels`, nothing else.
@@ -74,6 +84,14 @@ pub struct ServiceRecords {
     /// Slots with an IPv4 address (the A answer), and with IPv6 (AAAA).
     pub v4_slots: Box<[u32]>,
     pub v6_slots: Box<[u32]>,
+    /// The servable instances, by slot: shared with the registry state, so
+    /// rebuilding a service copies pointers, not records.
+    pub endpoints: Box<[Arc<Endpoint>]>,
+    /// Exact size of the SRV answer and additional sections as the DNS fast
+    /// path encodes them (owner names and target suffixes compressed).
+    pub srv_compressed_len: usize,
+    /// The service's name, e.g. `web.service.local.`.
+    pub name: Name,
     /// Slots sorted by instance label, for instance-name lookups.
     by_label: Box<[u32]>,
     /// Labels of registered instances that are not servable, sorted: their
@@ -89,9 +107,6 @@ pub struct ServiceRecords {
     pub a_wire_bound: usize,
     pub aaaa_wire_bound: usize,
     pub srv_wire_bound: usize,
-    /// Exact size of the SRV answer and additional sections as the DNS fast
-    /// path encodes them (owner names and target suffixes compressed).
-    pub srv_compressed_len: usize,
 }
 
 impl ServiceRecords {
@@ -169,6 +184,7 @@ impl ServiceRecords {
         Self {
             // DnsLabel guarantees at most 63 octets.
             label: InlineLabel::new(label.as_bytes()).unwrap_or_default(),
+            retired: AtomicBool::new(false),
             name,
             ttl: settings.ttl,
             endpoints: endpoints.into_boxed_slice(),
@@ -189,12 +205,28 @@ impl ServiceRecords {
         }
     }
 
+    /// Marks these records as replaced in the published table: called by
+    /// the registry after publishing, before acknowledging the change.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
     /// Asks the CPU to start fetching what an A, AAAA or SRV answer reads,
     /// without waiting for it (see `FastPath::answer_batch`).
     pub fn prefetch_answer_data(&self) {
-        prefetch(self.slots.as_ptr().cast());
-        prefetch(self.labels.as_ptr());
+        prefetch_lines(self.slots.as_ptr().cast(), size_of_val(&*self.slots));
+        prefetch_lines(self.labels.as_ptr(), self.labels.len());
         prefetch(self.v4_slots.as_ptr().cast());
+    }
+
+    /// Like [`Self::prefetch_answer_data`], for the fields the fast path
+    /// reads first (see the field order).
+    pub fn prefetch_header(&self) {
+        prefetch_lines((self as *const Self).cast(), 192);
     }
 
     /// The label of the instance in `slot`, as the fast path writes it.
@@ -355,7 +387,7 @@ impl RecordTable {
 /// A hint to load the cache line at `address`; never faults, whatever the
 /// address, and does nothing on other architectures.
 #[inline(always)]
-fn prefetch(address: *const u8) {
+pub(crate) fn prefetch(address: *const u8) {
     // SAFETY: SSE is part of the x86_64 baseline, and a prefetch is only a
     // hint: it dereferences nothing and cannot fault.
     #[cfg(target_arch = "x86_64")]
@@ -364,6 +396,13 @@ fn prefetch(address: *const u8) {
     };
     #[cfg(not(target_arch = "x86_64"))]
     let _ = address;
+}
+
+/// Prefetches the cache lines of `len` bytes from `start`, at most four.
+fn prefetch_lines(start: *const u8, len: usize) {
+    for offset in (0..len.min(256)).step_by(64) {
+        prefetch(start.wrapping_add(offset));
+    }
 }
 
 /// An upper bound on a record's encoded size, ignoring name compression.
