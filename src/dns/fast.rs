@@ -400,7 +400,6 @@ mod tests {
         model::{Instance, InstanceBody, ServiceName},
         registry::{
             TableSettings,
-            endpoint::Endpoint,
             state::{InstanceState, ServiceState},
         },
     };
@@ -410,14 +409,7 @@ mod tests {
     fn instance(service: &str, id: &str, body: &str) -> Arc<InstanceState> {
         let body: InstanceBody = serde_json::from_str(body).expect(body);
         let instance: Instance = body.validate(service, id).expect("valid instance");
-        Arc::new(InstanceState {
-            endpoint: Arc::new(Endpoint::new(&instance)),
-            instance: Arc::new(instance),
-            checks: Vec::new(),
-            maintenance: None,
-            create_index: 1,
-            modify_index: 1,
-        })
+        Arc::new(InstanceState::registered_for_test(instance))
     }
 
     /// A table with `web` (3 × IPv4, one with metadata, one tagged, one in

@@ -170,7 +170,6 @@ mod tests {
         model::{Instance, InstanceBody, ServiceName},
         registry::{
             TableSettings,
-            endpoint::Endpoint,
             state::{InstanceState, ServiceState},
         },
     };
@@ -190,14 +189,7 @@ mod tests {
             serde_json::from_str(&format!(r#"{{"address":"10.0.0.1","port":{port}}}"#)).unwrap();
         let instance: Instance = body.validate(name, &format!("{name}-1")).unwrap();
         let mut state = ServiceState::new(ServiceName::parse(name).unwrap());
-        state.insert(Arc::new(InstanceState {
-            endpoint: Arc::new(Endpoint::new(&instance)),
-            instance: Arc::new(instance),
-            checks: Vec::new(),
-            maintenance: None,
-            create_index: 1,
-            modify_index: 1,
-        }));
+        state.insert(Arc::new(InstanceState::registered_for_test(instance)));
         state
     }
 

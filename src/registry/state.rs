@@ -41,6 +41,20 @@ pub struct InstanceState {
 }
 
 impl InstanceState {
+    /// `instance` as registered at index 1, without checks: for tests that
+    /// need registry state without going through the registry.
+    #[cfg(test)]
+    pub fn registered_for_test(instance: Instance) -> Self {
+        Self {
+            endpoint: Arc::new(Endpoint::new(&instance)),
+            instance: Arc::new(instance),
+            checks: Vec::new(),
+            maintenance: None,
+            create_index: 1,
+            modify_index: 1,
+        }
+    }
+
     /// The instance's health: the worst of its checks; passing without any.
     pub fn status(&self) -> Status {
         self.checks

@@ -395,23 +395,6 @@ async fn worker(t: usize, options: Arc<Options>, shared: Arc<Mutex<Shared>>, t0:
     }
 }
 
-/// User and system CPU seconds of this process (like Python's os.times()).
-fn cpu_times() -> (f64, f64) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime (fields 14 and 15), in clock ticks of 1/100 s
-    (ticks(11) / 100.0, ticks(12) / 100.0)
-}
-
 /// A float as Python's `repr` (and so `json.dump`) writes it: the shortest
 /// digits that round-trip (the nearest such), `.0` on whole numbers, an
 /// exponent below 1e-4 and from 1e16.
@@ -460,7 +443,7 @@ async fn run(options: Options) -> i32 {
     let options = Arc::new(options);
     let shared = Arc::new(Mutex::new(Shared::default()));
     let t0 = Instant::now() + Duration::from_millis(200); // all tasks on one schedule
-    let c0 = cpu_times();
+    let c0 = super::cpu_times();
     let mut tasks: Vec<_> = (0..options.threads)
         .map(|t| tokio::spawn(worker(t, options.clone(), shared.clone(), t0)))
         .collect();
@@ -468,7 +451,7 @@ async fn run(options: Options) -> i32 {
     for task in &mut tasks {
         let _ = timeout(limit, task).await;
     }
-    let c1 = cpu_times();
+    let c1 = super::cpu_times();
     let hung = tasks.iter().any(|task| !task.is_finished());
 
     let mut st = shared.lock().unwrap();

@@ -231,9 +231,15 @@ async fn connection(
     tally
 }
 
-/// CPU seconds (user + system) this process has used, from /proc/self/stat
-/// (clock ticks of 1/100 s, the value Linux uses everywhere).
+/// CPU seconds (user + system) this process has used.
 fn own_cpu_seconds() -> f64 {
+    let (user, system) = cpu_times();
+    user + system
+}
+
+/// User and system CPU seconds of this process, from /proc/self/stat (clock
+/// ticks of 1/100 s, the value Linux uses everywhere).
+fn cpu_times() -> (f64, f64) {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // Fields after the command name, which is in parentheses.
     let fields: Vec<&str> = stat
@@ -247,7 +253,7 @@ fn own_cpu_seconds() -> f64 {
             .unwrap_or(0.0)
     };
     // utime and stime are fields 14 and 15, i.e. 11 and 12 after the name.
-    (ticks(11) + ticks(12)) / 100.0
+    (ticks(11) / 100.0, ticks(12) / 100.0)
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
