@@ -131,6 +131,8 @@ impl FastPath {
         outs: &mut [Vec<u8>],
         answered: &mut [bool],
     ) {
+        debug_assert!(queries.len() <= MAX_BATCH);
+        debug_assert!(outs.len() >= queries.len() && answered.len() >= queries.len());
         let mut questions: [Option<Question<'_>>; MAX_BATCH] = [const { None }; MAX_BATCH];
         let mut lower = [[0u8; 63]; MAX_BATCH];
         let mut labels: [&[u8]; MAX_BATCH] = [&[]; MAX_BATCH];

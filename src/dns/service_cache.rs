@@ -9,9 +9,9 @@
 //! first line, which the answer reads anyway.
 //!
 //! Why it is never stale: the registry's writer marks a service's records
-//! *retired* when it publishes a table without them (the service changed or
-//! went away), before it acknowledges the change. A hit on retired records
-//! counts as a miss, and the map is asked again. Publishing stays
+//! *retired* just before it publishes a table without them (the service
+//! changed or went away), so whoever sees the new table sees them retired. A
+//! hit on retired records counts as a miss, and the map is asked again. Publishing stays
 //! O(changed service): nothing is rebuilt; each UDP thread refills its own
 //! cache as queries come.
 //!
@@ -62,8 +62,9 @@ impl ServiceCache {
         labels: &[&[u8]],
         found: &mut [Option<&'a ServiceRecords>],
     ) {
+        debug_assert!(labels.len() <= MAX_BATCH && found.len() == labels.len());
         self.fit(table.services.len());
-        self.sweep();
+        self.release_retired(SWEEP_PER_BATCH);
         let mask = self.slots.len() - 1;
         let mut slots = [0usize; MAX_BATCH];
         for (label, slot) in labels.iter().zip(&mut slots) {
@@ -132,9 +133,14 @@ impl ServiceCache {
         }
     }
 
-    /// Releases retired records from a few slots.
-    fn sweep(&mut self) {
-        for _ in 0..SWEEP_PER_BATCH {
+    /// Releases retired records from the next `count` slots: a few per
+    /// batch, and more when the thread is idle, so that an idle thread does
+    /// not keep old records alive for long.
+    pub fn release_retired(&mut self, count: usize) {
+        if self.slots.is_empty() {
+            return;
+        }
+        for _ in 0..count {
             self.sweep = (self.sweep + 1) & (self.slots.len() - 1);
             let slot = &mut self.slots[self.sweep];
             if slot.as_deref().is_some_and(ServiceRecords::is_retired) {
@@ -264,7 +270,7 @@ mod tests {
         assert_eq!(Arc::strong_count(&records), 3, "table, cache, here");
         records.retire();
         for _ in 0..MIN_SLOTS / SWEEP_PER_BATCH + 1 {
-            ports(&mut cache, &table, &[""]);
+            ports(&mut cache, &table, &[""]); // a batch sweeps a few slots
         }
         assert_eq!(cache.cached(), 0);
         assert_eq!(Arc::strong_count(&records), 2);

@@ -46,6 +46,9 @@ const MAX_QUERY_LEN: usize = 4096;
 /// Datagrams read (and answers sent) per system call at most; the fast path
 /// answers them as one batch.
 const BATCH: usize = super::fast::MAX_BATCH;
+/// Service-cache slots checked for retired records each time a receive
+/// times out (every [`SHUTDOWN_POLL`] while idle).
+const IDLE_RELEASE: usize = 4096;
 /// How long a receive waits before the thread checks for shutdown.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
 
@@ -82,7 +85,10 @@ pub fn serve(socket: UdpSocket, handler: DnsHandler, shutdown: CancellationToken
             }
             Err(error) => {
                 use std::io::ErrorKind::{Interrupted, TimedOut, WouldBlock};
-                if !matches!(error.kind(), WouldBlock | TimedOut | Interrupted) {
+                if matches!(error.kind(), WouldBlock | TimedOut) {
+                    // Idle: let go of records the table no longer holds.
+                    cache.release_retired(IDLE_RELEASE);
+                } else if error.kind() != Interrupted {
                     // ICMP errors surface here on some systems; the socket
                     // is still good. Never spin on a persistent error.
                     debug!(%error, "UDP receive failed");

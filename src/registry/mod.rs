@@ -300,14 +300,18 @@ impl Writer {
         if let Some(table) = table {
             let index = state.index;
             shared.state.store(Arc::new(state));
-            let replaced = shared.table.swap(Arc::new(table));
-            // Every touched service got new records or none: the old ones
-            // are retired before anyone hears of the change.
+            // Every touched service gets new records or none. The old ones
+            // are retired *before* the new table is published, so a DNS
+            // thread that sees the new table also sees them retired and
+            // never answers from them out of its cache (a thread still on
+            // the old table may: it is answering as of that table).
+            let current = shared.table.load();
             for label in &effects.touched {
-                if let Some(records) = replaced.services.get(label.as_str()) {
+                if let Some(records) = current.services.get(label.as_str()) {
                     records.retire();
                 }
             }
+            shared.table.store(Arc::new(table));
             self.index.send_if_modified(|current| {
                 let moved = *current != index;
                 *current = index;

@@ -205,8 +205,8 @@ impl ServiceRecords {
         }
     }
 
-    /// Marks these records as replaced in the published table: called by
-    /// the registry after publishing, before acknowledging the change.
+    /// Marks these records as about to be replaced in the published table:
+    /// called by the registry right before it publishes the new table.
     pub fn retire(&self) {
         self.retired.store(true, Ordering::Release);
     }
