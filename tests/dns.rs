@@ -459,6 +459,82 @@ async fn writes_are_visible_to_the_very_next_query() {
     server.stop().await;
 }
 
+/// While one instance moves address after address, concurrent queries
+/// (from new sockets, so spread over roster's UDP threads and their service
+/// caches) never see an address older than the last acknowledged move.
+#[tokio::test]
+async fn answers_under_churn_are_never_older_than_the_last_acknowledged_write() {
+    use std::{
+        net::IpAddr,
+        sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst},
+        time::Duration,
+    };
+    const MOVES: u32 = 150;
+    // Bounds each of the four readers even if the writer stalled.
+    const MAX_QUERIES_PER_READER: u32 = 20_000;
+    let moving = |n: u32| format!("10.61.{}.{}", n / 250, n % 250 + 1);
+    let number_of = |ip: &IpAddr| -> u32 {
+        let IpAddr::V4(v4) = ip else {
+            panic!("not IPv4: {ip}")
+        };
+        let [_, _, high, low] = v4.octets();
+        u32::from(high) * 250 + u32::from(low) - 1
+    };
+
+    let server = start_server().await;
+    server.add("churn", "churn-keep", "10.60.0.1", 80).await;
+    server.add("churn", "churn-moving", &moving(0), 80).await;
+    let keep: IpAddr = "10.60.0.1".parse().unwrap();
+    let acknowledged = AtomicU32::new(0);
+    let done = AtomicBool::new(false);
+
+    let writer = async {
+        for n in 1..=MOVES {
+            server.add("churn", "churn-moving", &moving(n), 80).await;
+            acknowledged.store(n, SeqCst);
+        }
+        done.store(true, SeqCst);
+    };
+    let reader = || async {
+        let mut queries = 0;
+        while !done.load(SeqCst) && queries < MAX_QUERIES_PER_READER {
+            let floor = acknowledged.load(SeqCst);
+            let (name, expect_keep) = if queries % 2 == 0 {
+                ("churn.service.local", true)
+            } else {
+                ("churn-moving.churn.service.local", false)
+            };
+            let reply = server.query(name, RecordType::A).await;
+            let found = reply.ips();
+            assert_eq!(found.contains(&keep), expect_keep, "{name}:\n{reply}");
+            let moves: Vec<u32> = found
+                .iter()
+                .filter(|ip| **ip != keep)
+                .map(number_of)
+                .collect();
+            assert_eq!(moves.len(), 1, "{name}:\n{reply}");
+            assert!(
+                (floor..=MOVES).contains(&moves[0]),
+                "{name} answered move {} after move {floor} was acknowledged:\n{reply}",
+                moves[0]
+            );
+            queries += 1;
+        }
+        queries
+    };
+    let ((), a, b, c, d) = tokio::time::timeout(Duration::from_secs(120), async {
+        tokio::join!(writer, reader(), reader(), reader(), reader())
+    })
+    .await
+    .expect("churn test took over 120 s");
+    let counts = [a, b, c, d];
+    assert!(
+        counts.iter().all(|&c| c > 0),
+        "every reader ran: {counts:?}"
+    );
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn maintenance_drains_an_instance_out_of_dns_and_back() {
     let server = start_server().await;
