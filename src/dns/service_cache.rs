@@ -10,10 +10,10 @@
 //!
 //! Why it is never stale: the registry's writer marks a service's records
 //! *retired* just before it publishes a table without them (the service
-//! changed or went away), so whoever sees the new table sees them retired. A
-//! hit on retired records counts as a miss, and the map is asked again. Publishing stays
-//! O(changed service): nothing is rebuilt; each UDP thread refills its own
-//! cache as queries come.
+//! changed or went away), so whoever sees the new table sees them retired.
+//! A hit on retired records counts as a miss, and the map is asked again.
+//! Publishing stays O(changed service): nothing is rebuilt; each UDP thread
+//! refills its own cache as queries come.
 //!
 //! Owns: which records each of its slots points at. Must not: answer from
 //! retired records, or keep more than one (possibly retired) records per
