@@ -685,6 +685,66 @@ mod tests {
         assert_eq!(answered.iter().filter(|a| **a).count(), 5);
     }
 
+    /// Random damage to real queries: the fast path never panics, and what
+    /// it answers is a well-formed response to a query it could parse.
+    #[test]
+    fn damaged_queries_never_panic_and_answers_stay_well_formed() {
+        let handler = handler();
+        let mut cache = ServiceCache::default();
+        let seeds: Vec<Vec<u8>> = [
+            ("web.service.local.", RecordType::A, None),
+            ("web.service.local.", RecordType::SRV, Some(1232)),
+            ("mixed.service.local.", RecordType::AAAA, Some(600)),
+        ]
+        .iter()
+        .map(|(name, qtype, edns)| query(name, *qtype, *edns))
+        .collect();
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut answered_total = 0;
+        for round in 0..2_000 {
+            let mut batch: Vec<Vec<u8>> = Vec::new();
+            for _ in 0..MAX_BATCH {
+                let mut bytes = seeds[next() as usize % seeds.len()].clone();
+                for _ in 0..1 + next() % 4 {
+                    let at = next() as usize % bytes.len();
+                    match next() % 3 {
+                        0 => bytes[at] = next() as u8,
+                        1 => bytes.truncate(at),
+                        _ => bytes.insert(at, next() as u8),
+                    }
+                    if bytes.is_empty() {
+                        break;
+                    }
+                }
+                batch.push(bytes);
+            }
+            let queries: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
+            let mut outs = vec![Vec::new(); MAX_BATCH];
+            let mut answered = [false; MAX_BATCH];
+            handler.answer_fast_batch(&queries, &mut cache, &mut outs, &mut answered);
+            for ((query, out), answered) in queries.iter().zip(&outs).zip(answered) {
+                if !answered {
+                    continue;
+                }
+                let response = Message::from_vec(out)
+                    .unwrap_or_else(|e| panic!("round {round}: {e} for {query:?}"));
+                let asked = Message::from_vec(query).expect("answered queries parse");
+                assert_eq!(response.metadata.id, asked.metadata.id);
+                assert_eq!(response.queries, asked.queries);
+                assert!(!response.answers.is_empty());
+                answered_total += 1;
+            }
+        }
+        // Damage to the ID or some flags leaves a query the fast path answers.
+        assert!(answered_total > 500, "{answered_total} answered");
+    }
+
     #[test]
     fn every_order_is_about_equally_likely() {
         let handler = handler();
