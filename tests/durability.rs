@@ -73,6 +73,18 @@ impl Site {
         }
     }
 
+    /// Starts roster expecting it to refuse `why` (e.g. "on a corrupt
+    /// store"): panics if it serves or exits successfully.
+    async fn start_must_fail(&self, why: &str) -> Exited {
+        match self.try_start().await {
+            Ok(roster) => panic!("roster started {why}:\n{}", roster.stderr()),
+            Err(exited) => {
+                assert!(!exited.status.success(), "{why}: {}", exited.status);
+                exited
+            }
+        }
+    }
+
     /// Starts roster: `Ok` once it logs that it is serving, `Err` if it
     /// exits first.
     async fn try_start(&self) -> Result<Roster, Exited> {
@@ -1126,14 +1138,9 @@ async fn a_second_roster_on_the_same_data_dir_is_refused() {
     )
     .await;
 
-    let exited = match site.try_start().await {
-        Ok(second) => panic!(
-            "a second roster started on the same data dir:\n{}",
-            second.stderr()
-        ),
-        Err(exited) => exited,
-    };
-    assert!(!exited.status.success(), "{}", exited.status);
+    let exited = site
+        .start_must_fail("a second time on the same data dir")
+        .await;
     assert!(
         exited.stderr.contains("another roster"),
         "the message should say the directory is in use:\n{}",
@@ -1165,11 +1172,7 @@ async fn a_corrupt_store_stops_start_up_and_is_left_alone() {
         .collect();
     std::fs::write(site.store_file(), &garbage).expect("write garbage");
 
-    let exited = match site.try_start().await {
-        Ok(roster) => panic!("roster started on a corrupt store:\n{}", roster.stderr()),
-        Err(exited) => exited,
-    };
-    assert!(!exited.status.success(), "{}", exited.status);
+    let exited = site.start_must_fail("on a corrupt store").await;
     assert!(
         exited.stderr.contains("roster.redb"),
         "the message should name the file:\n{}",

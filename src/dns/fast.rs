@@ -105,18 +105,10 @@ impl FastPath {
         }
     }
 
-    /// Writes the answer to `query` into `out` and returns `true`, or
-    /// returns `false` (leaving `out` in any state) for the general path.
-    pub fn answer(&self, query: &[u8], table: &RecordTable, out: &mut Vec<u8>) -> bool {
-        match self.find(query, table) {
-            Some((question, service)) => self.encode(query, &question, service, out),
-            None => false,
-        }
-    }
-
-    /// Answers a batch: `answered[i]` says whether `outs[i]` holds the
-    /// answer to `queries[i]` (as [`Self::answer`] would), at most
-    /// [`MAX_BATCH`] of them, finding services through `cache`.
+    /// Answers a batch of raw UDP queries: `answered[i]` says whether
+    /// `outs[i]` holds the answer to `queries[i]`, or whether it goes the
+    /// general path (leaving `outs[i]` in any state). At most [`MAX_BATCH`]
+    /// queries; services are found through the calling thread's `cache`.
     ///
     /// Why batches: on a large table the time goes to cache misses (the
     /// service lookup, then each service's answer data), and one query's
@@ -133,24 +125,19 @@ impl FastPath {
     ) {
         debug_assert!(queries.len() <= MAX_BATCH);
         debug_assert!(outs.len() >= queries.len() && answered.len() >= queries.len());
+        let count = queries.len().min(MAX_BATCH);
         let mut questions: [Option<Question<'_>>; MAX_BATCH] = [const { None }; MAX_BATCH];
         let mut lower = [[0u8; 63]; MAX_BATCH];
         let mut labels: [&[u8]; MAX_BATCH] = [&[]; MAX_BATCH];
-        for ((query, question), lower) in queries.iter().zip(&mut questions).zip(&mut lower) {
+        let parse = queries
+            .iter()
+            .zip(&mut questions)
+            .zip(&mut lower)
+            .zip(&mut labels);
+        for (((query, question), lower), label) in parse {
             *question = self.parse(query);
-            if let Some(question) = question {
-                let lower = &mut lower[..question.label.len()];
-                lower.copy_from_slice(question.label);
-                lower.make_ascii_lowercase();
-            }
-        }
-        let count = queries.len().min(MAX_BATCH);
-        for ((question, lower), label) in questions.iter().zip(&lower).zip(&mut labels) {
-            if let Some(question) = question {
-                let lower = &lower[..question.label.len()];
-                if self.shadowed.is_empty() || !self.shadowed.contains(lower) {
-                    *label = lower;
-                }
+            if let Some(service) = question.as_ref().and_then(|q| self.service_label(q, lower)) {
+                *label = service;
             }
         }
         let mut services: [Option<&ServiceRecords>; MAX_BATCH] = [None; MAX_BATCH];
@@ -168,23 +155,18 @@ impl FastPath {
         }
     }
 
-    /// Parses `query` and finds the service it asks for, if the fast path
-    /// may answer it.
-    fn find<'q, 't>(
+    /// The service label `question` asks for, lower-cased into `buffer`;
+    /// `None` if that name holds static records (the general path's).
+    fn service_label<'b>(
         &self,
-        query: &'q [u8],
-        table: &'t RecordTable,
-    ) -> Option<(Question<'q>, &'t ServiceRecords)> {
-        let question = self.parse(query)?;
-        let mut lower = [0u8; 63];
-        let lower = &mut lower[..question.label.len()];
+        question: &Question<'_>,
+        buffer: &'b mut [u8; 63],
+    ) -> Option<&'b [u8]> {
+        let lower = &mut buffer[..question.label.len()];
         lower.copy_from_slice(question.label);
         lower.make_ascii_lowercase();
-        if !self.shadowed.is_empty() && self.shadowed.contains(&*lower) {
-            return None;
-        }
-        let service = table.services.get_bytes(lower)?;
-        Some((question, service))
+        let lower: &[u8] = lower;
+        (self.shadowed.is_empty() || !self.shadowed.contains(lower)).then_some(lower)
     }
 
     /// Accepts only a plain query: opcode QUERY, one question, no answer or
@@ -388,7 +370,6 @@ mod tests {
     use hickory_proto::{
         op::{Edns, Message, Query, ResponseCode},
         rr::{Name, RData, Record, RecordType},
-        serialize::binary::BinEncoder,
     };
     use hickory_server::{
         net::{NetError, runtime::TokioTime, xfer::Protocol},
@@ -531,11 +512,10 @@ mod tests {
                 impl Iterator<Item = &'a Record> + Send + 'a,
             >,
         ) -> Result<ResponseInfo, NetError> {
-            let limit = response.edns().map_or(512, |edns| edns.max_payload());
-            let mut bytes = self.0.lock().unwrap();
-            let mut encoder = BinEncoder::new(&mut bytes);
-            encoder.set_max_size(limit);
-            Ok(response.destructive_emit(&mut encoder)?)
+            Ok(super::super::udp::encode_response(
+                response,
+                &mut self.0.lock().unwrap(),
+            )?)
         }
     }
 

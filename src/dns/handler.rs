@@ -57,17 +57,22 @@ impl DnsHandler {
         }
     }
 
-    /// Answers a raw UDP `query` on the fast path into `out`, if it is one
-    /// of the common questions it answers exactly as [`Self::handle_request`]
-    /// would (see [`super::fast`]); `false` means: use the general path.
+    /// One query through [`Self::answer_fast_batch`], with a cache of its
+    /// own: for tests.
+    #[cfg(test)]
     pub fn answer_fast(&self, query: &[u8], out: &mut Vec<u8>) -> bool {
-        self.fast.answer(query, &self.table.load(), out)
+        let mut answered = [false];
+        let outs = std::slice::from_mut(out);
+        self.answer_fast_batch(&[query], &mut ServiceCache::default(), outs, &mut answered);
+        answered[0]
     }
 
-    /// [`Self::answer_fast`] for a batch of at most [`super::fast::MAX_BATCH`]
-    /// queries, from one snapshot of the table, finding services through
-    /// the calling thread's `cache`: `answered[i]` says whether `outs[i]`
-    /// holds the answer to `queries[i]`.
+    /// Answers a batch of at most [`super::fast::MAX_BATCH`] raw UDP queries
+    /// on the fast path, if they are among the common questions it answers
+    /// exactly as [`Self::handle_request`] would (see [`super::fast`]), from
+    /// one snapshot of the table, finding services through the calling
+    /// thread's `cache`: `answered[i]` says whether `outs[i]` holds the
+    /// answer to `queries[i]`; `false` means: use the general path.
     pub fn answer_fast_batch(
         &self,
         queries: &[&[u8]],

@@ -26,6 +26,7 @@ use std::{
 };
 
 use hickory_proto::{
+    ProtoError,
     op::{Header, HeaderCounts, MessageType, Metadata, ResponseCode},
     rr::Record,
     serialize::binary::{BinDecodable, BinDecoder, BinEncoder},
@@ -102,19 +103,23 @@ pub fn serve(socket: UdpSocket, handler: DnsHandler, shutdown: CancellationToken
         };
         fast.clear();
         general.clear();
-        // Queries from nowhere are left empty, which the fast path declines.
+        // Queries that cannot be answered are left empty, which the fast
+        // path declines.
+        let mut sources: [Option<SocketAddr>; BATCH] = [None; BATCH];
         let mut queries: [&[u8]; BATCH] = [&[]; BATCH];
-        for (slot, query) in queries.iter_mut().enumerate().take(count) {
-            if batch.peer(slot).is_some_and(answerable) {
+        for (slot, (source, query)) in sources.iter_mut().zip(&mut queries).enumerate().take(count)
+        {
+            *source = batch.peer(slot).filter(|&source| answerable(source));
+            if source.is_some() {
                 *query = batch.query(slot);
             }
         }
         let mut answered = [false; BATCH];
         handler.answer_fast_batch(&queries[..count], &mut cache, &mut answers, &mut answered);
-        for (slot, &answered) in answered.iter().enumerate().take(count) {
-            match batch.peer(slot).filter(|&source| answerable(source)) {
+        for (slot, (source, answered)) in sources.iter().zip(answered).enumerate().take(count) {
+            match source {
                 Some(_) if answered => fast.push(slot),
-                Some(source) => general.push((slot, source)),
+                Some(source) => general.push((slot, *source)),
                 None => {}
             }
         }
@@ -201,15 +206,9 @@ impl ResponseHandler for UdpResponder {
             impl Iterator<Item = &'a Record> + Send + 'a,
         >,
     ) -> Result<ResponseInfo, NetError> {
-        // The size limit is the response's own OPT payload size, which the
-        // handler set to what the client offered (512 without EDNS).
-        let limit = response.edns().map_or(512, |edns| edns.max_payload());
         ENCODE_BUFFER.with(|buffer| {
             let mut buffer = buffer.borrow_mut();
-            buffer.clear();
-            let mut encoder = BinEncoder::new(&mut buffer);
-            encoder.set_max_size(limit);
-            let info = response.destructive_emit(&mut encoder)?;
+            let info = encode_response(response, &mut buffer)?;
             // A blocking send on this socket's own thread: it waits only
             // if the socket buffer is full.
             if let Err(error) = self.socket.send_to(&buffer, self.destination) {
@@ -218,6 +217,27 @@ impl ResponseHandler for UdpResponder {
             Ok(info)
         })
     }
+}
+
+/// Encodes `response` into `buffer` (cleared first) as it goes out over
+/// UDP: within the response's own OPT payload size, which the handler set to
+/// what the client offered, or 512 without EDNS.
+pub(super) fn encode_response<'a>(
+    response: MessageResponse<
+        '_,
+        'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+    >,
+    buffer: &mut Vec<u8>,
+) -> Result<ResponseInfo, ProtoError> {
+    let limit = response.edns().map_or(512, |edns| edns.max_payload());
+    buffer.clear();
+    let mut encoder = BinEncoder::new(buffer);
+    encoder.set_max_size(limit);
+    response.destructive_emit(&mut encoder)
 }
 
 /// Room for one source address as the kernel writes it (`sockaddr_in` or
