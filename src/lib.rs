@@ -9,6 +9,7 @@ pub mod config;
 pub mod dns;
 pub mod health;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod registry;
@@ -54,6 +55,8 @@ pub enum RunError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the registry writer stopped unexpectedly; see the log above")]
+    WriterFailed,
     #[error("{what} failed: {source}")]
     Serve {
         what: &'static str,
@@ -255,7 +258,23 @@ pub async fn run(
     });
     info!(dns = %dns_addr, http = %http_addr, domain = %domain, "roster is serving");
 
-    shutdown.await;
+    // A writer that ends before shutdown has panicked: roster would live on
+    // refusing every write while DNS served frozen data. Shut down and exit
+    // non-zero instead, so a supervisor restarts a whole roster.
+    let mut writer = std::pin::pin!(writer);
+    let writer_ended = tokio::select! {
+        () = shutdown => None,
+        ended = &mut writer => Some(ended),
+    };
+    if let Some(ended) = &writer_ended {
+        let reason = match ended {
+            Err(join) if join.is_panic() => "it panicked",
+            _ => "it stopped",
+        };
+        tracing::error!(
+            "the registry writer failed ({reason}); roster is stopping so that it can be restarted"
+        );
+    }
     info!("shutting down");
     // Blocked queries answer now with what roster holds, as if their wait
     // had passed; other in-flight requests finish.
@@ -276,6 +295,9 @@ pub async fn run(
     // The last handle: the writer finishes queued commands, then closes the
     // store, so a restart in the same process finds the directory unlocked.
     drop(registry);
+    if writer_ended.is_some() {
+        return Err(RunError::WriterFailed);
+    }
     let _ = writer.await;
     info!("stopped");
     match http_result {

@@ -47,7 +47,11 @@ async fn export(remote: RemoteArgs) -> anyhow::Result<()> {
     if !status.is_success() {
         anyhow::bail!("export failed: {status}: {body}");
     }
-    println!("{body}");
+    std::io::Write::write_all(
+        &mut std::io::stdout().lock(),
+        format!("{body}\n").as_bytes(),
+    )
+    .context("cannot write the export to standard output")?;
     Ok(())
 }
 
@@ -72,7 +76,7 @@ async fn import(file: PathBuf, remote: RemoteArgs) -> anyhow::Result<()> {
     if !status.is_success() {
         anyhow::bail!("import failed: {status}: {text}");
     }
-    eprintln!("{text}");
+    roster::logging::print_error(&text);
     Ok(())
 }
 
@@ -127,7 +131,10 @@ fn init_tracing() {
         .unwrap_or_else(|_| EnvFilter::new("info,hickory_server=warn,hickory_net=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Never fails, and never lets the library report a failure with
+        // a panicking `eprintln!` (see roster::logging).
+        .with_writer(roster::logging::NeverFailingStderr)
+        .log_internal_errors(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
@@ -178,7 +185,7 @@ async fn main() -> ExitCode {
         Err(error) => {
             // `{:#}` prints the chain of causes on one line, without the
             // backtrace anyhow would add: users need the message.
-            eprintln!("roster: error: {error:#}");
+            roster::logging::print_error(&format!("roster: error: {error:#}"));
             ExitCode::FAILURE
         }
     }

@@ -31,7 +31,7 @@ use tracing::{debug, info};
 
 use crate::{
     metrics::Metrics,
-    model::{CheckDefinition, CheckKind, Status, format_go_duration},
+    model::{CheckDefinition, CheckKind, MIN_INTERVAL, Status, format_go_duration},
     registry::{Command, Registry, RegistryEvent},
 };
 pub use probe::ProbeResult;
@@ -46,6 +46,10 @@ const MAX_IN_FLIGHT: usize = 2048;
 /// the probes in flight to it would close and reopen connections all the
 /// time, which costs more than the probes themselves.
 const POOL_PER_HOST: usize = 256;
+
+/// How soon a TTL expiry or a reaping that the store failed to record is
+/// tried again.
+const RETRY_AFTER_STORE_FAILURE: Duration = Duration::from_secs(1);
 
 /// Identifies one check for the scheduler's lifetime.
 type Handle = u64;
@@ -222,6 +226,7 @@ impl Scheduler {
                     self.remove_check(handle);
                 }
             }
+            RegistryEvent::NotApplied { id, check_id } => self.on_not_applied(&id, check_id),
             RegistryEvent::Heartbeat {
                 id,
                 check_id,
@@ -240,6 +245,45 @@ impl Scheduler {
                     self.schedule(deadline, handle, Due::TtlExpiry);
                 }
                 self.note_status(handle, status, now);
+            }
+        }
+    }
+
+    /// A result this checker sent was rejected with a batch whose commit
+    /// failed. The check takes back the status the registry holds, so the
+    /// next probe that disagrees sends its result again; an expiry or a
+    /// reaping, which fire once, are tried again shortly.
+    fn on_not_applied(&mut self, id: &str, check_id: Option<String>) {
+        let now = Instant::now();
+        let retry_at = now + RETRY_AFTER_STORE_FAILURE;
+        let handles: Vec<Handle> = match &check_id {
+            Some(check_id) => self.handle_of(id, check_id).into_iter().collect(),
+            None => self
+                .by_instance
+                .get(id)
+                .map(|checks| checks.iter().map(|(_, h)| *h).collect())
+                .unwrap_or_default(),
+        };
+        let state = self.registry.state();
+        let instance = state.instance(id);
+        for handle in handles {
+            let Some(check) = self.checks.get_mut(&handle) else {
+                continue;
+            };
+            check.last_output.clear();
+            let held = instance
+                .and_then(|i| i.check(&check.definition.id))
+                .map(|(_, _, held)| held.status);
+            let expired = check.ttl_deadline.is_some_and(|deadline| deadline <= now);
+            if let Some(held) = held {
+                check.status = held;
+                check.streak = Streak::default();
+                self.note_status(handle, held, now);
+            }
+            if check_id.is_none() {
+                self.schedule(retry_at, handle, Due::Deregister);
+            } else if expired {
+                self.schedule(retry_at, handle, Due::TtlExpiry);
             }
         }
     }
@@ -350,6 +394,11 @@ impl Scheduler {
             CheckKind::Http { interval, .. } | CheckKind::Tcp { interval, .. } => interval.0,
             CheckKind::Ttl { .. } => return,
         };
+        // Validation refuses shorter intervals at every door; the floor here
+        // is the scheduler's own guarantee that whatever it is handed, the
+        // next round is in the future, so `fire_due` always ends (a zero
+        // interval once rescheduled itself forever on one core).
+        let interval = interval.max(MIN_INTERVAL);
         let mut next = due + interval;
         if check.first_probe {
             // The first probe runs at once; the second at a random point of

@@ -18,7 +18,7 @@ use super::{
     views,
 };
 use crate::{
-    model::{InstanceBody, Status},
+    model::{InstanceBody, Status, validate_maintenance_reason},
     registry::{Command, Outcome},
 };
 
@@ -187,12 +187,7 @@ pub async fn maintenance(
     let (service, id) = path_pair(path)?;
     let body: MaintenanceBody = parse_json(&body_bytes(body)?)?;
     let reason = body.reason.unwrap_or_default();
-    if reason.len() > 4096 || reason.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(
-            "reason",
-            "must be at most 4096 printable characters",
-        ));
-    }
+    validate_maintenance_reason(&reason).map_err(|e| ApiError::bad_request(e.field, e.message))?;
     let outcome = state
         .registry
         .execute(Command::Maintenance {

@@ -156,58 +156,20 @@ impl CheckBody {
         }
         let interval = duration_field(&self.interval, &field("interval"))?;
         let timeout = duration_field(&self.timeout, &field("timeout"))?;
+        // Parsing only: the rules every definition obeys, wherever it comes
+        // from, are in `CheckDefinition::validate`, called at the end.
         let probe_timing = || -> Result<(GoDuration, GoDuration), ValidationError> {
             let interval = interval.ok_or_else(|| {
                 ValidationError::new(field("interval"), "required for http and tcp checks")
             })?;
-            if interval < MIN_INTERVAL {
-                return Err(ValidationError::new(
-                    field("interval"),
-                    format!(
-                        "must be at least {}",
-                        super::format_go_duration(MIN_INTERVAL)
-                    ),
-                ));
-            }
             let timeout = timeout.unwrap_or(DEFAULT_TIMEOUT.min(interval));
-            if timeout.is_zero() {
-                return Err(ValidationError::new(field("timeout"), "must be above zero"));
-            }
-            if timeout > interval {
-                return Err(ValidationError::new(
-                    field("timeout"),
-                    "must not be longer than the interval",
-                ));
-            }
             Ok((GoDuration(interval), GoDuration(timeout)))
         };
         let kind = if let Some(url) = self.http {
-            validate_http_url(&url)
-                .map_err(|reason| ValidationError::new(field("http"), reason))?;
             let method = self
                 .method
                 .unwrap_or_else(|| "GET".to_owned())
                 .to_uppercase();
-            if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
-                return Err(ValidationError::new(
-                    field("method"),
-                    "must be an HTTP method such as GET or HEAD",
-                ));
-            }
-            for (name, value) in &self.headers {
-                // RFC 9110 section 5.6.2: a field name is a token.
-                let valid_name = !name.is_empty()
-                    && name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-                let valid_value = reqwest::header::HeaderValue::from_str(value).is_ok();
-                if !valid_name || !valid_value {
-                    return Err(ValidationError::new(
-                        field("headers"),
-                        format!("header {name:?} is not a valid HTTP header"),
-                    ));
-                }
-            }
             let (interval, timeout) = probe_timing()?;
             CheckKind::Http {
                 url,
@@ -217,8 +179,6 @@ impl CheckBody {
                 timeout,
             }
         } else if let Some(address) = self.tcp {
-            validate_host_port(&address)
-                .map_err(|reason| ValidationError::new(field("tcp"), reason))?;
             let (interval, timeout) = probe_timing()?;
             CheckKind::Tcp {
                 address,
@@ -227,12 +187,6 @@ impl CheckBody {
             }
         } else {
             let ttl = duration_field(&self.ttl, &field("ttl"))?.unwrap_or_default();
-            if ttl < MIN_TTL {
-                return Err(ValidationError::new(
-                    field("ttl"),
-                    format!("must be at least {}", super::format_go_duration(MIN_TTL)),
-                ));
-            }
             if self.interval.is_some() || self.timeout.is_some() {
                 return Err(ValidationError::new(
                     field("interval"),
@@ -248,27 +202,14 @@ impl CheckBody {
             &field("deregister_critical_after"),
         )?
         .map(GoDuration);
-        if deregister_critical_after.is_some_and(|d| d.0.is_zero()) {
-            return Err(ValidationError::new(
-                field("deregister_critical_after"),
-                "must be above zero",
-            ));
-        }
         let initial_status = match self.status.as_deref() {
             None => Status::Critical,
             Some(text) => Status::parse(text).ok_or_else(|| {
                 ValidationError::new(field("status"), "must be passing, warning or critical")
             })?,
         };
-        let id = self.id.unwrap_or(default_id);
-        if id.is_empty() || id.len() > 255 || id.chars().any(|c| c.is_control()) {
-            return Err(ValidationError::new(
-                field("id"),
-                "must be 1 to 255 printable characters",
-            ));
-        }
-        Ok(CheckDefinition {
-            id,
+        let definition = CheckDefinition {
+            id: self.id.unwrap_or(default_id),
             name: self.name.unwrap_or(default_name),
             notes: self.notes.unwrap_or_default(),
             kind,
@@ -276,7 +217,127 @@ impl CheckBody {
             failures_before_critical: self.failures_before_critical.unwrap_or(1).max(1),
             deregister_critical_after,
             initial_status,
-        })
+        };
+        definition.validate(prefix)?;
+        Ok(definition)
+    }
+}
+
+/// Longest check name or notes kept; they are shown back, never served.
+const MAX_CHECK_TEXT: usize = 4096;
+
+impl CheckDefinition {
+    /// The rules every check obeys, however it arrived: through either API,
+    /// in an import, from the store at start-up. The one place they are
+    /// written, so no door can let through what another refuses (an
+    /// imported `"interval": "0s"` once made the scheduler spin). `prefix`
+    /// names the check in errors (`check`, `checks[1]`).
+    pub fn validate(&self, prefix: &str) -> Result<(), ValidationError> {
+        let field = |name: &str| format!("{prefix}.{name}");
+        let probe_timing = |interval: GoDuration, timeout: GoDuration| {
+            if interval.0 < MIN_INTERVAL {
+                return Err(ValidationError::new(
+                    field("interval"),
+                    format!(
+                        "must be at least {}",
+                        super::format_go_duration(MIN_INTERVAL)
+                    ),
+                ));
+            }
+            if timeout.0.is_zero() {
+                return Err(ValidationError::new(field("timeout"), "must be above zero"));
+            }
+            if timeout > interval {
+                return Err(ValidationError::new(
+                    field("timeout"),
+                    "must not be longer than the interval",
+                ));
+            }
+            Ok(())
+        };
+        match &self.kind {
+            CheckKind::Http {
+                url,
+                method,
+                headers,
+                interval,
+                timeout,
+            } => {
+                validate_http_url(url)
+                    .map_err(|reason| ValidationError::new(field("http"), reason))?;
+                let uppercase_letters =
+                    !method.is_empty() && method.bytes().all(|b| b.is_ascii_uppercase());
+                if !uppercase_letters {
+                    return Err(ValidationError::new(
+                        field("method"),
+                        "must be an HTTP method such as GET or HEAD",
+                    ));
+                }
+                for (name, value) in headers {
+                    // RFC 9110 section 5.6.2: a field name is a token.
+                    let valid_name = !name.is_empty()
+                        && name
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+                    let valid_value = reqwest::header::HeaderValue::from_str(value).is_ok();
+                    if !valid_name || !valid_value {
+                        return Err(ValidationError::new(
+                            field("headers"),
+                            format!("header {name:?} is not a valid HTTP header"),
+                        ));
+                    }
+                }
+                probe_timing(*interval, *timeout)?;
+            }
+            CheckKind::Tcp {
+                address,
+                interval,
+                timeout,
+            } => {
+                validate_host_port(address)
+                    .map_err(|reason| ValidationError::new(field("tcp"), reason))?;
+                probe_timing(*interval, *timeout)?;
+            }
+            CheckKind::Ttl { ttl } => {
+                if ttl.0 < MIN_TTL {
+                    return Err(ValidationError::new(
+                        field("ttl"),
+                        format!("must be at least {}", super::format_go_duration(MIN_TTL)),
+                    ));
+                }
+            }
+        }
+        if self
+            .deregister_critical_after
+            .is_some_and(|d| d.0.is_zero())
+        {
+            return Err(ValidationError::new(
+                field("deregister_critical_after"),
+                "must be above zero",
+            ));
+        }
+        if self.success_before_passing == 0 || self.failures_before_critical == 0 {
+            return Err(ValidationError::new(
+                field("success_before_passing"),
+                "thresholds must be at least 1",
+            ));
+        }
+        let id = &self.id;
+        if id.is_empty() || id.len() > 255 || id.chars().any(|c| c.is_control()) {
+            return Err(ValidationError::new(
+                field("id"),
+                "must be 1 to 255 printable characters",
+            ));
+        }
+        for (name, text) in [("name", &self.name), ("notes", &self.notes)] {
+            if text.len() > MAX_CHECK_TEXT {
+                return Err(ValidationError::new(
+                    field(name),
+                    format!("must be at most {MAX_CHECK_TEXT} bytes"),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

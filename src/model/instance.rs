@@ -63,17 +63,12 @@ impl InstanceBody {
                 format!("{:?} is not an IPv4 or IPv6 address", self.address),
             )
         })?;
-        if address.is_unspecified() || address.is_multicast() {
-            return Err(ValidationError::new(
-                "address",
-                format!("{address} cannot be an instance's address"),
-            ));
-        }
+        // Port 0 is Consul's "no port"; the native API, whose path names
+        // one endpoint, wants a real one.
         if self.port == 0 || self.port > u32::from(u16::MAX) {
             return Err(ValidationError::new("port", "must be between 1 and 65535"));
         }
         let tags = validate_tags(self.tags)?;
-        validate_meta(&self.meta)?;
         let mut bodies: Vec<(String, CheckBody)> = Vec::new();
         if let Some(check) = self.check {
             bodies.push(("check".to_owned(), check));
@@ -82,7 +77,7 @@ impl InstanceBody {
             bodies.push((format!("checks[{i}]"), check));
         }
         let checks = validate_checks(bodies, &service, &id)?;
-        Ok(Instance {
+        let instance = Instance {
             service,
             id,
             address,
@@ -93,8 +88,69 @@ impl InstanceBody {
             weight: self.weight.unwrap_or(1),
             priority: self.priority.unwrap_or(0),
             checks,
-        })
+        };
+        instance.validate()?;
+        Ok(instance)
     }
+}
+
+/// Longest address text shown back (a DNS name is at most 253 octets).
+const MAX_ADDRESS_TEXT: usize = 255;
+
+impl Instance {
+    /// The rules every instance obeys, however it arrived: through either
+    /// API, in an import, from the store at start-up. Each door parses its
+    /// own format, then calls this, so none can let through what another
+    /// refuses. The service and ID are typed and valid by construction.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if self.address.is_unspecified() || self.address.is_multicast() {
+            return Err(ValidationError::new(
+                "address",
+                format!("{} cannot be an instance's address", self.address),
+            ));
+        }
+        if let Some(given) = &self.address_as_given
+            && (given.len() > MAX_ADDRESS_TEXT || given.chars().any(char::is_control))
+        {
+            return Err(ValidationError::new(
+                "address",
+                format!("must be at most {MAX_ADDRESS_TEXT} printable characters"),
+            ));
+        }
+        check_tags(&self.tags)?;
+        validate_meta(&self.meta)?;
+        if self.checks.len() > MAX_CHECKS {
+            return Err(ValidationError::new(
+                "checks",
+                format!("at most {MAX_CHECKS} checks per instance"),
+            ));
+        }
+        for (i, check) in self.checks.iter().enumerate() {
+            let prefix = format!("checks[{i}]");
+            check.validate(&prefix)?;
+            if self.checks[..i].iter().any(|c| c.id == check.id) {
+                return Err(ValidationError::new(
+                    format!("{prefix}.id"),
+                    format!("check ID {:?} is used twice", check.id),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Longest maintenance reason kept.
+pub const MAX_MAINTENANCE_REASON: usize = 4096;
+
+/// A maintenance reason: at most [`MAX_MAINTENANCE_REASON`] bytes, printable.
+pub fn validate_maintenance_reason(reason: &str) -> Result<(), ValidationError> {
+    if reason.len() > MAX_MAINTENANCE_REASON || reason.chars().any(char::is_control) {
+        return Err(ValidationError::new(
+            "reason",
+            format!("must be at most {MAX_MAINTENANCE_REASON} printable characters"),
+        ));
+    }
+    Ok(())
 }
 
 /// Validates a list of checks, giving each a Consul-style default ID:
@@ -133,13 +189,23 @@ pub(crate) fn validate_checks(
 
 /// Tags: at most [`MAX_TAGS`], each 1–255 printable bytes; duplicates folded.
 pub fn validate_tags(tags: Vec<String>) -> Result<Vec<String>, ValidationError> {
+    check_tags(&tags)?;
+    let mut unique: Vec<String> = Vec::with_capacity(tags.len());
+    for tag in tags {
+        if !unique.contains(&tag) {
+            unique.push(tag);
+        }
+    }
+    Ok(unique)
+}
+
+fn check_tags(tags: &[String]) -> Result<(), ValidationError> {
     if tags.len() > MAX_TAGS {
         return Err(ValidationError::new(
             "tags",
             format!("at most {MAX_TAGS} tags per instance"),
         ));
     }
-    let mut unique: Vec<String> = Vec::with_capacity(tags.len());
     for tag in tags {
         if tag.is_empty() || tag.len() > 255 || tag.chars().any(|c| c.is_control()) {
             return Err(ValidationError::new(
@@ -147,11 +213,8 @@ pub fn validate_tags(tags: Vec<String>) -> Result<Vec<String>, ValidationError> 
                 format!("tag {tag:?} must be 1 to 255 printable characters"),
             ));
         }
-        if !unique.contains(&tag) {
-            unique.push(tag);
-        }
     }
-    Ok(unique)
+    Ok(())
 }
 
 /// Metadata: at most [`MAX_META`] entries, keys `[A-Za-z0-9_-]` (as Consul

@@ -8,13 +8,16 @@ mod instance;
 mod names;
 
 pub use check::{
-    CheckBody, CheckDefinition, CheckKind, MAX_CHECKS, Status, validate_host_port,
+    CheckBody, CheckDefinition, CheckKind, MAX_CHECKS, MIN_INTERVAL, Status, validate_host_port,
     validate_http_url,
 };
 pub use duration::{DurationError, GoDuration, format_go_duration, parse_go_duration};
 /// For the Consul adapter, which gives checks the same default IDs.
 pub(crate) use instance::validate_checks;
-pub use instance::{Instance, InstanceBody, MAX_META, MAX_TAGS, validate_meta, validate_tags};
+pub use instance::{
+    Instance, InstanceBody, MAX_MAINTENANCE_REASON, MAX_META, MAX_TAGS,
+    validate_maintenance_reason, validate_meta, validate_tags,
+};
 pub use names::{DnsLabel, InstanceId, ServiceName};
 
 /// Input that was refused, with the field at fault (`address`,

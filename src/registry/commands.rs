@@ -176,7 +176,7 @@ pub fn apply(
             // import copies each service it touches once.
             let before = state.clone();
             let marks = effects.marks();
-            let imported = restore(state, instances, true, effects);
+            let imported = restore(state, instances, RestoreFrom::Import, effects);
             if imported.is_err() {
                 *state = before;
                 effects.truncate(marks);
@@ -186,29 +186,75 @@ pub fn apply(
     }
 }
 
+/// Where [`restore`]d instances come from, which decides what a bad one
+/// does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum RestoreFrom {
+    /// An export loaded through the API: all or nothing, so the first bad
+    /// instance refuses the whole import, and each one is written.
+    Import,
+    /// The store at start-up: what it holds is not written back, and an
+    /// instance that no longer passes validation (stored by an older
+    /// version, say) is left in the file and not served, with an error
+    /// log, rather than keeping roster from starting: one bad record must
+    /// not take discovery down for every service.
+    StartUp,
+}
+
 /// Loads stored instances (an export, or the store at start-up) on top of
 /// the state, keeping their maintenance flags and, where this registry has
-/// passed it, their creation index. `durable: false` is the start-up path:
-/// what the store already holds is not written back. Stops at the first
-/// instance that cannot be restored, with what came before it applied.
+/// passed it, their creation index. Every instance passes the same
+/// validation as an API registration ([`StoredInstance::to_instance`]). An
+/// import stops at the first instance that cannot be restored, with what
+/// came before it applied (the caller undoes it); start-up skips it.
 pub fn restore(
     state: &mut RegistryState,
     instances: Vec<StoredInstance>,
-    durable: bool,
+    from: RestoreFrom,
     effects: &mut Effects,
 ) -> Result<Outcome, RegistryError> {
     let count = instances.len();
+    let mut seen = std::collections::HashSet::with_capacity(count);
+    let mut skipped = 0;
     for stored in instances {
-        let instance = stored
-            .to_instance()
-            .map_err(|e| RegistryError::Invalid(format!("instance {:?}: {e}", stored.id)))?;
-        let restored = Restored {
-            maintenance: stored.maintenance,
-            create_index: stored.create_index,
+        let restored = if seen.insert(stored.id.clone()) {
+            restore_one(state, stored, from, effects)
+        } else {
+            Err(RegistryError::Invalid(format!(
+                "instance ID {:?} appears more than once; each ID names one instance",
+                stored.id
+            )))
         };
-        register(state, instance, true, Some(restored), durable, effects)?;
+        match (restored, from) {
+            (Ok(()), _) => {}
+            (Err(e), RestoreFrom::Import) => return Err(e),
+            (Err(e), RestoreFrom::StartUp) => {
+                skipped += 1;
+                tracing::error!(
+                    "a stored instance is not served: {e}; it stays in the store until it is registered again with valid values"
+                );
+            }
+        }
     }
-    Ok(Outcome::Imported(count))
+    Ok(Outcome::Imported(count - skipped))
+}
+
+fn restore_one(
+    state: &mut RegistryState,
+    stored: StoredInstance,
+    from: RestoreFrom,
+    effects: &mut Effects,
+) -> Result<(), RegistryError> {
+    let instance = stored
+        .to_instance()
+        .map_err(|e| RegistryError::Invalid(format!("instance {:?}: {e}", stored.id)))?;
+    let restored = Restored {
+        maintenance: stored.maintenance,
+        create_index: stored.create_index,
+    };
+    let durable = from == RestoreFrom::Import;
+    register(state, instance, true, Some(restored), durable, effects)?;
+    Ok(())
 }
 
 /// What an import carries besides the instance itself.
@@ -606,7 +652,7 @@ mod tests {
         };
         let stored = StoredInstance::new(&instance("web", "a"), Some("deploy".into()), 42);
         let mut effects = Effects::default();
-        restore(&mut state, vec![stored], false, &mut effects).unwrap();
+        restore(&mut state, vec![stored], RestoreFrom::StartUp, &mut effects).unwrap();
         let restored = state.instance("a").unwrap();
         assert_eq!(restored.maintenance.as_deref(), Some("deploy"));
         assert_eq!(restored.create_index, 42);

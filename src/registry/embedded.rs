@@ -79,7 +79,11 @@ fn builder() -> redb::Builder {
 
 /// A redb database in a locked data directory.
 pub struct EmbeddedStore {
-    db: Database,
+    /// The open database, or `None` after a failed commit until a reopen
+    /// succeeds. Std mutex: the registry's single writer is the only one
+    /// that commits, from a blocking thread, so it is never contended and
+    /// never held across an await.
+    db: Mutex<Option<Database>>,
     path: PathBuf,
     /// What the read-only check at open loaded, handed out by the first
     /// `load` instead of reading everything twice. Std mutex: taken once.
@@ -155,7 +159,7 @@ impl EmbeddedStore {
             })
         })?;
         let store = Self {
-            db,
+            db: Mutex::new(Some(db)),
             path,
             preloaded: Mutex::new(preloaded),
             _lock: lock,
@@ -173,7 +177,14 @@ impl EmbeddedStore {
     fn ensure_tables(&self) -> Result<(), StoreError> {
         let write =
             |e: &dyn std::fmt::Display| StoreError::Write(format!("{}: {e}", self.path.display()));
-        let txn = self.db.begin_write().map_err(|e| write(&e))?;
+        let db = self
+            .db
+            .lock()
+            .map_err(|_| StoreError::Write("store lock poisoned".into()))?;
+        let db = db
+            .as_ref()
+            .ok_or_else(|| StoreError::Write("store is not open".into()))?;
+        let txn = db.begin_write().map_err(|e| write(&e))?;
         txn.open_table(INSTANCES).map_err(|e| write(&e))?;
         txn.open_table(META).map_err(|e| write(&e))?;
         txn.commit().map_err(|e| write(&e))
@@ -185,41 +196,89 @@ impl Store for EmbeddedStore {
         let preloaded = self.preloaded.lock().ok().and_then(|mut p| p.take());
         match preloaded {
             Some(loaded) => Ok(loaded),
-            None => contain_panics(&self.path, || load_from(&self.db, &self.path)),
+            None => {
+                let db = self
+                    .db
+                    .lock()
+                    .map_err(|_| StoreError::Read("store lock poisoned".into()))?;
+                let db = db
+                    .as_ref()
+                    .ok_or_else(|| StoreError::Read("store is not open".into()))?;
+                contain_panics(&self.path, || load_from(db, &self.path))
+            }
         }
     }
 
+    /// Commits `batch`. After a failed commit (a full disk, an I/O error)
+    /// redb refuses every later transaction ("Previous I/O error"), so the
+    /// database is closed and, on the next commit, opened again (redb
+    /// repairs it from its last durable commit, which a failed one never
+    /// changed) and read through once, before the batch is written: once
+    /// space is back, writes resume without a restart. While the disk is
+    /// still full the reopen fails too, and so does that commit, clearly.
     fn commit(&self, batch: &[Mutation], index: u64) -> Result<(), StoreError> {
-        self.commit_unguarded(batch, index)
+        let mut db = self
+            .db
+            .lock()
+            .map_err(|_| StoreError::Write("store lock poisoned".into()))?;
+        if db.is_none() {
+            *db = Some(self.reopen()?);
+            tracing::info!(path = %self.path.display(), "store reopened after a failed write");
+        }
+        let Some(open) = db.as_ref() else {
+            return Err(StoreError::Write("store is not open".into()));
+        };
+        let committed = commit_to(open, &self.path, batch, index);
+        if committed.is_err() {
+            // Dropped now: redb allows one open handle per file.
+            *db = None;
+        }
+        committed
     }
 }
 
 impl EmbeddedStore {
-    fn commit_unguarded(&self, batch: &[Mutation], index: u64) -> Result<(), StoreError> {
-        let write =
-            |e: &dyn std::fmt::Display| StoreError::Write(format!("{}: {e}", self.path.display()));
-        let txn = self.db.begin_write().map_err(|e| write(&e))?;
-        {
-            let mut table = txn.open_table(INSTANCES).map_err(|e| write(&e))?;
-            for mutation in batch {
-                match mutation {
-                    Mutation::Put(instance) => {
-                        let bytes = serde_json::to_vec(instance).map_err(|e| write(&e))?;
-                        table
-                            .insert(instance.id.as_str(), bytes.as_slice())
-                            .map_err(|e| write(&e))?;
-                    }
-                    Mutation::Delete { id } => {
-                        table.remove(id.as_str()).map_err(|e| write(&e))?;
-                    }
+    /// Opens the database again after a failed commit, and reads it through
+    /// to check that what is on disk is whole before writing to it again.
+    fn reopen(&self) -> Result<Database, StoreError> {
+        let not_yet = |e: &dyn std::fmt::Display| {
+            StoreError::Write(format!(
+                "{} cannot be reopened after a failed write: {e}; it is retried with the next write",
+                self.path.display()
+            ))
+        };
+        let db = contain_panics(&self.path, || {
+            builder().open(&self.path).map_err(|e| not_yet(&e))
+        })?;
+        contain_panics(&self.path, || load_from(&db, &self.path))?;
+        Ok(db)
+    }
+}
+
+/// Writes one batch in one transaction.
+fn commit_to(db: &Database, path: &Path, batch: &[Mutation], index: u64) -> Result<(), StoreError> {
+    let write = |e: &dyn std::fmt::Display| StoreError::Write(format!("{}: {e}", path.display()));
+    let txn = db.begin_write().map_err(|e| write(&e))?;
+    {
+        let mut table = txn.open_table(INSTANCES).map_err(|e| write(&e))?;
+        for mutation in batch {
+            match mutation {
+                Mutation::Put(instance) => {
+                    let bytes = serde_json::to_vec(instance).map_err(|e| write(&e))?;
+                    table
+                        .insert(instance.id.as_str(), bytes.as_slice())
+                        .map_err(|e| write(&e))?;
+                }
+                Mutation::Delete { id } => {
+                    table.remove(id.as_str()).map_err(|e| write(&e))?;
                 }
             }
-            let mut meta = txn.open_table(META).map_err(|e| write(&e))?;
-            meta.insert("index", index).map_err(|e| write(&e))?;
         }
-        // Durability::Immediate (the default): commit returns after fsync.
-        txn.commit().map_err(|e| write(&e))
+        let mut meta = txn.open_table(META).map_err(|e| write(&e))?;
+        meta.insert("index", index).map_err(|e| write(&e))?;
     }
+    // Durability::Immediate (the default): commit returns after fsync.
+    txn.commit().map_err(|e| write(&e))
 }
 
 /// Reads every instance and the index.

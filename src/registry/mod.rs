@@ -73,6 +73,13 @@ pub enum RegistryEvent {
     Upserted(Arc<InstanceState>),
     /// An instance is gone: stop checking it.
     Removed { id: String },
+    /// A result the checker sent was rejected with its batch (the store
+    /// failed): the check's status is what the registry holds, not what
+    /// the checker sent. `check_id: None` for a reaping that failed.
+    NotApplied {
+        id: String,
+        check_id: Option<String>,
+    },
     /// The service reported to a TTL check: restart its timer.
     Heartbeat {
         id: String,
@@ -130,8 +137,13 @@ impl Registry {
         };
         let mut effects = commands::Effects::default();
         // What the store holds is not written back, so no mutations.
-        commands::restore(&mut state, loaded.instances, false, &mut effects)
-            .map_err(|e| RegistryError::Load(e.to_string()))?;
+        commands::restore(
+            &mut state,
+            loaded.instances,
+            commands::RestoreFrom::StartUp,
+            &mut effects,
+        )
+        .map_err(|e| RegistryError::Load(e.to_string()))?;
         state.index = state.index.max(1);
         let mut table = RecordTable::default();
         for label in &effects.touched {
@@ -163,6 +175,8 @@ impl Registry {
             index: index_tx,
             metrics,
             index_ceiling: loaded_ceiling,
+            in_doubt: Default::default(),
+            batch_ids: Vec::new(),
         };
         let writer = tokio::spawn(writer.run(queue));
         Ok((Self { shared }, writer))
@@ -221,6 +235,10 @@ struct Writer {
     /// The index ceiling last committed to the store: every index handed
     /// out is below it.
     index_ceiling: u64,
+    /// IDs written by a commit that failed, rewritten with the next one.
+    in_doubt: std::collections::BTreeSet<String>,
+    /// IDs the commit in progress writes, kept in case it fails.
+    batch_ids: Vec<String>,
 }
 
 impl Writer {
@@ -238,7 +256,17 @@ impl Writer {
         let mut state = (*shared.state.load_full()).clone();
         let mut effects = commands::Effects::default();
         let mut replies = Vec::with_capacity(batch.len());
+        // For each command the checker sent without waiting for an answer
+        // (a probe result, a TTL expiry, a reaping): which check it was.
+        let mut unacknowledged = Vec::with_capacity(batch.len());
         for envelope in batch {
+            unacknowledged.push(match (&envelope.reply, &envelope.command) {
+                (None, Command::CheckResult { id, check_id, .. }) => {
+                    Some((id.clone(), check_id.clone()))
+                }
+                (None, Command::Deregister { id, .. }) => Some((id.clone(), None)),
+                _ => None,
+            });
             // Each command sees the state left by the ones before it; one
             // that fails leaves the state as it found it (`commands` checks
             // everything before it changes anything). No snapshot per
@@ -256,9 +284,33 @@ impl Writer {
         // index itself, raised a block at a time; a restart, even after a
         // crash, resumes from the ceiling and never goes back.
         let reserve = state.index >= self.index_ceiling;
-        let commit = (!effects.mutations.is_empty() || reserve).then(|| {
+        let reconcile = !self.in_doubt.is_empty();
+        let commit = (!effects.mutations.is_empty() || reserve || reconcile).then(|| {
             let store = self.store.clone();
-            let mutations = std::mem::take(&mut effects.mutations);
+            let mut mutations = std::mem::take(&mut effects.mutations);
+            // Instances a failed commit touched are written again as the
+            // state holds them, after this batch's own changes: a commit
+            // that failed may still have reached the disk (an fsync error
+            // says nothing of what was written), and the store must end up
+            // as the acknowledged state, not as a rejected batch.
+            for id in &self.in_doubt {
+                mutations.push(match state.instance(id) {
+                    Some(current) => Mutation::Put(StoredInstance::new(
+                        &current.instance,
+                        current.maintenance.clone(),
+                        current.create_index,
+                    )),
+                    None => Mutation::Delete { id: id.clone() },
+                });
+            }
+            let ids: Vec<String> = mutations
+                .iter()
+                .map(|m| match m {
+                    Mutation::Put(instance) => instance.id.clone(),
+                    Mutation::Delete { id } => id.clone(),
+                })
+                .collect();
+            self.batch_ids = ids;
             let ceiling = if reserve {
                 state.index + INDEX_RESERVE
             } else {
@@ -287,6 +339,17 @@ impl Writer {
                 .and_then(|r| r.map_err(|e| e.to_string()));
             if let Err(message) = committed {
                 error!(%message, "store commit failed; the batch is rejected");
+                self.in_doubt.extend(std::mem::take(&mut self.batch_ids));
+                // The checker's own results went nowhere: tell it, or it
+                // would believe a status the registry never took on.
+                for (check, outcome) in unacknowledged.iter().zip(&replies) {
+                    if let (Some((id, check_id)), Ok(_)) = (check, &outcome.1) {
+                        let _ = self.events.send(RegistryEvent::NotApplied {
+                            id: id.clone(),
+                            check_id: check_id.clone(),
+                        });
+                    }
+                }
                 for (reply, outcome) in replies {
                     let failed = outcome.and(Err(RegistryError::Store(message.clone())));
                     if let Some(reply) = reply {
@@ -296,6 +359,7 @@ impl Writer {
                 return;
             }
             self.index_ceiling = ceiling;
+            self.in_doubt.clear();
         }
         if let Some(table) = table {
             let index = state.index;

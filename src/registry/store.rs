@@ -70,11 +70,12 @@ impl StoredInstance {
         }
     }
 
-    /// Rebuilds the instance, re-validating names so that a store written by
-    /// another version cannot smuggle in something the API would refuse.
+    /// Rebuilds the instance, validated by the same rules as every API
+    /// registration ([`Instance::validate`]), so that an import, a store
+    /// written by another version, or (later) a change from another node
+    /// cannot smuggle in something the API would refuse.
     pub fn to_instance(&self) -> Result<Instance, ValidationError> {
-        crate::model::validate_meta(&self.meta)?;
-        Ok(Instance {
+        let instance = Instance {
             service: ServiceName::parse(&self.service)?,
             id: InstanceId::parse(&self.id)?,
             address: self.address,
@@ -85,7 +86,13 @@ impl StoredInstance {
             weight: self.weight,
             priority: self.priority,
             checks: self.checks.clone(),
-        })
+        };
+        instance.validate()?;
+        if let Some(reason) = &self.maintenance {
+            crate::model::validate_maintenance_reason(reason)
+                .map_err(|e| ValidationError::new("maintenance", e.message))?;
+        }
+        Ok(instance)
     }
 }
 

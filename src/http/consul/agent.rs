@@ -142,11 +142,8 @@ pub async fn service_maintenance(
         })?,
     };
     let reason = params.get("reason").unwrap_or_default().to_owned();
-    if reason.len() > 4096 || reason.chars().any(char::is_control) {
-        return Err(ConsulError::bad_request(
-            "Invalid reason: at most 4096 printable characters",
-        ));
-    }
+    crate::model::validate_maintenance_reason(&reason)
+        .map_err(|e| ConsulError::bad_request(format!("Invalid reason: {}", e.message)))?;
     state
         .registry
         .execute(Command::Maintenance {

@@ -143,7 +143,7 @@ pub async fn instance_from_body(
     let checks = validate_checks(bodies, &service, &id).map_err(ConsulError::invalid_check)?;
 
     let (address, address_as_given) = resolve_address(body.address, config.node_address).await?;
-    Ok(Instance {
+    let instance = Instance {
         service,
         id,
         address,
@@ -154,7 +154,10 @@ pub async fn instance_from_body(
         weight,
         priority: 0,
         checks,
-    })
+    };
+    // The rules every door shares; the checks above gave Consul's messages.
+    instance.validate()?;
+    Ok(instance)
 }
 
 fn field_error(what: &str, error: ValidationError) -> ConsulError {
