@@ -72,9 +72,9 @@ const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// The most header fields answered normally; more get 431 with JSON.
 const MAX_HEADERS: usize = 100;
 /// hyper's own limits, above roster's: a head beyond these is refused by
-/// hyper's parser before roster sees it, with hyper's empty-bodied 431
-/// (hyper has no hook to shape that answer). They bound the memory a
-/// single connection's head can take.
+/// hyper's parser before roster sees a request, and hyper's empty-bodied
+/// 431 is rewritten on the way out (see [`json_parse_error`]). They bound
+/// the memory a single connection's head can take.
 const HYPER_MAX_HEAD_BYTES: usize = 64 * 1024;
 const HYPER_MAX_HEADERS: usize = 256;
 
@@ -227,10 +227,7 @@ async fn serve_connection(
     draining: CancellationToken,
 ) {
     let closed = connection.closed.clone();
-    let io = TokioIo::new(TrackedIo {
-        inner: stream,
-        connection: connection.clone(),
-    });
+    let io = TokioIo::new(TrackedIo::new(stream, connection.clone()));
     let body_read_timeout = connection.shared.limits.body_read_timeout;
     let service = hyper::service::service_fn(move |request| {
         let router = router.clone();
@@ -648,10 +645,103 @@ impl Drop for InFlight {
 // I/O and body wrappers
 // ---------------------------------------------------------------------------
 
-/// The socket, noting when an idle connection's next request begins.
+/// The socket, noting when an idle connection's next request begins, and
+/// giving hyper's own parse-error answers roster's JSON body.
 struct TrackedIo {
     inner: TcpStream,
     connection: Arc<Connection>,
+    /// A JSON answer standing in for hyper's empty-bodied one, and how
+    /// much of it is written. Drained before anything else is written,
+    /// flushed or shut down.
+    replacement: Option<(Vec<u8>, usize)>,
+}
+
+impl TrackedIo {
+    fn new(inner: TcpStream, connection: Arc<Connection>) -> Self {
+        Self {
+            inner,
+            connection,
+            replacement: None,
+        }
+    }
+
+    /// Writes what is left of the replacement answer; ready when none is.
+    fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some((bytes, written)) = &mut self.replacement {
+            if *written == bytes.len() {
+                self.replacement = None;
+                break;
+            }
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &bytes[*written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            *written += n;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// When `buf` is hyper's own answer to an unparseable head, takes it
+    /// (as if written) and queues roster's JSON answer in its place.
+    fn replace_parse_error(&mut self, buf: &[u8]) -> bool {
+        match json_parse_error(buf) {
+            Some(answer) => {
+                self.replacement = Some((answer, 0));
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// hyper answers a head it cannot parse by itself, before roster sees a
+/// request, with an empty body and no hook to change it: exactly
+/// `HTTP/1.1 400|414|431 …`, `connection: close`, `content-length: 0`,
+/// `date`, as one write, and then closes. roster's own answers with these
+/// codes always have a JSON body, so a bodiless one is hyper's. This
+/// returns the same answer with roster's JSON error body.
+fn json_parse_error(buf: &[u8]) -> Option<Vec<u8>> {
+    const SIGNATURE: &[u8] = b"\r\nconnection: close\r\ncontent-length: 0\r\n";
+    let rest = buf.strip_prefix(b"HTTP/1.1 ")?;
+    let (status, field, message) = match rest.get(..3)? {
+        b"400" => (
+            StatusCode::BAD_REQUEST,
+            None,
+            "the request is not well-formed HTTP/1.1".to_owned(),
+        ),
+        b"414" => (
+            StatusCode::URI_TOO_LONG,
+            Some("uri"),
+            "the request target is too long".to_owned(),
+        ),
+        b"431" => (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Some("headers"),
+            format!(
+                "the request head is larger than {HYPER_MAX_HEAD_BYTES} bytes or has more \
+                 than {HYPER_MAX_HEADERS} fields"
+            ),
+        ),
+        _ => return None,
+    };
+    if !buf.ends_with(b"\r\n\r\n") || find(buf, SIGNATURE).is_none() {
+        return None;
+    }
+    let body = match field {
+        Some(field) => serde_json::json!({ "error": message, "field": field }),
+        None => serde_json::json!({ "error": message }),
+    }
+    .to_string();
+    let head = format!(
+        "HTTP/1.1 {status}\r\nconnection: close\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n",
+        body.len()
+    );
+    Some([head.into_bytes(), body.into_bytes()].concat())
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 impl AsyncRead for TrackedIo {
@@ -677,6 +767,12 @@ impl AsyncWrite for TrackedIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        ready!(self.poll_replacement(cx))?;
+        if self.replace_parse_error(buf) {
+            // Taken whole; the replacement goes out on the next write,
+            // flush or shutdown.
+            return Poll::Ready(Ok(buf.len()));
+        }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -685,6 +781,13 @@ impl AsyncWrite for TrackedIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        ready!(self.poll_replacement(cx))?;
+        let mut non_empty = bufs.iter().filter(|b| !b.is_empty());
+        if let (Some(only), None) = (non_empty.next(), non_empty.next())
+            && self.replace_parse_error(only)
+        {
+            return Poll::Ready(Ok(only.len()));
+        }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -693,10 +796,12 @@ impl AsyncWrite for TrackedIo {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_replacement(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_replacement(cx))?;
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
@@ -820,6 +925,31 @@ mod tests {
         // Otherwise hyper's empty-bodied 431 would answer first.
         const { assert!(MAX_HEADER_BYTES + MAX_URI_BYTES < HYPER_MAX_HEAD_BYTES) };
         const { assert!(MAX_HEADERS < HYPER_MAX_HEADERS) };
+    }
+
+    #[test]
+    fn hypers_bodiless_parse_errors_get_json_and_nothing_else_is_touched() {
+        let hyper_431 = b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\n\
+                          content-length: 0\r\ndate: Tue, 01 Dec 2026 09:19:54 GMT\r\n\r\n";
+        let answer = json_parse_error(hyper_431).expect("replaced");
+        let text = String::from_utf8(answer).expect("text");
+        let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+        assert!(head.starts_with("HTTP/1.1 431 "), "{head}");
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
+        let body: serde_json::Value = serde_json::from_str(body).expect("JSON");
+        assert_eq!(body["field"], "headers");
+        let untouched: [&[u8]; 3] = [
+            b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
+              content-length: 2\r\n\r\n{}",
+            b"{\"error\":\"HTTP/1.1 400 \"}",
+        ];
+        for bytes in untouched {
+            assert!(json_parse_error(bytes).is_none(), "{bytes:?}");
+        }
     }
 
     fn limits() -> HttpLimits {
