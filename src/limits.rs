@@ -89,7 +89,7 @@ pub fn raise_nofile_limit() -> Result<u64, LimitsError> {
 
 /// The connection caps that fit in `nofile` descriptors: the wanted caps
 /// when they fit beside the reserve, else what remains after the reserve,
-/// split in proportion to what each server wanted (with a warning, since
+/// split fairly between the two servers (with a warning, since
 /// the configuration asked for more than the process can hold).
 pub fn connection_caps(http_wanted: usize, dns_tcp_wanted: usize, nofile: u64) -> ConnectionCaps {
     let reserve = BASE_RESERVE + nofile / RESERVE_FRACTION;
@@ -101,15 +101,21 @@ pub fn connection_caps(http_wanted: usize, dns_tcp_wanted: usize, nofile: u64) -
             dns_tcp: dns_tcp_wanted,
         };
     }
-    // u128: `available * http_wanted` overflows u64 only for absurd
-    // inputs, but an overflow here would be a wrong cap, not a panic.
-    let share = |want: usize| {
-        let part = available as u128 * want as u128 / wanted.max(1) as u128;
-        usize::try_from(part).unwrap_or(usize::MAX).max(MIN_CAP)
+    // Max-min fair: a server that wants less than half gets all it wants
+    // and the other gets the rest; otherwise they halve what there is. (A
+    // split in proportion to the wants would starve DNS whenever HTTP's
+    // cap is set absurdly high.)
+    let half = available / 2;
+    let (http, dns_tcp) = if http_wanted <= half {
+        (http_wanted, dns_tcp_wanted.min(available - http_wanted))
+    } else if dns_tcp_wanted <= half {
+        (http_wanted.min(available - dns_tcp_wanted), dns_tcp_wanted)
+    } else {
+        (available - half, half)
     };
     let caps = ConnectionCaps {
-        http: share(http_wanted),
-        dns_tcp: share(dns_tcp_wanted),
+        http: http.max(MIN_CAP),
+        dns_tcp: dns_tcp.max(MIN_CAP),
     };
     warn!(
         nofile,
@@ -139,7 +145,7 @@ mod tests {
             ((1024, 1024, 65_536), (1024, 1024)),
             // Configured far above what fits: lowered, in proportion.
             ((100_000, 100_000, 65_536), (28_640, 28_640)),
-            ((3000, 1000, 4096), (2640, 880)),
+            ((3000, 1000, 4096), (2520, 1000)),
             // Small caps that fit are kept even under a low limit.
             ((50, 50, 1024), (50, 50)),
             // A very low limit: 256 - (64 + 32) = 160 left.
