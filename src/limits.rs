@@ -143,9 +143,13 @@ mod tests {
             ((1024, 1024, 1024), (416, 416)),
             // A raised limit holds the defaults as configured.
             ((1024, 1024, 65_536), (1024, 1024)),
-            // Configured far above what fits: lowered, in proportion.
+            // Both configured far above what fits: the room is halved.
             ((100_000, 100_000, 65_536), (28_640, 28_640)),
+            // One wants less than half the room (4096 - (64 + 512) = 3520):
+            // it keeps its cap, the other gets the rest.
             ((3000, 1000, 4096), (2520, 1000)),
+            ((100_000, 1024, 20_000), (16_412, 1024)),
+            ((1024, 100_000, 20_000), (1024, 16_412)),
             // Small caps that fit are kept even under a low limit.
             ((50, 50, 1024), (50, 50)),
             // A very low limit: 256 - (64 + 32) = 160 left.
