@@ -66,6 +66,18 @@ pub struct DnsConfig {
 pub struct HttpConfig {
     /// Address of the HTTP API (native and Consul-compatible).
     pub listen: SocketAddr,
+    /// Most HTTP connections open at once, before fitting to the descriptor
+    /// limit (see `limits`). When full, the longest-idle one is closed.
+    pub max_connections: usize,
+    /// Seconds a client may take to send a request's line and headers, from
+    /// its first byte (slowloris).
+    pub header_read_timeout: u64,
+    /// Seconds a request body may go without a byte arriving before roster
+    /// answers 408.
+    pub body_read_timeout: u64,
+    /// Seconds a keep-alive connection may wait, with no request in flight,
+    /// for its next request. Long-polling requests are in flight, not idle.
+    pub idle_timeout: u64,
 }
 
 /// How roster presents itself to Consul clients: as a single agent node.
@@ -121,9 +133,21 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8500)),
+            max_connections: 1024,
+            header_read_timeout: 10,
+            body_read_timeout: 30,
+            idle_timeout: 60,
         }
     }
 }
+
+/// The longest any HTTP timeout may be set to: an hour. Longer would hold
+/// a descriptor for a client that is gone in all but name.
+const MAX_HTTP_TIMEOUT_SECS: u64 = 3600;
+
+/// The most HTTP connections that may be configured: far above any
+/// descriptor limit a process gets, so only a typo lands here.
+const MAX_HTTP_CONNECTIONS: usize = 1_000_000;
 
 /// The longest dynamic domain: leaves room for `<id>.<service>.` (two
 /// 63-octet labels) within DNS's 255-octet name limit.
@@ -193,6 +217,25 @@ impl Config {
                 "consul.datacenter",
                 "must be 1 to 64 characters".into(),
             ));
+        }
+        if !(1..=MAX_HTTP_CONNECTIONS).contains(&self.http.max_connections) {
+            return Err(invalid(
+                "http.max_connections",
+                format!("must be 1 to {MAX_HTTP_CONNECTIONS}"),
+            ));
+        }
+        let timeouts = [
+            ("http.header_read_timeout", self.http.header_read_timeout),
+            ("http.body_read_timeout", self.http.body_read_timeout),
+            ("http.idle_timeout", self.http.idle_timeout),
+        ];
+        for (key, seconds) in timeouts {
+            if !(1..=MAX_HTTP_TIMEOUT_SECS).contains(&seconds) {
+                return Err(invalid(
+                    key,
+                    format!("must be 1 to {MAX_HTTP_TIMEOUT_SECS} seconds"),
+                ));
+            }
         }
         if self.dns.max_udp_payload < 512 {
             return Err(invalid(
@@ -265,6 +308,19 @@ mod tests {
             ("[dns]\ndomain = \"bad_domain!\"\n", "dns.domain"),
             ("[dns]\nttl = 100000\n", "dns.ttl"),
             ("[dns]\nmax_udp_payload = 100\n", "dns.max_udp_payload"),
+            ("[http]\nmax_connections = 0\n", "http.max_connections"),
+            (
+                "[http]\nmax_connections = 99999999\n",
+                "http.max_connections",
+            ),
+            (
+                "[http]\nheader_read_timeout = 0\n",
+                "http.header_read_timeout",
+            ),
+            ("[http]\nbody_read_timeout = 0\n", "http.body_read_timeout"),
+            ("[http]\nidle_timeout = 0\n", "http.idle_timeout"),
+            ("[http]\nidle_timeout = 86400\n", "http.idle_timeout"),
+            ("[http]\nidle_timeout = \"60s\"\n", "idle_timeout"),
         ];
         for (text, key) in cases {
             let message = parse(text).expect_err(text).to_string();

@@ -9,12 +9,13 @@ pub mod config;
 pub mod dns;
 pub mod health;
 pub mod http;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod registry;
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use hickory_proto::rr::LowerName;
 use tokio::{
@@ -36,7 +37,11 @@ use crate::{
 };
 
 /// How long in-flight HTTP requests may run on after a shutdown signal.
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// DNS-over-TCP connections wanted before fitting to the descriptor limit,
+/// until the DNS TCP change gives it a config key (`dns.tcp_max_connections`).
+const DNS_TCP_MAX_CONNECTIONS: usize = 1024;
 
 /// Why roster could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -229,6 +234,22 @@ pub async fn run(
         "registry loaded"
     );
 
+    // Raise the open-file limit first, then size the connection caps to
+    // whatever it is: running out of descriptors stops health probes and
+    // the store, not just new clients.
+    let nofile = limits::raise_nofile_limit().unwrap_or_else(|error| {
+        warn!(%error, "assuming the common default open-file limit of 1024");
+        1024
+    });
+    let caps =
+        limits::connection_caps(config.http.max_connections, DNS_TCP_MAX_CONNECTIONS, nofile);
+    info!(
+        nofile,
+        http = caps.http,
+        dns_tcp = caps.dns_tcp,
+        "connection caps"
+    );
+
     let dns_addr = listeners.dns_addr();
     let http_addr = listeners.http_addr();
     let handler = dns::DnsHandler::new(
@@ -237,6 +258,7 @@ pub async fn run(
         LowerName::new(&domain),
         config.dns.max_udp_payload,
     );
+    // dns_tcp cap: wired by the DNS TCP change (caps.dns_tcp).
     let dns_server = dns::serve(handler, listeners.dns_udp, listeners.dns_tcp);
 
     let shutting_down = tokio_util::sync::CancellationToken::new();
@@ -249,13 +271,20 @@ pub async fn run(
         consul: config.consul.clone(),
     });
     let (stop_http, http_stopped) = oneshot::channel::<()>();
-    let http_server = tokio::spawn(async move {
-        axum::serve(listeners.http, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_stopped.await;
-            })
-            .await
-    });
+    let http_limits = http::server::HttpLimits {
+        max_connections: caps.http,
+        header_read_timeout: Duration::from_secs(config.http.header_read_timeout),
+        body_read_timeout: Duration::from_secs(config.http.body_read_timeout),
+        idle_timeout: Duration::from_secs(config.http.idle_timeout),
+    };
+    let http_server = tokio::spawn(http::server::serve(
+        listeners.http,
+        app,
+        http_limits,
+        async move {
+            let _ = http_stopped.await;
+        },
+    ));
     info!(dns = %dns_addr, http = %http_addr, domain = %domain, "roster is serving");
 
     // A writer that ends before shutdown has panicked: roster would live on

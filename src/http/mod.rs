@@ -9,6 +9,7 @@ mod body;
 mod consul;
 mod error;
 mod native;
+pub mod server;
 mod views;
 
 use std::sync::Arc;

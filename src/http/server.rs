@@ -1,0 +1,1028 @@
+//! roster's HTTP/1.1 serve loop: accepts connections, hands each to hyper
+//! with the API router, and keeps every connection bounded in time and
+//! number. `axum::serve` has neither: an attacker held 10,000 idle
+//! keep-alive connections (855 MB) and 5,000 half-sent request heads, and
+//! when descriptors ran out the API stopped answering and health probes
+//! failed, so healthy instances dropped out of DNS.
+//!
+//! The rules, each enforced here:
+//! - A connection with no request in flight is **idle**. It is closed after
+//!   `idle_timeout`; once the first byte of a request head arrives, it has
+//!   `header_read_timeout` to finish the head instead (slowloris). A
+//!   request in flight, such as a Consul blocking query waiting up to ten
+//!   minutes, has no such deadline: it is work, not idleness.
+//! - A request body that goes `body_read_timeout` without a byte is
+//!   answered 408 with roster's JSON error, and the connection closed.
+//! - At most `max_connections` are open. A new client beyond that closes
+//!   the connection idle the longest (as Knot and Unbound do), so a flood
+//!   of idle sockets cannot lock real clients out; if none is idle, the new
+//!   one gets a 503 and is closed at once rather than left to hang.
+//! - Accept errors (EMFILE, ENFILE, ENOBUFS) pause accepting, 10 ms
+//!   doubling to 1 s, instead of spinning a core, and are logged at most
+//!   once every few seconds.
+//!
+//! All idle and head deadlines live in one table with two ordered sets,
+//! watched by one reaper: not a timer per connection.
+//!
+//! Owns: HTTP connections and their deadlines. Must not: route requests or
+//! shape answers beyond the transport's own errors (414, 431, 408, 503).
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    convert::Infallible,
+    future::Future,
+    io,
+    pin::Pin,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll, ready},
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    body::{Body, Bytes},
+    http::{HeaderValue, Request, Response, StatusCode, header},
+    response::IntoResponse,
+};
+use http_body::Frame;
+use hyper::{body::Incoming, server::conn::http1};
+use hyper_util::rt::TokioIo;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    sync::Notify,
+    task::JoinSet,
+    time::{Instant, Sleep},
+};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+use tracing::{debug, warn};
+
+use super::ApiError;
+
+/// The longest request target answered normally; longer ones get 414 with
+/// a JSON body. No roster URL comes near it.
+const MAX_URI_BYTES: usize = 8 * 1024;
+/// The largest request head (all header lines) answered normally; larger
+/// ones get 431 with a JSON body.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// The most header fields answered normally; more get 431 with JSON.
+const MAX_HEADERS: usize = 100;
+/// hyper's own limits, above roster's: a head beyond these is refused by
+/// hyper's parser before roster sees a request, and hyper's empty-bodied
+/// 431 is rewritten on the way out (see [`json_parse_error`]). They bound
+/// the memory a single connection's head can take.
+const HYPER_MAX_HEAD_BYTES: usize = 64 * 1024;
+const HYPER_MAX_HEADERS: usize = 256;
+
+/// First pause after an accept error; doubles up to [`ACCEPT_PAUSE_MAX`].
+const ACCEPT_PAUSE_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
+/// At most one accept-error log line per this interval.
+const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What bounds the HTTP server's connections.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpLimits {
+    /// Most connections open at once (already fitted to the descriptor
+    /// limit).
+    pub max_connections: usize,
+    /// From a request head's first byte to its last.
+    pub header_read_timeout: Duration,
+    /// Longest a request body may go without a byte arriving.
+    pub body_read_timeout: Duration,
+    /// Longest a connection may wait for its next request.
+    pub idle_timeout: Duration,
+}
+
+/// Serves `router` on `listener` within `limits` until `shutdown`
+/// completes; then stops accepting, lets requests in flight finish (the
+/// caller bounds how long by dropping this future) and closes idle
+/// connections at once.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: HttpLimits,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let connections = Connections::new(limits);
+    let mut builder = http1::Builder::new();
+    builder
+        // roster's own header deadline starts at the head's first byte;
+        // hyper's would start as soon as a connection waits, cutting idle
+        // keep-alive connections at the header timeout.
+        .header_read_timeout(None)
+        .max_header_size(HYPER_MAX_HEAD_BYTES)
+        .max_headers(HYPER_MAX_HEADERS);
+    // Cancelled at shutdown: every connection finishes its request in
+    // flight, if any, and closes.
+    let draining = CancellationToken::new();
+    // Dropping the set aborts the connection tasks: when the caller's
+    // grace period ends, nothing is left running.
+    let mut tasks = JoinSet::new();
+    let reaper = connections.reap();
+    tokio::pin!(reaper, shutdown);
+    let mut pause = ACCEPT_PAUSE_MIN;
+    let mut accept_log = RateLimitedLog::default();
+
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            () = &mut reaper => {}
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    pause = ACCEPT_PAUSE_MIN;
+                    let Some(connection) = connections.admit() else {
+                        debug!(%peer, "HTTP connections full and none idle; refusing");
+                        refuse(&stream);
+                        continue;
+                    };
+                    tasks.spawn(serve_connection(
+                        stream,
+                        connection,
+                        builder.clone(),
+                        router.clone(),
+                        draining.clone(),
+                    ));
+                }
+                Err(error) if is_per_connection(&error) => {
+                    // The client gave up between SYN and accept: nothing
+                    // wrong with roster, nothing to wait for.
+                    debug!(%error, "HTTP accept: connection failed before it was accepted");
+                }
+                Err(error) => {
+                    // Out of descriptors (or kernel memory). Closing the
+                    // longest-idle connection frees one for the client
+                    // waiting in the backlog; pausing keeps the loop from
+                    // spinning on an error that will not clear at once.
+                    let freed = connections.evict_oldest_idle();
+                    if let Some(suppressed) = accept_log.allow(Instant::now()) {
+                        warn!(
+                            %error,
+                            pause_ms = pause.as_millis() as u64,
+                            closed_idle = freed,
+                            similar_errors_not_logged = suppressed,
+                            "HTTP accept failed; pausing accepts (raise the open-file limit \
+                             or lower http.max_connections)"
+                        );
+                    }
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(ACCEPT_PAUSE_MAX);
+                }
+            },
+        }
+    }
+
+    // Stop accepting: new clients are refused by the kernel from here on.
+    drop(listener);
+    draining.cancel();
+    // hyper's graceful shutdown waits for a half-sent head to finish;
+    // at shutdown nothing not yet a request is worth waiting for.
+    connections.close_waiting();
+    loop {
+        tokio::select! {
+            () = &mut reaper => {}
+            next = tasks.join_next() => if next.is_none() { break },
+        }
+    }
+    Ok(())
+}
+
+/// Accept errors that concern one would-be connection, not roster.
+fn is_per_connection(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    )
+}
+
+/// Tells a client there is no room, without waiting on it: one
+/// non-blocking write into an empty send buffer, then close. Best effort:
+/// the point is that the client learns at once, not that it reads this.
+fn refuse(stream: &TcpStream) {
+    const BODY: &str = r#"{"error":"too many HTTP connections; try again later"}"#;
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\nretry-after: 1\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = stream.try_write(answer.as_bytes());
+}
+
+/// One connection, from accept to close.
+async fn serve_connection(
+    stream: TcpStream,
+    connection: Arc<Connection>,
+    builder: http1::Builder,
+    router: Router,
+    draining: CancellationToken,
+) {
+    let closed = connection.closed.clone();
+    let io = TokioIo::new(TrackedIo::new(stream, connection.clone()));
+    let body_read_timeout = connection.shared.limits.body_read_timeout;
+    let service = hyper::service::service_fn(move |request| {
+        let router = router.clone();
+        let connection = connection.clone();
+        async move { Ok::<_, Infallible>(answer(router, request, connection, body_read_timeout).await) }
+    });
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => log_end(result),
+        // Idle or head deadline passed, or evicted for a new client: no
+        // request is in flight, so there is nothing to finish.
+        () = closed.cancelled() => {}
+        () = draining.cancelled() => {
+            // Idle connections close now; one with a request in flight
+            // answers it, then closes.
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                result = conn.as_mut() => log_end(result),
+                () = closed.cancelled() => {}
+            }
+        }
+    }
+}
+
+fn log_end(result: hyper::Result<()>) {
+    if let Err(error) = result {
+        debug!(%error, "HTTP connection ended with an error");
+    }
+}
+
+/// Answers one request: roster's own transport limits first, then the
+/// router, with the request body under its read deadline and the
+/// connection marked busy until the response body has been sent.
+async fn answer(
+    router: Router,
+    request: Request<Incoming>,
+    connection: Arc<Connection>,
+    body_read_timeout: Duration,
+) -> Response<Body> {
+    let in_flight = InFlight::start(connection);
+    if let Some(refusal) = oversized_head(&request) {
+        return track(refusal.into_response(), in_flight, true);
+    }
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let request = request.map(|body| {
+        Body::new(ReadTimeoutBody {
+            inner: body,
+            timeout: body_read_timeout,
+            sleep: Box::pin(tokio::time::sleep(body_read_timeout)),
+            timed_out: timed_out.clone(),
+        })
+    });
+    let response = match router.oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    if timed_out.load(Ordering::Acquire) {
+        // Whatever the handler made of the broken body, the client's
+        // problem is that it stopped sending.
+        let error = ApiError {
+            status: StatusCode::REQUEST_TIMEOUT,
+            message: format!(
+                "the request body stopped arriving: no byte for {} s",
+                body_read_timeout.as_secs()
+            ),
+            field: Some("body".into()),
+        };
+        return track(error.into_response(), in_flight, true);
+    }
+    track(response, in_flight, false)
+}
+
+/// 414 or 431 with roster's JSON body for heads beyond roster's limits
+/// (which are below hyper's, so that most oversized heads reach here).
+fn oversized_head<B>(request: &Request<B>) -> Option<ApiError> {
+    let uri_len = request.uri().to_string().len();
+    if uri_len > MAX_URI_BYTES {
+        return Some(ApiError {
+            status: StatusCode::URI_TOO_LONG,
+            message: format!("the request target is {uri_len} bytes; the limit is {MAX_URI_BYTES}"),
+            field: Some("uri".into()),
+        });
+    }
+    let headers = request.headers();
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if headers.len() > MAX_HEADERS || header_bytes > MAX_HEADER_BYTES {
+        return Some(ApiError {
+            status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            message: format!(
+                "{} header fields, {header_bytes} bytes; the limits are {MAX_HEADERS} fields \
+                 and {MAX_HEADER_BYTES} bytes",
+                headers.len()
+            ),
+            field: Some("headers".into()),
+        });
+    }
+    None
+}
+
+/// Keeps the connection busy until `response`'s body is done; with
+/// `close`, asks hyper to close the connection after it (the request's
+/// body may be left unread, so the connection cannot be reused).
+fn track(response: Response<Body>, in_flight: InFlight, close: bool) -> Response<Body> {
+    let mut response = response.map(|body| {
+        Body::new(TrackedBody {
+            inner: body,
+            _in_flight: in_flight,
+        })
+    });
+    if close {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+// ---------------------------------------------------------------------------
+// The connection table
+// ---------------------------------------------------------------------------
+
+/// All open connections and their deadlines; a cheap-clone handle.
+#[derive(Clone)]
+struct Connections {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    limits: HttpLimits,
+    /// A std mutex: every critical section is a few map operations and no
+    /// `.await` happens while it is held.
+    table: Mutex<Table>,
+    /// Wakes the reaper when a deadline earlier than the one it sleeps
+    /// towards appears.
+    earlier_deadline: Notify,
+}
+
+#[derive(Default)]
+struct Table {
+    next_id: u64,
+    phases: HashMap<u64, Phase>,
+    /// Idle connections by when they became idle: the first is both the
+    /// next to pass `idle_timeout` and the one to evict for a new client.
+    idle: BTreeSet<(Instant, u64)>,
+    /// Connections whose request head has begun, by its first byte.
+    heading: BTreeSet<(Instant, u64)>,
+    /// Each connection's close signal, cancelled when the table drops it.
+    closers: HashMap<u64, CancellationToken>,
+}
+
+/// Where a connection is in its request cycle.
+#[derive(Clone, Copy)]
+enum Phase {
+    /// No request in flight and no byte of the next; since when.
+    Idle(Instant),
+    /// The next request head has begun arriving; since when.
+    Head(Instant),
+    /// Requests in flight (HTTP/1 answers one at a time, but a counter
+    /// costs nothing and cannot go wrong).
+    Busy(usize),
+}
+
+/// One connection's handle on the table.
+struct Connection {
+    id: u64,
+    shared: Arc<Shared>,
+    /// Cancelled when the table closes this connection.
+    closed: CancellationToken,
+    /// Whether the next byte read starts a request head: set while idle,
+    /// so the read path takes the table's lock once per request, not once
+    /// per read.
+    awaiting_head: AtomicBool,
+}
+
+impl Connections {
+    fn new(limits: HttpLimits) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                limits,
+                table: Mutex::new(Table::default()),
+                earlier_deadline: Notify::new(),
+            }),
+        }
+    }
+
+    /// Registers a new connection, closing the longest-idle one if the
+    /// table is full; `None` when it is full and nothing is idle.
+    fn admit(&self) -> Option<Arc<Connection>> {
+        let now = Instant::now();
+        let closed = CancellationToken::new();
+        let id = {
+            let mut table = self.shared.lock();
+            if table.phases.len() >= self.shared.limits.max_connections
+                && !table.close_oldest_idle()
+            {
+                return None;
+            }
+            let id = table.next_id;
+            table.next_id += 1;
+            let was_empty = table.idle.is_empty();
+            table.phases.insert(id, Phase::Idle(now));
+            table.idle.insert((now, id));
+            table.closers.insert(id, closed.clone());
+            if was_empty {
+                // Later than every idle deadline already set, but the
+                // reaper may be asleep with none to wait for.
+                self.shared.earlier_deadline.notify_one();
+            }
+            id
+        };
+        Some(Arc::new(Connection {
+            id,
+            shared: self.shared.clone(),
+            closed,
+            awaiting_head: AtomicBool::new(true),
+        }))
+    }
+
+    /// Closes the longest-idle connection, if any; whether one was.
+    fn evict_oldest_idle(&self) -> bool {
+        self.shared.lock().close_oldest_idle()
+    }
+
+    /// Closes every connection with no request in flight.
+    fn close_waiting(&self) {
+        let mut table = self.shared.lock();
+        let waiting: Vec<u64> = table
+            .idle
+            .iter()
+            .chain(&table.heading)
+            .map(|&(_, id)| id)
+            .collect();
+        for id in waiting {
+            table.close(id);
+        }
+    }
+
+    /// Closes connections whose idle or head deadline has passed, forever.
+    async fn reap(&self) {
+        let limits = self.shared.limits;
+        loop {
+            let next = {
+                let mut table = self.shared.lock();
+                let now = Instant::now();
+                table.close_expired(now, limits)
+            };
+            match next {
+                Some(deadline) => tokio::select! {
+                    () = tokio::time::sleep_until(deadline) => {}
+                    () = self.shared.earlier_deadline.notified() => {}
+                },
+                None => self.shared.earlier_deadline.notified().await,
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        // A panic while holding this lock leaves the maps consistent
+        // (each operation is a few inserts and removes), so carry on.
+        self.table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Table {
+    /// Closes and forgets the longest-idle connection (one still sending
+    /// its head counts as idle, after the truly idle ones).
+    fn close_oldest_idle(&mut self) -> bool {
+        let oldest = self
+            .idle
+            .first()
+            .or_else(|| self.heading.first())
+            .map(|&(_, id)| id);
+        match oldest {
+            Some(id) => {
+                self.close(id);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Closes every connection past its deadline; returns the next
+    /// deadline, if any.
+    fn close_expired(&mut self, now: Instant, limits: HttpLimits) -> Option<Instant> {
+        let mut expired = Vec::new();
+        for &(since, id) in &self.idle {
+            if since + limits.idle_timeout > now {
+                break;
+            }
+            expired.push(id);
+        }
+        for &(since, id) in &self.heading {
+            if since + limits.header_read_timeout > now {
+                break;
+            }
+            expired.push(id);
+        }
+        for id in expired {
+            self.close(id);
+        }
+        let idle = self.idle.first().map(|(t, _)| *t + limits.idle_timeout);
+        let head = self
+            .heading
+            .first()
+            .map(|(t, _)| *t + limits.header_read_timeout);
+        idle.into_iter().chain(head).min()
+    }
+
+    /// Signals connection `id` to close and forgets it, so it no longer
+    /// counts against the cap: its socket closes a moment later.
+    fn close(&mut self, id: u64) {
+        if let Some(closer) = self.closers.remove(&id) {
+            closer.cancel();
+        }
+        self.forget(id);
+    }
+
+    fn forget(&mut self, id: u64) {
+        match self.phases.remove(&id) {
+            Some(Phase::Idle(since)) => {
+                self.idle.remove(&(since, id));
+            }
+            Some(Phase::Head(since)) => {
+                self.heading.remove(&(since, id));
+            }
+            Some(Phase::Busy(_)) | None => {}
+        }
+        self.closers.remove(&id);
+    }
+
+    /// Leaves whatever waiting phase `id` is in; `None` if it is gone.
+    fn take_waiting(&mut self, id: u64) -> Option<Phase> {
+        let phase = *self.phases.get(&id)?;
+        match phase {
+            Phase::Idle(since) => {
+                self.idle.remove(&(since, id));
+            }
+            Phase::Head(since) => {
+                self.heading.remove(&(since, id));
+            }
+            Phase::Busy(_) => {}
+        }
+        Some(phase)
+    }
+}
+
+impl Connection {
+    /// The first byte of a request head arrived: from now on the head
+    /// deadline applies instead of the idle one.
+    fn head_started(&self) {
+        let now = Instant::now();
+        let mut table = self.shared.lock();
+        if let Some(Phase::Idle(_)) = table.take_waiting(self.id) {
+            let was_empty = table.heading.is_empty();
+            table.phases.insert(self.id, Phase::Head(now));
+            table.heading.insert((now, self.id));
+            if was_empty {
+                self.shared.earlier_deadline.notify_one();
+            }
+        }
+    }
+
+    fn request_started(&self) {
+        self.awaiting_head.store(false, Ordering::Release);
+        let mut table = self.shared.lock();
+        let busy = match table.take_waiting(self.id) {
+            Some(Phase::Busy(n)) => n + 1,
+            Some(Phase::Idle(_) | Phase::Head(_)) => 1,
+            None => return,
+        };
+        table.phases.insert(self.id, Phase::Busy(busy));
+    }
+
+    fn request_finished(&self) {
+        let now = Instant::now();
+        let mut table = self.shared.lock();
+        match table.phases.get(&self.id).copied() {
+            Some(Phase::Busy(n)) if n > 1 => {
+                table.phases.insert(self.id, Phase::Busy(n - 1));
+            }
+            Some(Phase::Busy(_)) => {
+                let was_empty = table.idle.is_empty();
+                table.phases.insert(self.id, Phase::Idle(now));
+                table.idle.insert((now, self.id));
+                self.awaiting_head.store(true, Ordering::Release);
+                if was_empty {
+                    self.shared.earlier_deadline.notify_one();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Drop for Connection {
+    /// The last handle goes with the connection's task (also when it is
+    /// aborted at the end of the shutdown grace).
+    fn drop(&mut self) {
+        self.shared.lock().forget(self.id);
+    }
+}
+
+/// Marks its connection busy from creation until dropped, which happens
+/// when hyper has sent the response body (or the request was abandoned).
+struct InFlight(Arc<Connection>);
+
+impl InFlight {
+    fn start(connection: Arc<Connection>) -> Self {
+        connection.request_started();
+        Self(connection)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.request_finished();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// I/O and body wrappers
+// ---------------------------------------------------------------------------
+
+/// The socket, noting when an idle connection's next request begins, and
+/// giving hyper's own parse-error answers roster's JSON body.
+struct TrackedIo {
+    inner: TcpStream,
+    connection: Arc<Connection>,
+    /// A JSON answer standing in for hyper's empty-bodied one, and how
+    /// much of it is written. Drained before anything else is written,
+    /// flushed or shut down.
+    replacement: Option<(Vec<u8>, usize)>,
+}
+
+impl TrackedIo {
+    fn new(inner: TcpStream, connection: Arc<Connection>) -> Self {
+        Self {
+            inner,
+            connection,
+            replacement: None,
+        }
+    }
+
+    /// Writes what is left of the replacement answer; ready when none is.
+    fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some((bytes, written)) = &mut self.replacement {
+            if *written == bytes.len() {
+                self.replacement = None;
+                break;
+            }
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &bytes[*written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            *written += n;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// When `buf` is hyper's own answer to an unparseable head, takes it
+    /// (as if written) and queues roster's JSON answer in its place.
+    fn replace_parse_error(&mut self, buf: &[u8]) -> bool {
+        match json_parse_error(buf) {
+            Some(answer) => {
+                self.replacement = Some((answer, 0));
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// hyper answers a head it cannot parse by itself, before roster sees a
+/// request, with an empty body and no hook to change it: exactly
+/// `HTTP/1.1 400|414|431 …`, `connection: close`, `content-length: 0`,
+/// `date`, as one write, and then closes. roster's own answers with these
+/// codes always have a JSON body, so a bodiless one is hyper's. This
+/// returns the same answer with roster's JSON error body.
+fn json_parse_error(buf: &[u8]) -> Option<Vec<u8>> {
+    const SIGNATURE: &[u8] = b"\r\nconnection: close\r\ncontent-length: 0\r\n";
+    let rest = buf.strip_prefix(b"HTTP/1.1 ")?;
+    let (status, field, message) = match rest.get(..3)? {
+        b"400" => (
+            StatusCode::BAD_REQUEST,
+            None,
+            "the request is not well-formed HTTP/1.1".to_owned(),
+        ),
+        b"414" => (
+            StatusCode::URI_TOO_LONG,
+            Some("uri"),
+            "the request target is too long".to_owned(),
+        ),
+        b"431" => (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Some("headers"),
+            format!(
+                "the request head is larger than {HYPER_MAX_HEAD_BYTES} bytes or has more \
+                 than {HYPER_MAX_HEADERS} fields"
+            ),
+        ),
+        _ => return None,
+    };
+    if !buf.ends_with(b"\r\n\r\n") || find(buf, SIGNATURE).is_none() {
+        return None;
+    }
+    let body = match field {
+        Some(field) => serde_json::json!({ "error": message, "field": field }),
+        None => serde_json::json!({ "error": message }),
+    }
+    .to_string();
+    let head = format!(
+        "HTTP/1.1 {status}\r\nconnection: close\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n",
+        body.len()
+    );
+    Some([head.into_bytes(), body.into_bytes()].concat())
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+impl AsyncRead for TrackedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        if buf.filled().len() > before
+            && self.connection.awaiting_head.swap(false, Ordering::AcqRel)
+        {
+            self.connection.head_started();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for TrackedIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        ready!(self.poll_replacement(cx))?;
+        if self.replace_parse_error(buf) {
+            // Taken whole; the replacement goes out on the next write,
+            // flush or shutdown.
+            return Poll::Ready(Ok(buf.len()));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        ready!(self.poll_replacement(cx))?;
+        let mut non_empty = bufs.iter().filter(|b| !b.is_empty());
+        if let (Some(only), None) = (non_empty.next(), non_empty.next())
+            && self.replace_parse_error(only)
+        {
+            return Poll::Ready(Ok(only.len()));
+        }
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_replacement(cx))?;
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_replacement(cx))?;
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A request body read stopped: no byte for `body_read_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body stopped arriving")]
+struct BodyStalled;
+
+/// The request body, failing once no byte has come for `timeout` (the
+/// deadline restarts with every chunk, as nginx's client_body_timeout:
+/// a large import over a slow link is fine, a body that never comes is
+/// not).
+struct ReadTimeoutBody {
+    inner: Incoming,
+    timeout: Duration,
+    sleep: Pin<Box<Sleep>>,
+    /// Set on timeout, so [`answer`] replaces the handler's response
+    /// with 408.
+    timed_out: Arc<AtomicBool>,
+}
+
+impl http_body::Body for ReadTimeoutBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let deadline = Instant::now() + self.timeout;
+                self.sleep.as_mut().reset(deadline);
+                Poll::Ready(frame.map(|frame| frame.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                ready!(self.sleep.as_mut().poll(cx));
+                self.timed_out.store(true, Ordering::Release);
+                Poll::Ready(Some(Err(BodyStalled.into())))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body that keeps its connection busy until it is dropped.
+struct TrackedBody {
+    inner: Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Lets one line through per [`ACCEPT_LOG_INTERVAL`], counting the rest.
+#[derive(Default)]
+struct RateLimitedLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimitedLog {
+    /// `Some(lines suppressed since the last one)` when a line may be
+    /// logged now.
+    fn allow(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now < last + ACCEPT_LOG_INTERVAL => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_errors_are_logged_at_most_once_per_interval() {
+        let mut log = RateLimitedLog::default();
+        let start = Instant::now();
+        assert_eq!(log.allow(start), Some(0));
+        for i in 1..100 {
+            assert_eq!(log.allow(start + Duration::from_millis(i * 10)), None);
+        }
+        assert_eq!(log.allow(start + ACCEPT_LOG_INTERVAL), Some(99));
+    }
+
+    #[test]
+    fn roster_limits_are_below_hypers() {
+        // Otherwise hyper's empty-bodied 431 would answer first.
+        const { assert!(MAX_HEADER_BYTES + MAX_URI_BYTES < HYPER_MAX_HEAD_BYTES) };
+        const { assert!(MAX_HEADERS < HYPER_MAX_HEADERS) };
+    }
+
+    #[test]
+    fn hypers_bodiless_parse_errors_get_json_and_nothing_else_is_touched() {
+        let hyper_431 = b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\n\
+                          content-length: 0\r\ndate: Tue, 01 Dec 2026 09:19:54 GMT\r\n\r\n";
+        let answer = json_parse_error(hyper_431).expect("replaced");
+        let text = String::from_utf8(answer).expect("text");
+        let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+        assert!(head.starts_with("HTTP/1.1 431 "), "{head}");
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
+        let body: serde_json::Value = serde_json::from_str(body).expect("JSON");
+        assert_eq!(body["field"], "headers");
+        let untouched: [&[u8]; 3] = [
+            b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
+              content-length: 2\r\n\r\n{}",
+            b"{\"error\":\"HTTP/1.1 400 \"}",
+        ];
+        for bytes in untouched {
+            assert!(json_parse_error(bytes).is_none(), "{bytes:?}");
+        }
+    }
+
+    fn limits() -> HttpLimits {
+        HttpLimits {
+            max_connections: 2,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn a_full_table_closes_the_longest_idle_connection_and_never_a_busy_one() {
+        let connections = Connections::new(limits());
+        // Same instant or not, the earlier admitted is the older: the set
+        // orders by (since, id).
+        let first = connections.admit().expect("room");
+        let second = connections.admit().expect("room");
+        let third = connections.admit().expect("the idle first makes room");
+        assert!(first.closed.is_cancelled());
+        assert!(!second.closed.is_cancelled());
+        let _second_busy = InFlight::start(second.clone());
+        let _third_busy = InFlight::start(third.clone());
+        assert!(connections.admit().is_none(), "nothing idle to close");
+        assert!(!second.closed.is_cancelled() && !third.closed.is_cancelled());
+    }
+
+    #[test]
+    fn idle_and_head_deadlines_apply_but_requests_in_flight_have_none() {
+        let connections = Connections::new(HttpLimits {
+            max_connections: 10,
+            ..limits()
+        });
+        // Real time: every connection below became idle at or just after
+        // `start`, so each check stays a second clear of a deadline.
+        let start = Instant::now();
+        let idle = connections.admit().expect("room");
+        let heading = connections.admit().expect("room");
+        heading.head_started();
+        let busy = connections.admit().expect("room");
+        let _in_flight = InFlight::start(busy.clone());
+        let expire = |after: u64| {
+            connections
+                .shared
+                .lock()
+                .close_expired(start + Duration::from_secs(after), limits())
+        };
+        assert!(expire(9).is_some());
+        assert!(!heading.closed.is_cancelled());
+        assert!(expire(11).is_some(), "the idle deadline remains");
+        assert!(heading.closed.is_cancelled() && !idle.closed.is_cancelled());
+        assert!(expire(59).is_some());
+        assert!(!idle.closed.is_cancelled());
+        assert_eq!(expire(61), None, "only a busy connection is left");
+        assert!(idle.closed.is_cancelled());
+        assert_eq!(expire(3600), None);
+        assert!(!busy.closed.is_cancelled());
+    }
+}
