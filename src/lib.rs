@@ -144,10 +144,10 @@ fn bind_dns(
         }
         tcp.set_nonblocking(true)
             .map_err(|e| bind_error("DNS over TCP", e))?;
-        // hickory never sets TCP_NODELAY on the connections it accepts, so
-        // pipelined answers sat in Nagle's buffer until the client's
-        // (delayed) ACK: ~40 ms at p99. Accepted sockets inherit it from
-        // the listener on Linux.
+        // Without TCP_NODELAY pipelined answers sit in Nagle's buffer until
+        // the client's (delayed) ACK: ~40 ms at p99. Accepted sockets
+        // inherit it from the listener on Linux; the TCP loop sets it on
+        // each connection too, for other systems.
         socket2::SockRef::from(&tcp)
             .set_tcp_nodelay(true)
             .map_err(|e| bind_error("DNS over TCP", e))?;
@@ -234,7 +234,17 @@ pub async fn run(
         LowerName::new(&domain),
         config.dns.max_udp_payload,
     );
-    let dns_server = dns::serve(handler, listeners.dns_udp, listeners.dns_tcp);
+    let tcp_timeouts = dns::TcpTimeouts {
+        idle: std::time::Duration::from_secs(config.dns.tcp_idle_timeout.into()),
+        max_age: std::time::Duration::from_secs(config.dns.tcp_max_connection_age.into()),
+    };
+    let dns_server = dns::serve(
+        handler,
+        listeners.dns_udp,
+        listeners.dns_tcp,
+        config.dns.tcp_max_connections,
+        tcp_timeouts,
+    );
 
     let shutting_down = tokio_util::sync::CancellationToken::new();
     let app = http::router(http::AppState {

@@ -1,6 +1,7 @@
 //! The hickory `RequestHandler`: protocol rules (opcode, class, EDNS, size
-//! limits) around [`lookup::resolve`]. hickory owns sockets and the wire
-//! format; this owns what is said.
+//! limits) around [`lookup::resolve`]. The socket loops ([`super::udp`],
+//! [`super::tcp`]) own the sockets, hickory the wire format; this owns what
+//! is said.
 
 use std::{borrow::Cow, sync::Arc};
 
@@ -29,7 +30,7 @@ use crate::registry::RecordTable;
 const EDNS_VERSION: u8 = 0;
 
 /// Answers DNS queries from the record table and the static zones.
-/// Cheap to clone: one per UDP loop, one for hickory's TCP server.
+/// Cheap to clone: one per UDP loop and per TCP connection.
 #[derive(Clone)]
 pub struct DnsHandler {
     table: Arc<ArcSwap<RecordTable>>,
