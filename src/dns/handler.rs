@@ -68,9 +68,9 @@ impl DnsHandler {
         answered[0]
     }
 
-    /// Answers a batch of at most [`super::fast::MAX_BATCH`] raw UDP queries
+    /// Answers a batch of at most `fast::MAX_BATCH` raw UDP queries
     /// on the fast path, if they are among the common questions it answers
-    /// exactly as [`Self::handle_request`] would (see [`super::fast`]), from
+    /// exactly as [`Self::handle_request`] would (see `fast`), from
     /// one snapshot of the table, finding services through the calling
     /// thread's `cache`: `answered[i]` says whether `outs[i]` holds the
     /// answer to `queries[i]`; `false` means: use the general path.

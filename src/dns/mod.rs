@@ -1,9 +1,9 @@
-//! The authoritative DNS front door: roster's UDP threads ([`udp`]) and TCP
-//! loop ([`tcp`]) → [`DnsHandler`]
-//! → name parsing ([`query`]) → answer building ([`lookup`], [`fit`]) → the
+//! The authoritative DNS front door: roster's UDP threads (`udp`) and TCP
+//! loop (`tcp`) → [`DnsHandler`]
+//! → name parsing (`query`) → answer building (`lookup`, `fit`) → the
 //! record table and static zones ([`zones`]). The common UDP questions (A,
 //! AAAA, SRV at a service name) skip hickory on an allocation-free fast path
-//! ([`fast`]) that answers exactly as the handler would.
+//! (`fast`) that answers exactly as the handler would.
 //!
 //! Owns: the DNS wire protocol. Must not: write to the registry, or wait on
 //! anything but the socket.
@@ -54,9 +54,9 @@ impl Drop for DnsServer {
 }
 
 /// Starts serving on already-bound sockets: each UDP socket gets a blocking
-/// thread of its own (see [`udp`]); the TCP listener gets a task that keeps
+/// thread of its own (see `udp`); the TCP listener gets a task that keeps
 /// at most `tcp_max_connections` open, each for at most `tcp_timeouts` (see
-/// [`tcp`]).
+/// `tcp`).
 pub fn serve(
     handler: DnsHandler,
     udp: Vec<std::net::UdpSocket>,
