@@ -69,6 +69,9 @@ const READ_BUFFER: usize = 2048;
 /// under load (hickory's loop held ~2.8 KB per idle connection, a 2 KiB
 /// buffer each would have made it ~4 KB).
 const FIRST_READ: usize = 64;
+/// Answers are written once this many octets are waiting, even mid-burst,
+/// so a burst of queries for big answers cannot pile up megabytes.
+const FLUSH_AT: usize = 16 * 1024;
 /// A DNS header: anything shorter cannot be answered, not even FORMERR.
 const HEADER_LEN: usize = 12;
 /// First pause after accepting fails; doubled each failure in a row.
@@ -251,7 +254,7 @@ async fn serve_connection(
         if answer(&handler, message, peer, &answers).await == Verdict::Close {
             break;
         }
-        if complete_message(reader.buffered()) {
+        if complete_message(reader.buffered()) && pending_len(&answers) < FLUSH_AT {
             continue; // Answer the rest of the burst before writing.
         }
         if let Err(error) = flush(&mut write, &answers, timeouts.idle).await {
@@ -358,6 +361,11 @@ impl<R: AsyncRead + Unpin> Incoming<R> {
         self.start += 2 + len;
         Ok(Some(message))
     }
+}
+
+/// Octets of answers waiting to be written.
+fn pending_len(answers: &Mutex<Vec<u8>>) -> usize {
+    answers.lock().unwrap_or_else(PoisonError::into_inner).len()
 }
 
 /// Writes the answers made so far, giving a client that does not read them
