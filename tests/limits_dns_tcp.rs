@@ -289,3 +289,97 @@ async fn a_length_without_its_body_is_closed_and_garbage_gets_formerr_or_a_close
     assert_still_serving(&server).await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn out_of_descriptors_the_server_backs_off_and_still_answers_new_clients() {
+    // A roster process limited to 64 descriptors, with a connection cap
+    // above that: accepting fails with EMFILE once ~45 connections are open.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (mut child, dns, log) = spawn_with_descriptor_limit(dir.path(), 64).await;
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        held.push(connect(dns).await); // The kernel's backlog completes these.
+    }
+    // The new client is answered: roster frees descriptors by closing the
+    // longest-idle connections, instead of spinning while this one hangs.
+    let reply = common::query_tcp(dns, "nothing.service.local", RecordType::A, None).await;
+    assert_eq!(reply.rcode(), ResponseCode::NXDomain, "{reply}");
+    let reply = common::query_udp(dns, "nothing.service.local", RecordType::A, None).await;
+    assert_eq!(reply.rcode(), ResponseCode::NXDomain, "{reply}");
+    drop(held);
+    child.kill().await.expect("stop roster");
+    let log = timeout(DEADLINE, log)
+        .await
+        .expect("log ends")
+        .expect("log");
+    let accept_lines = log.matches("cannot accept DNS TCP connections").count();
+    assert!(
+        (1..=3).contains(&accept_lines),
+        "expected the accept failures logged once per few seconds, got {accept_lines} lines:\n{log}"
+    );
+}
+
+/// Runs `roster serve` in `dir` on ephemeral ports under `ulimit -n limit`,
+/// with dns.tcp_max_connections above the limit; returns the process, its
+/// DNS address and its whole log (complete when it exits).
+async fn spawn_with_descriptor_limit(
+    dir: &std::path::Path,
+    limit: u32,
+) -> (
+    tokio::process::Child,
+    SocketAddr,
+    tokio::task::JoinHandle<String>,
+) {
+    use tokio::io::AsyncBufReadExt;
+    let config = dir.join("config.toml");
+    let text = format!(
+        "data_dir = \"\"\n[dns]\nlisten = \"127.0.0.1:0\"\nzones = \"{}\"\n\
+         tcp_max_connections = 512\ntcp_idle_timeout = 600\n[http]\nlisten = \"127.0.0.1:0\"\n",
+        dir.join("zones").display()
+    );
+    std::fs::write(&config, text).expect("write config");
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n {limit} && exec \"$0\" serve --config \"$1\""
+        ))
+        .arg(env!("CARGO_BIN_EXE_roster"))
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn roster");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let mut log = String::new();
+    let dns = timeout(DEADLINE, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            log.push_str(&line);
+            log.push('\n');
+            if let Some(rest) = line.split("dns=").nth(1) {
+                let address = rest.split_whitespace().next().unwrap_or_default();
+                return address
+                    .trim_matches(|c: char| !c.is_ascii_digit())
+                    .parse::<SocketAddr>()
+                    .ok();
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| panic!("roster did not report its DNS address:\n{log}"));
+    let log = tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log
+    });
+    (child, dns, log)
+}
