@@ -59,6 +59,13 @@ pub struct DnsConfig {
     pub max_udp_payload: u16,
     /// UDP sockets sharing the DNS port (SO_REUSEPORT); 0 means one per core.
     pub udp_sockets: usize,
+    /// Most DNS TCP connections open at once; at the cap the longest-idle
+    /// one is closed for a new client.
+    pub tcp_max_connections: usize,
+    /// Seconds a DNS TCP connection may wait for its next query.
+    pub tcp_idle_timeout: u32,
+    /// Seconds a DNS TCP connection may stay open however busy it is.
+    pub tcp_max_connection_age: u32,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -125,6 +132,9 @@ impl Default for DnsConfig {
             zones: PathBuf::from("zones"),
             max_udp_payload: 4096,
             udp_sockets: 0,
+            tcp_max_connections: 512,
+            tcp_idle_timeout: 10,
+            tcp_max_connection_age: 120,
         }
     }
 }
@@ -205,6 +215,21 @@ impl Config {
         }
         if self.dns.udp_sockets > 256 {
             return Err(invalid("dns.udp_sockets", "must be at most 256".into()));
+        }
+        let must_be_positive = [
+            ("dns.tcp_max_connections", self.dns.tcp_max_connections == 0),
+            ("dns.tcp_idle_timeout", self.dns.tcp_idle_timeout == 0),
+            (
+                "dns.tcp_max_connection_age",
+                self.dns.tcp_max_connection_age == 0,
+            ),
+        ];
+        for (key, zero) in must_be_positive {
+            if zero {
+                // 0 would refuse every TCP client: DNS over TCP is required
+                // (RFC 7766), so it cannot be switched off.
+                return Err(invalid(key, "must be at least 1".into()));
+            }
         }
         if self.consul.node_name.is_empty() || self.consul.node_name.len() > 255 {
             return Err(invalid(
@@ -321,6 +346,15 @@ mod tests {
             ("[http]\nidle_timeout = 0\n", "http.idle_timeout"),
             ("[http]\nidle_timeout = 86400\n", "http.idle_timeout"),
             ("[http]\nidle_timeout = \"60s\"\n", "idle_timeout"),
+            (
+                "[dns]\ntcp_max_connections = 0\n",
+                "dns.tcp_max_connections",
+            ),
+            ("[dns]\ntcp_idle_timeout = 0\n", "dns.tcp_idle_timeout"),
+            (
+                "[dns]\ntcp_max_connection_age = 0\n",
+                "dns.tcp_max_connection_age",
+            ),
         ];
         for (text, key) in cases {
             let message = parse(text).expect_err(text).to_string();

@@ -39,10 +39,6 @@ use crate::{
 /// How long in-flight HTTP requests may run on after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// DNS-over-TCP connections wanted before fitting to the descriptor limit,
-/// until the DNS TCP change gives it a config key (`dns.tcp_max_connections`).
-const DNS_TCP_MAX_CONNECTIONS: usize = 1024;
-
 /// Why roster could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -152,10 +148,10 @@ fn bind_dns(
         }
         tcp.set_nonblocking(true)
             .map_err(|e| bind_error("DNS over TCP", e))?;
-        // hickory never sets TCP_NODELAY on the connections it accepts, so
-        // pipelined answers sat in Nagle's buffer until the client's
-        // (delayed) ACK: ~40 ms at p99. Accepted sockets inherit it from
-        // the listener on Linux.
+        // Without TCP_NODELAY pipelined answers sit in Nagle's buffer until
+        // the client's (delayed) ACK: ~40 ms at p99. Accepted sockets
+        // inherit it from the listener on Linux; the TCP loop sets it on
+        // each connection too, for other systems.
         socket2::SockRef::from(&tcp)
             .set_tcp_nodelay(true)
             .map_err(|e| bind_error("DNS over TCP", e))?;
@@ -242,7 +238,7 @@ pub async fn run(
         1024
     });
     let caps =
-        limits::connection_caps(config.http.max_connections, DNS_TCP_MAX_CONNECTIONS, nofile);
+        limits::connection_caps(config.http.max_connections, config.dns.tcp_max_connections, nofile);
     info!(
         nofile,
         http = caps.http,
@@ -258,8 +254,17 @@ pub async fn run(
         LowerName::new(&domain),
         config.dns.max_udp_payload,
     );
-    // dns_tcp cap: wired by the DNS TCP change (caps.dns_tcp).
-    let dns_server = dns::serve(handler, listeners.dns_udp, listeners.dns_tcp);
+    let tcp_timeouts = dns::TcpTimeouts {
+        idle: std::time::Duration::from_secs(config.dns.tcp_idle_timeout.into()),
+        max_age: std::time::Duration::from_secs(config.dns.tcp_max_connection_age.into()),
+    };
+    let dns_server = dns::serve(
+        handler,
+        listeners.dns_udp,
+        listeners.dns_tcp,
+        caps.dns_tcp,
+        tcp_timeouts,
+    );
 
     let shutting_down = tokio_util::sync::CancellationToken::new();
     let app = http::router(http::AppState {

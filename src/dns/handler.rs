@@ -1,6 +1,7 @@
 //! The hickory `RequestHandler`: protocol rules (opcode, class, EDNS, size
-//! limits) around [`lookup::resolve`]. hickory owns sockets and the wire
-//! format; this owns what is said.
+//! limits) around [`lookup::resolve`]. The socket loops ([`super::udp`],
+//! [`super::tcp`]) own the sockets, hickory the wire format; this owns what
+//! is said.
 
 use std::{borrow::Cow, sync::Arc};
 
@@ -29,7 +30,7 @@ use crate::registry::RecordTable;
 const EDNS_VERSION: u8 = 0;
 
 /// Answers DNS queries from the record table and the static zones.
-/// Cheap to clone: one per UDP loop, one for hickory's TCP server.
+/// Cheap to clone: one per UDP loop and per TCP connection.
 #[derive(Clone)]
 pub struct DnsHandler {
     table: Arc<ArcSwap<RecordTable>>,
@@ -67,9 +68,9 @@ impl DnsHandler {
         answered[0]
     }
 
-    /// Answers a batch of at most [`super::fast::MAX_BATCH`] raw UDP queries
+    /// Answers a batch of at most `fast::MAX_BATCH` raw UDP queries
     /// on the fast path, if they are among the common questions it answers
-    /// exactly as [`Self::handle_request`] would (see [`super::fast`]), from
+    /// exactly as [`Self::handle_request`] would (see `fast`), from
     /// one snapshot of the table, finding services through the calling
     /// thread's `cache`: `answered[i]` says whether `outs[i]` holds the
     /// answer to `queries[i]`; `false` means: use the general path.
