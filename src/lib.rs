@@ -12,6 +12,7 @@ pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod registry;
+pub mod resolve;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
