@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     AppState,
-    body::{body_bytes, parse_json},
+    body::{body_bytes_within, parse_json},
     error::ApiError,
 };
 use crate::registry::{Command, Outcome, StoredInstance};
@@ -57,7 +57,7 @@ pub async fn import(
     // bytes are dropped before the import runs, so at most the body and the
     // typed instances are in memory together.
     let export: Export = {
-        let bytes = body_bytes(body)?;
+        let bytes = body_bytes_within(body, MAX_IMPORT_BYTES)?;
         parse_json(&bytes)?
     };
     if export.version != EXPORT_VERSION {

@@ -22,12 +22,21 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Turns a body extraction failure (too large, broken stream) into an error.
 pub fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body_bytes_within(body, MAX_BODY_BYTES)
+}
+
+/// [`body_bytes`] for a route with its own body `limit`, so that the error
+/// states the limit that applied.
+pub fn body_bytes_within(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     body.map_err(|rejection| {
         let status = rejection.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError {
                 status,
-                message: format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+                message: format!("request body is larger than {limit} bytes"),
                 field: Some("body".into()),
             }
         } else {
