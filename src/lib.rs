@@ -14,6 +14,7 @@ pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod registry;
+pub mod resolve;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 

@@ -112,6 +112,11 @@ impl HealthChecker {
             .pool_idle_timeout(Duration::from_secs(90))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("roster-health-check/", env!("CARGO_PKG_VERSION")))
+            // Host names go through the bounded resolver, not reqwest's own
+            // getaddrinfo threads on the blocking pool (see crate::resolve).
+            .dns_resolver(crate::resolve::CheckResolver {
+                timeout: crate::resolve::WAIT_LIMIT * 2,
+            })
             .build()
             .unwrap_or_default();
         let scheduler = Scheduler {

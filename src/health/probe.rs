@@ -1,11 +1,15 @@
 //! One probe of an HTTP or TCP check: what it found, as a status and the
 //! output shown to operators. TTL checks have no probe: the service reports.
 
-use std::time::Duration;
+use std::{io, net::SocketAddr, time::Duration};
 
 use tokio::net::TcpStream;
 
-use crate::model::Status;
+use crate::{model::Status, resolve::Resolver};
+
+/// The most of an HTTP check's response body a probe reads (Consul keeps
+/// 4 KB of output); the rest is never read and the connection is closed.
+const MAX_BODY_READ: usize = 4 * 1024;
 
 /// What one probe saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +34,7 @@ pub async fn http(
         request = request.header(name, value);
     }
     match request.send().await {
-        Ok(response) => {
+        Ok(mut response) => {
             let code = response.status();
             let status = if code.is_success() {
                 Status::Passing
@@ -39,9 +43,19 @@ pub async fn http(
             } else {
                 Status::Critical
             };
-            // Drain the body (bounded by the timeout) so the connection can
-            // go back to the pool.
-            let _ = response.bytes().await;
+            // Read a short body to its end so the connection can go back to
+            // the pool, but never more than Consul keeps as output: an
+            // endless or huge body would otherwise be buffered until the
+            // timeout (62 MB/s for three checks). Dropping the response
+            // unread closes that connection instead.
+            let mut read = 0;
+            while read < MAX_BODY_READ {
+                match response.chunk().await {
+                    Ok(Some(chunk)) => read += chunk.len(),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            drop(response);
             ProbeResult {
                 status,
                 output: format!("HTTP {method} {url}: {code}"),
@@ -68,7 +82,7 @@ pub async fn http(
 
 /// Connects to `address` within `timeout`: a completed connect is passing.
 pub async fn tcp(address: &str, timeout: Duration) -> ProbeResult {
-    match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+    match tokio::time::timeout(timeout, connect(address, timeout)).await {
         Ok(Ok(_stream)) => ProbeResult {
             status: Status::Passing,
             output: format!("TCP connect {address}: success"),
@@ -85,6 +99,35 @@ pub async fn tcp(address: &str, timeout: Duration) -> ProbeResult {
             ),
         },
     }
+}
+
+/// Connects to `host:port`, resolving a host name through the bounded
+/// resolver (`TcpStream::connect` would run `getaddrinfo` on the blocking
+/// pool the store's commits need), trying each address in turn.
+async fn connect(address: &str, timeout: Duration) -> io::Result<TcpStream> {
+    if let Ok(literal) = address.parse::<SocketAddr>() {
+        return TcpStream::connect(literal).await;
+    }
+    let invalid = || {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "invalid address: expected host:port",
+        )
+    };
+    let (host, port) = address.rsplit_once(':').ok_or_else(invalid)?;
+    let port: u16 = port.parse().map_err(|_| invalid())?;
+    let found = Resolver::shared()
+        .lookup(host, port, timeout)
+        .await
+        .map_err(io::Error::other)?;
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "the name resolves to no address");
+    for addr in found {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(error) => last = error,
+        }
+    }
+    Err(last)
 }
 
 fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {

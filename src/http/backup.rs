@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     AppState,
-    body::{body_bytes, parse_json},
+    body::{body_bytes_within, parse_json},
     error::ApiError,
 };
 use crate::registry::{Command, Outcome, StoredInstance};
@@ -53,7 +53,13 @@ pub async fn import(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let export: Export = parse_json(&body_bytes(body)?)?;
+    // The body is parsed straight into `Export` (see `parse_json`) and its
+    // bytes are dropped before the import runs, so at most the body and the
+    // typed instances are in memory together.
+    let export: Export = {
+        let bytes = body_bytes_within(body, MAX_IMPORT_BYTES)?;
+        parse_json(&bytes)?
+    };
     if export.version != EXPORT_VERSION {
         return Err(ApiError::bad_request(
             "version",

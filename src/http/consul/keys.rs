@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::error::ConsulError;
+use crate::http::body::scan_json;
 
 /// `DeregisterCriticalServiceAfter` → `deregistercriticalserviceafter`.
 pub fn normalise_key(key: &str) -> String {
@@ -53,10 +54,17 @@ pub fn decode_struct<T: DeserializeOwned>(value: Value, what: &str) -> Result<T,
 }
 
 /// Parses a request body as one JSON value. Consul clients send no
-/// `Content-Type`, so none is required.
+/// `Content-Type`, so none is required. The body goes through the API's
+/// shared scan first, so a key written twice is refused here as it is on the
+/// native API (Consul itself keeps the last; roster will not guess).
 pub fn parse_body(bytes: &[u8]) -> Result<Value, ConsulError> {
-    serde_json::from_slice(bytes)
-        .map_err(|error| ConsulError::bad_request(format!("Request decode failed: {error}")))
+    let decode_failed = |error: &dyn std::fmt::Display| {
+        ConsulError::bad_request(format!("Request decode failed: {error}"))
+    };
+    // Whether the body is an object is left to `decode_struct`, which says
+    // which Consul struct it expected.
+    scan_json(bytes).map_err(|error| decode_failed(&error))?;
+    serde_json::from_slice(bytes).map_err(|error| decode_failed(&error))
 }
 
 #[cfg(test)]
@@ -108,5 +116,17 @@ mod tests {
         assert!(error.message.contains("service.id"), "{}", error.message);
         let error = decode_struct::<Sample>(json!([1]), "service").expect_err("not an object");
         assert!(error.message.contains("JSON object"), "{}", error.message);
+    }
+
+    #[test]
+    fn repeated_keys_are_refused_naming_the_key() {
+        let error =
+            parse_body(br#"{"Name": "a", "Meta": {"k": "1", "k": "2"}}"#).expect_err("duplicate");
+        assert!(
+            error.message.contains("\"k\" at Meta.k"),
+            "{}",
+            error.message
+        );
+        assert!(parse_body(br#"{"Name": "a", "name": "b"}"#).is_ok());
     }
 }

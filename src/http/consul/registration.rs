@@ -17,6 +17,7 @@
 
 use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
+use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -31,6 +32,7 @@ use crate::{
         CheckBody, Instance, InstanceId, ServiceName, ValidationError, validate_checks,
         validate_meta, validate_tags,
     },
+    resolve::{ResolveError, Resolver},
 };
 
 /// How long a hostname in `Address` may take to resolve.
@@ -198,11 +200,18 @@ async fn resolve_address(
     if !hostname {
         return Err(invalid("not an IP address or a hostname".to_owned()));
     }
-    let lookup = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((text, 0))).await;
+    // Through the shared bounded resolver: lookups must not take the
+    // blocking threads the store's commits need (see `crate::resolve`).
+    let lookup = Resolver::shared().lookup(text, 0, RESOLVE_TIMEOUT).await;
     let addresses: Vec<IpAddr> = match lookup {
-        Err(_) => return Err(invalid("resolving it timed out".to_owned())),
-        Ok(Err(error)) => return Err(invalid(format!("cannot resolve it: {error}"))),
-        Ok(Ok(found)) => found.map(|a| a.ip()).collect(),
+        Err(busy @ ResolveError::Busy) => {
+            return Err(ConsulError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("Cannot resolve service address {given:?} now: {busy}"),
+            ));
+        }
+        Err(error) => return Err(invalid(error.to_string())),
+        Ok(found) => found.into_iter().map(|a| a.ip()).collect(),
     };
     let chosen = addresses
         .iter()
