@@ -10,6 +10,8 @@
 
 mod fast;
 mod fit;
+#[doc(hidden)]
+pub mod fuzzing;
 mod handler;
 mod lookup;
 mod query;

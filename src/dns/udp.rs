@@ -22,7 +22,7 @@ use std::{
     cell::RefCell,
     net::{SocketAddr, UdpSocket},
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use hickory_proto::{
@@ -52,6 +52,15 @@ const BATCH: usize = super::fast::MAX_BATCH;
 const IDLE_RELEASE: usize = 4096;
 /// How long a receive waits before the thread checks for shutdown.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
+/// Malformed datagrams are counted, and the count logged at most this
+/// often: anyone can send them from a spoofed source, so one log line per
+/// datagram would let them fill the operator's disk.
+const MALFORMED_LOG_INTERVAL: Duration = Duration::from_secs(10);
+const HEADER_LEN: usize = 12;
+const TYPE_OPT: u16 = 41;
+/// Compression pointers followed per question name before it counts as a
+/// loop (a name has at most 127 labels).
+const MAX_POINTER_HOPS: usize = 128;
 
 thread_local! {
     /// Encoding buffer for the general path, reused on this thread.
@@ -78,6 +87,7 @@ pub fn serve(socket: UdpSocket, handler: DnsHandler, shutdown: CancellationToken
     let mut fast = Vec::with_capacity(BATCH);
     let mut general = Vec::with_capacity(BATCH);
     let mut errors_in_a_row = 0u32;
+    let mut malformed = MalformedLog::new(Instant::now());
     while !shutdown.is_cancelled() {
         let count = match batch.receive(&socket) {
             Ok(count) => {
@@ -87,8 +97,10 @@ pub fn serve(socket: UdpSocket, handler: DnsHandler, shutdown: CancellationToken
             Err(error) => {
                 use std::io::ErrorKind::{Interrupted, TimedOut, WouldBlock};
                 if matches!(error.kind(), WouldBlock | TimedOut) {
-                    // Idle: let go of records the table no longer holds.
+                    // Idle: let go of records the table no longer holds,
+                    // and report what the last burst of junk was.
                     cache.release_retired(IDLE_RELEASE);
+                    malformed.flush(Instant::now());
                 } else if error.kind() != Interrupted {
                     // ICMP errors surface here on some systems; the socket
                     // is still good. Never spin on a persistent error.
@@ -125,7 +137,15 @@ pub fn serve(socket: UdpSocket, handler: DnsHandler, shutdown: CancellationToken
         }
         batch.send(&socket, &fast, &answers);
         for &(slot, source) in &general {
-            answer_general(&socket, &handler, &runtime, batch.query(slot), source);
+            let reply = SocketReply {
+                socket: socket.clone(),
+                destination: source,
+            };
+            let outcome =
+                runtime.block_on(answer_general(&handler, batch.query(slot), source, reply));
+            if outcome == General::Malformed {
+                malformed.record(Instant::now());
+            }
         }
     }
 }
@@ -136,34 +156,59 @@ fn answerable(source: SocketAddr) -> bool {
     source.port() != 0 && !source.ip().is_unspecified()
 }
 
-/// Answers one query through hickory: parse, handler, encode, send.
-fn answer_general(
-    socket: &Arc<UdpSocket>,
+/// What the general path did with a datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum General {
+    /// Through hickory's handler: answered (or, for a response, ignored).
+    Handled,
+    /// Malformed: answered FORMERR, or dropped if not even the header reads.
+    Malformed,
+}
+
+/// Where the general path sends its answer: the socket the query came in
+/// on, or a buffer in tests and the fuzzer.
+pub(super) trait Reply: Clone + Send + Sync + Unpin + 'static {
+    fn send(&self, bytes: &[u8]);
+}
+
+/// Answers one query through hickory: parse, handler, encode, send. The
+/// handler waits on nothing, so the future completes on its first poll.
+///
+/// Malformed queries are not logged one by one (see [`MalformedLog`]): the
+/// caller counts them. That includes EDNS options whose lengths do not add
+/// up, which hickory would otherwise accept with a WARN log line per
+/// datagram, and questions that only decode by pointing outside the
+/// question section (see [`question_is_self_contained`]).
+pub(super) async fn answer_general<R: Reply>(
     handler: &DnsHandler,
-    runtime: &Handle,
     query: &[u8],
     source: SocketAddr,
-) {
+    reply: R,
+) -> General {
+    if !question_is_self_contained(query) || !opt_options_add_up(query) {
+        answer_form_error(query, &reply);
+        return General::Malformed;
+    }
     let request = match Request::from_bytes(query.to_vec(), source, Protocol::Udp) {
         Ok(request) => request,
         Err(_) => {
-            answer_form_error(socket, query, source);
-            return;
+            answer_form_error(query, &reply);
+            return General::Malformed;
         }
     };
     if request.metadata.message_type == MessageType::Response {
-        return; // Answering responses would make roster a reflector.
+        return General::Handled; // Answering responses would make roster a reflector.
     }
-    let responder = UdpResponder {
-        socket: socket.clone(),
-        destination: source,
-    };
-    runtime.block_on(handler.handle_request::<_, TokioTime>(&request, responder));
+    let responder = UdpResponder(reply);
+    handler
+        .handle_request::<_, TokioTime>(&request, responder)
+        .await;
+    General::Handled
 }
 
 /// A query whose header parses but whose body does not gets FORMERR;
 /// anything shorter than a header is dropped.
-fn answer_form_error(socket: &UdpSocket, query: &[u8], source: SocketAddr) {
+fn answer_form_error(query: &[u8], reply: &impl Reply) {
     let mut decoder = BinDecoder::new(query);
     let Ok(header) = Header::read(&mut decoder) else {
         return;
@@ -177,24 +222,189 @@ fn answer_form_error(socket: &UdpSocket, query: &[u8], source: SocketAddr) {
         metadata,
         counts: HeaderCounts::default(),
     };
-    let mut bytes = Vec::with_capacity(12);
+    let mut bytes = Vec::with_capacity(HEADER_LEN);
     let mut encoder = BinEncoder::new(&mut bytes);
-    if hickory_proto::serialize::binary::BinEncodable::emit(&response, &mut encoder).is_ok()
-        && let Err(error) = socket.send_to(&bytes, source)
-    {
-        debug!(%error, %source, "UDP send failed");
+    if hickory_proto::serialize::binary::BinEncodable::emit(&response, &mut encoder).is_ok() {
+        reply.send(&bytes);
     }
 }
 
-/// Sends one response on the socket the query came in on.
+/// Whether every compression pointer in the question names points back
+/// into the question section itself. hickory echoes the question section
+/// byte for byte at the same offset, so a pointer into the header (which
+/// the response rewrites) or past the questions (records the response
+/// drops) would name something else in the response, or nothing that
+/// decodes. `true` for anything too broken to walk: hickory refuses it.
+fn question_is_self_contained(query: &[u8]) -> bool {
+    let Some(count) = query.get(4..6).map(|c| u16::from_be_bytes([c[0], c[1]])) else {
+        return true;
+    };
+    // Where the section ends: each name in place, then type and class.
+    let mut end = HEADER_LEN;
+    for _ in 0..count {
+        let Some(name_end) = skip_name(query, end) else {
+            return true;
+        };
+        end = name_end + 4;
+    }
+    let mut start = HEADER_LEN;
+    for _ in 0..count {
+        let mut at = start;
+        let mut hops = 0;
+        // Follows the name to its end, wherever its pointers lead.
+        loop {
+            let Some(&len) = query.get(at) else {
+                return true;
+            };
+            match len {
+                0 => break,
+                1..=63 => at += 1 + usize::from(len),
+                _ if len & 0xC0 == 0xC0 => {
+                    let Some(&low) = query.get(at + 1) else {
+                        return true;
+                    };
+                    let target = usize::from(u16::from_be_bytes([len & 0x3F, low]));
+                    hops += 1;
+                    if !(HEADER_LEN..end).contains(&target) || hops > MAX_POINTER_HOPS {
+                        return false;
+                    }
+                    at = target;
+                }
+                _ => return true, // Reserved label types: hickory refuses them.
+            }
+        }
+        start = skip_name(query, start).map_or(end, |name_end| name_end + 4);
+    }
+    true
+}
+
+/// Whether every OPT record's options exactly fill its RDATA. hickory
+/// drops options that do not add up, with a WARN line per datagram; roster
+/// answers FORMERR instead, as its fast path does. `true` for anything too
+/// broken to walk: hickory refuses it.
+fn opt_options_add_up(query: &[u8]) -> bool {
+    let Some(header) = query.get(..HEADER_LEN) else {
+        return true;
+    };
+    let count = |at: usize| usize::from(u16::from_be_bytes([header[at], header[at + 1]]));
+    let mut at = HEADER_LEN;
+    for _ in 0..count(4) {
+        let Some(name_end) = skip_name(query, at) else {
+            return true;
+        };
+        at = name_end + 4;
+    }
+    for _ in 0..count(6) + count(8) + count(10) {
+        // Owner name, then type, class, TTL, RDLENGTH.
+        let Some(name_end) = skip_name(query, at) else {
+            return true;
+        };
+        let Some(fixed) = query.get(name_end..name_end + 10) else {
+            return true;
+        };
+        let rtype = u16::from_be_bytes([fixed[0], fixed[1]]);
+        let rdata_len = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
+        let start = name_end + 10;
+        let Some(mut options) = query.get(start..start + rdata_len) else {
+            return true;
+        };
+        if rtype == TYPE_OPT {
+            while !options.is_empty() {
+                let Some(option) = options.get(..4) else {
+                    return false;
+                };
+                let len = usize::from(u16::from_be_bytes([option[2], option[3]]));
+                let Some(rest) = options.get(4 + len..) else {
+                    return false;
+                };
+                options = rest;
+            }
+        }
+        at = start + rdata_len;
+    }
+    true
+}
+
+/// The offset just past the name starting at `at`, without following a
+/// compression pointer; `None` if it runs off the end or uses a reserved
+/// label type.
+fn skip_name(query: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        let len = *query.get(at)?;
+        match len {
+            0 => return Some(at + 1),
+            1..=63 => at += 1 + usize::from(len),
+            _ if len & 0xC0 == 0xC0 => return Some(at + 2).filter(|&end| end <= query.len()),
+            _ => return None,
+        }
+    }
+}
+
+/// Counts malformed datagrams and logs the count at most once per
+/// [`MALFORMED_LOG_INTERVAL`], instead of a line per datagram.
+pub(super) struct MalformedLog {
+    /// Malformed datagrams since the last line.
+    count: u64,
+    /// When the last line was written (or the count began).
+    since: Instant,
+}
+
+impl MalformedLog {
+    pub(super) fn new(now: Instant) -> Self {
+        Self {
+            count: 0,
+            since: now,
+        }
+    }
+
+    /// Counts one malformed datagram, and logs if the interval is over.
+    pub(super) fn record(&mut self, now: Instant) {
+        self.count += 1;
+        self.flush(now);
+    }
+
+    /// Logs the count if there is one and the interval since the last line
+    /// is over; returns whether it did.
+    pub(super) fn flush(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.since);
+        if self.count == 0 || elapsed < MALFORMED_LOG_INTERVAL {
+            return false;
+        }
+        warn!(
+            count = self.count,
+            "{} malformed DNS queries over UDP in the last {}s (answered FORMERR or dropped)",
+            self.count,
+            elapsed.as_secs()
+        );
+        self.count = 0;
+        self.since = now;
+        true
+    }
+}
+
+/// Sends to the source of the query, on the socket it came in on.
 #[derive(Clone)]
-struct UdpResponder {
+struct SocketReply {
     socket: Arc<UdpSocket>,
     destination: SocketAddr,
 }
 
+impl Reply for SocketReply {
+    fn send(&self, bytes: &[u8]) {
+        // A blocking send on this socket's own thread: it waits only if the
+        // socket buffer is full.
+        if let Err(error) = self.socket.send_to(bytes, self.destination) {
+            debug!(%error, destination = %self.destination, "UDP send failed");
+        }
+    }
+}
+
+/// hickory's side of a [`Reply`]: encodes the response for UDP.
+#[derive(Clone)]
+struct UdpResponder<R>(R);
+
 #[async_trait::async_trait]
-impl ResponseHandler for UdpResponder {
+impl<R: Reply> ResponseHandler for UdpResponder<R> {
     async fn send_response<'a>(
         &mut self,
         response: MessageResponse<
@@ -209,11 +419,7 @@ impl ResponseHandler for UdpResponder {
         ENCODE_BUFFER.with(|buffer| {
             let mut buffer = buffer.borrow_mut();
             let info = encode_response(response, &mut buffer)?;
-            // A blocking send on this socket's own thread: it waits only
-            // if the socket buffer is full.
-            if let Err(error) = self.socket.send_to(&buffer, self.destination) {
-                debug!(%error, destination = %self.destination, "UDP send failed");
-            }
+            self.0.send(&buffer);
             Ok(info)
         })
     }
@@ -446,6 +652,11 @@ fn parse_address(bytes: &[u8; 28], len: libc::socklen_t) -> Option<SocketAddr> {
 
 #[cfg(test)]
 mod tests {
+    use hickory_proto::{
+        op::{Edns, Message, Query},
+        rr::{Name, RecordType},
+    };
+
     use super::*;
 
     /// Several datagrams from several clients arrive in one batch with
@@ -506,6 +717,116 @@ mod tests {
     #[test]
     fn batches_round_trip_over_ipv6() {
         round_trip("[::1]:0");
+    }
+
+    /// A query through the UDP path as the loop runs it: its answer (if
+    /// any), and whether it counted as malformed.
+    fn through_udp_path(query: &[u8]) -> (Option<Message>, bool) {
+        let mut target = super::super::fuzzing::UdpTarget::new();
+        let (answer, malformed) = target.answer(&[query]).pop().expect("one answer");
+        let answer = answer.map(|bytes| Message::from_vec(&bytes).expect("the answer decodes"));
+        (answer, malformed)
+    }
+
+    fn query(name: &str, edns: Option<u16>) -> Vec<u8> {
+        let mut message = Message::query();
+        message.metadata.id = 0x0161;
+        message.add_query(Query::query(
+            Name::from_ascii(name).expect("name"),
+            RecordType::A,
+        ));
+        if let Some(size) = edns {
+            let mut opt = Edns::new();
+            opt.set_max_payload(size);
+            message.set_edns(opt);
+        }
+        message.to_vec().expect("encodes")
+    }
+
+    #[test]
+    fn a_question_pointing_into_the_header_gets_a_decodable_formerr() {
+        // ID 0x01 0x61 reads as the label "a"; the flags (0x01 0x00) as the
+        // label "\000"; QDCOUNT's high byte ends the name. In the response
+        // the flags byte is 0x81, a reserved label type: a question echoed
+        // byte for byte would no longer decode.
+        let mut bytes = vec![0x01, 0x61, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        bytes.extend_from_slice(&[0xC0, 0x00, 0, 1, 0, 1]);
+        assert!(Message::from_vec(&bytes).is_ok(), "hickory reads the query");
+        let (answer, malformed) = through_udp_path(&bytes);
+        let answer = answer.expect("answered");
+        assert_eq!(answer.metadata.id, 0x0161);
+        assert_eq!(answer.metadata.response_code, ResponseCode::FormErr);
+        assert!(malformed);
+
+        // Pointers back into the question itself are fine: the response
+        // holds the same bytes at the same place.
+        let (answer, malformed) = through_udp_path(&query("web.service.local.", None));
+        assert_eq!(answer.expect("answered").answers.len(), 3);
+        assert!(!malformed);
+    }
+
+    /// Collects what is logged at WARN and above on this thread.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn warnings<T>(f: impl FnOnce() -> T) -> (T, String) {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_writer(move || writer.clone())
+            .finish();
+        let result = tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8_lossy(&lines.0.lock().expect("lock")).into_owned();
+        (result, text)
+    }
+
+    #[test]
+    fn malformed_edns_options_are_counted_not_logged() {
+        // An OPT whose RDATA holds an option code and nothing more.
+        let mut bytes = query("web.service.local.", Some(1232));
+        let rdlength = bytes.len() - 2;
+        bytes[rdlength + 1] = 2;
+        bytes.extend_from_slice(&[0, 10]);
+        let ((answer, malformed), logged) = warnings(|| through_udp_path(&bytes));
+        assert_eq!(logged, "", "one spoofable datagram, one log line");
+        assert_eq!(
+            answer.expect("answered").metadata.response_code,
+            ResponseCode::FormErr
+        );
+        assert!(malformed);
+    }
+
+    #[test]
+    fn malformed_datagrams_are_logged_once_per_interval() {
+        let start = Instant::now();
+        let (lines, logged) = warnings(|| {
+            let mut log = MalformedLog::new(start);
+            let mut lines = 0;
+            for n in 0..1000 {
+                lines += usize::from(log.flush(start + Duration::from_millis(n)));
+                log.record(start + Duration::from_millis(n));
+            }
+            // Nothing more to say once the count is out.
+            let later = start + MALFORMED_LOG_INTERVAL;
+            lines += usize::from(log.flush(later));
+            lines += usize::from(log.flush(later + MALFORMED_LOG_INTERVAL));
+            lines
+        });
+        assert_eq!(lines, 1);
+        assert_eq!(logged.lines().count(), 1, "{logged}");
+        assert!(logged.contains("1000 malformed DNS queries"), "{logged}");
     }
 
     #[cfg(target_os = "linux")]

@@ -5,7 +5,8 @@
 //! the record table.
 
 mod backup;
-mod body;
+#[doc(hidden)]
+pub mod body; // Public only for the fuzzer in fuzz/.
 mod consul;
 mod error;
 mod native;

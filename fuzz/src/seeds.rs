@@ -1,0 +1,133 @@
+//! The seed corpus: real queries for every name form and common type,
+//! with and without EDNS and compression, real names, and the JSON bodies
+//! roster's tests register. Written by `roster-fuzz seeds`; the output is
+//! committed in `fuzz/seeds/`.
+
+use std::path::Path;
+
+use hickory_proto::{
+    op::{Edns, Message, Query},
+    rr::{Name, RecordType},
+    serialize::binary::{BinEncodable, BinEncoder},
+};
+
+const NAMES: &[&str] = &[
+    "service.local.",
+    "web.service.local.",
+    "WeB.Service.Local.",
+    "six.service.local.",
+    "mixed.service.local.",
+    "big.service.local.",
+    "nope.service.local.",
+    "_web._tcp.service.local.",
+    "_web._udp.service.local.",
+    "_web._v2.service.local.",
+    "_web._primary.service.local.",
+    "_tcp.service.local.",
+    "web-1.web.service.local.",
+    "m-2.mixed.service.local.",
+    "ns.service.local.",
+    "a.b.c.service.local.",
+    "example.org.",
+];
+
+const TYPES: &[RecordType] = &[
+    RecordType::A,
+    RecordType::AAAA,
+    RecordType::SRV,
+    RecordType::TXT,
+    RecordType::SOA,
+    RecordType::NS,
+    RecordType::ANY,
+];
+
+/// Bodies from roster's tests and README, valid and not.
+const BODIES: &[&str] = &[
+    r#"{"address":"10.0.0.1","port":80}"#,
+    r#"{"address":"10.0.0.1","port":80,"tags":["v2"],"weight":3,"priority":2}"#,
+    r#"{"address":"10.0.0.2","port":81,"meta":{"k":"v"}}"#,
+    r#"{"address":"2001:db8::1","port":90}"#,
+    r#"{"address":" 10.0.0.1 ","port":65535}"#,
+    r#"{"address":"10.0.0.1","port":8080,"check":{"http":"http://10.0.0.1:8080/health","interval":"10s","timeout":"1s"}}"#,
+    r#"{"address":"10.0.0.1","port":8080,"check":{"tcp":"10.0.0.1:8080","interval":"5s"}}"#,
+    r#"{"address":"10.0.0.1","port":8080,"check":{"ttl":"30s"}}"#,
+    r#"{"address":"10.0.0.1","port":8080,"checks":[{"ttl":"30s","id":"a"},{"ttl":"1m","id":"b","deregister_critical_service_after":"1h"}]}"#,
+    r#"{"address":"0.0.0.0","port":80}"#,
+    r#"{"address":"::","port":80}"#,
+    r#"{"address":"10.0.0.1","port":0}"#,
+    r#"{"address":"10.0.0.1","port":65536}"#,
+    r#"{"address":"10.0.0.1","port":80,"extra":1}"#,
+    r#"[{"address":"10.0.0.1","port":80}]"#,
+];
+
+/// Writes the seeds under `dir/<target>/`; returns how many.
+pub fn write(dir: &Path) -> std::io::Result<usize> {
+    let mut count = 0;
+    let mut put = |target: &str, name: String, bytes: &[u8]| -> std::io::Result<()> {
+        let dir = dir.join(target);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join(name), bytes)?;
+        count += 1;
+        Ok(())
+    };
+    for (n, name) in NAMES.iter().enumerate() {
+        for qtype in TYPES {
+            for (e, edns) in [None, Some(512), Some(1232), Some(4096)].iter().enumerate() {
+                // Not every combination: every name and type, EDNS sizes
+                // spread over them, to keep the corpus small.
+                if e != 0 && (n + usize::from(u16::from(*qtype)) + e) % 3 != 0 {
+                    continue;
+                }
+                let bytes = query(name, *qtype, *edns, false);
+                put("dns", format!("{n:02}-{qtype}-{e}"), &bytes)?;
+            }
+        }
+        put("query", format!("{n:02}-text"), name.as_bytes())?;
+        let mut wire = Vec::new();
+        let mut encoder = BinEncoder::new(&mut wire);
+        if Name::from_ascii(name)
+            .map_err(std::io::Error::other)?
+            .emit(&mut encoder)
+            .is_ok()
+        {
+            put("query", format!("{n:02}-wire"), &wire)?;
+        }
+    }
+    // Two questions, so the second is compressed against the first.
+    let bytes = query("web.service.local.", RecordType::A, Some(1232), true);
+    put("dns", "compressed".to_owned(), &bytes)?;
+    // A DNS cookie option, and a client-subnet option.
+    let mut cookie = query("web.service.local.", RecordType::A, Some(1232), false);
+    let rdlen = cookie.len() - 2;
+    cookie[rdlen + 1] = 12;
+    cookie.extend_from_slice(&[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]);
+    put("dns", "cookie".to_owned(), &cookie)?;
+    let mut subnet = query("web.service.local.", RecordType::A, Some(1232), false);
+    let rdlen = subnet.len() - 2;
+    subnet[rdlen + 1] = 8;
+    subnet.extend_from_slice(&[0, 8, 0, 4, 0, 1, 0, 0]);
+    put("dns", "subnet".to_owned(), &subnet)?;
+    for (n, body) in BODIES.iter().enumerate() {
+        put("json", format!("{n:02}"), body.as_bytes())?;
+    }
+    Ok(count)
+}
+
+/// A query as a stub resolver sends it: RD set, DO set with EDNS.
+fn query(name: &str, qtype: RecordType, edns: Option<u16>, twice: bool) -> Vec<u8> {
+    let name = Name::from_ascii(name).unwrap_or_else(|_| Name::root());
+    let mut message = Message::query();
+    message.metadata.id = 0xBEEF;
+    message.metadata.recursion_desired = true;
+    message.add_query(Query::query(name.clone(), qtype));
+    if twice {
+        message.add_query(Query::query(name, RecordType::AAAA));
+    }
+    if let Some(size) = edns {
+        let mut opt = Edns::new();
+        opt.set_max_payload(size);
+        opt.set_dnssec_ok(true);
+        message.set_edns(opt);
+    }
+    message.to_vec().unwrap_or_default()
+}
