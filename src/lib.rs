@@ -238,8 +238,11 @@ pub async fn run(
         warn!(%error, "assuming the common default open-file limit of 1024");
         1024
     });
-    let caps =
-        limits::connection_caps(config.http.max_connections, config.dns.tcp_max_connections, nofile);
+    let caps = limits::connection_caps(
+        config.http.max_connections,
+        config.dns.tcp_max_connections,
+        nofile,
+    );
     info!(
         nofile,
         http = caps.http,
