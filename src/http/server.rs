@@ -184,9 +184,11 @@ pub async fn serve(
     // Stop accepting: new clients are refused by the kernel from here on.
     drop(listener);
     draining.cancel();
-    // hyper's graceful shutdown waits for a half-sent head to finish;
-    // at shutdown nothing not yet a request is worth waiting for.
-    connections.close_waiting();
+    // Connections are not closed from here: one whose request was just
+    // answered may still hold the answer unflushed, and closing it would
+    // lose an applied change's acknowledgement. hyper's graceful shutdown
+    // closes idle ones itself; half-sent heads end at their header
+    // deadline, and `run`'s grace period bounds the rest.
     loop {
         tokio::select! {
             () = &mut reaper => {}
@@ -456,20 +458,6 @@ impl Connections {
     /// Closes the longest-idle connection, if any; whether one was.
     fn evict_oldest_idle(&self) -> bool {
         self.shared.lock().close_oldest_idle()
-    }
-
-    /// Closes every connection with no request in flight.
-    fn close_waiting(&self) {
-        let mut table = self.shared.lock();
-        let waiting: Vec<u64> = table
-            .idle
-            .iter()
-            .chain(&table.heading)
-            .map(|&(_, id)| id)
-            .collect();
-        for id in waiting {
-            table.close(id);
-        }
     }
 
     /// Closes connections whose idle or head deadline has passed, forever.
