@@ -312,7 +312,11 @@ async fn out_of_descriptors_the_server_backs_off_and_still_answers_new_clients()
         .await
         .expect("log ends")
         .expect("log");
-    let accept_lines = log.matches("cannot accept DNS TCP connections").count();
+    // roster fits its caps to the limit at start (src/limits.rs), so it
+    // usually meets its cap before EMFILE; either way the condition is
+    // logged once per few seconds, not once per connection.
+    let accept_lines = log.matches("cannot accept DNS TCP connections").count()
+        + log.matches("DNS TCP connections at the cap").count();
     assert!(
         (1..=3).contains(&accept_lines),
         "expected the accept failures logged once per few seconds, got {accept_lines} lines:\n{log}"
