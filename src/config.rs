@@ -85,6 +85,9 @@ pub struct HttpConfig {
     /// Seconds a keep-alive connection may wait, with no request in flight,
     /// for its next request. Long-polling requests are in flight, not idle.
     pub idle_timeout: u64,
+    /// Seconds a response may go without a byte leaving (the client
+    /// stopped reading) before roster closes the connection.
+    pub write_timeout: u64,
 }
 
 /// How roster presents itself to Consul clients: as a single agent node.
@@ -147,6 +150,7 @@ impl Default for HttpConfig {
             header_read_timeout: 10,
             body_read_timeout: 30,
             idle_timeout: 60,
+            write_timeout: 60,
         }
     }
 }
@@ -253,6 +257,7 @@ impl Config {
             ("http.header_read_timeout", self.http.header_read_timeout),
             ("http.body_read_timeout", self.http.body_read_timeout),
             ("http.idle_timeout", self.http.idle_timeout),
+            ("http.write_timeout", self.http.write_timeout),
         ];
         for (key, seconds) in timeouts {
             if !(1..=MAX_HTTP_TIMEOUT_SECS).contains(&seconds) {
@@ -344,6 +349,7 @@ mod tests {
             ),
             ("[http]\nbody_read_timeout = 0\n", "http.body_read_timeout"),
             ("[http]\nidle_timeout = 0\n", "http.idle_timeout"),
+            ("[http]\nwrite_timeout = 0\n", "http.write_timeout"),
             ("[http]\nidle_timeout = 86400\n", "http.idle_timeout"),
             ("[http]\nidle_timeout = \"60s\"\n", "idle_timeout"),
             (

@@ -285,6 +285,7 @@ pub async fn run(
         header_read_timeout: Duration::from_secs(config.http.header_read_timeout),
         body_read_timeout: Duration::from_secs(config.http.body_read_timeout),
         idle_timeout: Duration::from_secs(config.http.idle_timeout),
+        write_timeout: Duration::from_secs(config.http.write_timeout),
     };
     let http_server = tokio::spawn(http::server::serve(
         listeners.http,

@@ -375,3 +375,40 @@ async fn under_a_256_descriptor_limit_a_flood_of_400_still_lets_a_new_client_in(
         .unwrap_or_default();
     assert!(!log.contains("panicked"), "{log}");
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_its_answers_is_cut_off_after_the_write_timeout() {
+    let server = start_server_with(&[], |config| {
+        config.http.write_timeout = 1;
+        config.http.idle_timeout = 3600;
+    })
+    .await;
+    // Big enough answers that a few hundred fill both sockets' buffers.
+    for n in 0..50u8 {
+        let id = format!("web-{n}");
+        let address = format!("127.0.0.{}", n + 1);
+        server.add("web", &id, &address, 8080).await;
+    }
+    let mut stream = TcpStream::connect(server.http_addr).await.expect("connect");
+    let request = b"GET /v1/export HTTP/1.1\r\nhost: roster\r\n\r\n";
+    // Pipelined requests, never reading an answer. roster stops reading
+    // requests while its answer cannot be written, so once the buffers are
+    // full this write blocks until roster gives the connection up. Without
+    // a write deadline it would block for ever (and hold a connection and
+    // the answers' memory with it).
+    let written = timeout(LIMIT, async {
+        loop {
+            if stream.write_all(request).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        written.is_ok(),
+        "roster kept a connection whose client stopped reading for {LIMIT:?}"
+    );
+    // The server is fine: a new client is answered.
+    let reply = server.get(&["v1", "services"]).await;
+    assert_eq!(reply.status, 200);
+}

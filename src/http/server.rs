@@ -17,6 +17,10 @@
 //!   the connection idle the longest (as Knot and Unbound do), so a flood
 //!   of idle sockets cannot lock real clients out; if none is idle, the new
 //!   one gets a 503 and is closed at once rather than left to hang.
+//! - A response that cannot be written for `write_timeout` (a client that
+//!   stopped reading, such as one that asked for `/v1/export` and went
+//!   away without closing) closes the connection, as nginx's
+//!   `send_timeout`: the deadline restarts whenever any byte goes out.
 //! - Accept errors (EMFILE, ENFILE, ENOBUFS) pause accepting, 10 ms
 //!   doubling to 1 s, instead of spinning a core, and are logged at most
 //!   once every few seconds.
@@ -96,6 +100,9 @@ pub struct HttpLimits {
     pub body_read_timeout: Duration,
     /// Longest a connection may wait for its next request.
     pub idle_timeout: Duration,
+    /// Longest a response write may make no progress (the client stopped
+    /// reading).
+    pub write_timeout: Duration,
 }
 
 /// Serves `router` on `listener` within `limits` until `shutdown`
@@ -232,7 +239,8 @@ async fn serve_connection(
     draining: CancellationToken,
 ) {
     let closed = connection.closed.clone();
-    let io = TokioIo::new(TrackedIo::new(stream, connection.clone()));
+    let write_timeout = connection.shared.limits.write_timeout;
+    let io = TokioIo::new(TrackedIo::new(stream, connection.clone(), write_timeout));
     let body_read_timeout = connection.shared.limits.body_read_timeout;
     let service = hyper::service::service_fn(move |request| {
         let router = router.clone();
@@ -659,14 +667,51 @@ struct TrackedIo {
     /// much of it is written. Drained before anything else is written,
     /// flushed or shut down.
     replacement: Option<(Vec<u8>, usize)>,
+    /// How long a write may make no progress.
+    write_timeout: Duration,
+    /// Armed when a write, flush or shutdown first returns `Pending`;
+    /// disarmed by any progress. Boxed because `Sleep` is `!Unpin` and the
+    /// I/O type must be `Unpin` for hyper.
+    write_stalled_since: Option<Pin<Box<Sleep>>>,
 }
 
 impl TrackedIo {
-    fn new(inner: TcpStream, connection: Arc<Connection>) -> Self {
+    fn new(inner: TcpStream, connection: Arc<Connection>, write_timeout: Duration) -> Self {
         Self {
             inner,
             connection,
             replacement: None,
+            write_timeout,
+            write_stalled_since: None,
+        }
+    }
+
+    /// Passes a write-side result through, turning a `Pending` that has
+    /// lasted `write_timeout` into a `TimedOut` error (which ends the
+    /// connection). The deadline is one timer per stalled connection, armed
+    /// only while the socket's send buffer is full.
+    fn within_write_deadline<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if result.is_ready() {
+            self.write_stalled_since = None;
+            return result;
+        }
+        let timeout = self.write_timeout;
+        let deadline = self
+            .write_stalled_since
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                debug!("closing a connection whose client stopped reading");
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client stopped reading the response",
+                )))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 
@@ -684,6 +729,17 @@ impl TrackedIo {
             *written += n;
         }
         Poll::Ready(Ok(()))
+    }
+
+    /// [`Self::poll_replacement`] under the write deadline. With no
+    /// replacement queued it is ready at once and leaves the deadline alone:
+    /// only a real write's progress may disarm it.
+    fn poll_replacement_within_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.replacement.is_none() {
+            return Poll::Ready(Ok(()));
+        }
+        let replaced = self.poll_replacement(cx);
+        self.within_write_deadline(cx, replaced)
     }
 
     /// When `buf` is hyper's own answer to an unparseable head, takes it
@@ -772,13 +828,14 @@ impl AsyncWrite for TrackedIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        ready!(self.poll_replacement(cx))?;
+        ready!(self.poll_replacement_within_deadline(cx))?;
         if self.replace_parse_error(buf) {
             // Taken whole; the replacement goes out on the next write,
             // flush or shutdown.
             return Poll::Ready(Ok(buf.len()));
         }
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.within_write_deadline(cx, written)
     }
 
     fn poll_write_vectored(
@@ -786,14 +843,15 @@ impl AsyncWrite for TrackedIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        ready!(self.poll_replacement(cx))?;
+        ready!(self.poll_replacement_within_deadline(cx))?;
         let mut non_empty = bufs.iter().filter(|b| !b.is_empty());
         if let (Some(only), None) = (non_empty.next(), non_empty.next())
             && self.replace_parse_error(only)
         {
             return Poll::Ready(Ok(only.len()));
         }
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.within_write_deadline(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -801,13 +859,15 @@ impl AsyncWrite for TrackedIo {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(self.poll_replacement(cx))?;
-        Pin::new(&mut self.inner).poll_flush(cx)
+        ready!(self.poll_replacement_within_deadline(cx))?;
+        let flushed = Pin::new(&mut self.inner).poll_flush(cx);
+        self.within_write_deadline(cx, flushed)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(self.poll_replacement(cx))?;
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        ready!(self.poll_replacement_within_deadline(cx))?;
+        let shut = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.within_write_deadline(cx, shut)
     }
 }
 
@@ -963,6 +1023,7 @@ mod tests {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(60),
         }
     }
 
