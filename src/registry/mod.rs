@@ -13,6 +13,8 @@
 mod commands;
 pub mod embedded;
 pub mod endpoint;
+#[cfg(test)]
+pub(crate) mod failing_store;
 mod service_map;
 pub mod state;
 pub mod store;
