@@ -15,6 +15,8 @@
 //! registry state except through commands.
 
 mod probe;
+#[cfg(test)]
+mod tests;
 mod thresholds;
 
 use std::{
