@@ -18,6 +18,8 @@ pub(crate) mod failing_store;
 mod service_map;
 pub mod state;
 pub mod store;
+#[cfg(test)]
+mod store_conformance;
 pub mod table;
 
 use std::sync::Arc;
