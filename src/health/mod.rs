@@ -45,6 +45,7 @@ use thresholds::Streak;
 /// slow endpoints; few enough that a flood of dead endpoints cannot exhaust
 /// file descriptors.
 const MAX_IN_FLIGHT: usize = 2048;
+
 /// How soon a TTL expiry or a reaping that the store failed to record is
 /// tried again.
 const RETRY_AFTER_STORE_FAILURE: Duration = Duration::from_secs(1);
