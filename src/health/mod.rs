@@ -4,15 +4,19 @@
 //!
 //! One task owns every deadline, in one ordered map (as mini-redis does for
 //! key expiry): it sleeps until the earliest, fires what is due, and wakes
-//! early for registry events and probe results. Probes run as separate tasks
-//! under a semaphore that bounds concurrency; the HTTP client is shared so
-//! connections are reused. Results go back to the registry as commands, so
-//! the DNS path never waits on a check.
+//! early for registry events and probe results. Probes run through the
+//! [`Prober`] seam as separate tasks under a semaphore that bounds
+//! concurrency; the scheduler owns those tasks (a `JoinSet`), so none
+//! outlives it. The HTTP client is shared so connections are reused. Results
+//! go back to the registry as commands, so the DNS path never waits on a
+//! check.
 //!
 //! Owns: check schedules and consecutive-result counters. Must not: change
 //! registry state except through commands.
 
 mod probe;
+#[cfg(test)]
+mod tests;
 mod thresholds;
 
 use std::{
@@ -24,28 +28,23 @@ use std::{
 use rand::RngExt;
 use tokio::{
     sync::{Semaphore, mpsc, oneshot},
-    task::JoinHandle,
+    task::{JoinHandle, JoinSet},
     time::{Instant, sleep_until},
 };
-use tracing::{debug, info};
+use tracing::{debug, error, info};
 
 use crate::{
     metrics::Metrics,
     model::{CheckDefinition, CheckKind, MIN_INTERVAL, Status, format_go_duration},
     registry::{Command, Registry, RegistryEvent},
 };
-pub use probe::ProbeResult;
+pub use probe::{ClientError, NetworkProber, ProbeResult, Prober, Probing};
 use thresholds::Streak;
 
 /// Most probes in flight at once. Enough for 10,000 one-second checks with
 /// slow endpoints; few enough that a flood of dead endpoints cannot exhaust
 /// file descriptors.
 const MAX_IN_FLIGHT: usize = 2048;
-/// Idle keep-alive connections kept per endpoint host. Many instances often
-/// share one host (a node, a sidecar, a test server): a pool smaller than
-/// the probes in flight to it would close and reopen connections all the
-/// time, which costs more than the probes themselves.
-const POOL_PER_HOST: usize = 256;
 
 /// How soon a TTL expiry or a reaping that the store failed to record is
 /// tried again.
@@ -86,57 +85,69 @@ struct CheckRuntime {
     last_output: String,
 }
 
-/// A finished probe, sent back to the scheduler.
+/// A finished probe, handed back to the scheduler by its task.
 struct ProbeDone {
+    /// The check the probe was for.
     handle: Handle,
+    /// What it found.
     result: ProbeResult,
 }
 
-/// The running checker; stop it before dropping the registry.
+/// The running checker; stop it before dropping the registry. Dropping it
+/// stops the scheduler too (its stop channel closes).
 pub struct HealthChecker {
+    /// Tells the scheduler to stop.
     stop: oneshot::Sender<()>,
+    /// The scheduler task, which owns every probe task.
     task: JoinHandle<()>,
 }
 
 impl HealthChecker {
-    /// Starts checking every instance the registry reports in `events`.
+    /// Starts checking every instance the registry reports in `events`,
+    /// probing over the network. If the HTTP client cannot be built, the
+    /// error is logged and every HTTP check goes critical with it as its
+    /// output; no other client is used in its place.
     pub fn start(
         registry: Registry,
         events: mpsc::UnboundedReceiver<RegistryEvent>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let prober: Arc<dyn Prober> = match NetworkProber::new() {
+            Ok(prober) => Arc::new(prober),
+            Err(err) => {
+                error!(error = %err, "HTTP checks will report critical until roster restarts");
+                Arc::new(probe::WithoutHttp::new(&err))
+            }
+        };
+        Self::start_with(registry, events, metrics, prober)
+    }
+
+    /// Starts checking with `prober` running the probes.
+    pub fn start_with(
+        registry: Registry,
+        events: mpsc::UnboundedReceiver<RegistryEvent>,
+        metrics: Arc<Metrics>,
+        prober: Arc<dyn Prober>,
+    ) -> Self {
         let (stop, stopped) = oneshot::channel();
-        let (results_tx, results) = mpsc::unbounded_channel();
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(POOL_PER_HOST)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("roster-health-check/", env!("CARGO_PKG_VERSION")))
-            // Host names go through the bounded resolver, not reqwest's own
-            // getaddrinfo threads on the blocking pool (see crate::resolve).
-            .dns_resolver(crate::resolve::CheckResolver {
-                timeout: crate::resolve::WAIT_LIMIT * 2,
-            })
-            .build()
-            .unwrap_or_default();
         let scheduler = Scheduler {
             registry,
             metrics,
-            client,
+            prober,
             permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
-            results_tx,
+            probes: JoinSet::new(),
             checks: HashMap::new(),
             by_instance: HashMap::new(),
             deadlines: BTreeMap::new(),
             next_handle: 0,
             next_seq: 0,
         };
-        let task = tokio::spawn(scheduler.run(events, results, stopped));
+        let task = tokio::spawn(scheduler.run(events, stopped));
         Self { stop, task }
     }
 
     /// Stops scheduling and waits for the scheduler to end. Probes still
-    /// running finish on their own; their results are dropped.
+    /// running are cancelled, and have ended when this returns.
     pub async fn stop(self) {
         let _ = self.stop.send(());
         let _ = self.task.await;
@@ -144,11 +155,18 @@ impl HealthChecker {
 }
 
 struct Scheduler {
+    /// Where results, expiries and reapings go, as commands.
     registry: Registry,
+    /// Probe and check counters.
     metrics: Arc<Metrics>,
-    client: reqwest::Client,
+    /// Runs each probe: the network, or a script in tests.
+    prober: Arc<dyn Prober>,
+    /// Bounds the probes in flight (see [`MAX_IN_FLIGHT`]).
     permits: Arc<Semaphore>,
-    results_tx: mpsc::UnboundedSender<ProbeDone>,
+    /// Every running probe task. Owned here so that when the scheduler
+    /// stops, its probes stop with it instead of running on unowned.
+    probes: JoinSet<ProbeDone>,
+    /// Every check being scheduled, by handle.
     checks: HashMap<Handle, CheckRuntime>,
     /// Handles of each instance's checks, by instance ID.
     by_instance: HashMap<String, Vec<(String, Handle)>>,
@@ -156,7 +174,9 @@ struct Scheduler {
     /// of removed checks stay until they come due and are then ignored,
     /// which is cheaper than finding them.
     deadlines: BTreeMap<(Instant, u64), (Handle, Due)>,
+    /// The handle the next added check gets.
     next_handle: Handle,
+    /// Tie-breaker for deadlines at the same instant.
     next_seq: u64,
 }
 
@@ -164,7 +184,6 @@ impl Scheduler {
     async fn run(
         mut self,
         mut events: mpsc::UnboundedReceiver<RegistryEvent>,
-        mut results: mpsc::UnboundedReceiver<ProbeDone>,
         mut stopped: oneshot::Receiver<()>,
     ) {
         loop {
@@ -180,10 +199,20 @@ impl Scheduler {
                     Some(event) => self.on_event(event),
                     None => break,
                 },
-                Some(done) = results.recv() => self.on_probe_done(done).await,
+                // `None` (no probe running) disables this branch for the turn.
+                // A probe task that panicked leaves no result; its check
+                // stays in flight, as it did before probes had an owner.
+                Some(joined) = self.probes.join_next() => {
+                    if let Ok(done) = joined {
+                        self.on_probe_done(done).await;
+                    }
+                }
                 _ = sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {}
             }
         }
+        // Cancel the probes still running and wait until they have ended, so
+        // that none touches an endpoint after the checker has stopped.
+        self.probes.shutdown().await;
         debug!("health checker stopped");
     }
 
@@ -446,29 +475,19 @@ impl Scheduler {
         check.in_flight = true;
         let kind = check.definition.kind.clone();
         let permits = self.permits.clone();
-        let client = self.client.clone();
-        let results = self.results_tx.clone();
+        let prober = self.prober.clone();
         let metrics = self.metrics.clone();
-        tokio::spawn(async move {
-            let Ok(_permit) = permits.acquire_owned().await else {
-                return;
-            };
+        self.probes.spawn(async move {
+            // The semaphore is never closed, so this waits and never fails;
+            // were it closed, the probe would run unbounded rather than not.
+            let _permit = permits.acquire_owned().await.ok();
             metrics
                 .probe_lag
                 .record(Instant::now().saturating_duration_since(due));
             metrics.probes_started.fetch_add(1, Relaxed);
-            let result = match &kind {
-                CheckKind::Http {
-                    url,
-                    method,
-                    headers,
-                    ..
-                } => probe::http(&client, method, url, headers, timeout).await,
-                CheckKind::Tcp { address, .. } => probe::tcp(address, timeout).await,
-                CheckKind::Ttl { .. } => return,
-            };
+            let result = prober.probe(&kind, timeout).await;
             metrics.probes_completed.fetch_add(1, Relaxed);
-            let _ = results.send(ProbeDone { handle, result });
+            ProbeDone { handle, result }
         });
     }
 

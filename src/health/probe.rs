@@ -1,11 +1,17 @@
 //! One probe of an HTTP or TCP check: what it found, as a status and the
 //! output shown to operators. TTL checks have no probe: the service reports.
+//!
+//! The scheduler runs probes through the [`Prober`] seam, so its own tests
+//! can script what probes find and run on a paused clock without a network.
 
-use std::{io, net::SocketAddr, time::Duration};
+use std::{future::Future, io, net::SocketAddr, pin::Pin, time::Duration};
 
 use tokio::net::TcpStream;
 
-use crate::{model::Status, resolve::Resolver};
+use crate::{
+    model::{CheckKind, Status},
+    resolve::Resolver,
+};
 
 /// The most of an HTTP check's response body a probe reads (Consul keeps
 /// 4 KB of output); the rest is never read and the connection is closed.
@@ -14,8 +20,115 @@ const MAX_BODY_READ: usize = 4 * 1024;
 /// What one probe saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeResult {
+    /// The status this one result points to (before any threshold).
     pub status: Status,
+    /// What the probe saw, as shown to operators in the check's output.
     pub output: String,
+}
+
+/// A probe in progress. Owns everything it needs (`'static`), so the
+/// scheduler can run it in a task of its own.
+pub type Probing = Pin<Box<dyn Future<Output = ProbeResult> + Send + 'static>>;
+
+/// Runs one probe of a check. The scheduler's only way to reach a checked
+/// endpoint: the network one in production, a scripted one in its tests.
+pub trait Prober: Send + Sync + 'static {
+    /// Probes `kind` (an HTTP or TCP check; never called for TTL checks)
+    /// within `timeout`.
+    fn probe(&self, kind: &CheckKind, timeout: Duration) -> Probing;
+}
+
+/// Idle keep-alive connections kept per endpoint host. Many instances often
+/// share one host (a node, a sidecar, a test server): a pool smaller than
+/// the probes in flight to it would close and reopen connections all the
+/// time, which costs more than the probes themselves.
+const POOL_PER_HOST: usize = 256;
+
+/// The HTTP client could not be built, so HTTP checks cannot run.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the HTTP client for health checks: {0}")]
+pub struct ClientError(#[source] reqwest::Error);
+
+/// Probes over the network: HTTP through one shared client (so connections
+/// to an endpoint are reused between probes), TCP by connecting.
+pub struct NetworkProber {
+    /// Shared by every HTTP probe; cloning it clones a handle to one pool.
+    client: reqwest::Client,
+}
+
+impl NetworkProber {
+    /// Builds the shared HTTP client. It does not follow redirects: the
+    /// README documents any non-2xx answer but 429 as critical, and a
+    /// redirect to a healthy page must not hide a moved or broken endpoint.
+    /// A failure is returned, never replaced by a default client, since
+    /// that one would follow redirects and resolve names on its own.
+    pub fn new() -> Result<Self, ClientError> {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(POOL_PER_HOST)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("roster-health-check/", env!("CARGO_PKG_VERSION")))
+            // Host names go through the bounded resolver, not reqwest's own
+            // getaddrinfo threads on the blocking pool (see crate::resolve).
+            .dns_resolver(crate::resolve::CheckResolver {
+                timeout: crate::resolve::WAIT_LIMIT * 2,
+            })
+            .build()
+            .map_err(ClientError)?;
+        Ok(Self { client })
+    }
+}
+
+impl Prober for NetworkProber {
+    fn probe(&self, kind: &CheckKind, timeout: Duration) -> Probing {
+        match kind.clone() {
+            CheckKind::Http {
+                url,
+                method,
+                headers,
+                ..
+            } => {
+                let client = self.client.clone();
+                Box::pin(async move { http(&client, &method, &url, &headers, timeout).await })
+            }
+            CheckKind::Tcp { address, .. } => Box::pin(async move { tcp(&address, timeout).await }),
+            CheckKind::Ttl { .. } => Box::pin(std::future::ready(ProbeResult {
+                status: Status::Critical,
+                output: "a TTL check has no probe".into(),
+            })),
+        }
+    }
+}
+
+/// Stands in for the network prober when the HTTP client could not be
+/// built: every HTTP check is critical with the reason as its output, so
+/// operators see why, and TCP checks still run.
+pub struct WithoutHttp {
+    /// Why HTTP checks cannot run, shown in each one's output.
+    reason: String,
+}
+
+impl WithoutHttp {
+    pub fn new(error: &ClientError) -> Self {
+        Self {
+            reason: format!("{error}: {}", root_cause(error)),
+        }
+    }
+}
+
+impl Prober for WithoutHttp {
+    fn probe(&self, kind: &CheckKind, timeout: Duration) -> Probing {
+        match kind {
+            CheckKind::Tcp { address, .. } => {
+                let address = address.clone();
+                Box::pin(async move { tcp(&address, timeout).await })
+            }
+            _ => Box::pin(std::future::ready(ProbeResult {
+                status: Status::Critical,
+                output: self.reason.clone(),
+            })),
+        }
+    }
 }
 
 /// `GET url` (or another method) with `timeout`: 2xx passing, 429 warning,

@@ -13,9 +13,13 @@
 mod commands;
 pub mod embedded;
 pub mod endpoint;
+#[cfg(test)]
+pub(crate) mod failing_store;
 mod service_map;
 pub mod state;
 pub mod store;
+#[cfg(test)]
+mod store_conformance;
 pub mod table;
 
 use std::sync::Arc;
