@@ -1,0 +1,137 @@
+//! The native HTTP API, as a client sees it: [`HttpReply`], and
+//! [`Server`] methods for each call the tests make.
+
+use serde_json::Value;
+
+use super::{DEADLINE, Server};
+
+/// A plain-HTTP client that ignores proxy settings in the environment.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(DEADLINE)
+        .build()
+        .expect("HTTP client")
+}
+
+/// An HTTP response: the status and the body, parsed as JSON when it is.
+#[derive(Debug)]
+pub struct HttpReply {
+    pub status: u16,
+    /// `Value::Null` for an empty body; the text as a JSON string when the
+    /// body is not JSON.
+    pub body: Value,
+}
+
+impl HttpReply {
+    /// Asserts a JSON error `{"error": "...", "field": ...}` with `status`,
+    /// and returns the `field`, if any.
+    pub fn assert_error(&self, status: u16) -> Option<String> {
+        assert_eq!(self.status, status, "{self:?}");
+        let error = self.body.get("error").and_then(Value::as_str);
+        assert!(
+            error.is_some_and(|e| !e.is_empty()),
+            "expected a JSON body with an \"error\" message: {self:?}"
+        );
+        self.body
+            .get("field")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    }
+}
+
+impl Server {
+    /// A URL under the API from path segments, each percent-encoded.
+    pub fn url(&self, segments: &[&str]) -> reqwest::Url {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .expect("http URL has a path")
+            .pop_if_empty()
+            .extend(segments);
+        url
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> HttpReply {
+        let response = request.send().await.expect("HTTP request");
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.expect("HTTP body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        HttpReply { status, body }
+    }
+
+    /// `GET` a path given as segments (`["v1", "services"]`).
+    pub async fn get(&self, segments: &[&str]) -> HttpReply {
+        self.send(self.http.get(self.url(segments))).await
+    }
+
+    /// `PUT` raw bytes as a JSON body.
+    pub async fn put_raw(&self, segments: &[&str], body: impl Into<reqwest::Body>) -> HttpReply {
+        let request = self
+            .http
+            .put(self.url(segments))
+            .header("content-type", "application/json")
+            .body(body);
+        self.send(request).await
+    }
+
+    /// `PUT /v1/services/{service}/instances/{id}` with a JSON body.
+    pub async fn register(&self, service: &str, id: &str, body: Value) -> HttpReply {
+        let request = self
+            .http
+            .put(self.url(&["v1", "services", service, "instances", id]))
+            .json(&body);
+        self.send(request).await
+    }
+
+    /// Registers an instance with just an address and port; asserts 200.
+    pub async fn add(&self, service: &str, id: &str, address: &str, port: u16) -> Value {
+        let reply = self
+            .register(
+                service,
+                id,
+                serde_json::json!({ "address": address, "port": port }),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "register {service}/{id}: {reply:?}");
+        reply.body
+    }
+
+    /// `DELETE /v1/services/{service}/instances/{id}`.
+    pub async fn deregister(&self, service: &str, id: &str) -> HttpReply {
+        let url = self.url(&["v1", "services", service, "instances", id]);
+        self.send(self.http.delete(url)).await
+    }
+
+    /// `PUT …/maintenance` with `{"enable": …, "reason": …}`.
+    pub async fn maintenance(
+        &self,
+        service: &str,
+        id: &str,
+        enable: bool,
+        reason: &str,
+    ) -> HttpReply {
+        let request = self
+            .http
+            .put(self.url(&["v1", "services", service, "instances", id, "maintenance"]))
+            .json(&serde_json::json!({ "enable": enable, "reason": reason }));
+        self.send(request).await
+    }
+
+    /// `GET /v1/services`, sorted by name so two listings compare equal when
+    /// the registry holds the same services.
+    pub async fn services(&self) -> Value {
+        let reply = self.get(&["v1", "services"]).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let mut list =
+            reply.body.as_array().cloned().unwrap_or_else(|| {
+                panic!("GET /v1/services is not a JSON array: {:?}", reply.body)
+            });
+        list.sort_by_key(|s| s["name"].as_str().unwrap_or_default().to_owned());
+        Value::Array(list)
+    }
+}
