@@ -18,7 +18,13 @@ use tokio::{
     time::timeout,
 };
 
-use super::{DEADLINE, Server};
+use super::{
+    DEADLINE, Server,
+    poll::{LIMIT, eventually},
+};
+
+/// The dynamic domain roster serves by default.
+pub const DOMAIN: &str = "service.local";
 
 /// How long one UDP attempt waits for its answer before asking again.
 const UDP_ATTEMPT: Duration = Duration::from_secs(2);
@@ -350,4 +356,45 @@ pub fn ips(texts: &[&str]) -> Vec<IpAddr> {
     let mut ips: Vec<IpAddr> = texts.iter().map(|t| ip(t)).collect();
     ips.sort();
     ips
+}
+
+/// `<service>.service.local`.
+pub fn service_name(service: &str) -> String {
+    format!("{service}.{DOMAIN}")
+}
+
+/// `A <service>.service.local`.
+pub async fn lookup(server: &Server, service: &str) -> Reply {
+    server.query(&service_name(service), RecordType::A).await
+}
+
+/// Waits until DNS answers exactly `expected` (sorted) for the service, with
+/// NOERROR; an empty `expected` means NODATA.
+pub async fn wait_dns(server: &Server, service: &str, expected: &[IpAddr]) -> Reply {
+    wait_dns_within(server, service, expected, LIMIT).await
+}
+
+/// [`wait_dns`] with its own time limit, for tests of how soon a change
+/// must show.
+pub async fn wait_dns_within(
+    server: &Server,
+    service: &str,
+    expected: &[IpAddr],
+    limit: Duration,
+) -> Reply {
+    let mut expected = expected.to_vec();
+    expected.sort();
+    eventually(
+        &format!("DNS for {service} to answer {expected:?} within {limit:?}"),
+        limit,
+        || async {
+            let reply = lookup(server, service).await;
+            if reply.rcode() == ResponseCode::NoError && reply.ips() == expected {
+                Ok(reply)
+            } else {
+                Err(format!("{:?} {:?}", reply.rcode(), reply.ips()))
+            }
+        },
+    )
+    .await
 }

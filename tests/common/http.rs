@@ -1,9 +1,12 @@
 //! The native HTTP API, as a client sees it: [`HttpReply`], and
 //! [`Server`] methods for each call the tests make.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use super::{DEADLINE, Server};
+use super::{
+    DEADLINE, Server,
+    poll::{LIMIT, eventually},
+};
 
 /// A plain-HTTP client that ignores proxy settings in the environment.
 pub fn http_client() -> reqwest::Client {
@@ -134,4 +137,90 @@ impl Server {
         list.sort_by_key(|s| s["name"].as_str().unwrap_or_default().to_owned());
         Value::Array(list)
     }
+}
+
+/// `GET /v1/services/{service}/instances/{id}`.
+pub async fn get_instance(server: &Server, service: &str, id: &str) -> HttpReply {
+    server
+        .get(&["v1", "services", service, "instances", id])
+        .await
+}
+
+/// The instance's JSON, asserting it exists.
+pub async fn instance(server: &Server, service: &str, id: &str) -> Value {
+    let reply = get_instance(server, service, id).await;
+    assert_eq!(reply.status, 200, "GET {service}/{id}: {reply:?}");
+    reply.body
+}
+
+/// `PUT …/heartbeat` with `body` (empty for none).
+pub async fn heartbeat(server: &Server, service: &str, id: &str, body: &str) -> HttpReply {
+    server
+        .put_raw(
+            &["v1", "services", service, "instances", id, "heartbeat"],
+            body.to_owned(),
+        )
+        .await
+}
+
+/// `GET /v1/metrics`.
+pub async fn metrics(server: &Server) -> Value {
+    let reply = server.get(&["v1", "metrics"]).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    reply.body
+}
+
+/// The counter `name` of a metrics snapshot, asserting it exists.
+pub fn counter(metrics: &Value, name: &str) -> u64 {
+    metrics[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("metric {name:?} missing: {metrics}"))
+}
+
+/// Registers `service/id` at `address`, port 8080, with the fields of
+/// `extra` (a "check" or "checks") added; asserts 200 and returns the body.
+pub async fn register(
+    server: &Server,
+    service: &str,
+    id: &str,
+    address: &str,
+    extra: Value,
+) -> Value {
+    let mut body = json!({ "address": address, "port": 8080 });
+    for (key, value) in extra.as_object().expect("extra fields are an object") {
+        body[key] = value.clone();
+    }
+    let reply = server.register(service, id, body).await;
+    assert_eq!(reply.status, 200, "register {service}/{id}: {reply:?}");
+    reply.body
+}
+
+/// Waits until the instance's first check has `status` and an output
+/// containing `output` (case-insensitive); returns the instance.
+pub async fn wait_check(
+    server: &Server,
+    service: &str,
+    id: &str,
+    status: &str,
+    output: &str,
+) -> Value {
+    let wanted = output.to_ascii_lowercase();
+    eventually(
+        &format!("{service}/{id} check {status} with output containing {output:?}"),
+        LIMIT,
+        || async {
+            let body = instance(server, service, id).await;
+            let check = &body["checks"][0];
+            let seen_output = check["output"].as_str().unwrap_or_default();
+            if check["status"] == status && seen_output.to_ascii_lowercase().contains(&wanted) {
+                Ok(body)
+            } else {
+                Err(format!(
+                    "status {} output {:?}",
+                    check["status"], check["output"]
+                ))
+            }
+        },
+    )
+    .await
 }

@@ -6,7 +6,8 @@
 //! - [`dns`]: a small DNS client over UDP and TCP built on hickory-proto's
 //!   wire format ([`Reply`]), and `dig` as an independent one;
 //! - [`http`]: the native API over HTTP ([`HttpReply`]);
-//! - [`poll`]: waiting, with an overall limit, for a state to show.
+//! - [`poll`]: waiting, with an overall limit, for a state to show;
+//! - [`targets`]: the HTTP and TCP endpoints health checks probe.
 //!
 //! Every wait here has an overall deadline, so a broken server fails a test
 //! instead of hanging it; none of them is a timing assertion.
@@ -18,6 +19,7 @@ pub mod dns;
 pub mod http;
 pub mod poll;
 pub mod server;
+pub mod targets;
 
 // Re-exported so a test names `common::start_server`, not its file; each
 // binary uses a subset.
