@@ -2,8 +2,11 @@
 //! format, so a test sees the response exactly as sent; and `dig`, as an
 //! independent client.
 
-use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, SocketAddr},
+};
 
 use hickory_proto::{
     op::{Edns, Message, MessageType, Query, ResponseCode},
@@ -398,3 +401,75 @@ pub async fn wait_dns_within(
     )
     .await
 }
+
+/// Asks `server` over UDP, offering [`DEFAULT_EDNS`], retrying lost
+/// datagrams; the whole response.
+pub async fn dns_query(server: SocketAddr, name: &str, rtype: RecordType) -> Message {
+    query_udp(server, name, rtype, Some(DEFAULT_EDNS))
+        .await
+        .message
+}
+
+/// A response reduced to what does not depend on order: the code, and the
+/// sorted answer and additional records.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// The response code.
+    pub code: ResponseCode,
+    /// The answer section, one record a line, sorted.
+    pub answers: Vec<String>,
+    /// The additional section, likewise.
+    pub additionals: Vec<String>,
+}
+
+/// [`dns_query`], reduced to an [`Answer`].
+pub async fn dns_answer(server: SocketAddr, name: &str, rtype: RecordType) -> Answer {
+    let response = dns_query(server, name, rtype).await;
+    let show = |records: &[hickory_proto::rr::Record]| {
+        let mut shown: Vec<String> = records
+            .iter()
+            .map(|r| format!("{} {} {} {}", r.name, r.ttl, r.record_type(), r.data))
+            .collect();
+        shown.sort();
+        shown
+    };
+    Answer {
+        code: response.metadata.response_code,
+        answers: show(&response.answers),
+        additionals: show(&response.additionals),
+    }
+}
+
+/// The SOA serial of the dynamic domain: the registry index, mod 2^32.
+pub async fn soa_serial(server: SocketAddr) -> u64 {
+    let response = dns_query(server, "service.local.", RecordType::SOA).await;
+    response
+        .answers
+        .iter()
+        .find_map(|r| match &r.data {
+            RData::SOA(soa) => Some(u64::from(soa.serial)),
+            _ => None,
+        })
+        .expect("an SOA answer at service.local")
+}
+
+/// The A or AAAA addresses DNS serves for a service.
+pub async fn served_addresses(server: SocketAddr, service: &str) -> BTreeSet<String> {
+    let name = format!("{service}.service.local.");
+    let mut addresses = BTreeSet::new();
+    for rtype in [RecordType::A, RecordType::AAAA] {
+        let response = dns_query(server, &name, rtype).await;
+        assert!(!response.metadata.truncation, "{name} {rtype} truncated");
+        for record in &response.answers {
+            match &record.data {
+                RData::A(a) => addresses.insert(a.0.to_string()),
+                RData::AAAA(aaaa) => addresses.insert(aaaa.0.to_string()),
+                other => panic!("{name} {rtype}: unexpected {other}"),
+            };
+        }
+    }
+    addresses
+}
+
+// ---------------------------------------------------------------------------
+// Instance content, as sent and as listed.

@@ -224,3 +224,40 @@ pub async fn wait_check(
     )
     .await
 }
+
+/// `PUT url` with a JSON body; asserts a 2xx and returns the JSON answer.
+pub async fn put(client: &reqwest::Client, url: &str, body: Value) -> Value {
+    let response = client
+        .put(url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("PUT {url}: {e}"));
+    let status = response.status();
+    let text = response.text().await.expect("body");
+    assert!(status.is_success(), "PUT {url} {body}: {status}: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("PUT {url}: {e}: {text}"))
+}
+
+/// `GET url`: the status and the JSON body.
+pub async fn get(client: &reqwest::Client, url: &str) -> (reqwest::StatusCode, Value) {
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = response.status();
+    let text = response.text().await.expect("body");
+    let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {url}: {e}: {text}"));
+    (status, value)
+}
+
+/// `GET url`, asserting a 2xx; the JSON body.
+pub async fn get_ok(client: &reqwest::Client, url: &str) -> Value {
+    let (status, value) = get(client, url).await;
+    assert!(status.is_success(), "GET {url}: {status}: {value}");
+    value
+}
+
+// ---------------------------------------------------------------------------
+// A small DNS client.

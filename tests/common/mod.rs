@@ -7,7 +7,11 @@
 //!   wire format ([`Reply`]), and `dig` as an independent one;
 //! - [`http`]: the native API over HTTP ([`HttpReply`]);
 //! - [`poll`]: waiting, with an overall limit, for a state to show;
-//! - [`targets`]: the HTTP and TCP endpoints health checks probe.
+//! - [`targets`]: the HTTP and TCP endpoints health checks probe;
+//! - [`process`]: the `roster` binary as a child process, for signals,
+//!   crashes and the command line;
+//! - [`load`]: a concurrent write load with a model of what each
+//!   acknowledgement promises, for crash and shutdown tests.
 //!
 //! Every wait here has an overall deadline, so a broken server fails a test
 //! instead of hanging it; none of them is a timing assertion.
@@ -17,7 +21,9 @@
 
 pub mod dns;
 pub mod http;
+pub mod load;
 pub mod poll;
+pub mod process;
 pub mod server;
 pub mod targets;
 
