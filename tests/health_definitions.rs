@@ -25,28 +25,21 @@ async fn nonsense_check_definitions_are_refused_and_nothing_is_stored() {
     let mut good_before = instance(&server, "web", "good").await;
 
     let http = "http://127.0.0.1:9/health";
+    // One case per rule; every case that the model decides, with more
+    // variants of each rule, is in src/model/check.rs's
+    // refuses_every_nonsense_definition_naming_the_field. The cases the
+    // HTTP layer decides (JSON types, unknown fields) are all kept here.
     let cases: Vec<(&str, Value, &str)> = vec![
         ("no kind", json!({ "interval": "1s" }), "check"),
-        ("empty check", json!({}), "check"),
         (
             "two kinds",
             json!({ "http": http, "tcp": "127.0.0.1:9", "interval": "1s" }),
-            "check",
-        ),
-        (
-            "all three kinds",
-            json!({ "http": http, "tcp": "127.0.0.1:9", "ttl": "10s" }),
             "check",
         ),
         ("no interval", json!({ "http": http }), "check.interval"),
         (
             "interval below the floor",
             json!({ "http": http, "interval": "99ms" }),
-            "check.interval",
-        ),
-        (
-            "tcp interval below the floor",
-            json!({ "tcp": "127.0.0.1:9", "interval": "10ms" }),
             "check.interval",
         ),
         (
@@ -65,21 +58,6 @@ async fn nonsense_check_definitions_are_refused_and_nothing_is_stored() {
             "check.interval",
         ),
         (
-            "bare number interval",
-            json!({ "http": http, "interval": "10" }),
-            "check.interval",
-        ),
-        (
-            "negative interval",
-            json!({ "http": http, "interval": "-1s" }),
-            "check.interval",
-        ),
-        (
-            "unparsable timeout",
-            json!({ "http": http, "interval": "1s", "timeout": "soon" }),
-            "check.timeout",
-        ),
-        (
             "interval not a string",
             json!({ "http": http, "interval": 5 }),
             "check.interval",
@@ -90,43 +68,8 @@ async fn nonsense_check_definitions_are_refused_and_nothing_is_stored() {
             "check.http",
         ),
         (
-            "https URL (the checker speaks plain HTTP)",
-            json!({ "http": "https://127.0.0.1/health", "interval": "1s" }),
-            "check.http",
-        ),
-        (
             "URL without a host",
             json!({ "http": "http:///health", "interval": "1s" }),
-            "check.http",
-        ),
-        (
-            "URL that is just a scheme",
-            json!({ "http": "http://", "interval": "1s" }),
-            "check.http",
-        ),
-        (
-            "URL with a bad port",
-            json!({ "http": "http://127.0.0.1:99999/", "interval": "1s" }),
-            "check.http",
-        ),
-        (
-            "not a URL",
-            json!({ "http": "health", "interval": "1s" }),
-            "check.http",
-        ),
-        (
-            "URL with a forbidden character in the host",
-            json!({ "http": "http://exa^mple/health", "interval": "1s" }),
-            "check.http",
-        ),
-        (
-            "URL with an unclosed IPv6 bracket",
-            json!({ "http": "http://[::1/health", "interval": "1s" }),
-            "check.http",
-        ),
-        (
-            "URL with bad percent-encoding in the host",
-            json!({ "http": "http://%zz/health", "interval": "1s" }),
             "check.http",
         ),
         (
@@ -135,24 +78,9 @@ async fn nonsense_check_definitions_are_refused_and_nothing_is_stored() {
             "check.headers",
         ),
         (
-            "tcp with an unbracketed IPv6 address",
-            json!({ "tcp": "::1:8080", "interval": "1s" }),
-            "check.tcp",
-        ),
-        (
-            "tcp with an unclosed IPv6 bracket",
-            json!({ "tcp": "[::1:8080", "interval": "1s" }),
-            "check.tcp",
-        ),
-        (
             "bad method",
             json!({ "http": http, "interval": "1s", "method": "GET /x" }),
             "check.method",
-        ),
-        (
-            "bad header name",
-            json!({ "http": http, "interval": "1s", "headers": { "Bad Header": "x" } }),
-            "check.headers",
         ),
         (
             "tcp without a port",
@@ -160,28 +88,8 @@ async fn nonsense_check_definitions_are_refused_and_nothing_is_stored() {
             "check.tcp",
         ),
         (
-            "tcp with port 0",
-            json!({ "tcp": "127.0.0.1:0", "interval": "1s" }),
-            "check.tcp",
-        ),
-        (
-            "tcp with a bad port",
-            json!({ "tcp": "127.0.0.1:http", "interval": "1s" }),
-            "check.tcp",
-        ),
-        (
-            "tcp without a host",
-            json!({ "tcp": ":8080", "interval": "1s" }),
-            "check.tcp",
-        ),
-        (
             "ttl with interval",
             json!({ "ttl": "10s", "interval": "1s" }),
-            "check.interval",
-        ),
-        (
-            "ttl with timeout",
-            json!({ "ttl": "10s", "timeout": "1s" }),
             "check.interval",
         ),
         ("unparsable ttl", json!({ "ttl": "soon" }), "check.ttl"),
