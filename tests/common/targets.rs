@@ -27,25 +27,23 @@ use super::poll::{LIMIT, eventually};
 
 /// Fast checks: timeout equal to the interval, so only a real hang times out.
 pub const INTERVAL: &str = "200ms";
+/// See [`INTERVAL`].
 pub const TIMEOUT: &str = "200ms";
 
 /// An HTTP check of `target` at the fast cadence, plus `extra` fields.
 pub fn http_check(target: &HttpTarget, extra: Value) -> Value {
-    let mut check = json!({
-        "http": target.url(),
-        "interval": INTERVAL,
-        "timeout": TIMEOUT,
-    });
-    for (key, value) in extra.as_object().expect("extra fields are an object") {
-        check[key] = value.clone();
-    }
-    json!({ "check": check })
+    fast_check("http", target.url(), extra)
 }
 
 /// A TCP check of `address` at the fast cadence, plus `extra` fields.
 pub fn tcp_check(address: SocketAddr, extra: Value) -> Value {
+    fast_check("tcp", address.to_string(), extra)
+}
+
+/// `{"check": {kind: target, …}}` at the fast cadence, plus `extra` fields.
+fn fast_check(kind: &str, target: String, extra: Value) -> Value {
     let mut check = json!({
-        "tcp": address.to_string(),
+        kind: target,
         "interval": INTERVAL,
         "timeout": TIMEOUT,
     });
@@ -55,8 +53,7 @@ pub fn tcp_check(address: SocketAddr, extra: Value) -> Value {
     json!({ "check": check })
 }
 
-/// Waits until the instance's first check has `status` and an output
-
+/// How the HTTP target answers a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Respond {
     /// 200 OK.
