@@ -9,6 +9,7 @@ mod common;
 
 use std::{net::SocketAddr, path::Path, process::Stdio, time::Duration};
 
+use common::process::{field, strip_ansi};
 use hickory_proto::{op::ResponseCode, rr::RecordType};
 use serde_json::json;
 use tempfile::TempDir;
@@ -83,34 +84,9 @@ async fn expect_start_failure(mut command: Command) -> String {
     stderr
 }
 
-/// Removes ANSI colour sequences (`ESC [ … letter`) from a log line.
-fn strip_ansi(line: &str) -> String {
-    let mut plain = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            plain.push(c);
-        }
-    }
-    plain
-}
-
 /// The address in a `key=ADDR` field of a log line.
 fn field_addr(line: &str, key: &str) -> SocketAddr {
-    let prefix = format!("{key}=");
-    let value = line
-        .split_whitespace()
-        .find_map(|word| word.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {prefix} in {line:?}"));
-    value
-        .parse()
-        .unwrap_or_else(|e| panic!("{prefix}{value} is not an address: {e}"))
+    field(line, &format!("{key}=")).unwrap_or_else(|| panic!("no {key}=ADDR in {line:?}"))
 }
 
 /// A roster child process that has logged that it is serving.

@@ -18,29 +18,17 @@ use std::{
     time::Duration,
 };
 
-use common::{Server, start_server_with};
+use common::{Server, eventually, start_server_with};
 use hickory_proto::rr::RecordType;
 use roster::{
     model::{CheckDefinition, CheckKind, GoDuration, Status},
     registry::{EmbeddedStore, Mutation, Store, StoredInstance},
 };
 use serde_json::{Value, json};
-use tokio::time::{Instant, sleep, timeout};
+use tokio::time::{sleep, timeout};
 
 /// A hang guard for polls, not a timing assertion.
 const DEADLINE: Duration = Duration::from_secs(30);
-
-/// Polls `probe` until it returns true or [`DEADLINE`] passes.
-async fn eventually(what: &str, mut probe: impl AsyncFnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < DEADLINE {
-        if probe().await {
-            return;
-        }
-        sleep(Duration::from_millis(50)).await;
-    }
-    panic!("gave up waiting: {what}");
-}
 
 async fn export(server: &Server) -> Value {
     let reply = server.get(&["v1", "export"]).await;
@@ -223,7 +211,7 @@ async fn a_stored_zero_interval_check_is_set_aside_and_health_keeps_running() {
         .get(&["v1", "services", "web", "instances", "ttl-1"])
         .await;
     assert_eq!(reply.status, 200, "{reply:?}");
-    eventually("the TTL instance leaves DNS", async || {
+    eventually("the TTL instance leaves DNS", DEADLINE, || async {
         server
             .query("web.service.local.", RecordType::A)
             .await
@@ -295,7 +283,7 @@ async fn roster_with_its_log_on_a_full_device_serves_and_stops_cleanly() {
         .expect("spawn roster");
     let client = common::http_client();
     let base = format!("http://{http}/v1/services/web/instances");
-    eventually("roster answers HTTP", async || {
+    eventually("roster answers HTTP", DEADLINE, || async {
         client
             .get(format!("http://{http}/v1/services"))
             .send()

@@ -274,6 +274,10 @@ async fn bad_fields_are_4xx_naming_the_field_and_change_nothing() {
         }
         body.to_string()
     };
+    // One case per rule; every case the model decides, with more variants
+    // of each rule, is in src/model/instance.rs's
+    // refuses_every_bad_field_of_the_end_to_end_table. The cases the HTTP
+    // layer decides (JSON types, missing and unknown fields) are all here.
     let cases: Vec<(&str, &str, String, &str)> = vec![
         ("web", "web-1", json!({"port": 81}).to_string(), "address"),
         (
@@ -292,15 +296,7 @@ async fn bad_fields_are_4xx_naming_the_field_and_change_nothing() {
             ok(json!({"address": "10.0.0.256"})),
             "address",
         ),
-        (
-            "web",
-            "web-1",
-            ok(json!({"address": "not-an-ip"})),
-            "address",
-        ),
-        ("web", "web-1", ok(json!({"address": ""})), "address"),
         ("web", "web-1", ok(json!({"port": 0})), "port"),
-        ("web", "web-1", ok(json!({"port": 65536})), "port"),
         ("web", "web-1", ok(json!({"tags": many_tags})), "tags"),
         ("web", "web-1", ok(json!({"tags": "http"})), "tags"),
         ("web", "web-1", ok(json!({"meta": many_meta})), "meta"),
@@ -308,12 +304,6 @@ async fn bad_fields_are_4xx_naming_the_field_and_change_nothing() {
             "web",
             "web-1",
             ok(json!({"meta": {"k": "a\u{1}b"}})),
-            "meta",
-        ),
-        (
-            "web",
-            "web-1",
-            ok(json!({"meta": {"k": "line\nbreak"}})),
             "meta",
         ),
         (
@@ -329,7 +319,6 @@ async fn bad_fields_are_4xx_naming_the_field_and_change_nothing() {
         ("café", "x-1", ok(json!({})), "service"),
         (&long_name, "x-1", ok(json!({})), "service"),
         ("web", "---", ok(json!({})), "id"),
-        ("web", "caf\u{e9}-1", ok(json!({})), "id"),
     ];
     assert_all_refused(&server, &cases).await;
 }

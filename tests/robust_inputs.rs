@@ -11,35 +11,17 @@ mod common;
 
 use std::{sync::Arc, time::Duration};
 
-use common::{HttpReply, Server, start_server};
+use common::{HttpReply, Server, eventually, start_server};
 use serde_json::{Value, json};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpListener,
     task::JoinSet,
-    time::{Instant, sleep, timeout},
+    time::timeout,
 };
 
 /// The overall limit of every wait for a state change.
 const LIMIT: Duration = Duration::from_secs(20);
-/// Between two polls.
-const POLL: Duration = Duration::from_millis(20);
-
-/// Polls `probe` until it returns `Some`, failing after [`LIMIT`].
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {LIMIT:?}");
-        sleep(POLL).await;
-    }
-}
 
 /// One instance record of an export. Its meta makes it about 3.5 KB, so
 /// that a big body holds few enough instances for a debug build to import
@@ -244,7 +226,7 @@ async fn an_http_check_reads_a_little_of_an_endless_body_and_hangs_up() {
         .await;
     assert_eq!(reply.status, 200, "{reply:?}");
 
-    let output = eventually("the check passes", || async {
+    let output = eventually("the check passes", LIMIT, || async {
         let reply = server
             .get(&["v1", "services", "web", "instances", "web-1"])
             .await;
@@ -289,7 +271,7 @@ async fn a_tcp_check_of_a_host_name_resolves_it() {
         )
         .await;
     assert_eq!(reply.status, 200, "{reply:?}");
-    eventually("the TCP check of localhost passes", || async {
+    eventually("the TCP check of localhost passes", LIMIT, || async {
         let reply = server
             .get(&["v1", "services", "db", "instances", "db-1"])
             .await;

@@ -468,4 +468,202 @@ mod tests {
             assert_eq!(err.field, field, "{json}");
         }
     }
+
+    /// The model half of the end-to-end table in
+    /// tests/health_definitions.rs (`nonsense_check_definitions_are_refused_and_nothing_is_stored`):
+    /// every case there that this validation decides, each named by the
+    /// field it must blame. That test keeps one case per rule, and the cases
+    /// only the HTTP layer decides (JSON types, unknown fields, `checks[i]`).
+    #[test]
+    fn refuses_every_nonsense_definition_naming_the_field() {
+        let cases = [
+            ("no kind", r#"{"interval":"1s"}"#, "check"),
+            ("empty check", r#"{}"#, "check"),
+            (
+                "two kinds",
+                r#"{"http":"http://127.0.0.1:9/health","tcp":"127.0.0.1:9","interval":"1s"}"#,
+                "check",
+            ),
+            (
+                "all three kinds",
+                r#"{"http":"http://127.0.0.1:9/health","tcp":"127.0.0.1:9","ttl":"10s"}"#,
+                "check",
+            ),
+            (
+                "no interval",
+                r#"{"http":"http://127.0.0.1:9/health"}"#,
+                "check.interval",
+            ),
+            (
+                "interval below the floor",
+                r#"{"http":"http://127.0.0.1:9/health","interval":"99ms"}"#,
+                "check.interval",
+            ),
+            (
+                "tcp interval below the floor",
+                r#"{"tcp":"127.0.0.1:9","interval":"10ms"}"#,
+                "check.interval",
+            ),
+            (
+                "timeout above interval",
+                r#"{"http":"http://127.0.0.1:9/health","interval":"1s","timeout":"2s"}"#,
+                "check.timeout",
+            ),
+            (
+                "zero timeout",
+                r#"{"http":"http://127.0.0.1:9/health","interval":"1s","timeout":"0"}"#,
+                "check.timeout",
+            ),
+            (
+                "unparsable interval",
+                r#"{"http":"http://127.0.0.1:9/health","interval":"soon"}"#,
+                "check.interval",
+            ),
+            (
+                "bare number interval",
+                r#"{"http":"http://127.0.0.1:9/health","interval":"10"}"#,
+                "check.interval",
+            ),
+            (
+                "negative interval",
+                r#"{"http":"http://127.0.0.1:9/health","interval":"-1s"}"#,
+                "check.interval",
+            ),
+            (
+                "unparsable timeout",
+                r#"{"http":"http://127.0.0.1:9/health","interval":"1s","timeout":"soon"}"#,
+                "check.timeout",
+            ),
+            (
+                "ftp URL",
+                r#"{"http":"ftp://127.0.0.1/health","interval":"1s"}"#,
+                "check.http",
+            ),
+            (
+                "https URL (the checker speaks plain HTTP)",
+                r#"{"http":"https://127.0.0.1/health","interval":"1s"}"#,
+                "check.http",
+            ),
+            (
+                "URL without a host",
+                r#"{"http":"http:///health","interval":"1s"}"#,
+                "check.http",
+            ),
+            (
+                "URL that is just a scheme",
+                r#"{"http":"http://","interval":"1s"}"#,
+                "check.http",
+            ),
+            (
+                "URL with a bad port",
+                r#"{"http":"http://127.0.0.1:99999/","interval":"1s"}"#,
+                "check.http",
+            ),
+            (
+                "not a URL",
+                r#"{"http":"health","interval":"1s"}"#,
+                "check.http",
+            ),
+            (
+                "URL with a forbidden character in the host",
+                r#"{"http":"http://exa^mple/health","interval":"1s"}"#,
+                "check.http",
+            ),
+            (
+                "URL with an unclosed IPv6 bracket",
+                r#"{"http":"http://[::1/health","interval":"1s"}"#,
+                "check.http",
+            ),
+            (
+                "URL with bad percent-encoding in the host",
+                r#"{"http":"http://%zz/health","interval":"1s"}"#,
+                "check.http",
+            ),
+            (
+                "header name that is not an HTTP token",
+                r#"{"http":"http://127.0.0.1:9/health","interval":"1s","headers":{"X(Probe)":"a"}}"#,
+                "check.headers",
+            ),
+            (
+                "bad header name",
+                r#"{"http":"http://127.0.0.1:9/health","interval":"1s","headers":{"Bad Header":"x"}}"#,
+                "check.headers",
+            ),
+            (
+                "bad method",
+                r#"{"http":"http://127.0.0.1:9/health","interval":"1s","method":"GET /x"}"#,
+                "check.method",
+            ),
+            (
+                "tcp with an unbracketed IPv6 address",
+                r#"{"tcp":"::1:8080","interval":"1s"}"#,
+                "check.tcp",
+            ),
+            (
+                "tcp with an unclosed IPv6 bracket",
+                r#"{"tcp":"[::1:8080","interval":"1s"}"#,
+                "check.tcp",
+            ),
+            (
+                "tcp without a port",
+                r#"{"tcp":"127.0.0.1","interval":"1s"}"#,
+                "check.tcp",
+            ),
+            (
+                "tcp with port 0",
+                r#"{"tcp":"127.0.0.1:0","interval":"1s"}"#,
+                "check.tcp",
+            ),
+            (
+                "tcp with a bad port",
+                r#"{"tcp":"127.0.0.1:http","interval":"1s"}"#,
+                "check.tcp",
+            ),
+            (
+                "tcp without a host",
+                r#"{"tcp":":8080","interval":"1s"}"#,
+                "check.tcp",
+            ),
+            (
+                "ttl with interval",
+                r#"{"ttl":"10s","interval":"1s"}"#,
+                "check.interval",
+            ),
+            (
+                "ttl with timeout",
+                r#"{"ttl":"10s","timeout":"1s"}"#,
+                "check.interval",
+            ),
+            ("unparsable ttl", r#"{"ttl":"soon"}"#, "check.ttl"),
+            ("ttl below the floor", r#"{"ttl":"50ms"}"#, "check.ttl"),
+            (
+                "bad status",
+                r#"{"ttl":"10s","status":"fine"}"#,
+                "check.status",
+            ),
+            (
+                "unparsable deregister_critical_after",
+                r#"{"ttl":"10s","deregister_critical_after":"later"}"#,
+                "check.deregister_critical_after",
+            ),
+            (
+                "zero deregister_critical_after",
+                r#"{"ttl":"10s","deregister_critical_after":"0"}"#,
+                "check.deregister_critical_after",
+            ),
+            ("empty check ID", r#"{"ttl":"10s","id":""}"#, "check.id"),
+        ];
+        let mut wrong = Vec::new();
+        for (label, json, field) in cases {
+            match validate(json) {
+                Ok(_) => wrong.push(format!("{label}: accepted")),
+                Err(e) if e.field != field || e.message.is_empty() => wrong.push(format!(
+                    "{label}: blamed {:?} ({}), not {field:?}",
+                    e.field, e.message
+                )),
+                Err(_) => {}
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
 }

@@ -303,4 +303,89 @@ mod tests {
         );
         assert_eq!(parse(&long).expect_err("long").field, "meta.k");
     }
+
+    /// The model half of tests/http_api.rs's
+    /// `bad_fields_are_4xx_naming_the_field_and_change_nothing`: every case
+    /// there that this validation decides (not JSON types or unknown fields,
+    /// which the HTTP layer names), each with the field it must blame, or a
+    /// sub-field of it (`meta.k` for `meta`). That test keeps one case per
+    /// rule.
+    #[test]
+    fn refuses_every_bad_field_of_the_end_to_end_table() {
+        let ok = |extra: &str| format!(r#"{{"address":"10.0.0.9","port":81{extra}}}"#);
+        let many_tags: Vec<String> = (0..65).map(|n| format!("\"t{n}\"")).collect();
+        let many_meta: Vec<String> = (0..65).map(|n| format!("\"k{n}\":\"v\"")).collect();
+        let long_value = "v".repeat(254); // "k=" + 254 octets > 255
+        let long_name = "a".repeat(64); // a DNS label holds 63
+        let cases: Vec<(&str, &str, String, &str)> = vec![
+            (
+                "web",
+                "web-1",
+                r#"{"address":"10.0.0.256","port":81}"#.into(),
+                "address",
+            ),
+            (
+                "web",
+                "web-1",
+                r#"{"address":"not-an-ip","port":81}"#.into(),
+                "address",
+            ),
+            (
+                "web",
+                "web-1",
+                r#"{"address":"","port":81}"#.into(),
+                "address",
+            ),
+            (
+                "web",
+                "web-1",
+                r#"{"address":"10.0.0.9","port":0}"#.into(),
+                "port",
+            ),
+            (
+                "web",
+                "web-1",
+                r#"{"address":"10.0.0.9","port":65536}"#.into(),
+                "port",
+            ),
+            (
+                "web",
+                "web-1",
+                ok(&format!(r#","tags":[{}]"#, many_tags.join(","))),
+                "tags",
+            ),
+            (
+                "web",
+                "web-1",
+                ok(&format!(r#","meta":{{{}}}"#, many_meta.join(","))),
+                "meta",
+            ),
+            ("web", "web-1", ok(r#","meta":{"k":"a\u0001b"}"#), "meta"),
+            ("web", "web-1", ok(r#","meta":{"k":"line\nbreak"}"#), "meta"),
+            (
+                "web",
+                "web-1",
+                ok(&format!(r#","meta":{{"k":"{long_value}"}}"#)),
+                "meta",
+            ),
+            ("---", "x-1", ok(""), "service"),
+            ("café", "x-1", ok(""), "service"),
+            (&long_name, "x-1", ok(""), "service"),
+            ("web", "---", ok(""), "id"),
+            ("web", "caf\u{e9}-1", ok(""), "id"),
+        ];
+        let mut wrong = Vec::new();
+        for (service, id, json, field) in &cases {
+            let body: InstanceBody = serde_json::from_str(json).expect(json);
+            match body.validate(service, id) {
+                Ok(_) => wrong.push(format!("{service}/{id} {json}: accepted")),
+                Err(e) if e.field == *field || e.field.starts_with(&format!("{field}.")) => {}
+                Err(e) => wrong.push(format!(
+                    "{service}/{id} {json}: blamed {:?} ({}), not {field:?}",
+                    e.field, e.message
+                )),
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
 }
