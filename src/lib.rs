@@ -57,8 +57,10 @@ pub enum RunError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("the registry writer stopped unexpectedly; see the log above")]
-    WriterFailed,
+    /// A task roster cannot serve correctly without (the registry writer,
+    /// the health checker) ended before shutdown.
+    #[error("the {task} stopped unexpectedly; see the log above")]
+    TaskFailed { task: &'static str },
     #[error("{what} failed: {source}")]
     Serve {
         what: &'static str,
@@ -224,7 +226,7 @@ pub async fn run(
         include_warning: config.dns.include_warning,
     };
     let (registry, writer) = Registry::start(store, settings, events, metrics.clone()).await?;
-    let checker = HealthChecker::start(registry.clone(), event_queue, metrics.clone());
+    let mut checker = HealthChecker::start(registry.clone(), event_queue, metrics.clone());
     info!(
         instances = registry.state().instance_count(),
         index = registry.state().index,
@@ -297,21 +299,23 @@ pub async fn run(
     ));
     info!(dns = %dns_addr, http = %http_addr, domain = %domain, "roster is serving");
 
-    // A writer that ends before shutdown has panicked: roster would live on
-    // refusing every write while DNS served frozen data. Shut down and exit
-    // non-zero instead, so a supervisor restarts a whole roster.
+    // A writer or health checker that ends before shutdown has panicked:
+    // roster would live on refusing every write, or never checking health
+    // again, while DNS served frozen data. Shut down and exit non-zero
+    // instead, so a supervisor restarts a whole roster.
     let mut writer = std::pin::pin!(writer);
-    let writer_ended = tokio::select! {
+    let failed = tokio::select! {
         () = shutdown => None,
-        ended = &mut writer => Some(ended),
+        ended = &mut writer => Some(("registry writer", ended)),
+        ended = checker.ended() => Some(("health checker", ended)),
     };
-    if let Some(ended) = &writer_ended {
+    if let Some((task, ended)) = &failed {
         let reason = match ended {
             Err(join) if join.is_panic() => "it panicked",
             _ => "it stopped",
         };
         tracing::error!(
-            "the registry writer failed ({reason}); roster is stopping so that it can be restarted"
+            "the {task} failed ({reason}); roster is stopping so that it can be restarted"
         );
     }
     info!("shutting down");
@@ -334,8 +338,8 @@ pub async fn run(
     // The last handle: the writer finishes queued commands, then closes the
     // store, so a restart in the same process finds the directory unlocked.
     drop(registry);
-    if writer_ended.is_some() {
-        return Err(RunError::WriterFailed);
+    if let Some((task, _)) = failed {
+        return Err(RunError::TaskFailed { task });
     }
     let _ = writer.await;
     info!("stopped");

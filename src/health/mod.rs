@@ -98,8 +98,9 @@ struct ProbeDone {
 pub struct HealthChecker {
     /// Tells the scheduler to stop.
     stop: oneshot::Sender<()>,
-    /// The scheduler task, which owns every probe task.
-    task: JoinHandle<()>,
+    /// The scheduler task, which owns every probe task. `None` once
+    /// [`Self::ended`] has seen it end.
+    task: Option<JoinHandle<()>>,
 }
 
 impl HealthChecker {
@@ -136,6 +137,7 @@ impl HealthChecker {
             prober,
             permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             probes: JoinSet::new(),
+            probe_checks: HashMap::new(),
             checks: HashMap::new(),
             by_instance: HashMap::new(),
             deadlines: BTreeMap::new(),
@@ -143,14 +145,34 @@ impl HealthChecker {
             next_seq: 0,
         };
         let task = tokio::spawn(scheduler.run(events, stopped));
-        Self { stop, task }
+        Self {
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// Completes when the scheduler has ended without being told to stop,
+    /// which only a bug (a panic) can cause: from then on no check would
+    /// run, TTLs would never expire and DNS would go on serving whatever
+    /// was healthy last. The caller treats it as fatal, as it does a
+    /// failed registry writer. Cancel-safe: it may be dropped and called
+    /// again; once it has completed, it never completes again.
+    pub async fn ended(&mut self) -> Result<(), tokio::task::JoinError> {
+        let Some(task) = self.task.as_mut() else {
+            return std::future::pending().await;
+        };
+        let ended = task.await;
+        self.task = None;
+        ended
     }
 
     /// Stops scheduling and waits for the scheduler to end. Probes still
     /// running are cancelled, and have ended when this returns.
     pub async fn stop(self) {
         let _ = self.stop.send(());
-        let _ = self.task.await;
+        if let Some(task) = self.task {
+            let _ = task.await;
+        }
     }
 }
 
@@ -166,6 +188,9 @@ struct Scheduler {
     /// Every running probe task. Owned here so that when the scheduler
     /// stops, its probes stop with it instead of running on unowned.
     probes: JoinSet<ProbeDone>,
+    /// The check each running probe task is for, so that a probe that
+    /// panics (and so hands back no [`ProbeDone`]) still ends its turn.
+    probe_checks: HashMap<tokio::task::Id, Handle>,
     /// Every check being scheduled, by handle.
     checks: HashMap<Handle, CheckRuntime>,
     /// Handles of each instance's checks, by instance ID.
@@ -200,10 +225,8 @@ impl Scheduler {
                     None => break,
                 },
                 // `None` (no probe running) disables this branch for the turn.
-                // A probe task that panicked leaves no result; its check
-                // stays in flight, as it did before probes had an owner.
-                Some(joined) = self.probes.join_next() => {
-                    if let Ok(done) = joined {
+                Some(joined) = self.probes.join_next_with_id() => {
+                    if let Some(done) = self.probe_ended(joined) {
                         self.on_probe_done(done).await;
                     }
                 }
@@ -477,7 +500,7 @@ impl Scheduler {
         let permits = self.permits.clone();
         let prober = self.prober.clone();
         let metrics = self.metrics.clone();
-        self.probes.spawn(async move {
+        let probe = self.probes.spawn(async move {
             // The semaphore is never closed, so this waits and never fails;
             // were it closed, the probe would run unbounded rather than not.
             let _permit = permits.acquire_owned().await.ok();
@@ -489,6 +512,33 @@ impl Scheduler {
             metrics.probes_completed.fetch_add(1, Relaxed);
             ProbeDone { handle, result }
         });
+        self.probe_checks.insert(probe.id(), handle);
+    }
+
+    /// What a probe task handed back. A probe that panicked (a bug in a
+    /// prober) counts as a critical result with the panic as its output,
+    /// rather than leaving its check in flight and never probed again.
+    fn probe_ended(
+        &mut self,
+        joined: Result<(tokio::task::Id, ProbeDone), tokio::task::JoinError>,
+    ) -> Option<ProbeDone> {
+        match joined {
+            Ok((id, done)) => {
+                self.probe_checks.remove(&id);
+                Some(done)
+            }
+            Err(error) => {
+                let handle = self.probe_checks.remove(&error.id())?;
+                error!(%error, "a health probe failed unexpectedly");
+                Some(ProbeDone {
+                    handle,
+                    result: ProbeResult {
+                        status: Status::Critical,
+                        output: format!("the probe failed unexpectedly: {error}"),
+                    },
+                })
+            }
+        }
     }
 
     async fn on_probe_done(&mut self, done: ProbeDone) {

@@ -46,6 +46,8 @@ struct ScriptedProber {
     otherwise: Status,
     /// Never answer: each probe waits until it is cancelled.
     hang: bool,
+    /// Panic instead of answering, as a buggy prober would.
+    panic: bool,
     /// Probes started and not yet ended (finished or dropped).
     running: Arc<AtomicUsize>,
     /// Where each call is reported.
@@ -79,11 +81,13 @@ impl Prober for ScriptedProber {
         self.running.fetch_add(1, SeqCst);
         let running = Running(self.running.clone());
         let hang = self.hang;
+        let panic = self.panic;
         Box::pin(async move {
             let _running = running;
             if hang {
                 std::future::pending::<()>().await;
             }
+            assert!(!panic, "scripted panic probing {target}");
             ProbeResult {
                 status,
                 output: format!("scripted {target}: {status:?}"),
@@ -107,6 +111,7 @@ struct Script {
     per_target: Vec<(&'static str, Vec<Status>)>,
     otherwise: Status,
     hang: bool,
+    panic: bool,
 }
 
 impl Default for Script {
@@ -115,6 +120,7 @@ impl Default for Script {
             per_target: Vec::new(),
             otherwise: Status::Passing,
             hang: false,
+            panic: false,
         }
     }
 }
@@ -144,6 +150,7 @@ async fn start(script: Script) -> Harness {
         ),
         otherwise: script.otherwise,
         hang: script.hang,
+        panic: script.panic,
         running: running.clone(),
         calls: calls_tx,
     };
@@ -466,4 +473,29 @@ async fn no_probe_runs_after_the_checker_stops() {
         "no probe started after the checker stopped"
     );
     assert_eq!(h.running.load(SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_that_panics_counts_as_critical_and_the_check_keeps_its_schedule() {
+    let mut h = start(Script {
+        panic: true,
+        ..Script::default()
+    })
+    .await;
+    h.register(instance(
+        "a",
+        r#"{"tcp":"10.0.0.1:80","interval":"10s","status":"passing"}"#,
+    ))
+    .await;
+
+    h.wait_until(|s| s.instance("a").map(|i| i.status()) == Some(Status::Critical))
+        .await;
+    let state = h.registry.state();
+    let output = &state.instance("a").expect("a").checks[0].output;
+    assert!(output.contains("the probe failed unexpectedly"), "{output}");
+    // Not left in flight: the check is probed again, and again.
+    for _ in 0..3 {
+        h.next_call().await;
+    }
+    h.checker.stop().await;
 }
