@@ -6,7 +6,7 @@
 //! One registry, many front doors: a service registered here is in DNS and
 //! in the native API, and the other way round. This module decides nothing
 //! about health or storage; it maps Consul's shapes and words onto roster's.
-//! The contract it follows is `consul-api-subset.md` (see the README).
+//! The contract it follows is `../../../docs/consul-api-subset.md`.
 //!
 //! Owns: Consul routes, body and query translation, Consul's JSON views and
 //! error wording, blocking queries. Must not: touch the store or the record
