@@ -92,7 +92,7 @@ impl Site {
         let stderr = child.stderr.take().expect("piped stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (lines_tx, mut lines) = mpsc::unbounded_channel();
-        {
+        let stderr_read = {
             let log = log.clone();
             tokio::spawn(async move {
                 let mut reader = BufReader::new(stderr).lines();
@@ -101,8 +101,8 @@ impl Site {
                     log.lock().expect("log").push(line.clone());
                     let _ = lines_tx.send(line);
                 }
-            });
-        }
+            })
+        };
         let deadline = Instant::now() + START_LIMIT;
         loop {
             let line = match timeout(deadline - Instant::now(), lines.recv()).await {
@@ -129,6 +129,7 @@ impl Site {
                     dns,
                     http,
                     log,
+                    stderr_read: Some(stderr_read),
                 });
             }
         }
@@ -153,6 +154,9 @@ pub struct Roster {
     pub http: SocketAddr,
     /// Every line it wrote to stderr so far.
     pub log: Arc<Mutex<Vec<String>>>,
+    /// The task copying stderr into `log`; it ends at EOF, after the
+    /// process's last line. Taken when the process has exited.
+    stderr_read: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Roster {
@@ -191,7 +195,14 @@ impl Roster {
     /// Waits (bounded) for it to exit.
     pub async fn wait_exit(&mut self) -> ExitStatus {
         match timeout(STOP_LIMIT, self.child.wait()).await {
-            Ok(status) => status.expect("wait for roster"),
+            Ok(status) => {
+                // The process has exited, but its last lines may still be
+                // in the pipe: read to EOF before anyone reads `log`.
+                if let Some(reader) = self.stderr_read.take() {
+                    let _ = timeout(STOP_LIMIT, reader).await;
+                }
+                status.expect("wait for roster")
+            }
             Err(_) => panic!(
                 "roster did not exit within {STOP_LIMIT:?} of SIGTERM:\n{}",
                 self.stderr()
