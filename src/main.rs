@@ -98,8 +98,14 @@ struct ServeArgs {
     #[arg(long, value_name = "DIR")]
     zones: Option<PathBuf>,
     /// Directory of the embedded store; "" keeps nothing on disk [default: data]
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", value_parser = any_path)]
     data_dir: Option<PathBuf>,
+}
+
+/// A path flag that may be empty: clap's own path parser refuses `""`,
+/// which `--data-dir` documents as "keep nothing on disk".
+fn any_path(value: &str) -> Result<PathBuf, std::convert::Infallible> {
+    Ok(PathBuf::from(value))
 }
 
 impl ServeArgs {

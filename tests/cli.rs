@@ -351,3 +351,32 @@ async fn the_log_has_no_colour_codes_when_stderr_is_not_a_terminal() {
         startup_log.escape_debug()
     );
 }
+
+#[tokio::test]
+async fn an_empty_data_dir_flag_keeps_nothing_on_disk() {
+    let dir = TempDir::new().expect("tempdir");
+    let zones = dir.path().join("zones");
+    let zones = zones.display().to_string();
+    let args = [
+        "--dns",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--zones",
+        zones.as_str(),
+        "--data-dir",
+        "",
+    ];
+    let roster = start(serve(dir.path(), &args)).await;
+    roster.register("web", "web-1", "10.0.0.1").await;
+    let (status, log) = roster.stop_with("TERM").await;
+    assert!(status.success(), "{status}\n{log}");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("read the working directory")
+        .map(|entry| entry.expect("entry").file_name())
+        .collect();
+    assert!(
+        !left.iter().any(|name| name == "data"),
+        "a store was created in the working directory: {left:?}"
+    );
+}
