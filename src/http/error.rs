@@ -49,7 +49,9 @@ impl From<RegistryError> for ApiError {
     fn from(error: RegistryError) -> Self {
         let status = match &error {
             RegistryError::NotFound(_) => StatusCode::NOT_FOUND,
-            RegistryError::Conflict(_) | RegistryError::Stale(_) => StatusCode::CONFLICT,
+            RegistryError::Conflict(_)
+            | RegistryError::Stale(_)
+            | RegistryError::Contended { .. } => StatusCode::CONFLICT,
             RegistryError::Invalid(_) => StatusCode::BAD_REQUEST,
             RegistryError::Store(_) | RegistryError::Load(_) => StatusCode::INTERNAL_SERVER_ERROR,
             RegistryError::Closed => StatusCode::SERVICE_UNAVAILABLE,

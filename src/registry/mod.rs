@@ -31,7 +31,7 @@ use tokio::{
 };
 use tracing::{error, info, warn};
 
-use crate::metrics::Metrics;
+use crate::{metrics::Metrics, model::Instance};
 
 pub use commands::{Command, Outcome};
 pub use embedded::EmbeddedStore;
@@ -61,6 +61,12 @@ pub enum RegistryError {
     /// An [`Command::Edit`] lost a race with another change.
     #[error("{0}")]
     Stale(String),
+    /// A [`Registry::edit`] lost the race [`EDIT_ATTEMPTS`] times in a row.
+    #[error("instance {id:?} kept changing while this request edited it; try again")]
+    Contended {
+        /// The instance being edited.
+        id: String,
+    },
     #[error("the change was not saved: {0}")]
     Store(String),
     /// The store's contents could not be loaded at start-up.
@@ -68,6 +74,23 @@ pub enum RegistryError {
     Load(String),
     #[error("roster is shutting down")]
     Closed,
+}
+
+/// How many times [`Registry::edit`] reads again and retries when another
+/// change to the same instance lands between its read and its write. Each
+/// lost race means someone else's write succeeded, so the registry as a
+/// whole made progress; the bound only stops one request from retrying
+/// forever under a storm of writes to one instance.
+pub const EDIT_ATTEMPTS: usize = 64;
+
+/// Why a [`Registry::edit`] wrote nothing.
+#[derive(Debug)]
+pub enum EditError<E> {
+    /// The caller's change refused the instance as it found it.
+    Refused(E),
+    /// The registry refused the write, or every attempt lost its race
+    /// ([`RegistryError::Contended`]).
+    Registry(RegistryError),
 }
 
 /// What the health checker needs to hear about.
@@ -198,6 +221,44 @@ impl Registry {
             .await
             .map_err(|_| RegistryError::Closed)?;
         answer.await.map_err(|_| RegistryError::Closed)?
+    }
+
+    /// A read-modify-write of one instance that cannot lose a concurrent
+    /// change: `change` gets the published state and the instance `id` as it
+    /// is there (`None`: not registered) and returns the instance to
+    /// register; it is written only if that instance is still as read, else
+    /// `change` runs again on a fresh read. So two doors adding a check to
+    /// one instance at once both keep theirs.
+    ///
+    /// `change` may run several times and must not have side effects. The
+    /// instance it returns may move between services (as in Consul). Every
+    /// door that edits rather than replaces uses this (the Consul API now,
+    /// DNS UPDATE later), so the retry lives in one place.
+    pub async fn edit<E>(
+        &self,
+        id: &str,
+        mut change: impl FnMut(&RegistryState, Option<&Arc<InstanceState>>) -> Result<Instance, E>,
+    ) -> Result<Outcome, EditError<E>> {
+        for _ in 0..EDIT_ATTEMPTS {
+            let state = self.state();
+            let instance = change(&state, state.instance(id)).map_err(EditError::Refused)?;
+            // The guard is on the instance written, read from the same
+            // snapshot `change` saw, even if `change` renamed it.
+            let modify_index = state
+                .instance(instance.id.as_str())
+                .map(|current| current.modify_index);
+            let command = Command::Edit {
+                instance,
+                modify_index,
+            };
+            match self.execute(command).await {
+                Err(RegistryError::Stale(_)) => continue,
+                done => return done.map_err(EditError::Registry),
+            }
+        }
+        Err(EditError::Registry(RegistryError::Contended {
+            id: id.to_owned(),
+        }))
     }
 
     /// Sends a command without waiting for it (the checker's results).
