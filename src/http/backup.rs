@@ -10,9 +10,9 @@ use axum::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AppState,
     body::{body_bytes_within, parse_json},
     error::ApiError,
+    state::AppState,
 };
 use crate::registry::{Command, Outcome, StoredInstance};
 

@@ -12,9 +12,9 @@ use axum::{
 use serde::Deserialize;
 
 use super::{
-    AppState,
     body::{body_bytes, parse_json},
     error::ApiError,
+    state::AppState,
     views,
 };
 use crate::{

@@ -24,7 +24,7 @@ use super::{
     views::{self, NodeInfo},
 };
 use crate::{
-    http::AppState,
+    http::state::AppState,
     model::MAX_CHECKS,
     registry::{Command, RegistryError},
 };

@@ -26,7 +26,7 @@ use super::{
     query::Params,
 };
 use crate::{
-    http::AppState,
+    http::state::AppState,
     model::{CheckKind, MAX_CHECKS, Status},
     registry::{Command, RegistryError},
 };

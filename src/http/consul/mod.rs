@@ -47,7 +47,7 @@ use axum::{
     routing::{get, put},
 };
 
-use super::AppState;
+use crate::http::state::AppState;
 
 /// Routes under `/v1/agent`, `/v1/catalog`, `/v1/health`, `/v1/status`, and
 /// 501s for the Consul endpoints roster does not serve.
