@@ -36,7 +36,7 @@ use tracing::{debug, error, info};
 use crate::{
     metrics::Metrics,
     model::{CheckDefinition, CheckKind, MIN_INTERVAL, Status, format_go_duration},
-    registry::{Command, Registry, RegistryEvent},
+    registry::{Command, Registry, RegistryEvent, Reporter},
 };
 pub use probe::{ClientError, NetworkProber, ProbeResult, Prober, Probing};
 use thresholds::Streak;
@@ -565,7 +565,7 @@ impl Scheduler {
                 check_id: Some(definition.id.clone()),
                 status: new_status,
                 output: done.result.output,
-                heartbeat: false,
+                from: Reporter::Checker,
             };
             self.registry.submit(command).await;
         }
@@ -599,7 +599,7 @@ impl Scheduler {
                 "TTL expired: no heartbeat for {}",
                 format_go_duration(ttl.0)
             ),
-            heartbeat: false,
+            from: Reporter::Checker,
         };
         self.registry.submit(command).await;
         self.note_status(handle, Status::Critical, now);

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{
     model::{InstanceBody, Status, validate_maintenance_reason},
-    registry::{Command, Outcome},
+    registry::{Command, InOtherService, Outcome, Reporter},
 };
 
 type PathRejection = axum::extract::rejection::PathRejection;
@@ -57,7 +57,7 @@ pub async fn register(
         .registry
         .execute(Command::Register {
             instance,
-            move_between_services: false,
+            in_other_service: InOtherService::Refuse,
         })
         .await?;
     Ok(instance_response(&state, outcome))
@@ -164,7 +164,7 @@ pub async fn heartbeat(
             check_id: None,
             status,
             output: note,
-            heartbeat: true,
+            from: Reporter::Service,
         })
         .await?;
     Ok(instance_response(&state, outcome))

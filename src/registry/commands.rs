@@ -10,17 +10,16 @@ use super::{
     state::{CheckState, InstanceState, RegistryState, ServiceState},
     store::{Mutation, StoredInstance},
 };
-use crate::model::{DnsLabel, Instance, Status};
+use crate::model::{CheckKind, DnsLabel, Instance, Status};
 
 /// A change a front door asks for.
 #[derive(Debug)]
 pub enum Command {
-    /// Create or replace an instance. `move_between_services` lets an ID
-    /// registered under another service move here (Consul's semantics); the
-    /// native API refuses that instead, since a path names one service.
+    /// Create or replace an instance.
     Register {
         instance: Instance,
-        move_between_services: bool,
+        /// What to do when the ID is registered under another service.
+        in_other_service: InOtherService,
     },
     /// Register an instance computed from what was read of the registry (an
     /// edited copy of the instance, or one merged with it), provided the
@@ -42,19 +41,52 @@ pub enum Command {
         reason: Option<String>,
     },
     /// A check result: from the checker, or a heartbeat for TTL checks.
-    /// `check_id: None` means every TTL check of the instance. `heartbeat`
-    /// marks a report from the service itself, which restarts TTL timers;
-    /// the checker's own results (including a TTL expiring) do not.
+    /// `check_id: None` means every TTL check of the instance.
     CheckResult {
         service: Option<String>,
         id: String,
         check_id: Option<String>,
         status: Status,
         output: String,
-        heartbeat: bool,
+        /// Who reported it, which decides whether TTL timers restart.
+        from: Reporter,
     },
     /// Load instances from an export (or the store at start-up).
     Import { instances: Vec<StoredInstance> },
+}
+
+/// What [`Command::Register`] does with an ID registered under another
+/// service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InOtherService {
+    /// Move it here (Consul's semantics: its agent API names an instance by
+    /// ID alone).
+    Move,
+    /// Refuse (the native API: a path names one service, so a write there
+    /// must not take an instance from another).
+    Refuse,
+}
+
+/// Who sent a [`Command::CheckResult`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reporter {
+    /// The service itself (a heartbeat, a Consul TTL update): it restarts
+    /// the TTL timers of the checks it reports to.
+    Service,
+    /// The health checker (a probe result, a TTL expiring): it restarts
+    /// nothing, or an expiry would keep itself from recurring.
+    Checker,
+}
+
+/// Whether a change to an instance is written to the store, or only to the
+/// state.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Persist {
+    /// Written with the batch's commit: registrations, maintenance, imports.
+    Write,
+    /// State only: what the store already holds (at start-up), or runtime
+    /// health, which is not stored.
+    StateOnly,
 }
 
 /// What a successful command returns to its caller.
@@ -120,8 +152,15 @@ pub fn apply(
     match command {
         Command::Register {
             instance,
-            move_between_services,
-        } => register(state, instance, move_between_services, None, true, effects),
+            in_other_service,
+        } => register(
+            state,
+            instance,
+            in_other_service,
+            None,
+            Persist::Write,
+            effects,
+        ),
         Command::Edit {
             instance,
             modify_index,
@@ -133,7 +172,14 @@ pub fn apply(
                     instance.id.as_str()
                 )));
             }
-            register(state, instance, true, None, true, effects)
+            register(
+                state,
+                instance,
+                InOtherService::Move,
+                None,
+                Persist::Write,
+                effects,
+            )
         }
         Command::Deregister { service, id } => {
             let existing = find(state, service.as_deref(), &id)?;
@@ -151,7 +197,7 @@ pub fn apply(
             }
             let mut updated = (*existing).clone();
             updated.maintenance = reason;
-            let updated = commit_instance(state, updated, true, effects);
+            let updated = commit_instance(state, updated, Persist::Write, effects);
             Ok(Outcome::Instance(updated))
         }
         Command::CheckResult {
@@ -160,13 +206,13 @@ pub fn apply(
             check_id,
             status,
             output,
-            heartbeat,
+            from,
         } => {
             let report = CheckReport {
                 check_id,
                 status,
                 output,
-                heartbeat,
+                from,
             };
             check_result(state, service.as_deref(), &id, report, effects)
         }
@@ -252,8 +298,18 @@ fn restore_one(
         maintenance: stored.maintenance,
         create_index: stored.create_index,
     };
-    let durable = from == RestoreFrom::Import;
-    register(state, instance, true, Some(restored), durable, effects)?;
+    let persist = match from {
+        RestoreFrom::Import => Persist::Write,
+        RestoreFrom::StartUp => Persist::StateOnly,
+    };
+    register(
+        state,
+        instance,
+        InOtherService::Move,
+        Some(restored),
+        persist,
+        effects,
+    )?;
     Ok(())
 }
 
@@ -287,9 +343,9 @@ fn find(
 fn register(
     state: &mut RegistryState,
     mut instance: Instance,
-    move_between_services: bool,
+    in_other_service: InOtherService,
     restored: Option<Restored>,
-    durable: bool,
+    persist: Persist,
     effects: &mut Effects,
 ) -> Result<Outcome, RegistryError> {
     let label = instance.service.label().clone();
@@ -317,7 +373,7 @@ fn register(
     let moved = previous
         .as_ref()
         .is_some_and(|p| p.instance.service.label() != &label);
-    if moved && !move_between_services {
+    if moved && in_other_service == InOtherService::Refuse {
         let previous_service = previous.as_ref().map(|p| p.instance.service.as_str());
         return Err(RegistryError::Conflict(format!(
             "instance ID {:?} is registered in service {:?}; IDs are unique across services, so deregister it there first",
@@ -386,26 +442,26 @@ fn register(
         create_index,
         modify_index: index,
     };
-    let updated = commit_instance(state, updated, durable, effects);
+    let updated = commit_instance(state, updated, persist, effects);
     effects
         .events
         .push(super::RegistryEvent::Upserted(updated.clone()));
     Ok(Outcome::Instance(updated))
 }
 
-/// Stores `updated` in the state under a new index; `durable` adds it to
-/// what the store must write.
+/// Stores `updated` in the state under a new index, and with
+/// [`Persist::Write`] adds it to what the store must write.
 fn commit_instance(
     state: &mut RegistryState,
     mut updated: InstanceState,
-    durable: bool,
+    persist: Persist,
     effects: &mut Effects,
 ) -> Arc<InstanceState> {
     state.index += 1;
     updated.modify_index = state.index;
     let label = updated.instance.service.label().clone();
     let id = updated.instance.id.shared();
-    if durable {
+    if persist == Persist::Write {
         effects.mutations.push(Mutation::Put(StoredInstance::new(
             &updated.instance,
             updated.maintenance.clone(),
@@ -445,7 +501,7 @@ struct CheckReport {
     check_id: Option<String>,
     status: Status,
     output: String,
-    heartbeat: bool,
+    from: Reporter,
 }
 
 fn check_result(
@@ -459,7 +515,7 @@ fn check_result(
         check_id,
         status,
         output,
-        heartbeat,
+        from,
     } = report;
     let existing = find(state, service, id)?;
     let targets: Vec<usize> = match &check_id {
@@ -474,7 +530,7 @@ fn check_result(
             .checks
             .iter()
             .enumerate()
-            .filter(|(_, def)| def.kind.type_name() == "ttl")
+            .filter(|(_, def)| matches!(def.kind, CheckKind::Ttl { .. }))
             .map(|(i, _)| i)
             .collect(),
     };
@@ -483,10 +539,10 @@ fn check_result(
             "instance {id:?} has no ttl check to report to"
         )));
     }
-    if heartbeat {
+    if from == Reporter::Service {
         for &i in &targets {
             let def = &existing.instance.checks[i];
-            if def.kind.type_name() == "ttl" {
+            if let CheckKind::Ttl { .. } = def.kind {
                 effects.events.push(super::RegistryEvent::Heartbeat {
                     id: id.to_owned(),
                     check_id: def.id.clone(),
@@ -523,7 +579,7 @@ fn check_result(
         check.output = output.clone();
         check.modify_index = index;
     }
-    let updated = commit_instance(state, updated, false, effects);
+    let updated = commit_instance(state, updated, Persist::StateOnly, effects);
     Ok(Outcome::Instance(updated))
 }
 
@@ -541,7 +597,7 @@ mod tests {
     fn register(state: &mut RegistryState, service: &str, id: &str) -> Result<(), RegistryError> {
         let command = Command::Register {
             instance: instance(service, id),
-            move_between_services: false,
+            in_other_service: InOtherService::Refuse,
         };
         apply(state, command, &mut Effects::default()).map(|_| ())
     }
@@ -603,7 +659,7 @@ mod tests {
         let mut effects = Effects::default();
         let command = Command::Register {
             instance: instance("api", "a"),
-            move_between_services: false,
+            in_other_service: InOtherService::Refuse,
         };
         assert!(apply(&mut state, command, &mut effects).is_err());
         assert_eq!(state.index, before);

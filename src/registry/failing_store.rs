@@ -73,7 +73,7 @@ mod tests {
     use crate::{
         metrics::Metrics,
         model::{Instance, InstanceBody, Status},
-        registry::{Command, Registry, RegistryEvent, TableSettings},
+        registry::{Command, InOtherService, Registry, RegistryEvent, Reporter, TableSettings},
     };
 
     fn settings() -> TableSettings {
@@ -96,7 +96,7 @@ mod tests {
     fn register(id: &str) -> Command {
         Command::Register {
             instance: instance(id),
-            move_between_services: false,
+            in_other_service: InOtherService::Refuse,
         }
     }
 
@@ -210,7 +210,7 @@ mod tests {
                 check_id: Some(check_id.clone()),
                 status: Status::Critical,
                 output: "TTL expired".into(),
-                heartbeat: false,
+                from: Reporter::Checker,
             })
             .await;
         registry

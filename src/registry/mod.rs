@@ -33,7 +33,7 @@ use tracing::{error, info, warn};
 
 use crate::{metrics::Metrics, model::Instance};
 
-pub use commands::{Command, Outcome};
+pub use commands::{Command, InOtherService, Outcome, Reporter};
 pub use embedded::EmbeddedStore;
 pub use state::{CheckState, InstanceState, RegistryState, ServiceState};
 pub use store::{Loaded, MemoryStore, Mutation, Store, StoreError, StoredInstance};

@@ -28,7 +28,7 @@ use super::{
 use crate::{
     http::state::AppState,
     model::{CheckKind, MAX_CHECKS, Status},
-    registry::{Command, RegistryError},
+    registry::{Command, RegistryError, Reporter},
 };
 
 /// The longest TTL note kept; Consul's default `OutputMaxSize` too.
@@ -198,7 +198,7 @@ async fn report(
             check_id: Some(check_id.clone()),
             status,
             output: note,
-            heartbeat: true,
+            from: Reporter::Service,
         })
         .await
         .map_err(|error| match error {
