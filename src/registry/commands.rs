@@ -167,10 +167,9 @@ pub fn apply(
         } => {
             let current = state.instance(instance.id.as_str()).map(|i| i.modify_index);
             if current != modify_index {
-                return Err(RegistryError::Stale(format!(
-                    "instance {:?} changed while this request was editing it",
-                    instance.id.as_str()
-                )));
+                return Err(RegistryError::Stale {
+                    id: instance.id.as_str().to_owned(),
+                });
             }
             register(
                 state,
@@ -266,10 +265,9 @@ pub fn restore(
         let restored = if seen.insert(stored.id.clone()) {
             restore_one(state, stored, from, effects)
         } else {
-            Err(RegistryError::Invalid(format!(
-                "instance ID {:?} appears more than once; each ID names one instance",
-                stored.id
-            )))
+            Err(RegistryError::DuplicateId {
+                id: stored.id.clone(),
+            })
         };
         match (restored, from) {
             (Ok(()), _) => {}
@@ -293,7 +291,10 @@ fn restore_one(
 ) -> Result<(), RegistryError> {
     let instance = stored
         .to_instance()
-        .map_err(|e| RegistryError::Invalid(format!("instance {:?}: {e}", stored.id)))?;
+        .map_err(|error| RegistryError::InvalidStored {
+            id: stored.id.clone(),
+            error,
+        })?;
     let restored = Restored {
         maintenance: stored.maintenance,
         create_index: stored.create_index,
@@ -326,13 +327,14 @@ fn find(
 ) -> Result<Arc<InstanceState>, RegistryError> {
     let instance = state
         .instance(id)
-        .ok_or_else(|| RegistryError::NotFound(format!("no instance with ID {id:?}")))?;
+        .ok_or_else(|| RegistryError::NoInstance { id: id.to_owned() })?;
     if let Some(service) = service {
         let wanted = DnsLabel::from_name(service, "service").ok();
         if wanted.as_ref() != Some(instance.instance.service.label()) {
-            return Err(RegistryError::NotFound(format!(
-                "no instance {id:?} in service {service:?}"
-            )));
+            return Err(RegistryError::NotInService {
+                id: id.to_owned(),
+                service: service.to_owned(),
+            });
         }
     }
     Ok(instance.clone())
@@ -353,21 +355,21 @@ fn register(
     if let Some(service) = service
         && service.name != instance.service
     {
-        return Err(RegistryError::Conflict(format!(
-            "service {:?} maps to the DNS label {label:?}, which service {:?} already uses; pick a name that differs in letters or digits",
-            instance.service.as_str(),
-            service.name.as_str(),
-        )));
+        return Err(RegistryError::ServiceLabelTaken {
+            service: instance.service.as_str().to_owned(),
+            label,
+            owner: service.name.as_str().to_owned(),
+        });
     }
     if let Some(clash) = service
         .and_then(|s| s.id_with_label(instance.id.label().as_str()))
         .filter(|other| *other != instance.id.as_str())
     {
-        return Err(RegistryError::Conflict(format!(
-            "instance ID {:?} maps to the DNS label {:?}, which instance {clash:?} of this service already uses",
-            instance.id.as_str(),
-            instance.id.label().as_str(),
-        )));
+        return Err(RegistryError::IdLabelTaken {
+            id: instance.id.as_str().to_owned(),
+            label: instance.id.label().as_str().to_owned(),
+            owner: clash.to_owned(),
+        });
     }
     let previous = state.instance(instance.id.as_str()).cloned();
     let moved = previous
@@ -375,11 +377,10 @@ fn register(
         .is_some_and(|p| p.instance.service.label() != &label);
     if moved && in_other_service == InOtherService::Refuse {
         let previous_service = previous.as_ref().map(|p| p.instance.service.as_str());
-        return Err(RegistryError::Conflict(format!(
-            "instance ID {:?} is registered in service {:?}; IDs are unique across services, so deregister it there first",
-            instance.id.as_str(),
-            previous_service.unwrap_or_default(),
-        )));
+        return Err(RegistryError::InOtherService {
+            id: instance.id.as_str().to_owned(),
+            service: previous_service.unwrap_or_default().to_owned(),
+        });
     }
     // Nothing below refuses.
     if let Some(service) = state.services.get(&label) {
@@ -520,9 +521,12 @@ fn check_result(
     let existing = find(state, service, id)?;
     let targets: Vec<usize> = match &check_id {
         Some(check_id) => {
-            let (i, _, _) = existing.check(check_id).ok_or_else(|| {
-                RegistryError::NotFound(format!("instance {id:?} has no check {check_id:?}"))
-            })?;
+            let (i, _, _) = existing
+                .check(check_id)
+                .ok_or_else(|| RegistryError::NoCheck {
+                    id: id.to_owned(),
+                    check_id: check_id.clone(),
+                })?;
             vec![i]
         }
         None => existing
@@ -535,9 +539,7 @@ fn check_result(
             .collect(),
     };
     if targets.is_empty() {
-        return Err(RegistryError::Conflict(format!(
-            "instance {id:?} has no ttl check to report to"
-        )));
+        return Err(RegistryError::NoTtlCheck { id: id.to_owned() });
     }
     if from == Reporter::Service {
         for &i in &targets {
@@ -615,11 +617,11 @@ mod tests {
         let index = state.index;
         assert!(matches!(
             register(&mut state, "web", "web-1"),
-            Err(RegistryError::Conflict(_))
+            Err(RegistryError::IdLabelTaken { .. })
         ));
         assert!(matches!(
             register(&mut state, "web", "WEB_1"),
-            Err(RegistryError::Conflict(_))
+            Err(RegistryError::IdLabelTaken { .. })
         ));
         assert_eq!(state.index, index, "a refused registration changes nothing");
         assert_eq!(ids(&state), ["Web 1"]);
@@ -628,7 +630,7 @@ mod tests {
         register(&mut state, "web", "web-1").unwrap();
         assert!(matches!(
             register(&mut state, "web", "Web 1"),
-            Err(RegistryError::Conflict(_))
+            Err(RegistryError::IdLabelTaken { .. })
         ));
         // The same ID again is a replacement, not a clash.
         register(&mut state, "web", "web-1").unwrap();

@@ -31,7 +31,10 @@ use tokio::{
 };
 use tracing::{error, info, warn};
 
-use crate::{metrics::Metrics, model::Instance};
+use crate::{
+    metrics::Metrics,
+    model::{DnsLabel, Instance, ValidationError},
+};
 
 pub use commands::{Command, InOtherService, Outcome, Reporter};
 pub use embedded::EmbeddedStore;
@@ -49,29 +52,76 @@ const MAX_BATCH: usize = 4096;
 /// pushes back on clients instead of growing memory without bound.
 const QUEUE_DEPTH: usize = 16_384;
 
-/// Why a command failed.
+/// Why a command failed. Each variant says what went wrong in terms of
+/// the registry, with the names involved, so that each front door maps it
+/// to its own answer (the native API's 409 for a clash is the Consul API's
+/// 400); the messages are the ones users see.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    Invalid(String),
-    /// An [`Command::Edit`] lost a race with another change.
-    #[error("{0}")]
-    Stale(String),
+    /// No instance has this ID.
+    #[error("no instance with ID {id:?}")]
+    NoInstance { id: String },
+    /// The instance exists, but not in the service the request named.
+    #[error("no instance {id:?} in service {service:?}")]
+    NotInService { id: String, service: String },
+    /// The instance has no check with this ID.
+    #[error("instance {id:?} has no check {check_id:?}")]
+    NoCheck { id: String, check_id: String },
+    /// A report to "every TTL check" of an instance that has none.
+    #[error("instance {id:?} has no ttl check to report to")]
+    NoTtlCheck { id: String },
+    /// Another service's name maps to the same DNS label.
+    #[error(
+        "service {service:?} maps to the DNS label {label:?}, which service {owner:?} already uses; pick a name that differs in letters or digits"
+    )]
+    ServiceLabelTaken {
+        service: String,
+        label: DnsLabel,
+        /// The service already registered under the label.
+        owner: String,
+    },
+    /// Another instance of the service has an ID with the same DNS label.
+    #[error(
+        "instance ID {id:?} maps to the DNS label {label:?}, which instance {owner:?} of this service already uses"
+    )]
+    IdLabelTaken {
+        id: String,
+        label: String,
+        /// The instance already registered under the label.
+        owner: String,
+    },
+    /// The ID is registered in another service, and the request may not
+    /// move it ([`InOtherService::Refuse`]).
+    #[error(
+        "instance ID {id:?} is registered in service {service:?}; IDs are unique across services, so deregister it there first"
+    )]
+    InOtherService { id: String, service: String },
+    /// An import names one ID twice.
+    #[error("instance ID {id:?} appears more than once; each ID names one instance")]
+    DuplicateId { id: String },
+    /// An imported (or stored) instance fails the API's validation.
+    #[error("instance {id:?}: {error}")]
+    InvalidStored {
+        id: String,
+        #[source]
+        error: ValidationError,
+    },
+    /// A [`Command::Edit`] lost a race with another change.
+    #[error("instance {id:?} changed while this request was editing it")]
+    Stale { id: String },
     /// A [`Registry::edit`] lost the race [`EDIT_ATTEMPTS`] times in a row.
     #[error("instance {id:?} kept changing while this request edited it; try again")]
     Contended {
         /// The instance being edited.
         id: String,
     },
+    /// The batch the change was in could not be committed. Shared: every
+    /// command of the batch fails with the same store error.
     #[error("the change was not saved: {0}")]
-    Store(String),
+    Store(#[source] Arc<StoreError>),
     /// The store's contents could not be loaded at start-up.
     #[error("cannot load the stored registry: {0}")]
-    Load(String),
+    Load(#[source] StoreError),
     #[error("roster is shutting down")]
     Closed,
 }
@@ -151,8 +201,8 @@ impl Registry {
             let store = store.clone();
             tokio::task::spawn_blocking(move || store.load())
                 .await
-                .map_err(|e| RegistryError::Load(e.to_string()))?
-                .map_err(|e| RegistryError::Load(e.to_string()))?
+                .map_err(|e| RegistryError::Load(StoreError::Crashed(e.to_string())))?
+                .map_err(RegistryError::Load)?
         };
         // The index never goes back across restarts: the store holds a
         // ceiling above every index handed out, and restored instances get
@@ -163,14 +213,14 @@ impl Registry {
             ..RegistryState::default()
         };
         let mut effects = commands::Effects::default();
-        // What the store holds is not written back, so no mutations.
+        // What the store holds is not written back, so no mutations. (At
+        // start-up a bad instance is skipped, not an error.)
         commands::restore(
             &mut state,
             loaded.instances,
             commands::RestoreFrom::StartUp,
             &mut effects,
-        )
-        .map_err(|e| RegistryError::Load(e.to_string()))?;
+        )?;
         state.index = state.index.max(1);
         let mut table = RecordTable::default();
         for label in &effects.touched {
@@ -252,7 +302,7 @@ impl Registry {
                 modify_index,
             };
             match self.execute(command).await {
-                Err(RegistryError::Stale(_)) => continue,
+                Err(RegistryError::Stale { .. }) => continue,
                 done => return done.map_err(EditError::Registry),
             }
         }
@@ -400,10 +450,10 @@ impl Writer {
         if let Some((written, ceiling)) = commit {
             let committed = written
                 .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()));
-            if let Err(message) = committed {
-                error!(%message, "store commit failed; the batch is rejected");
+                .unwrap_or_else(|e| Err(StoreError::Crashed(e.to_string())));
+            if let Err(failure) = committed {
+                error!(message = %failure, "store commit failed; the batch is rejected");
+                let failure = Arc::new(failure);
                 self.in_doubt.extend(std::mem::take(&mut self.batch_ids));
                 // The checker's own results went nowhere: tell it, or it
                 // would believe a status the registry never took on.
@@ -416,7 +466,7 @@ impl Writer {
                     }
                 }
                 for (reply, outcome) in replies {
-                    let failed = outcome.and(Err(RegistryError::Store(message.clone())));
+                    let failed = outcome.and(Err(RegistryError::Store(failure.clone())));
                     if let Some(reply) = reply {
                         let _ = reply.send(failed);
                     }

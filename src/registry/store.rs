@@ -17,6 +17,10 @@ pub enum StoreError {
     Write(String),
     #[error("store read failed: {0}")]
     Read(String),
+    /// The thread that ran the store call panicked or was cancelled; the
+    /// text is the runtime's own account of it.
+    #[error("{0}")]
+    Crashed(String),
     #[error(
         "store {path}: record {key:?} is unreadable ({message}); roster will not replace the file: move it aside and restore a backup with `roster import`, or start with an empty data directory"
     )]

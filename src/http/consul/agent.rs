@@ -32,7 +32,7 @@ use crate::{
 /// Maps "no such instance" to Consul's unknown-service answer.
 fn unknown_service_as_404(id: &str) -> impl FnOnce(RegistryError) -> ConsulError + '_ {
     move |error| match error {
-        RegistryError::NotFound(_) => ConsulError::unknown_service(id),
+        RegistryError::NoInstance { .. } => ConsulError::unknown_service(id),
         other => other.into(),
     }
 }

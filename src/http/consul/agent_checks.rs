@@ -202,7 +202,9 @@ async fn report(
         })
         .await
         .map_err(|error| match error {
-            RegistryError::NotFound(_) => ConsulError::unknown_check(&check_id),
+            RegistryError::NoInstance { .. } | RegistryError::NoCheck { .. } => {
+                ConsulError::unknown_check(&check_id)
+            }
             other => other.into(),
         })?;
     Ok(StatusCode::OK)

@@ -103,11 +103,18 @@ impl From<ValidationError> for ConsulError {
 impl From<RegistryError> for ConsulError {
     fn from(error: RegistryError) -> Self {
         let status = match &error {
-            RegistryError::NotFound(_) => StatusCode::NOT_FOUND,
+            RegistryError::NoInstance { .. }
+            | RegistryError::NotInService { .. }
+            | RegistryError::NoCheck { .. } => StatusCode::NOT_FOUND,
             // Consul has no conflicts; a refused name is bad input to it.
-            RegistryError::Conflict(_) | RegistryError::Invalid(_) => StatusCode::BAD_REQUEST,
+            RegistryError::ServiceLabelTaken { .. }
+            | RegistryError::IdLabelTaken { .. }
+            | RegistryError::InOtherService { .. }
+            | RegistryError::NoTtlCheck { .. }
+            | RegistryError::DuplicateId { .. }
+            | RegistryError::InvalidStored { .. } => StatusCode::BAD_REQUEST,
             RegistryError::Store(_) | RegistryError::Load(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            RegistryError::Stale(_) | RegistryError::Contended { .. } => StatusCode::CONFLICT,
+            RegistryError::Stale { .. } | RegistryError::Contended { .. } => StatusCode::CONFLICT,
             RegistryError::Closed => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self::new(status, error.to_string())
