@@ -35,7 +35,7 @@ use tracing::{debug, error, info};
 
 use crate::{
     metrics::Metrics,
-    model::{CheckDefinition, CheckKind, MIN_INTERVAL, Status, format_go_duration},
+    model::{CheckDefinition, CheckKind, InstanceId, MIN_INTERVAL, Status, format_go_duration},
     registry::{Command, Registry, RegistryEvent, Reporter},
 };
 pub use probe::{ClientError, NetworkProber, ProbeResult, Prober, Probing};
@@ -63,7 +63,7 @@ enum Due {
 
 /// The scheduler's view of one check.
 struct CheckRuntime {
-    instance: String,
+    instance: InstanceId,
     definition: CheckDefinition,
     /// The status the registry holds (as far as the checker knows).
     status: Status,
@@ -265,7 +265,7 @@ impl Scheduler {
                         handles.push((check_id.clone(), *handle));
                         continue;
                     }
-                    let handle = self.add_check(&id, definition, check.status, now);
+                    let handle = self.add_check(&state.instance.id, definition, check.status, now);
                     handles.push((definition.id.clone(), handle));
                 }
                 for (check_id, handle) in previous {
@@ -355,7 +355,7 @@ impl Scheduler {
 
     fn add_check(
         &mut self,
-        instance: &str,
+        instance: &InstanceId,
         definition: &CheckDefinition,
         status: Status,
         now: Instant,
@@ -363,7 +363,7 @@ impl Scheduler {
         self.next_handle += 1;
         let handle = self.next_handle;
         let mut runtime = CheckRuntime {
-            instance: instance.to_owned(),
+            instance: instance.clone(),
             definition: definition.clone(),
             status,
             streak: Streak::default(),
@@ -619,7 +619,7 @@ impl Scheduler {
             return;
         }
         info!(
-            instance = %check.instance,
+            instance = %check.instance.as_str(),
             check = %check.definition.id,
             after = %format_go_duration(after.0),
             "deregistering an instance critical for too long"

@@ -26,7 +26,7 @@ use tokio::{
 use super::{HealthChecker, ProbeResult, Prober, Probing, RETRY_AFTER_STORE_FAILURE};
 use crate::{
     metrics::Metrics,
-    model::{CheckKind, GoDuration, Instance, InstanceBody, MIN_INTERVAL, Status},
+    model::{CheckKind, GoDuration, Instance, InstanceBody, InstanceId, MIN_INTERVAL, Status},
     registry::{
         Command, InOtherService, Registry, RegistryState, Reporter, TableSettings,
         failing_store::FailingStore,
@@ -191,7 +191,7 @@ impl Harness {
         self.registry
             .execute(Command::CheckResult {
                 service: None,
-                id: id.into(),
+                id: InstanceId::parse(id).expect("a valid ID"),
                 check_id: None,
                 status: Status::Passing,
                 output: "alive".into(),

@@ -18,8 +18,8 @@ use super::{
     views,
 };
 use crate::{
-    model::{InstanceBody, Status, validate_maintenance_reason},
-    registry::{Command, InOtherService, Outcome, Reporter},
+    model::{InstanceBody, InstanceId, ServiceName, Status, validate_maintenance_reason},
+    registry::{Command, InOtherService, Outcome, RegistryError, Reporter},
 };
 
 type PathRejection = axum::extract::rejection::PathRejection;
@@ -29,6 +29,29 @@ fn path_pair(
 ) -> Result<(String, String), ApiError> {
     path.map(|Path(pair)| pair)
         .map_err(|e| ApiError::bad_request("path", e.body_text()))
+}
+
+/// The service and instance a path names, typed for a command. A name
+/// that cannot be valid names no registered instance, so the answer is the
+/// registry's 404 for it, worded as the registry words it: about the ID when
+/// no instance has it, else about the service.
+fn named_instance(
+    state: &AppState,
+    service: String,
+    id: String,
+) -> Result<(ServiceName, InstanceId), ApiError> {
+    let Ok(parsed_id) = InstanceId::parse(&id) else {
+        return Err(RegistryError::NoInstance { id }.into());
+    };
+    let Ok(parsed_service) = ServiceName::parse(&service) else {
+        let error = if state.registry.state().instance(&id).is_some() {
+            RegistryError::NotInService { id, service }
+        } else {
+            RegistryError::NoInstance { id }
+        };
+        return Err(error.into());
+    };
+    Ok((parsed_service, parsed_id))
 }
 
 fn instance_response(state: &AppState, outcome: Outcome) -> Response {
@@ -69,6 +92,7 @@ pub async fn deregister(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let (service, id) = path_pair(path)?;
+    let (service, id) = named_instance(&state, service, id)?;
     let outcome = state
         .registry
         .execute(Command::Deregister {
@@ -156,6 +180,7 @@ pub async fn heartbeat(
     if note.len() > 4096 {
         return Err(ApiError::bad_request("note", "must be at most 4096 bytes"));
     }
+    let (service, id) = named_instance(&state, service, id)?;
     let outcome = state
         .registry
         .execute(Command::CheckResult {
@@ -188,6 +213,7 @@ pub async fn maintenance(
     let body: MaintenanceBody = parse_json(&body_bytes(body)?)?;
     let reason = body.reason.unwrap_or_default();
     validate_maintenance_reason(&reason).map_err(|e| ApiError::bad_request(e.field, e.message))?;
+    let (service, id) = named_instance(&state, service, id)?;
     let outcome = state
         .registry
         .execute(Command::Maintenance {

@@ -10,7 +10,7 @@ use super::{
     state::{CheckState, InstanceState, RegistryState, ServiceState},
     store::{Mutation, StoredInstance},
 };
-use crate::model::{CheckKind, DnsLabel, Instance, Status};
+use crate::model::{CheckKind, DnsLabel, Instance, InstanceId, ServiceName, Status};
 
 /// A change a front door asks for.
 #[derive(Debug)]
@@ -33,18 +33,21 @@ pub enum Command {
         modify_index: Option<u64>,
     },
     /// Remove an instance; `service`, when given, must be the one it is in.
-    Deregister { service: Option<String>, id: String },
+    Deregister {
+        service: Option<ServiceName>,
+        id: InstanceId,
+    },
     /// Drain (`Some(reason)`) or restore (`None`) an instance.
     Maintenance {
-        service: Option<String>,
-        id: String,
+        service: Option<ServiceName>,
+        id: InstanceId,
         reason: Option<String>,
     },
     /// A check result: from the checker, or a heartbeat for TTL checks.
     /// `check_id: None` means every TTL check of the instance.
     CheckResult {
-        service: Option<String>,
-        id: String,
+        service: Option<ServiceName>,
+        id: InstanceId,
         check_id: Option<String>,
         status: Status,
         output: String,
@@ -181,7 +184,7 @@ pub fn apply(
             )
         }
         Command::Deregister { service, id } => {
-            let existing = find(state, service.as_deref(), &id)?;
+            let existing = find(state, service.as_ref(), &id)?;
             remove(state, &existing, effects);
             Ok(Outcome::Removed)
         }
@@ -190,7 +193,7 @@ pub fn apply(
             id,
             reason,
         } => {
-            let existing = find(state, service.as_deref(), &id)?;
+            let existing = find(state, service.as_ref(), &id)?;
             if existing.maintenance == reason {
                 return Ok(Outcome::Instance(existing));
             }
@@ -213,7 +216,7 @@ pub fn apply(
                 output,
                 from,
             };
-            check_result(state, service.as_deref(), &id, report, effects)
+            check_result(state, service.as_ref(), &id, report, effects)
         }
         Command::Import { instances } => {
             // All or nothing: a bad instance anywhere leaves the state as it
@@ -322,18 +325,21 @@ struct Restored {
 
 fn find(
     state: &RegistryState,
-    service: Option<&str>,
-    id: &str,
+    service: Option<&ServiceName>,
+    id: &InstanceId,
 ) -> Result<Arc<InstanceState>, RegistryError> {
     let instance = state
-        .instance(id)
-        .ok_or_else(|| RegistryError::NoInstance { id: id.to_owned() })?;
+        .instance(id.as_str())
+        .ok_or_else(|| RegistryError::NoInstance {
+            id: id.as_str().to_owned(),
+        })?;
     if let Some(service) = service {
-        let wanted = DnsLabel::from_name(service, "service").ok();
-        if wanted.as_ref() != Some(instance.instance.service.label()) {
+        // By label, as DNS tells services apart: `Hello Service` and
+        // `hello-service` name one service.
+        if service.label() != instance.instance.service.label() {
             return Err(RegistryError::NotInService {
-                id: id.to_owned(),
-                service: service.to_owned(),
+                id: id.as_str().to_owned(),
+                service: service.as_str().to_owned(),
             });
         }
     }
@@ -507,8 +513,8 @@ struct CheckReport {
 
 fn check_result(
     state: &mut RegistryState,
-    service: Option<&str>,
-    id: &str,
+    service: Option<&ServiceName>,
+    id: &InstanceId,
     report: CheckReport,
     effects: &mut Effects,
 ) -> Result<Outcome, RegistryError> {
@@ -524,7 +530,7 @@ fn check_result(
             let (i, _, _) = existing
                 .check(check_id)
                 .ok_or_else(|| RegistryError::NoCheck {
-                    id: id.to_owned(),
+                    id: id.as_str().to_owned(),
                     check_id: check_id.clone(),
                 })?;
             vec![i]
@@ -539,14 +545,16 @@ fn check_result(
             .collect(),
     };
     if targets.is_empty() {
-        return Err(RegistryError::NoTtlCheck { id: id.to_owned() });
+        return Err(RegistryError::NoTtlCheck {
+            id: id.as_str().to_owned(),
+        });
     }
     if from == Reporter::Service {
         for &i in &targets {
             let def = &existing.instance.checks[i];
             if let CheckKind::Ttl { .. } = def.kind {
                 effects.events.push(super::RegistryEvent::Heartbeat {
-                    id: id.to_owned(),
+                    id: id.as_str().to_owned(),
                     check_id: def.id.clone(),
                     status,
                 });
@@ -570,7 +578,7 @@ fn check_result(
         if check.status != status {
             check.changed_at = now;
             effects.transitions.push(Transition {
-                instance: id.to_owned(),
+                instance: id.as_str().to_owned(),
                 check: existing.instance.checks[i].id.clone(),
                 from: check.status,
                 to: status,
@@ -646,7 +654,7 @@ mod tests {
         register(&mut state, "web", "web-2").unwrap();
         let command = Command::Deregister {
             service: None,
-            id: "Web 1".into(),
+            id: InstanceId::parse("Web 1").unwrap(),
         };
         apply(&mut state, command, &mut Effects::default()).unwrap();
         register(&mut state, "web", "web-1").unwrap();

@@ -72,7 +72,7 @@ mod tests {
     use super::*;
     use crate::{
         metrics::Metrics,
-        model::{Instance, InstanceBody, Status},
+        model::{Instance, InstanceBody, InstanceId, Status},
         registry::{Command, InOtherService, Registry, RegistryEvent, Reporter, TableSettings},
     };
 
@@ -206,7 +206,7 @@ mod tests {
         registry
             .submit(Command::CheckResult {
                 service: None,
-                id: "a".into(),
+                id: InstanceId::parse("a").expect("a valid ID"),
                 check_id: Some(check_id.clone()),
                 status: Status::Critical,
                 output: "TTL expired".into(),
@@ -216,7 +216,7 @@ mod tests {
         registry
             .submit(Command::Deregister {
                 service: None,
-                id: "a".into(),
+                id: InstanceId::parse("a").expect("a valid ID"),
             })
             .await;
         // A write that waits for its answer is in a later batch than the

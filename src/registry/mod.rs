@@ -377,9 +377,9 @@ impl Writer {
         for envelope in batch {
             unacknowledged.push(match (&envelope.reply, &envelope.command) {
                 (None, Command::CheckResult { id, check_id, .. }) => {
-                    Some((id.clone(), check_id.clone()))
+                    Some((id.as_str().to_owned(), check_id.clone()))
                 }
-                (None, Command::Deregister { id, .. }) => Some((id.clone(), None)),
+                (None, Command::Deregister { id, .. }) => Some((id.as_str().to_owned(), None)),
                 _ => None,
             });
             // Each command sees the state left by the ones before it; one

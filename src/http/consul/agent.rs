@@ -25,7 +25,7 @@ use super::{
 };
 use crate::{
     http::state::AppState,
-    model::MAX_CHECKS,
+    model::{InstanceId, MAX_CHECKS},
     registry::{Command, RegistryError},
 };
 
@@ -84,11 +84,13 @@ pub async fn deregister_service(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ConsulError> {
+    // An ID that cannot be valid is not registered.
+    let instance = InstanceId::parse(&id).map_err(|_| ConsulError::unknown_service(&id))?;
     state
         .registry
         .execute(Command::Deregister {
             service: None,
-            id: id.clone(),
+            id: instance,
         })
         .await
         .map_err(unknown_service_as_404(&id))?;
@@ -112,11 +114,12 @@ pub async fn service_maintenance(
     let reason = params.get("reason").unwrap_or_default().to_owned();
     crate::model::validate_maintenance_reason(&reason)
         .map_err(|e| ConsulError::bad_request(format!("Invalid reason: {}", e.message)))?;
+    let instance = InstanceId::parse(&id).map_err(|_| ConsulError::unknown_service(&id))?;
     state
         .registry
         .execute(Command::Maintenance {
             service: None,
-            id: id.clone(),
+            id: instance,
             reason: enable.then_some(reason),
         })
         .await

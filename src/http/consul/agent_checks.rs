@@ -101,7 +101,7 @@ pub async fn deregister(
                 .registry
                 .execute(Command::Maintenance {
                     service: None,
-                    id: instance.instance.id.as_str().to_owned(),
+                    id: instance.instance.id.clone(),
                     reason: None,
                 })
                 .await?;
@@ -194,7 +194,7 @@ async fn report(
         .registry
         .execute(Command::CheckResult {
             service: None,
-            id: instance.instance.id.as_str().to_owned(),
+            id: instance.instance.id.clone(),
             check_id: Some(check_id.clone()),
             status,
             output: note,
