@@ -18,7 +18,9 @@ use super::{
     views,
 };
 use crate::{
-    model::{InstanceBody, InstanceId, ServiceName, Status, validate_maintenance_reason},
+    model::{
+        InstanceBody, InstanceId, MAX_NOTE_BYTES, ServiceName, Status, validate_maintenance_reason,
+    },
     registry::{Command, InOtherService, Outcome, RegistryError, Reporter},
 };
 
@@ -177,8 +179,11 @@ pub async fn heartbeat(
         })?,
     };
     let note = body.note.unwrap_or_default();
-    if note.len() > 4096 {
-        return Err(ApiError::bad_request("note", "must be at most 4096 bytes"));
+    if note.len() > MAX_NOTE_BYTES {
+        return Err(ApiError::bad_request(
+            "note",
+            format!("must be at most {MAX_NOTE_BYTES} bytes"),
+        ));
     }
     let (service, id) = named_instance(&state, service, id)?;
     let outcome = state

@@ -27,12 +27,9 @@ use super::{
 };
 use crate::{
     http::state::AppState,
-    model::{CheckKind, MAX_CHECKS, Status},
+    model::{CheckKind, MAX_CHECKS, MAX_NOTE_BYTES, Status},
     registry::{Command, RegistryError, Reporter},
 };
-
-/// The longest TTL note kept; Consul's default `OutputMaxSize` too.
-const MAX_NOTE_BYTES: usize = 4096;
 
 /// `PUT /v1/agent/check/register`: add a check to a service (or replace the
 /// service's check with the same ID). `Name` is required, `ID` defaults to
