@@ -521,3 +521,127 @@ impl Writer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::rr::Name;
+
+    use super::*;
+    use crate::model::InstanceBody;
+
+    async fn started() -> Registry {
+        let settings = TableSettings {
+            domain: Name::from_ascii("service.local.").expect("valid name"),
+            ttl: 30,
+            negative_ttl: 5,
+            include_warning: false,
+        };
+        // The events go nowhere: no checker listens in these tests.
+        let (events, _) = mpsc::unbounded_channel();
+        let (registry, _writer) = Registry::start(
+            Arc::new(MemoryStore::default()),
+            settings,
+            events,
+            Arc::new(Metrics::default()),
+        )
+        .await
+        .expect("start");
+        registry
+    }
+
+    fn instance(id: &str, tags: &[&str]) -> Instance {
+        let body = serde_json::json!({ "address": "10.0.0.1", "port": 80, "tags": tags });
+        let body: InstanceBody = serde_json::from_value(body).expect("valid body");
+        body.validate("web", id).expect("valid instance")
+    }
+
+    fn tags(registry: &Registry, id: &str) -> Vec<String> {
+        let state = registry.state();
+        let found = state.instance(id).expect("registered");
+        found.instance.tags.clone()
+    }
+
+    /// Registers `tag` added to "a" from outside the edit under way, and
+    /// waits until it is durable: the race an edit must not lose.
+    fn add_tag_meanwhile(registry: &Registry, tag: &str) {
+        let mut changed = (*registry.state().instance("a").expect("a").instance).clone();
+        changed.tags.push(tag.to_owned());
+        let command = Command::Register {
+            instance: changed,
+            in_other_service: InOtherService::Refuse,
+        };
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(registry.execute(command))
+        })
+        .expect("the concurrent change is written");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_edit_that_lost_a_race_reads_again_and_keeps_both_changes() {
+        let registry = started().await;
+        registry
+            .execute(Command::Register {
+                instance: instance("a", &[]),
+                in_other_service: InOtherService::Refuse,
+            })
+            .await
+            .expect("registered");
+        let mut calls = 0;
+        let edited = registry
+            .edit("a", |_, current| {
+                calls += 1;
+                if calls == 1 {
+                    add_tag_meanwhile(&registry, "theirs");
+                }
+                let mut instance = (*current.expect("registered").instance).clone();
+                instance.tags.push("mine".into());
+                Ok::<_, ()>(instance)
+            })
+            .await;
+        assert!(edited.is_ok(), "{edited:?}");
+        assert_eq!(calls, 2, "the stale first attempt is done again");
+        assert_eq!(tags(&registry, "a"), ["theirs", "mine"]);
+    }
+
+    #[tokio::test]
+    async fn an_edit_the_change_refuses_writes_nothing() {
+        let registry = started().await;
+        let index = registry.state().index;
+        let edited = registry
+            .edit("a", |_, current| match current {
+                Some(_) => Ok(instance("a", &[])),
+                None => Err("not registered"),
+            })
+            .await;
+        assert!(matches!(edited, Err(EditError::Refused("not registered"))));
+        assert_eq!(registry.state().index, index);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_edit_that_loses_every_race_gives_up_as_contended() {
+        let registry = started().await;
+        registry
+            .execute(Command::Register {
+                instance: instance("a", &[]),
+                in_other_service: InOtherService::Refuse,
+            })
+            .await
+            .expect("registered");
+        let mut calls = 0;
+        let edited = registry
+            .edit("a", |_, current| {
+                calls += 1;
+                add_tag_meanwhile(&registry, &format!("theirs-{calls}"));
+                Ok::<_, ()>((*current.expect("registered").instance).clone())
+            })
+            .await;
+        assert!(
+            matches!(
+                &edited,
+                Err(EditError::Registry(RegistryError::Contended { id })) if id == "a"
+            ),
+            "{edited:?}"
+        );
+        assert_eq!(calls, EDIT_ATTEMPTS);
+    }
+}
