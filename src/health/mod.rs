@@ -35,8 +35,8 @@ use tracing::{debug, error, info};
 
 use crate::{
     metrics::Metrics,
-    model::{CheckDefinition, CheckKind, MIN_INTERVAL, Status, format_go_duration},
-    registry::{Command, Registry, RegistryEvent},
+    model::{CheckDefinition, CheckKind, InstanceId, MIN_INTERVAL, Status, format_go_duration},
+    registry::{Command, Registry, RegistryEvent, Reporter},
 };
 pub use probe::{ClientError, NetworkProber, ProbeResult, Prober, Probing};
 use thresholds::Streak;
@@ -63,7 +63,7 @@ enum Due {
 
 /// The scheduler's view of one check.
 struct CheckRuntime {
-    instance: String,
+    instance: InstanceId,
     definition: CheckDefinition,
     /// The status the registry holds (as far as the checker knows).
     status: Status,
@@ -265,7 +265,7 @@ impl Scheduler {
                         handles.push((check_id.clone(), *handle));
                         continue;
                     }
-                    let handle = self.add_check(&id, definition, check.status, now);
+                    let handle = self.add_check(&state.instance.id, definition, check.status, now);
                     handles.push((definition.id.clone(), handle));
                 }
                 for (check_id, handle) in previous {
@@ -355,7 +355,7 @@ impl Scheduler {
 
     fn add_check(
         &mut self,
-        instance: &str,
+        instance: &InstanceId,
         definition: &CheckDefinition,
         status: Status,
         now: Instant,
@@ -363,7 +363,7 @@ impl Scheduler {
         self.next_handle += 1;
         let handle = self.next_handle;
         let mut runtime = CheckRuntime {
-            instance: instance.to_owned(),
+            instance: instance.clone(),
             definition: definition.clone(),
             status,
             streak: Streak::default(),
@@ -565,7 +565,7 @@ impl Scheduler {
                 check_id: Some(definition.id.clone()),
                 status: new_status,
                 output: done.result.output,
-                heartbeat: false,
+                from: Reporter::Checker,
             };
             self.registry.submit(command).await;
         }
@@ -599,7 +599,7 @@ impl Scheduler {
                 "TTL expired: no heartbeat for {}",
                 format_go_duration(ttl.0)
             ),
-            heartbeat: false,
+            from: Reporter::Checker,
         };
         self.registry.submit(command).await;
         self.note_status(handle, Status::Critical, now);
@@ -619,7 +619,7 @@ impl Scheduler {
             return;
         }
         info!(
-            instance = %check.instance,
+            instance = %check.instance.as_str(),
             check = %check.definition.id,
             after = %format_go_duration(after.0),
             "deregistering an instance critical for too long"

@@ -44,6 +44,16 @@ pub trait Prober: Send + Sync + 'static {
 /// time, which costs more than the probes themselves.
 const POOL_PER_HOST: usize = 256;
 
+/// How long an idle keep-alive connection to a checked endpoint is kept
+/// (reqwest's own default, stated): longer than the usual check intervals,
+/// so each probe reuses the connection the last one left.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The longest a probe's host-name lookup may take: its wait for a turn at
+/// the shared resolver, and as long again for the lookup itself. The
+/// probe's own timeout still applies on top.
+const LOOKUP_TIMEOUT: Duration = crate::resolve::WAIT_LIMIT.saturating_mul(2);
+
 /// The HTTP client could not be built, so HTTP checks cannot run.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the HTTP client for health checks: {0}")]
@@ -65,13 +75,13 @@ impl NetworkProber {
     pub fn new() -> Result<Self, ClientError> {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(POOL_PER_HOST)
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("roster-health-check/", env!("CARGO_PKG_VERSION")))
             // Host names go through the bounded resolver, not reqwest's own
             // getaddrinfo threads on the blocking pool (see crate::resolve).
             .dns_resolver(crate::resolve::CheckResolver {
-                timeout: crate::resolve::WAIT_LIMIT * 2,
+                timeout: LOOKUP_TIMEOUT,
             })
             .build()
             .map_err(ClientError)?;

@@ -26,8 +26,11 @@ use tokio::{
 use super::{HealthChecker, ProbeResult, Prober, Probing, RETRY_AFTER_STORE_FAILURE};
 use crate::{
     metrics::Metrics,
-    model::{CheckKind, GoDuration, Instance, InstanceBody, MIN_INTERVAL, Status},
-    registry::{Command, Registry, RegistryState, TableSettings, failing_store::FailingStore},
+    model::{CheckKind, GoDuration, Instance, InstanceBody, InstanceId, MIN_INTERVAL, Status},
+    registry::{
+        Command, InOtherService, Registry, RegistryState, Reporter, TableSettings,
+        failing_store::FailingStore,
+    },
 };
 
 /// The longest any wait below may take, in virtual time: far beyond every
@@ -178,7 +181,7 @@ impl Harness {
         self.registry
             .execute(Command::Register {
                 instance,
-                move_between_services: false,
+                in_other_service: InOtherService::Refuse,
             })
             .await
             .expect("registered");
@@ -188,11 +191,11 @@ impl Harness {
         self.registry
             .execute(Command::CheckResult {
                 service: None,
-                id: id.into(),
+                id: InstanceId::parse(id).expect("a valid ID"),
                 check_id: None,
                 status: Status::Passing,
                 output: "alive".into(),
-                heartbeat: true,
+                from: Reporter::Service,
             })
             .await
             .expect("heartbeat taken");
@@ -423,7 +426,7 @@ async fn a_ttl_expiry_the_store_failed_to_keep_is_tried_again() {
         .registry
         .execute(Command::Register {
             instance: instance("b", r#"{"ttl":"10s"}"#),
-            move_between_services: false,
+            in_other_service: InOtherService::Refuse,
         })
         .await;
     assert!(refused.is_err());

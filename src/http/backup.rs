@@ -10,9 +10,9 @@ use axum::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AppState,
     body::{body_bytes_within, parse_json},
     error::ApiError,
+    state::AppState,
 };
 use crate::registry::{Command, Outcome, StoredInstance};
 
@@ -80,4 +80,27 @@ pub async fn import(
         _ => 0,
     };
     Ok(Json(serde_json::json!({ "imported": imported })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::store::tests::{REPRESENTATIVE_JSON, representative};
+
+    /// The export document, byte for byte: what `roster import` on another
+    /// version reads. The instance inside is pinned field by field beside
+    /// `StoredInstance`; this pins the envelope around it.
+    #[test]
+    fn the_export_document_keeps_its_json() {
+        let export = Export {
+            version: EXPORT_VERSION,
+            index: 7,
+            instances: vec![representative()],
+        };
+        let json = serde_json::to_string(&export).expect("serialises");
+        let expected = format!(r#"{{"version":1,"index":7,"instances":[{REPRESENTATIVE_JSON}]}}"#);
+        assert_eq!(json, expected);
+        let back: Export = serde_json::from_str(&expected).expect("parses");
+        assert_eq!(back.instances, [representative()]);
+    }
 }

@@ -48,9 +48,20 @@ impl From<ValidationError> for ApiError {
 impl From<RegistryError> for ApiError {
     fn from(error: RegistryError) -> Self {
         let status = match &error {
-            RegistryError::NotFound(_) => StatusCode::NOT_FOUND,
-            RegistryError::Conflict(_) | RegistryError::Stale(_) => StatusCode::CONFLICT,
-            RegistryError::Invalid(_) => StatusCode::BAD_REQUEST,
+            RegistryError::NoInstance { .. }
+            | RegistryError::NotInService { .. }
+            | RegistryError::NoCheck { .. } => StatusCode::NOT_FOUND,
+            // The request is well formed but clashes with what is registered
+            // (or changed while it was applied): the client may resolve it.
+            RegistryError::ServiceLabelTaken { .. }
+            | RegistryError::IdLabelTaken { .. }
+            | RegistryError::InOtherService { .. }
+            | RegistryError::NoTtlCheck { .. }
+            | RegistryError::Stale { .. }
+            | RegistryError::Contended { .. } => StatusCode::CONFLICT,
+            RegistryError::DuplicateId { .. } | RegistryError::InvalidStored { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             RegistryError::Store(_) | RegistryError::Load(_) => StatusCode::INTERNAL_SERVER_ERROR,
             RegistryError::Closed => StatusCode::SERVICE_UNAVAILABLE,
         };

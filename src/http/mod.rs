@@ -11,9 +11,8 @@ mod consul;
 mod error;
 mod native;
 pub mod server;
+mod state;
 mod views;
-
-use std::sync::Arc;
 
 use axum::{
     Router,
@@ -23,23 +22,7 @@ use axum::{
 };
 
 pub use error::ApiError;
-
-use crate::{metrics::Metrics, registry::Registry};
-
-/// What every handler needs; cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    pub registry: Registry,
-    /// The dynamic domain, for showing DNS names.
-    pub domain: Arc<str>,
-    pub include_warning: bool,
-    pub metrics: Arc<Metrics>,
-    /// How roster presents itself to Consul clients.
-    pub consul: crate::config::ConsulConfig,
-    /// Cancelled when roster begins to shut down: blocked Consul queries
-    /// answer at once instead of holding the shutdown up.
-    pub shutting_down: tokio_util::sync::CancellationToken,
-}
+pub use state::AppState;
 
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {

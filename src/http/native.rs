@@ -12,14 +12,16 @@ use axum::{
 use serde::Deserialize;
 
 use super::{
-    AppState,
     body::{body_bytes, parse_json},
     error::ApiError,
+    state::AppState,
     views,
 };
 use crate::{
-    model::{InstanceBody, Status, validate_maintenance_reason},
-    registry::{Command, Outcome},
+    model::{
+        InstanceBody, InstanceId, MAX_NOTE_BYTES, ServiceName, Status, validate_maintenance_reason,
+    },
+    registry::{Command, InOtherService, Outcome, RegistryError, Reporter},
 };
 
 type PathRejection = axum::extract::rejection::PathRejection;
@@ -29,6 +31,29 @@ fn path_pair(
 ) -> Result<(String, String), ApiError> {
     path.map(|Path(pair)| pair)
         .map_err(|e| ApiError::bad_request("path", e.body_text()))
+}
+
+/// The service and instance a path names, typed for a command. A name
+/// that cannot be valid names no registered instance, so the answer is the
+/// registry's 404 for it, worded as the registry words it: about the ID when
+/// no instance has it, else about the service.
+fn named_instance(
+    state: &AppState,
+    service: String,
+    id: String,
+) -> Result<(ServiceName, InstanceId), ApiError> {
+    let Ok(parsed_id) = InstanceId::parse(&id) else {
+        return Err(RegistryError::NoInstance { id }.into());
+    };
+    let Ok(parsed_service) = ServiceName::parse(&service) else {
+        let error = if state.registry.state().instance(&id).is_some() {
+            RegistryError::NotInService { id, service }
+        } else {
+            RegistryError::NoInstance { id }
+        };
+        return Err(error.into());
+    };
+    Ok((parsed_service, parsed_id))
 }
 
 fn instance_response(state: &AppState, outcome: Outcome) -> Response {
@@ -57,7 +82,7 @@ pub async fn register(
         .registry
         .execute(Command::Register {
             instance,
-            move_between_services: false,
+            in_other_service: InOtherService::Refuse,
         })
         .await?;
     Ok(instance_response(&state, outcome))
@@ -69,6 +94,7 @@ pub async fn deregister(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let (service, id) = path_pair(path)?;
+    let (service, id) = named_instance(&state, service, id)?;
     let outcome = state
         .registry
         .execute(Command::Deregister {
@@ -153,9 +179,13 @@ pub async fn heartbeat(
         })?,
     };
     let note = body.note.unwrap_or_default();
-    if note.len() > 4096 {
-        return Err(ApiError::bad_request("note", "must be at most 4096 bytes"));
+    if note.len() > MAX_NOTE_BYTES {
+        return Err(ApiError::bad_request(
+            "note",
+            format!("must be at most {MAX_NOTE_BYTES} bytes"),
+        ));
     }
+    let (service, id) = named_instance(&state, service, id)?;
     let outcome = state
         .registry
         .execute(Command::CheckResult {
@@ -164,7 +194,7 @@ pub async fn heartbeat(
             check_id: None,
             status,
             output: note,
-            heartbeat: true,
+            from: Reporter::Service,
         })
         .await?;
     Ok(instance_response(&state, outcome))
@@ -188,6 +218,7 @@ pub async fn maintenance(
     let body: MaintenanceBody = parse_json(&body_bytes(body)?)?;
     let reason = body.reason.unwrap_or_default();
     validate_maintenance_reason(&reason).map_err(|e| ApiError::bad_request(e.field, e.message))?;
+    let (service, id) = named_instance(&state, service, id)?;
     let outcome = state
         .registry
         .execute(Command::Maintenance {

@@ -223,6 +223,10 @@ impl CheckBody {
     }
 }
 
+/// The longest note a service may send with a TTL report, which becomes
+/// the check's output; Consul's default `OutputMaxSize` too.
+pub const MAX_NOTE_BYTES: usize = 4096;
+
 /// Longest check name or notes kept; they are shown back, never served.
 const MAX_CHECK_TEXT: usize = 4096;
 

@@ -8,8 +8,8 @@ mod instance;
 mod names;
 
 pub use check::{
-    CheckBody, CheckDefinition, CheckKind, MAX_CHECKS, MIN_INTERVAL, Status, validate_host_port,
-    validate_http_url,
+    CheckBody, CheckDefinition, CheckKind, MAX_CHECKS, MAX_NOTE_BYTES, MIN_INTERVAL, Status,
+    validate_host_port, validate_http_url,
 };
 pub use duration::{DurationError, GoDuration, format_go_duration, parse_go_duration};
 /// For the Consul adapter, which gives checks the same default IDs.

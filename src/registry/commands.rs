@@ -10,17 +10,16 @@ use super::{
     state::{CheckState, InstanceState, RegistryState, ServiceState},
     store::{Mutation, StoredInstance},
 };
-use crate::model::{DnsLabel, Instance, Status};
+use crate::model::{CheckKind, DnsLabel, Instance, InstanceId, ServiceName, Status};
 
 /// A change a front door asks for.
 #[derive(Debug)]
 pub enum Command {
-    /// Create or replace an instance. `move_between_services` lets an ID
-    /// registered under another service move here (Consul's semantics); the
-    /// native API refuses that instead, since a path names one service.
+    /// Create or replace an instance.
     Register {
         instance: Instance,
-        move_between_services: bool,
+        /// What to do when the ID is registered under another service.
+        in_other_service: InOtherService,
     },
     /// Register an instance computed from what was read of the registry (an
     /// edited copy of the instance, or one merged with it), provided the
@@ -34,27 +33,63 @@ pub enum Command {
         modify_index: Option<u64>,
     },
     /// Remove an instance; `service`, when given, must be the one it is in.
-    Deregister { service: Option<String>, id: String },
+    Deregister {
+        service: Option<ServiceName>,
+        id: InstanceId,
+    },
     /// Drain (`Some(reason)`) or restore (`None`) an instance.
     Maintenance {
-        service: Option<String>,
-        id: String,
+        service: Option<ServiceName>,
+        id: InstanceId,
         reason: Option<String>,
     },
     /// A check result: from the checker, or a heartbeat for TTL checks.
-    /// `check_id: None` means every TTL check of the instance. `heartbeat`
-    /// marks a report from the service itself, which restarts TTL timers;
-    /// the checker's own results (including a TTL expiring) do not.
+    /// `check_id: None` means every TTL check of the instance.
     CheckResult {
-        service: Option<String>,
-        id: String,
+        service: Option<ServiceName>,
+        id: InstanceId,
         check_id: Option<String>,
         status: Status,
         output: String,
-        heartbeat: bool,
+        /// Who reported it, which decides whether TTL timers restart.
+        from: Reporter,
     },
     /// Load instances from an export (or the store at start-up).
     Import { instances: Vec<StoredInstance> },
+}
+
+/// What [`Command::Register`] does with an ID registered under another
+/// service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InOtherService {
+    /// Move it here (Consul's semantics: its agent API names an instance by
+    /// ID alone).
+    Move,
+    /// Refuse (the native API: a path names one service, so a write there
+    /// must not take an instance from another).
+    Refuse,
+}
+
+/// Who sent a [`Command::CheckResult`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reporter {
+    /// The service itself (a heartbeat, a Consul TTL update): it restarts
+    /// the TTL timers of the checks it reports to.
+    Service,
+    /// The health checker (a probe result, a TTL expiring): it restarts
+    /// nothing, or an expiry would keep itself from recurring.
+    Checker,
+}
+
+/// Whether a change to an instance is written to the store, or only to the
+/// state.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Persist {
+    /// Written with the batch's commit: registrations, maintenance, imports.
+    Write,
+    /// State only: what the store already holds (at start-up), or runtime
+    /// health, which is not stored.
+    StateOnly,
 }
 
 /// What a successful command returns to its caller.
@@ -120,23 +155,36 @@ pub fn apply(
     match command {
         Command::Register {
             instance,
-            move_between_services,
-        } => register(state, instance, move_between_services, None, true, effects),
+            in_other_service,
+        } => register(
+            state,
+            instance,
+            in_other_service,
+            None,
+            Persist::Write,
+            effects,
+        ),
         Command::Edit {
             instance,
             modify_index,
         } => {
             let current = state.instance(instance.id.as_str()).map(|i| i.modify_index);
             if current != modify_index {
-                return Err(RegistryError::Stale(format!(
-                    "instance {:?} changed while this request was editing it",
-                    instance.id.as_str()
-                )));
+                return Err(RegistryError::Stale {
+                    id: instance.id.as_str().to_owned(),
+                });
             }
-            register(state, instance, true, None, true, effects)
+            register(
+                state,
+                instance,
+                InOtherService::Move,
+                None,
+                Persist::Write,
+                effects,
+            )
         }
         Command::Deregister { service, id } => {
-            let existing = find(state, service.as_deref(), &id)?;
+            let existing = find(state, service.as_ref(), &id)?;
             remove(state, &existing, effects);
             Ok(Outcome::Removed)
         }
@@ -145,13 +193,13 @@ pub fn apply(
             id,
             reason,
         } => {
-            let existing = find(state, service.as_deref(), &id)?;
+            let existing = find(state, service.as_ref(), &id)?;
             if existing.maintenance == reason {
                 return Ok(Outcome::Instance(existing));
             }
             let mut updated = (*existing).clone();
             updated.maintenance = reason;
-            let updated = commit_instance(state, updated, true, effects);
+            let updated = commit_instance(state, updated, Persist::Write, effects);
             Ok(Outcome::Instance(updated))
         }
         Command::CheckResult {
@@ -160,15 +208,15 @@ pub fn apply(
             check_id,
             status,
             output,
-            heartbeat,
+            from,
         } => {
             let report = CheckReport {
                 check_id,
                 status,
                 output,
-                heartbeat,
+                from,
             };
-            check_result(state, service.as_deref(), &id, report, effects)
+            check_result(state, service.as_ref(), &id, report, effects)
         }
         Command::Import { instances } => {
             // All or nothing: a bad instance anywhere leaves the state as it
@@ -220,10 +268,9 @@ pub fn restore(
         let restored = if seen.insert(stored.id.clone()) {
             restore_one(state, stored, from, effects)
         } else {
-            Err(RegistryError::Invalid(format!(
-                "instance ID {:?} appears more than once; each ID names one instance",
-                stored.id
-            )))
+            Err(RegistryError::DuplicateId {
+                id: stored.id.clone(),
+            })
         };
         match (restored, from) {
             (Ok(()), _) => {}
@@ -247,13 +294,26 @@ fn restore_one(
 ) -> Result<(), RegistryError> {
     let instance = stored
         .to_instance()
-        .map_err(|e| RegistryError::Invalid(format!("instance {:?}: {e}", stored.id)))?;
+        .map_err(|error| RegistryError::InvalidStored {
+            id: stored.id.clone(),
+            error,
+        })?;
     let restored = Restored {
         maintenance: stored.maintenance,
         create_index: stored.create_index,
     };
-    let durable = from == RestoreFrom::Import;
-    register(state, instance, true, Some(restored), durable, effects)?;
+    let persist = match from {
+        RestoreFrom::Import => Persist::Write,
+        RestoreFrom::StartUp => Persist::StateOnly,
+    };
+    register(
+        state,
+        instance,
+        InOtherService::Move,
+        Some(restored),
+        persist,
+        effects,
+    )?;
     Ok(())
 }
 
@@ -265,18 +325,22 @@ struct Restored {
 
 fn find(
     state: &RegistryState,
-    service: Option<&str>,
-    id: &str,
+    service: Option<&ServiceName>,
+    id: &InstanceId,
 ) -> Result<Arc<InstanceState>, RegistryError> {
     let instance = state
-        .instance(id)
-        .ok_or_else(|| RegistryError::NotFound(format!("no instance with ID {id:?}")))?;
+        .instance(id.as_str())
+        .ok_or_else(|| RegistryError::NoInstance {
+            id: id.as_str().to_owned(),
+        })?;
     if let Some(service) = service {
-        let wanted = DnsLabel::from_name(service, "service").ok();
-        if wanted.as_ref() != Some(instance.instance.service.label()) {
-            return Err(RegistryError::NotFound(format!(
-                "no instance {id:?} in service {service:?}"
-            )));
+        // By label, as DNS tells services apart: `Hello Service` and
+        // `hello-service` name one service.
+        if service.label() != instance.instance.service.label() {
+            return Err(RegistryError::NotInService {
+                id: id.as_str().to_owned(),
+                service: service.as_str().to_owned(),
+            });
         }
     }
     Ok(instance.clone())
@@ -287,9 +351,9 @@ fn find(
 fn register(
     state: &mut RegistryState,
     mut instance: Instance,
-    move_between_services: bool,
+    in_other_service: InOtherService,
     restored: Option<Restored>,
-    durable: bool,
+    persist: Persist,
     effects: &mut Effects,
 ) -> Result<Outcome, RegistryError> {
     let label = instance.service.label().clone();
@@ -297,33 +361,32 @@ fn register(
     if let Some(service) = service
         && service.name != instance.service
     {
-        return Err(RegistryError::Conflict(format!(
-            "service {:?} maps to the DNS label {label:?}, which service {:?} already uses; pick a name that differs in letters or digits",
-            instance.service.as_str(),
-            service.name.as_str(),
-        )));
+        return Err(RegistryError::ServiceLabelTaken {
+            service: instance.service.as_str().to_owned(),
+            label,
+            owner: service.name.as_str().to_owned(),
+        });
     }
     if let Some(clash) = service
         .and_then(|s| s.id_with_label(instance.id.label().as_str()))
         .filter(|other| *other != instance.id.as_str())
     {
-        return Err(RegistryError::Conflict(format!(
-            "instance ID {:?} maps to the DNS label {:?}, which instance {clash:?} of this service already uses",
-            instance.id.as_str(),
-            instance.id.label().as_str(),
-        )));
+        return Err(RegistryError::IdLabelTaken {
+            id: instance.id.as_str().to_owned(),
+            label: instance.id.label().as_str().to_owned(),
+            owner: clash.to_owned(),
+        });
     }
     let previous = state.instance(instance.id.as_str()).cloned();
     let moved = previous
         .as_ref()
         .is_some_and(|p| p.instance.service.label() != &label);
-    if moved && !move_between_services {
+    if moved && in_other_service == InOtherService::Refuse {
         let previous_service = previous.as_ref().map(|p| p.instance.service.as_str());
-        return Err(RegistryError::Conflict(format!(
-            "instance ID {:?} is registered in service {:?}; IDs are unique across services, so deregister it there first",
-            instance.id.as_str(),
-            previous_service.unwrap_or_default(),
-        )));
+        return Err(RegistryError::InOtherService {
+            id: instance.id.as_str().to_owned(),
+            service: previous_service.unwrap_or_default().to_owned(),
+        });
     }
     // Nothing below refuses.
     if let Some(service) = state.services.get(&label) {
@@ -386,26 +449,26 @@ fn register(
         create_index,
         modify_index: index,
     };
-    let updated = commit_instance(state, updated, durable, effects);
+    let updated = commit_instance(state, updated, persist, effects);
     effects
         .events
         .push(super::RegistryEvent::Upserted(updated.clone()));
     Ok(Outcome::Instance(updated))
 }
 
-/// Stores `updated` in the state under a new index; `durable` adds it to
-/// what the store must write.
+/// Stores `updated` in the state under a new index, and with
+/// [`Persist::Write`] adds it to what the store must write.
 fn commit_instance(
     state: &mut RegistryState,
     mut updated: InstanceState,
-    durable: bool,
+    persist: Persist,
     effects: &mut Effects,
 ) -> Arc<InstanceState> {
     state.index += 1;
     updated.modify_index = state.index;
     let label = updated.instance.service.label().clone();
     let id = updated.instance.id.shared();
-    if durable {
+    if persist == Persist::Write {
         effects.mutations.push(Mutation::Put(StoredInstance::new(
             &updated.instance,
             updated.maintenance.clone(),
@@ -445,13 +508,13 @@ struct CheckReport {
     check_id: Option<String>,
     status: Status,
     output: String,
-    heartbeat: bool,
+    from: Reporter,
 }
 
 fn check_result(
     state: &mut RegistryState,
-    service: Option<&str>,
-    id: &str,
+    service: Option<&ServiceName>,
+    id: &InstanceId,
     report: CheckReport,
     effects: &mut Effects,
 ) -> Result<Outcome, RegistryError> {
@@ -459,14 +522,17 @@ fn check_result(
         check_id,
         status,
         output,
-        heartbeat,
+        from,
     } = report;
     let existing = find(state, service, id)?;
     let targets: Vec<usize> = match &check_id {
         Some(check_id) => {
-            let (i, _, _) = existing.check(check_id).ok_or_else(|| {
-                RegistryError::NotFound(format!("instance {id:?} has no check {check_id:?}"))
-            })?;
+            let (i, _, _) = existing
+                .check(check_id)
+                .ok_or_else(|| RegistryError::NoCheck {
+                    id: id.as_str().to_owned(),
+                    check_id: check_id.clone(),
+                })?;
             vec![i]
         }
         None => existing
@@ -474,21 +540,21 @@ fn check_result(
             .checks
             .iter()
             .enumerate()
-            .filter(|(_, def)| def.kind.type_name() == "ttl")
+            .filter(|(_, def)| matches!(def.kind, CheckKind::Ttl { .. }))
             .map(|(i, _)| i)
             .collect(),
     };
     if targets.is_empty() {
-        return Err(RegistryError::Conflict(format!(
-            "instance {id:?} has no ttl check to report to"
-        )));
+        return Err(RegistryError::NoTtlCheck {
+            id: id.as_str().to_owned(),
+        });
     }
-    if heartbeat {
+    if from == Reporter::Service {
         for &i in &targets {
             let def = &existing.instance.checks[i];
-            if def.kind.type_name() == "ttl" {
+            if let CheckKind::Ttl { .. } = def.kind {
                 effects.events.push(super::RegistryEvent::Heartbeat {
-                    id: id.to_owned(),
+                    id: id.as_str().to_owned(),
                     check_id: def.id.clone(),
                     status,
                 });
@@ -512,7 +578,7 @@ fn check_result(
         if check.status != status {
             check.changed_at = now;
             effects.transitions.push(Transition {
-                instance: id.to_owned(),
+                instance: id.as_str().to_owned(),
                 check: existing.instance.checks[i].id.clone(),
                 from: check.status,
                 to: status,
@@ -523,7 +589,7 @@ fn check_result(
         check.output = output.clone();
         check.modify_index = index;
     }
-    let updated = commit_instance(state, updated, false, effects);
+    let updated = commit_instance(state, updated, Persist::StateOnly, effects);
     Ok(Outcome::Instance(updated))
 }
 
@@ -541,7 +607,7 @@ mod tests {
     fn register(state: &mut RegistryState, service: &str, id: &str) -> Result<(), RegistryError> {
         let command = Command::Register {
             instance: instance(service, id),
-            move_between_services: false,
+            in_other_service: InOtherService::Refuse,
         };
         apply(state, command, &mut Effects::default()).map(|_| ())
     }
@@ -559,11 +625,11 @@ mod tests {
         let index = state.index;
         assert!(matches!(
             register(&mut state, "web", "web-1"),
-            Err(RegistryError::Conflict(_))
+            Err(RegistryError::IdLabelTaken { .. })
         ));
         assert!(matches!(
             register(&mut state, "web", "WEB_1"),
-            Err(RegistryError::Conflict(_))
+            Err(RegistryError::IdLabelTaken { .. })
         ));
         assert_eq!(state.index, index, "a refused registration changes nothing");
         assert_eq!(ids(&state), ["Web 1"]);
@@ -572,7 +638,7 @@ mod tests {
         register(&mut state, "web", "web-1").unwrap();
         assert!(matches!(
             register(&mut state, "web", "Web 1"),
-            Err(RegistryError::Conflict(_))
+            Err(RegistryError::IdLabelTaken { .. })
         ));
         // The same ID again is a replacement, not a clash.
         register(&mut state, "web", "web-1").unwrap();
@@ -588,7 +654,7 @@ mod tests {
         register(&mut state, "web", "web-2").unwrap();
         let command = Command::Deregister {
             service: None,
-            id: "Web 1".into(),
+            id: InstanceId::parse("Web 1").unwrap(),
         };
         apply(&mut state, command, &mut Effects::default()).unwrap();
         register(&mut state, "web", "web-1").unwrap();
@@ -603,7 +669,7 @@ mod tests {
         let mut effects = Effects::default();
         let command = Command::Register {
             instance: instance("api", "a"),
-            move_between_services: false,
+            in_other_service: InOtherService::Refuse,
         };
         assert!(apply(&mut state, command, &mut effects).is_err());
         assert_eq!(state.index, before);

@@ -72,8 +72,8 @@ mod tests {
     use super::*;
     use crate::{
         metrics::Metrics,
-        model::{Instance, InstanceBody, Status},
-        registry::{Command, Registry, RegistryEvent, TableSettings},
+        model::{Instance, InstanceBody, InstanceId, Status},
+        registry::{Command, InOtherService, Registry, RegistryEvent, Reporter, TableSettings},
     };
 
     fn settings() -> TableSettings {
@@ -96,7 +96,7 @@ mod tests {
     fn register(id: &str) -> Command {
         Command::Register {
             instance: instance(id),
-            move_between_services: false,
+            in_other_service: InOtherService::Refuse,
         }
     }
 
@@ -206,17 +206,17 @@ mod tests {
         registry
             .submit(Command::CheckResult {
                 service: None,
-                id: "a".into(),
+                id: InstanceId::parse("a").expect("a valid ID"),
                 check_id: Some(check_id.clone()),
                 status: Status::Critical,
                 output: "TTL expired".into(),
-                heartbeat: false,
+                from: Reporter::Checker,
             })
             .await;
         registry
             .submit(Command::Deregister {
                 service: None,
-                id: "a".into(),
+                id: InstanceId::parse("a").expect("a valid ID"),
             })
             .await;
         // A write that waits for its answer is in a later batch than the

@@ -31,9 +31,12 @@ use tokio::{
 };
 use tracing::{error, info, warn};
 
-use crate::metrics::Metrics;
+use crate::{
+    metrics::Metrics,
+    model::{DnsLabel, Instance, ValidationError},
+};
 
-pub use commands::{Command, Outcome};
+pub use commands::{Command, InOtherService, Outcome, Reporter};
 pub use embedded::EmbeddedStore;
 pub use state::{CheckState, InstanceState, RegistryState, ServiceState};
 pub use store::{Loaded, MemoryStore, Mutation, Store, StoreError, StoredInstance};
@@ -49,25 +52,95 @@ const MAX_BATCH: usize = 4096;
 /// pushes back on clients instead of growing memory without bound.
 const QUEUE_DEPTH: usize = 16_384;
 
-/// Why a command failed.
+/// Why a command failed. Each variant says what went wrong in terms of
+/// the registry, with the names involved, so that each front door maps it
+/// to its own answer (the native API's 409 for a clash is the Consul API's
+/// 400); the messages are the ones users see.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    Invalid(String),
-    /// An [`Command::Edit`] lost a race with another change.
-    #[error("{0}")]
-    Stale(String),
+    /// No instance has this ID.
+    #[error("no instance with ID {id:?}")]
+    NoInstance { id: String },
+    /// The instance exists, but not in the service the request named.
+    #[error("no instance {id:?} in service {service:?}")]
+    NotInService { id: String, service: String },
+    /// The instance has no check with this ID.
+    #[error("instance {id:?} has no check {check_id:?}")]
+    NoCheck { id: String, check_id: String },
+    /// A report to "every TTL check" of an instance that has none.
+    #[error("instance {id:?} has no ttl check to report to")]
+    NoTtlCheck { id: String },
+    /// Another service's name maps to the same DNS label.
+    #[error(
+        "service {service:?} maps to the DNS label {label:?}, which service {owner:?} already uses; pick a name that differs in letters or digits"
+    )]
+    ServiceLabelTaken {
+        service: String,
+        label: DnsLabel,
+        /// The service already registered under the label.
+        owner: String,
+    },
+    /// Another instance of the service has an ID with the same DNS label.
+    #[error(
+        "instance ID {id:?} maps to the DNS label {label:?}, which instance {owner:?} of this service already uses"
+    )]
+    IdLabelTaken {
+        id: String,
+        label: String,
+        /// The instance already registered under the label.
+        owner: String,
+    },
+    /// The ID is registered in another service, and the request may not
+    /// move it ([`InOtherService::Refuse`]).
+    #[error(
+        "instance ID {id:?} is registered in service {service:?}; IDs are unique across services, so deregister it there first"
+    )]
+    InOtherService { id: String, service: String },
+    /// An import names one ID twice.
+    #[error("instance ID {id:?} appears more than once; each ID names one instance")]
+    DuplicateId { id: String },
+    /// An imported (or stored) instance fails the API's validation.
+    #[error("instance {id:?}: {error}")]
+    InvalidStored {
+        id: String,
+        #[source]
+        error: ValidationError,
+    },
+    /// A [`Command::Edit`] lost a race with another change.
+    #[error("instance {id:?} changed while this request was editing it")]
+    Stale { id: String },
+    /// A [`Registry::edit`] lost the race [`EDIT_ATTEMPTS`] times in a row.
+    #[error("instance {id:?} kept changing while this request edited it; try again")]
+    Contended {
+        /// The instance being edited.
+        id: String,
+    },
+    /// The batch the change was in could not be committed. Shared: every
+    /// command of the batch fails with the same store error.
     #[error("the change was not saved: {0}")]
-    Store(String),
+    Store(#[source] Arc<StoreError>),
     /// The store's contents could not be loaded at start-up.
     #[error("cannot load the stored registry: {0}")]
-    Load(String),
+    Load(#[source] StoreError),
     #[error("roster is shutting down")]
     Closed,
+}
+
+/// How many times [`Registry::edit`] reads again and retries when another
+/// change to the same instance lands between its read and its write. Each
+/// lost race means someone else's write succeeded, so the registry as a
+/// whole made progress; the bound only stops one request from retrying
+/// forever under a storm of writes to one instance.
+pub const EDIT_ATTEMPTS: usize = 64;
+
+/// Why a [`Registry::edit`] wrote nothing.
+#[derive(Debug)]
+pub enum EditError<E> {
+    /// The caller's change refused the instance as it found it.
+    Refused(E),
+    /// The registry refused the write, or every attempt lost its race
+    /// ([`RegistryError::Contended`]).
+    Registry(RegistryError),
 }
 
 /// What the health checker needs to hear about.
@@ -128,8 +201,8 @@ impl Registry {
             let store = store.clone();
             tokio::task::spawn_blocking(move || store.load())
                 .await
-                .map_err(|e| RegistryError::Load(e.to_string()))?
-                .map_err(|e| RegistryError::Load(e.to_string()))?
+                .map_err(|e| RegistryError::Load(StoreError::Crashed(e.to_string())))?
+                .map_err(RegistryError::Load)?
         };
         // The index never goes back across restarts: the store holds a
         // ceiling above every index handed out, and restored instances get
@@ -140,14 +213,14 @@ impl Registry {
             ..RegistryState::default()
         };
         let mut effects = commands::Effects::default();
-        // What the store holds is not written back, so no mutations.
+        // What the store holds is not written back, so no mutations. (At
+        // start-up a bad instance is skipped, not an error.)
         commands::restore(
             &mut state,
             loaded.instances,
             commands::RestoreFrom::StartUp,
             &mut effects,
-        )
-        .map_err(|e| RegistryError::Load(e.to_string()))?;
+        )?;
         state.index = state.index.max(1);
         let mut table = RecordTable::default();
         for label in &effects.touched {
@@ -198,6 +271,44 @@ impl Registry {
             .await
             .map_err(|_| RegistryError::Closed)?;
         answer.await.map_err(|_| RegistryError::Closed)?
+    }
+
+    /// A read-modify-write of one instance that cannot lose a concurrent
+    /// change: `change` gets the published state and the instance `id` as it
+    /// is there (`None`: not registered) and returns the instance to
+    /// register; it is written only if that instance is still as read, else
+    /// `change` runs again on a fresh read. So two doors adding a check to
+    /// one instance at once both keep theirs.
+    ///
+    /// `change` may run several times and must not have side effects. The
+    /// instance it returns may move between services (as in Consul). Every
+    /// door that edits rather than replaces uses this (the Consul API now,
+    /// DNS UPDATE later), so the retry lives in one place.
+    pub async fn edit<E>(
+        &self,
+        id: &str,
+        mut change: impl FnMut(&RegistryState, Option<&Arc<InstanceState>>) -> Result<Instance, E>,
+    ) -> Result<Outcome, EditError<E>> {
+        for _ in 0..EDIT_ATTEMPTS {
+            let state = self.state();
+            let instance = change(&state, state.instance(id)).map_err(EditError::Refused)?;
+            // The guard is on the instance written, read from the same
+            // snapshot `change` saw, even if `change` renamed it.
+            let modify_index = state
+                .instance(instance.id.as_str())
+                .map(|current| current.modify_index);
+            let command = Command::Edit {
+                instance,
+                modify_index,
+            };
+            match self.execute(command).await {
+                Err(RegistryError::Stale { .. }) => continue,
+                done => return done.map_err(EditError::Registry),
+            }
+        }
+        Err(EditError::Registry(RegistryError::Contended {
+            id: id.to_owned(),
+        }))
     }
 
     /// Sends a command without waiting for it (the checker's results).
@@ -266,9 +377,9 @@ impl Writer {
         for envelope in batch {
             unacknowledged.push(match (&envelope.reply, &envelope.command) {
                 (None, Command::CheckResult { id, check_id, .. }) => {
-                    Some((id.clone(), check_id.clone()))
+                    Some((id.as_str().to_owned(), check_id.clone()))
                 }
-                (None, Command::Deregister { id, .. }) => Some((id.clone(), None)),
+                (None, Command::Deregister { id, .. }) => Some((id.as_str().to_owned(), None)),
                 _ => None,
             });
             // Each command sees the state left by the ones before it; one
@@ -339,10 +450,10 @@ impl Writer {
         if let Some((written, ceiling)) = commit {
             let committed = written
                 .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()));
-            if let Err(message) = committed {
-                error!(%message, "store commit failed; the batch is rejected");
+                .unwrap_or_else(|e| Err(StoreError::Crashed(e.to_string())));
+            if let Err(failure) = committed {
+                error!(message = %failure, "store commit failed; the batch is rejected");
+                let failure = Arc::new(failure);
                 self.in_doubt.extend(std::mem::take(&mut self.batch_ids));
                 // The checker's own results went nowhere: tell it, or it
                 // would believe a status the registry never took on.
@@ -355,7 +466,7 @@ impl Writer {
                     }
                 }
                 for (reply, outcome) in replies {
-                    let failed = outcome.and(Err(RegistryError::Store(message.clone())));
+                    let failed = outcome.and(Err(RegistryError::Store(failure.clone())));
                     if let Some(reply) = reply {
                         let _ = reply.send(failed);
                     }
@@ -408,5 +519,129 @@ impl Writer {
                 let _ = reply.send(outcome);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::rr::Name;
+
+    use super::*;
+    use crate::model::InstanceBody;
+
+    async fn started() -> Registry {
+        let settings = TableSettings {
+            domain: Name::from_ascii("service.local.").expect("valid name"),
+            ttl: 30,
+            negative_ttl: 5,
+            include_warning: false,
+        };
+        // The events go nowhere: no checker listens in these tests.
+        let (events, _) = mpsc::unbounded_channel();
+        let (registry, _writer) = Registry::start(
+            Arc::new(MemoryStore::default()),
+            settings,
+            events,
+            Arc::new(Metrics::default()),
+        )
+        .await
+        .expect("start");
+        registry
+    }
+
+    fn instance(id: &str, tags: &[&str]) -> Instance {
+        let body = serde_json::json!({ "address": "10.0.0.1", "port": 80, "tags": tags });
+        let body: InstanceBody = serde_json::from_value(body).expect("valid body");
+        body.validate("web", id).expect("valid instance")
+    }
+
+    fn tags(registry: &Registry, id: &str) -> Vec<String> {
+        let state = registry.state();
+        let found = state.instance(id).expect("registered");
+        found.instance.tags.clone()
+    }
+
+    /// Registers `tag` added to "a" from outside the edit under way, and
+    /// waits until it is durable: the race an edit must not lose.
+    fn add_tag_meanwhile(registry: &Registry, tag: &str) {
+        let mut changed = (*registry.state().instance("a").expect("a").instance).clone();
+        changed.tags.push(tag.to_owned());
+        let command = Command::Register {
+            instance: changed,
+            in_other_service: InOtherService::Refuse,
+        };
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(registry.execute(command))
+        })
+        .expect("the concurrent change is written");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_edit_that_lost_a_race_reads_again_and_keeps_both_changes() {
+        let registry = started().await;
+        registry
+            .execute(Command::Register {
+                instance: instance("a", &[]),
+                in_other_service: InOtherService::Refuse,
+            })
+            .await
+            .expect("registered");
+        let mut calls = 0;
+        let edited = registry
+            .edit("a", |_, current| {
+                calls += 1;
+                if calls == 1 {
+                    add_tag_meanwhile(&registry, "theirs");
+                }
+                let mut instance = (*current.expect("registered").instance).clone();
+                instance.tags.push("mine".into());
+                Ok::<_, ()>(instance)
+            })
+            .await;
+        assert!(edited.is_ok(), "{edited:?}");
+        assert_eq!(calls, 2, "the stale first attempt is done again");
+        assert_eq!(tags(&registry, "a"), ["theirs", "mine"]);
+    }
+
+    #[tokio::test]
+    async fn an_edit_the_change_refuses_writes_nothing() {
+        let registry = started().await;
+        let index = registry.state().index;
+        let edited = registry
+            .edit("a", |_, current| match current {
+                Some(_) => Ok(instance("a", &[])),
+                None => Err("not registered"),
+            })
+            .await;
+        assert!(matches!(edited, Err(EditError::Refused("not registered"))));
+        assert_eq!(registry.state().index, index);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_edit_that_loses_every_race_gives_up_as_contended() {
+        let registry = started().await;
+        registry
+            .execute(Command::Register {
+                instance: instance("a", &[]),
+                in_other_service: InOtherService::Refuse,
+            })
+            .await
+            .expect("registered");
+        let mut calls = 0;
+        let edited = registry
+            .edit("a", |_, current| {
+                calls += 1;
+                add_tag_meanwhile(&registry, &format!("theirs-{calls}"));
+                Ok::<_, ()>((*current.expect("registered").instance).clone())
+            })
+            .await;
+        assert!(
+            matches!(
+                &edited,
+                Err(EditError::Registry(RegistryError::Contended { id })) if id == "a"
+            ),
+            "{edited:?}"
+        );
+        assert_eq!(calls, EDIT_ATTEMPTS);
     }
 }

@@ -17,6 +17,10 @@ pub enum StoreError {
     Write(String),
     #[error("store read failed: {0}")]
     Read(String),
+    /// The thread that ran the store call panicked or was cancelled; the
+    /// text is the runtime's own account of it.
+    #[error("{0}")]
+    Crashed(String),
     #[error(
         "store {path}: record {key:?} is unreadable ({message}); roster will not replace the file: move it aside and restore a backup with `roster import`, or start with an empty data directory"
     )]
@@ -155,5 +159,106 @@ impl Store for MemoryStore {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::model::{CheckKind, GoDuration, Status};
+
+    fn check(id: &str, kind: CheckKind) -> CheckDefinition {
+        CheckDefinition {
+            id: id.into(),
+            name: format!("{id} check"),
+            notes: "see the runbook".into(),
+            kind,
+            success_before_passing: 2,
+            failures_before_critical: 3,
+            deregister_critical_after: Some(GoDuration(Duration::from_secs(90))),
+            initial_status: Status::Warning,
+        }
+    }
+
+    /// An instance with every field set and one check of each kind, in
+    /// maintenance: what the store and exports hold at their fullest.
+    pub(crate) fn representative() -> StoredInstance {
+        StoredInstance {
+            service: "Hello Service".into(),
+            id: "web-1".into(),
+            address: "10.0.0.1".parse().expect("ip"),
+            address_as_given: Some("web-1.example".into()),
+            port: 8080,
+            tags: vec!["primary".into(), "v2".into()],
+            meta: [("version".to_owned(), "1.2".to_owned())].into(),
+            weight: 5,
+            priority: 1,
+            checks: vec![
+                check(
+                    "http",
+                    CheckKind::Http {
+                        url: "http://127.0.0.1:8080/health".into(),
+                        method: "GET".into(),
+                        headers: vec![("X-Probe".into(), "roster".into())],
+                        interval: GoDuration(Duration::from_secs(10)),
+                        timeout: GoDuration(Duration::from_millis(1500)),
+                    },
+                ),
+                check(
+                    "tcp",
+                    CheckKind::Tcp {
+                        address: "127.0.0.1:8080".into(),
+                        interval: GoDuration(Duration::from_secs(5)),
+                        timeout: GoDuration(Duration::from_secs(1)),
+                    },
+                ),
+                check(
+                    "ttl",
+                    CheckKind::Ttl {
+                        ttl: GoDuration(Duration::from_secs(30)),
+                    },
+                ),
+            ],
+            maintenance: Some("deploy".into()),
+            create_index: 42,
+        }
+    }
+
+    /// The stored form of an instance, byte for byte. The store and every
+    /// export hold this JSON, and `StoredInstance` embeds model types
+    /// (`CheckDefinition`, `CheckKind`, `Status`, `GoDuration`), so renaming
+    /// one of those would silently change the format that older files and
+    /// other versions read. If this fails, the rename changed the format:
+    /// keep the old name on the wire (`#[serde(rename = ...)]`) instead.
+    pub(crate) const REPRESENTATIVE_JSON: &str = concat!(
+        r#"{"service":"Hello Service","id":"web-1","address":"10.0.0.1","#,
+        r#""address_as_given":"web-1.example","port":8080,"tags":["primary","v2"],"#,
+        r#""meta":{"version":"1.2"},"weight":5,"priority":1,"checks":["#,
+        r#"{"id":"http","name":"http check","notes":"see the runbook","#,
+        r#""kind":{"http":{"url":"http://127.0.0.1:8080/health","method":"GET","#,
+        r#""headers":[["X-Probe","roster"]],"interval":"10s","timeout":"1.500s"}},"#,
+        r#""success_before_passing":2,"failures_before_critical":3,"#,
+        r#""deregister_critical_after":"1m30s","initial_status":"warning"},"#,
+        r#"{"id":"tcp","name":"tcp check","notes":"see the runbook","#,
+        r#""kind":{"tcp":{"address":"127.0.0.1:8080","interval":"5s","timeout":"1s"}},"#,
+        r#""success_before_passing":2,"failures_before_critical":3,"#,
+        r#""deregister_critical_after":"1m30s","initial_status":"warning"},"#,
+        r#"{"id":"ttl","name":"ttl check","notes":"see the runbook","#,
+        r#""kind":{"ttl":{"ttl":"30s"}},"#,
+        r#""success_before_passing":2,"failures_before_critical":3,"#,
+        r#""deregister_critical_after":"1m30s","initial_status":"warning"}],"#,
+        r#""maintenance":"deploy","create_index":42}"#,
+    );
+
+    #[test]
+    fn the_stored_json_does_not_change_when_a_model_type_is_renamed() {
+        let json = serde_json::to_string(&representative()).expect("serialises");
+        assert_eq!(json, REPRESENTATIVE_JSON);
+        let back: StoredInstance = serde_json::from_str(REPRESENTATIVE_JSON).expect("parses");
+        assert_eq!(back, representative());
+        back.to_instance()
+            .expect("the representative instance is valid");
     }
 }

@@ -17,27 +17,22 @@ use axum::{
 };
 
 use super::{
-    agent_checks::{EDIT_ATTEMPTS, check_id_owner, too_contended, write_edit},
-    error::ConsulError,
+    check_ids::ensure_check_ids_are_free,
+    error::{ConsulError, body_bytes, edited},
     query::{Params, parse_go_bool},
     registration::instance_from_body,
     views::{self, NodeInfo},
 };
 use crate::{
-    http::AppState,
-    model::{Instance, MAX_CHECKS},
-    registry::{Command, RegistryError, RegistryState},
+    http::state::AppState,
+    model::{InstanceId, MAX_CHECKS},
+    registry::{Command, RegistryError},
 };
-
-/// The request body, or why it could not be read (too large: 413).
-pub fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ConsulError> {
-    body.map_err(|rejection| ConsulError::new(rejection.status(), rejection.body_text()))
-}
 
 /// Maps "no such instance" to Consul's unknown-service answer.
 fn unknown_service_as_404(id: &str) -> impl FnOnce(RegistryError) -> ConsulError + '_ {
     move |error| match error {
-        RegistryError::NotFound(_) => ConsulError::unknown_service(id),
+        RegistryError::NoInstance { .. } => ConsulError::unknown_service(id),
         other => other.into(),
     }
 }
@@ -59,56 +54,29 @@ pub async fn register_service(
         .get("replace-existing-checks")
         .is_some_and(|value| value.is_empty() || value == "true");
     let definition = instance_from_body(&bytes, &state.consul).await?;
-    // Merging with the checks the service already has is a read-modify-write:
-    // it is written only if the service is still as read, so a check
-    // registered meanwhile is not lost.
-    for _ in 0..EDIT_ATTEMPTS {
-        let mut instance = definition.clone();
-        let registry = state.registry.state();
-        let previous = registry.instance(instance.id.as_str());
-        if !replace_existing_checks && let Some(previous) = previous {
-            for check in &previous.instance.checks {
-                if !instance.checks.iter().any(|c| c.id == check.id) {
-                    instance.checks.push(check.clone());
+    // Merging with the checks the service already has is an edit of what is
+    // registered, so a check registered meanwhile is not lost.
+    let result = state
+        .registry
+        .edit(definition.id.as_str(), |registry, previous| {
+            let mut instance = definition.clone();
+            if !replace_existing_checks && let Some(previous) = previous {
+                for check in &previous.instance.checks {
+                    if !instance.checks.iter().any(|c| c.id == check.id) {
+                        instance.checks.push(check.clone());
+                    }
+                }
+                if instance.checks.len() > MAX_CHECKS {
+                    return Err(ConsulError::bad_request(format!(
+                        "Invalid check: at most {MAX_CHECKS} checks per service; use ?replace-existing-checks to drop the ones not in this definition"
+                    )));
                 }
             }
-            if instance.checks.len() > MAX_CHECKS {
-                return Err(ConsulError::bad_request(format!(
-                    "Invalid check: at most {MAX_CHECKS} checks per service; use ?replace-existing-checks to drop the ones not in this definition"
-                )));
-            }
-        }
-        ensure_check_ids_are_free(&registry, &instance)?;
-        if write_edit(&state, previous.map(|p| p.modify_index), instance).await? {
-            return Ok(StatusCode::OK);
-        }
-    }
-    Err(too_contended(definition.id.as_str()))
-}
-
-/// Consul's check IDs are unique on an agent, and the check endpoints find a
-/// check by ID alone, so an ID another service's check uses is refused.
-/// Default IDs (`service:<id>...`) embed the unique service ID and need no
-/// search.
-pub fn ensure_check_ids_are_free(
-    registry: &RegistryState,
-    instance: &Instance,
-) -> Result<(), ConsulError> {
-    let own_prefix = format!("service:{}", instance.id.as_str());
-    for check in &instance.checks {
-        if check.id.starts_with(&own_prefix) {
-            continue;
-        }
-        if let Some(owner) = check_id_owner(registry, &check.id)
-            && owner != instance.id.as_str()
-        {
-            return Err(ConsulError::bad_request(format!(
-                "Invalid check: check ID {:?} is already registered for service ID {owner:?}",
-                check.id
-            )));
-        }
-    }
-    Ok(())
+            ensure_check_ids_are_free(registry, &instance)?;
+            Ok(instance)
+        })
+        .await;
+    edited(result, definition.id.as_str())
 }
 
 /// `PUT /v1/agent/service/deregister/:id`: remove the service and its checks.
@@ -116,11 +84,13 @@ pub async fn deregister_service(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ConsulError> {
+    // An ID that cannot be valid is not registered.
+    let instance = InstanceId::parse(&id).map_err(|_| ConsulError::unknown_service(&id))?;
     state
         .registry
         .execute(Command::Deregister {
             service: None,
-            id: id.clone(),
+            id: instance,
         })
         .await
         .map_err(unknown_service_as_404(&id))?;
@@ -144,11 +114,12 @@ pub async fn service_maintenance(
     let reason = params.get("reason").unwrap_or_default().to_owned();
     crate::model::validate_maintenance_reason(&reason)
         .map_err(|e| ConsulError::bad_request(format!("Invalid reason: {}", e.message)))?;
+    let instance = InstanceId::parse(&id).map_err(|_| ConsulError::unknown_service(&id))?;
     state
         .registry
         .execute(Command::Maintenance {
             service: None,
-            id: id.clone(),
+            id: instance,
             reason: enable.then_some(reason),
         })
         .await

@@ -14,7 +14,7 @@ use std::time::Duration;
 use axum::{extract::FromRequestParts, http::request::Parts};
 
 use super::{error::ConsulError, query::Params};
-use crate::{http::AppState, model::parse_go_duration};
+use crate::{http::state::AppState, model::parse_go_duration};
 
 /// Consul's wait when a client gives an index without one.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(5 * 60);

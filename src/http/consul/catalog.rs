@@ -10,7 +10,7 @@ use super::{
     response::Indexed,
     views::{self, NodeInfo, ServiceNode},
 };
-use crate::http::AppState;
+use crate::http::state::AppState;
 
 /// `GET /v1/catalog/services`: each service name with its instances' tags,
 /// de-duplicated, `[]` rather than `null`.

@@ -4,12 +4,17 @@
 //! headers, because python-consul reads `X-Consul-Index` even on a 404.
 
 use axum::{
+    body::Bytes,
+    extract::rejection::BytesRejection,
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 
 use super::response::add_index_headers;
-use crate::{model::ValidationError, registry::RegistryError};
+use crate::{
+    model::ValidationError,
+    registry::{EditError, Outcome, RegistryError},
+};
 
 /// An error answered to a Consul client.
 #[derive(Debug)]
@@ -66,6 +71,29 @@ impl ConsulError {
     }
 }
 
+/// The request body, or why it could not be read (too large: 413).
+pub fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ConsulError> {
+    body.map_err(|rejection| ConsulError::new(rejection.status(), rejection.body_text()))
+}
+
+/// The answer to a `Registry::edit`: 200, the handler's own refusal, or the
+/// registry's. `what` names the thing edited (a service or check ID) when
+/// the edit kept losing its race.
+pub fn edited(
+    result: Result<Outcome, EditError<ConsulError>>,
+    what: &str,
+) -> Result<StatusCode, ConsulError> {
+    match result {
+        Ok(_) => Ok(StatusCode::OK),
+        Err(EditError::Refused(error)) => Err(error),
+        Err(EditError::Registry(RegistryError::Contended { .. })) => Err(ConsulError::new(
+            StatusCode::CONFLICT,
+            format!("{what:?}: the service kept changing while this request edited it; try again"),
+        )),
+        Err(EditError::Registry(error)) => Err(error.into()),
+    }
+}
+
 impl From<ValidationError> for ConsulError {
     fn from(error: ValidationError) -> Self {
         Self::bad_request(format!("Invalid {}: {}", error.field, error.message))
@@ -75,11 +103,18 @@ impl From<ValidationError> for ConsulError {
 impl From<RegistryError> for ConsulError {
     fn from(error: RegistryError) -> Self {
         let status = match &error {
-            RegistryError::NotFound(_) => StatusCode::NOT_FOUND,
+            RegistryError::NoInstance { .. }
+            | RegistryError::NotInService { .. }
+            | RegistryError::NoCheck { .. } => StatusCode::NOT_FOUND,
             // Consul has no conflicts; a refused name is bad input to it.
-            RegistryError::Conflict(_) | RegistryError::Invalid(_) => StatusCode::BAD_REQUEST,
+            RegistryError::ServiceLabelTaken { .. }
+            | RegistryError::IdLabelTaken { .. }
+            | RegistryError::InOtherService { .. }
+            | RegistryError::NoTtlCheck { .. }
+            | RegistryError::DuplicateId { .. }
+            | RegistryError::InvalidStored { .. } => StatusCode::BAD_REQUEST,
             RegistryError::Store(_) | RegistryError::Load(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            RegistryError::Stale(_) => StatusCode::CONFLICT,
+            RegistryError::Stale { .. } | RegistryError::Contended { .. } => StatusCode::CONFLICT,
             RegistryError::Closed => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self::new(status, error.to_string())

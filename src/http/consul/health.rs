@@ -23,7 +23,7 @@ use super::{
     response::Indexed,
     views::{self, HealthCheck, NodeInfo, ServiceEntry},
 };
-use crate::{http::AppState, model::Status};
+use crate::{http::state::AppState, model::Status};
 
 /// `GET /v1/health/service/:name?passing&tag=...`: `{Node, Service,
 /// Checks}` per instance; `Checks` includes the node's `serfHealth`.

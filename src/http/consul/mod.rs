@@ -16,6 +16,7 @@
 //! | --- | --- |
 //! | `agent.rs` | service register / deregister / maintenance, agent listings |
 //! | `agent_checks.rs` | check register / deregister, TTL pass / warn / fail |
+//! | `check_ids.rs` | finding a check by ID alone; check IDs unique per agent |
 //! | `catalog.rs`, `health.rs`, `status.rs` | read endpoints |
 //! | `registration.rs` | a service definition → `Instance` |
 //! | `checks.rs` | a Consul check → the model's `CheckBody` |
@@ -29,6 +30,7 @@ mod agent;
 mod agent_checks;
 mod blocking;
 mod catalog;
+mod check_ids;
 mod checks;
 mod error;
 mod health;
@@ -45,7 +47,7 @@ use axum::{
     routing::{get, put},
 };
 
-use super::AppState;
+use crate::http::state::AppState;
 
 /// Routes under `/v1/agent`, `/v1/catalog`, `/v1/health`, `/v1/status`, and
 /// 501s for the Consul endpoints roster does not serve.

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use axum::{Json, extract::State};
 
-use crate::http::AppState;
+use crate::http::state::AppState;
 
 /// Consul's server RPC port, shown in the leader's address as Consul does.
 const SERVER_PORT: u16 = 8300;

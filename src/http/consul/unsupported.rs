@@ -12,7 +12,7 @@ use axum::{
 };
 
 use super::error::ConsulError;
-use crate::http::AppState;
+use crate::http::state::AppState;
 
 /// Path prefixes that are Consul's and not served. The agent, catalog,
 /// health and status prefixes catch whatever their specific routes miss.

@@ -1,0 +1,95 @@
+//! Finding a check by its ID alone, as Consul's agent API addresses checks.
+//!
+//! roster keeps checks inside their instance, so a check ID is resolved to
+//! the instance that owns it (directly for the default `service:<id>[:<n>]`
+//! form, else by a scan), and an ID may belong to one instance only.
+//!
+//! Owns: check-ID lookup and the uniqueness rule. Used by both the service
+//! and the check endpoints, so it lives apart from either (they would
+//! otherwise import each other).
+
+use std::sync::Arc;
+
+use super::{error::ConsulError, views::MAINTENANCE_CHECK_PREFIX};
+use crate::{
+    model::Instance,
+    registry::{InstanceState, RegistryState},
+};
+
+/// What a check ID names.
+pub enum Found {
+    /// A check of an instance, at this position in its check list.
+    Check(Arc<InstanceState>, usize),
+    /// The `_service_maintenance:<id>` check of a drained instance.
+    Maintenance(Arc<InstanceState>),
+}
+
+/// The check `check_id` names, with the instance that holds it.
+pub fn find_check(registry: &RegistryState, check_id: &str) -> Option<Found> {
+    if let Some(id) = check_id.strip_prefix(MAINTENANCE_CHECK_PREFIX) {
+        return registry
+            .instance(id)
+            .filter(|i| i.maintenance.is_some())
+            .map(|i| Found::Maintenance(i.clone()));
+    }
+    let has = |instance: &Arc<InstanceState>| {
+        instance
+            .check(check_id)
+            .map(|(position, _, _)| Found::Check(instance.clone(), position))
+    };
+    // The default forms name the instance: `service:<id>` and
+    // `service:<id>:<n>`. IDs may contain ':', so each reading is verified.
+    if let Some(rest) = check_id.strip_prefix("service:") {
+        let mut candidates = vec![rest];
+        if let Some((id, n)) = rest.rsplit_once(':')
+            && !n.is_empty()
+            && n.bytes().all(|b| b.is_ascii_digit())
+        {
+            candidates.push(id);
+        }
+        for id in candidates {
+            if let Some(found) = registry.instance(id).and_then(has) {
+                return Some(found);
+            }
+        }
+    }
+    registry
+        .services
+        .values()
+        .flat_map(|service| service.instances())
+        .find_map(has)
+}
+
+/// The ID of the instance whose check has this ID, if any.
+fn check_id_owner(registry: &RegistryState, check_id: &str) -> Option<String> {
+    match find_check(registry, check_id)? {
+        Found::Check(instance, _) | Found::Maintenance(instance) => {
+            Some(instance.instance.id.as_str().to_owned())
+        }
+    }
+}
+
+/// Consul's check IDs are unique on an agent, and the check endpoints find a
+/// check by ID alone, so an ID another service's check uses is refused.
+/// Default IDs (`service:<id>...`) embed the unique service ID and need no
+/// search.
+pub fn ensure_check_ids_are_free(
+    registry: &RegistryState,
+    instance: &Instance,
+) -> Result<(), ConsulError> {
+    let own_prefix = format!("service:{}", instance.id.as_str());
+    for check in &instance.checks {
+        if check.id.starts_with(&own_prefix) {
+            continue;
+        }
+        if let Some(owner) = check_id_owner(registry, &check.id)
+            && owner != instance.id.as_str()
+        {
+            return Err(ConsulError::bad_request(format!(
+                "Invalid check: check ID {:?} is already registered for service ID {owner:?}",
+                check.id
+            )));
+        }
+    }
+    Ok(())
+}
