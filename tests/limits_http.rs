@@ -412,3 +412,65 @@ async fn a_client_that_stops_reading_its_answers_is_cut_off_after_the_write_time
     let reply = server.get(&["v1", "services"]).await;
     assert_eq!(reply.status, 200);
 }
+
+#[tokio::test]
+async fn when_every_connection_is_busy_a_new_client_gets_503_at_once_and_the_busy_ones_finish() {
+    const CAP: usize = 4;
+    let server = start_server_with(&[], |config| {
+        config.http.max_connections = CAP;
+    })
+    .await;
+    server.add("web", "web-1", "10.0.0.1", 80).await;
+    let client = http_client();
+    let url = |query: &str| format!("http://{}/v1/health/service/web{query}", server.http_addr);
+    let first = client.get(url("")).send().await.expect("GET");
+    let index: u64 = first
+        .headers()
+        .get("x-consul-index")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("an X-Consul-Index");
+    drop(first);
+    // Every slot held by a blocking query, each on its own connection (a
+    // fresh client each, so none shares a pooled connection). The idle
+    // connection of the first GET is closed to make room for them. Nothing
+    // can move the index while they hold every slot (a registration would
+    // be refused too), so they end by their own wait.
+    let mut blocked = JoinSet::new();
+    for _ in 0..CAP {
+        let request = http_client().get(url(&format!("?index={index}&wait=10s")));
+        blocked.spawn(request.send());
+    }
+    // A new client is refused at once with roster's JSON error, not left
+    // waiting behind the blocked ones. Until all of them are in, it may
+    // instead be answered: try again (bounded).
+    let refused = timeout(LIMIT, async {
+        loop {
+            let mut stream = connect(server.http_addr).await;
+            stream
+                .write_all(b"GET /v1/services HTTP/1.1\r\nhost: roster\r\n\r\n")
+                .await
+                .expect("write the request");
+            let (status, body) = read_response(&mut stream).await;
+            if status == 503 {
+                read_until_closed(&mut stream, "a refused connection").await;
+                return body;
+            }
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("a new client is refused once every connection is busy");
+    let error: Value = serde_json::from_slice(&refused).expect("a JSON error body");
+    assert!(error["error"].is_string(), "{error}");
+    // The busy ones were not closed to make room: each answers when its
+    // wait is over, and then a new client is served again.
+    assert_eq!(blocked.len(), CAP);
+    while let Some(answer) = timeout(LIMIT, blocked.join_next()).await.expect("answers") {
+        let response = answer.expect("task").expect("an HTTP answer");
+        assert_eq!(response.status().as_u16(), 200);
+    }
+    server.add("web", "web-2", "10.0.0.2", 80).await;
+    server.stop().await;
+}
