@@ -8,6 +8,13 @@ use clap::{Parser, Subcommand};
 use roster::{Config, Listeners};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of glibc's malloc: after a mass deregistration glibc
+/// kept every page roster had used, mimalloc gives most of them back
+/// (`bench/import/release_memory.sh`, in bench/import/README.md). Only the
+/// binary uses it; the library and its tests keep the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "roster", version, about = "DNS-based service discovery server")]
 struct Cli {
