@@ -17,8 +17,8 @@ use std::{cell::RefCell, collections::HashSet, net::IpAddr};
 
 use hickory_proto::rr::LowerName;
 
+use super::table::{RecordTable, ServiceRecords};
 use super::{lookup::shuffle, service_cache::ServiceCache, zones::StaticZones};
-use crate::registry::{RecordTable, ServiceRecords};
 
 const HEADER_LEN: usize = 12;
 /// An OPT record without options: root name, type, class, TTL, RDLENGTH.
@@ -380,11 +380,9 @@ mod tests {
     use super::*;
     use crate::{
         dns::DnsHandler,
+        dns::table::TableSettings,
         model::{Instance, InstanceBody, ServiceName},
-        registry::{
-            TableSettings,
-            state::{InstanceState, ServiceState},
-        },
+        registry::state::{InstanceState, ServiceState},
     };
 
     const DOMAIN: &str = "service.local.";

@@ -11,7 +11,7 @@ use std::{borrow::Cow, cell::RefCell};
 use hickory_proto::{ProtoError, rr::Record, serialize::binary::BinEncoder};
 
 use super::lookup::Answer;
-use crate::registry::table::max_encoded_len;
+use super::table::max_encoded_len;
 
 /// Header (12) is fixed; the OPT record is 11 octets without options.
 const HEADER_LEN: usize = 12;

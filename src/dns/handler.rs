@@ -17,6 +17,7 @@ use hickory_server::{
 };
 use tracing::debug;
 
+use super::table::RecordTable;
 use super::{
     fast::FastPath,
     fit,
@@ -24,7 +25,6 @@ use super::{
     service_cache::ServiceCache,
     zones::StaticZones,
 };
-use crate::registry::RecordTable;
 
 /// The only EDNS version roster speaks (RFC 6891).
 const EDNS_VERSION: u8 = 0;

@@ -10,11 +10,11 @@ use hickory_proto::{
 };
 use rand::{SeedableRng, rngs::SmallRng, seq::SliceRandom};
 
+use super::table::{RecordTable, ServiceRecords};
 use super::{
     query::{self, DynamicName, SrvForm},
     zones::{StaticZone, StaticZones},
 };
-use crate::registry::{RecordTable, ServiceRecords};
 
 /// The sections of a response, before size limits are applied.
 #[derive(Debug, Default)]

@@ -21,7 +21,7 @@
 
 use std::sync::Arc;
 
-use crate::registry::{RecordTable, ServiceRecords};
+use super::table::{RecordTable, ServiceRecords};
 
 /// Smallest and largest number of slots; between them, the cache keeps
 /// about four slots per service, so few services share one.
@@ -166,18 +166,16 @@ fn hash(label: &[u8]) -> u64 {
 }
 
 fn prefetch<T>(value: &T) {
-    crate::registry::table::prefetch((value as *const T).cast());
+    super::prefetch::prefetch((value as *const T).cast());
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{
+        dns::table::TableSettings,
         model::{Instance, InstanceBody, ServiceName},
-        registry::{
-            TableSettings,
-            state::{InstanceState, ServiceState},
-        },
+        registry::state::{InstanceState, ServiceState},
     };
     use hickory_proto::rr::Name;
 

@@ -1,14 +1,6 @@
-//! The record table: what DNS serves, derived from the registry state.
-//!
-//! It is immutable once built and published behind an `ArcSwap`, so the DNS
-//! path reads it without locks. Each service keeps a compact description of
-//! its servable instances (address, port, weight, priority, label, metadata),
-//! built when the service changes: DNS's fast path encodes answers straight
-//! from it, and the general path builds hickory `Record`s from it on demand.
-//! No `Record` is stored per instance: at 272 bytes each, with three or four
-//! per instance, they were most of roster's memory. Publishing a change
-//! rebuilds only the services it touched: the maps are persistent (`imbl`),
-//! so the new table shares everything else with the old one.
+//! One service's records: its servable instances in the compact form the
+//! DNS fast path encodes from, the names that exist under it, and the
+//! hickory `Record`s the general path builds from them on demand.
 
 use std::{
     collections::BTreeMap,
@@ -21,27 +13,15 @@ use std::{
 
 use hickory_proto::rr::{
     Name, RData, Record,
-    rdata::{A, AAAA, NS, SOA, SRV, TXT},
+    rdata::{A, AAAA, SRV, TXT},
 };
 
-pub use super::endpoint::Endpoint;
-use super::service_map::InlineLabel;
-pub use super::service_map::ServiceMap;
-use super::state::ServiceState;
-use crate::model::DnsLabel;
-
-/// What the table needs to know to build records.
-#[derive(Clone, Debug)]
-pub struct TableSettings {
-    /// The dynamic domain, lower-case and fully qualified.
-    pub domain: Name,
-    /// TTL of every answer record.
-    pub ttl: u32,
-    /// Negative-caching TTL: the SOA MINIMUM and the SOA record's own TTL.
-    pub negative_ttl: u32,
-    /// Serve instances whose worst check is `warning`.
-    pub include_warning: bool,
-}
+use super::{Endpoint, InlineLabel, TableSettings, wire_len};
+use crate::{
+    dns::prefetch::{prefetch, prefetch_lines},
+    model::DnsLabel,
+    registry::ServiceState,
+};
 
 /// One servable instance as the DNS fast path encodes it.
 #[derive(Debug)]
@@ -308,129 +288,6 @@ impl ServiceRecords {
     }
 }
 
-/// The snapshot DNS answers from.
-#[derive(Clone, Debug, Default)]
-pub struct RecordTable {
-    /// Services by DNS label; only services with at least one instance.
-    pub services: ServiceMap,
-    /// How many services carry each tag label, so that `_<tag>.<domain>`
-    /// (an empty non-terminal) answers NODATA rather than NXDOMAIN.
-    pub tag_use: imbl::HashMap<String, u32>,
-    /// The registry index this table reflects (the SOA serial).
-    pub index: u64,
-    /// SOA of the dynamic domain, its serial following the index.
-    pub soa: Option<Record>,
-    /// NS of the dynamic domain: `ns.<domain>.`.
-    pub ns: Option<Record>,
-}
-
-impl RecordTable {
-    /// Records that the table now reflects `index`: rebuilds the apex.
-    pub fn set_index(&mut self, index: u64, settings: &TableSettings) {
-        self.index = index;
-        let nameserver = child(&settings.domain, "ns");
-        let hostmaster = child(&settings.domain, "hostmaster");
-        // RFC 1982 serial arithmetic wraps at 2^32; the low bits still move
-        // on every change, which is what secondaries look at.
-        let serial = index as u32;
-        let soa = SOA::new(
-            nameserver.clone(),
-            hostmaster,
-            serial,
-            3600,
-            600,
-            86_400,
-            settings.negative_ttl,
-        );
-        self.soa = Some(Record::from_rdata(
-            settings.domain.clone(),
-            settings.negative_ttl,
-            RData::SOA(soa),
-        ));
-        self.ns = Some(Record::from_rdata(
-            settings.domain.clone(),
-            3600,
-            RData::NS(NS(nameserver)),
-        ));
-    }
-
-    /// Replaces the records of one service (or removes it if `service` is
-    /// `None` or empty), keeping `tag_use` in step. O(size of that service).
-    pub fn update_service(
-        &mut self,
-        label: &str,
-        service: Option<&ServiceState>,
-        settings: &TableSettings,
-    ) {
-        let old = self.services.remove(label);
-        if let Some(old) = &old {
-            for tag in old.tag_labels() {
-                if let Some(count) = self.tag_use.get_mut(tag) {
-                    *count -= 1;
-                    if *count == 0 {
-                        self.tag_use.remove(tag);
-                    }
-                }
-            }
-        }
-        let Some(service) = service.filter(|s| !s.is_empty()) else {
-            return;
-        };
-        let records = ServiceRecords::build(service, settings);
-        for tag in records.tag_labels() {
-            *self.tag_use.entry(tag.to_owned()).or_insert(0) += 1;
-        }
-        self.services.insert(Arc::new(records));
-    }
-}
-
-/// A hint to load the cache line at `address`; never faults, whatever the
-/// address, and does nothing on other architectures.
-#[inline(always)]
-pub(crate) fn prefetch(address: *const u8) {
-    // SAFETY: SSE is part of the x86_64 baseline, and a prefetch is only a
-    // hint: it dereferences nothing and cannot fault.
-    #[cfg(target_arch = "x86_64")]
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(address.cast())
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = address;
-}
-
-/// Prefetches the cache lines of `len` bytes from `start`, at most four.
-fn prefetch_lines(start: *const u8, len: usize) {
-    for offset in (0..len.min(256)).step_by(64) {
-        prefetch(start.wrapping_add(offset));
-    }
-}
-
-/// An upper bound on a record's encoded size, ignoring name compression.
-pub fn max_encoded_len(record: &Record) -> usize {
-    // Name::len is the presentation length; the wire form of a fully
-    // qualified name is one octet longer.
-    let name = wire_len;
-    let rdata = match &record.data {
-        RData::A(_) => 4,
-        RData::AAAA(_) => 16,
-        RData::SRV(srv) => 6 + name(&srv.target),
-        RData::TXT(txt) => txt.txt_data.iter().map(|s| s.len() + 1).sum(),
-        RData::NS(ns) => name(&ns.0),
-        RData::CNAME(cname) => name(&cname.0),
-        RData::SOA(soa) => name(&soa.mname) + name(&soa.rname) + 20,
-        // Anything else is rare here: make the caller encode to find out.
-        _ => return usize::MAX / 4,
-    };
-    name(&record.name) + 10 + rdata
-}
-
-/// The wire length of a fully qualified name, uncompressed: `Name::len` is
-/// the presentation length (with the final dot); the wire form is one octet
-/// longer. Counted generously (+2) as an upper bound.
-fn wire_len(name: &Name) -> usize {
-    name.len() + 2
-}
-
 fn address_rdata(address: IpAddr) -> RData {
     match address {
         IpAddr::V4(v4) => RData::A(A(v4)),
@@ -441,7 +298,7 @@ fn address_rdata(address: IpAddr) -> RData {
 /// `label.parent`; labels here are validated DNS labels, so this cannot fail
 /// unless the whole name exceeds 255 octets, which the config check rules
 /// out by bounding the domain's length.
-fn child(parent: &Name, label: &str) -> Name {
+pub(super) fn child(parent: &Name, label: &str) -> Name {
     parent
         .prepend_label(label)
         .unwrap_or_else(|_| parent.clone())
