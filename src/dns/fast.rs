@@ -18,22 +18,13 @@ use std::{cell::RefCell, collections::HashSet, net::IpAddr};
 use hickory_proto::rr::LowerName;
 
 use super::table::{RecordTable, ServiceRecords};
+use super::wire::{
+    self, A_RDATA_LEN, AAAA_RDATA_LEN, CLASS_IN, FLAG_AA, FLAG_CD, FLAG_QR, FLAG_RD, HEADER_LEN,
+    MAX_LABEL_LEN, MAX_POINTER_TARGET, OPCODE_MASK, OPT_LEN, QUESTION_POINTER, TYPE_A, TYPE_AAAA,
+    TYPE_OPT, TYPE_SRV,
+};
 use super::{lookup::shuffle, service_cache::ServiceCache, zones::StaticZones};
 
-const HEADER_LEN: usize = 12;
-/// An OPT record without options: root name, type, class, TTL, RDLENGTH.
-const OPT_LEN: usize = 11;
-/// Compression pointer to the question name, which always starts at 12.
-const QUESTION_POINTER: [u8; 2] = [0xC0, 0x0C];
-/// Compression pointers hold 14-bit offsets; larger answers go the general
-/// path (they are over any sensible UDP size anyway).
-const MAX_POINTER_TARGET: usize = 0x3FFF;
-
-const TYPE_A: u16 = 1;
-const TYPE_AAAA: u16 = 28;
-const TYPE_SRV: u16 = 33;
-const TYPE_OPT: u16 = 41;
-const CLASS_IN: u16 = 1;
 /// EDNS options that hickory parses into typed values (NSID, client subnet)
 /// and may reject; a query carrying one goes the general path so that a
 /// malformed one gets the same FORMERR it gets there.
@@ -127,7 +118,7 @@ impl FastPath {
         debug_assert!(outs.len() >= queries.len() && answered.len() >= queries.len());
         let count = queries.len().min(MAX_BATCH);
         let mut questions: [Option<Question<'_>>; MAX_BATCH] = [const { None }; MAX_BATCH];
-        let mut lower = [[0u8; 63]; MAX_BATCH];
+        let mut lower = [[0u8; MAX_LABEL_LEN]; MAX_BATCH];
         let mut labels: [&[u8]; MAX_BATCH] = [&[]; MAX_BATCH];
         let parse = queries
             .iter()
@@ -160,7 +151,7 @@ impl FastPath {
     fn service_label<'b>(
         &self,
         question: &Question<'_>,
-        buffer: &'b mut [u8; 63],
+        buffer: &'b mut [u8; MAX_LABEL_LEN],
     ) -> Option<&'b [u8]> {
         let lower = &mut buffer[..question.label.len()];
         lower.copy_from_slice(question.label);
@@ -175,7 +166,7 @@ impl FastPath {
     fn parse<'q>(&self, query: &'q [u8]) -> Option<Question<'q>> {
         let header = query.get(..HEADER_LEN)?;
         // QR = 0 and opcode = QUERY (0).
-        if header[2] & 0xF8 != 0 {
+        if header[2] & (FLAG_QR | OPCODE_MASK) != 0 {
             return None;
         }
         let count = |at: usize| u16::from_be_bytes([header[at], header[at + 1]]);
@@ -184,7 +175,7 @@ impl FastPath {
             return None;
         }
         let label_len = usize::from(*query.get(HEADER_LEN)?);
-        if label_len == 0 || label_len > 63 {
+        if label_len == 0 || label_len > MAX_LABEL_LEN {
             return None;
         }
         let label = query.get(HEADER_LEN + 1..HEADER_LEN + 1 + label_len)?;
@@ -227,8 +218,15 @@ impl FastPath {
         out: &mut Vec<u8>,
     ) -> bool {
         let (slots, answers_len): (Option<&[u32]>, usize) = match question.qtype {
-            TYPE_A => (Some(&service.v4_slots), service.v4_slots.len() * (12 + 4)),
-            TYPE_AAAA => (Some(&service.v6_slots), service.v6_slots.len() * (12 + 16)),
+            TYPE_A => {
+                let each = wire::compressed_address_len(A_RDATA_LEN);
+                (Some(&service.v4_slots), service.v4_slots.len() * each)
+            }
+            TYPE_AAAA => {
+                let each = wire::compressed_address_len(AAAA_RDATA_LEN);
+                (Some(&service.v6_slots), service.v6_slots.len() * each)
+            }
+            // Computed by the table with `wire::compressed_srv_pair_len`.
             TYPE_SRV => (None, service.srv_compressed_len),
             _ => return false,
         };
@@ -240,28 +238,27 @@ impl FastPath {
         // client's size (at least 512) capped by roster's.
         let response_payload = question
             .edns_payload
-            .map(|size| size.max(512).min(self.max_udp_payload));
-        let limit = usize::from(response_payload.unwrap_or(512));
-        let opt_len = if response_payload.is_some() {
-            OPT_LEN
-        } else {
-            0
-        };
-        let total = HEADER_LEN + question.bytes.len() + answers_len + opt_len;
+            .map(|size| wire::response_payload(size, self.max_udp_payload));
+        let limit = usize::from(wire::udp_limit(response_payload));
+        let with_opt = response_payload.is_some();
+        let total = wire::response_len(question.bytes.len(), answers_len, with_opt);
+        // Truncation is the general path's business, and so are answers
+        // whose SRV targets a 14-bit pointer could not reach (they are over
+        // any sensible UDP size anyway).
         if total > limit || total > MAX_POINTER_TARGET || count > usize::from(u16::MAX) {
-            return false; // Truncation is the general path's business.
+            return false;
         }
         let additional = if question.qtype == TYPE_SRV { count } else { 0 };
 
         out.clear();
         out.extend_from_slice(&query[..2]); // ID
         // QR, AA, RD as asked; RA clear, opcode QUERY; CD as asked, NOERROR.
-        out.push(0x80 | 0x04 | (query[2] & 0x01));
-        out.push(query[3] & 0x10);
+        out.push(FLAG_QR | FLAG_AA | (query[2] & FLAG_RD));
+        out.push(query[3] & FLAG_CD);
         out.extend_from_slice(&1u16.to_be_bytes());
         out.extend_from_slice(&(count as u16).to_be_bytes());
         out.extend_from_slice(&0u16.to_be_bytes());
-        out.extend_from_slice(&((additional + usize::from(opt_len != 0)) as u16).to_be_bytes());
+        out.extend_from_slice(&((additional + usize::from(with_opt)) as u16).to_be_bytes());
         out.extend_from_slice(question.bytes);
 
         let ttl = service.ttl.to_be_bytes();
@@ -279,7 +276,7 @@ impl FastPath {
                 out.extend_from_slice(&QUESTION_POINTER);
                 if question.qtype == TYPE_SRV {
                     let label = service.slot_label(endpoint);
-                    let rdata_len = 6 + 1 + label.len() + 2;
+                    let rdata_len = wire::compressed_srv_rdata_len(label.len());
                     put_rr_fixed(out, TYPE_SRV, ttl, rdata_len as u16);
                     out.extend_from_slice(&endpoint.priority.to_be_bytes());
                     out.extend_from_slice(&endpoint.weight.to_be_bytes());
@@ -293,7 +290,7 @@ impl FastPath {
                 }
             }
             for (&slot, &target) in scratch.slots.iter().zip(&scratch.targets) {
-                out.extend_from_slice(&(0xC000 | target).to_be_bytes());
+                out.extend_from_slice(&wire::pointer(target));
                 put_address(out, service.slots[slot as usize].address, ttl);
             }
         });
@@ -322,11 +319,11 @@ fn put_rr_fixed(out: &mut Vec<u8>, rtype: u16, ttl: [u8; 4], rdata_len: u16) {
 fn put_address(out: &mut Vec<u8>, address: IpAddr, ttl: [u8; 4]) {
     match address {
         IpAddr::V4(v4) => {
-            put_rr_fixed(out, TYPE_A, ttl, 4);
+            put_rr_fixed(out, TYPE_A, ttl, A_RDATA_LEN as u16);
             out.extend_from_slice(&v4.octets());
         }
         IpAddr::V6(v6) => {
-            put_rr_fixed(out, TYPE_AAAA, ttl, 16);
+            put_rr_fixed(out, TYPE_AAAA, ttl, AAAA_RDATA_LEN as u16);
             out.extend_from_slice(&v6.octets());
         }
     }

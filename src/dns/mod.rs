@@ -5,6 +5,8 @@
 //! questions (A, AAAA, SRV at a service name) skip hickory on an
 //! allocation-free fast path (`fast`) that answers exactly as the handler
 //! would; `service_cache` and `prefetch` keep its lookups cache-friendly.
+//! `wire` holds the protocol's sizes, flag bits and answer-size formulas,
+//! which the record table, `fit` and the fast path all use.
 //!
 //! The record table is DNS answer data, so it lives here; the registry
 //! builds and publishes it, and nothing in `dns` writes to it.
@@ -24,6 +26,7 @@ mod service_cache;
 pub mod table;
 mod tcp;
 mod udp;
+mod wire;
 pub mod zones;
 
 use tokio::{net::TcpListener, runtime::Handle, task::JoinHandle};

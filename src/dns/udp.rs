@@ -40,7 +40,11 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{DnsHandler, service_cache::ServiceCache};
+use super::{
+    DnsHandler,
+    service_cache::ServiceCache,
+    wire::{self, HEADER_LEN, POINTER_TAG, RR_FIXED_LEN, TYPE_OPT},
+};
 
 /// Largest datagram roster reads; EDNS queries are far smaller.
 const MAX_QUERY_LEN: usize = 4096;
@@ -56,8 +60,6 @@ const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
 /// often: anyone can send them from a spoofed source, so one log line per
 /// datagram would let them fill the operator's disk.
 const MALFORMED_LOG_INTERVAL: Duration = Duration::from_secs(10);
-const HEADER_LEN: usize = 12;
-const TYPE_OPT: u16 = 41;
 /// Compression pointers followed per question name before it counts as a
 /// loop (a name has at most 127 labels).
 const MAX_POINTER_HOPS: usize = 128;
@@ -259,11 +261,11 @@ fn question_is_self_contained(query: &[u8]) -> bool {
             match len {
                 0 => break,
                 1..=63 => at += 1 + usize::from(len),
-                _ if len & 0xC0 == 0xC0 => {
+                _ if len & POINTER_TAG == POINTER_TAG => {
                     let Some(&low) = query.get(at + 1) else {
                         return true;
                     };
-                    let target = usize::from(u16::from_be_bytes([len & 0x3F, low]));
+                    let target = usize::from(u16::from_be_bytes([len & !POINTER_TAG, low]));
                     hops += 1;
                     if !(HEADER_LEN..end).contains(&target) || hops > MAX_POINTER_HOPS {
                         return false;
@@ -299,12 +301,12 @@ fn opt_options_add_up(query: &[u8]) -> bool {
         let Some(name_end) = skip_name(query, at) else {
             return true;
         };
-        let Some(fixed) = query.get(name_end..name_end + 10) else {
+        let Some(fixed) = query.get(name_end..name_end + RR_FIXED_LEN) else {
             return true;
         };
         let rtype = u16::from_be_bytes([fixed[0], fixed[1]]);
         let rdata_len = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
-        let start = name_end + 10;
+        let start = name_end + RR_FIXED_LEN;
         let Some(mut options) = query.get(start..start + rdata_len) else {
             return true;
         };
@@ -334,7 +336,9 @@ fn skip_name(query: &[u8], mut at: usize) -> Option<usize> {
         match len {
             0 => return Some(at + 1),
             1..=63 => at += 1 + usize::from(len),
-            _ if len & 0xC0 == 0xC0 => return Some(at + 2).filter(|&end| end <= query.len()),
+            _ if len & POINTER_TAG == POINTER_TAG => {
+                return Some(at + 2).filter(|&end| end <= query.len());
+            }
             _ => return None,
         }
     }
@@ -439,7 +443,7 @@ pub(super) fn encode_response<'a>(
     >,
     buffer: &mut Vec<u8>,
 ) -> Result<ResponseInfo, ProtoError> {
-    let limit = response.edns().map_or(512, |edns| edns.max_payload());
+    let limit = wire::udp_limit(response.edns().map(|edns| edns.max_payload()));
     buffer.clear();
     let mut encoder = BinEncoder::new(buffer);
     encoder.set_max_size(limit);

@@ -128,29 +128,3 @@ impl RecordTable {
         self.services.insert(Arc::new(records));
     }
 }
-
-/// An upper bound on a record's encoded size, ignoring name compression.
-pub fn max_encoded_len(record: &Record) -> usize {
-    // Name::len is the presentation length; the wire form of a fully
-    // qualified name is one octet longer.
-    let name = wire_len;
-    let rdata = match &record.data {
-        RData::A(_) => 4,
-        RData::AAAA(_) => 16,
-        RData::SRV(srv) => 6 + name(&srv.target),
-        RData::TXT(txt) => txt.txt_data.iter().map(|s| s.len() + 1).sum(),
-        RData::NS(ns) => name(&ns.0),
-        RData::CNAME(cname) => name(&cname.0),
-        RData::SOA(soa) => name(&soa.mname) + name(&soa.rname) + 20,
-        // Anything else is rare here: make the caller encode to find out.
-        _ => return usize::MAX / 4,
-    };
-    name(&record.name) + 10 + rdata
-}
-
-/// The wire length of a fully qualified name, uncompressed: `Name::len` is
-/// the presentation length (with the final dot); the wire form is one octet
-/// longer. Counted generously (+2) as an upper bound.
-fn wire_len(name: &Name) -> usize {
-    name.len() + 2
-}

@@ -16,9 +16,12 @@ use hickory_proto::rr::{
     rdata::{A, AAAA, SRV, TXT},
 };
 
-use super::{Endpoint, InlineLabel, TableSettings, wire_len};
+use super::{Endpoint, InlineLabel, TableSettings};
 use crate::{
-    dns::prefetch::{prefetch, prefetch_lines},
+    dns::{
+        prefetch::{prefetch, prefetch_lines},
+        wire::{self, A_RDATA_LEN, AAAA_RDATA_LEN},
+    },
     model::DnsLabel,
     registry::ServiceState,
 };
@@ -145,21 +148,17 @@ impl ServiceRecords {
         });
         down.sort_unstable();
 
-        // Sizes on the wire: a name is its presentation length plus 2 octets
-        // when fully qualified (see `max_encoded_len`).
-        let name_len = wire_len(&name);
-        let a_wire_bound = v4_slots.len() * (name_len + 10 + 4);
-        let aaaa_wire_bound = v6_slots.len() * (name_len + 10 + 16);
+        // Sizes on the wire, by the formulas the fast path writes with and
+        // `fit` bounds with (see `dns::wire`).
+        let name_bound = wire::name_bound(&name);
+        let a_wire_bound = v4_slots.len() * wire::record_bound(name_bound, A_RDATA_LEN);
+        let aaaa_wire_bound = v6_slots.len() * wire::record_bound(name_bound, AAAA_RDATA_LEN);
         let mut srv_wire_bound = 0;
         let mut srv_compressed_len = 0;
         for endpoint in &endpoints {
-            let address_len = if endpoint.address.is_ipv4() { 4 } else { 16 };
-            let target_len = name_len + 1 + endpoint.label.as_str().len();
-            srv_wire_bound += name_len + 10 + 6 + target_len;
-            srv_wire_bound += target_len + 10 + address_len;
-            // Owner: a 2-octet pointer; target: the label and a pointer.
-            srv_compressed_len += 2 + 10 + 6 + 1 + endpoint.label.as_str().len() + 2;
-            srv_compressed_len += 2 + 10 + address_len;
+            let label_len = endpoint.label.as_str().len();
+            srv_wire_bound += wire::srv_pair_bound(name_bound, label_len, endpoint.address);
+            srv_compressed_len += wire::compressed_srv_pair_len(label_len, endpoint.address);
         }
         Self {
             // DnsLabel guarantees at most 63 octets.
