@@ -16,6 +16,8 @@
 
 mod fast;
 mod fit;
+#[cfg(test)]
+mod fixture;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handler;

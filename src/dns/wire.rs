@@ -166,3 +166,37 @@ pub fn max_encoded_len(record: &Record) -> usize {
     };
     record_bound(name_bound(&record.name), rdata)
 }
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::op::{Edns, Message};
+
+    use super::*;
+
+    /// The fixed sizes are what hickory encodes: an empty message is a
+    /// header, and an OPT record without options adds `OPT_LEN`.
+    #[test]
+    fn fixed_sizes_match_hickory() {
+        let mut message = Message::query();
+        assert_eq!(message.to_vec().expect("encodes").len(), HEADER_LEN);
+        message.set_edns(Edns::new());
+        let with_opt = message.to_vec().expect("encodes");
+        assert_eq!(with_opt.len(), HEADER_LEN + OPT_LEN);
+        assert_eq!(
+            u16::from_be_bytes([with_opt[HEADER_LEN + 1], with_opt[HEADER_LEN + 2]]),
+            TYPE_OPT
+        );
+        assert_eq!(response_len(0, 0, true), with_opt.len());
+    }
+
+    #[test]
+    fn pointers_and_payload_rules() {
+        assert_eq!(QUESTION_POINTER, [0xC0, 0x0C]);
+        assert_eq!(pointer(0x3FFF), [0xFF, 0xFF]);
+        assert_eq!(response_payload(100, 4096), CLASSIC_UDP_PAYLOAD);
+        assert_eq!(response_payload(1232, 4096), 1232);
+        assert_eq!(response_payload(8192, 4096), 4096);
+        assert_eq!(udp_limit(None), 512);
+        assert_eq!(udp_limit(Some(1232)), 1232);
+    }
+}

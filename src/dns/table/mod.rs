@@ -25,6 +25,8 @@ mod endpoint;
 mod inline_label;
 mod records;
 mod service_map;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
