@@ -55,6 +55,30 @@ pub fn service(name: &str, instances: &[(&str, &str)], drained: &[&str]) -> Serv
     state
 }
 
+/// `web`: web-1 (IPv4, tag v2, weight 3, priority 2), web-2 (IPv6, tag v2,
+/// metadata), web-3 (IPv4, tag old, drained), web-4 (IPv4).
+pub fn web() -> ServiceState {
+    service(
+        "web",
+        &[
+            (
+                "web-1",
+                r#"{"address":"10.0.0.1","port":80,"tags":["v2"],"weight":3,"priority":2}"#,
+            ),
+            (
+                "web-2",
+                r#"{"address":"2001:db8::2","port":81,"tags":["v2"],"meta":{"k":"v"}}"#,
+            ),
+            (
+                "web-3",
+                r#"{"address":"10.0.0.3","port":82,"tags":["old"]}"#,
+            ),
+            ("web-4", r#"{"address":"10.0.0.4","port":83}"#),
+        ],
+        &["web-3"],
+    )
+}
+
 /// The table of `services`, at index 7.
 pub fn table(services: &[ServiceState]) -> RecordTable {
     let settings = settings();

@@ -307,3 +307,6 @@ fn negative<'t>(answer: &mut Answer<'t>, exists: bool, soa: Option<&'t Record>) 
         answer.authority.push(Cow::Owned(capped));
     }
 }
+
+#[cfg(test)]
+mod tests;

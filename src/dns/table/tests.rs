@@ -20,30 +20,6 @@ use crate::dns::{
     zones::StaticZones,
 };
 
-/// `web`: web-1 (IPv4, tag v2, weight 3, priority 2), web-2 (IPv6, tag v2,
-/// metadata), web-3 (IPv4, tag old, drained), web-4 (IPv4).
-fn web() -> ServiceState {
-    fixture::service(
-        "web",
-        &[
-            (
-                "web-1",
-                r#"{"address":"10.0.0.1","port":80,"tags":["v2"],"weight":3,"priority":2}"#,
-            ),
-            (
-                "web-2",
-                r#"{"address":"2001:db8::2","port":81,"tags":["v2"],"meta":{"k":"v"}}"#,
-            ),
-            (
-                "web-3",
-                r#"{"address":"10.0.0.3","port":82,"tags":["old"]}"#,
-            ),
-            ("web-4", r#"{"address":"10.0.0.4","port":83}"#),
-        ],
-        &["web-3"],
-    )
-}
-
 /// `name` with `count` IPv4 instances `<name>-<i>`.
 fn many(name: &str, count: usize) -> ServiceState {
     let ids: Vec<String> = (0..count).map(|i| format!("{name}-{i}")).collect();
@@ -81,7 +57,7 @@ fn uncompressed_len<'r>(records: impl IntoIterator<Item = &'r Record>) -> usize 
 
 #[test]
 fn build_keeps_servable_instances_in_id_order_and_indexes_them() {
-    let records = ServiceRecords::build(&web(), &fixture::settings());
+    let records = ServiceRecords::build(&fixture::web(), &fixture::settings());
     assert_eq!(records.name, name("web.service.local."));
     assert_eq!(records.label.as_bytes(), b"web");
     assert_eq!(records.ttl, TTL);
@@ -132,7 +108,7 @@ fn tag_use_counts_services_and_follows_every_update() {
         &[("api-1", r#"{"address":"10.9.0.1","port":1,"tags":["v2"]}"#)],
         &[],
     );
-    let mut table = fixture::table(&[web(), api]);
+    let mut table = fixture::table(&[fixture::web(), api]);
     assert_eq!(table.tag_use.get("v2"), Some(&2));
     assert_eq!(
         table.tag_use.get("old"),
@@ -179,7 +155,7 @@ fn the_apex_follows_the_index() {
 /// `dns::wire` say, with and without an OPT record.
 #[test]
 fn compressed_sizes_are_what_the_fast_path_writes() {
-    let web = web();
+    let web = fixture::web();
     let records = ServiceRecords::build(&web, &fixture::settings());
     // Each SRV: pointer, fixed part, priority/weight/port, "\x05web-N",
     // pointer (2 + 10 + 6 + 6 + 2); each additional: pointer, fixed part,
