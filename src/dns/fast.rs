@@ -33,14 +33,14 @@ const PARSED_OPTIONS: [u16; 2] = [3, 8];
 pub use super::service_cache::MAX_BATCH;
 
 thread_local! {
-    /// Per-thread scratch for one answer: the shuffled slots and the offsets
+    /// Per-thread scratch for one answer: the shuffled positions and the offsets
     /// of the SRV targets. Reused, so no query allocates once it has grown.
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
 #[derive(Default)]
 struct Scratch {
-    slots: Vec<u32>,
+    positions: Vec<u32>,
     targets: Vec<u16>,
 }
 
@@ -217,20 +217,26 @@ impl FastPath {
         service: &ServiceRecords,
         out: &mut Vec<u8>,
     ) -> bool {
-        let (slots, answers_len): (Option<&[u32]>, usize) = match question.qtype {
+        let (positions, answers_len): (Option<&[u32]>, usize) = match question.qtype {
             TYPE_A => {
                 let each = wire::compressed_address_len(A_RDATA_LEN);
-                (Some(&service.v4_slots), service.v4_slots.len() * each)
+                (
+                    Some(&service.v4_positions),
+                    service.v4_positions.len() * each,
+                )
             }
             TYPE_AAAA => {
                 let each = wire::compressed_address_len(AAAA_RDATA_LEN);
-                (Some(&service.v6_slots), service.v6_slots.len() * each)
+                (
+                    Some(&service.v6_positions),
+                    service.v6_positions.len() * each,
+                )
             }
             // Computed by the table with `wire::compressed_srv_pair_len`.
             TYPE_SRV => (None, service.srv_compressed_len),
             _ => return false,
         };
-        let count = slots.map_or(service.servable(), <[u32]>::len);
+        let count = positions.map_or(service.servable(), <[u32]>::len);
         if count == 0 {
             return false; // NODATA: the general path adds the SOA.
         }
@@ -264,18 +270,18 @@ impl FastPath {
         let ttl = service.ttl.to_be_bytes();
         SCRATCH.with(|scratch| {
             let scratch = &mut *scratch.borrow_mut();
-            scratch.slots.clear();
-            match slots {
-                Some(slots) => scratch.slots.extend_from_slice(slots),
-                None => scratch.slots.extend(0..count as u32),
+            scratch.positions.clear();
+            match positions {
+                Some(positions) => scratch.positions.extend_from_slice(positions),
+                None => scratch.positions.extend(0..count as u32),
             }
-            shuffle(&mut scratch.slots);
+            shuffle(&mut scratch.positions);
             scratch.targets.clear();
-            for &slot in &scratch.slots {
-                let endpoint = &service.slots[slot as usize];
+            for &position in &scratch.positions {
+                let endpoint = &service.packed[position as usize];
                 out.extend_from_slice(&QUESTION_POINTER);
                 if question.qtype == TYPE_SRV {
-                    let label = service.slot_label(endpoint);
+                    let label = service.packed_label(endpoint);
                     let rdata_len = wire::compressed_srv_rdata_len(label.len());
                     put_rr_fixed(out, TYPE_SRV, ttl, rdata_len as u16);
                     out.extend_from_slice(&endpoint.priority.to_be_bytes());
@@ -289,9 +295,9 @@ impl FastPath {
                     put_address(out, endpoint.address, ttl);
                 }
             }
-            for (&slot, &target) in scratch.slots.iter().zip(&scratch.targets) {
+            for (&position, &target) in scratch.positions.iter().zip(&scratch.targets) {
                 out.extend_from_slice(&wire::pointer(target));
-                put_address(out, service.slots[slot as usize].address, ttl);
+                put_address(out, service.packed[position as usize].address, ttl);
             }
         });
         if let Some(payload) = response_payload {

@@ -262,7 +262,7 @@ async fn srv_additionals_point_at_their_targets() {
 #[test]
 fn a_batch_answers_each_query_as_alone() {
     let handler = handler();
-    let mut queries = vec![Vec::new()]; // an empty slot: declined
+    let mut queries = vec![Vec::new()]; // an empty datagram: declined
     for (name, qtype, edns) in [
         ("web.service.local.", RecordType::A, None),
         ("nope.service.local.", RecordType::A, None),

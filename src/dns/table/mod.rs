@@ -39,7 +39,7 @@ use crate::registry::ServiceState;
 pub use endpoint::Endpoint;
 pub use inline_label::InlineLabel;
 use records::child;
-pub use records::{ServiceRecords, Slot};
+pub use records::{InstanceLookup, PackedEndpoint, ServiceRecords};
 pub use service_map::ServiceMap;
 
 /// What the table needs to know to build records.

@@ -26,9 +26,10 @@ use crate::{
     registry::ServiceState,
 };
 
-/// One servable instance as the DNS fast path encodes it.
+/// One servable instance as the DNS fast path encodes it, packed inline
+/// (no pointers to follow) in `ServiceRecords::packed`.
 #[derive(Debug)]
-pub struct Slot {
+pub struct PackedEndpoint {
     pub address: IpAddr,
     pub port: u16,
     pub weight: u16,
@@ -37,13 +38,26 @@ pub struct Slot {
     label: (u32, u8),
 }
 
-/// A tag label and the slots of the servable instances carrying it.
-type TagSlots = (Box<str>, Box<[u32]>);
+/// What an instance name holds: see [`ServiceRecords::instance`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InstanceLookup {
+    /// Servable: its records are those of the instance at this position.
+    Servable(usize),
+    /// Registered but not servable (unhealthy or drained): the name exists
+    /// and holds nothing (NODATA).
+    NotServable,
+    /// No such instance: the name does not exist (NXDOMAIN).
+    Unknown,
+}
+
+/// A tag label and the positions of the servable instances carrying it.
+type TagPositions = (Box<str>, Box<[u32]>);
 
 /// The servable instances of one service, and the names that exist in it.
 ///
-/// Servable instances are numbered by slot (an index into `endpoints`); one
-/// shuffle of slots orders the answer and additional sections alike.
+/// Servable instances are numbered by position (an index into `endpoints`
+/// and `packed`); one shuffle of positions orders the answer and additional
+/// sections alike.
 ///
 /// `repr(C)`, fields in this order: what the DNS fast path reads of a
 /// service (its label, then what it encodes) comes first, in as few cache
@@ -58,16 +72,19 @@ pub struct ServiceRecords {
     retired: AtomicBool,
     /// TTL of every record built from this service.
     pub ttl: u32,
-    /// What the DNS fast path reads of each slot, inline (`endpoints` holds
-    /// pointers, one cache miss each on a large table): an A, AAAA or SRV
-    /// answer then reads this block and `labels`, nothing else.
-    pub slots: Box<[Slot]>,
-    /// Every slot's label, concatenated; `Slot::label` indexes it.
+    /// What the DNS fast path reads of each servable instance, by position,
+    /// inline (`endpoints` holds pointers, one cache miss each on a large
+    /// table): an A, AAAA or SRV answer then reads this block and `labels`,
+    /// nothing else.
+    pub packed: Box<[PackedEndpoint]>,
+    /// Every packed endpoint's label, concatenated;
+    /// `PackedEndpoint::label` indexes it.
     labels: Box<[u8]>,
-    /// Slots with an IPv4 address (the A answer), and with IPv6 (AAAA).
-    pub v4_slots: Box<[u32]>,
-    pub v6_slots: Box<[u32]>,
-    /// The servable instances, by slot: shared with the registry state, so
+    /// Positions of the instances with an IPv4 address (the A answer), and
+    /// with IPv6 (AAAA).
+    pub v4_positions: Box<[u32]>,
+    pub v6_positions: Box<[u32]>,
+    /// The servable instances, by position: shared with the registry state, so
     /// rebuilding a service copies pointers, not records.
     pub endpoints: Box<[Arc<Endpoint>]>,
     /// Exact size of the SRV answer and additional sections as the DNS fast
@@ -75,14 +92,14 @@ pub struct ServiceRecords {
     pub srv_compressed_len: usize,
     /// The service's name, e.g. `web.service.local.`.
     pub name: Name,
-    /// Slots sorted by instance label, for instance-name lookups.
+    /// Positions sorted by instance label, for instance-name lookups.
     by_label: Box<[u32]>,
     /// Labels of registered instances that are not servable, sorted: their
     /// names exist (NODATA, not NXDOMAIN) but hold nothing.
     down: Box<[DnsLabel]>,
-    /// Slots of servable instances by tag label, sorted by tag; a tag whose
-    /// instances are all unhealthy has an empty list (the name exists).
-    tags: Box<[TagSlots]>,
+    /// Positions of servable instances by tag label, sorted by tag; a tag
+    /// whose instances are all unhealthy has an empty list (the name exists).
+    tags: Box<[TagPositions]>,
     /// Upper bounds on the encoded size of all A records, all AAAA records,
     /// and all SRV records with their additional records, without name
     /// compression, so that answers that surely fit a datagram skip the
@@ -103,11 +120,11 @@ impl ServiceRecords {
         for state in service.instances() {
             let endpoint = &state.endpoint;
             let servable = state.is_servable(settings.include_warning);
-            let slot = endpoints.len() as u32;
+            let position = endpoints.len() as u32;
             for tag in &endpoint.tags {
-                let slots = tags.entry(tag).or_default();
+                let positions = tags.entry(tag).or_default();
                 if servable {
-                    slots.push(slot);
+                    positions.push(position);
                 }
             }
             if servable {
@@ -116,19 +133,19 @@ impl ServiceRecords {
                 down.push(endpoint.label.clone());
             }
         }
-        let slots_where = |v4: bool| -> Box<[u32]> {
+        let positions_where = |v4: bool| -> Box<[u32]> {
             (0..endpoints.len() as u32)
-                .filter(|&slot| endpoints[slot as usize].address.is_ipv4() == v4)
+                .filter(|&position| endpoints[position as usize].address.is_ipv4() == v4)
                 .collect()
         };
         let mut labels = Vec::new();
-        let slots = endpoints
+        let packed = endpoints
             .iter()
             .map(|endpoint| {
                 let label = endpoint.label.as_str().as_bytes();
                 let start = labels.len() as u32;
                 labels.extend_from_slice(label);
-                Slot {
+                PackedEndpoint {
                     address: endpoint.address,
                     port: endpoint.port,
                     weight: endpoint.weight,
@@ -138,8 +155,8 @@ impl ServiceRecords {
                 }
             })
             .collect();
-        let v4_slots = slots_where(true);
-        let v6_slots = slots_where(false);
+        let v4_positions = positions_where(true);
+        let v6_positions = positions_where(false);
         let mut by_label: Vec<u32> = (0..endpoints.len() as u32).collect();
         by_label.sort_unstable_by(|&a, &b| {
             endpoints[a as usize]
@@ -151,8 +168,8 @@ impl ServiceRecords {
         // Sizes on the wire, by the formulas the fast path writes with and
         // `fit` bounds with (see `dns::wire`).
         let name_bound = wire::name_bound(&name);
-        let a_wire_bound = v4_slots.len() * wire::record_bound(name_bound, A_RDATA_LEN);
-        let aaaa_wire_bound = v6_slots.len() * wire::record_bound(name_bound, AAAA_RDATA_LEN);
+        let a_wire_bound = v4_positions.len() * wire::record_bound(name_bound, A_RDATA_LEN);
+        let aaaa_wire_bound = v6_positions.len() * wire::record_bound(name_bound, AAAA_RDATA_LEN);
         let mut srv_wire_bound = 0;
         let mut srv_compressed_len = 0;
         for endpoint in &endpoints {
@@ -167,15 +184,15 @@ impl ServiceRecords {
             name,
             ttl: settings.ttl,
             endpoints: endpoints.into_boxed_slice(),
-            slots,
+            packed,
             labels: labels.into_boxed_slice(),
-            v4_slots,
-            v6_slots,
+            v4_positions,
+            v6_positions,
             by_label: by_label.into_boxed_slice(),
             down: down.into_boxed_slice(),
             tags: tags
                 .into_iter()
-                .map(|(tag, slots)| (Box::from(tag), slots.into_boxed_slice()))
+                .map(|(tag, positions)| (Box::from(tag), positions.into_boxed_slice()))
                 .collect(),
             a_wire_bound,
             aaaa_wire_bound,
@@ -197,9 +214,9 @@ impl ServiceRecords {
     /// Asks the CPU to start fetching what an A, AAAA or SRV answer reads,
     /// without waiting for it (see `FastPath::answer_batch`).
     pub fn prefetch_answer_data(&self) {
-        prefetch_lines(self.slots.as_ptr().cast(), size_of_val(&*self.slots));
+        prefetch_lines(self.packed.as_ptr().cast(), size_of_val(&*self.packed));
         prefetch_lines(self.labels.as_ptr(), self.labels.len());
-        prefetch(self.v4_slots.as_ptr().cast());
+        prefetch(self.v4_positions.as_ptr().cast());
     }
 
     /// Like [`Self::prefetch_answer_data`], for the fields the fast path
@@ -208,9 +225,9 @@ impl ServiceRecords {
         prefetch_lines((self as *const Self).cast(), 192);
     }
 
-    /// The label of the instance in `slot`, as the fast path writes it.
-    pub fn slot_label(&self, slot: &Slot) -> &[u8] {
-        let (start, len) = slot.label;
+    /// The label of `endpoint`, as the fast path writes it.
+    pub fn packed_label(&self, endpoint: &PackedEndpoint) -> &[u8] {
+        let (start, len) = endpoint.label;
         let start = start as usize;
         self.labels
             .get(start..start + len as usize)
@@ -222,24 +239,22 @@ impl ServiceRecords {
         self.endpoints.len()
     }
 
-    /// Looks up an instance by label: `Some(Some(slot))` if servable,
-    /// `Some(None)` if registered but not servable, `None` if unknown.
-    pub fn instance(&self, label: &str) -> Option<Option<usize>> {
-        let found = self
-            .by_label
-            .binary_search_by(|&slot| self.endpoints[slot as usize].label.as_str().cmp(label));
+    /// Looks up an instance by label.
+    pub fn instance(&self, label: &str) -> InstanceLookup {
+        let found = self.by_label.binary_search_by(|&position| {
+            self.endpoints[position as usize].label.as_str().cmp(label)
+        });
         match found {
-            Ok(index) => Some(Some(self.by_label[index] as usize)),
-            Err(_) => self
-                .down
-                .binary_search_by(|l| l.as_str().cmp(label))
-                .ok()
-                .map(|_| None),
+            Ok(at) => InstanceLookup::Servable(self.by_label[at] as usize),
+            Err(_) => match self.down.binary_search_by(|l| l.as_str().cmp(label)) {
+                Ok(_) => InstanceLookup::NotServable,
+                Err(_) => InstanceLookup::Unknown,
+            },
         }
     }
 
-    /// Slots of the servable instances carrying `tag`, if any instance of
-    /// the service (servable or not) carries it.
+    /// Positions of the servable instances carrying `tag`, if any instance
+    /// of the service (servable or not) carries it.
     pub fn tag(&self, tag: &str) -> Option<&[u32]> {
         let index = self.tags.binary_search_by(|(t, _)| (**t).cmp(tag)).ok()?;
         Some(&self.tags[index].1)
@@ -250,37 +265,41 @@ impl ServiceRecords {
         self.tags.iter().map(|(tag, _)| &**tag)
     }
 
-    /// The SRV target of the instance in `slot`: `<id>.<service>.<domain>.`.
-    pub fn target(&self, slot: usize) -> Name {
-        child(&self.name, self.endpoints[slot].label.as_str())
+    /// The SRV target of the instance in `position`: `<id>.<service>.<domain>.`.
+    pub fn target(&self, position: usize) -> Name {
+        child(&self.name, self.endpoints[position].label.as_str())
     }
 
-    /// The A or AAAA record of the instance in `slot`, owned by `owner`.
-    pub fn address_record(&self, slot: usize, owner: Name) -> Record {
-        Record::from_rdata(owner, self.ttl, address_rdata(self.endpoints[slot].address))
+    /// The A or AAAA record of the instance in `position`, owned by `owner`.
+    pub fn address_record(&self, position: usize, owner: Name) -> Record {
+        Record::from_rdata(
+            owner,
+            self.ttl,
+            address_rdata(self.endpoints[position].address),
+        )
     }
 
-    /// The SRV record of the instance in `slot`, owned by `owner`.
-    pub fn srv_record(&self, slot: usize, owner: Name) -> Record {
-        let endpoint = &self.endpoints[slot];
+    /// The SRV record of the instance in `position`, owned by `owner`.
+    pub fn srv_record(&self, position: usize, owner: Name) -> Record {
+        let endpoint = &self.endpoints[position];
         let srv = SRV::new(
             endpoint.priority,
             endpoint.weight,
             endpoint.port,
-            self.target(slot),
+            self.target(position),
         );
         Record::from_rdata(owner, self.ttl, RData::SRV(srv))
     }
 
     /// The TXT record (metadata) at the instance name, if it has metadata.
-    pub fn txt_record(&self, slot: usize) -> Option<Record> {
-        let endpoint = &self.endpoints[slot];
+    pub fn txt_record(&self, position: usize) -> Option<Record> {
+        let endpoint = &self.endpoints[position];
         if endpoint.txt.is_empty() {
             return None;
         }
         let strings = endpoint.txt.iter().map(|s| s.to_string()).collect();
         Some(Record::from_rdata(
-            self.target(slot),
+            self.target(position),
             self.ttl,
             RData::TXT(TXT::new(strings)),
         ))

@@ -61,22 +61,26 @@ fn build_keeps_servable_instances_in_id_order_and_indexes_them() {
     assert_eq!(records.name, name("web.service.local."));
     assert_eq!(records.label.as_bytes(), b"web");
     assert_eq!(records.ttl, TTL);
-    // web-3 is drained: web-1, web-2, web-4 are slots 0, 1, 2.
+    // web-3 is drained: web-1, web-2, web-4 are at positions 0, 1, 2.
     assert_eq!(records.servable(), 3);
     let labels: Vec<&[u8]> = records
-        .slots
+        .packed
         .iter()
-        .map(|slot| records.slot_label(slot))
+        .map(|endpoint| records.packed_label(endpoint))
         .collect();
     assert_eq!(labels, [&b"web-1"[..], b"web-2", b"web-4"]);
-    assert_eq!(&*records.v4_slots, [0, 2]);
-    assert_eq!(&*records.v6_slots, [1]);
-    let first = &records.slots[0];
+    assert_eq!(&*records.v4_positions, [0, 2]);
+    assert_eq!(&*records.v6_positions, [1]);
+    let first = &records.packed[0];
     assert_eq!((first.port, first.weight, first.priority), (80, 3, 2));
 
-    assert_eq!(records.instance("web-4"), Some(Some(2)));
-    assert_eq!(records.instance("web-3"), Some(None), "drained: exists");
-    assert_eq!(records.instance("web-9"), None);
+    assert_eq!(records.instance("web-4"), InstanceLookup::Servable(2));
+    assert_eq!(
+        records.instance("web-3"),
+        InstanceLookup::NotServable,
+        "drained"
+    );
+    assert_eq!(records.instance("web-9"), InstanceLookup::Unknown);
 
     assert_eq!(records.tag("v2"), Some(&[0, 1][..]));
     assert_eq!(records.tag("old"), Some(&[][..]), "only on web-3: exists");
@@ -213,15 +217,15 @@ fn wire_bounds_are_the_uncompressed_size_plus_one_octet_per_name() {
     );
     let records = ServiceRecords::build(&service, &fixture::settings());
     let owner = || records.name.clone();
-    let addresses = |slots: &[u32]| -> Vec<Record> {
-        slots
+    let addresses = |positions: &[u32]| -> Vec<Record> {
+        positions
             .iter()
-            .map(|&slot| records.address_record(slot as usize, owner()))
+            .map(|&position| records.address_record(position as usize, owner()))
             .collect()
     };
-    let a = addresses(&records.v4_slots);
+    let a = addresses(&records.v4_positions);
     assert_eq!(records.a_wire_bound, uncompressed_len(&a) + a.len());
-    let aaaa = addresses(&records.v6_slots);
+    let aaaa = addresses(&records.v6_positions);
     assert_eq!(
         records.aaaa_wire_bound,
         uncompressed_len(&aaaa) + aaaa.len()
@@ -229,10 +233,10 @@ fn wire_bounds_are_the_uncompressed_size_plus_one_octet_per_name() {
 
     // Each instance: the SRV (owner and target) and its address record.
     let srv: Vec<Record> = (0..records.servable())
-        .flat_map(|slot| {
+        .flat_map(|position| {
             [
-                records.srv_record(slot, owner()),
-                records.address_record(slot, records.target(slot)),
+                records.srv_record(position, owner()),
+                records.address_record(position, records.target(position)),
             ]
         })
         .collect();
@@ -243,7 +247,7 @@ fn wire_bounds_are_the_uncompressed_size_plus_one_octet_per_name() {
 
     // Record by record, as `fit` bounds the answers with no precomputed
     // bound: one octet per name, in the owner and in the RDATA.
-    // Slots follow ID order: a, a-much-longer-instance-label, bb.
+    // Positions follow ID order: a, a-much-longer-instance-label, bb.
     let txt = records.txt_record(2).expect("bb has metadata");
     let table = fixture::table(&[service]);
     let soa = table.soa.clone().expect("SOA");
