@@ -42,6 +42,19 @@ use records::child;
 pub use records::{InstanceLookup, PackedEndpoint, ServiceRecords};
 pub use service_map::ServiceMap;
 
+// SOA timers of the dynamic domain, in seconds (RFC 1035 section 3.3.13).
+// roster refuses zone transfers, so no secondary acts on them; they are the
+// conventional values for tools that read the SOA. The fourth timer,
+// MINIMUM, is the configured negative TTL (`TableSettings::negative_ttl`).
+/// How often a secondary would check for a new serial: an hour.
+const SOA_REFRESH_SECS: i32 = 3600;
+/// How soon a secondary would retry a failed check: ten minutes.
+const SOA_RETRY_SECS: i32 = 600;
+/// How long a secondary would serve without contact: a day.
+const SOA_EXPIRE_SECS: i32 = 86_400;
+/// TTL of the dynamic domain's NS record, in seconds.
+const NS_TTL_SECS: u32 = 3600;
+
 /// What the table needs to know to build records.
 #[derive(Clone, Debug)]
 pub struct TableSettings {
@@ -84,9 +97,9 @@ impl RecordTable {
             nameserver.clone(),
             hostmaster,
             serial,
-            3600,
-            600,
-            86_400,
+            SOA_REFRESH_SECS,
+            SOA_RETRY_SECS,
+            SOA_EXPIRE_SECS,
             settings.negative_ttl,
         );
         self.soa = Some(Record::from_rdata(
@@ -96,7 +109,7 @@ impl RecordTable {
         ));
         self.ns = Some(Record::from_rdata(
             settings.domain.clone(),
-            3600,
+            NS_TTL_SECS,
             RData::NS(NS(nameserver)),
         ));
     }

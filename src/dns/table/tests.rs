@@ -141,10 +141,14 @@ fn the_apex_follows_the_index() {
     assert_eq!(soa.serial, 7);
     assert_eq!(soa.mname, name("ns.service.local."));
     assert_eq!(soa.rname, name("hostmaster.service.local."));
-    assert_eq!(soa.minimum, NEGATIVE_TTL);
+    assert_eq!(
+        (soa.refresh, soa.retry, soa.expire, soa.minimum),
+        (3600, 600, 86_400, NEGATIVE_TTL)
+    );
     assert_eq!(table.soa.as_ref().map(|r| r.ttl), Some(NEGATIVE_TTL));
     let ns = table.ns.as_ref().expect("NS");
     assert_eq!(ns.data, RData::NS(NS(name("ns.service.local."))));
+    assert_eq!(ns.ttl, 3600);
 
     // Serial arithmetic (RFC 1982) wraps at 2^32.
     table.set_index((1 << 32) + 5, &fixture::settings());
