@@ -11,11 +11,7 @@ use std::{borrow::Cow, cell::RefCell};
 use hickory_proto::{ProtoError, rr::Record, serialize::binary::BinEncoder};
 
 use super::lookup::Answer;
-use crate::registry::table::max_encoded_len;
-
-/// Header (12) is fixed; the OPT record is 11 octets without options.
-const HEADER_LEN: usize = 12;
-const OPT_LEN: usize = 11;
+use super::wire::{HEADER_LEN, OPT_LEN, max_encoded_len};
 
 thread_local! {
     /// Scratch space for trial encodings, reused to avoid an allocation per

@@ -18,16 +18,13 @@ use hickory_proto::rr::{LowerName, Name};
 use super::{
     DnsHandler,
     service_cache::ServiceCache,
+    table::{Endpoint, RecordTable, TableSettings},
     udp::{self, General, Reply},
     zones::StaticZones,
 };
 use crate::{
     model::{InstanceBody, ServiceName},
-    registry::{
-        RecordTable, TableSettings,
-        endpoint::Endpoint,
-        state::{InstanceState, ServiceState},
-    },
+    registry::state::{InstanceState, ServiceState},
 };
 
 /// The most datagrams [`UdpTarget::answer`] takes at once (the UDP loop's

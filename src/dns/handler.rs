@@ -17,14 +17,15 @@ use hickory_server::{
 };
 use tracing::debug;
 
+use super::table::RecordTable;
 use super::{
     fast::FastPath,
     fit,
     lookup::{self, Answer, Sources},
     service_cache::ServiceCache,
+    wire,
     zones::StaticZones,
 };
-use crate::registry::RecordTable;
 
 /// The only EDNS version roster speaks (RFC 6891).
 const EDNS_VERSION: u8 = 0;
@@ -91,7 +92,10 @@ impl DnsHandler {
         let requested = request.edns.as_ref()?;
         let mut edns = Edns::new();
         edns.set_version(EDNS_VERSION);
-        edns.set_max_payload(requested.max_payload().max(512).min(self.max_udp_payload));
+        edns.set_max_payload(wire::response_payload(
+            requested.max_payload(),
+            self.max_udp_payload,
+        ));
         Some(edns)
     }
 }
@@ -150,7 +154,7 @@ impl RequestHandler for DnsHandler {
         let mut answer: Answer<'_> = lookup::resolve(&sources, query.name(), qtype);
         let truncated = match request.protocol() {
             Protocol::Udp => {
-                let limit = edns.as_ref().map_or(512, Edns::max_payload);
+                let limit = wire::udp_limit(edns.as_ref().map(Edns::max_payload));
                 fit::fit(
                     &mut answer,
                     request.queries.as_bytes().len(),

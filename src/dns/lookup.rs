@@ -10,11 +10,11 @@ use hickory_proto::{
 };
 use rand::{SeedableRng, rngs::SmallRng, seq::SliceRandom};
 
+use super::table::{InstanceLookup, RecordTable, ServiceRecords};
 use super::{
     query::{self, DynamicName, SrvForm},
     zones::{StaticZone, StaticZones},
 };
-use crate::registry::{RecordTable, ServiceRecords};
 
 /// The sections of a response, before size limits are applied.
 #[derive(Debug, Default)]
@@ -45,10 +45,10 @@ thread_local! {
     static RNG: RefCell<SmallRng> = RefCell::new(SmallRng::from_rng(&mut rand::rng()));
 }
 
-fn shuffled_slots(slots: impl Iterator<Item = u32>) -> Vec<u32> {
-    let mut slots: Vec<u32> = slots.collect();
-    shuffle(&mut slots);
-    slots
+fn shuffled_positions(positions: impl Iterator<Item = u32>) -> Vec<u32> {
+    let mut positions: Vec<u32> = positions.collect();
+    shuffle(&mut positions);
+    positions
 }
 
 /// Everything DNS answers from, for one query.
@@ -117,23 +117,23 @@ fn resolve_dynamic<'t>(
                 match qtype {
                     // The common queries, answered from prebuilt lists.
                     RecordType::A => {
-                        addresses_into(service, &service.v4_slots, &mut answer.answers);
+                        addresses_into(service, &service.v4_positions, &mut answer.answers);
                         answer.wire_bound = Some(service.a_wire_bound);
                     }
                     RecordType::AAAA => {
-                        addresses_into(service, &service.v6_slots, &mut answer.answers);
+                        addresses_into(service, &service.v6_positions, &mut answer.answers);
                         answer.wire_bound = Some(service.aaaa_wire_bound);
                     }
                     RecordType::SRV => {
-                        let slots = shuffled_slots(0..service.servable() as u32);
-                        srv_answers(service, &slots, None, &mut answer);
+                        let positions = shuffled_positions(0..service.servable() as u32);
+                        srv_answers(service, &positions, None, &mut answer);
                         answer.wire_bound = Some(service.srv_wire_bound);
                     }
                     RecordType::ANY => {
-                        addresses_into(service, &service.v4_slots, &mut answer.answers);
-                        addresses_into(service, &service.v6_slots, &mut answer.answers);
-                        let slots = shuffled_slots(0..service.servable() as u32);
-                        srv_answers(service, &slots, None, &mut answer);
+                        addresses_into(service, &service.v4_positions, &mut answer.answers);
+                        addresses_into(service, &service.v6_positions, &mut answer.answers);
+                        let positions = shuffled_positions(0..service.servable() as u32);
+                        srv_answers(service, &positions, None, &mut answer);
                     }
                     _ => {}
                 }
@@ -141,35 +141,37 @@ fn resolve_dynamic<'t>(
         }
         DynamicName::Srv { service, form } => {
             if let Some(service) = table.services.get(service) {
-                let slots = match form {
-                    SrvForm::Protocol => Some(shuffled_slots(0..service.servable() as u32)),
+                let positions = match form {
+                    SrvForm::Protocol => Some(shuffled_positions(0..service.servable() as u32)),
                     SrvForm::Tag(tag) => service
                         .tag(tag)
-                        .map(|slots| shuffled_slots(slots.iter().copied())),
+                        .map(|positions| shuffled_positions(positions.iter().copied())),
                 };
-                if let Some(slots) = slots {
+                if let Some(positions) = positions {
                     exists = true;
                     if matches!(qtype, RecordType::SRV | RecordType::ANY) {
-                        srv_answers(service, &slots, Some(qname), &mut answer);
+                        srv_answers(service, &positions, Some(qname), &mut answer);
                     }
                 }
             }
         }
         DynamicName::Instance { service, instance } => {
-            if let Some(service) = table.services.get(service)
-                && let Some(slot) = service.instance(instance)
-            {
-                exists = true;
-                if let Some(slot) = slot {
-                    let address = service.address_record(slot, service.target(slot));
-                    if type_matches(&address, qtype) {
-                        answer.answers.push(Cow::Owned(address));
+            if let Some(service) = table.services.get(service) {
+                match service.instance(instance) {
+                    InstanceLookup::Servable(position) => {
+                        exists = true;
+                        let address = service.address_record(position, service.target(position));
+                        if type_matches(&address, qtype) {
+                            answer.answers.push(Cow::Owned(address));
+                        }
+                        if let Some(txt) = service.txt_record(position)
+                            && type_matches(&txt, qtype)
+                        {
+                            answer.answers.push(Cow::Owned(txt));
+                        }
                     }
-                    if let Some(txt) = service.txt_record(slot)
-                        && type_matches(&txt, qtype)
-                    {
-                        answer.answers.push(Cow::Owned(txt));
-                    }
+                    InstanceLookup::NotServable => exists = true,
+                    InstanceLookup::Unknown => {}
                 }
             }
         }
@@ -193,15 +195,13 @@ fn resolve_dynamic<'t>(
     answer
 }
 
-/// Appends the address records of `slots` (at the service name) to `out`,
+/// Appends the address records of `positions` (at the service name) to `out`,
 /// in a fresh random order.
-fn addresses_into<'t>(service: &ServiceRecords, slots: &[u32], out: &mut Vec<Cow<'t, Record>>) {
+fn addresses_into<'t>(service: &ServiceRecords, positions: &[u32], out: &mut Vec<Cow<'t, Record>>) {
     let start = out.len();
-    out.extend(
-        slots
-            .iter()
-            .map(|&slot| Cow::Owned(service.address_record(slot as usize, service.name.clone()))),
-    );
+    out.extend(positions.iter().map(|&position| {
+        Cow::Owned(service.address_record(position as usize, service.name.clone()))
+    }));
     shuffle(&mut out[start..]);
 }
 
@@ -210,28 +210,28 @@ pub(super) fn shuffle<T>(items: &mut [T]) {
     RNG.with(|rng| items.shuffle(&mut *rng.borrow_mut()));
 }
 
-/// Adds the service's SRV records in `slots` order, with their targets'
+/// Adds the service's SRV records in `positions` order, with their targets'
 /// addresses as additional records. `rename` gives the SRV records the owner
 /// name asked for (`_web._tcp…`) instead of the service name.
 fn srv_answers(
     service: &ServiceRecords,
-    slots: &[u32],
+    positions: &[u32],
     rename: Option<&LowerName>,
     answer: &mut Answer<'_>,
 ) {
-    answer.answers.reserve(slots.len());
-    answer.additionals.reserve(slots.len());
+    answer.answers.reserve(positions.len());
+    answer.additionals.reserve(positions.len());
     let owner: Name = match rename {
         Some(name) => name.into(),
         None => service.name.clone(),
     };
-    for &slot in slots {
-        let slot = slot as usize;
+    for &position in positions {
+        let position = position as usize;
         answer
             .answers
-            .push(Cow::Owned(service.srv_record(slot, owner.clone())));
+            .push(Cow::Owned(service.srv_record(position, owner.clone())));
         answer.additionals.push(Cow::Owned(
-            service.address_record(slot, service.target(slot)),
+            service.address_record(position, service.target(position)),
         ));
     }
 }
@@ -307,3 +307,6 @@ fn negative<'t>(answer: &mut Answer<'t>, exists: bool, soa: Option<&'t Record>) 
         answer.authority.push(Cow::Owned(capped));
     }
 }
+
+#[cfg(test)]
+mod tests;

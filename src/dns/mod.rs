@@ -1,23 +1,34 @@
 //! The authoritative DNS front door: roster's UDP threads (`udp`) and TCP
 //! loop (`tcp`) → [`DnsHandler`]
 //! → name parsing (`query`) → answer building (`lookup`, `fit`) → the
-//! record table and static zones ([`zones`]). The common UDP questions (A,
-//! AAAA, SRV at a service name) skip hickory on an allocation-free fast path
-//! (`fast`) that answers exactly as the handler would.
+//! record table ([`table`]) and static zones ([`zones`]). The common UDP
+//! questions (A, AAAA, SRV at a service name) skip hickory on an
+//! allocation-free fast path (`fast`) that answers exactly as the handler
+//! would; `service_cache` and `prefetch` keep its lookups cache-friendly.
+//! `wire` holds the protocol's sizes, flag bits and answer-size formulas,
+//! which the record table, `fit` and the fast path all use.
 //!
-//! Owns: the DNS wire protocol. Must not: write to the registry, or wait on
-//! anything but the socket.
+//! The record table is DNS answer data, so it lives here; the registry
+//! builds and publishes it, and nothing in `dns` writes to it.
+//!
+//! Owns: the DNS wire protocol and the record table's shape. Must not: write
+//! to the registry or its state, or wait on anything but the socket.
 
 mod fast;
 mod fit;
+#[cfg(test)]
+mod fixture;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handler;
 mod lookup;
+mod prefetch;
 mod query;
 mod service_cache;
+pub mod table;
 mod tcp;
 mod udp;
+mod wire;
 pub mod zones;
 
 use tokio::{net::TcpListener, runtime::Handle, task::JoinHandle};

@@ -5,7 +5,7 @@
 //! cache miss per level of the trie (three or four at 20,000 services),
 //! and that was most of what made answers slower as the table grew. The
 //! cache is a flat array indexed by a hash of the label, one pointer per
-//! slot: a hit costs the slot (prefetched a batch ahead) and the records'
+//! bucket: a hit costs the bucket (prefetched a batch ahead) and the records'
 //! first line, which the answer reads anyway.
 //!
 //! Why it is never stale: the registry's writer marks a service's records
@@ -15,20 +15,20 @@
 //! Publishing stays O(changed service): nothing is rebuilt; each UDP thread
 //! refills its own cache as queries come.
 //!
-//! Owns: which records each of its slots points at. Must not: answer from
+//! Owns: which records each of its buckets points at. Must not: answer from
 //! retired records, or keep more than one (possibly retired) records per
-//! slot alive.
+//! bucket alive.
 
 use std::sync::Arc;
 
-use crate::registry::{RecordTable, ServiceRecords};
+use super::table::{RecordTable, ServiceRecords};
 
-/// Smallest and largest number of slots; between them, the cache keeps
-/// about four slots per service, so few services share one.
-const MIN_SLOTS: usize = 1 << 10;
-const MAX_SLOTS: usize = 1 << 20;
-const SLOTS_PER_SERVICE: usize = 4;
-/// Slots checked for retired records per batch, so that records of
+/// Smallest and largest number of buckets; between them, the cache keeps
+/// about four buckets per service, so few services share one.
+const MIN_BUCKETS: usize = 1 << 10;
+const MAX_BUCKETS: usize = 1 << 20;
+const BUCKETS_PER_SERVICE: usize = 4;
+/// Buckets checked for retired records per batch, so that records of
 /// services nobody asks for any more are released over time.
 const SWEEP_PER_BATCH: usize = 8;
 
@@ -37,8 +37,8 @@ pub const MAX_BATCH: usize = 32;
 
 #[derive(Default)]
 pub struct ServiceCache {
-    slots: Box<[Option<Arc<ServiceRecords>>]>,
-    /// Next slot the sweep looks at.
+    buckets: Box<[Option<Arc<ServiceRecords>>]>,
+    /// Next bucket the sweep looks at.
     sweep: usize,
 }
 
@@ -46,9 +46,9 @@ pub struct ServiceCache {
 #[derive(Clone, Copy)]
 enum Found<'t> {
     Nowhere,
-    /// In this cache's slot.
-    Slot(usize),
-    /// Only in the table: its slot was taken by another label of the batch.
+    /// In this cache's bucket.
+    Bucket(usize),
+    /// Only in the table: its bucket was taken by another label of the batch.
     Table(&'t ServiceRecords),
 }
 
@@ -65,48 +65,48 @@ impl ServiceCache {
         debug_assert!(labels.len() <= MAX_BATCH && found.len() == labels.len());
         self.fit(table.services.len());
         self.release_retired(SWEEP_PER_BATCH);
-        let mask = self.slots.len() - 1;
-        let mut slots = [0usize; MAX_BATCH];
-        for (label, slot) in labels.iter().zip(&mut slots) {
-            *slot = hash(label) as usize & mask;
-            prefetch(&self.slots[*slot]);
+        let mask = self.buckets.len() - 1;
+        let mut buckets = [0usize; MAX_BATCH];
+        for (label, bucket) in labels.iter().zip(&mut buckets) {
+            *bucket = hash(label) as usize & mask;
+            prefetch(&self.buckets[*bucket]);
         }
         // The records' first lines: the label compared next and what the
-        // answer reads, for all slots at once.
-        for &slot in &slots[..labels.len().min(MAX_BATCH)] {
-            if let Some(records) = &self.slots[slot] {
+        // answer reads, for all buckets at once.
+        for &bucket in &buckets[..labels.len().min(MAX_BATCH)] {
+            if let Some(records) = &self.buckets[bucket] {
                 records.prefetch_header();
             }
         }
-        // Then settle which slot or table entry each label uses,
-        // filling slots on misses. A slot used by one label of the batch is
+        // Then settle which bucket or table entry each label uses,
+        // filling buckets on misses. A bucket used by one label of the batch is
         // not refilled for another, so every reference handed out below
         // stays valid for the whole batch.
         let mut places = [Found::Nowhere; MAX_BATCH];
         let mut used = [usize::MAX; MAX_BATCH];
         let mut used_count = 0;
-        for ((label, &slot), place) in labels.iter().zip(&slots).zip(&mut places) {
+        for ((label, &bucket), place) in labels.iter().zip(&buckets).zip(&mut places) {
             if label.is_empty() {
                 continue;
             }
-            let taken = used[..used_count].contains(&slot);
-            let hit = self.slots[slot]
+            let taken = used[..used_count].contains(&bucket);
+            let hit = self.buckets[bucket]
                 .as_deref()
                 .is_some_and(|records| records.label.as_bytes() == *label && !records.is_retired());
             *place = if hit {
-                Found::Slot(slot)
+                Found::Bucket(bucket)
             } else if let Some(records) = table.services.get_bytes(label) {
                 if taken {
                     Found::Table(records)
                 } else {
-                    self.slots[slot] = Some(Arc::clone(records));
-                    Found::Slot(slot)
+                    self.buckets[bucket] = Some(Arc::clone(records));
+                    Found::Bucket(bucket)
                 }
             } else {
                 continue;
             };
             if !taken {
-                used[used_count] = slot;
+                used[used_count] = bucket;
                 used_count += 1;
             }
         }
@@ -114,7 +114,7 @@ impl ServiceCache {
         for (place, found) in places.iter().zip(found) {
             *found = match *place {
                 Found::Nowhere => None,
-                Found::Slot(slot) => this.slots[slot].as_deref(),
+                Found::Bucket(bucket) => this.buckets[bucket].as_deref(),
                 Found::Table(records) => Some(records),
             };
         }
@@ -123,40 +123,43 @@ impl ServiceCache {
     /// Resizes (emptying) the cache when the table has grown or shrunk
     /// well past what it was sized for.
     fn fit(&mut self, services: usize) {
-        let wanted = (services * SLOTS_PER_SERVICE)
+        let wanted = (services * BUCKETS_PER_SERVICE)
             .next_power_of_two()
-            .clamp(MIN_SLOTS, MAX_SLOTS);
-        let len = self.slots.len();
+            .clamp(MIN_BUCKETS, MAX_BUCKETS);
+        let len = self.buckets.len();
         if len < wanted || len > wanted * 4 {
-            self.slots = std::iter::repeat_with(|| None).take(wanted).collect();
+            self.buckets = std::iter::repeat_with(|| None).take(wanted).collect();
             self.sweep = 0;
         }
     }
 
-    /// Releases retired records from the next `count` slots: a few per
+    /// Releases retired records from the next `count` buckets: a few per
     /// batch, and more when the thread is idle, so that an idle thread does
     /// not keep old records alive for long.
     pub fn release_retired(&mut self, count: usize) {
-        if self.slots.is_empty() {
+        if self.buckets.is_empty() {
             return;
         }
         for _ in 0..count {
-            self.sweep = (self.sweep + 1) & (self.slots.len() - 1);
-            let slot = &mut self.slots[self.sweep];
-            if slot.as_deref().is_some_and(ServiceRecords::is_retired) {
-                *slot = None;
+            self.sweep = (self.sweep + 1) & (self.buckets.len() - 1);
+            let bucket = &mut self.buckets[self.sweep];
+            if bucket.as_deref().is_some_and(ServiceRecords::is_retired) {
+                *bucket = None;
             }
         }
     }
 
     #[cfg(test)]
     fn cached(&self) -> usize {
-        self.slots.iter().filter(|slot| slot.is_some()).count()
+        self.buckets
+            .iter()
+            .filter(|bucket| bucket.is_some())
+            .count()
     }
 }
 
 /// FNV-1a: short labels, and a poor spread only costs extra misses (a
-/// crafted collision evicts a slot, nothing more).
+/// crafted collision evicts a bucket, nothing more).
 fn hash(label: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for &byte in label {
@@ -166,18 +169,16 @@ fn hash(label: &[u8]) -> u64 {
 }
 
 fn prefetch<T>(value: &T) {
-    crate::registry::table::prefetch((value as *const T).cast());
+    super::prefetch::prefetch((value as *const T).cast());
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{
+        dns::table::TableSettings,
         model::{Instance, InstanceBody, ServiceName},
-        registry::{
-            TableSettings,
-            state::{InstanceState, ServiceState},
-        },
+        registry::state::{InstanceState, ServiceState},
     };
     use hickory_proto::rr::Name;
 
@@ -205,7 +206,7 @@ mod tests {
         cache.find_batch(table, &labels, &mut found);
         found
             .iter()
-            .map(|records| records.map(|r| r.slots[0].port))
+            .map(|records| records.map(|r| r.packed[0].port))
             .collect()
     }
 
@@ -235,7 +236,7 @@ mod tests {
     }
 
     #[test]
-    fn labels_sharing_a_slot_in_one_batch_are_all_found() {
+    fn labels_sharing_a_bucket_in_one_batch_are_all_found() {
         let settings = settings();
         let mut table = RecordTable::default();
         let names: Vec<String> = (0..3000).map(|i| format!("s{i}")).collect();
@@ -243,7 +244,7 @@ mod tests {
             table.update_service(name, Some(&service(name, i as u16 + 1)), &settings);
         }
         let mut cache = ServiceCache::default();
-        // 3,000 services in 16,384 slots: some of these 32 share a slot.
+        // 3,000 services in 16,384 buckets: some of these 32 share a bucket.
         for batch in names.chunks(MAX_BATCH) {
             let labels: Vec<&str> = batch.iter().map(String::as_str).collect();
             let expected: Vec<Option<u16>> = (0..batch.len())
@@ -251,7 +252,7 @@ mod tests {
                     table
                         .services
                         .get(batch[i].as_str())
-                        .map(|r| r.slots[0].port)
+                        .map(|r| r.packed[0].port)
                 })
                 .collect();
             assert_eq!(ports(&mut cache, &table, &labels), expected);
@@ -269,8 +270,8 @@ mod tests {
         let records = Arc::clone(table.services.get("web").unwrap());
         assert_eq!(Arc::strong_count(&records), 3, "table, cache, here");
         records.retire();
-        for _ in 0..MIN_SLOTS / SWEEP_PER_BATCH + 1 {
-            ports(&mut cache, &table, &[""]); // a batch sweeps a few slots
+        for _ in 0..MIN_BUCKETS / SWEEP_PER_BATCH + 1 {
+            ports(&mut cache, &table, &[""]); // a batch sweeps a few buckets
         }
         assert_eq!(cache.cached(), 0);
         assert_eq!(Arc::strong_count(&records), 2);

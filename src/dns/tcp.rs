@@ -59,7 +59,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::DnsHandler;
+use super::{DnsHandler, wire::HEADER_LEN};
 
 /// Octets a connection reads from its socket at a time while queries are
 /// arriving: a pipelined burst of typical 30–60-octet queries fits dozens.
@@ -72,8 +72,6 @@ const FIRST_READ: usize = 64;
 /// Answers are written once this many octets are waiting, even mid-burst,
 /// so a burst of queries for big answers cannot pile up megabytes.
 const FLUSH_AT: usize = 16 * 1024;
-/// A DNS header: anything shorter cannot be answered, not even FORMERR.
-const HEADER_LEN: usize = 12;
 /// First pause after accepting fails; doubled each failure in a row.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 /// Longest pause after accepting fails.
@@ -346,6 +344,7 @@ impl<R: AsyncRead + Unpin> Incoming<R> {
             }
         }
         let len = usize::from(u16::from_be_bytes([self.buffered()[0], self.buffered()[1]]));
+        // Shorter than a header cannot be answered, not even FORMERR.
         if len < HEADER_LEN {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,

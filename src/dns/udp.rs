@@ -6,7 +6,7 @@
 //! good part of that is per-system-call overhead. So on Linux each thread
 //! blocks in `recvmmsg` (up to [`BATCH`] datagrams per call, waiting only
 //! for the first), answers every query the allocation-free fast path
-//! ([`super::fast`]) takes into a per-slot reused buffer, and sends all those
+//! ([`super::fast`]) takes into a per-entry reused buffer, and sends all those
 //! answers with one `sendmmsg`. No readiness polling, no task wake-ups, no
 //! channel hops. Elsewhere the same loop runs one datagram per call.
 //!
@@ -40,14 +40,18 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{DnsHandler, service_cache::ServiceCache};
+use super::{
+    DnsHandler,
+    service_cache::ServiceCache,
+    wire::{self, HEADER_LEN, POINTER_TAG, RR_FIXED_LEN, TYPE_OPT},
+};
 
 /// Largest datagram roster reads; EDNS queries are far smaller.
 const MAX_QUERY_LEN: usize = 4096;
 /// Datagrams read (and answers sent) per system call at most; the fast path
 /// answers them as one batch.
 const BATCH: usize = super::fast::MAX_BATCH;
-/// Service-cache slots checked for retired records each time a receive
+/// Service-cache buckets checked for retired records each time a receive
 /// times out (every [`SHUTDOWN_POLL`] while idle).
 const IDLE_RELEASE: usize = 4096;
 /// How long a receive waits before the thread checks for shutdown.
@@ -56,8 +60,6 @@ const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
 /// often: anyone can send them from a spoofed source, so one log line per
 /// datagram would let them fill the operator's disk.
 const MALFORMED_LOG_INTERVAL: Duration = Duration::from_secs(10);
-const HEADER_LEN: usize = 12;
-const TYPE_OPT: u16 = 41;
 /// Compression pointers followed per question name before it counts as a
 /// loop (a name has at most 127 labels).
 const MAX_POINTER_HOPS: usize = 128;
@@ -79,7 +81,7 @@ pub fn serve(socket: UdpSocket, handler: DnsHandler, shutdown: CancellationToken
     }
     let socket = Arc::new(socket);
     let mut batch = Batch::new();
-    // The fast path's answers, one reused buffer per slot.
+    // The fast path's answers, one reused buffer per entry.
     let mut answers: Vec<Vec<u8>> = (0..BATCH)
         .map(|_| Vec::with_capacity(MAX_QUERY_LEN))
         .collect();
@@ -119,30 +121,30 @@ pub fn serve(socket: UdpSocket, handler: DnsHandler, shutdown: CancellationToken
         // path declines.
         let mut sources: [Option<SocketAddr>; BATCH] = [None; BATCH];
         let mut queries: [&[u8]; BATCH] = [&[]; BATCH];
-        for (slot, (source, query)) in sources.iter_mut().zip(&mut queries).enumerate().take(count)
+        for (entry, (source, query)) in sources.iter_mut().zip(&mut queries).enumerate().take(count)
         {
-            *source = batch.peer(slot).filter(|&source| answerable(source));
+            *source = batch.peer(entry).filter(|&source| answerable(source));
             if source.is_some() {
-                *query = batch.query(slot);
+                *query = batch.query(entry);
             }
         }
         let mut answered = [false; BATCH];
         handler.answer_fast_batch(&queries[..count], &mut cache, &mut answers, &mut answered);
-        for (slot, (source, answered)) in sources.iter().zip(answered).enumerate().take(count) {
+        for (entry, (source, answered)) in sources.iter().zip(answered).enumerate().take(count) {
             match source {
-                Some(_) if answered => fast.push(slot),
-                Some(source) => general.push((slot, *source)),
+                Some(_) if answered => fast.push(entry),
+                Some(source) => general.push((entry, *source)),
                 None => {}
             }
         }
         batch.send(&socket, &fast, &answers);
-        for &(slot, source) in &general {
+        for &(entry, source) in &general {
             let reply = SocketReply {
                 socket: socket.clone(),
                 destination: source,
             };
             let outcome =
-                runtime.block_on(answer_general(&handler, batch.query(slot), source, reply));
+                runtime.block_on(answer_general(&handler, batch.query(entry), source, reply));
             if outcome == General::Malformed {
                 malformed.record(Instant::now());
             }
@@ -259,11 +261,11 @@ fn question_is_self_contained(query: &[u8]) -> bool {
             match len {
                 0 => break,
                 1..=63 => at += 1 + usize::from(len),
-                _ if len & 0xC0 == 0xC0 => {
+                _ if len & POINTER_TAG == POINTER_TAG => {
                     let Some(&low) = query.get(at + 1) else {
                         return true;
                     };
-                    let target = usize::from(u16::from_be_bytes([len & 0x3F, low]));
+                    let target = usize::from(u16::from_be_bytes([len & !POINTER_TAG, low]));
                     hops += 1;
                     if !(HEADER_LEN..end).contains(&target) || hops > MAX_POINTER_HOPS {
                         return false;
@@ -299,12 +301,12 @@ fn opt_options_add_up(query: &[u8]) -> bool {
         let Some(name_end) = skip_name(query, at) else {
             return true;
         };
-        let Some(fixed) = query.get(name_end..name_end + 10) else {
+        let Some(fixed) = query.get(name_end..name_end + RR_FIXED_LEN) else {
             return true;
         };
         let rtype = u16::from_be_bytes([fixed[0], fixed[1]]);
         let rdata_len = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
-        let start = name_end + 10;
+        let start = name_end + RR_FIXED_LEN;
         let Some(mut options) = query.get(start..start + rdata_len) else {
             return true;
         };
@@ -334,7 +336,9 @@ fn skip_name(query: &[u8], mut at: usize) -> Option<usize> {
         match len {
             0 => return Some(at + 1),
             1..=63 => at += 1 + usize::from(len),
-            _ if len & 0xC0 == 0xC0 => return Some(at + 2).filter(|&end| end <= query.len()),
+            _ if len & POINTER_TAG == POINTER_TAG => {
+                return Some(at + 2).filter(|&end| end <= query.len());
+            }
             _ => return None,
         }
     }
@@ -439,7 +443,7 @@ pub(super) fn encode_response<'a>(
     >,
     buffer: &mut Vec<u8>,
 ) -> Result<ResponseInfo, ProtoError> {
-    let limit = response.edns().map_or(512, |edns| edns.max_payload());
+    let limit = wire::udp_limit(response.edns().map(|edns| edns.max_payload()));
     buffer.clear();
     let mut encoder = BinEncoder::new(buffer);
     encoder.set_max_size(limit);
@@ -452,7 +456,7 @@ pub(super) fn encode_response<'a>(
 #[repr(C, align(8))]
 struct RawAddress([u8; 28]);
 
-/// Received datagrams: [`BATCH`] slots of [`MAX_QUERY_LEN`] bytes, each with
+/// Received datagrams: [`BATCH`] entries of [`MAX_QUERY_LEN`] bytes, each with
 /// its length and source address.
 struct Batch {
     data: Box<[u8]>,
@@ -478,18 +482,18 @@ impl Batch {
         }
     }
 
-    fn query(&self, slot: usize) -> &[u8] {
-        let start = slot * MAX_QUERY_LEN;
-        &self.data[start..start + self.lens[slot]]
+    fn query(&self, entry: usize) -> &[u8] {
+        let start = entry * MAX_QUERY_LEN;
+        &self.data[start..start + self.lens[entry]]
     }
 
-    fn peer(&self, slot: usize) -> Option<SocketAddr> {
-        self.peers[slot]
+    fn peer(&self, entry: usize) -> Option<SocketAddr> {
+        self.peers[entry]
     }
 
     /// Waits (up to the socket's read timeout) for at least one datagram,
     /// then takes every one already queued, up to [`BATCH`]. Returns how
-    /// many slots are filled.
+    /// many entries are filled.
     #[cfg(target_os = "linux")]
     fn receive(&mut self, socket: &UdpSocket) -> std::io::Result<usize> {
         use std::os::fd::AsRawFd;
@@ -500,22 +504,22 @@ impl Batch {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
         }; BATCH];
-        for (slot, iovec) in iovecs.iter_mut().enumerate() {
-            iovec.iov_base = data.wrapping_add(slot * MAX_QUERY_LEN).cast();
+        for (entry, iovec) in iovecs.iter_mut().enumerate() {
+            iovec.iov_base = data.wrapping_add(entry * MAX_QUERY_LEN).cast();
             iovec.iov_len = MAX_QUERY_LEN;
         }
         let iovec_base = iovecs.as_mut_ptr();
         // SAFETY: `mmsghdr` is a plain C struct of integers and raw
         // pointers, for which all-zero is a valid value.
         let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        for (slot, header) in headers.iter_mut().enumerate() {
-            header.msg_hdr.msg_name = names.wrapping_add(slot).cast();
+        for (entry, header) in headers.iter_mut().enumerate() {
+            header.msg_hdr.msg_name = names.wrapping_add(entry).cast();
             header.msg_hdr.msg_namelen = size_of::<RawAddress>() as libc::socklen_t;
-            header.msg_hdr.msg_iov = iovec_base.wrapping_add(slot);
+            header.msg_hdr.msg_iov = iovec_base.wrapping_add(entry);
             header.msg_hdr.msg_iovlen = 1;
         }
         // SAFETY: `headers` holds BATCH entries, each pointing at its own
-        // iovec (in `iovecs`) over a distinct MAX_QUERY_LEN-byte slot of
+        // iovec (in `iovecs`) over a distinct MAX_QUERY_LEN-byte entry of
         // `self.data`, and at its own RawAddress (in `self.names`) with
         // msg_namelen set to its size. All of them are live and not
         // otherwise accessed until the call returns; the kernel writes at
@@ -533,50 +537,50 @@ impl Batch {
             return Err(std::io::Error::last_os_error());
         };
         let count = count.min(BATCH);
-        for (slot, header) in headers.iter().enumerate().take(count) {
-            self.lens[slot] = (header.msg_len as usize).min(MAX_QUERY_LEN);
-            self.name_lens[slot] = header.msg_hdr.msg_namelen;
-            self.peers[slot] = parse_address(&self.names[slot].0, header.msg_hdr.msg_namelen);
+        for (entry, header) in headers.iter().enumerate().take(count) {
+            self.lens[entry] = (header.msg_len as usize).min(MAX_QUERY_LEN);
+            self.name_lens[entry] = header.msg_hdr.msg_namelen;
+            self.peers[entry] = parse_address(&self.names[entry].0, header.msg_hdr.msg_namelen);
         }
         Ok(count)
     }
 
-    /// Sends `answers[slot]` to the source of each slot in `slots`, as few
+    /// Sends `answers[entry]` to the source of each entry in `entries`, as few
     /// system calls as the kernel allows. A datagram the kernel refuses is
     /// logged and skipped.
     #[cfg(target_os = "linux")]
-    fn send(&mut self, socket: &UdpSocket, slots: &[usize], answers: &[Vec<u8>]) {
+    fn send(&mut self, socket: &UdpSocket, entries: &[usize], answers: &[Vec<u8>]) {
         use std::os::fd::AsRawFd;
 
-        let slots = &slots[..slots.len().min(BATCH)];
-        if slots.is_empty() {
+        let entries = &entries[..entries.len().min(BATCH)];
+        if entries.is_empty() {
             return;
         }
         let mut iovecs = [libc::iovec {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
         }; BATCH];
-        for (iovec, &slot) in iovecs.iter_mut().zip(slots) {
+        for (iovec, &entry) in iovecs.iter_mut().zip(entries) {
             // The kernel only reads through iov_base in sendmmsg.
-            iovec.iov_base = answers[slot].as_ptr().cast_mut().cast();
-            iovec.iov_len = answers[slot].len();
+            iovec.iov_base = answers[entry].as_ptr().cast_mut().cast();
+            iovec.iov_len = answers[entry].len();
         }
         let iovec_base = iovecs.as_mut_ptr();
         let names = self.names.as_mut_ptr();
         // SAFETY: as in `receive`: all-zero is a valid `mmsghdr`.
         let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        for (index, (header, &slot)) in headers.iter_mut().zip(slots).enumerate() {
-            header.msg_hdr.msg_name = names.wrapping_add(slot).cast();
-            header.msg_hdr.msg_namelen = self.name_lens[slot];
+        for (index, (header, &entry)) in headers.iter_mut().zip(entries).enumerate() {
+            header.msg_hdr.msg_name = names.wrapping_add(entry).cast();
+            header.msg_hdr.msg_namelen = self.name_lens[entry];
             header.msg_hdr.msg_iov = iovec_base.wrapping_add(index);
             header.msg_hdr.msg_iovlen = 1;
         }
         let mut start = 0;
-        while start < slots.len() {
-            let pending = &mut headers[start..slots.len()];
+        while start < entries.len() {
+            let pending = &mut headers[start..entries.len()];
             // SAFETY: `pending` holds `pending.len()` initialised headers,
             // each pointing at one live iovec over an answer buffer and at
-            // the source address the kernel wrote for that slot, with its
+            // the source address the kernel wrote for that entry, with its
             // length. The kernel only reads them (and writes msg_len).
             let sent = unsafe {
                 libc::sendmmsg(
@@ -609,10 +613,10 @@ impl Batch {
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn send(&mut self, socket: &UdpSocket, slots: &[usize], answers: &[Vec<u8>]) {
-        for &slot in slots {
-            if let Some(destination) = self.peers[slot]
-                && let Err(error) = socket.send_to(&answers[slot], destination)
+    fn send(&mut self, socket: &UdpSocket, entries: &[usize], answers: &[Vec<u8>]) {
+        for &entry in entries {
+            if let Some(destination) = self.peers[entry]
+                && let Err(error) = socket.send_to(&answers[entry], destination)
             {
                 debug!(%error, %destination, "UDP send failed");
             }
@@ -685,14 +689,14 @@ mod tests {
         while received.len() < clients.len() {
             let count = batch.receive(&server).expect("receive");
             assert!(count >= 1);
-            for slot in 0..count {
-                received.push((slot, batch.query(slot).to_vec(), batch.peer(slot)));
+            for entry in 0..count {
+                received.push((entry, batch.query(entry).to_vec(), batch.peer(entry)));
             }
             let answers: Vec<Vec<u8>> = (0..BATCH)
-                .map(|slot| batch.query(slot).iter().map(|b| b + 100).collect())
+                .map(|entry| batch.query(entry).iter().map(|b| b + 100).collect())
                 .collect();
-            let slots: Vec<usize> = (0..count).collect();
-            batch.send(&server, &slots, &answers);
+            let entries: Vec<usize> = (0..count).collect();
+            batch.send(&server, &entries, &answers);
         }
         for (index, client) in clients.iter().enumerate() {
             let source = client.local_addr().expect("address");

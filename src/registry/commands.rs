@@ -6,11 +6,13 @@ use std::{collections::BTreeSet, sync::Arc, time::SystemTime};
 
 use super::{
     RegistryError,
-    endpoint::Endpoint,
     state::{CheckState, InstanceState, RegistryState, ServiceState},
     store::{Mutation, StoredInstance},
 };
-use crate::model::{CheckKind, DnsLabel, Instance, InstanceId, ServiceName, Status};
+use crate::{
+    dns::table::Endpoint,
+    model::{CheckKind, DnsLabel, Instance, InstanceId, ServiceName, Status},
+};
 
 /// A change a front door asks for.
 #[derive(Debug)]

@@ -12,15 +12,12 @@
 
 mod commands;
 pub mod embedded;
-pub mod endpoint;
 #[cfg(test)]
 pub(crate) mod failing_store;
-mod service_map;
 pub mod state;
 pub mod store;
 #[cfg(test)]
 mod store_conformance;
-pub mod table;
 
 use std::sync::Arc;
 
@@ -36,11 +33,11 @@ use crate::{
     model::{DnsLabel, Instance, ValidationError},
 };
 
+pub use crate::dns::table::{RecordTable, ServiceRecords, TableSettings};
 pub use commands::{Command, InOtherService, Outcome, Reporter};
 pub use embedded::EmbeddedStore;
 pub use state::{CheckState, InstanceState, RegistryState, ServiceState};
 pub use store::{Loaded, MemoryStore, Mutation, Store, StoreError, StoredInstance};
-pub use table::{RecordTable, ServiceRecords, TableSettings};
 
 /// How far above the current index the stored ceiling is raised at a time:
 /// one extra commit per this many index changes.

@@ -11,7 +11,7 @@ use std::{
 
 use imbl::{HashMap, OrdMap};
 
-use super::endpoint::Endpoint;
+use crate::dns::table::Endpoint;
 use crate::model::{CheckDefinition, DnsLabel, Instance, ServiceName, Status};
 
 /// A check's current result.

@@ -11,52 +11,13 @@
 //! only the path to one entry.
 
 use std::{
-    fmt,
     hash::{Hash, Hasher},
     sync::Arc,
 };
 
 use equivalent::Equivalent;
 
-use super::table::ServiceRecords;
-
-/// A DNS label of at most 63 octets, stored inline.
-#[derive(Clone, Copy)]
-pub struct InlineLabel {
-    len: u8,
-    bytes: [u8; 63],
-}
-
-impl InlineLabel {
-    /// `None` if `label` is longer than a DNS label can be.
-    pub fn new(label: &[u8]) -> Option<Self> {
-        let mut bytes = [0; 63];
-        bytes.get_mut(..label.len())?.copy_from_slice(label);
-        Some(Self {
-            len: label.len() as u8,
-            bytes,
-        })
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..usize::from(self.len)]
-    }
-}
-
-impl Default for InlineLabel {
-    fn default() -> Self {
-        Self {
-            len: 0,
-            bytes: [0; 63],
-        }
-    }
-}
-
-impl fmt::Debug for InlineLabel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&String::from_utf8_lossy(self.as_bytes()), f)
-    }
-}
+use super::ServiceRecords;
 
 /// One service in the map: hashed and compared by its records' label.
 #[derive(Clone, Debug)]
@@ -142,6 +103,7 @@ impl ServiceMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dns::table::InlineLabel;
 
     fn records(label: &str, ttl: u32) -> Arc<ServiceRecords> {
         let mut records = ServiceRecords::default();
@@ -170,13 +132,5 @@ mod tests {
         assert!(map.remove("web").is_none());
         assert!(!map.contains_key("web") && map.contains_key("db"));
         assert_eq!(map.values().count(), 1);
-    }
-
-    #[test]
-    fn inline_labels_hold_up_to_63_octets() {
-        let long = [b'a'; 63];
-        assert_eq!(InlineLabel::new(&long).unwrap().as_bytes(), &long[..]);
-        assert!(InlineLabel::new(&[b'a'; 64]).is_none());
-        assert_eq!(InlineLabel::default().as_bytes(), b"");
     }
 }

@@ -1,0 +1,105 @@
+//! Record tables for unit tests, built from instance bodies in the HTTP
+//! API's JSON, without a registry.
+
+use std::sync::Arc;
+
+use hickory_proto::{
+    op::{Edns, Message, Query},
+    rr::{Name, RecordType},
+};
+
+use super::table::{RecordTable, TableSettings};
+use crate::{
+    model::{Instance, InstanceBody, ServiceName},
+    registry::state::{InstanceState, ServiceState},
+};
+
+/// The dynamic domain of every fixture table.
+pub const DOMAIN: &str = "service.local.";
+/// TTL of every answer record built from a fixture table.
+pub const TTL: u32 = 17;
+/// Negative-caching TTL (SOA MINIMUM) of a fixture table.
+pub const NEGATIVE_TTL: u32 = 5;
+
+pub fn domain() -> Name {
+    Name::from_ascii(DOMAIN).expect("the fixture domain is a name")
+}
+
+pub fn settings() -> TableSettings {
+    TableSettings {
+        domain: domain(),
+        ttl: TTL,
+        negative_ttl: NEGATIVE_TTL,
+        include_warning: false,
+    }
+}
+
+/// One instance of `service` as registered; `body` as the HTTP API takes it.
+pub fn instance(service: &str, id: &str, body: &str) -> Arc<InstanceState> {
+    let body: InstanceBody = serde_json::from_str(body).expect(body);
+    let instance: Instance = body.validate(service, id).expect("valid instance");
+    Arc::new(InstanceState::registered_for_test(instance))
+}
+
+/// A service of `(id, body)` instances; those in `drained` are in
+/// maintenance, so registered but not servable.
+pub fn service(name: &str, instances: &[(&str, &str)], drained: &[&str]) -> ServiceState {
+    let mut state = ServiceState::new(ServiceName::parse(name).expect("valid service name"));
+    for &(id, body) in instances {
+        let mut entry = instance(name, id, body);
+        if drained.contains(&id) {
+            Arc::make_mut(&mut entry).maintenance = Some("drain".into());
+        }
+        state.insert(entry);
+    }
+    state
+}
+
+/// `web`: web-1 (IPv4, tag v2, weight 3, priority 2), web-2 (IPv6, tag v2,
+/// metadata), web-3 (IPv4, tag old, drained), web-4 (IPv4).
+pub fn web() -> ServiceState {
+    service(
+        "web",
+        &[
+            (
+                "web-1",
+                r#"{"address":"10.0.0.1","port":80,"tags":["v2"],"weight":3,"priority":2}"#,
+            ),
+            (
+                "web-2",
+                r#"{"address":"2001:db8::2","port":81,"tags":["v2"],"meta":{"k":"v"}}"#,
+            ),
+            (
+                "web-3",
+                r#"{"address":"10.0.0.3","port":82,"tags":["old"]}"#,
+            ),
+            ("web-4", r#"{"address":"10.0.0.4","port":83}"#),
+        ],
+        &["web-3"],
+    )
+}
+
+/// The table of `services`, at index 7.
+pub fn table(services: &[ServiceState]) -> RecordTable {
+    let settings = settings();
+    let mut table = RecordTable::default();
+    for state in services {
+        table.update_service(state.name.label().as_str(), Some(state), &settings);
+    }
+    table.set_index(7, &settings);
+    table
+}
+
+/// A query for `name`/`qtype`, with an OPT record offering `edns` if set.
+pub fn query(name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
+    let mut message = Message::query();
+    message.metadata.id = 0xBEEF;
+    message.metadata.recursion_desired = true;
+    message.add_query(Query::query(Name::from_ascii(name).expect(name), qtype));
+    if let Some(size) = edns {
+        let mut opt = Edns::new();
+        opt.set_max_payload(size);
+        message.set_edns(opt);
+    }
+    message.to_vec().expect("a query encodes")
+}

@@ -1,0 +1,145 @@
+//! The record table: what DNS serves, derived from the registry state.
+//!
+//! It is immutable once built and published behind an `ArcSwap`, so the DNS
+//! path reads it without locks. Each service keeps a compact description of
+//! its servable instances (address, port, weight, priority, label, metadata),
+//! built when the service changes: DNS's fast path encodes answers straight
+//! from it, and the general path builds hickory `Record`s from it on demand.
+//! No `Record` is stored per instance: at 272 bytes each, with three or four
+//! per instance, they were most of roster's memory. Publishing a change
+//! rebuilds only the services it touched: the maps are persistent (`imbl`),
+//! so the new table shares everything else with the old one.
+//!
+//! It lives in `dns` because it is DNS answer data: the registry builds and
+//! publishes it (`update_service`, `set_index`, `ServiceRecords::retire`),
+//! DNS only reads it. Files, each depending only on those below it:
+//! this one (the table and its apex), `records` (one service's records),
+//! `service_map` (services by label), `inline_label`, `endpoint` (one
+//! instance as DNS sees it).
+//!
+//! Owns: the shape of the answer data and its build. Must not: encode
+//! answers (that is `fast` and `lookup`), or change the registry's state,
+//! which it only reads while building.
+
+mod endpoint;
+mod inline_label;
+mod records;
+mod service_map;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use hickory_proto::rr::{
+    Name, RData, Record,
+    rdata::{NS, SOA},
+};
+
+use crate::registry::ServiceState;
+pub use endpoint::Endpoint;
+pub use inline_label::InlineLabel;
+use records::child;
+pub use records::{InstanceLookup, PackedEndpoint, ServiceRecords};
+pub use service_map::ServiceMap;
+
+// SOA timers of the dynamic domain, in seconds (RFC 1035 section 3.3.13).
+// roster refuses zone transfers, so no secondary acts on them; they are the
+// conventional values for tools that read the SOA. The fourth timer,
+// MINIMUM, is the configured negative TTL (`TableSettings::negative_ttl`).
+/// How often a secondary would check for a new serial: an hour.
+const SOA_REFRESH_SECS: i32 = 3600;
+/// How soon a secondary would retry a failed check: ten minutes.
+const SOA_RETRY_SECS: i32 = 600;
+/// How long a secondary would serve without contact: a day.
+const SOA_EXPIRE_SECS: i32 = 86_400;
+/// TTL of the dynamic domain's NS record, in seconds.
+const NS_TTL_SECS: u32 = 3600;
+
+/// What the table needs to know to build records.
+#[derive(Clone, Debug)]
+pub struct TableSettings {
+    /// The dynamic domain, lower-case and fully qualified.
+    pub domain: Name,
+    /// TTL of every answer record.
+    pub ttl: u32,
+    /// Negative-caching TTL: the SOA MINIMUM and the SOA record's own TTL.
+    pub negative_ttl: u32,
+    /// Serve instances whose worst check is `warning`.
+    pub include_warning: bool,
+}
+
+/// The snapshot DNS answers from.
+#[derive(Clone, Debug, Default)]
+pub struct RecordTable {
+    /// Services by DNS label; only services with at least one instance.
+    pub services: ServiceMap,
+    /// How many services carry each tag label, so that `_<tag>.<domain>`
+    /// (an empty non-terminal) answers NODATA rather than NXDOMAIN.
+    pub tag_use: imbl::HashMap<String, u32>,
+    /// The registry index this table reflects (the SOA serial).
+    pub index: u64,
+    /// SOA of the dynamic domain, its serial following the index.
+    pub soa: Option<Record>,
+    /// NS of the dynamic domain: `ns.<domain>.`.
+    pub ns: Option<Record>,
+}
+
+impl RecordTable {
+    /// Records that the table now reflects `index`: rebuilds the apex.
+    pub fn set_index(&mut self, index: u64, settings: &TableSettings) {
+        self.index = index;
+        let nameserver = child(&settings.domain, "ns");
+        let hostmaster = child(&settings.domain, "hostmaster");
+        // RFC 1982 serial arithmetic wraps at 2^32; the low bits still move
+        // on every change, which is what secondaries look at.
+        let serial = index as u32;
+        let soa = SOA::new(
+            nameserver.clone(),
+            hostmaster,
+            serial,
+            SOA_REFRESH_SECS,
+            SOA_RETRY_SECS,
+            SOA_EXPIRE_SECS,
+            settings.negative_ttl,
+        );
+        self.soa = Some(Record::from_rdata(
+            settings.domain.clone(),
+            settings.negative_ttl,
+            RData::SOA(soa),
+        ));
+        self.ns = Some(Record::from_rdata(
+            settings.domain.clone(),
+            NS_TTL_SECS,
+            RData::NS(NS(nameserver)),
+        ));
+    }
+
+    /// Replaces the records of one service (or removes it if `service` is
+    /// `None` or empty), keeping `tag_use` in step. O(size of that service).
+    pub fn update_service(
+        &mut self,
+        label: &str,
+        service: Option<&ServiceState>,
+        settings: &TableSettings,
+    ) {
+        let old = self.services.remove(label);
+        if let Some(old) = &old {
+            for tag in old.tag_labels() {
+                if let Some(count) = self.tag_use.get_mut(tag) {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.tag_use.remove(tag);
+                    }
+                }
+            }
+        }
+        let Some(service) = service.filter(|s| !s.is_empty()) else {
+            return;
+        };
+        let records = ServiceRecords::build(service, settings);
+        for tag in records.tag_labels() {
+            *self.tag_use.entry(tag.to_owned()).or_insert(0) += 1;
+        }
+        self.services.insert(Arc::new(records));
+    }
+}
