@@ -11,6 +11,8 @@ use std::{
 use hickory_proto::rr::Name;
 use serde::Deserialize;
 
+use crate::dns::wire::CLASSIC_UDP_PAYLOAD;
+
 /// A configuration problem, naming the file and key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -267,10 +269,10 @@ impl Config {
                 ));
             }
         }
-        if self.dns.max_udp_payload < 512 {
+        if self.dns.max_udp_payload < CLASSIC_UDP_PAYLOAD {
             return Err(invalid(
                 "dns.max_udp_payload",
-                "must be at least 512 (RFC 1035)".into(),
+                format!("must be at least {CLASSIC_UDP_PAYLOAD} (RFC 1035)"),
             ));
         }
         Ok(())

@@ -28,7 +28,7 @@ mod service_cache;
 pub mod table;
 mod tcp;
 mod udp;
-mod wire;
+pub(crate) mod wire;
 pub mod zones;
 
 use tokio::{net::TcpListener, runtime::Handle, task::JoinHandle};
