@@ -1,6 +1,7 @@
 //! Robustness against awkward inputs (issue #11): big imports, JSON bodies
-//! with a key written twice, HTTP check targets that never stop sending, and
-//! floods of registrations whose address is a host name.
+//! with a key written twice, HTTP check targets that never stop sending,
+//! floods of registrations whose address is a host name, and DNS queries
+//! that only hickory's parser would accept, over both transports.
 //!
 //! Every test runs a real roster on port 0 and talks to it over loopback.
 //! No assertion is about speed or memory use: each wait has a generous
@@ -9,13 +10,14 @@
 
 mod common;
 
-use std::{sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use common::{HttpReply, Server, eventually, start_server};
+use hickory_proto::op::{Message, ResponseCode};
 use serde_json::{Value, json};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpListener,
+    net::{TcpListener, TcpStream, UdpSocket},
     task::JoinSet,
     time::timeout,
 };
@@ -331,4 +333,96 @@ async fn a_flood_of_host_name_registrations_leaves_native_writes_alone() {
     if let Ok(server) = Arc::try_unwrap(server) {
         server.stop().await;
     }
+}
+
+/// A query whose question only decodes by pointing into the header: ID
+/// 0x01 0x61 reads as the label "a", the flags as a label, QDCOUNT's high
+/// byte ends the name. hickory parses it, but a response echoing the
+/// question byte for byte (with the flags now 0x81) would not decode.
+const POINTER_INTO_HEADER: [u8; 18] = [
+    0x01, 0x61, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0xC0, 0x00, 0, 1, 0, 1,
+];
+
+/// A query for `web.service.local.` A whose OPT record holds an option
+/// that claims 8 bytes with 4 left: hickory drops it with a WARN line.
+fn broken_edns_option() -> Vec<u8> {
+    let mut bytes = vec![0xAB, 0xCD, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1];
+    for label in ["web", "service", "local"] {
+        bytes.push(label.len() as u8);
+        bytes.extend_from_slice(label.as_bytes());
+    }
+    bytes.extend_from_slice(&[0, 0, 1, 0, 1]);
+    // Root owner, OPT, payload 1232, TTL 0, RDLENGTH 8: option 10 (cookie)
+    // of claimed length 8 with only 4 bytes after its header.
+    bytes.extend_from_slice(&[0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, 8]);
+    bytes.extend_from_slice(&[0, 10, 0, 8, 1, 2, 3, 4]);
+    bytes
+}
+
+async fn over_udp(server: SocketAddr, query: &[u8]) -> Message {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    socket.send_to(query, server).await.expect("send");
+    let mut buffer = [0u8; 4096];
+    let (len, _) = timeout(LIMIT, socket.recv_from(&mut buffer))
+        .await
+        .expect("an answer over UDP in time")
+        .expect("recv");
+    Message::from_vec(&buffer[..len]).expect("the answer decodes")
+}
+
+async fn over_tcp(server: SocketAddr, query: &[u8]) -> Message {
+    let mut stream = timeout(LIMIT, TcpStream::connect(server))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    let length = u16::try_from(query.len()).expect("a short query");
+    stream
+        .write_all(&length.to_be_bytes())
+        .await
+        .expect("write");
+    stream.write_all(query).await.expect("write");
+    let answer = timeout(LIMIT, async {
+        let length = stream.read_u16().await.expect("an answer length");
+        let mut answer = vec![0u8; usize::from(length)];
+        stream.read_exact(&mut answer).await.expect("the answer");
+        answer
+    })
+    .await
+    .expect("an answer over TCP in time");
+    Message::from_vec(&answer).expect("the answer decodes")
+}
+
+#[tokio::test]
+async fn queries_only_hickory_would_take_get_a_decodable_formerr_over_udp_and_tcp() {
+    let server = start_server().await;
+    server.add("web", "web-1", "10.0.0.1", 80).await;
+    assert!(
+        Message::from_vec(&POINTER_INTO_HEADER).is_ok(),
+        "hickory reads the query"
+    );
+    for (what, query, id) in [
+        (
+            "pointer into the header",
+            POINTER_INTO_HEADER.to_vec(),
+            0x0161,
+        ),
+        (
+            "EDNS option longer than its record",
+            broken_edns_option(),
+            0xABCD,
+        ),
+    ] {
+        for (transport, answer) in [
+            ("UDP", over_udp(server.dns_addr, &query).await),
+            ("TCP", over_tcp(server.dns_addr, &query).await),
+        ] {
+            assert_eq!(answer.metadata.id, id, "{what} over {transport}");
+            assert_eq!(
+                answer.metadata.response_code,
+                ResponseCode::FormErr,
+                "{what} over {transport}: {answer:?}"
+            );
+        }
+    }
+    server.stop().await;
 }

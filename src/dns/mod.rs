@@ -22,6 +22,7 @@ mod fixture;
 pub mod fuzzing;
 mod handler;
 mod lookup;
+mod precheck;
 mod prefetch;
 mod query;
 mod service_cache;

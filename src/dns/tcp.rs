@@ -59,7 +59,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{DnsHandler, wire::HEADER_LEN};
+use super::{DnsHandler, precheck, wire::HEADER_LEN};
 
 /// Octets a connection reads from its socket at a time while queries are
 /// arriving: a pipelined burst of typical 30–60-octet queries fits dozens.
@@ -411,7 +411,17 @@ async fn answer(
         answers: answers.clone(),
         request: header.metadata,
     };
-    match Request::from_bytes(message, peer, Protocol::Tcp) {
+    // The same checks as UDP's general path, so a query hickory would
+    // answer with a question that no longer decodes, or with a WARN line,
+    // gets FORMERR on either transport.
+    let parsed = if precheck::well_formed(&message) {
+        Request::from_bytes(message, peer, Protocol::Tcp)
+    } else {
+        Err(hickory_proto::ProtoError::from(
+            "a question that points outside itself, or EDNS options that do not add up",
+        ))
+    };
+    match parsed {
         Ok(request) => {
             handler
                 .handle_request::<_, TokioTime>(&request, responder)

@@ -13,7 +13,8 @@
 //! Queries the fast path declines go through hickory's request parsing,
 //! handler trait and response encoding, driven to completion on this thread
 //! with the runtime's [`Handle::block_on`] (the handler waits on nothing but
-//! the socket). TCP stays hickory's.
+//! the socket), after the checks of [`super::precheck`] that TCP runs too.
+//! TCP has its own loop ([`super::tcp`]) and no fast path.
 //!
 //! The socket is put in blocking mode with a receive timeout, so the thread
 //! notices `shutdown` within [`SHUTDOWN_POLL`].
@@ -41,9 +42,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::{
-    DnsHandler,
+    DnsHandler, precheck,
     service_cache::ServiceCache,
-    wire::{self, HEADER_LEN, POINTER_TAG, RR_FIXED_LEN, TYPE_OPT},
+    wire::{self, HEADER_LEN},
 };
 
 /// Largest datagram roster reads; EDNS queries are far smaller.
@@ -60,9 +61,6 @@ const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
 /// often: anyone can send them from a spoofed source, so one log line per
 /// datagram would let them fill the operator's disk.
 const MALFORMED_LOG_INTERVAL: Duration = Duration::from_secs(10);
-/// Compression pointers followed per question name before it counts as a
-/// loop (a name has at most 127 labels).
-const MAX_POINTER_HOPS: usize = 128;
 
 thread_local! {
     /// Encoding buffer for the general path, reused on this thread.
@@ -180,14 +178,14 @@ pub(super) trait Reply: Clone + Send + Sync + Unpin + 'static {
 /// caller counts them. That includes EDNS options whose lengths do not add
 /// up, which hickory would otherwise accept with a WARN log line per
 /// datagram, and questions that only decode by pointing outside the
-/// question section (see [`question_is_self_contained`]).
+/// question section (see [`precheck`]).
 pub(super) async fn answer_general<R: Reply>(
     handler: &DnsHandler,
     query: &[u8],
     source: SocketAddr,
     reply: R,
 ) -> General {
-    if !question_is_self_contained(query) || !opt_options_add_up(query) {
+    if !precheck::well_formed(query) {
         answer_form_error(query, &reply);
         return General::Malformed;
     }
@@ -228,119 +226,6 @@ fn answer_form_error(query: &[u8], reply: &impl Reply) {
     let mut encoder = BinEncoder::new(&mut bytes);
     if hickory_proto::serialize::binary::BinEncodable::emit(&response, &mut encoder).is_ok() {
         reply.send(&bytes);
-    }
-}
-
-/// Whether every compression pointer in the question names points back
-/// into the question section itself. hickory echoes the question section
-/// byte for byte at the same offset, so a pointer into the header (which
-/// the response rewrites) or past the questions (records the response
-/// drops) would name something else in the response, or nothing that
-/// decodes. `true` for anything too broken to walk: hickory refuses it.
-fn question_is_self_contained(query: &[u8]) -> bool {
-    let Some(count) = query.get(4..6).map(|c| u16::from_be_bytes([c[0], c[1]])) else {
-        return true;
-    };
-    // Where the section ends: each name in place, then type and class.
-    let mut end = HEADER_LEN;
-    for _ in 0..count {
-        let Some(name_end) = skip_name(query, end) else {
-            return true;
-        };
-        end = name_end + 4;
-    }
-    let mut start = HEADER_LEN;
-    for _ in 0..count {
-        let mut at = start;
-        let mut hops = 0;
-        // Follows the name to its end, wherever its pointers lead.
-        loop {
-            let Some(&len) = query.get(at) else {
-                return true;
-            };
-            match len {
-                0 => break,
-                1..=63 => at += 1 + usize::from(len),
-                _ if len & POINTER_TAG == POINTER_TAG => {
-                    let Some(&low) = query.get(at + 1) else {
-                        return true;
-                    };
-                    let target = usize::from(u16::from_be_bytes([len & !POINTER_TAG, low]));
-                    hops += 1;
-                    if !(HEADER_LEN..end).contains(&target) || hops > MAX_POINTER_HOPS {
-                        return false;
-                    }
-                    at = target;
-                }
-                _ => return true, // Reserved label types: hickory refuses them.
-            }
-        }
-        start = skip_name(query, start).map_or(end, |name_end| name_end + 4);
-    }
-    true
-}
-
-/// Whether every OPT record's options exactly fill its RDATA. hickory
-/// drops options that do not add up, with a WARN line per datagram; roster
-/// answers FORMERR instead, as its fast path does. `true` for anything too
-/// broken to walk: hickory refuses it.
-fn opt_options_add_up(query: &[u8]) -> bool {
-    let Some(header) = query.get(..HEADER_LEN) else {
-        return true;
-    };
-    let count = |at: usize| usize::from(u16::from_be_bytes([header[at], header[at + 1]]));
-    let mut at = HEADER_LEN;
-    for _ in 0..count(4) {
-        let Some(name_end) = skip_name(query, at) else {
-            return true;
-        };
-        at = name_end + 4;
-    }
-    for _ in 0..count(6) + count(8) + count(10) {
-        // Owner name, then type, class, TTL, RDLENGTH.
-        let Some(name_end) = skip_name(query, at) else {
-            return true;
-        };
-        let Some(fixed) = query.get(name_end..name_end + RR_FIXED_LEN) else {
-            return true;
-        };
-        let rtype = u16::from_be_bytes([fixed[0], fixed[1]]);
-        let rdata_len = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
-        let start = name_end + RR_FIXED_LEN;
-        let Some(mut options) = query.get(start..start + rdata_len) else {
-            return true;
-        };
-        if rtype == TYPE_OPT {
-            while !options.is_empty() {
-                let Some(option) = options.get(..4) else {
-                    return false;
-                };
-                let len = usize::from(u16::from_be_bytes([option[2], option[3]]));
-                let Some(rest) = options.get(4 + len..) else {
-                    return false;
-                };
-                options = rest;
-            }
-        }
-        at = start + rdata_len;
-    }
-    true
-}
-
-/// The offset just past the name starting at `at`, without following a
-/// compression pointer; `None` if it runs off the end or uses a reserved
-/// label type.
-fn skip_name(query: &[u8], mut at: usize) -> Option<usize> {
-    loop {
-        let len = *query.get(at)?;
-        match len {
-            0 => return Some(at + 1),
-            1..=63 => at += 1 + usize::from(len),
-            _ if len & POINTER_TAG == POINTER_TAG => {
-                return Some(at + 2).filter(|&end| end <= query.len());
-            }
-            _ => return None,
-        }
     }
 }
 
