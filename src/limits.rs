@@ -9,6 +9,9 @@
 //! Owns: the process's `RLIMIT_NOFILE` and the arithmetic of the caps. Must
 //! not: open sockets or enforce the caps (the HTTP and DNS servers do).
 
+// getrlimit/setrlimit through libc, on a local struct.
+#![allow(unsafe_code)]
+
 use tracing::{info, warn};
 
 /// Descriptors always kept out of the connection caps: standard streams,

@@ -324,10 +324,14 @@ async fn roster_with_its_log_on_a_full_device_serves_and_stops_cleanly() {
         child.try_wait().expect("child state").is_none(),
         "still running"
     );
-    let pid = child.id().expect("pid") as libc::pid_t;
-    // SAFETY: kill(2) on the PID of a child this test spawned and has not
-    // yet reaped, so the PID cannot name another process.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    // The PID of a child this test spawned and has not yet reaped, so it
+    // cannot name another process.
+    let pid = child.id().expect("pid");
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill -TERM {pid}");
     let status = timeout(DEADLINE, child.wait())
         .await
         .expect("roster exits on SIGTERM")

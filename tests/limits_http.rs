@@ -299,9 +299,10 @@ async fn under_a_256_descriptor_limit_a_flood_of_400_still_lets_a_new_client_in(
     let dir = tempfile::tempdir().expect("temporary directory");
     std::fs::create_dir_all(dir.path().join("zones")).expect("zones directory");
     let path = |name: &str| dir.path().join(name).display().to_string();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_roster"));
+    // prlimit (util-linux) sets the limit, then execs roster in its place.
+    let mut command = Command::new("prlimit");
     command
-        .arg("serve")
+        .args(["--nofile=256:256", env!("CARGO_BIN_EXE_roster"), "serve"])
         .args(["--dns", "127.0.0.1:0", "--http", "127.0.0.1:0"])
         .args(["--data-dir", &path("data"), "--zones", &path("zones")])
         .current_dir(dir.path())
@@ -310,26 +311,14 @@ async fn under_a_256_descriptor_limit_a_flood_of_400_still_lets_a_new_client_in(
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    // SAFETY: the closure runs in the forked child before exec and only
-    // calls setrlimit, which is async-signal-safe, on a local value.
-    unsafe {
-        command.pre_exec(|| {
-            let limit = libc::rlimit {
-                rlim_cur: 256,
-                rlim_max: 256,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
     let mut child = command.spawn().expect("spawn roster");
     let stderr = child.stderr.take().expect("stderr is piped");
     let mut lines = BufReader::new(stderr).lines();
+    let mut startup = String::new();
     let http = timeout(LIMIT, async {
         while let Ok(Some(line)) = lines.next_line().await {
+            startup.push_str(&line);
+            startup.push('\n');
             if line.contains("roster is serving") {
                 return http_field(&line);
             }
@@ -340,6 +329,10 @@ async fn under_a_256_descriptor_limit_a_flood_of_400_still_lets_a_new_client_in(
     .ok()
     .flatten()
     .expect("roster logs its HTTP address");
+    assert!(
+        startup.contains("nofile=256"),
+        "roster runs under the lowered limit:\n{startup}"
+    );
     // Keep draining the log so roster never blocks on a full pipe.
     let log = tokio::spawn(async move {
         let mut text = String::new();

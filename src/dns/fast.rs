@@ -30,7 +30,7 @@ use super::{lookup::shuffle, service_cache::ServiceCache, zones::StaticZones};
 /// malformed one gets the same FORMERR it gets there.
 const PARSED_OPTIONS: [u16; 2] = [3, 8];
 /// The most queries [`FastPath::answer_batch`] takes at once.
-pub use super::service_cache::MAX_BATCH;
+pub(super) use super::service_cache::MAX_BATCH;
 
 thread_local! {
     /// Per-thread scratch for one answer: the shuffled positions and the offsets
@@ -46,7 +46,7 @@ struct Scratch {
 
 /// What the fast path needs besides the table; built once at start.
 #[derive(Debug)]
-pub struct FastPath {
+pub(super) struct FastPath {
     /// The dynamic domain in wire form, lower-case (`\x07service\x05local\x00`).
     domain: Box<[u8]>,
     /// roster's largest UDP answer (`dns.max_udp_payload`).
@@ -69,7 +69,7 @@ struct Question<'q> {
 }
 
 impl FastPath {
-    pub fn new(domain: &LowerName, zones: &StaticZones, max_udp_payload: u16) -> Self {
+    pub(super) fn new(domain: &LowerName, zones: &StaticZones, max_udp_payload: u16) -> Self {
         let mut wire = Vec::new();
         for label in domain.iter() {
             wire.push(label.len() as u8);
@@ -106,7 +106,7 @@ impl FastPath {
     /// misses come one after another. Looking up the whole batch first,
     /// asking the CPU to fetch each service's answer data as it is found,
     /// then encoding them all, lets those fetches overlap.
-    pub fn answer_batch(
+    pub(super) fn answer_batch(
         &self,
         queries: &[&[u8]],
         table: &RecordTable,

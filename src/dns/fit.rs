@@ -21,7 +21,12 @@ thread_local! {
 
 /// Trims `answer` to fit `limit` octets. Returns whether answers were
 /// dropped (the response must then carry TC).
-pub fn fit(answer: &mut Answer<'_>, question_len: usize, limit: usize, with_opt: bool) -> bool {
+pub(super) fn fit(
+    answer: &mut Answer<'_>,
+    question_len: usize,
+    limit: usize,
+    with_opt: bool,
+) -> bool {
     let budget = limit.saturating_sub(if with_opt { OPT_LEN } else { 0 });
     let records = answer.wire_bound.unwrap_or_else(|| {
         answer

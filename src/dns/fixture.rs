@@ -15,17 +15,17 @@ use crate::{
 };
 
 /// The dynamic domain of every fixture table.
-pub const DOMAIN: &str = "service.local.";
+pub(super) const DOMAIN: &str = "service.local.";
 /// TTL of every answer record built from a fixture table.
-pub const TTL: u32 = 17;
+pub(super) const TTL: u32 = 17;
 /// Negative-caching TTL (SOA MINIMUM) of a fixture table.
-pub const NEGATIVE_TTL: u32 = 5;
+pub(super) const NEGATIVE_TTL: u32 = 5;
 
-pub fn domain() -> Name {
+pub(super) fn domain() -> Name {
     Name::from_ascii(DOMAIN).expect("the fixture domain is a name")
 }
 
-pub fn settings() -> TableSettings {
+pub(super) fn settings() -> TableSettings {
     TableSettings {
         domain: domain(),
         ttl: TTL,
@@ -35,7 +35,7 @@ pub fn settings() -> TableSettings {
 }
 
 /// One instance of `service` as registered; `body` as the HTTP API takes it.
-pub fn instance(service: &str, id: &str, body: &str) -> Arc<InstanceState> {
+pub(super) fn instance(service: &str, id: &str, body: &str) -> Arc<InstanceState> {
     let body: InstanceBody = serde_json::from_str(body).expect(body);
     let instance: Instance = body.validate(service, id).expect("valid instance");
     Arc::new(InstanceState::registered_for_test(instance))
@@ -43,7 +43,7 @@ pub fn instance(service: &str, id: &str, body: &str) -> Arc<InstanceState> {
 
 /// A service of `(id, body)` instances; those in `drained` are in
 /// maintenance, so registered but not servable.
-pub fn service(name: &str, instances: &[(&str, &str)], drained: &[&str]) -> ServiceState {
+pub(super) fn service(name: &str, instances: &[(&str, &str)], drained: &[&str]) -> ServiceState {
     let mut state = ServiceState::new(ServiceName::parse(name).expect("valid service name"));
     for &(id, body) in instances {
         let mut entry = instance(name, id, body);
@@ -57,7 +57,7 @@ pub fn service(name: &str, instances: &[(&str, &str)], drained: &[&str]) -> Serv
 
 /// `web`: web-1 (IPv4, tag v2, weight 3, priority 2), web-2 (IPv6, tag v2,
 /// metadata), web-3 (IPv4, tag old, drained), web-4 (IPv4).
-pub fn web() -> ServiceState {
+pub(super) fn web() -> ServiceState {
     service(
         "web",
         &[
@@ -80,7 +80,7 @@ pub fn web() -> ServiceState {
 }
 
 /// The table of `services`, at index 7.
-pub fn table(services: &[ServiceState]) -> RecordTable {
+pub(super) fn table(services: &[ServiceState]) -> RecordTable {
     let settings = settings();
     let mut table = RecordTable::default();
     for state in services {
@@ -91,7 +91,7 @@ pub fn table(services: &[ServiceState]) -> RecordTable {
 }
 
 /// A query for `name`/`qtype`, with an OPT record offering `edns` if set.
-pub fn query(name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
+pub(super) fn query(name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
     let mut message = Message::query();
     message.metadata.id = 0xBEEF;
     message.metadata.recursion_desired = true;

@@ -18,7 +18,7 @@ use super::{
 
 /// The sections of a response, before size limits are applied.
 #[derive(Debug, Default)]
-pub struct Answer<'t> {
+pub(super) struct Answer<'t> {
     pub rcode: ResponseCode,
     /// Set when roster is authoritative for the name (always, unless refused).
     pub authoritative: bool,
@@ -52,14 +52,18 @@ fn shuffled_positions(positions: impl Iterator<Item = u32>) -> Vec<u32> {
 }
 
 /// Everything DNS answers from, for one query.
-pub struct Sources<'t> {
+pub(super) struct Sources<'t> {
     pub domain: &'t LowerName,
     pub table: &'t RecordTable,
     pub zones: &'t StaticZones,
 }
 
 /// Answers `qname`/`qtype` (class IN), or refuses a name outside every zone.
-pub fn resolve<'t>(sources: &Sources<'t>, qname: &'t LowerName, qtype: RecordType) -> Answer<'t> {
+pub(super) fn resolve<'t>(
+    sources: &Sources<'t>,
+    qname: &'t LowerName,
+    qtype: RecordType,
+) -> Answer<'t> {
     let static_zone = sources.zones.find(qname);
     if sources.domain.zone_of(qname) {
         // The dynamic domain, unless a static zone is more specific.

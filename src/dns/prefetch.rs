@@ -5,6 +5,9 @@
 //! Owns: the one `unsafe` intrinsic call. Must not: dereference anything;
 //! a hint that points nowhere useful costs a little bandwidth, never a fault.
 
+// The prefetch intrinsic: a hint that reads no memory.
+#![allow(unsafe_code)]
+
 /// A hint to load the cache line at `address`; never faults, whatever the
 /// address, and does nothing on other architectures.
 #[inline(always)]

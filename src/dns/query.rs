@@ -5,7 +5,7 @@ use hickory_proto::rr::LowerName;
 
 /// The form of an SRV owner name `_<service>._<x>` (RFC 2782).
 #[derive(Debug, PartialEq, Eq)]
-pub enum SrvForm<'a> {
+pub(super) enum SrvForm<'a> {
     /// `_tcp` or `_udp`: every instance of the service.
     Protocol,
     /// Any other `_<tag>`: only instances carrying that tag.
@@ -14,7 +14,7 @@ pub enum SrvForm<'a> {
 
 /// What a name under the dynamic domain refers to.
 #[derive(Debug, PartialEq, Eq)]
-pub enum DynamicName<'a> {
+pub(super) enum DynamicName<'a> {
     /// The domain itself: SOA and NS.
     Apex,
     /// `<service>.<domain>`.
@@ -30,7 +30,7 @@ pub enum DynamicName<'a> {
 }
 
 /// Classifies `name`, which must be at or below `domain` (both lower-case).
-pub fn parse<'a>(name: &'a LowerName, domain: &LowerName) -> DynamicName<'a> {
+pub(super) fn parse<'a>(name: &'a LowerName, domain: &LowerName) -> DynamicName<'a> {
     let depth = usize::from(name.num_labels()) - usize::from(domain.num_labels());
     let mut labels = name.iter().take(depth).map(std::str::from_utf8);
     let first = labels.next();

@@ -33,7 +33,7 @@ const BUCKETS_PER_SERVICE: usize = 4;
 const SWEEP_PER_BATCH: usize = 8;
 
 /// The most labels one [`ServiceCache::find_batch`] resolves.
-pub const MAX_BATCH: usize = 32;
+pub(super) const MAX_BATCH: usize = 32;
 
 #[derive(Default)]
 pub struct ServiceCache {

@@ -19,6 +19,9 @@
 //! The socket is put in blocking mode with a receive timeout, so the thread
 //! notices `shutdown` within [`SHUTDOWN_POLL`].
 
+// recvmmsg/sendmmsg through libc: no safe wrapper batches datagrams.
+#![allow(unsafe_code)]
+
 use std::{
     cell::RefCell,
     net::{SocketAddr, UdpSocket},
@@ -69,7 +72,12 @@ thread_local! {
 
 /// Serves queries arriving on `socket` until `shutdown` is cancelled. Runs
 /// on a thread of its own (blocking); `runtime` drives the general path.
-pub fn serve(socket: UdpSocket, handler: DnsHandler, shutdown: CancellationToken, runtime: Handle) {
+pub(super) fn serve(
+    socket: UdpSocket,
+    handler: DnsHandler,
+    shutdown: CancellationToken,
+    runtime: Handle,
+) {
     if let Err(error) = socket
         .set_nonblocking(false)
         .and_then(|()| socket.set_read_timeout(Some(SHUTDOWN_POLL)))

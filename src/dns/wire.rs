@@ -18,74 +18,74 @@ use std::net::IpAddr;
 use hickory_proto::rr::{Name, RData, Record};
 
 /// A message header: ID, flags, and the four section counts.
-pub const HEADER_LEN: usize = 12;
+pub(crate) const HEADER_LEN: usize = 12;
 /// An OPT record without options: root name (1), type, class, TTL,
 /// RDLENGTH (RFC 6891 section 6.1.2).
-pub const OPT_LEN: usize = 11;
+pub(crate) const OPT_LEN: usize = 11;
 /// Type, class, TTL and RDLENGTH: what follows every record's owner name.
-pub const RR_FIXED_LEN: usize = 10;
+pub(crate) const RR_FIXED_LEN: usize = 10;
 /// A compression pointer (RFC 1035 section 4.1.4).
-pub const POINTER_LEN: usize = 2;
+pub(crate) const POINTER_LEN: usize = 2;
 /// A label is at most this long (RFC 1035 section 2.3.4).
-pub const MAX_LABEL_LEN: usize = 63;
+pub(crate) const MAX_LABEL_LEN: usize = 63;
 
 /// The largest UDP message without EDNS, and the least an EDNS client may
 /// offer (RFC 1035 section 2.3.4, RFC 6891 section 6.2.5).
-pub const CLASSIC_UDP_PAYLOAD: u16 = 512;
+pub(crate) const CLASSIC_UDP_PAYLOAD: u16 = 512;
 
 /// Header octet 2: QR (this is a response).
-pub const FLAG_QR: u8 = 0x80;
+pub(crate) const FLAG_QR: u8 = 0x80;
 /// Header octet 2: the four OPCODE bits.
-pub const OPCODE_MASK: u8 = 0x78;
+pub(crate) const OPCODE_MASK: u8 = 0x78;
 /// Header octet 2: AA (authoritative answer).
-pub const FLAG_AA: u8 = 0x04;
+pub(crate) const FLAG_AA: u8 = 0x04;
 /// Header octet 2: RD (recursion desired), echoed in the response.
-pub const FLAG_RD: u8 = 0x01;
+pub(crate) const FLAG_RD: u8 = 0x01;
 /// Header octet 3: CD (checking disabled), echoed in the response.
-pub const FLAG_CD: u8 = 0x10;
+pub(crate) const FLAG_CD: u8 = 0x10;
 
 /// The two high bits of a length octet that make it a compression pointer.
-pub const POINTER_TAG: u8 = 0xC0;
+pub(crate) const POINTER_TAG: u8 = 0xC0;
 /// Compression pointers hold 14-bit offsets.
-pub const MAX_POINTER_TARGET: usize = 0x3FFF;
+pub(crate) const MAX_POINTER_TARGET: usize = 0x3FFF;
 /// A compression pointer to the question name, which always starts right
 /// after the header.
-pub const QUESTION_POINTER: [u8; 2] = pointer(HEADER_LEN as u16);
+pub(crate) const QUESTION_POINTER: [u8; 2] = pointer(HEADER_LEN as u16);
 
-pub const TYPE_A: u16 = 1;
-pub const TYPE_AAAA: u16 = 28;
-pub const TYPE_SRV: u16 = 33;
-pub const TYPE_OPT: u16 = 41;
-pub const CLASS_IN: u16 = 1;
+pub(crate) const TYPE_A: u16 = 1;
+pub(crate) const TYPE_AAAA: u16 = 28;
+pub(crate) const TYPE_SRV: u16 = 33;
+pub(crate) const TYPE_OPT: u16 = 41;
+pub(crate) const CLASS_IN: u16 = 1;
 
 /// RDATA of an A record: the IPv4 address.
-pub const A_RDATA_LEN: usize = 4;
+pub(crate) const A_RDATA_LEN: usize = 4;
 /// RDATA of an AAAA record: the IPv6 address.
-pub const AAAA_RDATA_LEN: usize = 16;
+pub(crate) const AAAA_RDATA_LEN: usize = 16;
 /// SRV RDATA before the target name: priority, weight, port.
-pub const SRV_RDATA_FIXED_LEN: usize = 6;
+pub(crate) const SRV_RDATA_FIXED_LEN: usize = 6;
 /// SOA RDATA after the two names: serial, refresh, retry, expire, minimum.
 const SOA_RDATA_FIXED_LEN: usize = 20;
 
 /// A compression pointer to `offset` (at most [`MAX_POINTER_TARGET`]).
-pub const fn pointer(offset: u16) -> [u8; 2] {
+pub(crate) const fn pointer(offset: u16) -> [u8; 2] {
     (offset | ((POINTER_TAG as u16) << 8)).to_be_bytes()
 }
 
 /// The UDP payload size a response's OPT record offers: the client's size,
 /// at least [`CLASSIC_UDP_PAYLOAD`], capped by roster's `max_udp_payload`.
-pub fn response_payload(requested: u16, max_udp_payload: u16) -> u16 {
+pub(crate) fn response_payload(requested: u16, max_udp_payload: u16) -> u16 {
     requested.max(CLASSIC_UDP_PAYLOAD).min(max_udp_payload)
 }
 
 /// The largest UDP response: the response OPT record's size, or
 /// [`CLASSIC_UDP_PAYLOAD`] without EDNS.
-pub fn udp_limit(response_payload: Option<u16>) -> u16 {
+pub(crate) fn udp_limit(response_payload: Option<u16>) -> u16 {
     response_payload.unwrap_or(CLASSIC_UDP_PAYLOAD)
 }
 
 /// RDATA of the A or AAAA record of `address`.
-pub const fn address_rdata_len(address: IpAddr) -> usize {
+pub(crate) const fn address_rdata_len(address: IpAddr) -> usize {
     match address {
         IpAddr::V4(_) => A_RDATA_LEN,
         IpAddr::V6(_) => AAAA_RDATA_LEN,
@@ -94,7 +94,7 @@ pub const fn address_rdata_len(address: IpAddr) -> usize {
 
 /// The whole response as the fast path writes it: header, the question
 /// as asked, `records_len` octets of records, and an OPT record if any.
-pub const fn response_len(question_len: usize, records_len: usize, with_opt: bool) -> usize {
+pub(crate) const fn response_len(question_len: usize, records_len: usize, with_opt: bool) -> usize {
     HEADER_LEN + question_len + records_len + if with_opt { OPT_LEN } else { 0 }
 }
 
@@ -104,18 +104,18 @@ pub const fn response_len(question_len: usize, records_len: usize, with_opt: boo
 // owner is a pointer to its SRV target.
 
 /// One A or AAAA record whose owner name is a pointer.
-pub const fn compressed_address_len(rdata_len: usize) -> usize {
+pub(crate) const fn compressed_address_len(rdata_len: usize) -> usize {
     POINTER_LEN + RR_FIXED_LEN + rdata_len
 }
 
 /// RDATA of an SRV record whose target is `label` and then a pointer.
-pub const fn compressed_srv_rdata_len(label_len: usize) -> usize {
+pub(crate) const fn compressed_srv_rdata_len(label_len: usize) -> usize {
     SRV_RDATA_FIXED_LEN + 1 + label_len + POINTER_LEN
 }
 
 /// One SRV answer and its address record in the additional section, both
 /// owner names pointers: what one instance adds to an SRV response.
-pub const fn compressed_srv_pair_len(label_len: usize, address: IpAddr) -> usize {
+pub(crate) const fn compressed_srv_pair_len(label_len: usize, address: IpAddr) -> usize {
     POINTER_LEN
         + RR_FIXED_LEN
         + compressed_srv_rdata_len(label_len)
@@ -128,30 +128,34 @@ pub const fn compressed_srv_pair_len(label_len: usize, address: IpAddr) -> usize
 /// The wire length of a fully qualified name, uncompressed, generously:
 /// `Name::len` is the presentation length (with the final dot), the wire
 /// form one octet longer; counted +2 so it is an upper bound.
-pub fn name_bound(name: &Name) -> usize {
+pub(crate) fn name_bound(name: &Name) -> usize {
     name.len() + 2
 }
 
 /// The name `<label>.<parent>`, given [`name_bound`] of the parent.
-pub const fn child_name_bound(parent_bound: usize, label_len: usize) -> usize {
+pub(crate) const fn child_name_bound(parent_bound: usize, label_len: usize) -> usize {
     parent_bound + 1 + label_len
 }
 
 /// One record, its owner uncompressed.
-pub const fn record_bound(owner_bound: usize, rdata_len: usize) -> usize {
+pub(crate) const fn record_bound(owner_bound: usize, rdata_len: usize) -> usize {
     owner_bound + RR_FIXED_LEN + rdata_len
 }
 
 /// One SRV answer at the service name and its address record in the
 /// additional section (at the target), uncompressed.
-pub const fn srv_pair_bound(service_bound: usize, label_len: usize, address: IpAddr) -> usize {
+pub(crate) const fn srv_pair_bound(
+    service_bound: usize,
+    label_len: usize,
+    address: IpAddr,
+) -> usize {
     let target = child_name_bound(service_bound, label_len);
     record_bound(service_bound, SRV_RDATA_FIXED_LEN + target)
         + record_bound(target, address_rdata_len(address))
 }
 
 /// An upper bound on a record's encoded size, ignoring name compression.
-pub fn max_encoded_len(record: &Record) -> usize {
+pub(crate) fn max_encoded_len(record: &Record) -> usize {
     let rdata = match &record.data {
         RData::A(_) => A_RDATA_LEN,
         RData::AAAA(_) => AAAA_RDATA_LEN,

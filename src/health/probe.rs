@@ -113,13 +113,13 @@ impl Prober for NetworkProber {
 /// Stands in for the network prober when the HTTP client could not be
 /// built: every HTTP check is critical with the reason as its output, so
 /// operators see why, and TCP checks still run.
-pub struct WithoutHttp {
+pub(super) struct WithoutHttp {
     /// Why HTTP checks cannot run, shown in each one's output.
     reason: String,
 }
 
 impl WithoutHttp {
-    pub fn new(error: &ClientError) -> Self {
+    pub(super) fn new(error: &ClientError) -> Self {
         Self {
             reason: format!("{error}: {}", root_cause(error)),
         }
@@ -144,7 +144,7 @@ impl Prober for WithoutHttp {
 /// `GET url` (or another method) with `timeout`: 2xx passing, 429 warning,
 /// anything else, a refused connection or a timeout critical. The client is
 /// shared, so connections to an endpoint are reused between probes.
-pub async fn http(
+pub(super) async fn http(
     client: &reqwest::Client,
     method: &str,
     url: &str,
@@ -204,7 +204,7 @@ pub async fn http(
 }
 
 /// Connects to `address` within `timeout`: a completed connect is passing.
-pub async fn tcp(address: &str, timeout: Duration) -> ProbeResult {
+pub(super) async fn tcp(address: &str, timeout: Duration) -> ProbeResult {
     match tokio::time::timeout(timeout, connect(address, timeout)).await {
         Ok(Ok(_stream)) => ProbeResult {
             status: Status::Passing,

@@ -6,7 +6,7 @@ use crate::model::Status;
 
 /// Counts consecutive results of one check.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Streak {
+pub(super) struct Streak {
     successes: u32,
     failures: u32,
 }
@@ -15,7 +15,7 @@ impl Streak {
     /// Records a probe's `result` and returns the check's new status, given
     /// its `current` one. Warning and critical both count as failures; the
     /// status becomes whichever the latest failure was.
-    pub fn record(
+    pub(super) fn record(
         &mut self,
         current: Status,
         result: Status,

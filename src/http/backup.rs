@@ -17,13 +17,13 @@ use super::{
 use crate::registry::{Command, Outcome, StoredInstance};
 
 /// The export format's version; bumped only for incompatible changes.
-pub const EXPORT_VERSION: u32 = 1;
+pub(super) const EXPORT_VERSION: u32 = 1;
 /// Imports may be large: a whole registry in one body.
-pub const MAX_IMPORT_BYTES: usize = 512 * 1024 * 1024;
+pub(super) const MAX_IMPORT_BYTES: usize = 512 * 1024 * 1024;
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Export {
+pub(super) struct Export {
     pub version: u32,
     /// The exporting server's index, for reference; an import does not
     /// move the importing server's index backwards.
@@ -32,7 +32,7 @@ pub struct Export {
 }
 
 /// `GET /v1/export`: every instance with its checks and maintenance flag.
-pub async fn export(State(state): State<AppState>) -> Response {
+pub(super) async fn export(State(state): State<AppState>) -> Response {
     let registry = state.registry.state();
     let instances = registry
         .services
@@ -49,7 +49,7 @@ pub async fn export(State(state): State<AppState>) -> Response {
 }
 
 /// `PUT /v1/import`: registers every instance of an export, all or nothing.
-pub async fn import(
+pub(super) async fn import(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {

@@ -70,7 +70,7 @@ fn instance_response(state: &AppState, outcome: Outcome) -> Response {
 }
 
 /// `PUT /v1/services/{service}/instances/{id}`: create or replace.
-pub async fn register(
+pub(super) async fn register(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
@@ -89,7 +89,7 @@ pub async fn register(
 }
 
 /// `DELETE /v1/services/{service}/instances/{id}`.
-pub async fn deregister(
+pub(super) async fn deregister(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, ApiError> {
@@ -106,7 +106,7 @@ pub async fn deregister(
 }
 
 /// `GET /v1/services/{service}/instances/{id}`.
-pub async fn get_instance(
+pub(super) async fn get_instance(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, ApiError> {
@@ -123,7 +123,7 @@ pub async fn get_instance(
 }
 
 /// `GET /v1/services`: every service with its instance counts.
-pub async fn list_services(State(state): State<AppState>) -> Response {
+pub(super) async fn list_services(State(state): State<AppState>) -> Response {
     let registry = state.registry.state();
     let services: Vec<_> = registry
         .services
@@ -134,7 +134,7 @@ pub async fn list_services(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /v1/services/{service}`: the service's instances with their health.
-pub async fn get_service(
+pub(super) async fn get_service(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
@@ -160,7 +160,7 @@ struct HeartbeatBody {
 
 /// `PUT /v1/services/{service}/instances/{id}/heartbeat`: report to the
 /// instance's TTL checks (passing unless the body says otherwise).
-pub async fn heartbeat(
+pub(super) async fn heartbeat(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
@@ -209,7 +209,7 @@ struct MaintenanceBody {
 
 /// `PUT /v1/services/{service}/instances/{id}/maintenance`: drain an
 /// instance out of DNS (`enable: true`) or put it back.
-pub async fn maintenance(
+pub(super) async fn maintenance(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
     body: Result<Bytes, BytesRejection>,

@@ -11,7 +11,7 @@ use crate::{
 
 /// The DNS names an instance answers under.
 #[derive(Serialize)]
-pub struct DnsNames {
+pub(super) struct DnsNames {
     /// A/AAAA/SRV for every healthy instance of the service.
     pub service: String,
     /// SRV in RFC 2782 form.
@@ -21,7 +21,7 @@ pub struct DnsNames {
 }
 
 #[derive(Serialize)]
-pub struct CheckView {
+pub(super) struct CheckView {
     pub id: String,
     pub name: String,
     #[serde(rename = "type")]
@@ -41,7 +41,7 @@ pub struct CheckView {
 }
 
 #[derive(Serialize)]
-pub struct InstanceView {
+pub(super) struct InstanceView {
     pub service: String,
     pub id: String,
     pub address: String,
@@ -63,7 +63,7 @@ pub struct InstanceView {
 }
 
 #[derive(Serialize)]
-pub struct ServiceSummary {
+pub(super) struct ServiceSummary {
     pub name: String,
     pub dns_name: String,
     pub instances: usize,
@@ -72,14 +72,14 @@ pub struct ServiceSummary {
 }
 
 #[derive(Serialize)]
-pub struct ServiceView {
+pub(super) struct ServiceView {
     pub name: String,
     pub dns_name: String,
     pub instances: Vec<InstanceView>,
 }
 
 /// Formats a time as RFC 3339 UTC, to the millisecond.
-pub fn rfc3339(time: SystemTime) -> String {
+pub(super) fn rfc3339(time: SystemTime) -> String {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
@@ -111,7 +111,11 @@ fn fqdn(labels: &[&str], domain: &str) -> String {
     name
 }
 
-pub fn instance_view(state: &InstanceState, domain: &str, include_warning: bool) -> InstanceView {
+pub(super) fn instance_view(
+    state: &InstanceState,
+    domain: &str,
+    include_warning: bool,
+) -> InstanceView {
     let instance = &state.instance;
     let service_label = instance.service.label().as_str();
     let checks = instance
@@ -170,7 +174,7 @@ pub fn instance_view(state: &InstanceState, domain: &str, include_warning: bool)
     }
 }
 
-pub fn service_summary(
+pub(super) fn service_summary(
     service: &ServiceState,
     domain: &str,
     include_warning: bool,
@@ -186,7 +190,11 @@ pub fn service_summary(
     }
 }
 
-pub fn service_view(service: &ServiceState, domain: &str, include_warning: bool) -> ServiceView {
+pub(super) fn service_view(
+    service: &ServiceState,
+    domain: &str,
+    include_warning: bool,
+) -> ServiceView {
     ServiceView {
         name: service.name.as_str().to_owned(),
         dns_name: fqdn(&[service.name.label().as_str()], domain),

@@ -12,9 +12,9 @@ use super::{GoDuration, ValidationError};
 /// fast failover.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// Consul's default HTTP/TCP check timeout.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// TTLs shorter than this cannot be met by a heartbeat over HTTP reliably.
-pub const MIN_TTL: Duration = Duration::from_millis(100);
+pub(super) const MIN_TTL: Duration = Duration::from_millis(100);
 /// At most this many checks per instance.
 pub const MAX_CHECKS: usize = 16;
 

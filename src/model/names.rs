@@ -15,10 +15,10 @@ use serde::Serialize;
 use super::ValidationError;
 
 /// The longest name a user may give a service or an instance, in bytes.
-pub const MAX_NAME_LEN: usize = 255;
+pub(super) const MAX_NAME_LEN: usize = 255;
 
 /// The longest DNS label (RFC 1035 section 2.3.4).
-pub const MAX_LABEL_LEN: usize = 63;
+pub(super) const MAX_LABEL_LEN: usize = 63;
 
 /// A DNS label derived from a user's name: lower-case `[a-z0-9-]`, 1 to 63
 /// octets, never starting or ending with `-`.

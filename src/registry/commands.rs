@@ -105,7 +105,7 @@ pub enum Outcome {
 /// What the writer must do after a command: persist, republish, tell the
 /// health checker.
 #[derive(Default)]
-pub struct Effects {
+pub(super) struct Effects {
     pub mutations: Vec<Mutation>,
     pub touched: BTreeSet<DnsLabel>,
     pub events: Vec<super::RegistryEvent>,
@@ -115,14 +115,14 @@ pub struct Effects {
 
 /// Lengths of an [`Effects`]' lists, to undo what a failed command added.
 #[derive(Clone, Copy)]
-pub struct EffectMarks {
+pub(super) struct EffectMarks {
     mutations: usize,
     events: usize,
     transitions: usize,
 }
 
 impl Effects {
-    pub fn marks(&self) -> EffectMarks {
+    pub(super) fn marks(&self) -> EffectMarks {
         EffectMarks {
             mutations: self.mutations.len(),
             events: self.events.len(),
@@ -132,7 +132,7 @@ impl Effects {
 
     /// Drops what was added since `marks`. (`touched` may keep labels: a
     /// service republished without a change is harmless.)
-    pub fn truncate(&mut self, marks: EffectMarks) {
+    pub(super) fn truncate(&mut self, marks: EffectMarks) {
         self.mutations.truncate(marks.mutations);
         self.events.truncate(marks.events);
         self.transitions.truncate(marks.transitions);
@@ -141,7 +141,7 @@ impl Effects {
 
 /// A check whose status changed.
 #[derive(Debug)]
-pub struct Transition {
+pub(super) struct Transition {
     pub instance: String,
     pub check: String,
     pub from: Status,
@@ -149,7 +149,7 @@ pub struct Transition {
     pub output: String,
 }
 
-pub fn apply(
+pub(super) fn apply(
     state: &mut RegistryState,
     command: Command,
     effects: &mut Effects,
@@ -239,7 +239,7 @@ pub fn apply(
 /// Where [`restore`]d instances come from, which decides what a bad one
 /// does.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum RestoreFrom {
+pub(super) enum RestoreFrom {
     /// An export loaded through the API: all or nothing, so the first bad
     /// instance refuses the whole import, and each one is written.
     Import,
@@ -257,7 +257,7 @@ pub enum RestoreFrom {
 /// validation as an API registration ([`StoredInstance::to_instance`]). An
 /// import stops at the first instance that cannot be restored, with what
 /// came before it applied (the caller undoes it); start-up skips it.
-pub fn restore(
+pub(super) fn restore(
     state: &mut RegistryState,
     instances: Vec<StoredInstance>,
     from: RestoreFrom,

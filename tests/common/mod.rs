@@ -16,8 +16,10 @@
 //! Every wait here has an overall deadline, so a broken server fails a test
 //! instead of hanging it; none of them is a timing assertion.
 
-// Each test binary uses its own subset of these helpers.
-#![allow(dead_code)]
+// Each test binary uses its own subset of these helpers, and they are
+// `pub` so that every test file can reach them: there is no API here for
+// `unreachable_pub` to guard.
+#![allow(dead_code, unreachable_pub)]
 
 pub mod dns;
 pub mod http;

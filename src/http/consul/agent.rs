@@ -43,7 +43,7 @@ fn unknown_service_as_404(id: &str) -> impl FnOnce(RegistryError) -> ConsulError
 /// Checks keep their status when they keep their ID. As in Consul, checks
 /// the service had that the new definition does not mention are kept,
 /// unless `?replace-existing-checks` is set.
-pub async fn register_service(
+pub(super) async fn register_service(
     State(state): State<AppState>,
     params: Params,
     body: Result<Bytes, BytesRejection>,
@@ -80,7 +80,7 @@ pub async fn register_service(
 }
 
 /// `PUT /v1/agent/service/deregister/:id`: remove the service and its checks.
-pub async fn deregister_service(
+pub(super) async fn deregister_service(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ConsulError> {
@@ -100,7 +100,7 @@ pub async fn deregister_service(
 /// `PUT /v1/agent/service/maintenance/:id?enable=true&reason=...`: drain the
 /// service out of DNS (it shows the critical `_service_maintenance:<id>`
 /// check meanwhile) or bring it back.
-pub async fn service_maintenance(
+pub(super) async fn service_maintenance(
     State(state): State<AppState>,
     Path(id): Path<String>,
     params: Params,
@@ -129,7 +129,7 @@ pub async fn service_maintenance(
 
 /// `GET /v1/agent/services`: every instance by ID, whichever door
 /// registered it. py-consul's `filter` expression is ignored.
-pub async fn services(State(state): State<AppState>) -> Response {
+pub(super) async fn services(State(state): State<AppState>) -> Response {
     let registry = state.registry.state();
     let node = NodeInfo::new(&state.consul);
     let services: BTreeMap<&str, views::AgentService> = views::all_instances(&registry)
@@ -140,7 +140,7 @@ pub async fn services(State(state): State<AppState>) -> Response {
 
 /// `GET /v1/agent/service/:id`: one instance. Consul's hash-based blocking
 /// on this endpoint is not implemented: `?hash` answers 501.
-pub async fn service(
+pub(super) async fn service(
     State(state): State<AppState>,
     Path(id): Path<String>,
     params: Params,
@@ -160,7 +160,7 @@ pub async fn service(
 }
 
 /// `GET /v1/agent/checks`: every check by ID, maintenance checks included.
-pub async fn checks(State(state): State<AppState>) -> Response {
+pub(super) async fn checks(State(state): State<AppState>) -> Response {
     let registry = state.registry.state();
     let node = NodeInfo::new(&state.consul);
     let checks: BTreeMap<String, views::HealthCheck> = views::all_instances(&registry)

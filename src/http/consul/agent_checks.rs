@@ -34,7 +34,7 @@ use crate::{
 /// `PUT /v1/agent/check/register`: add a check to a service (or replace the
 /// service's check with the same ID). `Name` is required, `ID` defaults to
 /// it, as in Consul.
-pub async fn register(
+pub(super) async fn register(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ConsulError> {
@@ -86,7 +86,7 @@ pub async fn register(
 
 /// `PUT /v1/agent/check/deregister/:check_id`. Deregistering a
 /// `_service_maintenance:<id>` check ends the maintenance, as in Consul.
-pub async fn deregister(
+pub(super) async fn deregister(
     State(state): State<AppState>,
     Path(check_id): Path<String>,
 ) -> Result<StatusCode, ConsulError> {
@@ -125,7 +125,7 @@ pub async fn deregister(
 }
 
 /// `PUT /v1/agent/check/pass/:check_id?note=...`.
-pub async fn pass(
+pub(super) async fn pass(
     state: State<AppState>,
     path: Path<String>,
     params: Params,
@@ -134,7 +134,7 @@ pub async fn pass(
 }
 
 /// `PUT /v1/agent/check/warn/:check_id?note=...`.
-pub async fn warn(
+pub(super) async fn warn(
     state: State<AppState>,
     path: Path<String>,
     params: Params,
@@ -143,7 +143,7 @@ pub async fn warn(
 }
 
 /// `PUT /v1/agent/check/fail/:check_id?note=...`.
-pub async fn fail(
+pub(super) async fn fail(
     state: State<AppState>,
     path: Path<String>,
     params: Params,

@@ -17,13 +17,13 @@ use super::{error::ConsulError, query::Params};
 use crate::{http::state::AppState, model::parse_go_duration};
 
 /// Consul's wait when a client gives an index without one.
-pub const DEFAULT_WAIT: Duration = Duration::from_secs(5 * 60);
+pub(super) const DEFAULT_WAIT: Duration = Duration::from_secs(5 * 60);
 /// Consul's longest wait; longer requests are cut to it.
-pub const MAX_WAIT: Duration = Duration::from_secs(10 * 60);
+pub(super) const MAX_WAIT: Duration = Duration::from_secs(10 * 60);
 
 /// What a request asked to wait for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BlockingQuery {
+pub(super) struct BlockingQuery {
     /// Answer once the index differs from this; `None` answers at once.
     pub min_index: Option<u64>,
     pub wait: Duration,
@@ -37,7 +37,7 @@ impl BlockingQuery {
     /// answers it. A `wait` that is not a Go duration is Consul's
     /// `400 Invalid wait time`; 0 means the default, longer than 10 minutes
     /// means 10 minutes.
-    pub fn parse(params: &Params) -> Result<Self, ConsulError> {
+    pub(super) fn parse(params: &Params) -> Result<Self, ConsulError> {
         let min_index = params
             .get("index")
             .and_then(|text| text.trim().parse::<u64>().ok())
@@ -64,7 +64,7 @@ impl BlockingQuery {
     /// from 0 instead of waiting in vain. At shutdown a blocked request
     /// answers at once, as if its wait had passed (Consul clients then retry
     /// against whatever serves next).
-    pub async fn wait(&self, state: &AppState) {
+    pub(super) async fn wait(&self, state: &AppState) {
         let Some(min_index) = self.min_index else {
             return;
         };
@@ -83,7 +83,7 @@ impl BlockingQuery {
 /// The query of a catalog or health request: its parameters and what it
 /// waits for. A refusal carries the index headers, like every catalog and
 /// health answer.
-pub struct Blocking {
+pub(super) struct Blocking {
     pub params: Params,
     pub query: BlockingQuery,
 }

@@ -14,7 +14,7 @@ use crate::http::state::AppState;
 
 /// `GET /v1/catalog/services`: each service name with its instances' tags,
 /// de-duplicated, `[]` rather than `null`.
-pub async fn services(
+pub(super) async fn services(
     State(state): State<AppState>,
     blocking: Blocking,
 ) -> Indexed<BTreeMap<String, Vec<String>>> {
@@ -41,7 +41,7 @@ pub async fn services(
 /// `GET /v1/catalog/service/:name?tag=...`: one `ServiceNode` per instance
 /// carrying every requested tag; `[]` for a service roster does not know.
 /// The name matches as registered or as its DNS label.
-pub async fn service(
+pub(super) async fn service(
     State(state): State<AppState>,
     Path(name): Path<String>,
     blocking: Blocking,
@@ -64,7 +64,7 @@ pub async fn service(
 }
 
 /// `GET /v1/catalog/datacenters`: roster's one datacenter.
-pub async fn datacenters(State(state): State<AppState>) -> Indexed<Vec<String>> {
+pub(super) async fn datacenters(State(state): State<AppState>) -> Indexed<Vec<String>> {
     let index = state.registry.state().index;
     Indexed(index, vec![state.consul.datacenter.clone()])
 }

@@ -17,7 +17,7 @@ use crate::{
 };
 
 /// What a check ID names.
-pub enum Found {
+pub(super) enum Found {
     /// A check of an instance, at this position in its check list.
     Check(Arc<InstanceState>, usize),
     /// The `_service_maintenance:<id>` check of a drained instance.
@@ -25,7 +25,7 @@ pub enum Found {
 }
 
 /// The check `check_id` names, with the instance that holds it.
-pub fn find_check(registry: &RegistryState, check_id: &str) -> Option<Found> {
+pub(super) fn find_check(registry: &RegistryState, check_id: &str) -> Option<Found> {
     if let Some(id) = check_id.strip_prefix(MAINTENANCE_CHECK_PREFIX) {
         return registry
             .instance(id)
@@ -73,7 +73,7 @@ fn check_id_owner(registry: &RegistryState, check_id: &str) -> Option<String> {
 /// check by ID alone, so an ID another service's check uses is refused.
 /// Default IDs (`service:<id>...`) embed the unique service ID and need no
 /// search.
-pub fn ensure_check_ids_are_free(
+pub(super) fn ensure_check_ids_are_free(
     registry: &RegistryState,
     instance: &Instance,
 ) -> Result<(), ConsulError> {

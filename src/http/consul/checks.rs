@@ -24,7 +24,7 @@ use crate::model::{CheckBody, parse_go_duration};
 /// `/v1/agent/check/register` (which adds `ServiceID`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct ConsulCheck {
+pub(super) struct ConsulCheck {
     /// `ID` in check registrations, `CheckID` in service definitions;
     /// Consul accepts either.
     pub id: Option<String>,
@@ -61,7 +61,7 @@ pub struct ConsulCheck {
 
 /// Whether a JSON value says anything: Consul treats `""`, `[]`, `{}` and
 /// `null` as unset.
-pub fn is_set(value: &Option<Value>) -> bool {
+pub(super) fn is_set(value: &Option<Value>) -> bool {
     match value {
         None | Some(Value::Null) => false,
         Some(Value::String(s)) => !s.is_empty(),
@@ -102,13 +102,13 @@ fn duration(value: Option<Value>, field: &str) -> Result<Option<String>, ConsulE
 
 impl ConsulCheck {
     /// Decodes one check object (keys normalised here).
-    pub fn decode(value: Value) -> Result<Self, ConsulError> {
+    pub(super) fn decode(value: Value) -> Result<Self, ConsulError> {
         decode_struct(value, "check")
     }
 
     /// Whether the object says nothing at all: Consul skips an empty
     /// `Check` in a service definition instead of refusing it.
-    pub fn is_empty(value: &Value) -> bool {
+    pub(super) fn is_empty(value: &Value) -> bool {
         match value {
             Value::Null => true,
             Value::Object(object) => object.values().all(|v| !is_set(&Some(v.clone()))),
@@ -118,7 +118,7 @@ impl ConsulCheck {
 
     /// The check as roster's native check body. Refuses kinds roster does
     /// not run; everything else is validated by the model.
-    pub fn into_check_body(self) -> Result<CheckBody, ConsulError> {
+    pub(super) fn into_check_body(self) -> Result<CheckBody, ConsulError> {
         let unsupported = [
             (
                 "script (args)",

@@ -18,7 +18,7 @@ use crate::{
 
 /// An error answered to a Consul client.
 #[derive(Debug)]
-pub struct ConsulError {
+pub(super) struct ConsulError {
     pub status: StatusCode,
     /// Consul's own wording where it has one (`Invalid wait time`), so that
     /// code matching on messages keeps working.
@@ -29,7 +29,7 @@ pub struct ConsulError {
 }
 
 impl ConsulError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
             message: message.into(),
@@ -37,49 +37,49 @@ impl ConsulError {
         }
     }
 
-    pub fn bad_request(message: impl Into<String>) -> Self {
+    pub(super) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 
-    pub fn not_found(message: impl Into<String>) -> Self {
+    pub(super) fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, message)
     }
 
     /// Marks the error as a catalog/health answer read at `index`.
-    pub fn at(mut self, index: u64) -> Self {
+    pub(super) fn at(mut self, index: u64) -> Self {
         self.index = Some(index);
         self
     }
 
     /// Consul's answer for an unknown service ID. The hint matters: the
     /// origin example passes the wrong value here.
-    pub fn unknown_service(id: &str) -> Self {
+    pub(super) fn unknown_service(id: &str) -> Self {
         Self::not_found(format!(
             "Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name."
         ))
     }
 
-    pub fn unknown_check(check_id: &str) -> Self {
+    pub(super) fn unknown_check(check_id: &str) -> Self {
         Self::not_found(format!(
             "Unknown check ID {check_id:?}. Ensure that the check ID is passed, not the check name."
         ))
     }
 
     /// A refused check, worded as Consul words it (`Invalid check: ...`).
-    pub fn invalid_check(error: ValidationError) -> Self {
+    pub(super) fn invalid_check(error: ValidationError) -> Self {
         Self::bad_request(format!("Invalid check: {}: {}", error.field, error.message))
     }
 }
 
 /// The request body, or why it could not be read (too large: 413).
-pub fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ConsulError> {
+pub(super) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ConsulError> {
     body.map_err(|rejection| ConsulError::new(rejection.status(), rejection.body_text()))
 }
 
 /// The answer to a `Registry::edit`: 200, the handler's own refusal, or the
 /// registry's. `what` names the thing edited (a service or check ID) when
 /// the edit kept losing its race.
-pub fn edited(
+pub(super) fn edited(
     result: Result<Outcome, EditError<ConsulError>>,
     what: &str,
 ) -> Result<StatusCode, ConsulError> {

@@ -27,7 +27,7 @@ use crate::{http::state::AppState, model::Status};
 
 /// `GET /v1/health/service/:name?passing&tag=...`: `{Node, Service,
 /// Checks}` per instance; `Checks` includes the node's `serfHealth`.
-pub async fn service(
+pub(super) async fn service(
     State(state): State<AppState>,
     Path(name): Path<String>,
     blocking: Blocking,
@@ -57,7 +57,7 @@ pub async fn service(
 }
 
 /// `GET /v1/health/checks/:name`: the checks of the service's instances.
-pub async fn checks(
+pub(super) async fn checks(
     State(state): State<AppState>,
     Path(name): Path<String>,
     blocking: Blocking,
@@ -79,7 +79,7 @@ pub async fn checks(
 
 /// `GET /v1/health/state/:state`: every check in that state (`any`,
 /// `passing`, `warning`, `critical`), node checks included.
-pub async fn state(
+pub(super) async fn state(
     State(state): State<AppState>,
     Path(wanted): Path<String>,
     blocking: Blocking,

@@ -16,7 +16,7 @@ use super::error::ConsulError;
 use crate::http::body::scan_json;
 
 /// `DeregisterCriticalServiceAfter` → `deregistercriticalserviceafter`.
-pub fn normalise_key(key: &str) -> String {
+pub(super) fn normalise_key(key: &str) -> String {
     key.chars()
         .filter(|c| *c != '_')
         .flat_map(char::to_lowercase)
@@ -26,7 +26,7 @@ pub fn normalise_key(key: &str) -> String {
 /// Normalises the keys of `object` itself, not of the values inside it. When
 /// two keys normalise alike (`ID` and `id`), the later one wins, as with a
 /// duplicate key in plain JSON.
-pub fn normalise_object(object: Map<String, Value>) -> Map<String, Value> {
+pub(super) fn normalise_object(object: Map<String, Value>) -> Map<String, Value> {
     object
         .into_iter()
         .map(|(key, value)| (normalise_key(&key), value))
@@ -35,7 +35,10 @@ pub fn normalise_object(object: Map<String, Value>) -> Map<String, Value> {
 
 /// Decodes a Consul struct from `value`: an object whose keys are normalised
 /// first. `what` names it in errors (`service`, `check`, `Weights`).
-pub fn decode_struct<T: DeserializeOwned>(value: Value, what: &str) -> Result<T, ConsulError> {
+pub(super) fn decode_struct<T: DeserializeOwned>(
+    value: Value,
+    what: &str,
+) -> Result<T, ConsulError> {
     let Value::Object(object) = value else {
         return Err(ConsulError::bad_request(format!(
             "Request decode failed: {what} must be a JSON object"
@@ -57,7 +60,7 @@ pub fn decode_struct<T: DeserializeOwned>(value: Value, what: &str) -> Result<T,
 /// `Content-Type`, so none is required. The body goes through the API's
 /// shared scan first, so a key written twice is refused here as it is on the
 /// native API (Consul itself keeps the last; roster will not guess).
-pub fn parse_body(bytes: &[u8]) -> Result<Value, ConsulError> {
+pub(super) fn parse_body(bytes: &[u8]) -> Result<Value, ConsulError> {
     let decode_failed = |error: &dyn std::fmt::Display| {
         ConsulError::bad_request(format!("Request decode failed: {error}"))
     };

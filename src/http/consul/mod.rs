@@ -55,7 +55,7 @@ use crate::http::state::AppState;
 /// IDs and names are catch-all segments (`{*id}`): axum percent-decodes
 /// them (`Hello%20Service`), check IDs keep their raw colons
 /// (`service:web-1`), and an ID containing `/` still reaches the handler.
-pub fn routes() -> Router<AppState> {
+pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/agent/services", get(agent::services))
         .route("/v1/agent/checks", get(agent::checks))

@@ -16,11 +16,11 @@ use super::error::ConsulError;
 
 /// A request's query parameters, in order, percent-decoded.
 #[derive(Debug, Default, Clone)]
-pub struct Params(pub Vec<(String, String)>);
+pub(super) struct Params(pub Vec<(String, String)>);
 
 impl Params {
     /// The first value of `name`.
-    pub fn get(&self, name: &str) -> Option<&str> {
+    pub(super) fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(key, _)| key == name)
@@ -28,7 +28,7 @@ impl Params {
     }
 
     /// Every value of `name`, in order.
-    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    pub(super) fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.0
             .iter()
             .filter(move |(key, _)| key == name)
@@ -37,7 +37,7 @@ impl Params {
 
     /// A boolean flag as Consul's `getBoolQueryParam` reads it: absent is
     /// `false`, present without a value is `true`, otherwise Go's ParseBool.
-    pub fn flag(&self, name: &str) -> Result<bool, ConsulError> {
+    pub(super) fn flag(&self, name: &str) -> Result<bool, ConsulError> {
         match self.get(name) {
             None => Ok(false),
             Some("") => Ok(true),
@@ -61,7 +61,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
 
 /// Go's `strconv.ParseBool`: `1 t T TRUE true True` and `0 f F FALSE false
 /// False`, nothing else.
-pub fn parse_go_bool(text: &str) -> Option<bool> {
+pub(super) fn parse_go_bool(text: &str) -> Option<bool> {
     match text {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),

@@ -65,7 +65,7 @@ struct WeightsBody {
 }
 
 /// Parses and validates a registration body into an instance.
-pub async fn instance_from_body(
+pub(super) async fn instance_from_body(
     bytes: &[u8],
     config: &ConsulConfig,
 ) -> Result<Instance, ConsulError> {

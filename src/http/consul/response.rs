@@ -13,7 +13,7 @@ use axum::{
 use serde::Serialize;
 
 /// A catalog or health answer read from the registry at `index`.
-pub struct Indexed<T>(pub u64, pub T);
+pub(super) struct Indexed<T>(pub u64, pub T);
 
 impl<T: Serialize> IntoResponse for Indexed<T> {
     fn into_response(self) -> Response {
@@ -26,7 +26,7 @@ impl<T: Serialize> IntoResponse for Indexed<T> {
 
 /// Adds `X-Consul-Index`, `X-Consul-KnownLeader` and `X-Consul-LastContact`.
 /// The index is never 0 (Consul sends 1 instead; the registry starts at 1).
-pub fn add_index_headers(response: &mut Response, index: u64) {
+pub(super) fn add_index_headers(response: &mut Response, index: u64) {
     let headers = response.headers_mut();
     headers.insert(
         HeaderName::from_static("x-consul-index"),

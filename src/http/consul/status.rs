@@ -15,11 +15,11 @@ fn leader_address(state: &AppState) -> String {
 }
 
 /// `GET /v1/status/leader`: `"127.0.0.1:8300"`, a JSON string.
-pub async fn leader(State(state): State<AppState>) -> Json<String> {
+pub(super) async fn leader(State(state): State<AppState>) -> Json<String> {
     Json(leader_address(&state))
 }
 
 /// `GET /v1/status/peers`: the one server.
-pub async fn peers(State(state): State<AppState>) -> Json<Vec<String>> {
+pub(super) async fn peers(State(state): State<AppState>) -> Json<Vec<String>> {
     Json(vec![leader_address(&state)])
 }

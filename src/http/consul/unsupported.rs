@@ -57,7 +57,7 @@ const EMPTY_SEGMENTS: &[(&str, &str)] = &[
     ("/v1/health/state/", "Missing check state"),
 ];
 
-pub fn routes() -> Router<AppState> {
+pub(super) fn routes() -> Router<AppState> {
     let router = PREFIXES.iter().fold(Router::new(), |router, prefix| {
         router
             .route(prefix, any(not_implemented))

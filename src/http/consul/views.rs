@@ -18,18 +18,18 @@ use crate::{
 };
 
 /// Consul's name and notes for the check service maintenance adds.
-pub const MAINTENANCE_CHECK_NAME: &str = "Service Maintenance Mode";
-pub const MAINTENANCE_DEFAULT_REASON: &str = "Maintenance mode is enabled for this service, but no reason was provided. This is a default message.";
+pub(super) const MAINTENANCE_CHECK_NAME: &str = "Service Maintenance Mode";
+pub(super) const MAINTENANCE_DEFAULT_REASON: &str = "Maintenance mode is enabled for this service, but no reason was provided. This is a default message.";
 
 /// Service maintenance shows up as the check `_service_maintenance:<id>`.
-pub const MAINTENANCE_CHECK_PREFIX: &str = "_service_maintenance:";
+pub(super) const MAINTENANCE_CHECK_PREFIX: &str = "_service_maintenance:";
 
-pub fn maintenance_check_id(service_id: &str) -> String {
+pub(super) fn maintenance_check_id(service_id: &str) -> String {
     format!("{MAINTENANCE_CHECK_PREFIX}{service_id}")
 }
 
 /// The node roster presents itself as.
-pub struct NodeInfo<'a> {
+pub(super) struct NodeInfo<'a> {
     pub name: &'a str,
     pub address: IpAddr,
     pub datacenter: &'a str,
@@ -38,7 +38,7 @@ pub struct NodeInfo<'a> {
 }
 
 impl<'a> NodeInfo<'a> {
-    pub fn new(config: &'a ConsulConfig) -> Self {
+    pub(super) fn new(config: &'a ConsulConfig) -> Self {
         Self {
             name: &config.node_name,
             address: config.node_address,
@@ -70,7 +70,7 @@ fn node_id(name: &str) -> String {
 
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Weights {
+pub(super) struct Weights {
     pub passing: u32,
     pub warning: u32,
 }
@@ -78,7 +78,7 @@ pub struct Weights {
 /// One entry of `GET /v1/agent/services`.
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct AgentService {
+pub(super) struct AgentService {
     #[serde(rename = "ID")]
     pub id: String,
     pub service: String,
@@ -94,7 +94,7 @@ pub struct AgentService {
 /// One entry of `GET /v1/catalog/service/:name`.
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ServiceNode {
+pub(super) struct ServiceNode {
     #[serde(rename = "ID")]
     pub id: String,
     pub node: String,
@@ -118,7 +118,7 @@ pub struct ServiceNode {
 /// A check, in `/v1/agent/checks` and the health endpoints.
 #[derive(Serialize, Clone)]
 #[serde(rename_all = "PascalCase")]
-pub struct HealthCheck {
+pub(super) struct HealthCheck {
     pub node: String,
     #[serde(rename = "CheckID")]
     pub check_id: String,
@@ -141,7 +141,7 @@ pub struct HealthCheck {
 /// The node in a health entry.
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Node {
+pub(super) struct Node {
     #[serde(rename = "ID")]
     pub id: String,
     pub node: String,
@@ -156,7 +156,7 @@ pub struct Node {
 /// The service in a health entry.
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct HealthService {
+pub(super) struct HealthService {
     #[serde(rename = "ID")]
     pub id: String,
     pub service: String,
@@ -173,14 +173,14 @@ pub struct HealthService {
 /// One entry of `GET /v1/health/service/:name`.
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ServiceEntry {
+pub(super) struct ServiceEntry {
     pub node: Node,
     pub service: HealthService,
     pub checks: Vec<HealthCheck>,
 }
 
 /// The address as the client gave it, else the registered IP.
-pub fn service_address(state: &InstanceState) -> String {
+pub(super) fn service_address(state: &InstanceState) -> String {
     let instance = &state.instance;
     match &instance.address_as_given {
         Some(given) => given.clone(),
@@ -202,7 +202,7 @@ fn tagged_addresses(node: &NodeInfo) -> BTreeMap<&'static str, String> {
     BTreeMap::from([("lan", address.clone()), ("wan", address)])
 }
 
-pub fn agent_service(state: &InstanceState, node: &NodeInfo) -> AgentService {
+pub(super) fn agent_service(state: &InstanceState, node: &NodeInfo) -> AgentService {
     let instance = &state.instance;
     AgentService {
         id: instance.id.as_str().to_owned(),
@@ -217,7 +217,7 @@ pub fn agent_service(state: &InstanceState, node: &NodeInfo) -> AgentService {
     }
 }
 
-pub fn service_node(state: &InstanceState, node: &NodeInfo) -> ServiceNode {
+pub(super) fn service_node(state: &InstanceState, node: &NodeInfo) -> ServiceNode {
     let instance = &state.instance;
     ServiceNode {
         id: node.id.clone(),
@@ -240,7 +240,7 @@ pub fn service_node(state: &InstanceState, node: &NodeInfo) -> ServiceNode {
 }
 
 /// The instance's checks, then the maintenance check while it is drained.
-pub fn instance_checks(state: &InstanceState, node: &NodeInfo) -> Vec<HealthCheck> {
+pub(super) fn instance_checks(state: &InstanceState, node: &NodeInfo) -> Vec<HealthCheck> {
     let instance = &state.instance;
     let base = |check_id: String, name: String, kind: &'static str| HealthCheck {
         node: node.name.to_owned(),
@@ -312,7 +312,7 @@ pub fn instance_checks(state: &InstanceState, node: &NodeInfo) -> Vec<HealthChec
 /// Consul's node-level `serfHealth` check. roster's node is the process
 /// answering, so it is always passing; it is listed because Consul lists
 /// node checks beside service checks, and tools count on seeing it.
-pub fn serf_health(node: &NodeInfo) -> HealthCheck {
+pub(super) fn serf_health(node: &NodeInfo) -> HealthCheck {
     HealthCheck {
         node: node.name.to_owned(),
         check_id: "serfHealth".to_owned(),
@@ -331,7 +331,7 @@ pub fn serf_health(node: &NodeInfo) -> HealthCheck {
     }
 }
 
-pub fn service_entry(state: &InstanceState, node: &NodeInfo) -> ServiceEntry {
+pub(super) fn service_entry(state: &InstanceState, node: &NodeInfo) -> ServiceEntry {
     let instance = &state.instance;
     let mut checks = vec![serf_health(node)];
     checks.extend(instance_checks(state, node));
@@ -363,7 +363,7 @@ pub fn service_entry(state: &InstanceState, node: &NodeInfo) -> ServiceEntry {
 }
 
 /// Every instance in the registry, in service then ID order.
-pub fn all_instances(state: &RegistryState) -> impl Iterator<Item = &InstanceState> {
+pub(super) fn all_instances(state: &RegistryState) -> impl Iterator<Item = &InstanceState> {
     state
         .services
         .values()
@@ -372,7 +372,7 @@ pub fn all_instances(state: &RegistryState) -> impl Iterator<Item = &InstanceSta
 
 /// Whether the instance carries every tag in `tags`, compared without case
 /// as Consul does.
-pub fn has_tags(state: &InstanceState, tags: &[&str]) -> bool {
+pub(super) fn has_tags(state: &InstanceState, tags: &[&str]) -> bool {
     tags.iter().all(|wanted| {
         state
             .instance
