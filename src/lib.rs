@@ -193,7 +193,7 @@ async fn open_store(data_dir: &std::path::Path) -> Result<Arc<dyn Store>, RunErr
     let dir = data_dir.to_owned();
     let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir))
         .await
-        .map_err(|e| RunError::Store(StoreError::Read(e.to_string())))??;
+        .map_err(|e| RunError::Store(StoreError::Crashed(e.to_string())))??;
     info!(path = %store.path().display(), "store opened");
     Ok(Arc::new(store))
 }

@@ -14,7 +14,9 @@ use std::{
 
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::store::{Loaded, Mutation, Store, StoreError, StoredInstance};
+use super::store::{
+    BackendError, Loaded, Mutation, OpenProblem, Store, StoreError, StoreOperation, StoredInstance,
+};
 
 /// Instances by ID, as JSON (readable by people, stable across versions).
 const INSTANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("instances");
@@ -56,15 +58,23 @@ fn contain_panics<T>(
             .or_else(|| panic.downcast_ref::<&str>().copied())
             .unwrap_or("unknown damage");
         Err(StoreError::Open {
-            path: path.display().to_string(),
-            message: format!("is damaged ({reason}). {DAMAGED_ADVICE}"),
+            path: path.to_owned(),
+            problem: OpenProblem::Damaged(reason.to_owned()),
         })
     })
 }
 
-/// What to do about a store file roster cannot read.
-const DAMAGED_ADVICE: &str = "roster will not replace it: move it aside and restore a backup \
-     with `roster import`, or start with an empty data directory";
+/// A commit (or table set-up) after a panic poisoned the store's lock.
+const POISONED_FOR_WRITE: StoreError = StoreError::Unavailable {
+    operation: StoreOperation::Write,
+    reason: "store lock poisoned",
+};
+/// A commit with no open database (cannot happen: a failed reopen returns
+/// before this is reached).
+const NOT_OPEN_FOR_WRITE: StoreError = StoreError::Unavailable {
+    operation: StoreOperation::Write,
+    reason: "store is not open",
+};
 
 /// redb's page cache. roster reads the store only at start-up and keeps
 /// everything it serves in memory anyway, so redb's default (1 GiB) would
@@ -96,30 +106,26 @@ pub struct EmbeddedStore {
 impl EmbeddedStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let open_error = |path: &Path, message: String| StoreError::Open {
-            path: path.display().to_string(),
-            message,
+        let open_error = |path: &Path, problem: OpenProblem| StoreError::Open {
+            path: path.to_owned(),
+            problem,
         };
         std::fs::create_dir_all(dir)
-            .map_err(|e| open_error(dir, format!("cannot create the data directory: {e}")))?;
+            .map_err(|e| open_error(dir, OpenProblem::CreateDirectory(e)))?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|e| open_error(&lock_path, format!("cannot open the lock file: {e}")))?;
+            .map_err(|e| open_error(&lock_path, OpenProblem::OpenLockFile(e)))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                return Err(open_error(
-                    dir,
-                    "is in use by another roster process; stop it, or give this one its own --data-dir"
-                        .into(),
-                ));
+                return Err(open_error(dir, OpenProblem::InUse));
             }
             Err(TryLockError::Error(e)) => {
-                return Err(open_error(&lock_path, format!("cannot lock: {e}")));
+                return Err(open_error(&lock_path, OpenProblem::Lock(e)));
             }
         }
         let path = dir.join(STORE_FILE);
@@ -137,12 +143,7 @@ impl EmbeddedStore {
             match checked {
                 Ok(loaded) => preloaded = Some(loaded),
                 Err(DatabaseError::RepairAborted) => {} // recovered below
-                Err(e) => {
-                    return Err(open_error(
-                        &path,
-                        format!("cannot be opened: {e}. It may be damaged: {DAMAGED_ADVICE}"),
-                    ));
-                }
+                Err(e) => return Err(open_error(&path, OpenProblem::Unopenable(e.into()))),
             }
         }
         let db = contain_panics(&path, || {
@@ -151,12 +152,7 @@ impl EmbeddedStore {
             } else {
                 builder().open(&path)
             }
-            .map_err(|e| {
-                open_error(
-                    &path,
-                    format!("cannot be opened: {e}. It may be damaged: {DAMAGED_ADVICE}"),
-                )
-            })
+            .map_err(|e| open_error(&path, OpenProblem::Unopenable(e.into())))
         })?;
         let store = Self {
             db: Mutex::new(Some(db)),
@@ -175,19 +171,16 @@ impl EmbeddedStore {
     }
 
     fn ensure_tables(&self) -> Result<(), StoreError> {
-        let write =
-            |e: &dyn std::fmt::Display| StoreError::Write(format!("{}: {e}", self.path.display()));
-        let db = self
-            .db
-            .lock()
-            .map_err(|_| StoreError::Write("store lock poisoned".into()))?;
-        let db = db
-            .as_ref()
-            .ok_or_else(|| StoreError::Write("store is not open".into()))?;
-        let txn = db.begin_write().map_err(|e| write(&e))?;
-        txn.open_table(INSTANCES).map_err(|e| write(&e))?;
-        txn.open_table(META).map_err(|e| write(&e))?;
-        txn.commit().map_err(|e| write(&e))
+        let write = |source: BackendError| StoreError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        let db = self.db.lock().map_err(|_| POISONED_FOR_WRITE)?;
+        let db = db.as_ref().ok_or(NOT_OPEN_FOR_WRITE)?;
+        let txn = db.begin_write().map_err(|e| write(e.into()))?;
+        txn.open_table(INSTANCES).map_err(|e| write(e.into()))?;
+        txn.open_table(META).map_err(|e| write(e.into()))?;
+        txn.commit().map_err(|e| write(e.into()))
     }
 }
 
@@ -197,13 +190,14 @@ impl Store for EmbeddedStore {
         match preloaded {
             Some(loaded) => Ok(loaded),
             None => {
-                let db = self
-                    .db
-                    .lock()
-                    .map_err(|_| StoreError::Read("store lock poisoned".into()))?;
-                let db = db
-                    .as_ref()
-                    .ok_or_else(|| StoreError::Read("store is not open".into()))?;
+                let db = self.db.lock().map_err(|_| StoreError::Unavailable {
+                    operation: StoreOperation::Read,
+                    reason: "store lock poisoned",
+                })?;
+                let db = db.as_ref().ok_or(StoreError::Unavailable {
+                    operation: StoreOperation::Read,
+                    reason: "store is not open",
+                })?;
                 contain_panics(&self.path, || load_from(db, &self.path))
             }
         }
@@ -217,16 +211,13 @@ impl Store for EmbeddedStore {
     /// space is back, writes resume without a restart. While the disk is
     /// still full the reopen fails too, and so does that commit, clearly.
     fn commit(&self, batch: &[Mutation], index: u64) -> Result<(), StoreError> {
-        let mut db = self
-            .db
-            .lock()
-            .map_err(|_| StoreError::Write("store lock poisoned".into()))?;
+        let mut db = self.db.lock().map_err(|_| POISONED_FOR_WRITE)?;
         if db.is_none() {
             *db = Some(self.reopen()?);
             tracing::info!(path = %self.path.display(), "store reopened after a failed write");
         }
         let Some(open) = db.as_ref() else {
-            return Err(StoreError::Write("store is not open".into()));
+            return Err(NOT_OPEN_FOR_WRITE);
         };
         let committed = commit_to(open, &self.path, batch, index);
         if committed.is_err() {
@@ -241,14 +232,11 @@ impl EmbeddedStore {
     /// Opens the database again after a failed commit, and reads it through
     /// to check that what is on disk is whole before writing to it again.
     fn reopen(&self) -> Result<Database, StoreError> {
-        let not_yet = |e: &dyn std::fmt::Display| {
-            StoreError::Write(format!(
-                "{} cannot be reopened after a failed write: {e}; it is retried with the next write",
-                self.path.display()
-            ))
-        };
         let db = contain_panics(&self.path, || {
-            builder().open(&self.path).map_err(|e| not_yet(&e))
+            builder().open(&self.path).map_err(|e| StoreError::Reopen {
+                path: self.path.clone(),
+                source: e.into(),
+            })
         })?;
         contain_panics(&self.path, || load_from(&db, &self.path))?;
         Ok(db)
@@ -257,54 +245,60 @@ impl EmbeddedStore {
 
 /// Writes one batch in one transaction.
 fn commit_to(db: &Database, path: &Path, batch: &[Mutation], index: u64) -> Result<(), StoreError> {
-    let write = |e: &dyn std::fmt::Display| StoreError::Write(format!("{}: {e}", path.display()));
-    let txn = db.begin_write().map_err(|e| write(&e))?;
+    let write = |source: BackendError| StoreError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let txn = db.begin_write().map_err(|e| write(e.into()))?;
     {
-        let mut table = txn.open_table(INSTANCES).map_err(|e| write(&e))?;
+        let mut table = txn.open_table(INSTANCES).map_err(|e| write(e.into()))?;
         for mutation in batch {
             match mutation {
                 Mutation::Put(instance) => {
-                    let bytes = serde_json::to_vec(instance).map_err(|e| write(&e))?;
+                    let bytes = serde_json::to_vec(instance).map_err(|e| write(e.into()))?;
                     table
                         .insert(instance.id.as_str(), bytes.as_slice())
-                        .map_err(|e| write(&e))?;
+                        .map_err(|e| write(e.into()))?;
                 }
                 Mutation::Delete { id } => {
-                    table.remove(id.as_str()).map_err(|e| write(&e))?;
+                    table.remove(id.as_str()).map_err(|e| write(e.into()))?;
                 }
             }
         }
-        let mut meta = txn.open_table(META).map_err(|e| write(&e))?;
-        meta.insert("index", index).map_err(|e| write(&e))?;
+        let mut meta = txn.open_table(META).map_err(|e| write(e.into()))?;
+        meta.insert("index", index).map_err(|e| write(e.into()))?;
     }
     // Durability::Immediate (the default): commit returns after fsync.
-    txn.commit().map_err(|e| write(&e))
+    txn.commit().map_err(|e| write(e.into()))
 }
 
 /// Reads every instance and the index.
 fn load_from(db: &impl ReadableDatabase, path: &Path) -> Result<Loaded, StoreError> {
-    let read = |e: &dyn std::fmt::Display| StoreError::Read(format!("{}: {e}", path.display()));
-    let txn = db.begin_read().map_err(|e| read(&e))?;
+    let read = |source: BackendError| StoreError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let txn = db.begin_read().map_err(|e| read(e.into()))?;
     let meta = match txn.open_table(META) {
         Ok(meta) => meta,
         // A file whose first commit never happened holds nothing yet.
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Loaded::default()),
-        Err(e) => return Err(read(&e)),
+        Err(e) => return Err(read(e.into())),
     };
     let index = meta
         .get("index")
-        .map_err(|e| read(&e))?
+        .map_err(|e| read(e.into()))?
         .map(|v| v.value())
         .unwrap_or(0);
-    let table = txn.open_table(INSTANCES).map_err(|e| read(&e))?;
+    let table = txn.open_table(INSTANCES).map_err(|e| read(e.into()))?;
     let mut instances = Vec::new();
-    for entry in table.iter().map_err(|e| read(&e))? {
-        let (key, value) = entry.map_err(|e| read(&e))?;
+    for entry in table.iter().map_err(|e| read(e.into()))? {
+        let (key, value) = entry.map_err(|e| read(e.into()))?;
         let instance: StoredInstance =
-            serde_json::from_slice(value.value()).map_err(|e| StoreError::Corrupt {
+            serde_json::from_slice(value.value()).map_err(|source| StoreError::Corrupt {
                 key: key.value().to_owned(),
-                message: format!("{e}"),
-                path: path.display().to_string(),
+                source,
+                path: path.to_owned(),
             })?;
         instances.push(instance);
     }
@@ -355,6 +349,16 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let _first = EmbeddedStore::open(dir.path()).expect("open");
         let err = EmbeddedStore::open(dir.path()).err().expect("locked");
+        assert!(
+            matches!(
+                &err,
+                StoreError::Open {
+                    problem: OpenProblem::InUse,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("another roster"), "{err}");
     }
 
@@ -365,6 +369,18 @@ mod tests {
         std::fs::write(dir.path().join(STORE_FILE), &garbage).expect("write");
         let err = EmbeddedStore::open(dir.path()).err().expect("corrupt");
         assert!(err.to_string().contains(STORE_FILE), "{err}");
+        // Structured: the path is a path, and redb's own error is the
+        // source, not text folded into a string.
+        match &err {
+            StoreError::Open {
+                path,
+                problem: OpenProblem::Unopenable(source),
+            } => {
+                assert_eq!(path, &dir.path().join(STORE_FILE));
+                assert!(!source.to_string().is_empty());
+            }
+            other => panic!("expected an unopenable file, got {other:?}"),
+        }
         assert_eq!(
             std::fs::read(dir.path().join(STORE_FILE)).expect("read"),
             garbage

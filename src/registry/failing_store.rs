@@ -54,9 +54,10 @@ impl Store for FailingStore {
             .fetch_update(SeqCst, SeqCst, |left| left.checked_sub(1))
             .is_ok();
         if fail {
-            return Err(StoreError::Write(
-                "injected failure: the batch was written but not synced".into(),
-            ));
+            return Err(StoreError::Write {
+                path: "failing store".into(),
+                source: "injected failure: the batch was written but not synced".into(),
+            });
         }
         Ok(())
     }

@@ -37,7 +37,10 @@ pub use crate::dns::table::{RecordTable, ServiceRecords, TableSettings};
 pub use commands::{Command, InOtherService, Outcome, Reporter};
 pub use embedded::EmbeddedStore;
 pub use state::{CheckState, InstanceState, RegistryState, ServiceState};
-pub use store::{Loaded, MemoryStore, Mutation, Store, StoreError, StoredInstance};
+pub use store::{
+    BackendError, Loaded, MemoryStore, Mutation, OpenProblem, Store, StoreError, StoreOperation,
+    StoredInstance,
+};
 
 /// How far above the current index the stored ceiling is raised at a time:
 /// one extra commit per this many index changes.

@@ -2,34 +2,110 @@
 //! writes a batch of changes and waits for it to be durable before it
 //! acknowledges any of them.
 
-use std::{collections::BTreeMap, net::IpAddr, sync::Mutex};
+use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, sync::Mutex};
 
 use serde::{Deserialize, Serialize};
 
 use crate::model::{CheckDefinition, Instance, InstanceId, ServiceName, ValidationError};
 
+/// What a store's backend (redb today, etcd later) reported, kept whole as
+/// the error's source so that a door or a log can walk the chain.
+pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// A store failure. Any of these stops the write; none is retried silently.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("store {path}: {message}")]
-    Open { path: String, message: String },
-    #[error("store write failed: {0}")]
-    Write(String),
-    #[error("store read failed: {0}")]
-    Read(String),
+    /// The store could not be opened at start-up.
+    #[error("store {}: {problem}", path.display())]
+    Open { path: PathBuf, problem: OpenProblem },
+    /// A write failed: nothing of its batch is durable.
+    #[error("store write failed: {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: BackendError,
+    },
+    /// After a failed write the store is reopened before the next one; that
+    /// reopen failed too (the disk is still full, say).
+    #[error(
+        "store write failed: {} cannot be reopened after a failed write: {source}; it is retried with the next write",
+        path.display()
+    )]
+    Reopen {
+        path: PathBuf,
+        #[source]
+        source: BackendError,
+    },
+    /// A read failed.
+    #[error("store read failed: {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: BackendError,
+    },
+    /// The store cannot be used at all for `operation`: its lock was
+    /// poisoned by a panic, or it is closed.
+    #[error("store {operation} failed: {reason}")]
+    Unavailable {
+        operation: StoreOperation,
+        reason: &'static str,
+    },
     /// The thread that ran the store call panicked or was cancelled; the
     /// text is the runtime's own account of it.
     #[error("{0}")]
     Crashed(String),
+    /// A record that does not decode: the file is damaged or from an
+    /// incompatible version.
     #[error(
-        "store {path}: record {key:?} is unreadable ({message}); roster will not replace the file: move it aside and restore a backup with `roster import`, or start with an empty data directory"
+        "store {}: record {key:?} is unreadable ({source}); roster will not replace the file: move it aside and restore a backup with `roster import`, or start with an empty data directory",
+        path.display()
     )]
     Corrupt {
-        path: String,
+        path: PathBuf,
         key: String,
-        message: String,
+        #[source]
+        source: serde_json::Error,
     },
 }
+
+/// Which way a store call went, for [`StoreError::Unavailable`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreOperation {
+    Read,
+    Write,
+}
+
+impl std::fmt::Display for StoreOperation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Read => "read",
+            Self::Write => "write",
+        })
+    }
+}
+
+/// Why a store could not be opened, each with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenProblem {
+    #[error("cannot create the data directory: {0}")]
+    CreateDirectory(#[source] std::io::Error),
+    #[error("cannot open the lock file: {0}")]
+    OpenLockFile(#[source] std::io::Error),
+    #[error("cannot lock: {0}")]
+    Lock(#[source] std::io::Error),
+    #[error("is in use by another roster process; stop it, or give this one its own --data-dir")]
+    InUse,
+    /// The backend refused to open the file.
+    #[error("cannot be opened: {0}. It may be damaged: {DAMAGED_ADVICE}")]
+    Unopenable(#[source] BackendError),
+    /// The backend panicked reading the file; the panic's message.
+    #[error("is damaged ({0}). {DAMAGED_ADVICE}")]
+    Damaged(String),
+}
+
+/// What to do about a store file roster cannot read.
+pub(crate) const DAMAGED_ADVICE: &str = "roster will not replace it: move it aside and restore a backup \
+     with `roster import`, or start with an empty data directory";
 
 /// An instance as it is written to disk and to exports: plain data, so the
 /// format is stable across versions and readable by people.
@@ -132,10 +208,10 @@ pub struct MemoryStore {
 
 impl Store for MemoryStore {
     fn load(&self) -> Result<Loaded, StoreError> {
-        let contents = self
-            .contents
-            .lock()
-            .map_err(|_| StoreError::Read("memory store poisoned".into()))?;
+        let contents = self.contents.lock().map_err(|_| StoreError::Unavailable {
+            operation: StoreOperation::Read,
+            reason: "memory store poisoned",
+        })?;
         Ok(Loaded {
             index: contents.0,
             instances: contents.1.values().cloned().collect(),
@@ -143,10 +219,10 @@ impl Store for MemoryStore {
     }
 
     fn commit(&self, batch: &[Mutation], index: u64) -> Result<(), StoreError> {
-        let mut contents = self
-            .contents
-            .lock()
-            .map_err(|_| StoreError::Write("memory store poisoned".into()))?;
+        let mut contents = self.contents.lock().map_err(|_| StoreError::Unavailable {
+            operation: StoreOperation::Write,
+            reason: "memory store poisoned",
+        })?;
         contents.0 = index;
         for mutation in batch {
             match mutation {
