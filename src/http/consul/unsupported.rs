@@ -85,7 +85,7 @@ async fn not_implemented(State(state): State<AppState>, method: Method, uri: Uri
     let error = ConsulError::new(
         StatusCode::NOT_IMPLEMENTED,
         format!(
-            "roster does not implement {method} {path}: it serves the Consul agent service/check, catalog, health and status endpoints that registration and discovery use (see roster's README)"
+            "roster does not implement {method} {path}: it serves the Consul agent service/check, catalog, health and status endpoints that registration and discovery use (see docs/consul-api-subset.md in roster's source)"
         ),
     );
     if path.starts_with("/v1/catalog") || path.starts_with("/v1/health") {
