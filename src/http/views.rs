@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::{
-    model::{CheckKind, Status, format_go_duration},
+    model::{CheckKind, Meta, Status, format_go_duration},
     registry::{InstanceState, ServiceState},
 };
 
@@ -47,7 +47,7 @@ pub(super) struct InstanceView {
     pub address: String,
     pub port: u16,
     pub tags: Vec<String>,
-    pub meta: std::collections::BTreeMap<String, String>,
+    pub meta: Meta,
     pub weight: u16,
     pub priority: u16,
     /// The worst of the checks; passing without checks.

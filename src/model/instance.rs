@@ -4,7 +4,9 @@ use std::{collections::BTreeMap, net::IpAddr};
 
 use serde::Deserialize;
 
-use super::{CheckBody, CheckDefinition, InstanceId, MAX_CHECKS, ServiceName, ValidationError};
+use super::{
+    CheckBody, CheckDefinition, InstanceId, MAX_CHECKS, Meta, ServiceName, ValidationError,
+};
 
 /// Most tags one instance may carry; more is almost certainly a bug upstream.
 pub const MAX_TAGS: usize = 64;
@@ -27,7 +29,7 @@ pub struct Instance {
     /// 0 only through the Consul API, which allows a missing port.
     pub port: u16,
     pub tags: Vec<String>,
-    pub meta: BTreeMap<String, String>,
+    pub meta: Meta,
     /// SRV weight (RFC 2782): relative share among equal priorities.
     pub weight: u16,
     /// SRV priority: lower is preferred.
@@ -84,7 +86,7 @@ impl InstanceBody {
             address_as_given: None,
             port: self.port as u16,
             tags,
-            meta: self.meta,
+            meta: self.meta.into(),
             weight: self.weight.unwrap_or(1),
             priority: self.priority.unwrap_or(0),
             checks,
@@ -220,7 +222,7 @@ fn check_tags(tags: &[String]) -> Result<(), ValidationError> {
 /// Metadata: at most [`MAX_META`] entries, keys `[A-Za-z0-9_-]` (as Consul
 /// requires), and every `key=value` fitting one TXT string without control
 /// characters, because each entry is served as one.
-pub fn validate_meta(meta: &BTreeMap<String, String>) -> Result<(), ValidationError> {
+pub fn validate_meta(meta: &Meta) -> Result<(), ValidationError> {
     if meta.len() > MAX_META {
         return Err(ValidationError::new(
             "meta",

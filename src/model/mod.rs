@@ -5,6 +5,7 @@
 mod check;
 mod duration;
 mod instance;
+mod meta;
 mod names;
 
 pub use check::{
@@ -18,6 +19,7 @@ pub use instance::{
     Instance, InstanceBody, MAX_MAINTENANCE_REASON, MAX_META, MAX_TAGS,
     validate_maintenance_reason, validate_meta, validate_tags,
 };
+pub use meta::Meta;
 pub use names::{DnsLabel, InstanceId, ServiceName};
 
 /// Input that was refused, with the field at fault (`address`,

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, sync::Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{CheckDefinition, Instance, InstanceId, ServiceName, ValidationError};
+use crate::model::{CheckDefinition, Instance, InstanceId, Meta, ServiceName, ValidationError};
 
 /// What a store's backend (redb today, etcd later) reported, kept whole as
 /// the error's source so that a door or a log can walk the chain.
@@ -120,7 +120,7 @@ pub struct StoredInstance {
     #[serde(default)]
     pub tags: Vec<String>,
     #[serde(default)]
-    pub meta: BTreeMap<String, String>,
+    pub meta: Meta,
     pub weight: u16,
     pub priority: u16,
     #[serde(default)]

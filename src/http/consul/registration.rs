@@ -29,7 +29,7 @@ use super::{
 use crate::{
     config::ConsulConfig,
     model::{
-        CheckBody, Instance, InstanceId, ServiceName, ValidationError, validate_checks,
+        CheckBody, Instance, InstanceId, Meta, ServiceName, ValidationError, validate_checks,
         validate_meta, validate_tags,
     },
     resolve::{ResolveError, Resolver},
@@ -123,7 +123,7 @@ pub(super) async fn instance_from_body(
         }
     };
     let tags = validate_tags(body.tags.unwrap_or_default())?;
-    let meta = body.meta.unwrap_or_default();
+    let meta = Meta::from(body.meta.unwrap_or_default());
     validate_meta(&meta)?;
 
     let mut bodies: Vec<(String, CheckBody)> = Vec::new();

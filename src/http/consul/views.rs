@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::{
     config::ConsulConfig,
-    model::{CheckKind, Status, format_go_duration},
+    model::{CheckKind, Meta, Status, format_go_duration},
     registry::{InstanceState, RegistryState},
 };
 
@@ -83,7 +83,7 @@ pub(super) struct AgentService {
     pub id: String,
     pub service: String,
     pub tags: Vec<String>,
-    pub meta: BTreeMap<String, String>,
+    pub meta: Meta,
     pub port: u16,
     pub address: String,
     pub weights: Weights,
@@ -108,7 +108,7 @@ pub(super) struct ServiceNode {
     pub service_tags: Vec<String>,
     pub service_address: String,
     pub service_port: u16,
-    pub service_meta: BTreeMap<String, String>,
+    pub service_meta: Meta,
     pub service_weights: Weights,
     pub service_enable_tag_override: bool,
     pub create_index: u64,
@@ -163,7 +163,7 @@ pub(super) struct HealthService {
     pub tags: Vec<String>,
     pub address: String,
     pub port: u16,
-    pub meta: BTreeMap<String, String>,
+    pub meta: Meta,
     pub weights: Weights,
     pub enable_tag_override: bool,
     pub create_index: u64,
