@@ -72,7 +72,7 @@ pub enum RegistryError {
     NoTtlCheck { id: String },
     /// Another service's name maps to the same DNS label.
     #[error(
-        "service {service:?} maps to the DNS label {label:?}, which service {owner:?} already uses; pick a name that differs in letters or digits"
+        "service {service:?} maps to the DNS label \"{label}\", which service {owner:?} already uses; pick a name that differs in letters or digits"
     )]
     ServiceLabelTaken {
         service: String,
@@ -528,6 +528,18 @@ mod tests {
 
     use super::*;
     use crate::model::InstanceBody;
+
+    #[test]
+    fn a_taken_service_label_is_named_as_the_label_not_as_a_rust_value() {
+        let error = RegistryError::ServiceLabelTaken {
+            service: "Web".into(),
+            label: DnsLabel::from_name("Web", "service").expect("valid"),
+            owner: "web".into(),
+        };
+        let text = error.to_string();
+        assert!(text.contains(r#"the DNS label "web","#), "{text}");
+        assert!(!text.contains("DnsLabel"), "{text}");
+    }
 
     async fn started() -> Registry {
         let settings = TableSettings {
