@@ -1079,3 +1079,85 @@ async fn deregister_critical_service_after_reaps_the_service() {
     assert!(consul.agent_checks().await.get("service:flaky-1").is_none());
     consul.server.stop().await;
 }
+
+#[tokio::test]
+async fn update_ttl_sets_status_and_output_from_its_body_as_the_go_client_sends_it() {
+    let consul = Consul::start().await;
+    consul.register(ttl_service("web", "web-1", &[])).await;
+    assert!(consul.srv_targets("web").await.is_empty());
+
+    // Go's Agent().UpdateTTL(id, output, status): PUT with this body.
+    consul
+        .put_json(
+            "/v1/agent/check/update/service:web-1",
+            &json!({"Status": "passing", "Output": "all good"}),
+        )
+        .await
+        .assert_status(200);
+    let checks = consul.agent_checks().await;
+    assert_eq!(checks["service:web-1"]["Status"], "passing", "{checks}");
+    assert_eq!(checks["service:web-1"]["Output"], "all good", "{checks}");
+    assert_eq!(
+        consul.srv_targets("web").await,
+        ["web-1.web.service.local."]
+    );
+
+    consul
+        .put_json(
+            "/v1/agent/check/update/service:web-1",
+            &json!({"Status": "critical", "Output": "down"}),
+        )
+        .await
+        .assert_status(200);
+    let checks = consul.agent_checks().await;
+    assert_eq!(checks["service:web-1"]["Status"], "critical", "{checks}");
+    assert_eq!(checks["service:web-1"]["Output"], "down", "{checks}");
+    assert!(consul.srv_targets("web").await.is_empty());
+
+    // Refused as pass / warn / fail are, and nothing changes.
+    for (body, status, words) in [
+        (json!({"Status": "fine"}), 400, "Invalid Status"),
+        (json!({"Status": 3}), 400, "Request decode failed"),
+    ] {
+        let reply = consul
+            .put_json("/v1/agent/check/update/service:web-1", &body)
+            .await;
+        reply.assert_status(status);
+        assert!(reply.text.contains(words), "{body}: {reply:?}");
+    }
+    let reply = consul
+        .put_json("/v1/agent/check/update/nope", &json!({"Status": "passing"}))
+        .await;
+    reply.assert_status(404);
+    assert!(reply.text.contains("Unknown check ID"), "{reply:?}");
+    assert_eq!(
+        consul.check_status("service:web-1").await.as_deref(),
+        Some("critical")
+    );
+    consul.server.stop().await;
+}
+
+#[tokio::test]
+async fn agent_self_names_the_datacenter_and_node_clients_read() {
+    let consul = Consul::wrap(
+        start_server_with(&[], |config| {
+            config.consul.datacenter = "east".into();
+            config.consul.node_name = "node-a".into();
+        })
+        .await,
+    );
+    let reply = consul.get("/v1/agent/self").await;
+    let body = reply.assert_status(200).json();
+    assert_eq!(body["Config"]["Datacenter"], "east", "{body}");
+    assert_eq!(body["Config"]["NodeName"], "node-a", "{body}");
+    assert_eq!(body["Member"]["Name"], "node-a", "{body}");
+    assert_eq!(body["Member"]["Addr"], "127.0.0.1", "{body}");
+    assert_eq!(body["Member"]["Tags"]["dc"], "east", "{body}");
+    // The node ID is the one the catalog shows for this node.
+    consul.register(ttl_service("web", "web-1", &[])).await;
+    let reply = consul.get("/v1/catalog/service/web").await;
+    let nodes = reply.assert_status(200).json();
+    assert_eq!(nodes[0]["ID"], body["Config"]["NodeID"], "{nodes}\n{body}");
+    assert_eq!(nodes[0]["Datacenter"], "east", "{nodes}");
+    consul.server.stop().await;
+}

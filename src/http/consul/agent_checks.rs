@@ -1,5 +1,6 @@
 //! `/v1/agent/check/*`: registering a check on a service, removing it, and
-//! TTL reports (`pass` / `warn` / `fail` with `?note=`).
+//! TTL reports (`pass` / `warn` / `fail` with `?note=`, and `update` with
+//! a JSON body).
 //!
 //! Consul addresses checks by ID alone; roster keeps checks inside their
 //! instance, so these endpoints first find the instance that owns the ID
@@ -22,7 +23,7 @@ use super::{
     check_ids::{Found, ensure_check_ids_are_free, find_check},
     checks::ConsulCheck,
     error::{ConsulError, body_bytes, edited},
-    keys::parse_body,
+    keys::{decode_struct, parse_body},
     query::Params,
 };
 use crate::{
@@ -30,6 +31,7 @@ use crate::{
     model::{CheckKind, MAX_CHECKS, MAX_NOTE_BYTES, Status},
     registry::{Command, RegistryError, Reporter},
 };
+use serde::Deserialize;
 
 /// `PUT /v1/agent/check/register`: add a check to a service (or replace the
 /// service's check with the same ID). `Name` is required, `ID` defaults to
@@ -130,7 +132,7 @@ pub(super) async fn pass(
     path: Path<String>,
     params: Params,
 ) -> Result<StatusCode, ConsulError> {
-    report(state, path, params, Status::Passing).await
+    report(state, path, note_param(&params), Status::Passing).await
 }
 
 /// `PUT /v1/agent/check/warn/:check_id?note=...`.
@@ -139,7 +141,7 @@ pub(super) async fn warn(
     path: Path<String>,
     params: Params,
 ) -> Result<StatusCode, ConsulError> {
-    report(state, path, params, Status::Warning).await
+    report(state, path, note_param(&params), Status::Warning).await
 }
 
 /// `PUT /v1/agent/check/fail/:check_id?note=...`.
@@ -148,7 +150,48 @@ pub(super) async fn fail(
     path: Path<String>,
     params: Params,
 ) -> Result<StatusCode, ConsulError> {
-    report(state, path, params, Status::Critical).await
+    report(state, path, note_param(&params), Status::Critical).await
+}
+
+fn note_param(params: &Params) -> String {
+    params.get("note").unwrap_or_default().to_owned()
+}
+
+/// The body of `PUT /v1/agent/check/update/:check_id`.
+/// Keys are matched as Consul matches them (`keys::decode_struct`).
+#[derive(Deserialize)]
+struct UpdateBody {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    output: String,
+}
+
+/// `PUT /v1/agent/check/update/:check_id` with `{"Status", "Output"}`: the
+/// Go client's `UpdateTTL`, a TTL report like pass / warn / fail whose
+/// output comes from the body. A status other than `passing`, `warning`
+/// or `critical` is Consul's 400.
+pub(super) async fn update(
+    state: State<AppState>,
+    path: Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ConsulError> {
+    let bytes = body_bytes(body)?;
+    let body: UpdateBody = decode_struct(parse_body(&bytes)?, "check update")?;
+    let status = match body.status.as_str() {
+        "passing" => Status::Passing,
+        "warning" => Status::Warning,
+        "critical" => Status::Critical,
+        other => {
+            return Err(ConsulError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "Invalid Status: {other:?}; must be \"passing\", \"warning\" or \"critical\""
+                ),
+            ));
+        }
+    };
+    report(state, path, body.output, status).await
 }
 
 /// A TTL report: sets the status, makes the note the check's output and
@@ -156,7 +199,7 @@ pub(super) async fn fail(
 async fn report(
     State(state): State<AppState>,
     Path(check_id): Path<String>,
-    params: Params,
+    mut note: String,
     status: Status,
 ) -> Result<StatusCode, ConsulError> {
     let registry = state.registry.state();
@@ -179,7 +222,6 @@ async fn report(
             instance
         }
     };
-    let mut note = params.get("note").unwrap_or_default().to_owned();
     if note.len() > MAX_NOTE_BYTES {
         let mut end = MAX_NOTE_BYTES;
         while !note.is_char_boundary(end) {

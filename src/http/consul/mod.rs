@@ -15,9 +15,9 @@
 //! | file | job |
 //! | --- | --- |
 //! | `agent.rs` | service register / deregister / maintenance, agent listings |
-//! | `agent_checks.rs` | check register / deregister, TTL pass / warn / fail |
+//! | `agent_checks.rs` | check register / deregister, TTL pass / warn / fail / update |
 //! | `check_ids.rs` | finding a check by ID alone; check IDs unique per agent |
-//! | `catalog.rs`, `health.rs`, `status.rs` | read endpoints |
+//! | `catalog.rs`, `health.rs`, `status.rs` | read endpoints (`status.rs` also `agent/self`) |
 //! | `registration.rs` | a service definition → `Instance` |
 //! | `checks.rs` | a Consul check → the model's `CheckBody` |
 //! | `keys.rs` | case- and underscore-insensitive body keys |
@@ -77,6 +77,11 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v1/agent/check/pass/{*check_id}", put(agent_checks::pass))
         .route("/v1/agent/check/warn/{*check_id}", put(agent_checks::warn))
         .route("/v1/agent/check/fail/{*check_id}", put(agent_checks::fail))
+        .route(
+            "/v1/agent/check/update/{*check_id}",
+            put(agent_checks::update),
+        )
+        .route("/v1/agent/self", get(status::agent_self))
         .route("/v1/catalog/services", get(catalog::services))
         .route("/v1/catalog/service/{*name}", get(catalog::service))
         .route("/v1/catalog/datacenters", get(catalog::datacenters))
