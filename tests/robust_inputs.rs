@@ -426,3 +426,33 @@ async fn queries_only_hickory_would_take_get_a_decodable_formerr_over_udp_and_tc
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_unknown_opcode_gets_notimp_echoing_rd_but_not_cd() {
+    let server = start_server().await;
+    // ID 0x1234; opcode 2 (STATUS) with RD; CD set; one question,
+    // web.service.local. A IN.
+    let mut query = vec![0x12, 0x34, 0x11, 0x10, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in ["web", "service", "local"] {
+        query.push(label.len() as u8);
+        query.extend_from_slice(label.as_bytes());
+    }
+    query.extend_from_slice(&[0, 0, 1, 0, 1]);
+    for (transport, answer) in [
+        ("UDP", over_udp(server.dns_addr, &query).await),
+        ("TCP", over_tcp(server.dns_addr, &query).await),
+    ] {
+        assert_eq!(answer.metadata.id, 0x1234, "{transport}");
+        assert_eq!(
+            answer.metadata.response_code,
+            ResponseCode::NotImp,
+            "{transport}: {answer:?}"
+        );
+        assert!(answer.metadata.recursion_desired, "{transport}: RD echoed");
+        assert!(
+            !answer.metadata.checking_disabled,
+            "{transport}: CD not echoed"
+        );
+    }
+    server.stop().await;
+}

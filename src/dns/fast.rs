@@ -19,9 +19,9 @@ use hickory_proto::rr::LowerName;
 
 use super::table::{RecordTable, ServiceRecords};
 use super::wire::{
-    self, A_RDATA_LEN, AAAA_RDATA_LEN, CLASS_IN, FLAG_AA, FLAG_CD, FLAG_QR, FLAG_RD, HEADER_LEN,
-    MAX_LABEL_LEN, MAX_POINTER_TARGET, OPCODE_MASK, OPT_LEN, QUESTION_POINTER, TYPE_A, TYPE_AAAA,
-    TYPE_OPT, TYPE_SRV,
+    self, A_RDATA_LEN, AAAA_RDATA_LEN, CLASS_IN, FLAG_AA, FLAG_CD, FLAG_DO, FLAG_QR, FLAG_RD,
+    HEADER_LEN, MAX_LABEL_LEN, MAX_POINTER_TARGET, OPCODE_MASK, OPT_LEN, QUESTION_POINTER, TYPE_A,
+    TYPE_AAAA, TYPE_OPT, TYPE_SRV,
 };
 use super::{lookup::shuffle, service_cache::ServiceCache, zones::StaticZones};
 
@@ -66,6 +66,9 @@ struct Question<'q> {
     qtype: u16,
     /// The OPT record's UDP payload size, if the query had one.
     edns_payload: Option<u16>,
+    /// The OPT record's DO bit, which the response's OPT echoes (RFC 3225
+    /// section 3: it MUST be copied).
+    dnssec_ok: bool,
 }
 
 impl FastPath {
@@ -195,9 +198,12 @@ impl FastPath {
             return None;
         }
         let question_end = type_start + 4;
-        let edns_payload = match additional {
-            0 => None,
-            _ => Some(parse_opt(query.get(question_end..)?)?),
+        let (edns_payload, dnssec_ok) = match additional {
+            0 => (None, false),
+            _ => {
+                let opt = parse_opt(query.get(question_end..)?)?;
+                (Some(opt.payload), opt.dnssec_ok)
+            }
         };
         if additional == 0 && question_end != query.len() {
             return None;
@@ -207,6 +213,7 @@ impl FastPath {
             label,
             qtype,
             edns_payload,
+            dnssec_ok,
         })
     }
 
@@ -302,11 +309,14 @@ impl FastPath {
         });
         if let Some(payload) = response_payload {
             // Root owner, type OPT, class = payload size, extended RCODE 0,
-            // version 0, DO clear, no options.
+            // version 0, the query's DO bit, no options.
+            let flags = if question.dnssec_ok { FLAG_DO } else { 0 };
             out.push(0);
             out.extend_from_slice(&TYPE_OPT.to_be_bytes());
             out.extend_from_slice(&payload.to_be_bytes());
-            out.extend_from_slice(&[0; 6]);
+            out.extend_from_slice(&[0, 0]);
+            out.extend_from_slice(&flags.to_be_bytes());
+            out.extend_from_slice(&[0, 0]);
         }
         debug_assert_eq!(out.len(), total);
         true
@@ -335,9 +345,17 @@ fn put_address(out: &mut Vec<u8>, address: IpAddr, ttl: [u8; 4]) {
     }
 }
 
+/// What the fast path reads from a query's OPT record.
+struct Opt {
+    /// The client's UDP payload size.
+    payload: u16,
+    /// The DO bit.
+    dnssec_ok: bool,
+}
+
 /// Parses `record`, which must be exactly one OPT record at the root with
-/// EDNS version 0 and well-formed options; returns its UDP payload size.
-fn parse_opt(record: &[u8]) -> Option<u16> {
+/// EDNS version 0 and well-formed options.
+fn parse_opt(record: &[u8]) -> Option<Opt> {
     let fixed = record.get(..OPT_LEN)?;
     let field = |at: usize| u16::from_be_bytes([fixed[at], fixed[at + 1]]);
     // Root name, type OPT; fixed[5] is the extended RCODE, [6] the version.
@@ -358,7 +376,11 @@ fn parse_opt(record: &[u8]) -> Option<u16> {
         }
         options = options.get(4 + len..)?;
     }
-    Some(payload)
+    Some(Opt {
+        payload,
+        // The TTL field: extended RCODE [5], version [6], flags [7..9].
+        dnssec_ok: field(7) & FLAG_DO != 0,
+    })
 }
 
 #[cfg(test)]

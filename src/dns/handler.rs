@@ -92,6 +92,8 @@ impl DnsHandler {
         let requested = request.edns.as_ref()?;
         let mut edns = Edns::new();
         edns.set_version(EDNS_VERSION);
+        // RFC 3225 section 3: the DO bit MUST be copied to the response.
+        edns.set_dnssec_ok(requested.flags().dnssec_ok);
         edns.set_max_payload(wire::response_payload(
             requested.max_payload(),
             self.max_udp_payload,
@@ -134,6 +136,14 @@ impl RequestHandler for DnsHandler {
             None
         };
         if let Some(code) = refusal {
+            if code == ResponseCode::NotImp {
+                // Of the request's flags only RD means anything outside a
+                // QUERY; echo it alone, as Knot does (not CD).
+                let mut asked = request.metadata;
+                asked.checking_disabled = false;
+                let response = builder().error_msg(&asked, code);
+                return send(&mut response_handle, response, request).await;
+            }
             return send(&mut response_handle, error(code), request).await;
         }
         let query = &request.queries.queries()[0];

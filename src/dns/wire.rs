@@ -43,6 +43,8 @@ pub(crate) const FLAG_AA: u8 = 0x04;
 pub(crate) const FLAG_RD: u8 = 0x01;
 /// Header octet 3: CD (checking disabled), echoed in the response.
 pub(crate) const FLAG_CD: u8 = 0x10;
+/// DNSSEC OK, the top bit of an OPT record's EDNS flags (RFC 3225).
+pub(crate) const FLAG_DO: u16 = 0x8000;
 
 /// The two high bits of a length octet that make it a compression pointer.
 pub(crate) const POINTER_TAG: u8 = 0xC0;

@@ -226,10 +226,11 @@ async fn answers_exactly_what_the_general_path_answers() {
             assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
             assert!(answer.metadata.authoritative);
             assert!(!answer.answers.is_empty());
-            // OPT present iff asked, DO clear, size bounded by ours.
+            // OPT present iff asked, DO echoed (the query sets it, RFC
+            // 3225), size bounded by ours.
             assert_eq!(answer.edns.is_some(), edns.is_some(), "{name} {qtype}");
             if let Some(opt) = &answer.edns {
-                assert!(!opt.flags().dnssec_ok);
+                assert!(opt.flags().dnssec_ok);
                 assert_eq!(opt.max_payload(), edns.unwrap().clamp(512, 4096));
             }
         }
@@ -482,4 +483,24 @@ async fn names_with_static_records_go_the_general_path() {
         &query("six.service.local.", RecordType::AAAA, None),
     )
     .await;
+}
+
+#[tokio::test]
+async fn the_do_bit_is_echoed_on_both_paths_set_or_clear() {
+    let handler = handler();
+    for dnssec_ok in [false, true] {
+        let mut message = Message::query();
+        message.metadata.id = 0xD0D0;
+        message.add_query(Query::query(
+            Name::from_ascii("web.service.local.").unwrap(),
+            RecordType::A,
+        ));
+        let mut opt = Edns::new();
+        opt.set_max_payload(1232);
+        opt.set_dnssec_ok(dnssec_ok);
+        message.set_edns(opt);
+        let answer = assert_same(&handler, &message.to_vec().unwrap()).await;
+        let echoed = answer.edns.expect("an OPT record").flags().dnssec_ok;
+        assert_eq!(echoed, dnssec_ok, "RFC 3225: DO is copied");
+    }
 }
