@@ -239,8 +239,8 @@ impl FastPath {
                     service.v6_positions.len() * each,
                 )
             }
-            // Computed by the table with `wire::compressed_srv_pair_len`.
-            TYPE_SRV => (None, service.srv_compressed_len),
+            // Computed by the table with `wire::srv_pair_len`.
+            TYPE_SRV => (None, service.srv_fast_len),
             _ => return false,
         };
         let count = positions.map_or(service.servable(), <[u32]>::len);
@@ -289,15 +289,22 @@ impl FastPath {
                 out.extend_from_slice(&QUESTION_POINTER);
                 if question.qtype == TYPE_SRV {
                     let label = service.packed_label(endpoint);
-                    let rdata_len = wire::compressed_srv_rdata_len(label.len());
+                    let service_label = service.label.as_bytes();
+                    // The service name on the wire: its label, then the
+                    // domain (both lower-case, as the general path writes).
+                    let service_name_len = 1 + service_label.len() + self.domain.len();
+                    let rdata_len = wire::srv_rdata_len(label.len(), service_name_len);
                     put_rr_fixed(out, TYPE_SRV, ttl, rdata_len as u16);
                     out.extend_from_slice(&endpoint.priority.to_be_bytes());
                     out.extend_from_slice(&endpoint.weight.to_be_bytes());
                     out.extend_from_slice(&endpoint.port.to_be_bytes());
+                    // The target in full (RFC 2782: never compressed).
                     scratch.targets.push(out.len() as u16);
                     out.push(label.len() as u8);
                     out.extend_from_slice(label);
-                    out.extend_from_slice(&QUESTION_POINTER);
+                    out.push(service_label.len() as u8);
+                    out.extend_from_slice(service_label);
+                    out.extend_from_slice(&self.domain);
                 } else {
                     put_address(out, endpoint.address, ttl);
                 }

@@ -100,27 +100,41 @@ pub(crate) const fn response_len(question_len: usize, records_len: usize, with_o
     HEADER_LEN + question_len + records_len + if with_opt { OPT_LEN } else { 0 }
 }
 
-// The fast path's compressed answers: every owner name at the service name
-// is a pointer to the question, every SRV target is the instance label
-// followed by a pointer to the question, and every additional record's
-// owner is a pointer to its SRV target.
+// The fast path's answers: every owner name at the service name is a
+// pointer to the question, and every additional record's owner is a
+// pointer to its SRV target. SRV targets themselves are written out in
+// full: RFC 2782 forbids compressing them, and RFC 3597 section 4 any name
+// inside RDATA of a type newer than RFC 1035 (a cache that keeps RDATA as
+// bytes would keep a pointer that means nothing outside the message).
 
 /// One A or AAAA record whose owner name is a pointer.
 pub(crate) const fn compressed_address_len(rdata_len: usize) -> usize {
     POINTER_LEN + RR_FIXED_LEN + rdata_len
 }
 
-/// RDATA of an SRV record whose target is `label` and then a pointer.
-pub(crate) const fn compressed_srv_rdata_len(label_len: usize) -> usize {
-    SRV_RDATA_FIXED_LEN + 1 + label_len + POINTER_LEN
+/// The wire length of `name`, uncompressed: a length octet and the octets
+/// of each label, then the root.
+pub(crate) fn name_wire_len(name: &Name) -> usize {
+    name.iter().map(|label| 1 + label.len()).sum::<usize>() + 1
 }
 
-/// One SRV answer and its address record in the additional section, both
-/// owner names pointers: what one instance adds to an SRV response.
-pub(crate) const fn compressed_srv_pair_len(label_len: usize, address: IpAddr) -> usize {
+/// RDATA of an SRV record whose target is `label` under the service name
+/// (`service_name_len` octets on the wire), written out in full.
+pub(crate) const fn srv_rdata_len(label_len: usize, service_name_len: usize) -> usize {
+    SRV_RDATA_FIXED_LEN + 1 + label_len + service_name_len
+}
+
+/// One SRV answer (owner a pointer, target in full) and its address record
+/// in the additional section (owner a pointer to the target): what one
+/// instance adds to a fast-path SRV response.
+pub(crate) const fn srv_pair_len(
+    label_len: usize,
+    service_name_len: usize,
+    address: IpAddr,
+) -> usize {
     POINTER_LEN
         + RR_FIXED_LEN
-        + compressed_srv_rdata_len(label_len)
+        + srv_rdata_len(label_len, service_name_len)
         + compressed_address_len(address_rdata_len(address))
 }
 

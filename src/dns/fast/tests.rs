@@ -256,8 +256,16 @@ async fn srv_additionals_point_at_their_targets() {
         assert!(srv.target.to_ascii().ends_with(".web.service.local."));
         assert_eq!(address.ttl, 17);
     }
-    // 12 header + 23 question; each SRV 2 + 10 + 6 + 6 + 2, each A 16.
-    assert_eq!(bytes.len(), 12 + 23 + 3 * 26 + 3 * 16);
+    // 12 header + 23 question; each SRV 2 + 10 + 6 + "\x05web-N" (6) +
+    // the service name in full (19), each A 16.
+    assert_eq!(bytes.len(), 12 + 23 + 3 * 43 + 3 * 16);
+    // Targets are never compressed (RFC 2782, RFC 3597 section 4): the
+    // service name is written out in each, besides the question.
+    let service_name = b"\x03web\x07service\x05local\x00";
+    let written_out = bytes
+        .windows(service_name.len())
+        .filter(|w| w == service_name);
+    assert_eq!(written_out.count(), 1 + 3);
 }
 
 #[test]

@@ -88,8 +88,8 @@ pub struct ServiceRecords {
     /// rebuilding a service copies pointers, not records.
     pub endpoints: Box<[Arc<Endpoint>]>,
     /// Exact size of the SRV answer and additional sections as the DNS fast
-    /// path encodes them (owner names and target suffixes compressed).
-    pub srv_compressed_len: usize,
+    /// path encodes them (owner names compressed, SRV targets in full).
+    pub srv_fast_len: usize,
     /// The service's name, e.g. `web.service.local.`.
     pub name: Name,
     /// Positions sorted by instance label, for instance-name lookups.
@@ -170,12 +170,13 @@ impl ServiceRecords {
         let name_bound = wire::name_bound(&name);
         let a_wire_bound = v4_positions.len() * wire::record_bound(name_bound, A_RDATA_LEN);
         let aaaa_wire_bound = v6_positions.len() * wire::record_bound(name_bound, AAAA_RDATA_LEN);
+        let name_len = wire::name_wire_len(&name);
         let mut srv_wire_bound = 0;
-        let mut srv_compressed_len = 0;
+        let mut srv_fast_len = 0;
         for endpoint in &endpoints {
             let label_len = endpoint.label.as_str().len();
             srv_wire_bound += wire::srv_pair_bound(name_bound, label_len, endpoint.address);
-            srv_compressed_len += wire::compressed_srv_pair_len(label_len, endpoint.address);
+            srv_fast_len += wire::srv_pair_len(label_len, name_len, endpoint.address);
         }
         Self {
             // DnsLabel guarantees at most 63 octets.
@@ -197,7 +198,7 @@ impl ServiceRecords {
             a_wire_bound,
             aaaa_wire_bound,
             srv_wire_bound,
-            srv_compressed_len,
+            srv_fast_len,
         }
     }
 

@@ -166,9 +166,9 @@ fn compressed_sizes_are_what_the_fast_path_writes() {
     let web = fixture::web();
     let records = ServiceRecords::build(&web, &fixture::settings());
     // Each SRV: pointer, fixed part, priority/weight/port, "\x05web-N",
-    // pointer (2 + 10 + 6 + 6 + 2); each additional: pointer, fixed part,
-    // address (2 + 10 + 4, or 16 for IPv6).
-    assert_eq!(records.srv_compressed_len, 26 + 16 + 26 + 28 + 26 + 16);
+    // then the service name in full (2 + 10 + 6 + 6 + 19); each additional:
+    // pointer, fixed part, address (2 + 10 + 4, or 16 for IPv6).
+    assert_eq!(records.srv_fast_len, 43 + 16 + 43 + 28 + 43 + 16);
 
     let table = fixture::table(&[web]);
     let handler = DnsHandler::new(
@@ -182,7 +182,7 @@ fn compressed_sizes_are_what_the_fast_path_writes() {
     for (qtype, records_len) in [
         (RecordType::A, 2 * 16),
         (RecordType::AAAA, 28),
-        (RecordType::SRV, records.srv_compressed_len),
+        (RecordType::SRV, records.srv_fast_len),
     ] {
         for edns in [None, Some(1232)] {
             let query = fixture::query("web.service.local.", qtype, edns);
