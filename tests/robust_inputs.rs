@@ -12,12 +12,12 @@ mod common;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use common::{HttpReply, Server, eventually, start_server};
+use common::{HttpReply, Server, eventually, exchange_tcp_bytes, exchange_udp_bytes, start_server};
 use hickory_proto::op::{Message, ResponseCode};
 use serde_json::{Value, json};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream, UdpSocket},
+    net::TcpListener,
     task::JoinSet,
     time::timeout,
 };
@@ -359,36 +359,15 @@ fn broken_edns_option() -> Vec<u8> {
     bytes
 }
 
+/// The answer to raw `query` over UDP, decoded: it must decode.
 async fn over_udp(server: SocketAddr, query: &[u8]) -> Message {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-    socket.send_to(query, server).await.expect("send");
-    let mut buffer = [0u8; 4096];
-    let (len, _) = timeout(LIMIT, socket.recv_from(&mut buffer))
-        .await
-        .expect("an answer over UDP in time")
-        .expect("recv");
-    Message::from_vec(&buffer[..len]).expect("the answer decodes")
+    let answer = exchange_udp_bytes(server, query).await;
+    Message::from_vec(&answer).expect("the answer decodes")
 }
 
+/// The answer to raw `query` over TCP, decoded: it must decode.
 async fn over_tcp(server: SocketAddr, query: &[u8]) -> Message {
-    let mut stream = timeout(LIMIT, TcpStream::connect(server))
-        .await
-        .expect("connect in time")
-        .expect("connect");
-    let length = u16::try_from(query.len()).expect("a short query");
-    stream
-        .write_all(&length.to_be_bytes())
-        .await
-        .expect("write");
-    stream.write_all(query).await.expect("write");
-    let answer = timeout(LIMIT, async {
-        let length = stream.read_u16().await.expect("an answer length");
-        let mut answer = vec![0u8; usize::from(length)];
-        stream.read_exact(&mut answer).await.expect("the answer");
-        answer
-    })
-    .await
-    .expect("an answer over TCP in time");
+    let answer = exchange_tcp_bytes(server, query).await;
     Message::from_vec(&answer).expect("the answer decodes")
 }
 

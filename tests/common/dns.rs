@@ -228,12 +228,19 @@ fn parse_reply(query: &Message, bytes: &[u8]) -> Reply {
 
 /// Sends `query` over UDP to `server`, retrying a lost datagram a few times.
 pub async fn exchange_udp(server: SocketAddr, query: &Message) -> Reply {
+    let bytes = query.to_vec().expect("encode query");
+    parse_reply(query, &exchange_udp_bytes(server, &bytes).await)
+}
+
+/// Sends the raw message `bytes` over UDP to `server` (retrying a lost
+/// datagram a few times) and returns the raw answer: for queries that
+/// hickory would not encode.
+pub async fn exchange_udp_bytes(server: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind UDP");
     socket.connect(server).await.expect("connect UDP");
-    let bytes = query.to_vec().expect("encode query");
     let mut buffer = vec![0u8; 65_535];
     for _ in 0..UDP_ATTEMPTS {
-        socket.send(&bytes).await.expect("send UDP query");
+        socket.send(bytes).await.expect("send UDP query");
         // Skip stray datagrams (an answer to an earlier attempt is fine too:
         // same ID, same question).
         let answer = timeout(UDP_ATTEMPT, async {
@@ -246,7 +253,8 @@ pub async fn exchange_udp(server: SocketAddr, query: &Message) -> Reply {
         })
         .await;
         if let Ok(len) = answer {
-            return parse_reply(query, &buffer[..len]);
+            buffer.truncate(len);
+            return buffer;
         }
     }
     panic!("no UDP answer from {server} after {UDP_ATTEMPTS} attempts");
@@ -256,11 +264,16 @@ pub async fn exchange_udp(server: SocketAddr, query: &Message) -> Reply {
 /// the message) and reads one response.
 pub async fn exchange_tcp(server: SocketAddr, query: &Message) -> Reply {
     let bytes = query.to_vec().expect("encode query");
+    parse_reply(query, &exchange_tcp_bytes(server, &bytes).await)
+}
+
+/// Sends the raw message `bytes` over TCP and returns the raw response.
+pub async fn exchange_tcp_bytes(server: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     let exchange = async {
         let mut stream = TcpStream::connect(server).await.expect("connect TCP");
         let len = u16::try_from(bytes.len()).expect("query fits TCP framing");
         let mut framed = len.to_be_bytes().to_vec();
-        framed.extend_from_slice(&bytes);
+        framed.extend_from_slice(bytes);
         stream.write_all(&framed).await.expect("send TCP query");
         let mut len = [0u8; 2];
         stream.read_exact(&mut len).await.expect("read TCP length");
@@ -271,10 +284,9 @@ pub async fn exchange_tcp(server: SocketAddr, query: &Message) -> Reply {
             .expect("read TCP response");
         response
     };
-    let response = timeout(DEADLINE, exchange)
+    timeout(DEADLINE, exchange)
         .await
-        .unwrap_or_else(|_| panic!("no TCP answer from {server} within {DEADLINE:?}"));
-    parse_reply(query, &response)
+        .unwrap_or_else(|_| panic!("no TCP answer from {server} within {DEADLINE:?}"))
 }
 
 pub async fn query_udp(
