@@ -251,6 +251,17 @@ async fn beyond_the_connection_cap_the_oldest_idle_make_room_for_new_clients() {
     server.stop().await;
 }
 
+/// The `X-Consul-Index` of a GET of `url`, to block on the next change.
+async fn consul_index(client: &reqwest::Client, url: &str) -> u64 {
+    let reply = client.get(url).send().await.expect("GET");
+    reply
+        .headers()
+        .get("x-consul-index")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("an X-Consul-Index")
+}
+
 #[tokio::test]
 async fn a_blocking_query_longer_than_the_idle_timeout_is_not_cut_off() {
     let server = start_server_with(&[], |config| {
@@ -261,13 +272,7 @@ async fn a_blocking_query_longer_than_the_idle_timeout_is_not_cut_off() {
     server.add("web", "web-1", "10.0.0.1", 80).await;
     let client = http_client();
     let url = |query: &str| format!("http://{}/v1/health/service/web{query}", server.http_addr);
-    let first = client.get(url("")).send().await.expect("GET");
-    let index: u64 = first
-        .headers()
-        .get("x-consul-index")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .expect("an X-Consul-Index");
+    let index = consul_index(&client, &url("")).await;
     let blocked = tokio::spawn(client.get(url(&format!("?index={index}&wait=60s"))).send());
     // Let the query sit past several idle timeouts; what is asserted is
     // only that it then answers, not how fast.
@@ -416,14 +421,7 @@ async fn when_every_connection_is_busy_a_new_client_gets_503_at_once_and_the_bus
     server.add("web", "web-1", "10.0.0.1", 80).await;
     let client = http_client();
     let url = |query: &str| format!("http://{}/v1/health/service/web{query}", server.http_addr);
-    let first = client.get(url("")).send().await.expect("GET");
-    let index: u64 = first
-        .headers()
-        .get("x-consul-index")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .expect("an X-Consul-Index");
-    drop(first);
+    let index = consul_index(&client, &url("")).await;
     // Every slot held by a blocking query, each on its own connection (a
     // fresh client each, so none shares a pooled connection). The idle
     // connection of the first GET is closed to make room for them. Nothing
