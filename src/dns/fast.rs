@@ -275,6 +275,10 @@ impl FastPath {
         out.extend_from_slice(question.bytes);
 
         let ttl = service.ttl.to_be_bytes();
+        // SRV targets end in the service name, written out: its label, then
+        // the domain (both lower-case, as the general path writes them).
+        let service_label = service.label.as_bytes();
+        let service_name_len = 1 + service_label.len() + self.domain.len();
         SCRATCH.with(|scratch| {
             let scratch = &mut *scratch.borrow_mut();
             scratch.positions.clear();
@@ -289,10 +293,6 @@ impl FastPath {
                 out.extend_from_slice(&QUESTION_POINTER);
                 if question.qtype == TYPE_SRV {
                     let label = service.packed_label(endpoint);
-                    let service_label = service.label.as_bytes();
-                    // The service name on the wire: its label, then the
-                    // domain (both lower-case, as the general path writes).
-                    let service_name_len = 1 + service_label.len() + self.domain.len();
                     let rdata_len = wire::srv_rdata_len(label.len(), service_name_len);
                     put_rr_fixed(out, TYPE_SRV, ttl, rdata_len as u16);
                     out.extend_from_slice(&endpoint.priority.to_be_bytes());

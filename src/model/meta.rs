@@ -38,7 +38,7 @@ impl Meta {
 
     /// Entries in key order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&String, &String)> {
-        self.0.iter().map(|(key, value)| (key, value))
+        self.into_iter()
     }
 
     /// The value of `key`, if it is set.
