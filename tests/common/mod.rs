@@ -11,7 +11,9 @@
 //! - [`process`]: the `roster` binary as a child process, for signals,
 //!   crashes and the command line;
 //! - [`load`]: a concurrent write load with a model of what each
-//!   acknowledgement promises, for crash and shutdown tests.
+//!   acknowledgement promises, for crash and shutdown tests;
+//! - [`etcd`]: a real etcd cluster of 1 or 3 members whose members a test
+//!   kills and restarts ([`etcd::EtcdCluster`]), for cluster mode.
 //!
 //! Every wait here has an overall deadline, so a broken server fails a test
 //! instead of hanging it; none of them is a timing assertion.
@@ -22,6 +24,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod dns;
+pub mod etcd;
 pub mod http;
 pub mod load;
 pub mod poll;
