@@ -40,6 +40,7 @@ pub struct Config {
     pub dns: DnsConfig,
     pub http: HttpConfig,
     pub consul: ConsulConfig,
+    pub cluster: ClusterConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -105,6 +106,90 @@ pub struct ConsulConfig {
     pub datacenter: String,
 }
 
+/// Cluster mode: several roster nodes sharing one registry in etcd v3
+/// (`src/cluster/`). Off while `etcd` is empty.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// etcd client URLs (`http://host:2379`); empty runs on the embedded
+    /// store instead.
+    pub etcd: Vec<String>,
+    /// This node's name among the cluster's members; empty means the host
+    /// name.
+    pub node: String,
+    /// The etcd key prefix every key of this roster cluster lives under, so
+    /// several clusters can share one etcd.
+    pub prefix: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            etcd: Vec::new(),
+            node: String::new(),
+            prefix: "/roster/".to_owned(),
+        }
+    }
+}
+
+impl ClusterConfig {
+    pub fn enabled(&self) -> bool {
+        !self.etcd.is_empty()
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            key,
+            message,
+        };
+        for url in &self.etcd {
+            let rest = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"));
+            if rest.is_none_or(|rest| rest.is_empty() || rest.contains('/')) {
+                return Err(invalid(
+                    "cluster.etcd",
+                    format!("{url:?} is not an etcd client URL like http://127.0.0.1:2379"),
+                ));
+            }
+        }
+        if !self.prefix.starts_with('/') || !self.prefix.ends_with('/') {
+            return Err(invalid(
+                "cluster.prefix",
+                format!("{:?} must start and end with '/'", self.prefix),
+            ));
+        }
+        let valid_node = self.node.len() <= 128
+            && self
+                .node
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !valid_node {
+            return Err(invalid(
+                "cluster.node",
+                format!(
+                    "{:?} must be at most 128 letters, digits, '-', '_' or '.'",
+                    self.node
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// This node's name: `node`, or the host name.
+    pub fn node_name(&self) -> String {
+        if !self.node.is_empty() {
+            return self.node.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|name| name.trim().to_owned())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "roster".to_owned())
+    }
+}
+
 impl Default for ConsulConfig {
     fn default() -> Self {
         Self {
@@ -122,6 +207,7 @@ impl Default for Config {
             dns: DnsConfig::default(),
             http: HttpConfig::default(),
             consul: ConsulConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -275,7 +361,7 @@ impl Config {
                 format!("must be at least {CLASSIC_UDP_PAYLOAD} (RFC 1035)"),
             ));
         }
-        Ok(())
+        self.cluster.validate(origin)
     }
 
     /// The dynamic domain as a lower-case, fully qualified DNS name.

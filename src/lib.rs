@@ -5,6 +5,7 @@
 //! already-bound sockets and a shutdown future, so tests bind port 0 and
 //! `main` passes the signal handler; [`start`] does both for tests.
 
+pub mod cluster;
 pub mod config;
 pub mod dns;
 pub mod health;
@@ -29,6 +30,7 @@ use tracing::{info, warn};
 pub use config::{Config, ConfigError};
 
 use crate::{
+    cluster::Cluster,
     dns::zones::{StaticZones, ZoneError},
     health::HealthChecker,
     metrics::Metrics,
@@ -216,7 +218,6 @@ pub async fn run(
     for zone in zones.iter() {
         info!(zone = %zone.origin, "serving static zone");
     }
-    let store = open_store(&config.data_dir).await?;
     let (events, event_queue) = mpsc::unbounded_channel();
     let metrics = Arc::new(Metrics::default());
     let settings = TableSettings {
@@ -225,8 +226,26 @@ pub async fn run(
         negative_ttl: config.dns.negative_ttl,
         include_warning: config.dns.include_warning,
     };
-    let (registry, writer) = Registry::start(store, settings, events, metrics.clone()).await?;
-    let mut checker = HealthChecker::start(registry.clone(), event_queue, metrics.clone());
+    let cluster = match config.cluster.enabled() {
+        true => Some(Cluster::connect(&config.cluster).await?),
+        false => None,
+    };
+    let (registry, writer) = match &cluster {
+        Some(cluster) => {
+            info!(etcd = cluster.etcd.endpoints(), prefix = cluster.keys.prefix(), node = %cluster.node, "cluster mode: the registry lives in etcd");
+            Registry::start_cluster(cluster.clone(), settings, events, metrics.clone()).await?
+        }
+        None => {
+            let store = open_store(&config.data_dir).await?;
+            Registry::start(store, settings, events, metrics.clone()).await?
+        }
+    };
+    let ownership = cluster.as_ref().map(|cluster| health::Ownership {
+        node: cluster.node.clone(),
+        members: registry.members(),
+    });
+    let mut checker =
+        HealthChecker::start(registry.clone(), event_queue, metrics.clone(), ownership);
     info!(
         instances = registry.state().instance_count(),
         index = registry.state().index,
@@ -278,8 +297,9 @@ pub async fn run(
         registry: registry.clone(),
         domain: Arc::from(domain.to_ascii().trim_end_matches('.')),
         include_warning: config.dns.include_warning,
-        metrics,
+        metrics: metrics.clone(),
         consul: config.consul.clone(),
+        cluster: cluster.is_some(),
     });
     let (stop_http, http_stopped) = oneshot::channel::<()>();
     let http_limits = http::server::HttpLimits {
@@ -298,6 +318,24 @@ pub async fn run(
         },
     ));
     info!(dns = %dns_addr, http = %http_addr, domain = %domain, "roster is serving");
+    // In a cluster, joining comes last: the other nodes hand this one
+    // checks as soon as its member key appears.
+    let membership = cluster.as_ref().map(|cluster| {
+        let record = cluster::keys::MemberRecord {
+            name: cluster.node.clone(),
+            http: http_addr.to_string(),
+            dns: dns_addr.to_string(),
+            checks: 0,
+        };
+        let key = cluster.keys.member(&cluster.node);
+        let task = tokio::spawn(cluster::members::keep_alive(
+            cluster.etcd.clone(),
+            key.clone(),
+            record,
+            metrics.clone(),
+        ));
+        (task, key)
+    });
 
     // A writer or health checker that ends before shutdown has panicked:
     // roster would live on refusing every write, or never checking health
@@ -334,6 +372,11 @@ pub async fn run(
         }
     };
     dns_server.shutdown().await;
+    // Leave the cluster before the checks stop, so they move at once.
+    if let (Some((task, key)), Some(cluster)) = (membership, &cluster) {
+        task.abort();
+        cluster::members::leave(&cluster.etcd, &key).await;
+    }
     checker.stop().await;
     // The last handle: the writer finishes queued commands, then closes the
     // store, so a restart in the same process finds the directory unlocked.

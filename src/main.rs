@@ -107,6 +107,14 @@ struct ServeArgs {
     /// Directory of the embedded store; "" keeps nothing on disk [default: data]
     #[arg(long, value_name = "DIR", value_parser = any_path)]
     data_dir: Option<PathBuf>,
+    /// Cluster mode: etcd client URLs, comma-separated
+    /// (http://h1:2379,http://h2:2379); the registry lives in etcd instead
+    /// of the data directory
+    #[arg(long, value_name = "URLS", value_delimiter = ',')]
+    etcd: Option<Vec<String>>,
+    /// This node's name in the cluster [default: the host name]
+    #[arg(long, value_name = "NAME")]
+    node: Option<String>,
 }
 
 /// A path flag that may be empty: clap's own path parser refuses `""`,
@@ -132,6 +140,12 @@ impl ServeArgs {
         }
         if let Some(data_dir) = &self.data_dir {
             config.data_dir = data_dir.clone();
+        }
+        if let Some(etcd) = &self.etcd {
+            config.cluster.etcd = etcd.clone();
+        }
+        if let Some(node) = &self.node {
+            config.cluster.node = node.clone();
         }
         config.validate("command line")?;
         Ok(config)

@@ -90,6 +90,11 @@ pub struct Metrics {
     pub transitions: [AtomicU64; 3],
     /// Instances removed by `deregister_critical_after`.
     pub reaped: AtomicU64,
+    /// Cluster mode: the etcd feed is not following etcd, so this node
+    /// serves its last table, which may be stale.
+    pub cluster_stale: std::sync::atomic::AtomicBool,
+    /// Checks (of every kind) this node runs.
+    pub checks_owned: AtomicU64,
 }
 
 impl Metrics {
@@ -116,6 +121,8 @@ impl Metrics {
             transitions_to_warning: self.transitions[1].load(Relaxed),
             transitions_to_critical: self.transitions[2].load(Relaxed),
             instances_reaped: self.reaped.load(Relaxed),
+            cluster_stale: self.cluster_stale.load(Relaxed),
+            checks_owned: self.checks_owned.load(Relaxed),
         }
     }
 }
@@ -135,6 +142,10 @@ pub struct MetricsSnapshot {
     pub transitions_to_warning: u64,
     pub transitions_to_critical: u64,
     pub instances_reaped: u64,
+    /// Cluster mode: this node's table may be stale (etcd out of reach).
+    pub cluster_stale: bool,
+    /// Checks of every kind this node runs.
+    pub checks_owned: u64,
 }
 
 #[cfg(test)]

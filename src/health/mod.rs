@@ -20,7 +20,7 @@ mod tests;
 mod thresholds;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{Arc, atomic::Ordering::Relaxed},
     time::Duration,
 };
@@ -112,6 +112,7 @@ impl HealthChecker {
         registry: Registry,
         events: mpsc::UnboundedReceiver<RegistryEvent>,
         metrics: Arc<Metrics>,
+        ownership: Option<Ownership>,
     ) -> Self {
         let prober: Arc<dyn Prober> = match NetworkProber::new() {
             Ok(prober) => Arc::new(prober),
@@ -120,7 +121,7 @@ impl HealthChecker {
                 Arc::new(probe::WithoutHttp::new(&err))
             }
         };
-        Self::start_with(registry, events, metrics, prober)
+        Self::start_with(registry, events, metrics, prober, ownership)
     }
 
     /// Starts checking with `prober` running the probes.
@@ -129,9 +130,12 @@ impl HealthChecker {
         events: mpsc::UnboundedReceiver<RegistryEvent>,
         metrics: Arc<Metrics>,
         prober: Arc<dyn Prober>,
+        ownership: Option<Ownership>,
     ) -> Self {
         let (stop, stopped) = oneshot::channel();
         let scheduler = Scheduler {
+            ownership,
+            known: HashSet::new(),
             registry,
             metrics,
             prober,
@@ -176,7 +180,19 @@ impl HealthChecker {
     }
 }
 
+/// In a cluster: which checks this node runs, the ones the rendezvous hash
+/// over the live members gives it (`cluster::members::owner`).
+pub struct Ownership {
+    pub node: String,
+    pub members: tokio::sync::watch::Receiver<crate::cluster::members::Members>,
+}
+
 struct Scheduler {
+    /// `None` on a single node: every check is this node's.
+    ownership: Option<Ownership>,
+    /// In a cluster, every instance the registry reported, owned checks or
+    /// not, so that a membership change can hand their checks out again.
+    known: HashSet<String>,
     /// Where results, expiries and reapings go, as commands.
     registry: Registry,
     /// Probe and check counters.
@@ -217,6 +233,12 @@ impl Scheduler {
             // waiting for a quiet moment would fall behind schedule.
             self.fire_due().await;
             let next = self.deadlines.keys().next().map(|(at, _)| *at);
+            let members_changed = async {
+                match self.ownership.as_mut() {
+                    Some(ownership) => ownership.members.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 _ = &mut stopped => break,
@@ -224,6 +246,7 @@ impl Scheduler {
                     Some(event) => self.on_event(event),
                     None => break,
                 },
+                true = members_changed => self.on_members_changed(),
                 // `None` (no probe running) disables this branch for the turn.
                 Some(joined) = self.probes.join_next_with_id() => {
                     if let Some(done) = self.probe_ended(joined) {
@@ -244,14 +267,49 @@ impl Scheduler {
         self.deadlines.insert((at, self.next_seq), (handle, due));
     }
 
+    /// Hands out every known instance's checks again: this node starts the
+    /// ones it now owns, from the status the registry holds (so a healthy
+    /// instance stays in DNS while its check moves), and drops the rest.
+    fn on_members_changed(&mut self) {
+        let state = self.registry.state();
+        let known: Vec<String> = self.known.iter().cloned().collect();
+        for id in known {
+            if let Some(instance) = state.instance(&id) {
+                self.on_event(RegistryEvent::Upserted(instance.clone()));
+            }
+        }
+    }
+
+    /// Whether this node runs the check: always on a single node.
+    fn owns(&self, id: &str, check_id: &str) -> bool {
+        let Some(ownership) = &self.ownership else {
+            return true;
+        };
+        let members = ownership.members.borrow();
+        crate::cluster::members::owner(&members, id, check_id) == Some(ownership.node.as_str())
+    }
+
     fn on_event(&mut self, event: RegistryEvent) {
+        self.handle_event(event);
+        self.metrics
+            .checks_owned
+            .store(self.checks.len() as u64, Relaxed);
+    }
+
+    fn handle_event(&mut self, event: RegistryEvent) {
         match event {
             RegistryEvent::Upserted(state) => {
                 let id = state.instance.id.as_str().to_owned();
+                if self.ownership.is_some() {
+                    self.known.insert(id.clone());
+                }
                 let now = Instant::now();
                 let previous = self.by_instance.remove(&id).unwrap_or_default();
                 let mut handles = Vec::with_capacity(state.instance.checks.len());
                 for (definition, check) in state.instance.checks.iter().zip(&state.checks) {
+                    if !self.owns(&id, &definition.id) {
+                        continue;
+                    }
                     // A check that kept its ID and definition keeps its
                     // schedule and counters: re-registration is not a reset.
                     let kept = previous.iter().find(|(check_id, handle)| {
@@ -279,6 +337,7 @@ impl Scheduler {
                 }
             }
             RegistryEvent::Removed { id } => {
+                self.known.remove(&id);
                 for (_, handle) in self.by_instance.remove(&id).unwrap_or_default() {
                     self.remove_check(handle);
                 }

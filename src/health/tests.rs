@@ -157,7 +157,8 @@ async fn start(script: Script) -> Harness {
         running: running.clone(),
         calls: calls_tx,
     };
-    let checker = HealthChecker::start_with(registry.clone(), events, metrics, Arc::new(prober));
+    let checker =
+        HealthChecker::start_with(registry.clone(), events, metrics, Arc::new(prober), None);
     Harness {
         registry,
         checker,

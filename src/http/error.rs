@@ -62,6 +62,10 @@ impl From<RegistryError> for ApiError {
             RegistryError::DuplicateId { .. } | RegistryError::InvalidStored { .. } => {
                 StatusCode::BAD_REQUEST
             }
+            // etcd is down or cut off: roster is up and the client may retry.
+            RegistryError::Store(store) if store.is_unreachable() => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             RegistryError::Store(_) | RegistryError::Load(_) => StatusCode::INTERNAL_SERVER_ERROR,
             RegistryError::Closed => StatusCode::SERVICE_UNAVAILABLE,
         };

@@ -49,6 +49,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/services/{service}/instances/{id}/maintenance",
             put(native::maintenance),
         )
+        .route("/v1/cluster/members", get(cluster_members))
         .route("/v1/export", get(backup::export))
         .route(
             "/v1/import",
@@ -61,4 +62,18 @@ pub fn router(state: AppState) -> Router {
         })
         .layer(DefaultBodyLimit::max(body::MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// `GET /v1/cluster/members`: the live nodes of the cluster, by name, with
+/// their HTTP and DNS addresses and how many checks each runs.
+async fn cluster_members(
+    State(state): State<AppState>,
+) -> Result<axum::Json<Vec<crate::cluster::keys::MemberRecord>>, ApiError> {
+    if !state.cluster {
+        return Err(ApiError::not_found(
+            "roster is not running as a cluster: start it with --etcd (or [cluster] etcd)",
+        ));
+    }
+    let members = state.registry.members().borrow().clone();
+    Ok(axum::Json(members.values().cloned().collect()))
 }

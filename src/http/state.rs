@@ -20,6 +20,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// How roster presents itself to Consul clients.
     pub consul: ConsulConfig,
+    /// Whether the registry lives in etcd, shared with other nodes.
+    pub cluster: bool,
     /// Cancelled when roster begins to shut down: blocked Consul queries
     /// answer at once instead of holding the shutdown up.
     pub shutting_down: CancellationToken,

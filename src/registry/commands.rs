@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// A change a front door asks for.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Command {
     /// Create or replace an instance.
     Register {
@@ -58,6 +58,21 @@ pub enum Command {
     },
     /// Load instances from an export (or the store at start-up).
     Import { instances: Vec<StoredInstance> },
+}
+
+impl Command {
+    /// The instance the command is about, if it is about one.
+    pub fn instance_id(&self) -> Option<String> {
+        match self {
+            Self::Register { instance, .. } | Self::Edit { instance, .. } => {
+                Some(instance.id.as_str().to_owned())
+            }
+            Self::Deregister { id, .. }
+            | Self::Maintenance { id, .. }
+            | Self::CheckResult { id, .. } => Some(id.as_str().to_owned()),
+            Self::Import { .. } => None,
+        }
+    }
 }
 
 /// What [`Command::Register`] does with an ID registered under another
@@ -111,6 +126,21 @@ pub(super) struct Effects {
     pub events: Vec<super::RegistryEvent>,
     /// Check status changes, for the log and the counters.
     pub transitions: Vec<Transition>,
+    /// Check reports a cluster shares through etcd: status changes and
+    /// heartbeats. The embedded store keeps health in memory only.
+    pub health: Vec<HealthWrite>,
+}
+
+/// A check report to write to the shared store (cluster mode).
+#[derive(Clone, Debug)]
+pub(crate) struct HealthWrite {
+    pub id: String,
+    pub check: String,
+    pub status: Status,
+    pub output: String,
+    /// The service reported it (a TTL heartbeat), so the node running the
+    /// check restarts its timer, even if nothing changed.
+    pub heartbeat: bool,
 }
 
 /// Lengths of an [`Effects`]' lists, to undo what a failed command added.
@@ -119,6 +149,7 @@ pub(super) struct EffectMarks {
     mutations: usize,
     events: usize,
     transitions: usize,
+    health: usize,
 }
 
 impl Effects {
@@ -127,6 +158,7 @@ impl Effects {
             mutations: self.mutations.len(),
             events: self.events.len(),
             transitions: self.transitions.len(),
+            health: self.health.len(),
         }
     }
 
@@ -136,6 +168,7 @@ impl Effects {
         self.mutations.truncate(marks.mutations);
         self.events.truncate(marks.events);
         self.transitions.truncate(marks.transitions);
+        self.health.truncate(marks.health);
     }
 }
 
@@ -506,6 +539,125 @@ fn remove(state: &mut RegistryState, existing: &Arc<InstanceState>, effects: &mu
     effects.events.push(super::RegistryEvent::Removed { id });
 }
 
+/// Applies an instance as the cluster's store holds it at `revision`
+/// (created at `created`), with the checks' statuses the store holds
+/// (`recorded`), keeping by ID the ones it holds none for. The state's
+/// index is left at `revision`.
+pub(super) fn put_from_feed(
+    state: &mut RegistryState,
+    stored: StoredInstance,
+    revision: u64,
+    created: u64,
+    recorded: impl Fn(&str) -> Option<(Status, String)>,
+    effects: &mut Effects,
+) -> Result<(), RegistryError> {
+    let instance = stored
+        .to_instance()
+        .map_err(|error| RegistryError::InvalidStored {
+            id: stored.id.clone(),
+            error,
+        })?;
+    let id = instance.id.clone();
+    let restored = Restored {
+        maintenance: stored.maintenance,
+        create_index: created,
+    };
+    state.index = revision.saturating_sub(1);
+    register(
+        state,
+        instance,
+        InOtherService::Move,
+        Some(restored),
+        Persist::StateOnly,
+        effects,
+    )?;
+    let checks: Vec<String> = state
+        .instance(id.as_str())
+        .map(|i| i.instance.checks.iter().map(|c| c.id.clone()).collect())
+        .unwrap_or_default();
+    for check in checks {
+        if let Some((status, output)) = recorded(&check) {
+            set_check_from_feed(
+                state,
+                id.as_str(),
+                &check,
+                status,
+                output,
+                revision,
+                effects,
+            );
+        }
+    }
+    // The checker hears of the instance with the statuses the store holds,
+    // not the ones it had before they were applied.
+    if let Some(current) = state.instance(id.as_str()) {
+        for event in effects.events.iter_mut().rev() {
+            if let super::RegistryEvent::Upserted(upserted) = event
+                && upserted.instance.id == id
+            {
+                *upserted = current.clone();
+                break;
+            }
+        }
+    }
+    state.index = state.index.max(revision);
+    Ok(())
+}
+
+/// Removes an instance the cluster's store deleted at `revision`.
+pub(super) fn remove_from_feed(
+    state: &mut RegistryState,
+    id: &str,
+    revision: u64,
+    effects: &mut Effects,
+) {
+    if let Some(existing) = state.instance(id).cloned() {
+        state.index = revision.saturating_sub(1);
+        remove(state, &existing, effects);
+    }
+    state.index = state.index.max(revision);
+}
+
+/// Sets a check's status as the cluster's store holds it at `revision`; a
+/// check the instance does not have (any more) is ignored.
+pub(super) fn set_check_from_feed(
+    state: &mut RegistryState,
+    id: &str,
+    check_id: &str,
+    status: Status,
+    output: String,
+    revision: u64,
+    effects: &mut Effects,
+) {
+    let Some(existing) = state.instance(id).cloned() else {
+        return;
+    };
+    let Some((i, _, current)) = existing.check(check_id) else {
+        return;
+    };
+    if current.status == status && current.output == output {
+        return;
+    }
+    let mut updated = (*existing).clone();
+    let check = &mut updated.checks[i];
+    if check.status != status {
+        check.changed_at = SystemTime::now();
+        effects.transitions.push(Transition {
+            instance: id.to_owned(),
+            check: check_id.to_owned(),
+            from: check.status,
+            to: status,
+            output: output.clone(),
+        });
+    }
+    check.status = status;
+    check.output = output;
+    check.modify_index = revision;
+    state.index = revision.saturating_sub(1);
+    commit_instance(state, updated, Persist::StateOnly, effects);
+    state.index = state.index.max(revision);
+}
+
 struct CheckReport {
     check_id: Option<String>,
     status: Status,
@@ -554,6 +706,13 @@ fn check_result(
     if from == Reporter::Service {
         for &i in &targets {
             let def = &existing.instance.checks[i];
+            effects.health.push(HealthWrite {
+                id: id.as_str().to_owned(),
+                check: def.id.clone(),
+                status,
+                output: output.clone(),
+                heartbeat: true,
+            });
             if let CheckKind::Ttl { .. } = def.kind {
                 effects.events.push(super::RegistryEvent::Heartbeat {
                     id: id.as_str().to_owned(),
@@ -578,6 +737,15 @@ fn check_result(
     for &i in &targets {
         let check = &mut updated.checks[i];
         if check.status != status {
+            if from == Reporter::Checker {
+                effects.health.push(HealthWrite {
+                    id: id.as_str().to_owned(),
+                    check: existing.instance.checks[i].id.clone(),
+                    status,
+                    output: output.clone(),
+                    heartbeat: false,
+                });
+            }
             check.changed_at = now;
             effects.transitions.push(Transition {
                 instance: id.as_str().to_owned(),

@@ -10,6 +10,7 @@
 //! Owns: the state, the record table, the index. Must not: do network I/O or
 //! block the DNS path (readers only ever load an `Arc`).
 
+mod cluster;
 mod commands;
 pub mod embedded;
 #[cfg(test)]
@@ -184,6 +185,8 @@ struct Shared {
     table: Arc<ArcSwap<RecordTable>>,
     /// The index, for blocking queries: receivers wake when it moves.
     index: watch::Receiver<u64>,
+    /// The cluster's live members; always empty on the embedded store.
+    members: watch::Receiver<crate::cluster::members::Members>,
 }
 
 impl Registry {
@@ -243,6 +246,7 @@ impl Registry {
             state: ArcSwap::from_pointee(state),
             table: table.clone(),
             index: index_rx,
+            members: watch::channel(Default::default()).1,
         });
         let writer = Writer {
             shared: Arc::downgrade(&shared),
@@ -257,6 +261,60 @@ impl Registry {
         };
         let writer = tokio::spawn(writer.run(queue));
         Ok((Self { shared }, writer))
+    }
+
+    /// Starts the registry on a cluster: lists everything under the
+    /// cluster's prefix in etcd, publishes it, and starts the writer and
+    /// the feed that follows etcd from there. Fails if etcd cannot be read
+    /// (a node that cannot load the registry must not serve an empty one).
+    pub async fn start_cluster(
+        cluster: crate::cluster::Cluster,
+        settings: TableSettings,
+        events: mpsc::UnboundedSender<RegistryEvent>,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Self, JoinHandle<()>), RegistryError> {
+        let listing = cluster
+            .etcd
+            .list(cluster.keys.prefix())
+            .await
+            .map_err(RegistryError::Load)?;
+        let (commands, queue) = mpsc::channel(QUEUE_DEPTH);
+        let (index_tx, index_rx) = watch::channel(0);
+        let (members_tx, members_rx) = watch::channel(Default::default());
+        let shared = Arc::new(Shared {
+            commands,
+            state: ArcSwap::from_pointee(RegistryState::default()),
+            table: Arc::new(ArcSwap::from_pointee(RecordTable::default())),
+            index: index_rx,
+            members: members_rx,
+        });
+        let mut writer = cluster::ClusterWriter::new(cluster::Wiring {
+            shared: Arc::downgrade(&shared),
+            cluster: cluster.clone(),
+            settings,
+            events,
+            index: index_tx,
+            metrics,
+            members: members_tx,
+        });
+        writer.reset(&shared, listing.kvs, listing.revision);
+        let (feed_tx, feed_rx) = mpsc::channel(1024);
+        let feed = tokio::spawn(crate::cluster::feed::run(
+            cluster.etcd.clone(),
+            cluster.keys.prefix().to_owned(),
+            listing.revision + 1,
+            feed_tx,
+        ));
+        let writer = tokio::spawn(async move {
+            writer.run(queue, feed_rx).await;
+            feed.abort();
+        });
+        Ok((Self { shared }, writer))
+    }
+
+    /// The cluster's live members (empty on the embedded store).
+    pub fn members(&self) -> watch::Receiver<crate::cluster::members::Members> {
+        self.shared.members.clone()
     }
 
     /// Sends a command and waits until it is durable and published.
@@ -437,16 +495,8 @@ impl Writer {
         // While the store writes and syncs, rebuild the records of the
         // touched services: the CPU work overlaps the disk wait. Nothing is
         // published before the commit is durable.
-        let publish = !effects.touched.is_empty() || state.index != shared.state.load().index;
-        let table = publish.then(|| {
-            let mut table = (**shared.table.load()).clone();
-            for label in &effects.touched {
-                let service = state.services.get(label).map(|s| &**s);
-                table.update_service(label.as_str(), service, &self.settings);
-            }
-            table.set_index(state.index, &self.settings);
-            table
-        });
+        let changed = !effects.touched.is_empty() || state.index != shared.state.load().index;
+        let table = changed.then(|| build_table(shared, &state, &effects.touched, &self.settings));
         if let Some((written, ceiling)) = commit {
             let committed = written
                 .await
@@ -477,47 +527,86 @@ impl Writer {
             self.in_doubt.clear();
         }
         if let Some(table) = table {
-            let index = state.index;
-            shared.state.store(Arc::new(state));
-            // Every touched service gets new records or none. The old ones
-            // are retired *before* the new table is published, so a DNS
-            // thread that sees the new table also sees them retired and
-            // never answers from them out of its cache (a thread still on
-            // the old table may: it is answering as of that table).
-            let current = shared.table.load();
-            for label in &effects.touched {
-                if let Some(records) = current.services.get(label.as_str()) {
-                    records.retire();
-                }
-            }
-            shared.table.store(Arc::new(table));
-            self.index.send_if_modified(|current| {
-                let moved = *current != index;
-                *current = index;
-                moved
-            });
+            publish(shared, state, &effects.touched, table, &self.index);
         }
-        for t in &effects.transitions {
-            info!(
-                instance = %t.instance,
-                check = %t.check,
-                from = t.from.as_str(),
-                to = t.to.as_str(),
-                output = %t.output,
-                "check status changed"
-            );
-            self.metrics.count_transition(t.to);
-        }
-        for event in effects.events {
-            if self.events.send(event).is_err() {
-                warn!("health checker is gone; dropping registry events");
-                break;
-            }
-        }
+        report(effects, &self.metrics, &self.events);
         for (reply, outcome) in replies {
             if let Some(reply) = reply {
                 let _ = reply.send(outcome);
             }
+        }
+    }
+}
+
+/// The record table of `state`: the published one with the `touched`
+/// services rebuilt.
+fn build_table(
+    shared: &Shared,
+    state: &RegistryState,
+    touched: &std::collections::BTreeSet<DnsLabel>,
+    settings: &TableSettings,
+) -> RecordTable {
+    let mut table = (**shared.table.load()).clone();
+    for label in touched {
+        let service = state.services.get(label).map(|s| &**s);
+        table.update_service(label.as_str(), service, settings);
+    }
+    table.set_index(state.index, settings);
+    table
+}
+
+/// Makes `state` and its `table` the ones every reader sees, and moves the
+/// index watch.
+fn publish(
+    shared: &Shared,
+    state: RegistryState,
+    touched: &std::collections::BTreeSet<DnsLabel>,
+    table: RecordTable,
+    index_watch: &watch::Sender<u64>,
+) {
+    let index = state.index;
+    shared.state.store(Arc::new(state));
+    // Every touched service gets new records or none. The old ones are
+    // retired *before* the new table is published, so a DNS thread that
+    // sees the new table also sees them retired and never answers from
+    // them out of its cache (a thread still on the old table may: it is
+    // answering as of that table).
+    let current = shared.table.load();
+    for label in touched {
+        if let Some(records) = current.services.get(label.as_str()) {
+            records.retire();
+        }
+    }
+    shared.table.store(Arc::new(table));
+    index_watch.send_if_modified(|current| {
+        let moved = *current != index;
+        *current = index;
+        moved
+    });
+}
+
+/// Logs and counts the status changes a published batch made, and tells
+/// the health checker what it must hear.
+fn report(
+    effects: commands::Effects,
+    metrics: &Metrics,
+    events: &mpsc::UnboundedSender<RegistryEvent>,
+) {
+    for t in &effects.transitions {
+        info!(
+            instance = %t.instance,
+            check = %t.check,
+            from = t.from.as_str(),
+            to = t.to.as_str(),
+            output = %t.output,
+            "check status changed"
+        );
+        metrics.count_transition(t.to);
+    }
+    for event in effects.events {
+        if events.send(event).is_err() {
+            warn!("health checker is gone; dropping registry events");
+            break;
         }
     }
 }

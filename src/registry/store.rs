@@ -50,6 +50,15 @@ pub enum StoreError {
         operation: StoreOperation,
         reason: &'static str,
     },
+    /// The shared store (etcd, in cluster mode) did not answer: nothing of
+    /// the change is known to be written, and roster is otherwise up, so
+    /// doors answer 503 and clients retry.
+    #[error("etcd ({endpoints}) is unreachable: {source}")]
+    Unreachable {
+        endpoints: String,
+        #[source]
+        source: BackendError,
+    },
     /// The thread that ran the store call panicked or was cancelled; the
     /// text is the runtime's own account of it.
     #[error("{0}")]
@@ -66,6 +75,14 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+}
+
+impl StoreError {
+    /// Whether the store was only out of reach (a retry may succeed), as
+    /// opposed to refusing or failing the write.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Unreachable { .. })
+    }
 }
 
 /// Which way a store call went, for [`StoreError::Unavailable`].

@@ -113,6 +113,10 @@ impl From<RegistryError> for ConsulError {
             | RegistryError::NoTtlCheck { .. }
             | RegistryError::DuplicateId { .. }
             | RegistryError::InvalidStored { .. } => StatusCode::BAD_REQUEST,
+            // etcd is down or cut off: roster is up and the client may retry.
+            RegistryError::Store(store) if store.is_unreachable() => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             RegistryError::Store(_) | RegistryError::Load(_) => StatusCode::INTERNAL_SERVER_ERROR,
             RegistryError::Stale { .. } | RegistryError::Contended { .. } => StatusCode::CONFLICT,
             RegistryError::Closed => StatusCode::SERVICE_UNAVAILABLE,

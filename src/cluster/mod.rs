@@ -1,0 +1,41 @@
+//! Cluster mode: several roster nodes share one registry kept in etcd v3,
+//! and any of them can die.
+//!
+//! Every node keeps the whole registry and record table in memory, fed by
+//! one etcd watch ([`feed`]); DNS reads only that table and never waits on
+//! etcd. Writes are etcd transactions made by the registry's cluster writer
+//! (`registry/cluster.rs`). Each node holds a lease-bound member key
+//! ([`members`]), and each check runs on the one live member that
+//! rendezvous hashing picks for it.
+//!
+//! Owns: the etcd connection, the key layout ([`keys`]), the feed, the
+//! membership. Must not: apply changes to the registry itself (the writer
+//! does, from the feed).
+
+pub mod etcd;
+pub mod feed;
+pub mod keys;
+pub mod members;
+
+use crate::registry::StoreError;
+
+/// What a node needs to take part in a cluster.
+#[derive(Clone)]
+pub struct Cluster {
+    pub etcd: etcd::Etcd,
+    pub keys: keys::Keys,
+    /// This node's name among the members.
+    pub node: String,
+}
+
+impl Cluster {
+    /// Connects to etcd (lazily: an unreachable etcd shows in the first
+    /// request).
+    pub async fn connect(config: &crate::config::ClusterConfig) -> Result<Self, StoreError> {
+        Ok(Self {
+            etcd: etcd::Etcd::connect(&config.etcd).await?,
+            keys: keys::Keys::new(&config.prefix),
+            node: config.node_name(),
+        })
+    }
+}
