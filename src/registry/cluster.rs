@@ -49,10 +49,11 @@ use crate::{
     metrics::Metrics,
 };
 
-/// Most commands in one transaction: etcd refuses a transaction of more
-/// than 128 operations (`--max-txn-ops`), and a registration takes up to
-/// three (its instance, its label, a compare).
-const MAX_TXN_COMMANDS: usize = 32;
+/// Most commands taken from the queue at a time.
+const MAX_TXN_COMMANDS: usize = 64;
+/// Most operations (or compares) planned for one transaction: etcd refuses
+/// more than 128 (`--max-txn-ops`); see [`operations_of`].
+const MAX_TXN_OPERATIONS: usize = 100;
 /// How many times a command is tried again after losing a race before it
 /// fails as contended: each lost race means another write succeeded.
 const MAX_ATTEMPTS: u32 = 16;
@@ -107,6 +108,10 @@ pub(super) struct ClusterWriter {
     catch_up_to: i64,
     /// Commands to try again, one per transaction, before new ones.
     retry: VecDeque<Pending>,
+    /// Since when the writer waits for the feed to reach `catch_up_to`.
+    catching_up_since: Option<Instant>,
+    /// Commands taken from the queue and not yet in a transaction.
+    backlog: VecDeque<Pending>,
     /// Whether the feed is following etcd.
     live: bool,
 }
@@ -147,6 +152,8 @@ impl ClusterWriter {
             waiting: VecDeque::new(),
             catch_up_to: 0,
             retry: VecDeque::new(),
+            backlog: VecDeque::new(),
+            catching_up_since: None,
             live: true,
         }
     }
@@ -160,11 +167,18 @@ impl ClusterWriter {
         let mut batch = Vec::with_capacity(MAX_TXN_COMMANDS);
         loop {
             let ready = in_flight.is_none() && self.applied >= self.catch_up_to;
-            if ready && let Some(pending) = self.retry.pop_front() {
+            if ready && !(self.retry.is_empty() && self.backlog.is_empty()) {
                 let Some(shared) = self.shared.upgrade() else {
                     break;
                 };
-                in_flight = self.prepare(&shared, vec![pending]);
+                if !self.live {
+                    // A write this node could not show (its feed is down)
+                    // is refused, promptly, rather than made blind.
+                    self.refuse_while_stale();
+                    continue;
+                }
+                let batch = self.next_batch();
+                in_flight = self.prepare(&shared, batch);
                 continue;
             }
             // While no new command can start, look now and then whether
@@ -174,6 +188,7 @@ impl ClusterWriter {
                 .front()
                 .map(|p| p.deadline)
                 .or_else(|| (!ready).then(|| Instant::now() + STOP_CHECK));
+            let ready = ready && self.retry.is_empty() && self.backlog.is_empty();
             // No strong handle is held while waiting: the queue closes, and
             // the writer ends, when the last `Registry` handle is dropped.
             tokio::select! {
@@ -189,23 +204,45 @@ impl ClusterWriter {
                     self.on_txn_done(done, pending);
                 }
                 received = queue.recv_many(&mut batch, MAX_TXN_COMMANDS), if ready => {
-                    let Some(shared) = self.shared.upgrade().filter(|_| received > 0) else {
+                    if received == 0 {
                         break;
-                    };
-                    let pending = std::mem::take(&mut batch)
-                        .into_iter()
-                        .map(Pending::new)
-                        .collect();
-                    in_flight = self.prepare(&shared, pending);
+                    }
+                    self.backlog.extend(batch.drain(..).map(Pending::new));
                 }
                 () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     let Some(shared) = self.shared.upgrade() else {
                         break;
                     };
                     self.release_late(&shared);
+                    if self.applied < self.catch_up_to && self.catching_up_since.is_some_and(|since| since.elapsed() > FEED_WAIT) {
+                        // The feed is not delivering what etcd committed;
+                        // plan on what it has rather than stall every write.
+                        warn!(applied = self.applied, awaited = self.catch_up_to, "the etcd feed is behind; writing without waiting for it");
+                        self.catch_up_to = self.applied;
+                    }
                 }
             }
         }
+    }
+
+    /// The commands of the next transaction: one command to try again
+    /// after a lost race, alone; else queued commands while their
+    /// estimated operations fit in one etcd transaction.
+    fn next_batch(&mut self) -> Vec<Pending> {
+        if let Some(pending) = self.retry.pop_front() {
+            return vec![pending];
+        }
+        let mut batch = Vec::new();
+        let mut operations = 0;
+        while let Some(next) = self.backlog.front() {
+            let weight = operations_of(&next.command);
+            if !batch.is_empty() && operations + weight > MAX_TXN_OPERATIONS {
+                break;
+            }
+            operations += weight;
+            batch.extend(self.backlog.pop_front());
+        }
+        batch
     }
 
     /// Validates each command against a copy of the state and starts one
@@ -232,7 +269,11 @@ impl ClusterWriter {
             let marks = effects.marks();
             match commands::apply(&mut state, pending.command.clone(), &mut effects) {
                 Ok(outcome) => {
-                    pending.outcome = outcome;
+                    // A part of a larger import answers with the whole
+                    // import's count, set when it was split.
+                    if !matches!(pending.outcome, Outcome::Imported(_)) {
+                        pending.outcome = outcome;
+                    }
                     accepted.push(pending);
                 }
                 Err(error) => {
@@ -418,6 +459,9 @@ impl ClusterWriter {
     fn on_txn_done(&mut self, done: Result<TxnOutcome, StoreError>, pending: Vec<Pending>) {
         match done {
             Ok(TxnOutcome::Committed(revision)) => {
+                // The next transaction is planned on a state that holds
+                // this one, or it would conflict with its own writes.
+                self.await_feed(revision);
                 self.waiting.push_back(Parked {
                     revision,
                     deadline: Instant::now() + FEED_WAIT,
@@ -431,7 +475,7 @@ impl ClusterWriter {
                 // Someone else changed what this read: once the feed shows
                 // it, each command is tried again on its own, so one that
                 // now fails validation takes no other down with it.
-                self.catch_up_to = self.catch_up_to.max(revision);
+                self.await_feed(revision);
                 for mut pending in pending {
                     pending.attempts += 1;
                     if pending.attempts >= MAX_ATTEMPTS {
@@ -455,6 +499,32 @@ impl ClusterWriter {
                     pending.answer(Err(RegistryError::Store(failure.clone())));
                 }
             }
+        }
+    }
+
+    /// Holds new transactions until the feed has applied `revision`.
+    fn await_feed(&mut self, revision: i64) {
+        if revision > self.catch_up_to {
+            self.catch_up_to = revision;
+            self.catching_up_since = Some(Instant::now());
+        }
+    }
+
+    /// Fails every command waiting for a transaction: the feed is not
+    /// following etcd, so this node could not show what it wrote.
+    fn refuse_while_stale(&mut self) {
+        let failure = Arc::new(StoreError::Unreachable {
+            endpoints: self.cluster.etcd.endpoints().to_owned(),
+            source: "this node has lost its watch on etcd and is reconnecting".into(),
+        });
+        for pending in self.retry.drain(..).chain(self.backlog.drain(..)) {
+            if let Some((id, check_id)) = &pending.check {
+                let _ = self.events.send(RegistryEvent::NotApplied {
+                    id: id.clone(),
+                    check_id: check_id.clone(),
+                });
+            }
+            pending.answer(Err(RegistryError::Store(failure.clone())));
         }
     }
 
@@ -691,6 +761,20 @@ fn pending_outcome(state: &RegistryState, outcome: &Outcome) -> Outcome {
         },
         Outcome::Removed => Outcome::Removed,
         Outcome::Imported(count) => Outcome::Imported(*count),
+    }
+}
+
+/// At most how many operations or compares a command adds to a
+/// transaction: its instance and label keys, and one per check report.
+fn operations_of(command: &Command) -> usize {
+    match command {
+        Command::Register { instance, .. } | Command::Edit { instance, .. } => {
+            // A move touches two services' labels.
+            4 + instance.checks.len()
+        }
+        Command::Deregister { .. } | Command::Maintenance { .. } => 4,
+        Command::CheckResult { .. } => 2 + crate::model::MAX_CHECKS,
+        Command::Import { instances } => 2 * instances.len() + 2,
     }
 }
 
