@@ -58,10 +58,11 @@ impl BlockingQuery {
     }
 
     /// Waits until the registry's index differs from `min_index` or the
-    /// wait passes. An index that already differs answers at once, including
-    /// one *below* the client's: that is a roster restarted without its
-    /// store, and the client, seeing the index go backwards, starts over
-    /// from 0 instead of waiting in vain. At shutdown a blocked request
+    /// wait passes. On a single node an index that already differs answers
+    /// at once, including one *below* the client's: that is a roster
+    /// restarted without its store, and the client, seeing the index go
+    /// backwards, starts over from 0 instead of waiting in vain. In a
+    /// cluster it waits until the index passes the client's. At shutdown a blocked request
     /// answers at once, as if its wait had passed (Consul clients then retry
     /// against whatever serves next).
     pub(super) async fn wait(&self, state: &AppState) {
@@ -69,12 +70,20 @@ impl BlockingQuery {
             return;
         };
         let mut index = state.registry.watch_index();
-        if *index.borrow_and_update() != min_index {
+        // In a cluster the index is etcd's revision, the same on every
+        // node; a node behind the client's index has not caught up with
+        // the node the client last asked, so it waits to pass it rather
+        // than send the client's index backwards.
+        let answered = |current: u64| match state.cluster {
+            true => current > min_index,
+            false => current != min_index,
+        };
+        if answered(*index.borrow_and_update()) {
             return;
         }
-        // `changed` fails only when the registry is gone: answer then too.
+        // `wait_for` fails only when the registry is gone: answer then too.
         tokio::select! {
-            _ = tokio::time::timeout(self.wait, index.changed()) => {}
+            _ = tokio::time::timeout(self.wait, index.wait_for(|current| answered(*current))) => {}
             _ = state.shutting_down.cancelled() => {}
         }
     }
