@@ -387,6 +387,15 @@ impl ClusterWriter {
                     );
                     let value = serde_json::to_vec(&stored).unwrap_or_default();
                     ops.push(TxnOp::put(keys.instance(id), value, None));
+                    // A check the instance no longer has loses its record,
+                    // or a check later added under its ID would inherit it.
+                    if let Some(previous) = published.instance(id) {
+                        for check in &previous.instance.checks {
+                            if current.check(&check.id).is_none() {
+                                ops.push(TxnOp::delete(keys.health(id, &check.id), None));
+                            }
+                        }
+                    }
                 }
                 None => {
                     ops.push(TxnOp::delete(keys.instance(id), None));
@@ -400,7 +409,11 @@ impl ClusterWriter {
         }
         let mut health: BTreeMap<(String, String), HealthRecord> = BTreeMap::new();
         for write in &effects.health {
-            if deleted.contains(&write.id) || state.instance(&write.id).is_none() {
+            // Only checks the instance still has once the batch is done
+            // (a record deleted above must not be written again).
+            let current = state.instance(&write.id);
+            if deleted.contains(&write.id) || current.and_then(|i| i.check(&write.check)).is_none()
+            {
                 continue;
             }
             guard(&mut compares, &write.id);
