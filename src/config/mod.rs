@@ -13,6 +13,10 @@ use serde::Deserialize;
 
 use crate::dns::wire::CLASSIC_UDP_PAYLOAD;
 
+mod security;
+
+pub use security::{Access, AclConfig, DefaultPolicy, HealthConfig, Network, TokenConfig};
+
 /// A configuration problem, naming the file and key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -41,6 +45,8 @@ pub struct Config {
     pub http: HttpConfig,
     pub consul: ConsulConfig,
     pub cluster: ClusterConfig,
+    pub acl: AclConfig,
+    pub health: HealthConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -69,6 +75,12 @@ pub struct DnsConfig {
     pub tcp_idle_timeout: u32,
     /// Seconds a DNS TCP connection may stay open however busy it is.
     pub tcp_max_connection_age: u32,
+    /// Response-rate limiting over UDP: answers per second to one source
+    /// network (/24 for IPv4, /56 for IPv6); 0 turns it off.
+    pub rate_limit: u32,
+    /// Of the answers over the limit, every this many is sent truncated
+    /// (so a real client retries over TCP) instead of dropped; 0 drops all.
+    pub rate_limit_slip: u32,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -91,6 +103,16 @@ pub struct HttpConfig {
     /// Seconds a response may go without a byte leaving (the client
     /// stopped reading) before roster closes the connection.
     pub write_timeout: u64,
+    /// PEM certificate chain and private key: with both, the API speaks
+    /// HTTPS only.
+    pub tls_cert_file: PathBuf,
+    pub tls_key_file: PathBuf,
+    /// PEM CA bundle: with it, clients must present a certificate it signed
+    /// (mutual TLS).
+    pub tls_client_ca_file: PathBuf,
+    /// Serve the API on a non-loopback address with ACLs off: the operator
+    /// says anyone who reaches the port may change DNS.
+    pub allow_unauthenticated: bool,
 }
 
 /// How roster presents itself to Consul clients: as a single agent node.
@@ -208,6 +230,8 @@ impl Default for Config {
             http: HttpConfig::default(),
             consul: ConsulConfig::default(),
             cluster: ClusterConfig::default(),
+            acl: AclConfig::default(),
+            health: HealthConfig::default(),
         }
     }
 }
@@ -226,6 +250,8 @@ impl Default for DnsConfig {
             tcp_max_connections: 512,
             tcp_idle_timeout: 10,
             tcp_max_connection_age: 120,
+            rate_limit: 0,
+            rate_limit_slip: 2,
         }
     }
 }
@@ -239,6 +265,10 @@ impl Default for HttpConfig {
             body_read_timeout: 30,
             idle_timeout: 60,
             write_timeout: 60,
+            tls_cert_file: PathBuf::new(),
+            tls_key_file: PathBuf::new(),
+            tls_client_ca_file: PathBuf::new(),
+            allow_unauthenticated: false,
         }
     }
 }
@@ -361,6 +391,43 @@ impl Config {
                 format!("must be at least {CLASSIC_UDP_PAYLOAD} (RFC 1035)"),
             ));
         }
+        if self.dns.rate_limit_slip > 10 {
+            return Err(invalid("dns.rate_limit_slip", "must be 0 to 10".into()));
+        }
+        let tls = (
+            self.http.tls_cert_file.as_os_str().is_empty(),
+            self.http.tls_key_file.as_os_str().is_empty(),
+        );
+        if tls.0 != tls.1 {
+            return Err(invalid(
+                "http.tls_cert_file",
+                "and http.tls_key_file go together: set both for HTTPS, or neither".into(),
+            ));
+        }
+        if tls.0 && !self.http.tls_client_ca_file.as_os_str().is_empty() {
+            return Err(invalid(
+                "http.tls_client_ca_file",
+                "needs http.tls_cert_file and http.tls_key_file (client certificates are a TLS feature)".into(),
+            ));
+        }
+        self.acl
+            .validate()
+            .and_then(|()| self.health.validate())
+            .map_err(|(key, message)| invalid(key, message))?;
+        if !self.http.listen.ip().is_loopback()
+            && !self.acl.enabled
+            && !self.http.allow_unauthenticated
+        {
+            return Err(invalid(
+                "http.listen",
+                format!(
+                    "{} is not a loopback address, and ACLs are off: anyone who reaches it could rewrite DNS. \
+                     Enable ACLs ([acl] enabled = true with a management token; see the README's Security section), \
+                     or set http.allow_unauthenticated = true if that is what you mean",
+                    self.http.listen
+                ),
+            ));
+        }
         self.cluster.validate(origin)
     }
 
@@ -404,7 +471,7 @@ mod tests {
 
     #[test]
     fn the_shipped_file_is_the_defaults() {
-        let shipped = include_str!("../config.toml");
+        let shipped = include_str!("../../config.toml");
         let config = parse(shipped).expect("shipped config.toml parses");
         let defaults = Config::default();
         assert_eq!(format!("{config:?}"), format!("{defaults:?}"));
