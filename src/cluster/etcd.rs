@@ -1,7 +1,14 @@
 //! The etcd calls roster makes, each bounded in time: a cluster node must
 //! answer a write with 503 within seconds when etcd is gone, never hang.
 
-use std::time::Duration;
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering::Relaxed},
+    },
+    time::Duration,
+};
 
 use etcd_client::{Client, ConnectOptions, GetOptions, KeyValue, Txn};
 
@@ -16,9 +23,18 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const PAGE: i64 = 500;
 
 /// A handle to the etcd cluster; cheap to clone.
+///
+/// One client per endpoint, not one client balancing over all of them: the
+/// balanced channel kept handing requests to a member that was down (a
+/// quarter of writes failed with one member of three dead). Calls go to the
+/// endpoint in use; a failure that proves the request never reached a
+/// working member moves every caller on to the next endpoint and tries
+/// again there, within the same time limit.
 #[derive(Clone)]
 pub struct Etcd {
-    client: Client,
+    clients: Arc<Vec<Client>>,
+    /// Index into `clients` of the endpoint in use.
+    current: Arc<AtomicUsize>,
     endpoints: String,
 }
 
@@ -41,52 +57,102 @@ impl Etcd {
     /// Connects lazily: this fails only on malformed endpoints; an
     /// unreachable etcd shows in the first request.
     pub async fn connect(endpoints: &[String]) -> Result<Self, StoreError> {
-        let options = ConnectOptions::new()
-            .with_connect_timeout(CONNECT_TIMEOUT)
-            .with_timeout(REQUEST_TIMEOUT)
-            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
-            .with_keep_alive_while_idle(true)
-            // A member cut off from its leader refuses requests and ends
-            // watches instead of serving a stale view.
-            .with_require_leader(true);
-        let client = Client::connect(endpoints, Some(options))
-            .await
-            .map_err(|e| unreachable(&endpoints.join(","), e))?;
+        let joined = endpoints.join(",");
+        let mut clients = Vec::with_capacity(endpoints.len());
+        for endpoint in endpoints {
+            let options = ConnectOptions::new()
+                .with_connect_timeout(CONNECT_TIMEOUT)
+                .with_timeout(REQUEST_TIMEOUT)
+                .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+                .with_keep_alive_while_idle(true)
+                // A member cut off from its leader refuses requests and
+                // ends watches instead of serving a stale view.
+                .with_require_leader(true);
+            let client = Client::connect([endpoint], Some(options))
+                .await
+                .map_err(|e| unreachable(&joined, e))?;
+            clients.push(client);
+        }
+        if clients.is_empty() {
+            return Err(StoreError::Unreachable {
+                endpoints: joined,
+                source: "no etcd endpoints are configured".into(),
+            });
+        }
         Ok(Self {
-            client,
-            endpoints: endpoints.join(","),
+            clients: Arc::new(clients),
+            current: Arc::new(AtomicUsize::new(0)),
+            endpoints: joined,
         })
     }
 
-    pub fn client(&self) -> Client {
-        self.client.clone()
+    /// The client of the endpoint in use, and which one it is (for
+    /// [`Etcd::failed`]).
+    pub fn client(&self) -> (usize, Client) {
+        let which = self.current.load(Relaxed) % self.clients.len();
+        (which, self.clients[which].clone())
+    }
+
+    /// Moves off endpoint `which` after a failure there (unless another
+    /// caller already has).
+    pub fn failed(&self, which: usize) {
+        let next = (which + 1) % self.clients.len();
+        let _ = self.current.compare_exchange(which, next, Relaxed, Relaxed);
     }
 
     pub fn endpoints(&self) -> &str {
         &self.endpoints
     }
 
+    /// Runs `call` on the endpoint in use, moving on to the next ones while
+    /// the failure shows the request went nowhere; bounded by
+    /// [`REQUEST_TIMEOUT`] in all.
+    async fn call<T, F, Fut>(&self, call: F) -> Result<T, StoreError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+        let mut last = None;
+        for _ in 0..self.clients.len() * 2 {
+            let (which, client) = self.client();
+            match tokio::time::timeout_at(deadline, call(client)).await {
+                Err(_) => return Err(self.timed_out()),
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(error)) if never_arrived(&error) => {
+                    self.failed(which);
+                    last = Some(error);
+                }
+                Ok(Err(error)) => return Err(unreachable(&self.endpoints, error)),
+            }
+        }
+        Err(match last {
+            Some(error) => unreachable(&self.endpoints, error),
+            None => self.timed_out(),
+        })
+    }
+
     /// Every key under `prefix`, read page by page at one revision, so the
     /// listing is one consistent cut however large.
     pub async fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
-        let mut client = self.client.clone();
         let end = prefix_end(prefix);
         let mut from = prefix.as_bytes().to_vec();
         let mut revision = 0;
         let mut kvs = Vec::new();
         loop {
-            let mut options = GetOptions::new()
-                .with_range(end.clone())
-                .with_limit(PAGE)
-                .with_sort(etcd_client::SortTarget::Key, etcd_client::SortOrder::Ascend);
-            if revision > 0 {
-                options = options.with_revision(revision);
-            }
-            let response =
-                tokio::time::timeout(REQUEST_TIMEOUT, client.get(from.clone(), Some(options)))
-                    .await
-                    .map_err(|_| self.timed_out())?
-                    .map_err(|e| unreachable(&self.endpoints, e))?;
+            let response = self
+                .call(|mut client| {
+                    let mut options = GetOptions::new()
+                        .with_range(end.clone())
+                        .with_limit(PAGE)
+                        .with_sort(etcd_client::SortTarget::Key, etcd_client::SortOrder::Ascend);
+                    if revision > 0 {
+                        options = options.with_revision(revision);
+                    }
+                    let from = from.clone();
+                    async move { client.get(from, Some(options)).await }
+                })
+                .await?;
             if revision == 0 {
                 revision = response.header().map_or(0, |h| h.revision());
             }
@@ -106,11 +172,12 @@ impl Etcd {
 
     /// Runs a transaction, bounded by [`REQUEST_TIMEOUT`].
     pub async fn txn(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
-        let mut client = self.client.clone();
-        let response = tokio::time::timeout(REQUEST_TIMEOUT, client.txn(txn))
-            .await
-            .map_err(|_| self.timed_out())?
-            .map_err(|e| unreachable(&self.endpoints, e))?;
+        let response = self
+            .call(|mut client| {
+                let txn = txn.clone();
+                async move { client.txn(txn).await }
+            })
+            .await?;
         let revision = response.header().map_or(0, |h| h.revision());
         Ok(if response.succeeded() {
             TxnOutcome::Committed(revision)
@@ -124,6 +191,21 @@ impl Etcd {
             endpoints: self.endpoints.clone(),
             source: format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()).into(),
         }
+    }
+}
+
+/// Whether a failed call certainly did not reach a working member (so
+/// trying another cannot apply it twice): the connection could not be
+/// made, or the member has no leader and refused it.
+fn never_arrived(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::TransportError(_) => true,
+        etcd_client::Error::GRpcStatus(status) => {
+            let message = status.message();
+            status.code() == tonic::Code::Unavailable
+                && (message.contains("connect") || message.contains("no leader"))
+        }
+        _ => false,
     }
 }
 

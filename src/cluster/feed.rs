@@ -115,16 +115,24 @@ async fn follow(
     failures: &mut usize,
 ) -> Ended {
     let options = WatchOptions::new().with_prefix().with_start_revision(*next);
-    let mut client = etcd.client();
+    let (which, mut client) = etcd.client();
     let watch = tokio::time::timeout(
         super::etcd::REQUEST_TIMEOUT,
         client.watch(prefix.as_bytes().to_vec(), Some(options)),
     )
     .await;
+    // Any failure moves the next attempt to another endpoint: a watch
+    // that ended says nothing good about the member it was on.
     let mut stream = match watch {
         Ok(Ok(stream)) => stream,
-        Ok(Err(error)) => return Ended::Failed(error.to_string()),
-        Err(_) => return Ended::Failed("no answer to the watch request".into()),
+        Ok(Err(error)) => {
+            etcd.failed(which);
+            return Ended::Failed(error.to_string());
+        }
+        Err(_) => {
+            etcd.failed(which);
+            return Ended::Failed("no answer to the watch request".into());
+        }
     };
     loop {
         let message = tokio::select! {
@@ -133,13 +141,20 @@ async fn follow(
         };
         let response = match message {
             Ok(Some(response)) => response,
-            Ok(None) => return Ended::Failed("etcd ended the watch".into()),
-            Err(error) => return Ended::Failed(error.to_string()),
+            Ok(None) => {
+                etcd.failed(which);
+                return Ended::Failed("etcd ended the watch".into());
+            }
+            Err(error) => {
+                etcd.failed(which);
+                return Ended::Failed(error.to_string());
+            }
         };
         if response.compact_revision() > 0 {
             return Ended::Compacted;
         }
         if response.canceled() {
+            etcd.failed(which);
             return Ended::Failed(format!(
                 "etcd cancelled the watch: {}",
                 response.cancel_reason()

@@ -82,15 +82,21 @@ async fn hold(
     metrics: &Metrics,
     announced: &mut bool,
 ) -> Result<(), String> {
-    let mut client = etcd.client();
+    let (which, mut client) = etcd.client();
+    // Whatever fails here, the next attempt starts on another endpoint.
+    let failed = |error: String| {
+        etcd.failed(which);
+        error
+    };
     let bounded = super::etcd::REQUEST_TIMEOUT;
     let lease = tokio::time::timeout(bounded, client.lease_grant(LEASE_TTL_SECS, None))
         .await
-        .map_err(|_| "no answer to the lease grant".to_owned())?
-        .map_err(|e| e.to_string())?
+        .map_err(|_| failed("no answer to the lease grant".to_owned()))?
+        .map_err(|e| failed(e.to_string()))?
         .id();
+    let putter = client.clone();
     let put = |record: &MemberRecord| {
-        let mut client = etcd.client();
+        let mut client = putter.clone();
         let value = serde_json::to_vec(record).unwrap_or_default();
         let key = key.to_owned();
         async move {
@@ -104,7 +110,7 @@ async fn hold(
             .map(|_| ())
         }
     };
-    put(record).await?;
+    put(record).await.map_err(failed)?;
     if !*announced {
         info!(node = %record.name, lease_ttl_s = LEASE_TTL_SECS, "joined the cluster");
         *announced = true;
@@ -116,11 +122,14 @@ async fn hold(
     let mut tick = tokio::time::interval(KEEP_ALIVE_EVERY);
     loop {
         tick.tick().await;
-        keeper.keep_alive().await.map_err(|e| e.to_string())?;
+        keeper
+            .keep_alive()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
         let answer = tokio::time::timeout(bounded, responses.message())
             .await
-            .map_err(|_| "no answer to a lease keep-alive".to_owned())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| failed("no answer to a lease keep-alive".to_owned()))?
+            .map_err(|e| failed(e.to_string()))?;
         match answer {
             Some(answer) if answer.ttl() > 0 => {}
             _ => return Err("the lease expired".into()),
@@ -128,7 +137,7 @@ async fn hold(
         let checks = metrics.checks_owned.load(Relaxed);
         if checks != record.checks {
             record.checks = checks;
-            put(record).await?;
+            put(record).await.map_err(failed)?;
         }
     }
 }
@@ -136,7 +145,7 @@ async fn hold(
 /// Gives this node's lease up at shutdown, so its checks move at once
 /// instead of after the TTL. Best effort, bounded.
 pub async fn leave(etcd: &Etcd, key: &str) {
-    let mut client = etcd.client();
+    let (_, mut client) = etcd.client();
     let found = tokio::time::timeout(Duration::from_secs(1), client.get(key, None)).await;
     let Ok(Ok(found)) = found else { return };
     if let Some(lease) = found.kvs().first().map(|kv| kv.lease()).filter(|l| *l != 0) {

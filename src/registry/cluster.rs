@@ -76,6 +76,48 @@ struct Pending {
     /// For a checker's own report: which check, so that it hears if the
     /// write failed.
     check: Option<(String, Option<String>)>,
+    /// For a part of a large import: the import it belongs to, which
+    /// answers its caller once every part has.
+    part_of: Option<Arc<ImportJob>>,
+}
+
+/// A large import written in parts (see `ClusterWriter::import_in_parts`).
+struct ImportJob {
+    count: usize,
+    state: std::sync::Mutex<ImportState>,
+}
+
+struct ImportState {
+    reply: Option<oneshot::Sender<Result<Outcome, RegistryError>>>,
+    /// Parts not yet written and shown here.
+    remaining: usize,
+}
+
+impl ImportJob {
+    /// Whether a part before this one failed, so the rest are not written.
+    fn failed(&self) -> bool {
+        self.state.lock().map_or(true, |s| s.reply.is_none())
+    }
+
+    /// One part's end: the first failure answers the caller with it; the
+    /// last success answers with the whole import's count.
+    fn part_done(&self, outcome: Result<Outcome, RegistryError>) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        let answer = match outcome {
+            Err(error) => Some(Err(error)),
+            Ok(_) => {
+                state.remaining = state.remaining.saturating_sub(1);
+                (state.remaining == 0).then_some(Ok(Outcome::Imported(self.count)))
+            }
+        };
+        if let Some(answer) = answer
+            && let Some(reply) = state.reply.take()
+        {
+            let _ = reply.send(answer);
+        }
+    }
 }
 
 /// Writes committed at `revision`, waiting for the feed to apply it.
@@ -266,21 +308,18 @@ impl ClusterWriter {
                 self.import_in_parts(shared, pending);
                 continue;
             }
+            if pending.part_of.as_ref().is_some_and(|job| job.failed()) {
+                continue;
+            }
             let marks = effects.marks();
             match commands::apply(&mut state, pending.command.clone(), &mut effects) {
                 Ok(outcome) => {
-                    // A part of a larger import answers with the whole
-                    // import's count, set when it was split.
-                    if !matches!(pending.outcome, Outcome::Imported(_)) {
-                        pending.outcome = outcome;
-                    }
+                    pending.outcome = outcome;
                     accepted.push(pending);
                 }
                 Err(error) => {
                     effects.truncate(marks);
-                    if let Some(reply) = pending.reply.take() {
-                        let _ = reply.send(Err(error));
-                    }
+                    pending.answer(Err(error));
                 }
             }
         }
@@ -303,8 +342,10 @@ impl ClusterWriter {
     /// An import larger than one transaction: validated whole against the
     /// state, so bad input writes nothing, then queued as parts of
     /// [`IMPORT_CHUNK`] instances, each its own transaction; the caller is
-    /// answered when the last part is. A part that fails (etcd went away)
-    /// fails the import with the parts before it written.
+    /// answered once every part is written and shown here (read-your-writes
+    /// holds for the whole import). A part that fails (etcd went away)
+    /// fails the import, with the parts before it written, and the rest are
+    /// dropped.
     fn import_in_parts(&mut self, shared: &Shared, mut pending: Pending) {
         let Command::Import { instances } = &pending.command else {
             return;
@@ -329,19 +370,21 @@ impl ClusterWriter {
             .chunks(IMPORT_CHUNK)
             .map(<[StoredInstance]>::to_vec)
             .collect();
-        let last = parts.len().saturating_sub(1);
-        for (i, part) in parts.into_iter().enumerate() {
-            let reply = if i == last {
-                pending.reply.take()
-            } else {
-                None
-            };
+        let job = Arc::new(ImportJob {
+            count,
+            state: std::sync::Mutex::new(ImportState {
+                reply: pending.reply.take(),
+                remaining: parts.len(),
+            }),
+        });
+        for part in parts {
             self.retry.push_back(Pending {
-                reply,
-                outcome: Outcome::Imported(count),
+                reply: None,
+                outcome: Outcome::Imported(0),
                 command: Command::Import { instances: part },
                 attempts: 0,
                 check: None,
+                part_of: Some(job.clone()),
             });
         }
     }
@@ -754,11 +797,14 @@ impl Pending {
             command: envelope.command,
             attempts: 0,
             check,
+            part_of: None,
         }
     }
 
     fn answer(self, outcome: Result<Outcome, RegistryError>) {
-        if let Some(reply) = self.reply {
+        if let Some(job) = self.part_of {
+            job.part_done(outcome);
+        } else if let Some(reply) = self.reply {
             let _ = reply.send(outcome);
         }
     }
