@@ -13,7 +13,10 @@
 //! - [`load`]: a concurrent write load with a model of what each
 //!   acknowledgement promises, for crash and shutdown tests;
 //! - [`etcd`]: a real etcd cluster of 1 or 3 members whose members a test
-//!   kills and restarts ([`etcd::EtcdCluster`]), for cluster mode.
+//!   kills and restarts ([`etcd::EtcdCluster`]), for cluster mode;
+//! - [`cluster`]: N roster processes in cluster mode on one etcd cluster
+//!   ([`cluster::RosterCluster`]), with the HTTP and DNS reads every node
+//!   is compared by.
 //!
 //! Every wait here has an overall deadline, so a broken server fails a test
 //! instead of hanging it; none of them is a timing assertion.
@@ -23,6 +26,7 @@
 // `unreachable_pub` to guard.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod cluster;
 pub mod dns;
 pub mod etcd;
 pub mod http;

@@ -74,12 +74,30 @@ impl Site {
     /// Starts roster: `Ok` once it logs that it is serving, `Err` if it
     /// exits first.
     pub async fn try_start(&self) -> Result<Roster, Exited> {
+        self.try_start_with(&[]).await
+    }
+
+    /// [`Site::start`] with `extra` arguments after the usual ones (e.g.
+    /// `--etcd URLS --node NAME` for cluster mode).
+    pub async fn start_with(&self, extra: &[&str]) -> Roster {
+        match self.try_start_with(extra).await {
+            Ok(roster) => roster,
+            Err(exited) => panic!(
+                "roster {extra:?} did not start ({}):\n{}",
+                exited.status, exited.stderr
+            ),
+        }
+    }
+
+    /// [`Site::try_start`] with `extra` arguments after the usual ones.
+    pub async fn try_start_with(&self, extra: &[&str]) -> Result<Roster, Exited> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_roster"))
             .args(["serve", "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(self.data_dir())
             .arg("--zones")
             .arg(self.root.path().join("zones"))
+            .args(extra)
             .current_dir(self.root.path())
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info,hickory_server=warn,hickory_net=warn")
