@@ -848,3 +848,60 @@ async fn ttl_heartbeats_through_any_node_keep_a_check_passing_everywhere() {
         cluster.wait_dns(node, "worker", &[]).await;
     }
 }
+// 4b ------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_one_etcd_follower_down_every_write_succeeds_first_time() {
+    const WRITES: u16 = 30;
+    let mut cluster = RosterCluster::start(3).await;
+    blocking(|| {
+        let leader = cluster.etcd.leader();
+        cluster.etcd.kill((leader + 1) % 3);
+        // The two left keep (or elect) a leader.
+        cluster.etcd.leader();
+    });
+    let mut failed = Vec::new();
+    for node in cluster.all() {
+        for i in 0..WRITES {
+            let id = format!("f-{node}-{i}");
+            let reply = cluster
+                .register(node, "quorum", &id, &plain("127.0.0.9", 1000 + i))
+                .await;
+            if reply.status != 200 {
+                failed.push(format!("{id}: {} {}", reply.status, reply.body));
+            }
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} writes failed with a quorum of etcd up:\n{}",
+        failed.len(),
+        3 * WRITES,
+        failed.join("\n")
+    );
+}
+
+// 9b ------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_import_is_whole_on_the_node_that_acked_it() {
+    let cluster = RosterCluster::start(3).await;
+    let instances: Vec<Value> = (0..100)
+        .map(|i| {
+            json!({
+                "service": format!("bulk-{}", i % 4),
+                "id": format!("b-{i:03}"),
+                "address": "127.0.0.50",
+                "port": 1000 + i,
+                "weight": 1,
+                "priority": 0,
+            })
+        })
+        .collect();
+    let file = json!({ "version": 1, "index": 1, "instances": instances });
+    let reply = cluster.put(0, "/v1/import", &file).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    // Read-your-writes: the acking node shows the whole import at once.
+    let export_a = cluster.export(0).await;
+    assert_eq!(export_a.len(), 100, "node A right after acking the import");
+}
