@@ -33,8 +33,11 @@ pub struct Change {
     pub deleted: bool,
 }
 
-/// Waits between attempts to reach etcd again, doubling up to the last.
-const BACKOFF: [Duration; 4] = [
+/// Waits between attempts to reach etcd again, growing to the last. The
+/// first retry is at once: it goes to the next endpoint, and writes wait
+/// for the feed to show them.
+const BACKOFF: [Duration; 5] = [
+    Duration::ZERO,
     Duration::from_millis(100),
     Duration::from_millis(250),
     Duration::from_millis(500),
@@ -99,7 +102,7 @@ pub async fn run(etcd: Etcd, prefix: String, mut next: i64, feed: mpsc::Sender<F
 /// when the writer is gone.
 async fn stale(feed: &mpsc::Sender<FeedItem>, live: &mut bool, error: &str) -> bool {
     if *live {
-        warn!(%error, "lost the etcd watch: DNS answers from the last table until etcd is back; writes answer 503");
+        warn!(%error, "lost the etcd watch; reconnecting. Until then DNS answers from the last table");
         *live = false;
         return feed.send(FeedItem::Live(false)).await.is_ok();
     }

@@ -145,8 +145,8 @@ pub(super) struct ClusterWriter {
     applied: i64,
     /// Committed writes, in revision order.
     waiting: VecDeque<Parked>,
-    /// No transaction starts before the feed reaches this revision (the
-    /// one a lost race was lost at).
+    /// No transaction starts before the feed reaches this revision: the
+    /// one the last transaction committed at, or lost its race at.
     catch_up_to: i64,
     /// Commands to try again, one per transaction, before new ones.
     retry: VecDeque<Pending>,
@@ -154,8 +154,6 @@ pub(super) struct ClusterWriter {
     catching_up_since: Option<Instant>,
     /// Commands taken from the queue and not yet in a transaction.
     backlog: VecDeque<Pending>,
-    /// Whether the feed is following etcd.
-    live: bool,
 }
 
 /// What the cluster writer is started with.
@@ -196,7 +194,6 @@ impl ClusterWriter {
             retry: VecDeque::new(),
             backlog: VecDeque::new(),
             catching_up_since: None,
-            live: true,
         }
     }
 
@@ -213,12 +210,6 @@ impl ClusterWriter {
                 let Some(shared) = self.shared.upgrade() else {
                     break;
                 };
-                if !self.live {
-                    // A write this node could not show (its feed is down)
-                    // is refused, promptly, rather than made blind.
-                    self.refuse_while_stale();
-                    continue;
-                }
                 let batch = self.next_batch();
                 in_flight = self.prepare(&shared, batch);
                 continue;
@@ -566,24 +557,6 @@ impl ClusterWriter {
         }
     }
 
-    /// Fails every command waiting for a transaction: the feed is not
-    /// following etcd, so this node could not show what it wrote.
-    fn refuse_while_stale(&mut self) {
-        let failure = Arc::new(StoreError::Unreachable {
-            endpoints: self.cluster.etcd.endpoints().to_owned(),
-            source: "this node has lost its watch on etcd and is reconnecting".into(),
-        });
-        for pending in self.retry.drain(..).chain(self.backlog.drain(..)) {
-            if let Some((id, check_id)) = &pending.check {
-                let _ = self.events.send(RegistryEvent::NotApplied {
-                    id: id.clone(),
-                    check_id: check_id.clone(),
-                });
-            }
-            pending.answer(Err(RegistryError::Store(failure.clone())));
-        }
-    }
-
     /// Answers every committed write whose revision the feed has applied.
     fn release(&mut self, shared: &Shared) {
         while self
@@ -643,7 +616,6 @@ impl ClusterWriter {
                 self.release(shared);
             }
             FeedItem::Live(live) => {
-                self.live = live;
                 self.metrics
                     .cluster_stale
                     .store(!live, std::sync::atomic::Ordering::Relaxed);
