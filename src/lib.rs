@@ -206,6 +206,20 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    let (_keep, acl_updates) = mpsc::channel(1);
+    run_reloading(config, listeners, shutdown, acl_updates).await
+}
+
+/// [`run`], taking new ACL settings from `acl_updates` while it runs (the
+/// binary sends the config file's `[acl]` on SIGHUP). Each is checked as at
+/// start-up; one that would leave a non-loopback API without ACLs is
+/// refused with an error in the log, and the tokens in force stay.
+pub async fn run_reloading(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    mut acl_updates: mpsc::Receiver<config::AclConfig>,
+) -> Result<(), RunError> {
     config.validate("configuration")?;
     let domain = config
         .domain_name()
@@ -291,6 +305,34 @@ pub async fn run(
         tcp_timeouts,
     );
 
+    let acl = Arc::new(arc_swap::ArcSwap::from_pointee(http::acl::Acl::new(
+        &config.acl,
+    )));
+    if config.acl.enabled {
+        info!(tokens = config.acl.tokens.len(), default_policy = ?config.acl.default_policy, "ACLs are on");
+    }
+    let reloads = {
+        let acl = acl.clone();
+        let mut running = config.clone();
+        tokio::spawn(async move {
+            while let Some(update) = acl_updates.recv().await {
+                running.acl = update;
+                match running.validate("reloaded configuration") {
+                    Ok(()) => {
+                        acl.store(Arc::new(http::acl::Acl::new(&running.acl)));
+                        info!(
+                            enabled = running.acl.enabled,
+                            tokens = running.acl.tokens.len(),
+                            "ACL tokens reloaded"
+                        );
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "the reloaded ACL settings are refused; the ones in force stay");
+                    }
+                }
+            }
+        })
+    };
     let shutting_down = tokio_util::sync::CancellationToken::new();
     let app = http::router(http::AppState {
         shutting_down: shutting_down.clone(),
@@ -300,6 +342,7 @@ pub async fn run(
         metrics: metrics.clone(),
         consul: config.consul.clone(),
         cluster: cluster.is_some(),
+        acl: acl.clone(),
     });
     let (stop_http, http_stopped) = oneshot::channel::<()>();
     let http_limits = http::server::HttpLimits {
@@ -371,6 +414,7 @@ pub async fn run(
             Ok(Ok(()))
         }
     };
+    reloads.abort();
     dns_server.shutdown().await;
     // Leave the cluster before the checks stop, so they move at once.
     if let (Some((task, key)), Some(cluster)) = (membership, &cluster) {

@@ -193,9 +193,41 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + S
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     let config = args.config()?;
+    let acl_updates = reload_on_sighup(args.config.clone())?;
     let listeners = Listeners::bind(&config).await?;
-    roster::run(config, listeners, shutdown).await?;
+    roster::run_reloading(config, listeners, shutdown, acl_updates).await?;
     Ok(())
+}
+
+/// On SIGHUP, reads the config file again (the same one `serve` read) and
+/// hands its `[acl]` to the running server; a file that does not load is
+/// logged, and the tokens in force stay.
+fn reload_on_sighup(
+    path: Option<PathBuf>,
+) -> anyhow::Result<tokio::sync::mpsc::Receiver<roster::config::AclConfig>> {
+    let (updates, received) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                match Config::load(path.as_deref()) {
+                    Ok(config) => {
+                        if updates.send(config.acl).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "SIGHUP: the configuration does not load; the ACL tokens in force stay");
+                    }
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = (path, updates);
+    Ok(received)
 }
 
 #[tokio::main]

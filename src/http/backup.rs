@@ -9,6 +9,7 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::acl::Caller;
 use super::{
     body::{body_bytes_within, parse_json},
     error::ApiError,
@@ -32,7 +33,11 @@ pub(super) struct Export {
 }
 
 /// `GET /v1/export`: every instance with its checks and maintenance flag.
-pub(super) async fn export(State(state): State<AppState>) -> Response {
+pub(super) async fn export(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    caller.require_management()?;
     let registry = state.registry.state();
     let instances = registry
         .services
@@ -40,19 +45,22 @@ pub(super) async fn export(State(state): State<AppState>) -> Response {
         .flat_map(|service| service.instances())
         .map(|i| StoredInstance::new(&i.instance, i.maintenance.clone(), i.create_index))
         .collect();
-    Json(Export {
+    Ok(Json(Export {
         version: EXPORT_VERSION,
         index: registry.index,
         instances,
     })
-    .into_response()
+    .into_response())
 }
 
 /// `PUT /v1/import`: registers every instance of an export, all or nothing.
 pub(super) async fn import(
     State(state): State<AppState>,
+    caller: Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    // Before the body is read: an import may be 64 MiB.
+    caller.require_management()?;
     // The body is parsed straight into `Export` (see `parse_json`) and its
     // bytes are dropped before the import runs, so at most the body and the
     // typed instances are in memory together.

@@ -4,6 +4,7 @@
 //! Owns: HTTP routing, bodies and error mapping. Must not: touch the store or
 //! the record table.
 
+pub mod acl;
 mod backup;
 #[doc(hidden)]
 pub mod body; // Public only for the fuzzer in fuzz/.
@@ -31,7 +32,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/metrics",
             get(
-                |State(state): State<AppState>| async move { axum::Json(state.metrics.snapshot()) },
+                |State(state): State<AppState>, caller: acl::Caller| async move {
+                    caller.require_agent_read()?;
+                    Ok::<_, ApiError>(axum::Json(state.metrics.snapshot()))
+                },
             ),
         )
         .route("/v1/services/{service}", get(native::get_service))
@@ -68,7 +72,9 @@ pub fn router(state: AppState) -> Router {
 /// their HTTP and DNS addresses and how many checks each runs.
 async fn cluster_members(
     State(state): State<AppState>,
+    caller: acl::Caller,
 ) -> Result<axum::Json<Vec<crate::cluster::keys::MemberRecord>>, ApiError> {
+    caller.require_agent_read()?;
     if !state.cluster {
         return Err(ApiError::not_found(
             "roster is not running as a cluster: start it with --etcd (or [cluster] etcd)",

@@ -12,6 +12,7 @@ use axum::{
 use serde::Deserialize;
 
 use super::{
+    acl::Caller,
     body::{body_bytes, parse_json},
     error::ApiError,
     state::AppState,
@@ -56,6 +57,23 @@ fn named_instance(
     Ok((parsed_service, parsed_id))
 }
 
+/// Write access to the service a path names and, when the instance is
+/// registered, to the service it is really in: names that share a DNS label
+/// (`Web`, `web`) reach the same instances, and a token's rules are about
+/// names.
+fn require_write_instance(
+    state: &AppState,
+    caller: &Caller,
+    service: &str,
+    id: &str,
+) -> Result<(), ApiError> {
+    caller.require_write(service)?;
+    if let Some(existing) = state.registry.state().instance(id) {
+        caller.require_write(existing.instance.service.as_str())?;
+    }
+    Ok(())
+}
+
 fn instance_response(state: &AppState, outcome: Outcome) -> Response {
     match outcome {
         Outcome::Instance(instance) => Json(views::instance_view(
@@ -72,10 +90,12 @@ fn instance_response(state: &AppState, outcome: Outcome) -> Response {
 /// `PUT /v1/services/{service}/instances/{id}`: create or replace.
 pub(super) async fn register(
     State(state): State<AppState>,
+    caller: Caller,
     path: Result<Path<(String, String)>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let (service, id) = path_pair(path)?;
+    caller.require_write(&service)?;
     let body: InstanceBody = parse_json(&body_bytes(body)?)?;
     let instance = body.validate(&service, &id)?;
     let outcome = state
@@ -91,9 +111,11 @@ pub(super) async fn register(
 /// `DELETE /v1/services/{service}/instances/{id}`.
 pub(super) async fn deregister(
     State(state): State<AppState>,
+    caller: Caller,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let (service, id) = path_pair(path)?;
+    require_write_instance(&state, &caller, &service, &id)?;
     let (service, id) = named_instance(&state, service, id)?;
     let outcome = state
         .registry
@@ -108,14 +130,17 @@ pub(super) async fn deregister(
 /// `GET /v1/services/{service}/instances/{id}`.
 pub(super) async fn get_instance(
     State(state): State<AppState>,
+    caller: Caller,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let (service, id) = path_pair(path)?;
+    caller.require_read(&service)?;
     let registry = state.registry.state();
     let instance = registry
         .service_by_name(&service)
         .and_then(|s| s.get(&id))
         .ok_or_else(|| ApiError::not_found(format!("no instance {id:?} in service {service:?}")))?;
+    caller.require_read(instance.instance.service.as_str())?;
     Ok(instance_response(
         &state,
         Outcome::Instance(instance.clone()),
@@ -123,11 +148,13 @@ pub(super) async fn get_instance(
 }
 
 /// `GET /v1/services`: every service with its instance counts.
-pub(super) async fn list_services(State(state): State<AppState>) -> Response {
+/// Only the services the caller may read are listed.
+pub(super) async fn list_services(State(state): State<AppState>, caller: Caller) -> Response {
     let registry = state.registry.state();
     let services: Vec<_> = registry
         .services
         .values()
+        .filter(|s| caller.may_read(s.name.as_str()))
         .map(|s| views::service_summary(s, &state.domain, state.include_warning))
         .collect();
     Json(services).into_response()
@@ -136,13 +163,16 @@ pub(super) async fn list_services(State(state): State<AppState>) -> Response {
 /// `GET /v1/services/{service}`: the service's instances with their health.
 pub(super) async fn get_service(
     State(state): State<AppState>,
+    caller: Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(service) = path.map_err(|e| ApiError::bad_request("path", e.body_text()))?;
+    caller.require_read(&service)?;
     let registry = state.registry.state();
     let found = registry
         .service_by_name(&service)
         .ok_or_else(|| ApiError::not_found(format!("no service {service:?}")))?;
+    caller.require_read(found.name.as_str())?;
     Ok(Json(views::service_view(
         found,
         &state.domain,
@@ -162,10 +192,12 @@ struct HeartbeatBody {
 /// instance's TTL checks (passing unless the body says otherwise).
 pub(super) async fn heartbeat(
     State(state): State<AppState>,
+    caller: Caller,
     path: Result<Path<(String, String)>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let (service, id) = path_pair(path)?;
+    require_write_instance(&state, &caller, &service, &id)?;
     let bytes = body_bytes(body)?;
     let body: HeartbeatBody = if bytes.iter().all(u8::is_ascii_whitespace) {
         HeartbeatBody::default()
@@ -211,10 +243,12 @@ struct MaintenanceBody {
 /// instance out of DNS (`enable: true`) or put it back.
 pub(super) async fn maintenance(
     State(state): State<AppState>,
+    caller: Caller,
     path: Result<Path<(String, String)>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let (service, id) = path_pair(path)?;
+    require_write_instance(&state, &caller, &service, &id)?;
     let body: MaintenanceBody = parse_json(&body_bytes(body)?)?;
     let reason = body.reason.unwrap_or_default();
     validate_maintenance_reason(&reason).map_err(|e| ApiError::bad_request(e.field, e.message))?;

@@ -20,6 +20,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// How roster presents itself to Consul clients.
     pub consul: ConsulConfig,
+    /// The ACL tokens in force; swapped whole on SIGHUP.
+    pub acl: Arc<arc_swap::ArcSwap<super::acl::Acl>>,
     /// Whether the registry lives in etcd, shared with other nodes.
     pub cluster: bool,
     /// Cancelled when roster begins to shut down: blocked Consul queries

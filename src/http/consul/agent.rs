@@ -17,6 +17,7 @@ use axum::{
 };
 
 use super::{
+    acl::ConsulCaller,
     check_ids::ensure_check_ids_are_free,
     error::{ConsulError, body_bytes, edited},
     query::{Params, parse_go_bool},
@@ -45,6 +46,7 @@ fn unknown_service_as_404(id: &str) -> impl FnOnce(RegistryError) -> ConsulError
 /// unless `?replace-existing-checks` is set.
 pub(super) async fn register_service(
     State(state): State<AppState>,
+    caller: ConsulCaller,
     params: Params,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ConsulError> {
@@ -54,12 +56,18 @@ pub(super) async fn register_service(
         .get("replace-existing-checks")
         .is_some_and(|value| value.is_empty() || value == "true");
     let definition = instance_from_body(&bytes, &state.consul).await?;
+    caller.0.require_write(definition.service.as_str())?;
     // Merging with the checks the service already has is an edit of what is
     // registered, so a check registered meanwhile is not lost.
     let result = state
         .registry
         .edit(definition.id.as_str(), |registry, previous| {
             let mut instance = definition.clone();
+            // Re-registering an ID moves it from its service: that needs
+            // write access there too.
+            if let Some(previous) = previous {
+                caller.0.require_write(previous.instance.service.as_str())?;
+            }
             if !replace_existing_checks && let Some(previous) = previous {
                 for check in &previous.instance.checks {
                     if !instance.checks.iter().any(|c| c.id == check.id) {
@@ -82,8 +90,10 @@ pub(super) async fn register_service(
 /// `PUT /v1/agent/service/deregister/:id`: remove the service and its checks.
 pub(super) async fn deregister_service(
     State(state): State<AppState>,
+    caller: ConsulCaller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ConsulError> {
+    caller.require_write_instance(&state, &id)?;
     // An ID that cannot be valid is not registered.
     let instance = InstanceId::parse(&id).map_err(|_| ConsulError::unknown_service(&id))?;
     state
@@ -102,9 +112,11 @@ pub(super) async fn deregister_service(
 /// check meanwhile) or bring it back.
 pub(super) async fn service_maintenance(
     State(state): State<AppState>,
+    caller: ConsulCaller,
     Path(id): Path<String>,
     params: Params,
 ) -> Result<StatusCode, ConsulError> {
+    caller.require_write_instance(&state, &id)?;
     let enable = match params.get("enable") {
         None | Some("") => return Err(ConsulError::bad_request("Missing value for enable")),
         Some(text) => parse_go_bool(text).ok_or_else(|| {
@@ -129,10 +141,11 @@ pub(super) async fn service_maintenance(
 
 /// `GET /v1/agent/services`: every instance by ID, whichever door
 /// registered it. py-consul's `filter` expression is ignored.
-pub(super) async fn services(State(state): State<AppState>) -> Response {
+pub(super) async fn services(State(state): State<AppState>, caller: ConsulCaller) -> Response {
     let registry = state.registry.state();
     let node = NodeInfo::new(&state.consul);
     let services: BTreeMap<&str, views::AgentService> = views::all_instances(&registry)
+        .filter(|i| caller.0.may_read(i.instance.service.as_str()))
         .map(|i| (i.instance.id.as_str(), views::agent_service(i, &node)))
         .collect();
     Json(services).into_response()
@@ -142,6 +155,7 @@ pub(super) async fn services(State(state): State<AppState>) -> Response {
 /// on this endpoint is not implemented: `?hash` answers 501.
 pub(super) async fn service(
     State(state): State<AppState>,
+    caller: ConsulCaller,
     Path(id): Path<String>,
     params: Params,
 ) -> Result<Response, ConsulError> {
@@ -155,15 +169,17 @@ pub(super) async fn service(
     let instance = registry
         .instance(&id)
         .ok_or_else(|| ConsulError::not_found(format!("unknown service ID: {id}")))?;
+    caller.0.require_read(instance.instance.service.as_str())?;
     let node = NodeInfo::new(&state.consul);
     Ok(Json(views::agent_service(instance, &node)).into_response())
 }
 
 /// `GET /v1/agent/checks`: every check by ID, maintenance checks included.
-pub(super) async fn checks(State(state): State<AppState>) -> Response {
+pub(super) async fn checks(State(state): State<AppState>, caller: ConsulCaller) -> Response {
     let registry = state.registry.state();
     let node = NodeInfo::new(&state.consul);
     let checks: BTreeMap<String, views::HealthCheck> = views::all_instances(&registry)
+        .filter(|i| caller.0.may_read(i.instance.service.as_str()))
         .flat_map(|i| views::instance_checks(i, &node))
         .map(|check| (check.check_id.clone(), check))
         .collect();

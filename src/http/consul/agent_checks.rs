@@ -20,6 +20,7 @@ use axum::{
 };
 
 use super::{
+    acl::ConsulCaller,
     check_ids::{Found, ensure_check_ids_are_free, find_check},
     checks::ConsulCheck,
     error::{ConsulError, body_bytes, edited},
@@ -38,6 +39,7 @@ use serde::Deserialize;
 /// it, as in Consul.
 pub(super) async fn register(
     State(state): State<AppState>,
+    caller: ConsulCaller,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ConsulError> {
     let mut check = ConsulCheck::decode(parse_body(&body_bytes(body)?)?)?;
@@ -69,6 +71,7 @@ pub(super) async fn register(
             let existing = existing.ok_or_else(|| {
                 ConsulError::not_found(format!("ServiceID {service_id:?} does not exist"))
             })?;
+            caller.0.require_write(existing.instance.service.as_str())?;
             let mut instance = (*existing.instance).clone();
             match instance.checks.iter_mut().find(|c| c.id == definition.id) {
                 Some(slot) => *slot = definition.clone(),
@@ -90,8 +93,10 @@ pub(super) async fn register(
 /// `_service_maintenance:<id>` check ends the maintenance, as in Consul.
 pub(super) async fn deregister(
     State(state): State<AppState>,
+    caller: ConsulCaller,
     Path(check_id): Path<String>,
 ) -> Result<StatusCode, ConsulError> {
+    caller.require_write_check(&state, &check_id)?;
     let registry = state.registry.state();
     let owner = match find_check(&registry, &check_id) {
         None => return Err(ConsulError::unknown_check(&check_id)),
@@ -129,28 +134,31 @@ pub(super) async fn deregister(
 /// `PUT /v1/agent/check/pass/:check_id?note=...`.
 pub(super) async fn pass(
     state: State<AppState>,
+    caller: ConsulCaller,
     path: Path<String>,
     params: Params,
 ) -> Result<StatusCode, ConsulError> {
-    report(state, path, note_param(&params), Status::Passing).await
+    report(state, caller, path, note_param(&params), Status::Passing).await
 }
 
 /// `PUT /v1/agent/check/warn/:check_id?note=...`.
 pub(super) async fn warn(
     state: State<AppState>,
+    caller: ConsulCaller,
     path: Path<String>,
     params: Params,
 ) -> Result<StatusCode, ConsulError> {
-    report(state, path, note_param(&params), Status::Warning).await
+    report(state, caller, path, note_param(&params), Status::Warning).await
 }
 
 /// `PUT /v1/agent/check/fail/:check_id?note=...`.
 pub(super) async fn fail(
     state: State<AppState>,
+    caller: ConsulCaller,
     path: Path<String>,
     params: Params,
 ) -> Result<StatusCode, ConsulError> {
-    report(state, path, note_param(&params), Status::Critical).await
+    report(state, caller, path, note_param(&params), Status::Critical).await
 }
 
 fn note_param(params: &Params) -> String {
@@ -173,6 +181,7 @@ struct UpdateBody {
 /// or `critical` is Consul's 400.
 pub(super) async fn update(
     state: State<AppState>,
+    caller: ConsulCaller,
     path: Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ConsulError> {
@@ -191,13 +200,14 @@ pub(super) async fn update(
             ));
         }
     };
-    report(state, path, body.output, status).await
+    report(state, caller, path, body.output, status).await
 }
 
 /// A TTL report: sets the status, makes the note the check's output and
 /// restarts the TTL. A check that is not a TTL check is Consul's 500.
 async fn report(
     State(state): State<AppState>,
+    caller: ConsulCaller,
     Path(check_id): Path<String>,
     mut note: String,
     status: Status,
@@ -222,6 +232,7 @@ async fn report(
             instance
         }
     };
+    caller.0.require_write(instance.instance.service.as_str())?;
     if note.len() > MAX_NOTE_BYTES {
         let mut end = MAX_NOTE_BYTES;
         while !note.is_char_boundary(end) {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, State};
 
 use super::{
+    acl::ConsulCaller,
     blocking::Blocking,
     response::Indexed,
     views::{self, NodeInfo, ServiceNode},
@@ -16,6 +17,7 @@ use crate::http::state::AppState;
 /// de-duplicated, `[]` rather than `null`.
 pub(super) async fn services(
     State(state): State<AppState>,
+    caller: ConsulCaller,
     blocking: Blocking,
 ) -> Indexed<BTreeMap<String, Vec<String>>> {
     blocking.query.wait(&state).await;
@@ -23,6 +25,7 @@ pub(super) async fn services(
     let services = registry
         .services
         .values()
+        .filter(|service| caller.0.may_read(service.name.as_str()))
         .map(|service| {
             let mut tags: Vec<String> = Vec::new();
             for instance in service.instances() {
@@ -40,9 +43,11 @@ pub(super) async fn services(
 
 /// `GET /v1/catalog/service/:name?tag=...`: one `ServiceNode` per instance
 /// carrying every requested tag; `[]` for a service roster does not know.
-/// The name matches as registered or as its DNS label.
+/// The name matches as registered or as its DNS label. A service the
+/// caller may not read answers `[]`, as Consul filters by ACL.
 pub(super) async fn service(
     State(state): State<AppState>,
+    caller: ConsulCaller,
     Path(name): Path<String>,
     blocking: Blocking,
 ) -> Indexed<Vec<ServiceNode>> {
@@ -52,6 +57,7 @@ pub(super) async fn service(
     let tags: Vec<&str> = blocking.params.all("tag").collect();
     let nodes = registry
         .service_by_name(&name)
+        .filter(|service| caller.0.may_read(&name) && caller.0.may_read(service.name.as_str()))
         .map(|service| {
             service
                 .instances()

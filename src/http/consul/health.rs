@@ -18,6 +18,7 @@
 use axum::extract::{Path, State};
 
 use super::{
+    acl::ConsulCaller,
     blocking::Blocking,
     error::ConsulError,
     response::Indexed,
@@ -29,6 +30,7 @@ use crate::{http::state::AppState, model::Status};
 /// Checks}` per instance; `Checks` includes the node's `serfHealth`.
 pub(super) async fn service(
     State(state): State<AppState>,
+    caller: ConsulCaller,
     Path(name): Path<String>,
     blocking: Blocking,
 ) -> Result<Indexed<Vec<ServiceEntry>>, ConsulError> {
@@ -42,6 +44,7 @@ pub(super) async fn service(
     let tags: Vec<&str> = blocking.params.all("tag").collect();
     let entries = registry
         .service_by_name(&name)
+        .filter(|service| caller.0.may_read(&name) && caller.0.may_read(service.name.as_str()))
         .map(|service| {
             service
                 .instances()
@@ -59,6 +62,7 @@ pub(super) async fn service(
 /// `GET /v1/health/checks/:name`: the checks of the service's instances.
 pub(super) async fn checks(
     State(state): State<AppState>,
+    caller: ConsulCaller,
     Path(name): Path<String>,
     blocking: Blocking,
 ) -> Indexed<Vec<HealthCheck>> {
@@ -67,6 +71,7 @@ pub(super) async fn checks(
     let node = NodeInfo::new(&state.consul);
     let checks = registry
         .service_by_name(&name)
+        .filter(|service| caller.0.may_read(&name) && caller.0.may_read(service.name.as_str()))
         .map(|service| {
             service
                 .instances()
@@ -81,6 +86,7 @@ pub(super) async fn checks(
 /// `passing`, `warning`, `critical`), node checks included.
 pub(super) async fn state(
     State(state): State<AppState>,
+    caller: ConsulCaller,
     Path(wanted): Path<String>,
     blocking: Blocking,
 ) -> Result<Indexed<Vec<HealthCheck>>, ConsulError> {
@@ -95,7 +101,11 @@ pub(super) async fn state(
     let registry = state.registry.state();
     let node = NodeInfo::new(&state.consul);
     let checks = std::iter::once(views::serf_health(&node))
-        .chain(views::all_instances(&registry).flat_map(|i| views::instance_checks(i, &node)))
+        .chain(
+            views::all_instances(&registry)
+                .filter(|i| caller.0.may_read(i.instance.service.as_str()))
+                .flat_map(|i| views::instance_checks(i, &node)),
+        )
         .filter(|check| filter.is_none_or(|status| check.status == status))
         .collect();
     Ok(Indexed(registry.index, checks))

@@ -26,6 +26,7 @@
 //! | `views.rs`, `response.rs`, `error.rs` | what goes back on the wire |
 //! | `unsupported.rs` | 501 for the rest of Consul's API |
 
+mod acl;
 mod agent;
 mod agent_checks;
 mod blocking;

@@ -3,9 +3,9 @@
 //! send `str(True)` (`enable=True`) and `passing=1`.
 //!
 //! Parameters roster has no use for (`dc`, `stale`, `consistent`, `near`,
-//! `node-meta`, `filter`, `ns`, `peer`, `merge-central-config`, `pretty`,
-//! `token`) are accepted and ignored: roster is a single node in a single
-//! datacenter without ACLs.
+//! `node-meta`, `filter`, `ns`, `peer`, `merge-central-config`, `pretty`)
+//! are accepted and ignored: roster is a single node in a single
+//! datacenter. `token` is read by the ACL (`http::acl`).
 
 use axum::{
     extract::{FromRequestParts, Query},

@@ -37,10 +37,14 @@ pub(super) async fn peers(State(state): State<AppState>) -> Json<Vec<String>> {
 /// with the fields clients read (`Config.Datacenter`, `Config.NodeName`,
 /// `Config.NodeID`, `Member.*`). roster is the server of its one-node
 /// cluster. The version is roster's own, marked as such.
-pub(super) async fn agent_self(State(state): State<AppState>) -> Json<Value> {
+pub(super) async fn agent_self(
+    State(state): State<AppState>,
+    caller: super::acl::ConsulCaller,
+) -> Result<Json<Value>, super::error::ConsulError> {
+    caller.0.require_agent_read()?;
     let node = NodeInfo::new(&state.consul);
     let version = env!("CARGO_PKG_VERSION");
-    Json(json!({
+    Ok(Json(json!({
         "Config": {
             "Datacenter": node.datacenter,
             "PrimaryDatacenter": node.datacenter,
@@ -67,5 +71,5 @@ pub(super) async fn agent_self(State(state): State<AppState>) -> Json<Value> {
         "Coord": null,
         "Stats": {},
         "xDS": null,
-    }))
+    })))
 }
