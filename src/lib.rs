@@ -343,6 +343,7 @@ pub async fn run_reloading(
         consul: config.consul.clone(),
         cluster: cluster.is_some(),
         acl: acl.clone(),
+        health: config.health.clone(),
     });
     let (stop_http, http_stopped) = oneshot::channel::<()>();
     let http_limits = http::server::HttpLimits {

@@ -135,11 +135,27 @@ fn ensure_venv(library: &Library) -> PathBuf {
 
 /// Runs the suite with `library` against a fresh roster.
 async fn run_suite(library: &'static Library) {
+    let server = start_server().await;
+    let port = |addr: std::net::SocketAddr| addr.port().to_string();
+    let args = [
+        "--http-port".to_owned(),
+        port(server.http_addr),
+        "--dns-port".to_owned(),
+        port(server.dns_addr),
+    ];
+    run_script(library, "compat_suite.py", &args).await;
+    server.stop().await;
+}
+
+/// Runs `script` (in `tests/consul_python/`) with `library`'s interpreter
+/// and `args`, and asserts that it passed.
+async fn run_script(library: &'static Library, script: &str, args: &[String]) {
     let python = tokio::task::spawn_blocking(|| ensure_venv(library))
         .await
         .expect("venv setup");
-    let server = start_server().await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/consul_python/compat_suite.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/consul_python")
+        .join(script);
     let mut command = tokio::process::Command::new(&python);
     command
         // -u: output unbuffered, so a failure shows how far it got;
@@ -148,8 +164,7 @@ async fn run_suite(library: &'static Library) {
         .arg("-B")
         .arg(&script)
         .args(["--library", library.name])
-        .args(["--http-port", &server.http_addr.port().to_string()])
-        .args(["--dns-port", &server.dns_addr.port().to_string()])
+        .args(args)
         // These would redirect or change the clients' requests
         // (python-consul lets CONSUL_HTTP_ADDR override an explicit port).
         .env_remove("CONSUL_HTTP_ADDR")
@@ -165,21 +180,73 @@ async fn run_suite(library: &'static Library) {
         .await
         .unwrap_or_else(|_| {
             panic!(
-                "{}: the suite did not finish in {SUITE_LIMIT:?}",
-                library.name
+                "{}: {} did not finish in {SUITE_LIMIT:?}",
+                library.name,
+                script.display()
             )
         })
         .unwrap_or_else(|e| panic!("{}: cannot run {python:?}: {e}", library.name));
-    server.stop().await;
     assert!(
         output.status.success(),
-        "the Consul compatibility suite failed with {}\n{}",
+        "{} failed with {}\n{}",
+        script.display(),
         library.name,
         describe(&output)
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("all passed"), "{}", describe(&output));
     println!("{stdout}");
+}
+
+/// Runs `acl_clients.py` with `library` against a roster with ACLs on:
+/// the library's own `token` setting, refusals, filtered reads.
+async fn run_acl_script(library: &'static Library) {
+    const ADMIN: &str = "admin-secret-for-tests";
+    const WEB: &str = "web-secret-for-tests";
+    let server = common::start_server_with(&[], |config| {
+        config.acl = acl_config(ADMIN, WEB);
+    })
+    .await;
+    let args = [
+        "--http-port".to_owned(),
+        server.http_addr.port().to_string(),
+        "--admin-token".to_owned(),
+        ADMIN.to_owned(),
+        "--web-token".to_owned(),
+        WEB.to_owned(),
+    ];
+    run_script(library, "acl_clients.py", &args).await;
+    server.stop().await;
+}
+
+/// ACLs on, default deny, a management token and one that writes `web*`
+/// and reads everything.
+fn acl_config(admin: &str, web: &str) -> roster::config::AclConfig {
+    let text = format!(
+        r#"
+        enabled = true
+        default_policy = "deny"
+        [[tokens]]
+        name = "admin"
+        secret = "{admin}"
+        management = true
+        [[tokens]]
+        name = "web-deployer"
+        secret = "{web}"
+        service_prefix = {{ "web" = "write", "" = "read" }}
+        "#
+    );
+    toml::from_str(&text).expect("a valid [acl] table")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_consul_1_1_0_uses_acl_tokens() {
+    run_acl_script(&PYTHON_CONSUL).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn py_consul_1_8_0_uses_acl_tokens() {
+    run_acl_script(&PY_CONSUL).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -77,6 +77,11 @@ pub(super) async fn import(
             ),
         ));
     }
+    for (i, instance) in export.instances.iter().enumerate() {
+        state
+            .admit_checks(&instance.checks)
+            .map_err(|e| ApiError::bad_request(format!("instances[{i}].{}", e.field), e.message))?;
+    }
     let outcome = state
         .registry
         .execute(Command::Import {

@@ -98,6 +98,7 @@ pub(super) async fn register(
     caller.require_write(&service)?;
     let body: InstanceBody = parse_json(&body_bytes(body)?)?;
     let instance = body.validate(&service, &id)?;
+    state.admit(&instance)?;
     let outcome = state
         .registry
         .execute(Command::Register {

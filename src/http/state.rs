@@ -8,7 +8,12 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::ConsulConfig, metrics::Metrics, registry::Registry};
+use crate::{
+    config::{ConsulConfig, HealthConfig},
+    metrics::Metrics,
+    model::{CheckDefinition, CheckKind, Instance, ValidationError},
+    registry::Registry,
+};
 
 /// What every handler needs; cheap to clone.
 #[derive(Clone)]
@@ -20,6 +25,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// How roster presents itself to Consul clients.
     pub consul: ConsulConfig,
+    /// What health checks may do (`[health]`).
+    pub health: HealthConfig,
     /// The ACL tokens in force; swapped whole on SIGHUP.
     pub acl: Arc<arc_swap::ArcSwap<super::acl::Acl>>,
     /// Whether the registry lives in etcd, shared with other nodes.
@@ -27,4 +34,31 @@ pub struct AppState {
     /// Cancelled when roster begins to shut down: blocked Consul queries
     /// answer at once instead of holding the shutdown up.
     pub shutting_down: CancellationToken,
+}
+
+impl AppState {
+    /// Refuses an instance whose checks the health policy forbids: an HTTP
+    /// check with a method `health.allowed_methods` does not list. (Where a
+    /// check may connect is decided when it runs, after its name resolves.)
+    pub fn admit(&self, instance: &Instance) -> Result<(), ValidationError> {
+        self.admit_checks(&instance.checks)
+    }
+
+    /// [`AppState::admit`] for a list of checks (an imported instance's).
+    pub fn admit_checks(&self, checks: &[CheckDefinition]) -> Result<(), ValidationError> {
+        for (i, check) in checks.iter().enumerate() {
+            if let CheckKind::Http { method, .. } = &check.kind
+                && !self.health.allows_method(method)
+            {
+                return Err(ValidationError::new(
+                    format!("checks[{i}].method"),
+                    format!(
+                        "{method} is not allowed for health checks here (health.allowed_methods: {}): a check is a request roster makes on the registrant's behalf",
+                        self.health.allowed_methods.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
 }

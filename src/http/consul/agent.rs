@@ -57,6 +57,9 @@ pub(super) async fn register_service(
         .is_some_and(|value| value.is_empty() || value == "true");
     let definition = instance_from_body(&bytes, &state.consul).await?;
     caller.0.require_write(definition.service.as_str())?;
+    state
+        .admit(&definition)
+        .map_err(ConsulError::invalid_check)?;
     // Merging with the checks the service already has is an edit of what is
     // registered, so a check registered meanwhile is not lost.
     let result = state
