@@ -520,7 +520,8 @@ async fn consul_status_codes_and_words() {
     );
     // Nothing above changed anything.
     assert_eq!(consul.index().await, before);
-    // Tokens are accepted and ignored, in the query and in the header.
+    // With ACLs off, tokens are accepted and change nothing, in the query
+    // and in the header (tests/security_acl.rs has ACLs on).
     consul
         .put_json(
             "/v1/agent/service/register?token=secret",
@@ -541,6 +542,45 @@ async fn consul_status_codes_and_words() {
     assert_eq!(
         consul.get("/v1/status/leader").await.json(),
         json!("127.0.0.1:8300")
+    );
+    consul.server.stop().await;
+}
+
+/// Never accept and ignore: what roster does not implement is refused, an
+/// unknown datacenter is Consul's 500, and a peer has nothing.
+#[tokio::test]
+async fn parameters_roster_does_not_implement_are_refused_not_ignored() {
+    let consul = Consul::start().await;
+    consul.register(ttl_service("web", "web-1", &[])).await;
+    for query in [
+        "/v1/agent/services?filter=Service%20%3D%3D%20web",
+        "/v1/catalog/service/web?near=_agent",
+        "/v1/health/service/web?node-meta=rack:a",
+        "/v1/catalog/services?ns=team-a",
+    ] {
+        consul.get(query).await.assert_error(400, "roster");
+    }
+    let reply = consul.get("/v1/health/service/web?dc=dc2").await;
+    reply.assert_status(500);
+    assert_eq!(reply.text, "No path to datacenter");
+    assert_eq!(
+        consul.get("/v1/health/service/web?dc=dc1").await.json()[0]["Service"]["ID"],
+        "web-1"
+    );
+    assert_eq!(
+        consul.get("/v1/health/service/web?peer=other").await.json(),
+        json!([])
+    );
+    assert_eq!(
+        consul.get("/v1/catalog/services?peer=other").await.json(),
+        json!({})
+    );
+    assert_eq!(
+        consul
+            .get("/v1/catalog/service/web?ns=default")
+            .await
+            .json()[0]["ServiceID"],
+        "web-1"
     );
     consul.server.stop().await;
 }

@@ -143,8 +143,15 @@ pub(super) async fn service_maintenance(
 }
 
 /// `GET /v1/agent/services`: every instance by ID, whichever door
-/// registered it. py-consul's `filter` expression is ignored.
-pub(super) async fn services(State(state): State<AppState>, caller: ConsulCaller) -> Response {
+/// registered it. py-consul's `filter` expression is refused (400), not
+/// ignored.
+/// Its parameters are read only to refuse what roster does not implement
+/// (`?filter=`).
+pub(super) async fn services(
+    State(state): State<AppState>,
+    caller: ConsulCaller,
+    _refused_unless_supported: Params,
+) -> Response {
     let registry = state.registry.state();
     let node = NodeInfo::new(&state.consul);
     let services: BTreeMap<&str, views::AgentService> = views::all_instances(&registry)
@@ -178,7 +185,11 @@ pub(super) async fn service(
 }
 
 /// `GET /v1/agent/checks`: every check by ID, maintenance checks included.
-pub(super) async fn checks(State(state): State<AppState>, caller: ConsulCaller) -> Response {
+pub(super) async fn checks(
+    State(state): State<AppState>,
+    caller: ConsulCaller,
+    _refused_unless_supported: Params,
+) -> Response {
     let registry = state.registry.state();
     let node = NodeInfo::new(&state.consul);
     let checks: BTreeMap<String, views::HealthCheck> = views::all_instances(&registry)

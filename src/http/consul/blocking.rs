@@ -95,6 +95,9 @@ impl BlockingQuery {
 pub(super) struct Blocking {
     pub params: Params,
     pub query: BlockingQuery,
+    /// `?peer=` was given: roster has no cluster peers, so the answer is
+    /// empty (Consul's, for a peer that exports nothing).
+    pub peered: bool,
 }
 
 impl FromRequestParts<AppState> for Blocking {
@@ -109,7 +112,22 @@ impl FromRequestParts<AppState> for Blocking {
             .await
             .map_err(|e| e.at(index()))?;
         let query = BlockingQuery::parse(&params).map_err(|e| e.at(index()))?;
-        Ok(Self { params, query })
+        if let Some(dc) = params.get("dc").filter(|dc| !dc.is_empty())
+            && *dc != state.consul.datacenter
+        {
+            // Consul's own answer for a datacenter it cannot reach.
+            return Err(ConsulError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "No path to datacenter",
+            )
+            .at(index()));
+        }
+        let peered = params.get("peer").is_some_and(|peer| !peer.is_empty());
+        Ok(Self {
+            params,
+            query,
+            peered,
+        })
     }
 }
 

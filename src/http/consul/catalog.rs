@@ -25,7 +25,7 @@ pub(super) async fn services(
     let services = registry
         .services
         .values()
-        .filter(|service| caller.0.may_read(service.name.as_str()))
+        .filter(|service| !blocking.peered && caller.0.may_read(service.name.as_str()))
         .map(|service| {
             let mut tags: Vec<String> = Vec::new();
             for instance in service.instances() {
@@ -57,7 +57,9 @@ pub(super) async fn service(
     let tags: Vec<&str> = blocking.params.all("tag").collect();
     let nodes = registry
         .service_by_name(&name)
-        .filter(|service| caller.0.may_read(&name) && caller.0.may_read(service.name.as_str()))
+        .filter(|service| {
+            !blocking.peered && caller.0.may_read(&name) && caller.0.may_read(service.name.as_str())
+        })
         .map(|service| {
             service
                 .instances()

@@ -44,7 +44,9 @@ pub(super) async fn service(
     let tags: Vec<&str> = blocking.params.all("tag").collect();
     let entries = registry
         .service_by_name(&name)
-        .filter(|service| caller.0.may_read(&name) && caller.0.may_read(service.name.as_str()))
+        .filter(|service| {
+            !blocking.peered && caller.0.may_read(&name) && caller.0.may_read(service.name.as_str())
+        })
         .map(|service| {
             service
                 .instances()
@@ -71,7 +73,9 @@ pub(super) async fn checks(
     let node = NodeInfo::new(&state.consul);
     let checks = registry
         .service_by_name(&name)
-        .filter(|service| caller.0.may_read(&name) && caller.0.may_read(service.name.as_str()))
+        .filter(|service| {
+            !blocking.peered && caller.0.may_read(&name) && caller.0.may_read(service.name.as_str())
+        })
         .map(|service| {
             service
                 .instances()
@@ -100,10 +104,12 @@ pub(super) async fn state(
     blocking.query.wait(&state).await;
     let registry = state.registry.state();
     let node = NodeInfo::new(&state.consul);
-    let checks = std::iter::once(views::serf_health(&node))
+    let node_checks = (!blocking.peered).then(|| views::serf_health(&node));
+    let checks = node_checks
+        .into_iter()
         .chain(
             views::all_instances(&registry)
-                .filter(|i| caller.0.may_read(i.instance.service.as_str()))
+                .filter(|i| !blocking.peered && caller.0.may_read(i.instance.service.as_str()))
                 .flat_map(|i| views::instance_checks(i, &node)),
         )
         .filter(|check| filter.is_none_or(|status| check.status == status))

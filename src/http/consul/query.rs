@@ -2,10 +2,17 @@
 //! booleans in Go's `strconv.ParseBool` forms, because the Python clients
 //! send `str(True)` (`enable=True`) and `passing=1`.
 //!
-//! Parameters roster has no use for (`dc`, `stale`, `consistent`, `near`,
-//! `node-meta`, `filter`, `ns`, `peer`, `merge-central-config`, `pretty`)
-//! are accepted and ignored: roster is a single node in a single
-//! datacenter. `token` is read by the ACL (`http::acl`).
+//! Never accept and ignore: a parameter that would change Consul's answer
+//! and that roster does not implement (`filter`, `near`, `node-meta`,
+//! `merge-central-config`, `cached`, a namespace or partition other than
+//! `default`) is refused with 400 saying so, rather than answered with
+//! something the client did not ask for. `dc` must name roster's
+//! datacenter (else Consul's 500 "No path to datacenter") and `peer`
+//! answers with nothing (roster has no peers); both are checked with the
+//! catalog and health endpoints that take them (`blocking.rs`). Parameters
+//! that do not change the answer are accepted: `stale` and `consistent`
+//! (one registry either way), `pretty`, and `token` (read by the ACL,
+//! `http::acl`).
 
 use axum::{
     extract::{FromRequestParts, Query},
@@ -55,7 +62,43 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
         let Query(pairs) = Query::<Vec<(String, String)>>::from_request_parts(parts, state)
             .await
             .map_err(|e| ConsulError::bad_request(format!("Invalid query string: {e}")))?;
-        Ok(Self(pairs))
+        let params = Self(pairs);
+        params.refuse_unimplemented()?;
+        Ok(params)
+    }
+}
+
+/// Parameters that change Consul's answer and that roster does not
+/// implement, with what to do instead.
+const UNIMPLEMENTED: [(&str, &str); 5] = [
+    (
+        "filter",
+        "Consul's filter expressions; ask without ?filter= and filter the answer in the client",
+    ),
+    ("near", "sorting by network distance; roster has one node"),
+    ("node-meta", "node metadata; roster's one node has none"),
+    ("merge-central-config", "central service configuration"),
+    ("cached", "agent caching; ask without ?cached"),
+];
+
+impl Params {
+    /// Refuses what roster would otherwise answer wrongly (module doc).
+    fn refuse_unimplemented(&self) -> Result<(), ConsulError> {
+        for (name, what) in UNIMPLEMENTED {
+            if self.get(name).is_some() {
+                return Err(ConsulError::bad_request(format!(
+                    "roster does not implement ?{name}= ({what})"
+                )));
+            }
+        }
+        for name in ["ns", "partition"] {
+            if let Some(value) = self.get(name).filter(|v| !v.is_empty() && *v != "default") {
+                return Err(ConsulError::bad_request(format!(
+                    "roster has no {name} {value:?}: it has only \"default\" (Consul Enterprise's namespaces and partitions are not implemented)"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -84,6 +127,25 @@ mod tests {
         for text in ["", "yes", "on", "tRUE", "2"] {
             assert_eq!(parse_go_bool(text), None, "{text}");
         }
+    }
+
+    #[test]
+    fn parameters_roster_does_not_implement_are_refused_not_ignored() {
+        let with = |name: &str, value: &str| Params(vec![(name.into(), value.into())]);
+        for name in [
+            "filter",
+            "near",
+            "node-meta",
+            "merge-central-config",
+            "cached",
+        ] {
+            let refused = with(name, "x").refuse_unimplemented();
+            assert!(refused.is_err(), "{name}");
+        }
+        assert!(with("ns", "team-a").refuse_unimplemented().is_err());
+        assert!(with("ns", "default").refuse_unimplemented().is_ok());
+        assert!(with("stale", "").refuse_unimplemented().is_ok());
+        assert!(with("token", "t").refuse_unimplemented().is_ok());
     }
 
     #[test]
