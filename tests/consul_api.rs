@@ -546,6 +546,75 @@ async fn consul_status_codes_and_words() {
     consul.server.stop().await;
 }
 
+/// `EnableTagOverride` and the service's `TaggedAddresses` are kept and
+/// shown back by every view, and survive an export and import.
+#[tokio::test]
+async fn enable_tag_override_and_tagged_addresses_are_kept() {
+    let consul = Consul::start().await;
+    let body = json!({
+        "Name": "web",
+        "ID": "web-1",
+        "Address": "127.0.0.1",
+        "Port": 8080,
+        "EnableTagOverride": true,
+        "TaggedAddresses": {
+            "lan": { "Address": "127.0.0.1", "Port": 8080 },
+            "wan_ipv4": { "address": "127.0.0.2", "port": 80 },
+        },
+    });
+    consul
+        .put_json("/v1/agent/service/register", &body)
+        .await
+        .assert_status(200);
+    let expected = json!({
+        "lan": { "Address": "127.0.0.1", "Port": 8080 },
+        "wan_ipv4": { "Address": "127.0.0.2", "Port": 80 },
+    });
+    let agent = consul.get("/v1/agent/services").await.json();
+    assert_eq!(agent["web-1"]["EnableTagOverride"], true);
+    assert_eq!(agent["web-1"]["TaggedAddresses"], expected);
+    let catalog = consul.get("/v1/catalog/service/web").await.json();
+    assert_eq!(catalog[0]["ServiceEnableTagOverride"], true);
+    assert_eq!(catalog[0]["ServiceTaggedAddresses"], expected);
+    let health = consul.get("/v1/health/service/web").await.json();
+    assert_eq!(health[0]["Service"]["TaggedAddresses"], expected);
+    assert_eq!(health[0]["Service"]["EnableTagOverride"], true);
+
+    // Through an export and an import, on a fresh roster.
+    let export = consul.get("/v1/export").await.json();
+    consul.server.stop().await;
+    let other = Consul::start().await;
+    other
+        .put_json("/v1/import", &export)
+        .await
+        .assert_status(200);
+    let agent = other.get("/v1/agent/services").await.json();
+    assert_eq!(agent["web-1"]["TaggedAddresses"], expected);
+    assert_eq!(agent["web-1"]["EnableTagOverride"], true);
+
+    // Bad ones are refused and change nothing.
+    let bad = json!({
+        "Name": "api",
+        "Address": "127.0.0.1",
+        "TaggedAddresses": { "lan": { "Address": "127.0.0.1", "Port": 70000 } },
+    });
+    other
+        .put_json("/v1/agent/service/register", &bad)
+        .await
+        .assert_error(400, "TaggedAddresses.lan.Port");
+    let bad = json!({
+        "Name": "api",
+        "Address": "127.0.0.1",
+        "TaggedAddresses": { "not a tag": { "Address": "127.0.0.1" } },
+    });
+    other
+        .put_json("/v1/agent/service/register", &bad)
+        .await
+        .assert_error(400, "not a tag");
+    assert_eq!(other.get("/v1/catalog/service/api").await.json(), json!([]));
+    other.server.stop().await;
+}
+
 /// Never accept and ignore: what roster does not implement is refused, an
 /// unknown datacenter is Consul's 500, and a peer has nothing.
 #[tokio::test]

@@ -172,6 +172,8 @@ fn stored(id: &str, kind: CheckKind, status: Status) -> StoredInstance {
         }],
         maintenance: None,
         create_index: 1,
+        enable_tag_override: false,
+        tagged_addresses: None,
     }
 }
 

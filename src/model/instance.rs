@@ -2,7 +2,7 @@
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{
     CheckBody, CheckDefinition, InstanceId, MAX_CHECKS, Meta, ServiceName, ValidationError,
@@ -35,7 +35,26 @@ pub struct Instance {
     /// SRV priority: lower is preferred.
     pub priority: u16,
     pub checks: Vec<CheckDefinition>,
+    /// Consul's `EnableTagOverride`: kept and shown back; roster has no
+    /// anti-entropy for it to govern.
+    pub enable_tag_override: bool,
+    /// Consul's service `TaggedAddresses` (`lan`, `wan`, ...): kept and shown
+    /// back, not served in DNS. Boxed: most instances have none.
+    pub tagged_addresses: Option<Box<TaggedAddresses>>,
 }
+
+/// Consul's service tagged addresses, by tag.
+pub type TaggedAddresses = BTreeMap<String, TaggedAddress>;
+
+/// One tagged address: where the service answers by that tag's route.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaggedAddress {
+    pub address: String,
+    pub port: u16,
+}
+
+/// Most tagged addresses one instance may carry.
+pub const MAX_TAGGED_ADDRESSES: usize = 16;
 
 /// The native API's registration body, before validation.
 #[derive(Debug, Deserialize)]
@@ -90,6 +109,8 @@ impl InstanceBody {
             weight: self.weight.unwrap_or(1),
             priority: self.priority.unwrap_or(0),
             checks,
+            enable_tag_override: false,
+            tagged_addresses: None,
         };
         instance.validate()?;
         Ok(instance)
@@ -121,6 +142,9 @@ impl Instance {
         }
         check_tags(&self.tags)?;
         validate_meta(&self.meta)?;
+        if let Some(tagged) = &self.tagged_addresses {
+            validate_tagged_addresses(tagged)?;
+        }
         if self.checks.len() > MAX_CHECKS {
             return Err(ValidationError::new(
                 "checks",
@@ -139,6 +163,41 @@ impl Instance {
         }
         Ok(())
     }
+}
+
+/// Tagged addresses: at most [`MAX_TAGGED_ADDRESSES`], each tag a short
+/// word, each address printable text (an IP or a name: Consul does not
+/// check, and roster does not serve them).
+pub fn validate_tagged_addresses(tagged: &TaggedAddresses) -> Result<(), ValidationError> {
+    if tagged.len() > MAX_TAGGED_ADDRESSES {
+        return Err(ValidationError::new(
+            "tagged_addresses",
+            format!("at most {MAX_TAGGED_ADDRESSES} tagged addresses"),
+        ));
+    }
+    for (tag, address) in tagged {
+        let word = !tag.is_empty()
+            && tag.len() <= 64
+            && tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !word {
+            return Err(ValidationError::new(
+                "tagged_addresses",
+                format!("{tag:?} is not a tag: 1 to 64 letters, digits, '_' or '-'"),
+            ));
+        }
+        if address.address.is_empty()
+            || address.address.len() > MAX_ADDRESS_TEXT
+            || address.address.chars().any(char::is_control)
+        {
+            return Err(ValidationError::new(
+                format!("tagged_addresses.{tag}.address"),
+                format!("must be 1 to {MAX_ADDRESS_TEXT} printable characters"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Longest maintenance reason kept.

@@ -16,8 +16,9 @@ pub use duration::{DurationError, GoDuration, format_go_duration, parse_go_durat
 /// For the Consul adapter, which gives checks the same default IDs.
 pub(crate) use instance::validate_checks;
 pub use instance::{
-    Instance, InstanceBody, MAX_MAINTENANCE_REASON, MAX_META, MAX_TAGS,
-    validate_maintenance_reason, validate_meta, validate_tags,
+    Instance, InstanceBody, MAX_MAINTENANCE_REASON, MAX_META, MAX_TAGGED_ADDRESSES, MAX_TAGS,
+    TaggedAddress, TaggedAddresses, validate_maintenance_reason, validate_meta,
+    validate_tagged_addresses, validate_tags,
 };
 pub use meta::Meta;
 pub use names::{DnsLabel, InstanceId, ServiceName};

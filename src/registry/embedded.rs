@@ -323,6 +323,8 @@ mod tests {
             checks: vec![],
             maintenance: None,
             create_index: 1,
+            enable_tag_override: false,
+            tagged_addresses: None,
         }
     }
 

@@ -6,7 +6,9 @@ use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, sync::Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{CheckDefinition, Instance, InstanceId, Meta, ServiceName, ValidationError};
+use crate::model::{
+    CheckDefinition, Instance, InstanceId, Meta, ServiceName, TaggedAddresses, ValidationError,
+};
 
 /// What a store's backend (redb today, etcd later) reported, kept whole as
 /// the error's source so that a door or a log can walk the chain.
@@ -147,6 +149,12 @@ pub struct StoredInstance {
     pub maintenance: Option<String>,
     #[serde(default)]
     pub create_index: u64,
+    /// Consul's `EnableTagOverride`; absent when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub enable_tag_override: bool,
+    /// Consul's service `TaggedAddresses`; absent when there are none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tagged_addresses: Option<TaggedAddresses>,
 }
 
 impl StoredInstance {
@@ -164,6 +172,8 @@ impl StoredInstance {
             checks: instance.checks.clone(),
             maintenance,
             create_index,
+            enable_tag_override: instance.enable_tag_override,
+            tagged_addresses: instance.tagged_addresses.as_deref().cloned(),
         }
     }
 
@@ -183,6 +193,8 @@ impl StoredInstance {
             weight: self.weight,
             priority: self.priority,
             checks: self.checks.clone(),
+            enable_tag_override: self.enable_tag_override,
+            tagged_addresses: self.tagged_addresses.clone().map(Box::new),
         };
         instance.validate()?;
         if let Some(reason) = &self.maintenance {
@@ -316,6 +328,8 @@ pub(crate) mod tests {
             ],
             maintenance: Some("deploy".into()),
             create_index: 42,
+            enable_tag_override: false,
+            tagged_addresses: None,
         }
     }
 

@@ -36,6 +36,8 @@ fn stored(id: &str, port: u16) -> StoredInstance {
         checks: vec![],
         maintenance: None,
         create_index: 3,
+        enable_tag_override: false,
+        tagged_addresses: None,
     }
 }
 

@@ -12,8 +12,10 @@
 //! - `Check` then `Checks` (python-consul sends the first, py-consul the
 //!   second), with Consul's default IDs `service:<id>` / `service:<id>:<n>`.
 //! - `Kind`, `Connect`, `Proxy` and `SocketPath` describe Connect proxies
-//!   and unix sockets, which DNS cannot serve: refused. `TaggedAddresses`,
-//!   `EnableTagOverride` and `Locality` are accepted and not kept.
+//!   and unix sockets, which DNS cannot serve: refused. `TaggedAddresses`
+//!   and `EnableTagOverride` are kept and shown back (not served in DNS).
+//!   `Locality` is accepted and not kept: it only orders answers by
+//!   distance, which roster, with one node, does not do.
 
 use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
@@ -29,8 +31,8 @@ use super::{
 use crate::{
     config::ConsulConfig,
     model::{
-        CheckBody, Instance, InstanceId, Meta, ServiceName, ValidationError, validate_checks,
-        validate_meta, validate_tags,
+        CheckBody, Instance, InstanceId, Meta, ServiceName, TaggedAddress, TaggedAddresses,
+        ValidationError, validate_checks, validate_meta, validate_tags,
     },
     resolve::{ResolveError, Resolver},
 };
@@ -55,6 +57,17 @@ struct ServiceBody {
     connect: Option<Value>,
     proxy: Option<Value>,
     socketpath: Option<String>,
+    enabletagoverride: Option<bool>,
+    taggedaddresses: Option<Value>,
+}
+
+/// One of `TaggedAddresses`: a Consul struct (keys normalised) inside a
+/// user map (tags kept as written).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct TaggedAddressBody {
+    address: Option<String>,
+    port: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -156,10 +169,38 @@ pub(super) async fn instance_from_body(
         weight,
         priority: 0,
         checks,
+        enable_tag_override: body.enabletagoverride.unwrap_or(false),
+        tagged_addresses: tagged_addresses(body.taggedaddresses)?.map(Box::new),
     };
     // The rules every door shares; the checks above gave Consul's messages.
     instance.validate()?;
     Ok(instance)
+}
+
+/// `TaggedAddresses`: `{"lan": {"Address": "10.0.0.1", "Port": 80}, ...}`;
+/// `None` when absent or empty.
+fn tagged_addresses(value: Option<Value>) -> Result<Option<TaggedAddresses>, ConsulError> {
+    let object = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(object)) => object,
+        Some(_) => {
+            return Err(ConsulError::bad_request(
+                "Request decode failed: TaggedAddresses must be a JSON object",
+            ));
+        }
+    };
+    let mut tagged = TaggedAddresses::new();
+    for (tag, value) in object {
+        let body: TaggedAddressBody = decode_struct(value, "TaggedAddresses")?;
+        let port = u16::try_from(body.port.unwrap_or(0)).map_err(|_| {
+            ConsulError::bad_request(format!(
+                "Invalid TaggedAddresses.{tag}.Port: must be 0 to 65535"
+            ))
+        })?;
+        let address = body.address.unwrap_or_default();
+        tagged.insert(tag, TaggedAddress { address, port });
+    }
+    Ok((!tagged.is_empty()).then_some(tagged))
 }
 
 fn field_error(what: &str, error: ValidationError) -> ConsulError {

@@ -88,7 +88,33 @@ pub(super) struct AgentService {
     pub address: String,
     pub weights: Weights,
     pub enable_tag_override: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tagged_addresses: Option<BTreeMap<String, ServiceAddress>>,
     pub datacenter: String,
+}
+
+/// One of a service's `TaggedAddresses`, as Consul shows it.
+#[derive(Serialize, Clone)]
+#[serde(rename_all = "PascalCase")]
+pub(super) struct ServiceAddress {
+    pub address: String,
+    pub port: u16,
+}
+
+fn service_tagged_addresses(state: &InstanceState) -> Option<BTreeMap<String, ServiceAddress>> {
+    let tagged = state.instance.tagged_addresses.as_deref()?;
+    Some(
+        tagged
+            .iter()
+            .map(|(tag, a)| {
+                let address = ServiceAddress {
+                    address: a.address.clone(),
+                    port: a.port,
+                };
+                (tag.clone(), address)
+            })
+            .collect(),
+    )
 }
 
 /// One entry of `GET /v1/catalog/service/:name`.
@@ -111,6 +137,8 @@ pub(super) struct ServiceNode {
     pub service_meta: Meta,
     pub service_weights: Weights,
     pub service_enable_tag_override: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_tagged_addresses: Option<BTreeMap<String, ServiceAddress>>,
     pub create_index: u64,
     pub modify_index: u64,
 }
@@ -166,6 +194,8 @@ pub(super) struct HealthService {
     pub meta: Meta,
     pub weights: Weights,
     pub enable_tag_override: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tagged_addresses: Option<BTreeMap<String, ServiceAddress>>,
     pub create_index: u64,
     pub modify_index: u64,
 }
@@ -212,7 +242,8 @@ pub(super) fn agent_service(state: &InstanceState, node: &NodeInfo) -> AgentServ
         port: instance.port,
         address: service_address(state),
         weights: weights(state),
-        enable_tag_override: false,
+        enable_tag_override: instance.enable_tag_override,
+        tagged_addresses: service_tagged_addresses(state),
         datacenter: node.datacenter.to_owned(),
     }
 }
@@ -233,7 +264,8 @@ pub(super) fn service_node(state: &InstanceState, node: &NodeInfo) -> ServiceNod
         service_port: instance.port,
         service_meta: instance.meta.clone(),
         service_weights: weights(state),
-        service_enable_tag_override: false,
+        service_enable_tag_override: instance.enable_tag_override,
+        service_tagged_addresses: service_tagged_addresses(state),
         create_index: state.create_index,
         modify_index: state.modify_index,
     }
@@ -354,7 +386,8 @@ pub(super) fn service_entry(state: &InstanceState, node: &NodeInfo) -> ServiceEn
             port: instance.port,
             meta: instance.meta.clone(),
             weights: weights(state),
-            enable_tag_override: false,
+            enable_tag_override: instance.enable_tag_override,
+            tagged_addresses: service_tagged_addresses(state),
             create_index: state.create_index,
             modify_index: state.modify_index,
         },
