@@ -5,6 +5,7 @@
 //! already-bound sockets and a shutdown future, so tests bind port 0 and
 //! `main` passes the signal handler; [`start`] does both for tests.
 
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod dns;

@@ -1,11 +1,15 @@
 //! The `roster` command line: parse, load config, start tracing, call the
-//! library. Nothing else lives here.
+//! library (the server, or `roster::client` for the commands that talk to a
+//! running one). Nothing else lives here.
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use roster::{Config, Listeners};
+use roster::{
+    Config, Listeners,
+    client::{self, Client, ClientError},
+};
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of glibc's malloc: after a mass deregistration glibc
@@ -26,6 +30,48 @@ struct Cli {
 enum Commands {
     /// Run the server: HTTP registration API and authoritative DNS.
     Serve(ServeArgs),
+    /// List the services of a running roster, with how many instances DNS serves.
+    Services(RemoteArgs),
+    /// Show a service's instances, their health and checks, as a table.
+    Service {
+        name: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Register (or replace) an instance, from flags or a JSON file.
+    Register(RegisterArgs),
+    /// Remove an instance.
+    Deregister {
+        service: String,
+        id: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Drain an instance out of DNS (--enable), or put it back (--disable).
+    Maintenance {
+        service: String,
+        id: String,
+        /// Drain it
+        #[arg(long, conflicts_with = "disable", required_unless_present = "disable")]
+        enable: bool,
+        /// Put it back
+        #[arg(long)]
+        disable: bool,
+        /// Why, shown to operators
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Print a service's table, and again each time it changes.
+    Watch {
+        name: String,
+        /// Stop after printing this many tables [default: never]
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
     /// Print the whole registry of a running roster as JSON (a backup).
     Export(RemoteArgs),
     /// Load an export into a running roster (all or nothing).
@@ -42,24 +88,130 @@ struct RemoteArgs {
     /// HTTP address of the running roster
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8500")]
     http: SocketAddr,
+    /// ACL token, sent as X-Consul-Token
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "ROSTER_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+}
+
+impl RemoteArgs {
+    fn client(&self) -> Result<Client, ClientError> {
+        Client::new(self.http, self.token.clone())
+    }
+}
+
+#[derive(clap::Args)]
+struct RegisterArgs {
+    service: String,
+    id: String,
+    /// A JSON registration body (as PUT /v1/services/... takes); flags
+    /// given beside it override its fields
+    #[arg(long, value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// The instance's IP address
+    #[arg(long)]
+    address: Option<String>,
+    #[arg(long)]
+    port: Option<u16>,
+    /// A tag; repeat for several
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
+    /// Metadata as KEY=VALUE; repeat for several
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    meta: Vec<String>,
+    #[arg(long)]
+    weight: Option<u16>,
+    #[arg(long)]
+    priority: Option<u16>,
+    /// An HTTP health check of this URL
+    #[arg(long, value_name = "URL")]
+    http_check: Option<String>,
+    /// A TCP health check of HOST:PORT
+    #[arg(long, value_name = "HOST:PORT")]
+    tcp_check: Option<String>,
+    /// A TTL check: the service must heartbeat within this (e.g. 30s)
+    #[arg(long, value_name = "DURATION")]
+    ttl: Option<String>,
+    /// How often an HTTP or TCP check runs
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    interval: String,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+impl RegisterArgs {
+    /// The registration body: the file's, with the flags laid over it.
+    fn body(&self) -> anyhow::Result<serde_json::Value> {
+        use serde_json::{Value, json};
+        let mut body = match &self.file {
+            Some(file) => {
+                let text = std::fs::read_to_string(file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not JSON", file.display()))?
+            }
+            None => json!({}),
+        };
+        let Value::Object(fields) = &mut body else {
+            anyhow::bail!("the registration file must hold a JSON object");
+        };
+        if let Some(address) = &self.address {
+            fields.insert("address".into(), json!(address));
+        }
+        if let Some(port) = self.port {
+            fields.insert("port".into(), json!(port));
+        }
+        if !self.tags.is_empty() {
+            fields.insert("tags".into(), json!(self.tags));
+        }
+        if !self.meta.is_empty() {
+            let mut meta = serde_json::Map::new();
+            for pair in &self.meta {
+                let (key, value) = pair
+                    .split_once('=')
+                    .with_context(|| format!("--meta {pair:?} is not KEY=VALUE"))?;
+                meta.insert(key.to_owned(), json!(value));
+            }
+            fields.insert("meta".into(), Value::Object(meta));
+        }
+        if let Some(weight) = self.weight {
+            fields.insert("weight".into(), json!(weight));
+        }
+        if let Some(priority) = self.priority {
+            fields.insert("priority".into(), json!(priority));
+        }
+        let mut checks = Vec::new();
+        if let Some(url) = &self.http_check {
+            checks.push(json!({ "http": url, "interval": self.interval }));
+        }
+        if let Some(target) = &self.tcp_check {
+            checks.push(json!({ "tcp": target, "interval": self.interval }));
+        }
+        if let Some(ttl) = &self.ttl {
+            checks.push(json!({ "ttl": ttl }));
+        }
+        if !checks.is_empty() {
+            fields.insert("checks".into(), Value::Array(checks));
+        }
+        Ok(body)
+    }
+}
+
+fn print(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("cannot write to standard output")
 }
 
 async fn export(remote: RemoteArgs) -> anyhow::Result<()> {
-    let url = format!("http://{}/v1/export", remote.http);
-    let response = reqwest::get(&url)
-        .await
-        .with_context(|| format!("cannot reach roster at {}", remote.http))?;
-    let status = response.status();
-    let body = response.text().await?;
-    if !status.is_success() {
-        anyhow::bail!("export failed: {status}: {body}");
-    }
-    std::io::Write::write_all(
-        &mut std::io::stdout().lock(),
-        format!("{body}\n").as_bytes(),
-    )
-    .context("cannot write the export to standard output")?;
-    Ok(())
+    let export = remote.client()?.export().await?;
+    print(&format!("{export}\n"))
 }
 
 async fn import(file: PathBuf, remote: RemoteArgs) -> anyhow::Result<()> {
@@ -70,21 +222,32 @@ async fn import(file: PathBuf, remote: RemoteArgs) -> anyhow::Result<()> {
     } else {
         std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?
     };
-    let url = format!("http://{}/v1/import", remote.http);
-    let response = reqwest::Client::new()
-        .put(&url)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach roster at {}", remote.http))?;
-    let status = response.status();
-    let text = response.text().await?;
-    if !status.is_success() {
-        anyhow::bail!("import failed: {status}: {text}");
-    }
-    roster::logging::print_error(&text);
+    let answer = remote.client()?.import(body).await?;
+    roster::logging::print_error(&answer.to_string());
     Ok(())
+}
+
+async fn watch(name: String, count: Option<u64>, remote: RemoteArgs) -> anyhow::Result<()> {
+    let client = remote.client()?;
+    let mut index = 0;
+    let mut shown = None;
+    let mut printed = 0;
+    loop {
+        let table = match client.service(&name).await {
+            Ok(service) => client::service_table(&service),
+            Err(ClientError::Refused { status: 404, .. }) => format!("no service {name:?}\n"),
+            Err(error) => return Err(error.into()),
+        };
+        if shown.as_ref() != Some(&table) {
+            print(&format!("-- {name} at index {index}\n{table}"))?;
+            shown = Some(table);
+            printed += 1;
+            if count.is_some_and(|count| printed >= count) {
+                return Ok(());
+            }
+        }
+        index = client.wait_for_change(&name, index).await?;
+    }
 }
 
 #[derive(clap::Args)]
@@ -236,6 +399,80 @@ async fn main() -> ExitCode {
     init_tracing();
     let result = match cli.command {
         Commands::Serve(args) => serve(args).await,
+        Commands::Services(remote) => {
+            async {
+                let services = remote.client()?.services().await?;
+                print(&client::services_table(&services))
+            }
+            .await
+        }
+        Commands::Service { name, remote } => {
+            async {
+                let service = remote.client()?.service(&name).await?;
+                print(&client::service_table(&service))
+            }
+            .await
+        }
+        Commands::Register(args) => {
+            async {
+                let body = args.body()?;
+                let client = args.remote.client()?;
+                let registered = client.register(&args.service, &args.id, &body).await?;
+                let in_dns = registered["in_dns"].as_bool() == Some(true);
+                print(&format!(
+                    "registered {}/{} ({}:{}, {}{})\n",
+                    args.service,
+                    args.id,
+                    registered["address"].as_str().unwrap_or_default(),
+                    registered["port"],
+                    registered["status"].as_str().unwrap_or_default(),
+                    if in_dns {
+                        ", in DNS"
+                    } else {
+                        ", not in DNS yet"
+                    },
+                ))
+            }
+            .await
+        }
+        Commands::Deregister {
+            service,
+            id,
+            remote,
+        } => {
+            async {
+                remote.client()?.deregister(&service, &id).await?;
+                print(&format!("deregistered {service}/{id}\n"))
+            }
+            .await
+        }
+        Commands::Maintenance {
+            service,
+            id,
+            enable,
+            disable: _,
+            reason,
+            remote,
+        } => {
+            async {
+                let client = remote.client()?;
+                client
+                    .maintenance(&service, &id, enable, reason.as_deref())
+                    .await?;
+                let what = if enable {
+                    "drained from DNS"
+                } else {
+                    "back in service"
+                };
+                print(&format!("{service}/{id}: {what}\n"))
+            }
+            .await
+        }
+        Commands::Watch {
+            name,
+            count,
+            remote,
+        } => watch(name, count, remote).await,
         Commands::Export(remote) => export(remote).await,
         Commands::Import { file, remote } => import(file, remote).await,
     };
@@ -245,7 +482,12 @@ async fn main() -> ExitCode {
             // `{:#}` prints the chain of causes on one line, without the
             // backtrace anyhow would add: users need the message.
             roster::logging::print_error(&format!("roster: error: {error:#}"));
-            ExitCode::FAILURE
+            // 3 when no roster answered, so scripts can tell "down" from
+            // "refused"; 1 for every other failure (clap's usage errors are 2).
+            match error.downcast_ref::<ClientError>() {
+                Some(client_error) => ExitCode::from(client_error.exit_code()),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }
