@@ -221,6 +221,8 @@ pub async fn run_reloading(
     mut acl_updates: mpsc::Receiver<config::AclConfig>,
 ) -> Result<(), RunError> {
     config.validate("configuration")?;
+    // Read before anything starts: a bad TLS file fails start-up cleanly.
+    let http_tls = http::tls::server_config(&config.http)?;
     let domain = config
         .domain_name()
         .map_err(|message| ConfigError::Invalid {
@@ -356,6 +358,7 @@ pub async fn run_reloading(
         listeners.http,
         app,
         http_limits,
+        http_tls,
         async move {
             let _ = http_stopped.await;
         },
