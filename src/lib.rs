@@ -260,8 +260,13 @@ pub async fn run_reloading(
         node: cluster.node.clone(),
         members: registry.members(),
     });
-    let mut checker =
-        HealthChecker::start(registry.clone(), event_queue, metrics.clone(), ownership);
+    let mut checker = HealthChecker::start(
+        registry.clone(),
+        event_queue,
+        metrics.clone(),
+        ownership,
+        &config.health,
+    );
     info!(
         instances = registry.state().instance_count(),
         index = registry.state().index,
