@@ -222,6 +222,8 @@ pub async fn run_reloading(
     mut acl_updates: mpsc::Receiver<config::AclConfig>,
 ) -> Result<(), RunError> {
     config.validate("configuration")?;
+    // Read before anything starts: a bad TLS file fails start-up cleanly.
+    let http_tls = http::tls::server_config(&config.http)?;
     let domain = config
         .domain_name()
         .map_err(|message| ConfigError::Invalid {
@@ -259,8 +261,13 @@ pub async fn run_reloading(
         node: cluster.node.clone(),
         members: registry.members(),
     });
-    let mut checker =
-        HealthChecker::start(registry.clone(), event_queue, metrics.clone(), ownership);
+    let mut checker = HealthChecker::start(
+        registry.clone(),
+        event_queue,
+        metrics.clone(),
+        ownership,
+        &config.health,
+    );
     info!(
         instances = registry.state().instance_count(),
         index = registry.state().index,
@@ -358,6 +365,7 @@ pub async fn run_reloading(
         listeners.http,
         app,
         http_limits,
+        http_tls,
         async move {
             let _ = http_stopped.await;
         },

@@ -34,6 +34,7 @@ use tokio::{
 use tracing::{debug, error, info};
 
 use crate::{
+    config::HealthConfig,
     metrics::Metrics,
     model::{CheckDefinition, CheckKind, InstanceId, MIN_INTERVAL, Status, format_go_duration},
     registry::{Command, Registry, RegistryEvent, Reporter},
@@ -105,20 +106,22 @@ pub struct HealthChecker {
 
 impl HealthChecker {
     /// Starts checking every instance the registry reports in `events`,
-    /// probing over the network. If the HTTP client cannot be built, the
-    /// error is logged and every HTTP check goes critical with it as its
-    /// output; no other client is used in its place.
+    /// probing over the network within `policy` (`[health]`: the methods
+    /// and networks a probe may use). If the HTTP client cannot be built,
+    /// the error is logged and every HTTP check goes critical with it as
+    /// its output; no other client is used in its place.
     pub fn start(
         registry: Registry,
         events: mpsc::UnboundedReceiver<RegistryEvent>,
         metrics: Arc<Metrics>,
         ownership: Option<Ownership>,
+        policy: &HealthConfig,
     ) -> Self {
-        let prober: Arc<dyn Prober> = match NetworkProber::new() {
+        let prober: Arc<dyn Prober> = match NetworkProber::new(policy) {
             Ok(prober) => Arc::new(prober),
             Err(err) => {
                 error!(error = %err, "HTTP checks will report critical until roster restarts");
-                Arc::new(probe::WithoutHttp::new(&err))
+                Arc::new(probe::WithoutHttp::new(&err, policy))
             }
         };
         Self::start_with(registry, events, metrics, prober, ownership)

@@ -13,6 +13,7 @@ mod error;
 mod native;
 pub mod server;
 mod state;
+pub mod tls;
 mod views;
 
 use axum::{

@@ -21,6 +21,10 @@
 //!   stopped reading, such as one that asked for `/v1/export` and went
 //!   away without closing) closes the connection, as nginx's
 //!   `send_timeout`: the deadline restarts whenever any byte goes out.
+//! - With TLS, the handshake runs in the connection's own task, counted
+//!   against `max_connections` as an idle connection (so a flood of
+//!   unfinished handshakes is evicted like idle sockets), and must finish
+//!   within `header_read_timeout`.
 //! - Accept errors (EMFILE, ENFILE, ENOBUFS) pause accepting, 10 ms
 //!   doubling to 1 s, instead of spinning a core, and are logged at most
 //!   once every few seconds.
@@ -108,13 +112,16 @@ pub struct HttpLimits {
 /// Serves `router` on `listener` within `limits` until `shutdown`
 /// completes; then stops accepting, lets requests in flight finish (the
 /// caller bounds how long by dropping this future) and closes idle
-/// connections at once.
+/// connections at once. With `tls` (see [`super::tls::server_config`]),
+/// every connection is HTTPS.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: HttpLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let connections = Connections::new(limits);
     let mut builder = http1::Builder::new();
     builder
@@ -151,6 +158,7 @@ pub async fn serve(
                     };
                     tasks.spawn(serve_connection(
                         stream,
+                        tls.clone(),
                         connection,
                         builder.clone(),
                         router.clone(),
@@ -230,14 +238,51 @@ fn refuse(stream: &TcpStream) {
     let _ = stream.try_write(answer.as_bytes());
 }
 
-/// One connection, from accept to close.
+/// One connection, from accept to close: the TLS handshake first, if any.
 async fn serve_connection(
     stream: TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     connection: Arc<Connection>,
     builder: http1::Builder,
     router: Router,
     draining: CancellationToken,
 ) {
+    let Some(acceptor) = tls else {
+        return serve_http(stream, connection, builder, router, draining).await;
+    };
+    // The connection is idle in the table meanwhile: a new client may evict
+    // it, and the head deadline bounds a handshake that never finishes.
+    let deadline = connection.shared.limits.header_read_timeout;
+    let closed = connection.closed.clone();
+    let handshake = tokio::time::timeout(deadline, acceptor.accept(stream));
+    let stream = tokio::select! {
+        result = handshake => match result {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                debug!(%error, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                debug!("TLS handshake not finished within http.header_read_timeout; closing");
+                return;
+            }
+        },
+        () = closed.cancelled() => return,
+        () = draining.cancelled() => return,
+    };
+    serve_http(stream, connection, builder, router, draining).await;
+}
+
+/// One connection's HTTP, over TCP or TLS.
+async fn serve_http<S>(
+    stream: S,
+    connection: Arc<Connection>,
+    builder: http1::Builder,
+    router: Router,
+    draining: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let closed = connection.closed.clone();
     let write_timeout = connection.shared.limits.write_timeout;
     let io = TokioIo::new(TrackedIo::new(stream, connection.clone(), write_timeout));
@@ -660,8 +705,8 @@ impl Drop for InFlight {
 
 /// The socket, noting when an idle connection's next request begins, and
 /// giving hyper's own parse-error answers roster's JSON body.
-struct TrackedIo {
-    inner: TcpStream,
+struct TrackedIo<S> {
+    inner: S,
     connection: Arc<Connection>,
     /// A JSON answer standing in for hyper's empty-bodied one, and how
     /// much of it is written. Drained before anything else is written,
@@ -675,8 +720,8 @@ struct TrackedIo {
     write_stalled_since: Option<Pin<Box<Sleep>>>,
 }
 
-impl TrackedIo {
-    fn new(inner: TcpStream, connection: Arc<Connection>, write_timeout: Duration) -> Self {
+impl<S: AsyncRead + AsyncWrite + Unpin> TrackedIo<S> {
+    fn new(inner: S, connection: Arc<Connection>, write_timeout: Duration) -> Self {
         Self {
             inner,
             connection,
@@ -805,7 +850,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-impl AsyncRead for TrackedIo {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TrackedIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -822,7 +867,7 @@ impl AsyncRead for TrackedIo {
     }
 }
 
-impl AsyncWrite for TrackedIo {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TrackedIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

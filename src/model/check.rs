@@ -57,6 +57,16 @@ pub enum CheckKind {
         headers: Vec<(String, String)>,
         interval: GoDuration,
         timeout: GoDuration,
+        /// For `https://`: accept any certificate (Consul's
+        /// `TLSSkipVerify`). Left out of stored JSON when false, so records
+        /// written before it existed read the same.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        tls_skip_verify: bool,
+        /// For `https://`: verify the certificate against this name instead
+        /// of the URL's host (Consul's `TLSServerName`); empty means the
+        /// URL's host.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        tls_server_name: String,
     },
     /// A TCP connect to `address` (`host:port`): completed is passing.
     Tcp {
@@ -115,6 +125,10 @@ pub struct CheckBody {
     pub failures_before_critical: Option<u32>,
     pub deregister_critical_after: Option<String>,
     pub status: Option<String>,
+    /// `https://` checks only: accept any certificate.
+    pub tls_skip_verify: Option<bool>,
+    /// `https://` checks only: the name the certificate must be valid for.
+    pub tls_server_name: Option<String>,
 }
 
 fn duration_field(
@@ -165,6 +179,26 @@ impl CheckBody {
             let timeout = timeout.unwrap_or(DEFAULT_TIMEOUT.min(interval));
             Ok((GoDuration(interval), GoDuration(timeout)))
         };
+        if self.http.is_none() {
+            // A TLS option on a check that speaks no TLS would be ignored
+            // silently: the registrant meant something else.
+            if self.tls_skip_verify == Some(true) {
+                return Err(ValidationError::new(
+                    field("tls_skip_verify"),
+                    "only http checks (https:// URLs) speak TLS",
+                ));
+            }
+            if self
+                .tls_server_name
+                .as_deref()
+                .is_some_and(|n| !n.is_empty())
+            {
+                return Err(ValidationError::new(
+                    field("tls_server_name"),
+                    "only http checks (https:// URLs) speak TLS",
+                ));
+            }
+        }
         let kind = if let Some(url) = self.http {
             let method = self
                 .method
@@ -177,6 +211,8 @@ impl CheckBody {
                 headers: self.headers.into_iter().collect(),
                 interval,
                 timeout,
+                tls_skip_verify: self.tls_skip_verify.unwrap_or(false),
+                tls_server_name: self.tls_server_name.unwrap_or_default(),
             }
         } else if let Some(address) = self.tcp {
             let (interval, timeout) = probe_timing()?;
@@ -266,9 +302,19 @@ impl CheckDefinition {
                 headers,
                 interval,
                 timeout,
+                tls_server_name,
+                ..
             } => {
                 validate_http_url(url)
                     .map_err(|reason| ValidationError::new(field("http"), reason))?;
+                if !tls_server_name.is_empty()
+                    && rustls_pki_types::ServerName::try_from(tls_server_name.as_str()).is_err()
+                {
+                    return Err(ValidationError::new(
+                        field("tls_server_name"),
+                        format!("{tls_server_name:?} is not a DNS name or IP address"),
+                    ));
+                }
                 let uppercase_letters =
                     !method.is_empty() && method.bytes().all(|b| b.is_ascii_uppercase());
                 if !uppercase_letters {
@@ -345,18 +391,18 @@ impl CheckDefinition {
     }
 }
 
-/// Accepts `http://host[:port]/path`; roster's checker speaks plain HTTP.
-/// Parsed with the same URL parser the checker uses, so a URL accepted here
-/// can always be requested.
+/// Accepts `http://host[:port]/path` and `https://…`. Parsed with the same
+/// URL parser the checker uses, so a URL accepted here can always be
+/// requested.
 pub fn validate_http_url(url: &str) -> Result<(), String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-    if parsed.scheme() != "http" {
-        return Err(format!("{url:?} is not an http:// URL"));
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("{url:?} is not an http:// or https:// URL"));
     }
     // The URL standard reads `http:///health` as host `health`; a user who
     // wrote that forgot the host, so the written authority must be there.
     let written_authority = url
-        .get("http://".len()..)
+        .get(parsed.scheme().len() + "://".len()..)
         .and_then(|rest| rest.split(['/', '?', '#']).next())
         .unwrap_or_default();
     if written_authority.is_empty() || parsed.host_str().is_none_or(str::is_empty) {
@@ -416,6 +462,14 @@ mod tests {
         assert_eq!(http.kind.type_name(), "http");
         assert_eq!(http.initial_status, Status::Critical);
         assert_eq!(http.id, "service:x");
+        let https = validate(
+            r#"{"http":"https://127.0.0.1:8443/health","interval":"5s","tls_skip_verify":true,"tls_server_name":"web.internal"}"#,
+        )
+        .expect("https");
+        assert!(matches!(
+            &https.kind,
+            CheckKind::Http { tls_skip_verify: true, tls_server_name, .. } if tls_server_name == "web.internal"
+        ));
         let tcp = validate(r#"{"tcp":"127.0.0.1:8080","interval":"5s"}"#).expect("tcp");
         assert!(
             matches!(tcp.kind, CheckKind::Tcp { timeout, .. } if timeout.0 == Duration::from_secs(5))
@@ -427,6 +481,19 @@ mod tests {
                 ttl: GoDuration(Duration::from_secs(15))
             }
         );
+    }
+
+    /// Records stored before the TLS fields existed read back the same,
+    /// and a plain check is still written without them.
+    #[test]
+    fn http_kinds_without_tls_options_keep_their_stored_form() {
+        let old = r#"{"http":{"url":"http://a/","method":"GET","headers":[],"interval":"1s","timeout":"1s"}}"#;
+        let kind: CheckKind = serde_json::from_str(old).expect("old form");
+        assert!(matches!(
+            &kind,
+            CheckKind::Http { tls_skip_verify: false, tls_server_name, .. } if tls_server_name.is_empty()
+        ));
+        assert_eq!(serde_json::to_string(&kind).expect("json"), old);
     }
 
     #[test]
@@ -544,9 +611,24 @@ mod tests {
                 "check.http",
             ),
             (
-                "https URL (the checker speaks plain HTTP)",
-                r#"{"http":"https://127.0.0.1/health","interval":"1s"}"#,
+                "https URL without a host",
+                r#"{"http":"https:///health","interval":"1s"}"#,
                 "check.http",
+            ),
+            (
+                "tls_server_name that is no name",
+                r#"{"http":"https://127.0.0.1/health","interval":"1s","tls_server_name":"a b"}"#,
+                "check.tls_server_name",
+            ),
+            (
+                "tls_skip_verify on a tcp check",
+                r#"{"tcp":"127.0.0.1:9","interval":"1s","tls_skip_verify":true}"#,
+                "check.tls_skip_verify",
+            ),
+            (
+                "tls_server_name on a ttl check",
+                r#"{"ttl":"10s","tls_server_name":"a.example"}"#,
+                "check.tls_server_name",
             ),
             (
                 "URL without a host",

@@ -309,6 +309,8 @@ pub(crate) mod tests {
                         headers: vec![("X-Probe".into(), "roster".into())],
                         interval: GoDuration(Duration::from_secs(10)),
                         timeout: GoDuration(Duration::from_millis(1500)),
+                        tls_skip_verify: false,
+                        tls_server_name: String::new(),
                     },
                 ),
                 check(

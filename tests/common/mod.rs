@@ -8,6 +8,8 @@
 //! - [`http`]: the native API over HTTP ([`HttpReply`]);
 //! - [`poll`]: waiting, with an overall limit, for a state to show;
 //! - [`targets`]: the HTTP and TCP endpoints health checks probe;
+//! - [`tls`]: a test CA and certificates made at test time, HTTPS clients
+//!   and an HTTPS endpoint for health checks;
 //! - [`process`]: the `roster` binary as a child process, for signals,
 //!   crashes and the command line;
 //! - [`load`]: a concurrent write load with a model of what each
@@ -35,6 +37,7 @@ pub mod poll;
 pub mod process;
 pub mod server;
 pub mod targets;
+pub mod tls;
 
 // Re-exported so a test names `common::start_server`, not its file; each
 // binary uses a subset.

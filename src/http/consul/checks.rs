@@ -46,6 +46,9 @@ pub(super) struct ConsulCheck {
     pub deregistercriticalserviceafter: Option<Value>,
     pub successbeforepassing: Option<u32>,
     pub failuresbeforecritical: Option<u32>,
+    /// `TLSSkipVerify` and `TLSServerName`: for `https://` checks.
+    pub tlsskipverify: Option<bool>,
+    pub tlsservername: Option<String>,
     // Kinds roster does not run; present only to be refused by name.
     pub args: Option<Value>,
     pub scriptargs: Option<Value>,
@@ -169,6 +172,7 @@ impl ConsulCheck {
             // joined with commas (RFC 9110, section 5.3).
             .map(|(name, values)| (name, values.join(", ")))
             .collect();
+        let speaks_http = self.http.as_deref().is_some_and(|url| !url.is_empty());
         Ok(CheckBody {
             id: non_empty(self.checkid).or(non_empty(self.id)),
             name: non_empty(self.name),
@@ -187,6 +191,10 @@ impl ConsulCheck {
                 "DeregisterCriticalServiceAfter",
             )?,
             status: non_empty(self.status),
+            // Consul ignores them on checks that speak no TLS; so does
+            // roster, rather than refusing what Consul accepts.
+            tls_skip_verify: self.tlsskipverify.filter(|_| speaks_http),
+            tls_server_name: non_empty(self.tlsservername).filter(|_| speaks_http),
         })
     }
 }
@@ -267,6 +275,29 @@ mod tests {
             assert!(message.contains(expected), "{value}: {message}");
             assert!(message.starts_with("Invalid check: "), "{value}: {message}");
         }
+    }
+
+    #[test]
+    fn https_checks_carry_consuls_tls_fields() {
+        let https = translate(json!({
+            "HTTP": "https://127.0.0.1:8443/health", "Interval": "1s",
+            "TLSSkipVerify": true, "TLSServerName": "web.internal"
+        }))
+        .expect("https");
+        let CheckKind::Http {
+            tls_skip_verify,
+            tls_server_name,
+            ..
+        } = &https.kind
+        else {
+            panic!("not http: {https:?}");
+        };
+        assert!(*tls_skip_verify);
+        assert_eq!(tls_server_name, "web.internal");
+        // Consul ignores them where no TLS is spoken; so does roster.
+        let tcp = translate(json!({"TCP": "127.0.0.1:9", "Interval": "1s", "TLSSkipVerify": true}))
+            .expect("tcp with a TLS field Consul ignores");
+        assert_eq!(tcp.kind.type_name(), "tcp");
     }
 
     #[test]
