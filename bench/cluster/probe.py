@@ -13,6 +13,10 @@ Subcommands:
              until the dead node is gone and the survivors' checks sum to
              the total; print the two times (JSON to --out)
   qps-table  the markdown table of the DNS runs (runs/*.json from report.py)
+  etcd-stats print etcd's applied raft proposals and current revision (the
+             difference between two readings: transactions, and those that
+             wrote something; a transaction whose compare failed writes
+             nothing and moves no revision)
 """
 
 import argparse
@@ -97,6 +101,7 @@ def cmd_converge(a):
         if time.monotonic() > deadline:
             sys.exit("node B never showed the first registration")
     qid = 2
+    started = time.monotonic()
     for i in range(a.samples):
         port = 10001 + i
         t0 = time.monotonic()
@@ -126,7 +131,8 @@ def cmd_converge(a):
             time.sleep(a.pause)
     r = {"samples": a.samples, "converged": len(after_ack), "timeouts": timeouts,
          "errors": len(errors), "first_error": errors[0] if errors else None,
-         "polls_median": statistics.median(polls) if polls else None}
+         "polls_median": statistics.median(polls) if polls else None,
+         "elapsed_s": time.monotonic() - started}
     for key, vals in (("ack", after_ack), ("send", from_send)):
         r[key + "_p50_ms"] = pct(vals, 50)
         r[key + "_p99_ms"] = pct(vals, 99)
@@ -235,6 +241,20 @@ def cmd_move(a):
     print(json.dumps(r))
 
 
+# ---------------------------------------------------------------- etcd
+
+def cmd_etcd_stats(a):
+    h, p = split(a.url.replace("http://", "").split(",")[0])
+    st, data = http_req(h, p, "GET", "/metrics")
+    applied = 0
+    for line in data.decode().splitlines():
+        if line.startswith("etcd_server_proposals_applied_total "):
+            applied = int(float(line.split()[1]))
+    st, data = http_req(h, p, "POST", "/v3/kv/range", body=json.dumps({"key": "AA==", "limit": 1}))
+    rev = int(json.loads(data)["header"]["revision"])
+    print("%d %d" % (applied, rev))
+
+
 # ---------------------------------------------------------------- DNS table
 
 def cmd_qps_table(a):
@@ -288,6 +308,7 @@ def main():
     p.add_argument("--total", type=int, required=True); p.add_argument("--since", type=float, required=True)
     p.add_argument("--timeout", type=float, default=60); p.add_argument("--out", default="")
     p.set_defaults(fn=cmd_move)
+    p = sub.add_parser("etcd-stats"); p.add_argument("url"); p.set_defaults(fn=cmd_etcd_stats)
     p = sub.add_parser("qps-table"); p.add_argument("dir"); p.set_defaults(fn=cmd_qps_table)
     a = ap.parse_args()
     a.fn(a)

@@ -28,8 +28,9 @@
 # plus an embedded roster (data dir under /var/tmp) for comparison, and prints
 # one markdown table per phase (also in RESULTS_DIR/table.md):
 #   writes    acknowledged durable registrations/s and latency through one
-#             node and through all three at once (bench/store/loadgen, one per
-#             node), and through the embedded store
+#             node and through all three at once (bench/cluster/loadgen, a copy
+#             of bench/store/loadgen with disjoint IDs per copy, one per node),
+#             and through the embedded store
 #   converge  write through node A, poll node B's DNS (UDP SRV) until it shows
 #   dns       dnsperf UDP QPS and CPU per query, embedded vs a cluster node,
 #             1,000 services x 5 instances, alternating per round
@@ -172,13 +173,13 @@ case "$ROSTER_BIN" in /*) ;; *) ROSTER_BIN="$PWD/$ROSTER_BIN" ;; esac
 cp "$ROSTER_BIN" "$WORK/roster-bin"
 ROSTER_SHA="$(sha256sum "$WORK/roster-bin" | cut -c1-12)"
 ROSTER_BIN="$WORK/roster-bin"
-if has writes; then
-  command -v cargo >/dev/null 2>&1 || die "cargo not found (needed for bench/store/loadgen)"
-  LOADGEN_DIR="$REPO/bench/store/loadgen"
+if has writes || has converge; then
+  command -v cargo >/dev/null 2>&1 || die "cargo not found (needed for bench/cluster/loadgen)"
+  LOADGEN_DIR="$HERE/loadgen"
   log "building the load generator: $LOADGEN_DIR"
   CARGO_TARGET_DIR="$LOADGEN_DIR/target" timeout 1800 cargo build --release --quiet \
     --manifest-path "$LOADGEN_DIR/Cargo.toml" || die "building bench/store/loadgen failed"
-  LOADGEN_BIN="$LOADGEN_DIR/target/release/roster-store-loadgen"
+  LOADGEN_BIN="$LOADGEN_DIR/target/release/roster-cluster-loadgen"
 fi
 
 # ------------------------------------------------------------ ports
@@ -289,34 +290,34 @@ start_etcd
 # ------------------------------------------------------------ writes
 run_loadgens() { # label nodes(1|3) connections targets...
   local label="$1" nodes="$2" c="$3"; shift 3
-  local targets=("$@") k pids=() stagger=1.5
+  local targets=("$@") k pids=()
   local out="$RESULTS_DIR/runs/writes-$label-c$c"
   quiet
   local watched=("${ETCD_PIDS[@]}") rpids=()
   if [ "$label" = embedded ]; then rpids=("$EMB_PID"); else rpids=("${NODE_PID[n1]}" "${NODE_PID[n2]}" "${NODE_PID[n3]}"); fi
-  local r0 e0 m0 r1 e1 m1
+  local r0 e0 m0 r1 e1 m1 x0="0 0" x1="0 0"
+  [ "$label" = embedded ] || x0="$(python3 "$PROBE" etcd-stats "$ETCD_URLS")"
   r0="$(cpu_of "${rpids[@]}")"; e0="$(cpu_of "${watched[@]}")"; m0="$(busy)"
-  # With several loadgens their sequence numbers (hence instance IDs) would
-  # run in step and collide; each starts `stagger` s after the previous one,
-  # with that much less warm-up, so the measured windows coincide and the
-  # loadgens stay ~1.5 s of writes apart in the ID space.
+  # one loadgen per node, each with its own instance IDs (g0-i0, g1-i0, ...;
+  # the services s0..s999 are shared): the same IDs would collide
   for ((k = 0; k < ${#targets[@]}; k++)); do
-    local w; w="$(awk -v w="$WARMUP" -v k="$k" -v n="${#targets[@]}" -v s="$stagger" 'BEGIN{print w + (n-1-k)*s}')"
     timeout $((DURATION + WARMUP + 60)) "$LOADGEN_BIN" --addr "${targets[k]}" --connections "$c" \
-      --duration "$DURATION" --warmup "$w" --services 1000 --instances 100000 \
+      --duration "$DURATION" --warmup "$WARMUP" --services 1000 --instances 100000 --id-prefix "g$k-" \
       >"$out-$k.out" 2>"$out-$k.err" &
     pids+=("$!")
-    [ $((k + 1)) -lt "${#targets[@]}" ] && sleep "$stagger"
   done
   local rc=0 p; for p in "${pids[@]}"; do wait "$p" || rc=$?; done
   r1="$(cpu_of "${rpids[@]}")"; e1="$(cpu_of "${watched[@]}")"; m1="$(busy)"
+  [ "$label" = embedded ] || x1="$(python3 "$PROBE" etcd-stats "$ETCD_URLS")"
   [ "$rc" = 0 ] || { cat "$out"-*.err; die "loadgen failed ($rc)"; }
-  local el; el="$(awk -v d="$DURATION" -v w="$WARMUP" -v n="${#targets[@]}" -v s="$stagger" 'BEGIN{print d + w + (n-1)*s}')"
-  python3 - "$label" "$nodes" "$c" "$(sub "$r0" "$r1" "$el")" "$(sub "$e0" "$e1" "$el")" "$(sub "$m0" "$m1" "$el")" "$el" "$out"-*.out <<'EOF' | tee -a "$RESULTS_DIR/writes.rows"
+  local el=$((DURATION + WARMUP))
+  python3 - "$label" "$nodes" "$c" "$(sub "$r0" "$r1" "$el")" "$(sub "$e0" "$e1" "$el")" "$(sub "$m0" "$m1" "$el")" "$el" "$x0" "$x1" "$out"-*.out <<'EOF' | tee -a "$RESULTS_DIR/writes.rows"
 import re, sys
-label, nodes, c, roster, etcd, machine, el = sys.argv[1:8]
+label, nodes, c, roster, etcd, machine, el, x0, x1 = sys.argv[1:10]
+(a0, v0), (a1, v1) = map(int, x0.split()), map(int, x1.split())
+txns, lost = a1 - a0, (a1 - a0) - (v1 - v0)
 rows = []
-for path in sys.argv[8:]:
+for path in sys.argv[10:]:
     line = open(path).read()
     rows.append({k: v for k, v in re.findall(r"(\w+)=([^ \n]+)", line)})
 num = lambda r, k: float(r[k].rstrip("/sm"))
@@ -326,8 +327,11 @@ other = max(0.0, float(machine) - float(roster) - float(etcd) - lg)
 fails = sum(int(r["refused"]) + int(r["connection_errors"]) for r in rows)
 j = lambda k: " / ".join("%.2f" % num(r, k) for r in rows)
 store = "embedded (redb)" if label == "embedded" else "cluster"
-print("| %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %.2f | %.2f | %d |" % (
-    store, nodes, c, rate, j("p50"), j("p99"), j("max"), roster, etcd if label != "embedded" else "-", lg, other, fails))
+acked = sum(int(r["acknowledged"]) for r in rows)
+# etcd counts cover the warm-up too: per second of the whole run
+etxn = "-" if label == "embedded" else "%.0f (%.0f%% lost a compare)" % (txns / float(el), 100.0 * lost / txns if txns else 0)
+print("| %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %.2f | %.2f | %s | %d |" % (
+    store, nodes, c, rate, j("p50"), j("p99"), j("max"), roster, etcd if label != "embedded" else "-", lg, other, etxn, fails))
 EOF
 }
 
@@ -348,8 +352,8 @@ if has writes; then
   {
     echo "### Writes (acknowledged durable registrations)"
     echo
-    echo "| store | nodes written through | connections per node | acknowledged writes/s (sum) | p50 ms (per node) | p99 ms (per node) | max ms (per node) | roster CPU (cores, all nodes) | etcd CPU (cores) | loadgen CPU (cores) | other CPU (cores) | failures |"
-    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    echo "| store | nodes written through | connections per node | acknowledged writes/s (sum) | p50 ms (per node) | p99 ms (per node) | max ms (per node) | roster CPU (cores, all nodes) | etcd CPU (cores) | loadgen CPU (cores) | other CPU (cores) | etcd transactions/s | failures |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     cat "$RESULTS_DIR/writes.rows"
     echo
   } >>"$TABLE"
@@ -360,20 +364,37 @@ if has converge; then
   log "phase converge: $SAMPLES samples"
   start_cluster
   : >"$RESULTS_DIR/converge.rows"
-  for pair in "n1 n2" "n1 n3" "n1 n1"; do
-    read -r a b <<<"$pair"
+  # "load": meanwhile a loadgen writes through n3 with 64 connections (the
+  # busiest case of the writes phase through one node), for at most 60 s
+  for pair in "n1 n2 -" "n1 n3 -" "n1 n1 -" "n1 n2 load"; do
+    read -r a b load <<<"$pair"
     samples="$SAMPLES"; [ "$a" = "$b" ] && samples=$(( SAMPLES < 50 ? SAMPLES : 50 ))
     quiet
+    lg=""
+    if [ "$load" = load ]; then
+      timeout 120 "$LOADGEN_BIN" --addr "127.0.0.1:${HTTP[n3]}" --connections 64 --duration 60 --warmup 0 \
+        --services 1000 --instances 100000 --id-prefix load- >"$RESULTS_DIR/runs/converge-load.out" 2>&1 &
+      lg=$!
+      sleep 2
+    fi
     python3 "$PROBE" converge --write "127.0.0.1:${HTTP[$a]}" --dns "127.0.0.1:${DNS[$b]}" \
-      --samples "$samples" --timeout 5 --out "$RESULTS_DIR/runs/converge-$a-$b.json" >/dev/null \
+      --samples "$samples" --timeout 5 --out "$RESULTS_DIR/runs/converge-$a-$b-$load.json" >/dev/null \
       || die "converge $a -> $b failed"
-    python3 - "$a" "$b" "$RESULTS_DIR/runs/converge-$a-$b.json" <<'EOF' | tee -a "$RESULTS_DIR/converge.rows"
+    if [ -n "$lg" ]; then wait "$lg" || true; fi
+    python3 - "$a" "$b" "$load" "$RESULTS_DIR/runs/converge-$a-$b-$load.json" <<'EOF' | tee -a "$RESULTS_DIR/converge.rows"
 import json, sys
-a, b, path = sys.argv[1:4]
+a, b, load, path = sys.argv[1:5]
 r = json.load(open(path))
 f = lambda v: "-" if v is None else "%.2f" % v
+note = " (control: the writing node itself)" if a == b else ""
+if load == "load":
+    import os, re
+    lg = open(os.path.join(os.path.dirname(path), "converge-load.out")).read()
+    m = re.search(r"rate=(\S+)", lg)
+    note = " while a loadgen writes through n3 (64 connections, %s over 60 s)%s" % (
+        m.group(1) if m else "?", "" if r["elapsed_s"] < 58 else ", **outlasted the load: %.0f s**" % r["elapsed_s"])
 print("| %s → %s%s | %d | %d | %d | %s | %s | %s | %s | %s | %s |" % (
-    a, b, " (control: the writing node itself)" if a == b else "", r["samples"], r["timeouts"], r["errors"],
+    a, b, note, r["samples"], r["timeouts"], r["errors"],
     f(r["ack_p50_ms"]), f(r["ack_p99_ms"]), f(r["ack_max_ms"]),
     f(r["send_p50_ms"]), f(r["send_p99_ms"]), f(r["send_max_ms"])))
 EOF
