@@ -304,7 +304,7 @@ run_loadgens() { # label nodes(1|3) connections targets...
     timeout $((DURATION + WARMUP + 60)) "$LOADGEN_BIN" --addr "${targets[k]}" --connections "$c" \
       --duration "$DURATION" --warmup "$WARMUP" --services 1000 --instances 100000 --id-prefix "g$k-" \
       >"$out-$k.out" 2>"$out-$k.err" &
-    pids+=("$!")
+    pids+=("$!"); STARTED+=("$!")
   done
   local rc=0 p; for p in "${pids[@]}"; do wait "$p" || rc=$?; done
   r1="$(cpu_of "${rpids[@]}")"; e1="$(cpu_of "${watched[@]}")"; m1="$(busy)"
@@ -374,7 +374,7 @@ if has converge; then
     if [ "$load" = load ]; then
       timeout 120 "$LOADGEN_BIN" --addr "127.0.0.1:${HTTP[n3]}" --connections 64 --duration 60 --warmup 0 \
         --services 1000 --instances 100000 --id-prefix load- >"$RESULTS_DIR/runs/converge-load.out" 2>&1 &
-      lg=$!
+      lg=$!; STARTED+=("$lg")
       sleep 2
     fi
     python3 "$PROBE" converge --write "127.0.0.1:${HTTP[$a]}" --dns "127.0.0.1:${DNS[$b]}" \
