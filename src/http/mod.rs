@@ -14,6 +14,7 @@ mod native;
 pub mod server;
 mod state;
 pub mod tls;
+mod ui;
 mod views;
 
 use axum::{
@@ -60,6 +61,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/import",
             put(backup::import).layer(DefaultBodyLimit::max(backup::MAX_IMPORT_BYTES)),
         )
+        .route("/ui", get(ui::redirect))
+        .route("/ui/", get(ui::index))
+        .route("/ui/app.js", get(ui::script))
+        .route("/ui/style.css", get(ui::style))
         .merge(consul::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
