@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{error::ConsulError, keys::decode_struct};
-use crate::model::{CheckBody, parse_go_duration};
+use crate::model::{CheckBody, MAX_NOTE_BYTES, parse_go_duration};
 
 /// A check as Consul clients send it, keys normalised (see `keys`). The
 /// same struct reads a service's `Check`/`Checks` entries and the body of
@@ -49,6 +49,11 @@ pub(super) struct ConsulCheck {
     /// `TLSSkipVerify` and `TLSServerName`: for `https://` checks.
     pub tlsskipverify: Option<bool>,
     pub tlsservername: Option<String>,
+    // Options roster does not implement; present to be refused, not
+    // ignored (each would make the check behave otherwise than asked).
+    pub tcpusetls: Option<bool>,
+    pub failuresbeforewarning: Option<u32>,
+    pub outputmaxsize: Option<u64>,
     // Kinds roster does not run; present only to be refused by name.
     pub args: Option<Value>,
     pub scriptargs: Option<Value>,
@@ -141,6 +146,29 @@ impl ConsulCheck {
         if let Some((kind, _)) = unsupported.iter().find(|(_, set)| *set) {
             return Err(ConsulError::bad_request(format!(
                 "Invalid check: {kind} checks are not supported; roster runs http, tcp and ttl checks"
+            )));
+        }
+        if self.tcpusetls == Some(true) {
+            return Err(ConsulError::bad_request(
+                "Invalid check: TCPUseTLS is not supported; roster's tcp checks only connect (use an https:// http check to verify TLS)",
+            ));
+        }
+        // Consul's default makes warning follow critical's threshold, so a
+        // value equal to it changes nothing; any other would.
+        if let Some(warning) = self.failuresbeforewarning
+            && warning != 0
+            && warning != self.failuresbeforecritical.unwrap_or(1)
+        {
+            return Err(ConsulError::bad_request(format!(
+                "Invalid check: FailuresBeforeWarning {warning} is not supported; roster goes from passing to critical after FailuresBeforeCritical failures"
+            )));
+        }
+        if let Some(size) = self.outputmaxsize
+            && size != 0
+            && size < MAX_NOTE_BYTES as u64
+        {
+            return Err(ConsulError::bad_request(format!(
+                "Invalid check: OutputMaxSize {size} is not supported; roster keeps the first {MAX_NOTE_BYTES} bytes of every output"
             )));
         }
         if self.body.as_deref().is_some_and(|b| !b.is_empty()) {
