@@ -28,8 +28,8 @@
 # plus an embedded roster (data dir under /var/tmp) for comparison, and prints
 # one markdown table per phase (also in RESULTS_DIR/table.md):
 #   writes    acknowledged durable registrations/s and latency through one
-#             node and through all three at once (bench/cluster/loadgen, a copy
-#             of bench/store/loadgen with disjoint IDs per copy, one per node),
+#             node and through all three at once (bench/store/loadgen with
+#             --id-prefix: disjoint IDs per copy, one per node),
 #             and through the embedded store
 #   converge  write through node A, poll node B's DNS (UDP SRV) until it shows
 #   dns       dnsperf UDP QPS and CPU per query, embedded vs a cluster node,
@@ -174,12 +174,12 @@ cp "$ROSTER_BIN" "$WORK/roster-bin"
 ROSTER_SHA="$(sha256sum "$WORK/roster-bin" | cut -c1-12)"
 ROSTER_BIN="$WORK/roster-bin"
 if has writes || has converge; then
-  command -v cargo >/dev/null 2>&1 || die "cargo not found (needed for bench/cluster/loadgen)"
-  LOADGEN_DIR="$HERE/loadgen"
+  command -v cargo >/dev/null 2>&1 || die "cargo not found (needed for bench/store/loadgen)"
+  LOADGEN_DIR="$HERE/../store/loadgen"
   log "building the load generator: $LOADGEN_DIR"
   CARGO_TARGET_DIR="$LOADGEN_DIR/target" timeout 1800 cargo build --release --quiet \
     --manifest-path "$LOADGEN_DIR/Cargo.toml" || die "building bench/store/loadgen failed"
-  LOADGEN_BIN="$LOADGEN_DIR/target/release/roster-cluster-loadgen"
+  LOADGEN_BIN="$LOADGEN_DIR/target/release/roster-store-loadgen"
 fi
 
 # ------------------------------------------------------------ ports

@@ -12,11 +12,20 @@
 //! ```text
 //! roster-store-loadgen --addr 127.0.0.1:8500 [--connections 64]
 //!     [--duration 10] [--warmup 2] [--services 100] [--instances 100000]
-//!     [--threads 1]
+//!     [--threads 1] [--id-prefix ""]
 //! ```
 //!
 //! Prints one line of `key=value` results: acknowledged (2xx) writes per
 //! second in the measured window, failures, and latency percentiles.
+//!
+//! `--id-prefix P` makes the instance IDs `P` + `i{n}`. Several copies
+//! writing through different cluster nodes at once (`bench/cluster/run.sh`)
+//! need disjoint IDs: with the same IDs (and the same bodies, the sequence
+//! number being the same) a copy that falls behind rewrites what another
+//! wrote, which roster answers as a no-op without a write, so it catches up
+//! at once and then writes the very keys the other copy is writing,
+//! concurrently, through another node: most transactions then lose their
+//! compare. Services (`s{k}`) are shared.
 //!
 //! `roster-store-loadgen churn ...` is another client altogether: the churn
 //! client of `bench/dns/run.sh --churn` (registrations and deregistrations at
@@ -46,6 +55,7 @@ struct Options {
     services: u64,
     instances: u64,
     threads: usize,
+    id_prefix: String,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -57,6 +67,7 @@ fn parse_options() -> Result<Options, String> {
         services: 100,
         instances: 100_000,
         threads: 1,
+        id_prefix: String::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -74,6 +85,7 @@ fn parse_options() -> Result<Options, String> {
             "--services" => options.services = value.parse().map_err(|e| bad(&e))?,
             "--instances" => options.instances = value.parse().map_err(|e| bad(&e))?,
             "--threads" => options.threads = value.parse().map_err(|e| bad(&e))?,
+            "--id-prefix" => options.id_prefix = value,
             _ => return Err(format!("unknown option {flag}")),
         }
     }
@@ -159,8 +171,9 @@ async fn connection(
         request.clear();
         request.extend_from_slice(
             format!(
-                "PUT /v1/services/s{service}/instances/i{n} HTTP/1.1\r\nhost: roster\r\n\
+                "PUT /v1/services/s{service}/instances/{}i{n} HTTP/1.1\r\nhost: roster\r\n\
                  content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                options.id_prefix,
                 body.len()
             )
             .as_bytes(),
