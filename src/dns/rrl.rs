@@ -137,25 +137,37 @@ impl RateLimiter {
     }
 
     /// Decides, in order, what happens to answers to `sources` at `now`:
-    /// `verdicts[i]` for `sources[i]`. Consecutive answers to the same
-    /// network (the common case in a batch) take their tokens in one step.
-    pub(super) fn decide(&self, sources: &[IpAddr], now: u64, verdicts: &mut [Verdict]) {
-        let count = sources.len().min(verdicts.len());
+    /// `verdicts[i]` for the i-th source (sources beyond `verdicts` are
+    /// ignored). Consecutive answers to the same network (the common case
+    /// in a batch) take their tokens in one step. Returns whether any
+    /// answer was over the limit.
+    pub(super) fn decide(
+        &self,
+        sources: impl IntoIterator<Item = IpAddr>,
+        now: u64,
+        verdicts: &mut [Verdict],
+    ) -> bool {
+        let mut networks = sources
+            .into_iter()
+            .map(network)
+            .take(verdicts.len())
+            .peekable();
         let (mut dropped, mut slipped) = (0u64, 0u64);
         let mut start = 0;
-        while start < count {
-            let network = network(sources[start]);
+        while let Some(network) = networks.next() {
             let mut end = start + 1;
-            while end < count && self::network(sources[end]) == network {
+            while networks.next_if_eq(&network).is_some() {
                 end += 1;
             }
             let run = &mut verdicts[start..end];
             self.decide_run(network, now, run);
-            for verdict in run.iter() {
-                match verdict {
-                    Verdict::Send => {}
-                    Verdict::Slip => slipped += 1,
-                    Verdict::Drop => dropped += 1,
+            if run.last() != Some(&Verdict::Send) {
+                for verdict in run.iter() {
+                    match verdict {
+                        Verdict::Send => {}
+                        Verdict::Slip => slipped += 1,
+                        Verdict::Drop => dropped += 1,
+                    }
                 }
             }
             start = end;
@@ -167,6 +179,7 @@ impl RateLimiter {
         if slipped > 0 {
             self.slipped.fetch_add(slipped, Relaxed);
         }
+        dropped + slipped > 0
     }
 
     /// [`Self::decide`] for a run of answers to one network.
@@ -344,7 +357,7 @@ mod tests {
 
     fn verdicts(limiter: &RateLimiter, sources: &[IpAddr], now: u64) -> Vec<Verdict> {
         let mut verdicts = vec![Verdict::Drop; sources.len()];
-        limiter.decide(sources, now, &mut verdicts);
+        limiter.decide(sources.iter().copied(), now, &mut verdicts);
         verdicts
     }
 

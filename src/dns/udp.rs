@@ -160,7 +160,7 @@ pub(super) fn serve(
                     // Decided before the answer is built: a dropped one costs
                     // nothing more.
                     let mut verdict = [Verdict::Send];
-                    limiter.decide(&[source.ip()], now, &mut verdict);
+                    limiter.decide([source.ip()], now, &mut verdict);
                     match verdict[0] {
                         Verdict::Send => false,
                         Verdict::Slip => true,
@@ -193,15 +193,13 @@ fn limit_fast(
     fast: &mut Vec<usize>,
     answers: &mut [Vec<u8>],
 ) {
-    let count = fast.len().min(BATCH);
-    let mut ips = [IpAddr::V4(Ipv4Addr::UNSPECIFIED); BATCH];
-    for (ip, &entry) in ips.iter_mut().zip(fast.iter()) {
-        if let Some(source) = sources[entry] {
-            *ip = source.ip();
-        }
-    }
+    let ips = fast.iter().map(|&entry| {
+        sources[entry].map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |source| source.ip())
+    });
     let mut verdicts = [Verdict::Send; BATCH];
-    limiter.decide(&ips[..count], now, &mut verdicts[..count]);
+    if !limiter.decide(ips, now, &mut verdicts) {
+        return;
+    }
     let mut verdicts = verdicts.iter();
     fast.retain(|&entry| match verdicts.next() {
         Some(Verdict::Drop) => false,
