@@ -311,6 +311,10 @@ pub async fn run_reloading(
         listeners.dns_tcp,
         caps.dns_tcp,
         tcp_timeouts,
+        dns::RateLimit {
+            per_second: config.dns.rate_limit,
+            slip: config.dns.rate_limit_slip,
+        },
     );
 
     let acl = Arc::new(arc_swap::ArcSwap::from_pointee(http::acl::Acl::new(

@@ -25,6 +25,7 @@ mod lookup;
 mod precheck;
 mod prefetch;
 mod query;
+mod rrl;
 mod service_cache;
 pub mod table;
 mod tcp;
@@ -32,10 +33,13 @@ mod udp;
 pub(crate) mod wire;
 pub mod zones;
 
+use std::sync::Arc;
+
 use tokio::{net::TcpListener, runtime::Handle, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 pub use handler::DnsHandler;
+pub use rrl::{RateLimit, RateLimitCounts};
 pub use tcp::TcpTimeouts;
 
 /// The running DNS server: roster's UDP threads and TCP loop. Dropping it
@@ -45,9 +49,17 @@ pub struct DnsServer {
     udp: Vec<JoinHandle<()>>,
     /// Stops the UDP threads, the TCP accept loop and every TCP connection.
     stop: CancellationToken,
+    /// The UDP threads' response-rate limiter, when `dns.rate_limit` is on.
+    limiter: Option<Arc<rrl::RateLimiter>>,
 }
 
 impl DnsServer {
+    /// UDP answers dropped and slipped by response-rate limiting so far;
+    /// `None` when it is off.
+    pub fn rate_limited(&self) -> Option<RateLimitCounts> {
+        self.limiter.as_deref().map(rrl::RateLimiter::counts)
+    }
+
     /// Stops accepting queries, closes TCP connections and waits for the
     /// loops to end.
     pub async fn shutdown(mut self) {
@@ -68,23 +80,27 @@ impl Drop for DnsServer {
 }
 
 /// Starts serving on already-bound sockets: each UDP socket gets a blocking
-/// thread of its own (see `udp`); the TCP listener gets a task that keeps
-/// at most `tcp_max_connections` open, each for at most `tcp_timeouts` (see
-/// `tcp`).
+/// thread of its own (see `udp`), and all of them share one response-rate
+/// limiter when `rate_limit` is on (see `rrl`); the TCP listener gets a task
+/// that keeps at most `tcp_max_connections` open, each for at most
+/// `tcp_timeouts` (see `tcp`), and is never rate-limited.
 pub fn serve(
     handler: DnsHandler,
     udp: Vec<std::net::UdpSocket>,
     tcp: TcpListener,
     tcp_max_connections: usize,
     tcp_timeouts: TcpTimeouts,
+    rate_limit: RateLimit,
 ) -> DnsServer {
     let stop = CancellationToken::new();
     let runtime = Handle::current();
+    let limiter = rrl::RateLimiter::new(rate_limit).map(Arc::new);
     let udp = udp
         .into_iter()
         .map(|socket| {
             let (handler, stop, runtime) = (handler.clone(), stop.clone(), runtime.clone());
-            tokio::task::spawn_blocking(move || udp::serve(socket, handler, stop, runtime))
+            let limiter = limiter.clone();
+            tokio::task::spawn_blocking(move || udp::serve(socket, handler, limiter, stop, runtime))
         })
         .collect();
     let tcp = tokio::spawn(tcp::serve(
@@ -98,5 +114,6 @@ pub fn serve(
         tcp: Some(tcp),
         udp,
         stop,
+        limiter,
     }
 }

@@ -24,7 +24,7 @@
 
 use std::{
     cell::RefCell,
-    net::{SocketAddr, UdpSocket},
+    net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -46,6 +46,7 @@ use tracing::{debug, warn};
 
 use super::{
     DnsHandler, precheck,
+    rrl::{self, RateLimiter, Verdict},
     service_cache::ServiceCache,
     wire::{self, HEADER_LEN},
 };
@@ -72,9 +73,12 @@ thread_local! {
 
 /// Serves queries arriving on `socket` until `shutdown` is cancelled. Runs
 /// on a thread of its own (blocking); `runtime` drives the general path.
+/// With a `limiter` (response-rate limiting on), every answer about to be
+/// sent asks it first (see [`super::rrl`]).
 pub(super) fn serve(
     socket: UdpSocket,
     handler: DnsHandler,
+    limiter: Option<Arc<RateLimiter>>,
     shutdown: CancellationToken,
     runtime: Handle,
 ) {
@@ -143,11 +147,32 @@ pub(super) fn serve(
                 None => {}
             }
         }
+        // One branch per batch when rate limiting is off.
+        let now = limiter.as_deref().map(|limiter| {
+            let now = limiter.now();
+            limit_fast(limiter, now, &sources, &mut fast, &mut answers);
+            now
+        });
         batch.send(&socket, &fast, &answers);
         for &(entry, source) in &general {
+            let slip = match (limiter.as_deref(), now) {
+                (Some(limiter), Some(now)) => {
+                    // Decided before the answer is built: a dropped one costs
+                    // nothing more.
+                    let mut verdict = [Verdict::Send];
+                    limiter.decide([source.ip()], now, &mut verdict);
+                    match verdict[0] {
+                        Verdict::Send => false,
+                        Verdict::Slip => true,
+                        Verdict::Drop => continue,
+                    }
+                }
+                _ => false,
+            };
             let reply = SocketReply {
                 socket: socket.clone(),
                 destination: source,
+                slip,
             };
             let outcome =
                 runtime.block_on(answer_general(&handler, batch.query(entry), source, reply));
@@ -156,6 +181,34 @@ pub(super) fn serve(
             }
         }
     }
+}
+
+/// Asks `limiter` about the fast path's answers (`fast`, entries of a
+/// batch from `sources`): drops the ones over the limit from `fast` and
+/// slips the ones whose turn it is, in place. No allocation.
+fn limit_fast(
+    limiter: &RateLimiter,
+    now: u64,
+    sources: &[Option<SocketAddr>; BATCH],
+    fast: &mut Vec<usize>,
+    answers: &mut [Vec<u8>],
+) {
+    let ips = fast.iter().map(|&entry| {
+        sources[entry].map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |source| source.ip())
+    });
+    let mut verdicts = [Verdict::Send; BATCH];
+    if !limiter.decide(ips, now, &mut verdicts) {
+        return;
+    }
+    let mut verdicts = verdicts.iter();
+    fast.retain(|&entry| match verdicts.next() {
+        Some(Verdict::Drop) => false,
+        Some(Verdict::Slip) => {
+            rrl::slip(&mut answers[entry]);
+            true
+        }
+        _ => true,
+    });
 }
 
 /// Whether a datagram from `source` can be answered: never reflect to port
@@ -284,10 +337,22 @@ impl MalformedLog {
 struct SocketReply {
     socket: Arc<UdpSocket>,
     destination: SocketAddr,
+    /// Over the rate limit, and this answer's turn to go out truncated
+    /// ([`rrl::slip`]).
+    slip: bool,
 }
 
 impl Reply for SocketReply {
     fn send(&self, bytes: &[u8]) {
+        let slipped;
+        let bytes = if self.slip {
+            let mut copy = bytes.to_vec();
+            rrl::slip(&mut copy);
+            slipped = copy;
+            &slipped[..]
+        } else {
+            bytes
+        };
         // A blocking send on this socket's own thread: it waits only if the
         // socket buffer is full.
         if let Err(error) = self.socket.send_to(bytes, self.destination) {

@@ -39,6 +39,8 @@ pub(crate) const FLAG_QR: u8 = 0x80;
 pub(crate) const OPCODE_MASK: u8 = 0x78;
 /// Header octet 2: AA (authoritative answer).
 pub(crate) const FLAG_AA: u8 = 0x04;
+/// Header octet 2: TC (truncated: the client should ask again over TCP).
+pub(crate) const FLAG_TC: u8 = 0x02;
 /// Header octet 2: RD (recursion desired), echoed in the response.
 pub(crate) const FLAG_RD: u8 = 0x01;
 /// Header octet 3: CD (checking disabled), echoed in the response.

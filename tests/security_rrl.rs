@@ -1,0 +1,233 @@
+//! Response-rate limiting over UDP (`dns.rate_limit`, `dns.rate_limit_slip`)
+//! against a real roster on loopback: a burst from one /24 gets about a
+//! second's worth of full answers, some truncated ones and silence for the
+//! rest, while another /24 and TCP are answered as usual.
+//!
+//! No timing thresholds: the bound on full answers grows with how long the
+//! burst actually took, so a slow machine makes the check looser, never
+//! flaky. Every wait has an overall limit.
+
+mod common;
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::Duration,
+};
+
+use common::{Server, exchange_tcp, query_message, service_name, start_server_with};
+use hickory_proto::{
+    op::{Message, MessageType, ResponseCode},
+    rr::RecordType,
+};
+use tokio::{
+    net::UdpSocket,
+    time::{Instant, timeout},
+};
+
+/// Answers per second to one network in these tests (and the burst size).
+const RATE: u32 = 20;
+/// Queries in a burst.
+const BURST: u16 = 200;
+/// A burst's answers are collected until none arrives for this long.
+const QUIET: Duration = Duration::from_millis(1500);
+/// The longest a whole burst may take.
+const DEADLINE: Duration = Duration::from_secs(30);
+/// EDNS payload the queries offer, so slipped answers must keep an OPT.
+const EDNS: u16 = 1232;
+
+/// A roster with `web` (one instance) and rate limiting at `rate`/`slip`.
+async fn start(rate: u32, slip: u32) -> Server {
+    let server = start_server_with(&[], |config| {
+        config.dns.rate_limit = rate;
+        config.dns.rate_limit_slip = slip;
+    })
+    .await;
+    server.add("web", "web-1", "10.0.0.1", 80).await;
+    server
+}
+
+/// A UDP socket bound to `source` (any 127/8 address is loopback on Linux).
+async fn socket_at(source: [u8; 4]) -> UdpSocket {
+    let address = SocketAddr::from((IpAddr::V4(Ipv4Addr::from(source)), 0));
+    UdpSocket::bind(address)
+        .await
+        .unwrap_or_else(|e| panic!("bind UDP to {address}: {e}"))
+}
+
+fn query(id: u16, qname: &str) -> Vec<u8> {
+    let mut message = query_message(qname, RecordType::A, Some(EDNS));
+    message.metadata.id = id;
+    message.to_vec().expect("encode query")
+}
+
+/// What came back for a burst.
+#[derive(Debug, Default)]
+struct Answers {
+    /// Not truncated.
+    full: Vec<Message>,
+    /// TC set.
+    truncated: Vec<Message>,
+    /// From the first query sent to the last answer received.
+    elapsed: Duration,
+}
+
+impl Answers {
+    fn count(&self) -> usize {
+        self.full.len() + self.truncated.len()
+    }
+}
+
+/// Sends queries with IDs `ids` for `qname` from `socket` as fast as it
+/// can, then collects answers until all came or none came for [`QUIET`].
+async fn burst(
+    socket: &UdpSocket,
+    server: SocketAddr,
+    qname: &str,
+    ids: std::ops::Range<u16>,
+) -> Answers {
+    let start = Instant::now();
+    let expected = ids.len();
+    for id in ids {
+        socket
+            .send_to(&query(id, qname), server)
+            .await
+            .expect("send UDP query");
+    }
+    let mut answers = Answers::default();
+    let mut buffer = vec![0u8; 65_535];
+    while answers.count() < expected && start.elapsed() < DEADLINE {
+        let Ok(received) = timeout(QUIET, socket.recv_from(&mut buffer)).await else {
+            break;
+        };
+        let (len, from) = received.expect("receive UDP");
+        assert_eq!(from, server);
+        let message = Message::from_vec(&buffer[..len]).expect("the answer decodes");
+        assert_eq!(message.metadata.message_type, MessageType::Response);
+        answers.elapsed = start.elapsed();
+        if message.metadata.truncation {
+            answers.truncated.push(message);
+        } else {
+            answers.full.push(message);
+        }
+    }
+    answers
+}
+
+/// The most full answers a limit of [`RATE`] per second (bursts of
+/// [`RATE`]) allows over `elapsed`, plus one for rounding.
+fn allowed(elapsed: Duration) -> usize {
+    let rate = RATE as usize;
+    rate + (elapsed.as_secs_f64() * f64::from(RATE)).ceil() as usize + 1
+}
+
+#[tokio::test]
+async fn a_burst_from_one_network_is_limited_and_others_are_not() {
+    let server = start(RATE, 2).await;
+    let qname = service_name("web");
+    let limited = socket_at([127, 0, 0, 1]).await;
+    let answers = burst(&limited, server.dns_addr, &qname, 0..BURST).await;
+
+    let (full, truncated) = (answers.full.len(), answers.truncated.len());
+    let summary = format!(
+        "{full} full, {truncated} truncated in {:?}",
+        answers.elapsed
+    );
+    assert!(
+        full >= 1,
+        "the first answers are within the limit: {summary}"
+    );
+    assert!(full <= allowed(answers.elapsed), "{summary}");
+    assert!(full < usize::from(BURST) / 2, "{summary}");
+    assert!(
+        truncated > 0,
+        "every second limited answer slips: {summary}"
+    );
+    assert!(
+        answers.count() < usize::from(BURST),
+        "the rest are dropped: {summary}"
+    );
+    for answer in &answers.full {
+        assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(answer.answers.len(), 1, "{answer}");
+    }
+    for answer in &answers.truncated {
+        assert!(answer.metadata.authoritative, "{answer}");
+        assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(answer.queries.len(), 1, "the question is kept: {answer}");
+        assert!(answer.answers.is_empty(), "{answer}");
+        assert!(answer.authorities.is_empty(), "{answer}");
+        assert!(answer.additionals.is_empty(), "{answer}");
+        let opt = answer.edns.as_ref().expect("the OPT record is kept");
+        assert_eq!(opt.max_payload(), EDNS);
+    }
+
+    // Another /24 has its own budget: each of a few queries, one at a time,
+    // gets its full answer.
+    let other = socket_at([127, 0, 1, 1]).await;
+    for id in 0..5 {
+        let answers = burst(&other, server.dns_addr, &qname, id..id + 1).await;
+        assert_eq!(answers.full.len(), 1, "query {id} from 127.0.1.1");
+        assert_eq!(answers.full[0].answers.len(), 1);
+    }
+
+    // TCP from the limited network is never limited.
+    for _ in 0..5 {
+        let reply = exchange_tcp(
+            server.dns_addr,
+            &query_message(&qname, RecordType::A, Some(EDNS)),
+        )
+        .await;
+        assert!(!reply.truncated(), "{reply}");
+        assert_eq!(reply.answers().len(), 1, "{reply}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn general_path_answers_are_limited_too() {
+    // NXDOMAIN answers come from hickory's general path, not the fast one.
+    let server = start(RATE, 1).await;
+    let qname = service_name("nope");
+    let socket = socket_at([127, 0, 2, 1]).await;
+    let answers = burst(&socket, server.dns_addr, &qname, 0..BURST).await;
+    let (full, truncated) = (answers.full.len(), answers.truncated.len());
+    let summary = format!(
+        "{full} full, {truncated} truncated in {:?}",
+        answers.elapsed
+    );
+    assert!(full >= 1, "{summary}");
+    assert!(full <= allowed(answers.elapsed), "{summary}");
+    assert!(
+        truncated > 0,
+        "slip 1: every limited answer slips: {summary}"
+    );
+    for answer in &answers.full {
+        assert_eq!(answer.metadata.response_code, ResponseCode::NXDomain);
+        assert!(!answer.authorities.is_empty(), "the SOA: {answer}");
+    }
+    for answer in &answers.truncated {
+        assert_eq!(answer.metadata.response_code, ResponseCode::NXDomain);
+        assert!(answer.answers.is_empty(), "{answer}");
+        assert!(answer.authorities.is_empty(), "{answer}");
+        assert!(answer.edns.is_some(), "the OPT record is kept: {answer}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn with_rate_limit_off_every_query_is_answered() {
+    let server = start(0, 2).await;
+    let qname = service_name("web");
+    let socket = socket_at([127, 0, 0, 1]).await;
+    // In waves, so that no datagram is lost to a full socket buffer on a
+    // slow machine: the point is that roster drops none.
+    let wave = 50;
+    for start in (0..BURST).step_by(wave) {
+        let ids = start..(start + wave as u16).min(BURST);
+        let expected = ids.len();
+        let answers = burst(&socket, server.dns_addr, &qname, ids).await;
+        assert_eq!(answers.full.len(), expected, "{answers:?}");
+        assert!(answers.truncated.is_empty(), "{answers:?}");
+    }
+    server.stop().await;
+}
