@@ -905,3 +905,49 @@ async fn an_acknowledged_import_is_whole_on_the_node_that_acked_it() {
     let export_a = cluster.export(0).await;
     assert_eq!(export_a.len(), 100, "node A right after acking the import");
 }
+
+/// `deregister_critical_after` is acted on once, by the node that runs the
+/// check: the instance leaves every node, and the reaping counters of all
+/// nodes add up to one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_critical_instance_is_reaped_once_cluster_wide() {
+    let cluster = RosterCluster::start(3).await;
+    // Nothing listens on 127.0.0.1:9 (discard): the check is critical at once.
+    let body = json!({
+        "address": "127.0.0.1",
+        "port": 9,
+        "checks": [{
+            "tcp": "127.0.0.1:9",
+            "interval": "200ms",
+            "timeout": "100ms",
+            "deregister_critical_after": "1s",
+        }],
+    });
+    cluster.register_ok(1, "doomed", "d-1", &body).await;
+    eventually(
+        "the reaped instance to leave every node",
+        CONVERGE_LIMIT,
+        || async {
+            let mut left = Vec::new();
+            for node in cluster.all() {
+                if !cluster.export(node).await.is_empty() {
+                    left.push(node);
+                }
+            }
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("still on nodes {left:?}"))
+            }
+        },
+    )
+    .await;
+    let mut reaped = 0;
+    for node in cluster.all() {
+        let metrics = cluster.get(node, "/v1/metrics").await.body;
+        reaped += metrics["instances_reaped"]
+            .as_u64()
+            .expect("instances_reaped");
+    }
+    assert_eq!(reaped, 1, "reaped by more than one node");
+}
