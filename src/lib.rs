@@ -316,6 +316,9 @@ pub async fn run_reloading(
             slip: config.dns.rate_limit_slip,
         },
     );
+    if let Some(counter) = dns_server.rate_limit_counter() {
+        let _ = metrics.dns_rate_limit.set(counter);
+    }
 
     let acl = Arc::new(arc_swap::ArcSwap::from_pointee(http::acl::Acl::new(
         &config.acl,

@@ -95,6 +95,9 @@ pub struct Metrics {
     pub cluster_stale: std::sync::atomic::AtomicBool,
     /// Checks (of every kind) this node runs.
     pub checks_owned: AtomicU64,
+    /// The UDP response-rate limiter's counters, once DNS runs with
+    /// `dns.rate_limit` on.
+    pub dns_rate_limit: std::sync::OnceLock<crate::dns::RateLimitCounter>,
 }
 
 impl Metrics {
@@ -108,6 +111,11 @@ impl Metrics {
     }
 
     pub fn snapshot(&self) -> MetricsSnapshot {
+        let rate_limited = self
+            .dns_rate_limit
+            .get()
+            .map(crate::dns::RateLimitCounter::counts)
+            .unwrap_or_default();
         MetricsSnapshot {
             checks_scheduled: self.checks_scheduled.load(Relaxed),
             probes_started: self.probes_started.load(Relaxed),
@@ -123,6 +131,8 @@ impl Metrics {
             instances_reaped: self.reaped.load(Relaxed),
             cluster_stale: self.cluster_stale.load(Relaxed),
             checks_owned: self.checks_owned.load(Relaxed),
+            dns_rrl_dropped: rate_limited.dropped,
+            dns_rrl_slipped: rate_limited.slipped,
         }
     }
 }
@@ -146,6 +156,9 @@ pub struct MetricsSnapshot {
     pub cluster_stale: bool,
     /// Checks of every kind this node runs.
     pub checks_owned: u64,
+    /// UDP answers response-rate limiting dropped, and sent truncated.
+    pub dns_rrl_dropped: u64,
+    pub dns_rrl_slipped: u64,
 }
 
 #[cfg(test)]

@@ -180,6 +180,19 @@ async fn a_burst_from_one_network_is_limited_and_others_are_not() {
         assert!(!reply.truncated(), "{reply}");
         assert_eq!(reply.answers().len(), 1, "{reply}");
     }
+
+    // The metrics count what was dropped and slipped (at least what
+    // arrived: loopback may still drop a datagram under a burst).
+    let metrics = common::metrics(&server).await;
+    let slipped = common::counter(&metrics, "dns_rrl_slipped");
+    assert!(
+        slipped >= answers.truncated.len() as u64 && slipped > 0,
+        "{metrics}"
+    );
+    assert!(
+        common::counter(&metrics, "dns_rrl_dropped") > 0,
+        "{metrics}"
+    );
     server.stop().await;
 }
 

@@ -39,7 +39,7 @@ use tokio::{net::TcpListener, runtime::Handle, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 pub use handler::DnsHandler;
-pub use rrl::{RateLimit, RateLimitCounts};
+pub use rrl::{RateLimit, RateLimitCounter, RateLimitCounts};
 pub use tcp::TcpTimeouts;
 
 /// The running DNS server: roster's UDP threads and TCP loop. Dropping it
@@ -58,6 +58,12 @@ impl DnsServer {
     /// `None` when it is off.
     pub fn rate_limited(&self) -> Option<RateLimitCounts> {
         self.limiter.as_deref().map(rrl::RateLimiter::counts)
+    }
+
+    /// A handle that reads [`DnsServer::rate_limited`]'s counters from
+    /// elsewhere (the metrics endpoint); `None` when limiting is off.
+    pub fn rate_limit_counter(&self) -> Option<RateLimitCounter> {
+        self.limiter.clone().map(RateLimitCounter)
     }
 
     /// Stops accepting queries, closes TCP connections and waits for the

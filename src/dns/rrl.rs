@@ -75,6 +75,17 @@ pub struct RateLimitCounts {
     pub slipped: u64,
 }
 
+/// A handle on the limiter's counters, for the metrics endpoint.
+#[derive(Clone)]
+pub struct RateLimitCounter(pub(super) std::sync::Arc<RateLimiter>);
+
+impl RateLimitCounter {
+    /// Answers dropped and slipped so far.
+    pub fn counts(&self) -> RateLimitCounts {
+        self.0.counts()
+    }
+}
+
 /// One bucket: a token bucket kept as GCRA's theoretical arrival time
 /// (equivalent, and one word wide, so one compare-and-swap updates it).
 #[derive(Default)]
