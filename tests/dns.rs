@@ -57,6 +57,31 @@ async fn a_and_aaaa_answer_the_instances_of_a_service() {
     );
 }
 
+/// Names match case-insensitively, and the answers carry the name as the
+/// client spelled it, on the UDP fast path, the general path and TCP alike.
+#[tokio::test]
+async fn answers_keep_the_case_the_client_asked_in() {
+    let server = start_server().await;
+    server.add("web", "web-1", "10.0.0.1", 80).await;
+    let asked = "WeB.SerVice.LoCal.";
+    let replies = [
+        // UDP without EDNS, A: the fast path.
+        server.query_udp(asked, RecordType::A, None).await,
+        // UDP, SRV and ANY: the fast path and the general path.
+        server.query_udp(asked, RecordType::SRV, Some(1232)).await,
+        server.query_udp(asked, RecordType::ANY, Some(1232)).await,
+        // TCP: always the general path.
+        server.query_tcp(asked, RecordType::A, None).await,
+        server.query_tcp(asked, RecordType::SRV, None).await,
+    ];
+    for reply in replies {
+        assert!(!reply.answers().is_empty(), "{reply}");
+        for record in reply.answers() {
+            assert_eq!(record.name.to_ascii(), asked, "{reply}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_ttl_and_negative_ttl_are_configurable() {
     let server = start_server_with(&[], |config| {

@@ -162,6 +162,7 @@ impl RequestHandler for DnsHandler {
             zones: &self.zones,
         };
         let mut answer: Answer<'_> = lookup::resolve(&sources, query.name(), qtype);
+        keep_query_case(&mut answer, query.original().name());
         let truncated = match request.protocol() {
             Protocol::Udp => {
                 let limit = wire::udp_limit(edns.as_ref().map(Edns::max_payload));
@@ -186,6 +187,21 @@ impl RequestHandler for DnsHandler {
             answer.additionals.iter().map(Cow::as_ref),
         );
         send(&mut response_handle, response, request).await
+    }
+}
+
+/// Answers owned by the name asked for carry it as the client spelled it
+/// (`WeB.service.local`), as the UDP fast path's do (it points back to the
+/// question) and as Knot's and NSD's do: the table holds lower-case names.
+fn keep_query_case(answer: &mut Answer<'_>, asked: &hickory_proto::rr::Name) {
+    let lower = asked.to_lowercase();
+    if lower.eq_case(asked) {
+        return;
+    }
+    for record in &mut answer.answers {
+        if record.name.eq_case(&lower) {
+            record.to_mut().name = asked.clone();
+        }
     }
 }
 
