@@ -19,11 +19,14 @@ mod common;
 use std::{
     fs::File,
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::Command,
     time::Duration,
 };
 
-use common::start_server;
+use common::{
+    install::{self, describe, target_dir},
+    start_server,
+};
 
 /// One client library and what its venv holds.
 struct Library {
@@ -47,15 +50,6 @@ const PY_CONSUL: Library = Library {
 /// takes about ten seconds.
 const SUITE_LIMIT: Duration = Duration::from_secs(300);
 
-/// `target/`: the parent of the per-target temporary directory Cargo gives
-/// integration tests, so a custom `CARGO_TARGET_DIR` is respected.
-fn target_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .expect("CARGO_TARGET_TMPDIR is inside the target directory")
-        .to_owned()
-}
-
 fn venv_python(venv: &Path) -> PathBuf {
     if cfg!(windows) {
         venv.join("Scripts").join("python.exe")
@@ -64,28 +58,15 @@ fn venv_python(venv: &Path) -> PathBuf {
     }
 }
 
-fn describe(output: &Output) -> String {
-    format!(
-        "exit status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
+/// Runs a venv-building command (see `common::install::run`).
 fn run(command: &mut Command, what: &str) {
-    let output = command.output().unwrap_or_else(|e| {
-        panic!(
-            "{what}: cannot run {command:?}: {e}\n\
-             The Consul compatibility suite needs python3 with the venv module \
-             (Debian/Ubuntu: apt-get install python3-venv), or ROSTER_PYTHON \
-             naming an interpreter."
-        )
-    });
-    assert!(
-        output.status.success(),
-        "{what} failed: {command:?}\n{}\n(The first run needs access to PyPI.)",
-        describe(&output)
+    install::run(
+        command,
+        what,
+        "The Consul compatibility suite needs python3 with the venv module \
+         (Debian/Ubuntu: apt-get install python3-venv), or ROSTER_PYTHON \
+         naming an interpreter.",
+        "The first run needs access to PyPI.",
     );
 }
 

@@ -17,14 +17,14 @@
 mod common;
 
 use std::{
-    fs::File,
     path::{Path, PathBuf},
-    process::{Command, Output},
     time::Duration,
 };
 
 use common::{
-    Server, start_server, start_server_with,
+    Server,
+    install::{describe, npm_install},
+    start_server, start_server_with,
     targets::{HttpTarget, Respond, http_check},
 };
 use serde_json::{Value, json};
@@ -36,68 +36,17 @@ const SCRIPT_LIMIT: Duration = Duration::from_secs(180);
 /// A metadata value that is HTML: the page must show it as text.
 const XSS: &str = "<img src=x onerror=alert(1)>";
 
-/// `target/`: the parent of the per-target temporary directory Cargo gives
-/// integration tests, so a custom `CARGO_TARGET_DIR` is respected.
-fn target_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .expect("CARGO_TARGET_TMPDIR is inside the target directory")
-        .to_owned()
-}
-
 fn script_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui")
 }
 
-fn describe(output: &Output) -> String {
-    format!(
-        "exit status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-/// `target/ui-node/`, holding `node_modules/playwright-core` as the
-/// committed lock says, installed first if missing or for another lock.
-/// Blocking: run it off the async runtime.
-fn ensure_node_modules() -> PathBuf {
-    let root = target_dir().join("ui-node");
-    std::fs::create_dir_all(&root).expect("create target/ui-node");
-    let lock_text =
-        std::fs::read_to_string(script_dir().join("package-lock.json")).expect("read the lock");
-    let marker = root.join(".roster-npm-complete");
-    // Held until return: another `cargo test` installing waits.
-    let lock = File::create(target_dir().join("ui-node.lock")).expect("lock file");
-    lock.lock().expect("lock target/ui-node");
-    if std::fs::read_to_string(&marker).is_ok_and(|text| text == lock_text) {
-        return root;
-    }
-    for file in ["package.json", "package-lock.json"] {
-        std::fs::copy(script_dir().join(file), root.join(file))
-            .unwrap_or_else(|e| panic!("copy {file} to target/ui-node: {e}"));
-    }
-    let mut command = Command::new("npm");
-    command
-        .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"])
-        .current_dir(&root);
-    let output = command.output().unwrap_or_else(|e| {
-        panic!("cannot run npm: {e}\nThe UI test needs node and npm (Debian: apt-get install npm).")
-    });
-    assert!(
-        output.status.success(),
-        "npm ci in {} failed (the first run needs the npm registry)\n{}",
-        root.display(),
-        describe(&output)
-    );
-    std::fs::write(&marker, lock_text).expect("write the npm marker");
-    root
-}
+/// What is missing when `npm` cannot be run.
+const NPM_HINT: &str = "The UI test needs node and npm (Debian: apt-get install nodejs npm).";
 
 /// Runs `ui_test.js` against `server` with `args` and asserts that it
 /// passed.
 async fn run_script(server: &Server, args: &[&str]) {
-    let modules = tokio::task::spawn_blocking(ensure_node_modules)
+    let modules = tokio::task::spawn_blocking(|| npm_install("ui-node", &script_dir(), NPM_HINT))
         .await
         .expect("npm install");
     let chromium =

@@ -6,6 +6,8 @@
 //! - [`dns`]: a small DNS client over UDP and TCP built on hickory-proto's
 //!   wire format ([`Reply`]), and `dig` as an independent one;
 //! - [`http`]: the native API over HTTP ([`HttpReply`]);
+//! - [`install`]: third-party test tools (venvs, npm packages) installed
+//!   under `target/` on first use;
 //! - [`poll`]: waiting, with an overall limit, for a state to show;
 //! - [`targets`]: the HTTP and TCP endpoints health checks probe;
 //! - [`tls`]: a test CA and certificates made at test time, HTTPS clients
@@ -32,6 +34,7 @@ pub mod cluster;
 pub mod dns;
 pub mod etcd;
 pub mod http;
+pub mod install;
 pub mod load;
 pub mod poll;
 pub mod process;
