@@ -62,16 +62,12 @@ pub async fn keep_alive(etcd: Etcd, key: String, mut record: MemberRecord, metri
     let mut announced = false;
     loop {
         record.checks = metrics.checks_owned.load(Relaxed);
-        match hold(&etcd, &key, &mut record, &metrics, &mut announced).await {
-            Ok(()) => return,
-            Err(error) => {
-                if announced {
-                    warn!(%error, "this node's cluster membership lapsed; joining again");
-                    announced = false;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
+        let Err(error) = hold(&etcd, &key, &mut record, &metrics, &mut announced).await;
+        if announced {
+            warn!(%error, "this node's cluster membership lapsed; joining again");
+            announced = false;
         }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -81,7 +77,7 @@ async fn hold(
     record: &mut MemberRecord,
     metrics: &Metrics,
     announced: &mut bool,
-) -> Result<(), String> {
+) -> Result<std::convert::Infallible, String> {
     let (which, mut client) = etcd.client();
     // Whatever fails here, the next attempt starts on another endpoint.
     let failed = |error: String| {

@@ -205,6 +205,8 @@ impl ClusterWriter {
         let mut in_flight: Option<(TxnFuture, Vec<Pending>)> = None;
         let mut batch = Vec::with_capacity(MAX_TXN_COMMANDS);
         loop {
+            // Ready for a transaction; past this `if`, also out of commands
+            // already taken from the queue.
             let ready = in_flight.is_none() && self.applied >= self.catch_up_to;
             if ready && !(self.retry.is_empty() && self.backlog.is_empty()) {
                 let Some(shared) = self.shared.upgrade() else {
@@ -221,7 +223,6 @@ impl ClusterWriter {
                 .front()
                 .map(|p| p.deadline)
                 .or_else(|| (!ready).then(|| Instant::now() + STOP_CHECK));
-            let ready = ready && self.retry.is_empty() && self.backlog.is_empty();
             // No strong handle is held while waiting: the queue closes, and
             // the writer ends, when the last `Registry` handle is dropped.
             tokio::select! {

@@ -551,28 +551,17 @@ pub(super) fn put_from_feed(
     recorded: impl Fn(&str) -> Option<(Status, String)>,
     effects: &mut Effects,
 ) -> Result<(), RegistryError> {
-    let instance = stored
-        .to_instance()
-        .map_err(|error| RegistryError::InvalidStored {
-            id: stored.id.clone(),
-            error,
-        })?;
-    let id = instance.id.clone();
-    let restored = Restored {
-        maintenance: stored.maintenance,
+    // As a start-up restore (state only, validated), but created at the
+    // key's creation revision whatever the record says.
+    let stored = StoredInstance {
         create_index: created,
+        ..stored
     };
+    let id = stored.id.clone();
     state.index = revision.saturating_sub(1);
-    register(
-        state,
-        instance,
-        InOtherService::Move,
-        Some(restored),
-        Persist::StateOnly,
-        effects,
-    )?;
+    restore_one(state, stored, RestoreFrom::StartUp, effects)?;
     let checks: Vec<String> = state
-        .instance(id.as_str())
+        .instance(&id)
         .map(|i| i.instance.checks.iter().map(|c| c.id.clone()).collect())
         .unwrap_or_default();
     for check in checks {
@@ -590,10 +579,10 @@ pub(super) fn put_from_feed(
     }
     // The checker hears of the instance with the statuses the store holds,
     // not the ones it had before they were applied.
-    if let Some(current) = state.instance(id.as_str()) {
+    if let Some(current) = state.instance(&id) {
         for event in effects.events.iter_mut().rev() {
             if let super::RegistryEvent::Upserted(upserted) = event
-                && upserted.instance.id == id
+                && upserted.instance.id.as_str() == id
             {
                 *upserted = current.clone();
                 break;
