@@ -163,6 +163,22 @@ impl Caller {
         )))
     }
 
+    /// Write access to the service the instance `id` is registered in,
+    /// when it is (an unregistered ID is left to the registry's 404):
+    /// names that share a DNS label (`Web`, `web`) reach the same
+    /// instances, and a token's rules are about names, so the one it is
+    /// really in is what counts.
+    pub fn require_write_registered(
+        &self,
+        registry: &crate::registry::RegistryState,
+        id: &str,
+    ) -> Result<(), Refusal> {
+        match registry.instance(id) {
+            Some(existing) => self.require_write(existing.instance.service.as_str()),
+            None => Ok(()),
+        }
+    }
+
     /// Import, export and anything else registry-wide.
     pub fn require_management(&self) -> Result<(), Refusal> {
         let allowed = match self {

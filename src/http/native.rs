@@ -57,10 +57,8 @@ fn named_instance(
     Ok((parsed_service, parsed_id))
 }
 
-/// Write access to the service a path names and, when the instance is
-/// registered, to the service it is really in: names that share a DNS label
-/// (`Web`, `web`) reach the same instances, and a token's rules are about
-/// names.
+/// Write access to the service a path names and to the one the instance
+/// is registered in ([`Caller::require_write_registered`]).
 fn require_write_instance(
     state: &AppState,
     caller: &Caller,
@@ -68,9 +66,7 @@ fn require_write_instance(
     id: &str,
 ) -> Result<(), ApiError> {
     caller.require_write(service)?;
-    if let Some(existing) = state.registry.state().instance(id) {
-        caller.require_write(existing.instance.service.as_str())?;
-    }
+    caller.require_write_registered(&state.registry.state(), id)?;
     Ok(())
 }
 

@@ -38,17 +38,15 @@ impl From<Refusal> for ConsulError {
 }
 
 impl ConsulCaller {
-    /// Write access to the service the instance `id` is registered in, if
-    /// it is; an unregistered ID is left to the registry's 404.
+    /// [`Caller::require_write_registered`], refused in Consul's words.
     pub(super) fn require_write_instance(
         &self,
         state: &AppState,
         id: &str,
     ) -> Result<(), ConsulError> {
-        if let Some(existing) = state.registry.state().instance(id) {
-            self.0.require_write(existing.instance.service.as_str())?;
-        }
-        Ok(())
+        Ok(self
+            .0
+            .require_write_registered(&state.registry.state(), id)?)
     }
 
     /// Write access to the service of the instance that has check
