@@ -194,12 +194,14 @@ impl RequestHandler for DnsHandler {
 /// (`WeB.service.local`), as the UDP fast path's do (it points back to the
 /// question) and as Knot's and NSD's do: the table holds lower-case names.
 fn keep_query_case(answer: &mut Answer<'_>, asked: &hickory_proto::rr::Name) {
-    let lower = asked.to_lowercase();
-    if lower.eq_case(asked) {
+    // Most questions are lower case: then there is nothing to do, and
+    // nothing is allocated.
+    if !asked.iter().flatten().any(u8::is_ascii_uppercase) {
         return;
     }
     for record in &mut answer.answers {
-        if record.name.eq_case(&lower) {
+        // `==` on names ignores case; `eq_case` does not.
+        if record.name == *asked && !record.name.eq_case(asked) {
             record.to_mut().name = asked.clone();
         }
     }
