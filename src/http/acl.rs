@@ -238,8 +238,13 @@ pub fn presented_secret(headers: &HeaderMap, uri: &axum::http::Uri) -> Option<St
 impl Caller {
     /// The caller of a request, or why it is refused outright.
     pub fn of(parts: &Parts, state: &AppState) -> Result<Self, Refusal> {
+        let acl = state.acl.load();
+        // With ACLs off no request pays for reading its token.
+        if !acl.enabled {
+            return Ok(Self::Unchecked);
+        }
         let secret = presented_secret(&parts.headers, &parts.uri);
-        state.acl.load().caller(secret.as_deref())
+        acl.caller(secret.as_deref())
     }
 }
 
