@@ -1168,6 +1168,90 @@ async fn blocking_queries_wake_on_a_change_and_time_out_unchanged() {
     }
 }
 
+/// A query about one service waits on that service alone (Consul's
+/// semantics): its index is the service's last change, changes to other
+/// services neither move it nor wake the query, and it never goes back,
+/// also when the service leaves and comes back.
+#[tokio::test]
+async fn a_blocked_query_on_one_service_sleeps_through_changes_to_others() {
+    let consul = std::sync::Arc::new(Consul::start().await);
+    consul.register(ttl_service("web", "web-1", &[])).await;
+    consul.register(ttl_service("db", "db-1", &[])).await;
+    let web_index = consul.get("/v1/health/service/web").await.index();
+    let global = consul.get("/v1/catalog/services").await.index();
+    assert!(
+        web_index < global,
+        "db registered after web: {web_index} {global}"
+    );
+
+    let paths = [
+        "/v1/health/service/web",
+        "/v1/catalog/service/web",
+        "/v1/health/checks/web",
+    ];
+    let blocked: Vec<_> = paths
+        .iter()
+        .map(|path| {
+            let consul = consul.clone();
+            let path = format!("{path}?index={web_index}&wait=60s");
+            tokio::spawn(async move { consul.get(&path).await })
+        })
+        .collect();
+    // Changes elsewhere: db's check, a new service, its removal.
+    consul
+        .put("/v1/agent/check/pass/service:db-1?note=up")
+        .await
+        .assert_status(200);
+    consul.register(ttl_service("cache", "cache-1", &[])).await;
+    consul
+        .put("/v1/agent/service/deregister/cache-1")
+        .await
+        .assert_status(200);
+    for path in paths {
+        let reply = consul.get(path).await;
+        assert_eq!(reply.index(), web_index, "{path} moved with other services");
+    }
+    // Had any query woken for those changes, it would have answered with
+    // web as it was; it answers with web-2.
+    consul.register(ttl_service("web", "web-2", &[])).await;
+    for (path, query) in paths.iter().zip(blocked) {
+        let reply = tokio::time::timeout(ANSWER_LIMIT, query)
+            .await
+            .expect("the blocked query answers after web changes")
+            .expect("query task");
+        reply.assert_status(200);
+        assert!(reply.index() > global, "{path}: {reply:?}");
+        assert!(
+            reply.json().to_string().contains("web-2"),
+            "{path}: {reply:?}"
+        );
+    }
+
+    // Gone and back: the index only goes up.
+    let before = consul.get("/v1/health/service/web").await.index();
+    for id in ["web-1", "web-2"] {
+        consul
+            .put(&format!("/v1/agent/service/deregister/{id}"))
+            .await
+            .assert_status(200);
+    }
+    let gone = consul.get("/v1/health/service/web").await;
+    assert!(gone.index() > before, "{gone:?}");
+    assert_eq!(gone.json(), json!([]));
+    consul.register(ttl_service("db", "db-2", &[])).await;
+    assert_eq!(
+        consul.get("/v1/health/service/web").await.index(),
+        gone.index(),
+        "an absent service keeps its index while others change"
+    );
+    consul.register(ttl_service("web", "web-3", &[])).await;
+    assert!(consul.get("/v1/health/service/web").await.index() > gone.index());
+    match std::sync::Arc::try_unwrap(consul) {
+        Ok(consul) => consul.server.stop().await,
+        Err(_) => panic!("a query task still holds the client"),
+    }
+}
+
 #[tokio::test]
 async fn deregister_critical_service_after_reaps_the_service() {
     let consul = Consul::start().await;

@@ -665,6 +665,9 @@ impl ClusterWriter {
         effects.touched.extend(before.services.keys().cloned());
         self.applied = revision;
         state.index = revision_index(revision).max(before.index);
+        // Deletions compacted away are not in the listing: without this, a
+        // service that lost its newest instance would answer a lower index.
+        state.restart_service_indexes();
         let table = build_table(shared, &state, &effects.touched, &self.settings);
         publish(shared, state, &effects.touched, table, &self.index);
         report(effects, &self.metrics, &self.events);

@@ -516,7 +516,10 @@ fn commit_instance(
         .entry(label.clone())
         .or_insert_with(|| Arc::new(ServiceState::new(updated.instance.service.clone())));
     // Copies the service only if the published state still shares it.
-    Arc::make_mut(service).insert(updated.clone());
+    let service = Arc::make_mut(service);
+    service.insert(updated.clone());
+    service.modified_at(updated.modify_index);
+    state.note_present(&label);
     state.ids.insert(id, label.clone());
     effects.touched.insert(label);
     updated
@@ -530,8 +533,10 @@ fn remove(state: &mut RegistryState, existing: &Arc<InstanceState>, effects: &mu
     if let Some(service) = state.services.get_mut(&label) {
         let service = Arc::make_mut(service);
         service.remove(&id);
+        service.modified_at(state.index);
         if service.is_empty() {
             state.services.remove(&label);
+            state.note_removed(label.clone(), state.index);
         }
     }
     effects.mutations.push(Mutation::Delete { id: id.clone() });
@@ -871,10 +876,8 @@ mod tests {
 
     #[test]
     fn restoring_keeps_maintenance_and_creation_index_without_writing() {
-        let mut state = RegistryState {
-            index: 500,
-            ..RegistryState::default()
-        };
+        let mut state = RegistryState::default();
+        state.index = 500;
         let stored = StoredInstance::new(&instance("web", "a"), Some("deploy".into()), 42);
         let mut effects = Effects::default();
         restore(&mut state, vec![stored], RestoreFrom::StartUp, &mut effects).unwrap();

@@ -19,6 +19,7 @@ pub mod state;
 pub mod store;
 #[cfg(test)]
 mod store_conformance;
+mod watchers;
 
 use std::sync::Arc;
 
@@ -187,6 +188,8 @@ struct Shared {
     index: watch::Receiver<u64>,
     /// The cluster's live members; always empty on the embedded store.
     members: watch::Receiver<crate::cluster::members::Members>,
+    /// Per-service wake-ups for blocking queries on one service.
+    service_watchers: watchers::ServiceWatchers,
 }
 
 impl Registry {
@@ -211,10 +214,8 @@ impl Registry {
         // ceiling above every index handed out, and restored instances get
         // indexes above it.
         let loaded_ceiling = loaded.index;
-        let mut state = RegistryState {
-            index: loaded.index,
-            ..RegistryState::default()
-        };
+        let mut state = RegistryState::default();
+        state.index = loaded.index;
         let mut effects = commands::Effects::default();
         // What the store holds is not written back, so no mutations. (At
         // start-up a bad instance is skipped, not an error.)
@@ -225,6 +226,9 @@ impl Registry {
             &mut effects,
         )?;
         state.index = state.index.max(1);
+        // A service emptied before the restart must not answer an index
+        // lower than it did then.
+        state.restart_service_indexes();
         let mut table = RecordTable::default();
         for label in &effects.touched {
             table.update_service(
@@ -247,6 +251,7 @@ impl Registry {
             table: table.clone(),
             index: index_rx,
             members: watch::channel(Default::default()).1,
+            service_watchers: Default::default(),
         });
         let writer = Writer {
             shared: Arc::downgrade(&shared),
@@ -287,6 +292,7 @@ impl Registry {
             table: Arc::new(ArcSwap::from_pointee(RecordTable::default())),
             index: index_rx,
             members: members_rx,
+            service_watchers: Default::default(),
         });
         let mut writer = cluster::ClusterWriter::new(cluster::Wiring {
             shared: Arc::downgrade(&shared),
@@ -394,6 +400,14 @@ impl Registry {
     /// A receiver that changes whenever the index does.
     pub fn watch_index(&self) -> watch::Receiver<u64> {
         self.shared.index.clone()
+    }
+
+    /// A receiver that changes whenever the service `name` does (see
+    /// [`RegistryState::service_index`]); `None` for a name no service can
+    /// have. Subscribe before reading the state, so no change is missed.
+    pub fn watch_service(&self, name: &str) -> Option<watch::Receiver<()>> {
+        let label = crate::model::DnsLabel::from_name(name, "service").ok()?;
+        Some(self.shared.service_watchers.subscribe(&label))
     }
 }
 
@@ -583,6 +597,7 @@ fn publish(
         *current = index;
         moved
     });
+    shared.service_watchers.notify(touched);
 }
 
 /// Logs and counts the status changes a published batch made, and tells

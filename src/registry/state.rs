@@ -106,6 +106,10 @@ pub struct ServiceState {
     /// scan: an instance whose ID is its label is found by ID. Empty, without
     /// an allocation, in the common case.
     relabelled: BTreeMap<Box<str>, String>,
+    /// The registry index of the service's last change (an instance added,
+    /// changed or removed, a check's status or output): what a blocking
+    /// query on this service waits on and answers with.
+    modify_index: u64,
 }
 
 impl ServiceState {
@@ -114,7 +118,18 @@ impl ServiceState {
             name,
             instances: BTreeSet::new(),
             relabelled: BTreeMap::new(),
+            modify_index: 0,
         }
+    }
+
+    /// The registry index of the service's last change.
+    pub fn modify_index(&self) -> u64 {
+        self.modify_index
+    }
+
+    /// Records that the service changed at `index`.
+    pub fn modified_at(&mut self, index: u64) {
+        self.modify_index = self.modify_index.max(index);
     }
 
     /// The instances, in ID order.
@@ -214,7 +229,18 @@ pub struct RegistryState {
     pub services: OrdMap<DnsLabel, Arc<ServiceState>>,
     /// Which service each instance ID belongs to (IDs are registry-wide).
     pub ids: HashMap<Arc<str>, DnsLabel>,
+    /// The index at which each recently emptied service lost its last
+    /// instance, so that a blocking query on it keeps a stable index and
+    /// waits, instead of answering every change elsewhere.
+    removed: HashMap<DnsLabel, u64>,
+    /// At least the removal index of every service `removed` has forgotten:
+    /// the index of a service it holds nothing about. Never goes back.
+    removed_floor: u64,
 }
+
+/// The most emptied services whose removal index is remembered; past it
+/// they are forgotten all at once into `removed_floor`.
+const MAX_REMOVED_SERVICES: usize = 4096;
 
 impl RegistryState {
     pub fn instance(&self, id: &str) -> Option<&Arc<InstanceState>> {
@@ -229,7 +255,95 @@ impl RegistryState {
             .filter(|s| s.name.as_str() == name || label.as_str() == name)
     }
 
+    /// The index a blocking query on the service `name` answers with and
+    /// waits to move: the service's last change; for a service with no
+    /// instances, when its last one left (or an index at least that).
+    /// Never 0, and never lower than an earlier answer for the same name:
+    /// a service's changes only raise it, and it comes back, if ever, at a
+    /// higher index than it left.
+    pub fn service_index(&self, name: &str) -> u64 {
+        let Ok(label) = DnsLabel::from_name(name, "service") else {
+            return self.removed_floor.max(1);
+        };
+        let index = match self.services.get(&label) {
+            Some(service) => service.modify_index,
+            None => self
+                .removed
+                .get(&label)
+                .copied()
+                .unwrap_or(self.removed_floor),
+        };
+        index.max(1)
+    }
+
+    /// Records that the service at `label` lost its last instance at
+    /// `index`.
+    pub(crate) fn note_removed(&mut self, label: DnsLabel, index: u64) {
+        if self.removed.len() >= MAX_REMOVED_SERVICES {
+            let forgotten = self.removed.values().copied().max().unwrap_or(0);
+            self.removed_floor = self.removed_floor.max(forgotten);
+            self.removed.clear();
+        }
+        self.removed.insert(label, index);
+    }
+
+    /// Starts the services' indexes afresh at the state's index, for a state
+    /// rebuilt whole (start-up, a cluster node listing etcd again), whose
+    /// history is unknown: every service, present or not, answers at least
+    /// this index, so none goes back from what a client saw before.
+    pub(crate) fn restart_service_indexes(&mut self) {
+        let index = self.index;
+        self.removed.clear();
+        self.removed_floor = self.removed_floor.max(index);
+        let behind: Vec<DnsLabel> = self
+            .services
+            .iter()
+            .filter(|(_, service)| service.modify_index < index)
+            .map(|(label, _)| label.clone())
+            .collect();
+        for label in behind {
+            if let Some(service) = self.services.get_mut(&label) {
+                Arc::make_mut(service).modified_at(index);
+            }
+        }
+    }
+
+    /// Records that the service at `label` has instances again.
+    pub(crate) fn note_present(&mut self, label: &DnsLabel) {
+        if !self.removed.is_empty() {
+            self.removed.remove(label);
+        }
+    }
+
     pub fn instance_count(&self) -> usize {
         self.ids.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn label(name: &str) -> DnsLabel {
+        DnsLabel::from_name(name, "service").expect("a valid label")
+    }
+
+    #[test]
+    fn an_absent_service_keeps_its_index_and_forgetting_never_lowers_it() {
+        let mut state = RegistryState::default();
+        assert_eq!(state.service_index("web"), 1, "never 0");
+        state.note_removed(label("web"), 10);
+        assert_eq!(state.service_index("web"), 10);
+        assert_eq!(state.service_index("Web"), 10, "by label");
+        for i in 0..MAX_REMOVED_SERVICES {
+            state.note_removed(label(&format!("s{i}")), 20 + i as u64);
+        }
+        assert!(state.removed.len() < MAX_REMOVED_SERVICES, "bounded");
+        assert!(state.service_index("web") >= 10, "forgotten, not lowered");
+        assert!(state.service_index("never-seen") >= 10);
+        state.index = 99_999;
+        state.restart_service_indexes();
+        assert_eq!(state.service_index("web"), 99_999);
+        assert_eq!(state.service_index("---"), 99_999, "no label: the floor");
     }
 }

@@ -1,13 +1,19 @@
 //! Blocking queries: `?index=N&wait=D` on catalog and health endpoints holds
 //! the request until the registry's index moves past `N`, or `D` passes.
 //!
-//! The wait is a `tokio::sync::watch` receiver on the registry's index plus
-//! one timer, so a blocked request is a parked task: thousands of them cost
-//! memory for their futures and nothing else, and none of them polls. One
-//! global index serves every endpoint (the spec allows it): a change anywhere
-//! wakes every blocked query, which then answers with the new index. Consul
-//! documents that a blocking query may return without a change it cares
-//! about, and its clients simply ask again.
+//! The wait is a `tokio::sync::watch` receiver plus one timer, so a blocked
+//! request is a parked task: thousands of them cost memory for their
+//! futures and nothing else, and none of them polls.
+//!
+//! A query about one service (`health/service/:name`, `health/checks/:name`,
+//! `catalog/service/:name`) waits on that service alone, as Consul's do: its
+//! index is the service's last change ([`RegistryState::service_index`]),
+//! and only a change to that service wakes it, so a thousand watchers of
+//! other services cost nothing when `web` changes. Queries over everything
+//! (`catalog/services`, `health/state`) wait on the registry's index, which
+//! any change moves.
+//!
+//! [`RegistryState::service_index`]: crate::registry::RegistryState::service_index
 
 use std::time::Duration;
 
@@ -84,6 +90,42 @@ impl BlockingQuery {
         // `wait_for` fails only when the registry is gone: answer then too.
         tokio::select! {
             _ = tokio::time::timeout(self.wait, index.wait_for(|current| answered(*current))) => {}
+            _ = state.shutting_down.cancelled() => {}
+        }
+    }
+
+    /// [`Self::wait`] for a query about the service `name`: waits until
+    /// that service's index differs from (in a cluster: passes) the
+    /// client's, woken only by changes to that service.
+    pub(super) async fn wait_service(&self, state: &AppState, name: &str) {
+        let Some(min_index) = self.min_index else {
+            return;
+        };
+        let registry = &state.registry;
+        let answered = |current: u64| match state.cluster {
+            true => current > min_index,
+            false => current != min_index,
+        };
+        // Subscribed before the index is read: a change published between
+        // the two still wakes the receiver.
+        let changes = registry.watch_service(name);
+        if answered(registry.state().service_index(name)) {
+            return;
+        }
+        let changed = async {
+            // A name no service can have never changes: wait it out.
+            let Some(mut changes) = changes else {
+                return std::future::pending().await;
+            };
+            // `changed` fails only when the registry is gone: answer then.
+            while changes.changed().await.is_ok() {
+                if answered(registry.state().service_index(name)) {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::timeout(self.wait, changed) => {}
             _ = state.shutting_down.cancelled() => {}
         }
     }

@@ -51,7 +51,7 @@ pub(super) async fn service(
     Path(name): Path<String>,
     blocking: Blocking,
 ) -> Indexed<Vec<ServiceNode>> {
-    blocking.query.wait(&state).await;
+    blocking.query.wait_service(&state, &name).await;
     let registry = state.registry.state();
     let node = NodeInfo::new(&state.consul);
     let tags: Vec<&str> = blocking.params.all("tag").collect();
@@ -68,7 +68,7 @@ pub(super) async fn service(
                 .collect()
         })
         .unwrap_or_default();
-    Indexed(registry.index, nodes)
+    Indexed(registry.service_index(&name), nodes)
 }
 
 /// `GET /v1/catalog/datacenters`: roster's one datacenter.

@@ -38,7 +38,7 @@ pub(super) async fn service(
         .params
         .flag("passing")
         .map_err(|e| e.at(state.registry.state().index))?;
-    blocking.query.wait(&state).await;
+    blocking.query.wait_service(&state, &name).await;
     let registry = state.registry.state();
     let node = NodeInfo::new(&state.consul);
     let tags: Vec<&str> = blocking.params.all("tag").collect();
@@ -58,7 +58,7 @@ pub(super) async fn service(
                 .collect()
         })
         .unwrap_or_default();
-    Ok(Indexed(registry.index, entries))
+    Ok(Indexed(registry.service_index(&name), entries))
 }
 
 /// `GET /v1/health/checks/:name`: the checks of the service's instances.
@@ -68,7 +68,7 @@ pub(super) async fn checks(
     Path(name): Path<String>,
     blocking: Blocking,
 ) -> Indexed<Vec<HealthCheck>> {
-    blocking.query.wait(&state).await;
+    blocking.query.wait_service(&state, &name).await;
     let registry = state.registry.state();
     let node = NodeInfo::new(&state.consul);
     let checks = registry
@@ -83,7 +83,7 @@ pub(super) async fn checks(
                 .collect()
         })
         .unwrap_or_default();
-    Indexed(registry.index, checks)
+    Indexed(registry.service_index(&name), checks)
 }
 
 /// `GET /v1/health/state/:state`: every check in that state (`any`,
