@@ -89,7 +89,7 @@ mod tests {
     async fn only_the_watchers_of_a_touched_service_wake() {
         let watchers = ServiceWatchers::default();
         let mut web = watchers.subscribe(&label("web"));
-        let mut db = watchers.subscribe(&label("db"));
+        let db = watchers.subscribe(&label("db"));
         watchers.notify(&Touched::from([label("web")]));
         assert!(web.has_changed().expect("open"), "web's watcher wakes");
         assert!(!db.has_changed().expect("open"), "db's does not");
