@@ -1346,6 +1346,14 @@ async fn agent_self_names_the_datacenter_and_node_clients_read() {
     assert_eq!(body["Member"]["Name"], "node-a", "{body}");
     assert_eq!(body["Member"]["Addr"], "127.0.0.1", "{body}");
     assert_eq!(body["Member"]["Tags"]["dc"], "east", "{body}");
+    // The leader address clients compare with status/leader's (py-consul's
+    // own test_status_leader does).
+    let leader = consul.get("/v1/status/leader").await;
+    assert_eq!(
+        body["Stats"]["consul"]["leader_addr"],
+        leader.assert_status(200).json(),
+        "{body}"
+    );
     // The node ID is the one the catalog shows for this node.
     consul.register(ttl_service("web", "web-1", &[])).await;
     let reply = consul.get("/v1/catalog/service/web").await;

@@ -35,8 +35,10 @@ pub(super) async fn peers(State(state): State<AppState>) -> Json<Vec<String>> {
 
 /// `GET /v1/agent/self`: the agent's configuration and its member entry,
 /// with the fields clients read (`Config.Datacenter`, `Config.NodeName`,
-/// `Config.NodeID`, `Member.*`). roster is the server of its one-node
-/// cluster. The version is roster's own, marked as such.
+/// `Config.NodeID`, `Member.*`, and `Stats.consul.leader_addr`, which
+/// clients compare with `status/leader`). roster is the server of its
+/// one-node cluster, and its leader. The version is roster's own, marked as
+/// such.
 pub(super) async fn agent_self(
     State(state): State<AppState>,
     caller: super::acl::ConsulCaller,
@@ -69,7 +71,16 @@ pub(super) async fn agent_self(
         "Meta": {},
         "DebugConfig": {},
         "Coord": null,
-        "Stats": {},
+        // Consul's stats are all strings; these are the ones that describe
+        // the cluster roster is (the rest are Raft and Serf internals).
+        "Stats": {
+            "consul": {
+                "server": "true",
+                "leader": "true",
+                "leader_addr": leader_address(&state),
+                "known_datacenters": "1",
+            },
+        },
         "xDS": null,
     })))
 }
