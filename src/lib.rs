@@ -32,7 +32,10 @@ pub use config::{Config, ConfigError};
 
 use crate::{
     cluster::Cluster,
-    dns::zones::{StaticZones, ZoneError},
+    dns::{
+        table::Nameserver,
+        zones::{StaticZones, ZoneError},
+    },
     health::HealthChecker,
     metrics::Metrics,
     registry::{
@@ -237,11 +240,23 @@ pub async fn run_reloading(
     }
     let (events, event_queue) = mpsc::unbounded_channel();
     let metrics = Arc::new(Metrics::default());
+    let ns_name = config
+        .ns_name(&domain)
+        .map_err(|message| ConfigError::Invalid {
+            origin: "configuration".into(),
+            key: "dns.ns_name",
+            message,
+        })?;
+    let nameserver = Nameserver::new(&domain, ns_name, &config.ns_addresses());
+    if nameserver.addresses.is_empty() && domain.zone_of(&nameserver.name) {
+        info!(ns = %nameserver.name, "no address for the apex NS target (dns.listen is unspecified and dns.ns_address is empty): resolvers that prime the domain cannot follow it");
+    }
     let settings = TableSettings {
         domain: domain.clone(),
         ttl: config.dns.ttl,
         negative_ttl: config.dns.negative_ttl,
         include_warning: config.dns.include_warning,
+        nameserver: Arc::new(nameserver),
     };
     let cluster = match config.cluster.enabled() {
         true => Some(Cluster::connect(&config.cluster).await?),

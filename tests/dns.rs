@@ -233,6 +233,58 @@ async fn the_apex_has_soa_and_ns() {
     // The apex exists without A records: NODATA.
     let a = server.query("service.local", RecordType::A).await;
     a.assert_negative(ResponseCode::NoError, "service.local");
+
+    // The NS target resolves, to the address roster listens on by default,
+    // and comes as glue with the NS answer (a priming resolver needs it).
+    let glue = server.query("ns.service.local", RecordType::A).await;
+    assert_answer_ok(&glue);
+    assert_eq!(glue.ips(), [server.dns_addr.ip()], "{glue}");
+    assert_eq!(ns.additional_ips(), [server.dns_addr.ip()], "{ns}");
+}
+
+/// `dns.ns_name` and `dns.ns_address` name the server and its addresses,
+/// over UDP (the fast path steps aside for that name) and TCP alike, and a
+/// service registered under the NS label does not take its name.
+#[tokio::test]
+async fn the_ns_name_and_its_addresses_are_configurable() {
+    let server = start_server_with(&[], |config| {
+        config.dns.ns_name = "dns1.service.local".into();
+        config.dns.ns_address = vec!["127.0.0.53".parse().unwrap(), "::1".parse().unwrap()];
+    })
+    .await;
+    server.add("dns1", "dns1-a", "127.0.0.9", 53).await;
+    let ns = server.query("service.local", RecordType::NS).await;
+    assert_answer_ok(&ns);
+    let targets: Vec<String> = ns
+        .answers()
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::NS(target) => Some(lower(&target.0)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(targets, ["dns1.service.local."], "{ns}");
+    let soa = server.query("service.local", RecordType::SOA).await;
+    match &soa.answers()[0].data {
+        RData::SOA(soa_data) => assert_eq!(lower(&soa_data.mname), "dns1.service.local."),
+        other => panic!("not an SOA: {other:?}"),
+    }
+    assert_eq!(ns.additional_ips(), ips(&["127.0.0.53", "::1"]), "{ns}");
+    for name in ["dns1.service.local", "DNS1.Service.Local"] {
+        let udp = server.query(name, RecordType::A).await;
+        assert_eq!(udp.ips(), ips(&["127.0.0.53"]), "{udp}");
+        let tcp = server.query_tcp(name, RecordType::AAAA, None).await;
+        assert_eq!(tcp.ips(), ips(&["::1"]), "{tcp}");
+    }
+    // The service keeps its SRV and instance names.
+    let srv = server
+        .query("_dns1._tcp.service.local", RecordType::SRV)
+        .await;
+    assert_eq!(srv.srvs().len(), 1, "{srv}");
+    let instance = server
+        .query("dns1-a.dns1.service.local", RecordType::A)
+        .await;
+    assert_eq!(instance.ips(), ips(&["127.0.0.9"]), "{instance}");
 }
 
 #[tokio::test]

@@ -62,6 +62,13 @@ pub struct DnsConfig {
     pub negative_ttl: u32,
     /// Serve instances whose checks are at worst `warning`.
     pub include_warning: bool,
+    /// The apex NS record's target (and the SOA's MNAME); empty means
+    /// `ns.<domain>`.
+    pub ns_name: String,
+    /// The addresses roster answers for `ns_name` when it lies inside the
+    /// domain, as glue for resolvers that prime or follow a delegation;
+    /// empty means the DNS listen address, unless that is unspecified.
+    pub ns_address: Vec<IpAddr>,
     /// Directory of RFC 1035 zone files served beside the dynamic domain.
     pub zones: PathBuf,
     /// Largest UDP response roster sends, whatever the client offers.
@@ -244,6 +251,8 @@ impl Default for DnsConfig {
             ttl: 5,
             negative_ttl: 5,
             include_warning: false,
+            ns_name: String::new(),
+            ns_address: Vec::new(),
             zones: PathBuf::from("zones"),
             max_udp_payload: 4096,
             udp_sockets: 0,
@@ -324,8 +333,11 @@ impl Config {
             key,
             message,
         };
-        self.domain_name()
+        let domain = self
+            .domain_name()
             .map_err(|message| invalid("dns.domain", message))?;
+        self.ns_name(&domain)
+            .map_err(|message| invalid("dns.ns_name", message))?;
         if self.dns.ttl > 86_400 {
             return Err(invalid("dns.ttl", "must be at most 86400 seconds".into()));
         }
@@ -459,6 +471,51 @@ impl Config {
             .map(|name| name.to_lowercase())
             .map_err(|e| format!("{:?} is not a domain name: {e}", self.dns.domain))
     }
+
+    /// The apex NS target, lower-case and fully qualified: `dns.ns_name`, or
+    /// `ns.<domain>`. A name outside `domain` takes no `ns_address`: roster
+    /// would be answering for a name it is not authoritative for.
+    pub fn ns_name(&self, domain: &Name) -> Result<Name, String> {
+        let text = self.dns.ns_name.trim_end_matches('.');
+        let name = match text {
+            "" => Name::from_ascii("ns")
+                .and_then(|ns| ns.append_domain(domain))
+                .map_err(|e| e.to_string())?,
+            text => Name::from_ascii(format!("{text}."))
+                .map_err(|e| format!("{:?} is not a host name: {e}", self.dns.ns_name))?,
+        };
+        let is_host_name = name.iter().all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+        });
+        if !is_host_name || name.num_labels() == 0 {
+            return Err(format!(
+                "{:?} is not a host name (letters, digits and '-' in dot-separated labels)",
+                self.dns.ns_name
+            ));
+        }
+        let inside = domain.zone_of(&name) && name.num_labels() > domain.num_labels();
+        if !inside && !self.dns.ns_address.is_empty() {
+            return Err(format!(
+                "{name} is outside dns.domain ({domain}), so roster cannot answer its \
+                 address: drop dns.ns_address, or choose a name under {domain}"
+            ));
+        }
+        Ok(name.to_lowercase())
+    }
+
+    /// The addresses answered for the apex NS target: `dns.ns_address`, else
+    /// the DNS listen address when it is a specific one.
+    pub fn ns_addresses(&self) -> Vec<IpAddr> {
+        match self.dns.ns_address.is_empty() {
+            false => self.dns.ns_address.clone(),
+            true if self.dns.listen.ip().is_unspecified() => Vec::new(),
+            true => vec![self.dns.listen.ip()],
+        }
+    }
 }
 
 #[cfg(test)]
@@ -492,6 +549,12 @@ mod tests {
             ("[dns]\nlisten = \"nowhere\"\n", "listen"),
             ("[dns]\ndomain = \"bad_domain!\"\n", "dns.domain"),
             ("[dns]\nttl = 100000\n", "dns.ttl"),
+            ("[dns]\nns_name = \"bad name\"\n", "dns.ns_name"),
+            (
+                "[dns]\nns_name = \"ns.example.org\"\nns_address = [\"127.0.0.1\"]\n",
+                "dns.ns_name",
+            ),
+            ("[dns]\nns_address = [\"not-an-ip\"]\n", "ns_address"),
             ("[dns]\nmax_udp_payload = 100\n", "dns.max_udp_payload"),
             ("[http]\nmax_connections = 0\n", "http.max_connections"),
             (
@@ -521,5 +584,37 @@ mod tests {
             let message = parse(text).expect_err(text).to_string();
             assert!(message.contains(key), "{text}: {message}");
         }
+    }
+
+    #[test]
+    fn the_ns_name_defaults_under_the_domain_with_the_listen_address() {
+        let config = parse("[dns]\ndomain = \"Consul.Example\"\n").expect("valid");
+        let domain = config.domain_name().expect("a domain");
+        assert_eq!(
+            config.ns_name(&domain).expect("a name").to_string(),
+            "ns.consul.example."
+        );
+        assert_eq!(config.ns_addresses(), [config.dns.listen.ip()]);
+
+        let config = parse("[dns]\nlisten = \"0.0.0.0:53\"\n").expect("valid");
+        assert!(config.ns_addresses().is_empty(), "no address to give");
+
+        let config = parse(
+            "[dns]\nns_name = \"DNS1.service.local.\"\nns_address = [\"192.0.2.1\", \"2001:db8::1\"]\n",
+        )
+        .expect("valid");
+        let domain = config.domain_name().expect("a domain");
+        assert_eq!(
+            config.ns_name(&domain).expect("a name").to_string(),
+            "dns1.service.local."
+        );
+        assert_eq!(config.ns_addresses().len(), 2);
+
+        let outside = parse("[dns]\nns_name = \"ns1.example.org\"\n").expect("valid");
+        let domain = outside.domain_name().expect("a domain");
+        assert_eq!(
+            outside.ns_name(&domain).expect("a name").to_string(),
+            "ns1.example.org."
+        );
     }
 }

@@ -130,7 +130,12 @@ impl FastPath {
             .zip(&mut labels);
         for (((query, question), lower), label) in parse {
             *question = self.parse(query);
-            if let Some(service) = question.as_ref().and_then(|q| self.service_label(q, lower)) {
+            let service = question.as_ref().and_then(|q| self.service_label(q, lower));
+            // The apex NS target's name is the name server's, not a service's.
+            let nameserver = table.nameserver.as_deref();
+            if let Some(service) =
+                service.filter(|l| !nameserver.is_some_and(|ns| ns.owns_label(l)))
+            {
                 *label = service;
             }
         }

@@ -8,7 +8,7 @@ use hickory_proto::{
     rr::{Name, RecordType},
 };
 
-use super::table::{RecordTable, TableSettings};
+use super::table::{Nameserver, RecordTable, TableSettings};
 use crate::{
     model::{Instance, InstanceBody, ServiceName},
     registry::state::{InstanceState, ServiceState},
@@ -18,6 +18,10 @@ use crate::{
 pub(super) const DOMAIN: &str = "service.local.";
 /// TTL of every answer record built from a fixture table.
 pub(super) const TTL: u32 = 17;
+/// The fixture's apex NS target and its addresses (`dns.ns_name`,
+/// `dns.ns_address`).
+pub(super) const NS_NAME: &str = "ns.service.local.";
+pub(super) const NS_ADDRESSES: [&str; 2] = ["192.0.2.53", "2001:db8::53"];
 /// Negative-caching TTL (SOA MINIMUM) of a fixture table.
 pub(super) const NEGATIVE_TTL: u32 = 5;
 
@@ -31,6 +35,11 @@ pub(super) fn settings() -> TableSettings {
         ttl: TTL,
         negative_ttl: NEGATIVE_TTL,
         include_warning: false,
+        nameserver: Arc::new(Nameserver::new(
+            &domain(),
+            Name::from_ascii(NS_NAME).expect("the fixture's NS name is a name"),
+            &NS_ADDRESSES.map(|a| a.parse().expect("an address")),
+        )),
     }
 }
 

@@ -90,6 +90,7 @@ impl UdpTarget {
             ttl: 17,
             negative_ttl: 5,
             include_warning: false,
+            nameserver: std::sync::Arc::new(crate::dns::table::Nameserver::conventional(&domain)),
         };
         let mut table = RecordTable::default();
         let mut services: Vec<(String, Vec<(String, String)>)> = SERVICES

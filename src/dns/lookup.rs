@@ -96,7 +96,19 @@ fn resolve_dynamic<'t>(
         ..Answer::default()
     };
     let mut exists = false;
-    match query::parse(qname, sources.domain) {
+    // The name server's own name answers its addresses, whatever service
+    // shares its label.
+    let nameserver = table.nameserver.as_deref();
+    let dynamic = match nameserver {
+        Some(ns) if ns.lower == *qname => {
+            exists = true;
+            let matching = ns.addresses.iter().filter(|r| type_matches(r, qtype));
+            answer.answers.extend(matching.map(Cow::Borrowed));
+            DynamicName::Other
+        }
+        _ => query::parse(qname, sources.domain),
+    };
+    match dynamic {
         DynamicName::Apex => {
             exists = true;
             let static_soa = extension.and_then(|z| z.soa.as_ref());
@@ -113,6 +125,11 @@ fn resolve_dynamic<'t>(
                 && let Some(ns) = &table.ns
             {
                 answer.answers.push(Cow::Borrowed(ns));
+                // Glue: the resolver that asked needs the address next.
+                if let Some(nameserver) = nameserver {
+                    let glue = nameserver.addresses.iter().map(Cow::Borrowed);
+                    answer.additionals.extend(glue);
+                }
             }
         }
         DynamicName::Service(label) => {

@@ -137,6 +137,9 @@ async fn start(script: Script) -> Harness {
         ttl: 30,
         negative_ttl: 5,
         include_warning: false,
+        nameserver: std::sync::Arc::new(crate::dns::table::Nameserver::conventional(
+            &Name::from_ascii("service.local.").expect("valid name"),
+        )),
     };
     let (registry, _writer) = Registry::start(store.clone(), settings, events_tx, metrics.clone())
         .await

@@ -83,6 +83,9 @@ mod tests {
             ttl: 30,
             negative_ttl: 5,
             include_warning: false,
+            nameserver: std::sync::Arc::new(crate::dns::table::Nameserver::conventional(
+                &Name::from_ascii("service.local.").expect("valid name"),
+            )),
         }
     }
 

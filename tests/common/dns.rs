@@ -107,6 +107,14 @@ impl Reply {
         ips
     }
 
+    /// The sorted addresses of the A and AAAA records in the additional
+    /// section (glue, SRV targets).
+    pub fn additional_ips(&self) -> Vec<IpAddr> {
+        let mut ips = ips_of(self.additionals());
+        ips.sort();
+        ips
+    }
+
     /// Addresses of the A and AAAA records in the answer section, in order.
     pub fn ips_in_order(&self) -> Vec<IpAddr> {
         ips_of(self.answers())

@@ -21,7 +21,7 @@ use hickory_server::{
 use super::*;
 use crate::{
     dns::DnsHandler,
-    dns::table::TableSettings,
+    dns::table::{Nameserver, TableSettings},
     model::{Instance, InstanceBody, ServiceName},
     registry::state::{InstanceState, ServiceState},
 };
@@ -35,13 +35,19 @@ fn instance(service: &str, id: &str, body: &str) -> Arc<InstanceState> {
 }
 
 /// A table with `web` (3 × IPv4, one with metadata, one tagged, one in
-/// maintenance), `six` (IPv6 only), `mixed` (both) and `big` (40 × IPv4).
+/// maintenance), `six` (IPv6 only), `mixed` (both), `big` (40 × IPv4) and
+/// `ns`, which shares its label with the apex NS target.
 fn table() -> RecordTable {
     let settings = TableSettings {
         domain: Name::from_ascii(DOMAIN).unwrap(),
         ttl: 17,
         negative_ttl: 5,
         include_warning: false,
+        nameserver: Arc::new(Nameserver::new(
+            &Name::from_ascii(DOMAIN).unwrap(),
+            Name::from_ascii("ns.service.local.").unwrap(),
+            &["192.0.2.53".parse().unwrap()],
+        )),
     };
     let mut services: Vec<(&str, Vec<(String, String)>)> = vec![
         (
@@ -75,6 +81,10 @@ fn table() -> RecordTable {
             ],
         ),
     ];
+    services.push((
+        "ns",
+        vec![("ns-1".into(), r#"{"address":"10.3.0.1","port":53}"#.into())],
+    ));
     services.push((
         "big",
         (0..40)
@@ -491,6 +501,24 @@ async fn names_with_static_records_go_the_general_path() {
         &query("six.service.local.", RecordType::AAAA, None),
     )
     .await;
+}
+
+/// The apex NS target's name answers the name server's address, not the
+/// instances of a service with the same label: the fast path leaves it to
+/// the general path, which knows.
+#[tokio::test]
+async fn the_ns_target_goes_the_general_path_whatever_service_shares_it() {
+    let handler = handler();
+    for name in ["ns.service.local.", "NS.service.local."] {
+        let query = query(name, RecordType::A, Some(1232));
+        assert!(fast(&handler, &query).is_none(), "{name}");
+        let answer = Message::from_vec(&slow(&handler, &query).await).unwrap();
+        let addresses: Vec<String> = answer.answers.iter().map(|r| r.data.to_string()).collect();
+        assert_eq!(addresses, ["192.0.2.53"], "{name}");
+    }
+    let srv = query("_ns._tcp.service.local.", RecordType::SRV, Some(1232));
+    let answer = Message::from_vec(&slow(&handler, &srv).await).unwrap();
+    assert_eq!(answer.answers.len(), 1, "the service's SRV name is its own");
 }
 
 #[tokio::test]

@@ -109,6 +109,11 @@ fn found(answers: &[&str], additionals: &[&str]) -> Said {
 const SOA: &str =
     "service.local. 5 SOA ns.service.local. hostmaster.service.local. 7 3600 600 86400 5";
 const NS: &str = "service.local. 3600 NS ns.service.local.";
+/// The name server's addresses (`fixture::NS_ADDRESSES`), as glue.
+const NS_GLUE: [&str; 2] = [
+    "ns.service.local. 3600 A 192.0.2.53",
+    "ns.service.local. 3600 AAAA 2001:db8::53",
+];
 const ORG_SOA: &str =
     "example.org. 30 SOA ns.example.org. hostmaster.example.org. 1 3600 600 86400 30";
 
@@ -146,9 +151,63 @@ fn the_apex_holds_soa_and_ns() {
     let world = World::new();
     let apex = "service.local.";
     assert_eq!(world.resolve(apex, RecordType::SOA), found(&[SOA], &[]));
-    assert_eq!(world.resolve(apex, RecordType::NS), found(&[NS], &[]));
-    assert_eq!(world.resolve(apex, RecordType::ANY), found(&[SOA, NS], &[]));
+    assert_eq!(world.resolve(apex, RecordType::NS), found(&[NS], &NS_GLUE));
+    assert_eq!(
+        world.resolve(apex, RecordType::ANY),
+        found(&[SOA, NS], &NS_GLUE)
+    );
     assert_eq!(world.resolve(apex, RecordType::A), nodata());
+}
+
+#[test]
+fn the_ns_target_answers_its_addresses() {
+    let world = World::new();
+    let ns = fixture::NS_NAME;
+    assert_eq!(world.resolve(ns, RecordType::A), found(&[NS_GLUE[0]], &[]));
+    assert_eq!(
+        world.resolve(ns, RecordType::AAAA),
+        found(&[NS_GLUE[1]], &[])
+    );
+    assert_eq!(world.resolve(ns, RecordType::ANY), found(&NS_GLUE, &[]));
+    assert_eq!(world.resolve(ns, RecordType::TXT), nodata());
+    assert_eq!(
+        world.resolve("NS.Service.Local.", RecordType::A),
+        found(&[NS_GLUE[0]], &[])
+    );
+}
+
+/// A service that shares the name server's label does not answer at its
+/// name (the glue must stay what the resolver was told), but its SRV and
+/// instance names below still work.
+#[test]
+fn the_ns_target_takes_precedence_over_a_service_of_that_name() {
+    let ns_service = fixture::service(
+        "ns",
+        &[("ns-1", r#"{"address":"10.9.0.1","port":53}"#)],
+        &[],
+    );
+    let table = fixture::table(&[ns_service]);
+    let domain = LowerName::from(fixture::domain());
+    let zones = StaticZones::default();
+    let sources = Sources {
+        domain: &domain,
+        table: &table,
+        zones: &zones,
+    };
+    let said = |name: &str, qtype| texts(&resolve(&sources, &lower(name), qtype).answers);
+    assert_eq!(
+        said(fixture::NS_NAME, RecordType::A),
+        strings(&[NS_GLUE[0]])
+    );
+    assert_eq!(said(fixture::NS_NAME, RecordType::SRV), strings(&[]));
+    assert_eq!(
+        said("_ns._tcp.service.local.", RecordType::SRV),
+        strings(&["_ns._tcp.service.local. 17 SRV 0 1 53 ns-1.ns.service.local."])
+    );
+    assert_eq!(
+        said("ns-1.ns.service.local.", RecordType::A),
+        strings(&["ns-1.ns.service.local. 17 A 10.9.0.1"])
+    );
 }
 
 #[test]

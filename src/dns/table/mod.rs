@@ -23,6 +23,7 @@
 
 mod endpoint;
 mod inline_label;
+mod nameserver;
 mod records;
 mod service_map;
 #[cfg(test)]
@@ -38,6 +39,7 @@ use hickory_proto::rr::{
 use crate::registry::ServiceState;
 pub use endpoint::Endpoint;
 pub use inline_label::InlineLabel;
+pub use nameserver::{NS_TTL_SECS, Nameserver};
 use records::child;
 pub use records::{InstanceLookup, PackedEndpoint, ServiceRecords};
 pub use service_map::ServiceMap;
@@ -52,8 +54,6 @@ const SOA_REFRESH_SECS: i32 = 3600;
 const SOA_RETRY_SECS: i32 = 600;
 /// How long a secondary would serve without contact: a day.
 const SOA_EXPIRE_SECS: i32 = 86_400;
-/// TTL of the dynamic domain's NS record, in seconds.
-const NS_TTL_SECS: u32 = 3600;
 
 /// What the table needs to know to build records.
 #[derive(Clone, Debug)]
@@ -66,6 +66,8 @@ pub struct TableSettings {
     pub negative_ttl: u32,
     /// Serve instances whose worst check is `warning`.
     pub include_warning: bool,
+    /// The domain's name server: the NS target and its addresses.
+    pub nameserver: Arc<Nameserver>,
 }
 
 /// The snapshot DNS answers from.
@@ -80,15 +82,17 @@ pub struct RecordTable {
     pub index: u64,
     /// SOA of the dynamic domain, its serial following the index.
     pub soa: Option<Record>,
-    /// NS of the dynamic domain: `ns.<domain>.`.
+    /// NS of the dynamic domain (`dns.ns_name`).
     pub ns: Option<Record>,
+    /// The NS record's target and the addresses served for it.
+    pub nameserver: Option<Arc<Nameserver>>,
 }
 
 impl RecordTable {
     /// Records that the table now reflects `index`: rebuilds the apex.
     pub fn set_index(&mut self, index: u64, settings: &TableSettings) {
         self.index = index;
-        let nameserver = child(&settings.domain, "ns");
+        let nameserver = settings.nameserver.name.clone();
         let hostmaster = child(&settings.domain, "hostmaster");
         // RFC 1982 serial arithmetic wraps at 2^32; the low bits still move
         // on every change, which is what secondaries look at.
@@ -112,6 +116,7 @@ impl RecordTable {
             NS_TTL_SECS,
             RData::NS(NS(nameserver)),
         ));
+        self.nameserver = Some(settings.nameserver.clone());
     }
 
     /// Replaces the records of one service (or removes it if `service` is

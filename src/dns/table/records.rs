@@ -307,7 +307,7 @@ impl ServiceRecords {
     }
 }
 
-fn address_rdata(address: IpAddr) -> RData {
+pub(super) fn address_rdata(address: IpAddr) -> RData {
     match address {
         IpAddr::V4(v4) => RData::A(A(v4)),
         IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
