@@ -1,16 +1,17 @@
 //! Third-party daemons (HAProxy, nginx, unbound) run by a test in the
 //! foreground, each in its own temporary directory holding its config, pid
 //! file and log: [`Daemon::start`] spawns one and waits until it listens;
-//! dropping the [`Daemon`] kills it (SIGKILL) and reaps it, also when the
-//! test panics. Also: free loopback ports for them to listen on, and the
-//! README's snippets, so that the configuration a test runs is the one the
-//! README shows.
+//! dropping the [`Daemon`] kills its process group (SIGKILL) and reaps it,
+//! also when the test panics. Also: free loopback ports for them to listen
+//! on, and the README's snippets, so that the configuration a test runs is
+//! the one the README shows.
 //!
 //! The daemons are Debian's packages, which `.ci/run` installs; a machine
 //! without them fails the test with what to install rather than skipping it.
 
 use std::{
     fs::File,
+    os::unix::process::CommandExt,
     net::{IpAddr, SocketAddr, TcpListener, UdpSocket},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -44,6 +45,15 @@ pub struct Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // The whole process group: nginx's workers outlive a killed master
+        // (they are reparented, not told), so killing the master alone
+        // would leak them.
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -71,6 +81,8 @@ impl Daemon {
         let output = File::create(&log).expect("create the daemon's log");
         let child = Command::new(program)
             .args(args)
+            // Its own process group, which drop kills whole.
+            .process_group(0)
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(output.try_clone().expect("clone the log handle"))
