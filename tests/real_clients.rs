@@ -20,6 +20,11 @@ use std::{
     time::Duration,
 };
 
+use hickory_proto::{
+    op::ResponseCode,
+    rr::{RData, RecordType},
+};
+
 use common::{
     Server,
     daemon::{Daemon, daemon_dir, free_port, readme_snippet},
@@ -51,9 +56,7 @@ async fn register_all(server: &Server, backends: &[Backend]) {
         assert_eq!(reply.status, 200, "register {}: {reply:?}", backend.name);
     }
     eventually("every backend passing in DNS", FOLLOW_LIMIT, || async {
-        let srvs = server
-            .query("web.service.local", hickory_proto::rr::RecordType::SRV)
-            .await;
+        let srvs = server.query("web.service.local", RecordType::SRV).await;
         let count = srvs.srvs().len();
         if count == backends.len() {
             Ok(())
@@ -287,5 +290,182 @@ async fn nginx_resolver_balances_over_a_records_and_follows_a_failed_check() {
     wait_rotation(&client, &url, &["web-2"], "nginx serving with web-1 dead").await;
     let output = std::fs::read_to_string(nginx.path("error.log")).unwrap_or_default();
     assert!(!output.contains("[emerg]"), "nginx error log:\n{output}");
+    server.stop().await;
+}
+
+/// A loopback-only DNSSEC setup for unbound: the root's
+/// KSK-2017 DS as trust anchor, so the validator runs as on a stock
+/// install and `domain-insecure` is really exercised, with nothing fetched.
+const ROOT_TRUST_ANCHOR: &str =
+    ". DS 20326 8 2 E06D44B80B8F1D39A95C0B0D7C65D08458E880409BBC683457104237C7F8EC8D";
+
+/// unbound in the foreground on a free port of 127.0.0.1, with the
+/// README's `server:` additions and `stub-zone`, after `replace`.
+async fn start_unbound(replace: &[(&str, &str)]) -> (Daemon, SocketAddr) {
+    let dir = daemon_dir();
+    let listen = SocketAddr::new(loopback(1), free_port(loopback(1)));
+    let snippet = readme_snippet("server:", replace);
+    let root = dir.path().display().to_string();
+    // The test's own settings: no chroot, no privilege drop, no
+    // remote-control, everything in the temporary directory; verbosity 2
+    // logs stub priming.
+    let config = format!(
+        "server:\n    interface: {ip}\n    port: {port}\n    do-daemonize: no\n    chroot: \"\"\n    \
+         username: \"\"\n    directory: \"{root}\"\n    pidfile: \"{root}/unbound.pid\"\n    \
+         use-syslog: no\n    logfile: \"\"\n    verbosity: 2\n    do-ip6: no\n    \
+         module-config: \"validator iterator\"\n    trust-anchor: \"{ROOT_TRUST_ANCHOR}\"\n\
+         remote-control:\n    control-enable: no\n\n{snippet}",
+        ip = listen.ip(),
+        port = listen.port(),
+    );
+    let file = dir.path().join("unbound.conf");
+    std::fs::write(&file, config).expect("write unbound.conf");
+    let args = vec!["-d".to_owned(), "-c".to_owned(), file.display().to_string()];
+    let daemon = Daemon::start("unbound", "unbound", &args, dir, listen).await;
+    (daemon, listen)
+}
+
+/// A recursive query (RD set) to a resolver.
+async fn resolve(resolver: SocketAddr, qname: &str, qtype: RecordType) -> common::Reply {
+    let mut query = common::query_message(qname, qtype, Some(1232));
+    query.metadata.recursion_desired = true;
+    common::exchange_udp(resolver, &query).await
+}
+
+/// What the resolver answers for `web` now: the SRV (port, target) pairs
+/// and the A addresses, both sorted, or the rcode if not NOERROR.
+async fn through(resolver: SocketAddr) -> Result<(Vec<(u16, String)>, Vec<IpAddr>), String> {
+    let srv = resolve(resolver, "_web._tcp.service.local", RecordType::SRV).await;
+    let a = resolve(resolver, "web.service.local", RecordType::A).await;
+    for reply in [&srv, &a] {
+        if reply.rcode() != ResponseCode::NoError {
+            return Err(format!("{}", reply.rcode()));
+        }
+    }
+    let mut targets: Vec<(u16, String)> = srv
+        .srvs()
+        .iter()
+        .map(|s| (s.port, common::lower(&s.target)))
+        .collect();
+    targets.sort();
+    let mut ips = a.ips();
+    ips.sort();
+    Ok((targets, ips))
+}
+
+/// The (port, target) pair and address roster would answer for `backend`.
+fn expected(backends: &[&Backend]) -> (Vec<(u16, String)>, Vec<IpAddr>) {
+    let mut targets: Vec<(u16, String)> = backends
+        .iter()
+        .map(|b| (b.addr.port(), format!("{}.web.service.local.", b.name)))
+        .collect();
+    targets.sort();
+    let mut ips: Vec<IpAddr> = backends.iter().map(|b| b.addr.ip()).collect();
+    ips.sort();
+    (targets, ips)
+}
+
+/// Waits until unbound answers exactly `backends` for `web` (SRV and A).
+async fn wait_resolved(resolver: SocketAddr, backends: &[&Backend], why: &str) {
+    let wanted = expected(backends);
+    eventually(why, FOLLOW_LIMIT, || async {
+        match through(resolver).await {
+            Ok(seen) if seen == wanted => Ok(()),
+            Ok(seen) => Err(format!("{seen:?}")),
+            Err(rcode) => Err(rcode),
+        }
+    })
+    .await;
+}
+
+/// Two backends with checks; unbound serves both, then only the one whose
+/// check still passes.
+async fn unbound_follows_roster(server: &Server, resolver: SocketAddr, backends: &[Backend]) {
+    register_all(server, backends).await;
+    wait_resolved(
+        resolver,
+        &[&backends[0], &backends[1]],
+        "unbound answering both instances",
+    )
+    .await;
+    backends[0].set_healthy(false);
+    wait_status(server, &backends[0].name, "critical").await;
+    wait_resolved(
+        resolver,
+        &[&backends[1]],
+        "unbound dropping the instance whose check failed",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unbound_stub_zone_without_priming_follows_health() {
+    let server = start_server().await;
+    let backends = Backend::each_own_port(&["web-1", "web-2"], &[loopback(7), loopback(8)]).await;
+    let at = format!("127.0.0.1@{}", server.dns_addr.port());
+    let (_unbound, resolver) = start_unbound(&[("127.0.0.1@8600", &at)]).await;
+    unbound_follows_roster(&server, resolver, &backends).await;
+    server.stop().await;
+}
+
+/// A loopback address where port 53 is free for both UDP and TCP, for
+/// roster: unbound asks a primed stub's name server on port 53, whatever
+/// port `stub-addr` names.
+fn free_port_53() -> IpAddr {
+    // Spread over 127.0.53.0/24 by process, so parallel runs rarely meet.
+    let start = std::process::id() % 200;
+    for offset in 0..50 {
+        let ip = IpAddr::from([
+            127,
+            0,
+            53,
+            u8::try_from(2 + (start + offset) % 250).expect("< 256"),
+        ]);
+        let udp = std::net::UdpSocket::bind((ip, 53));
+        let tcp = std::net::TcpListener::bind((ip, 53));
+        if udp.is_ok() && tcp.is_ok() {
+            return ip;
+        }
+    }
+    panic!("port 53 is taken on 50 addresses of 127.0.53.0/24 (binding it needs root)")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unbound_stub_prime_reaches_roster_on_port_53_through_its_glue() {
+    let ip = free_port_53();
+    let server = common::start_server_with(&[], |config| {
+        config.dns.listen = SocketAddr::new(ip, 53);
+    })
+    .await;
+    // roster's priming answer: the apex NS, with its target's address as
+    // glue, the address roster listens on (dns.ns_address's default).
+    let ns = server.query("service.local", RecordType::NS).await;
+    assert_eq!(ns.rcode(), ResponseCode::NoError, "{ns}");
+    let target = ns
+        .answers()
+        .iter()
+        .find_map(|r| match &r.data {
+            RData::NS(ns) => Some(ns.0.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no NS in {ns}"));
+    assert_eq!(common::lower(&target), "ns.service.local.", "{ns}");
+    assert_eq!(ns.additional_ips_of(&target), vec![ip], "glue: {ns}");
+
+    let backends = Backend::each_own_port(&["web-1", "web-2"], &[loopback(9), loopback(10)]).await;
+    let at = ip.to_string();
+    let (unbound, resolver) = start_unbound(&[
+        ("127.0.0.1@8600", &at),
+        ("stub-prime: no", "stub-prime: yes"),
+    ])
+    .await;
+    unbound_follows_roster(&server, resolver, &backends).await;
+    assert!(
+        unbound
+            .output()
+            .contains("priming successful for service.local."),
+        "unbound did not prime the stub:\n{}",
+        unbound.output()
+    );
     server.stop().await;
 }
