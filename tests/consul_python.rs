@@ -17,14 +17,12 @@
 mod common;
 
 use std::{
-    fs::File,
     path::{Path, PathBuf},
-    process::Command,
     time::Duration,
 };
 
 use common::{
-    install::{self, describe, target_dir},
+    install::{self, describe},
     start_server,
 };
 
@@ -50,68 +48,10 @@ const PY_CONSUL: Library = Library {
 /// takes about ten seconds.
 const SUITE_LIMIT: Duration = Duration::from_secs(300);
 
-fn venv_python(venv: &Path) -> PathBuf {
-    if cfg!(windows) {
-        venv.join("Scripts").join("python.exe")
-    } else {
-        venv.join("bin").join("python")
-    }
-}
-
-/// Runs a venv-building command (see `common::install::run`).
-fn run(command: &mut Command, what: &str) {
-    install::run(
-        command,
-        what,
-        "The Consul compatibility suite needs python3 with the venv module \
-         (Debian/Ubuntu: apt-get install python3-venv), or ROSTER_PYTHON \
-         naming an interpreter.",
-        "The first run needs access to PyPI.",
-    );
-}
-
-/// The venv's interpreter, creating the venv first if it is missing or
-/// incomplete. Blocking: run it off the async runtime.
+/// The venv's interpreter for `library`, under `target/consul-venvs/`.
+/// Blocking: run it off the async runtime.
 fn ensure_venv(library: &Library) -> PathBuf {
-    let root = target_dir().join("consul-venvs");
-    std::fs::create_dir_all(&root).expect("create target/consul-venvs");
-    let venv = root.join(library.name);
-    let marker = venv.join(".roster-venv-complete");
-    let wanted = library.requirements.join("\n");
-    // Held until return: another `cargo test` building the same venv waits.
-    let lock = File::create(root.join(format!("{}.lock", library.name))).expect("lock file");
-    lock.lock().expect("lock the venv");
-    let python = venv_python(&venv);
-    let complete = std::fs::read_to_string(&marker).is_ok_and(|text| text == wanted);
-    if complete && python.exists() {
-        return python;
-    }
-    if venv.exists() {
-        std::fs::remove_dir_all(&venv).expect("remove an incomplete venv");
-    }
-    let system_python = std::env::var_os("ROSTER_PYTHON").unwrap_or_else(|| "python3".into());
-    run(
-        Command::new(&system_python)
-            .arg("-m")
-            .arg("venv")
-            .arg(&venv),
-        "creating a venv",
-    );
-    run(
-        Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--no-input",
-            ])
-            .args(library.requirements),
-        &format!("pip install {}", library.requirements.join(" ")),
-    );
-    std::fs::write(&marker, wanted).expect("write the venv marker");
-    python
+    install::python_venv("consul-venvs", library.name, library.requirements)
 }
 
 /// Runs the suite with `library` against a fresh roster.
