@@ -11,8 +11,8 @@
 
 use std::{
     fs::File,
-    os::unix::process::CommandExt,
     net::{IpAddr, SocketAddr, TcpListener, UdpSocket},
+    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::Duration,
