@@ -86,7 +86,12 @@ enum Commands {
 #[derive(clap::Args)]
 struct RemoteArgs {
     /// HTTP address of the running roster
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8500")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "ROSTER_HTTP",
+        default_value = "127.0.0.1:8500"
+    )]
     http: SocketAddr,
     /// ACL token, sent as X-Consul-Token
     #[arg(

@@ -770,6 +770,36 @@ fn dig_answers(output: &str) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// roster holds no TSIG keys, so a signed query names a key it does not
+/// know: RFC 8945 section 5.2 wants NOTAUTH with TSIG error BADKEY (as Knot
+/// and NSD answer), never an answer as if it were unsigned.
+#[tokio::test]
+async fn a_query_signed_with_an_unknown_key_gets_notauth_badkey() {
+    let server = start_server().await;
+    server.add("web", "web-1", "10.61.0.1", 80).await;
+    for (transport, key) in [
+        ("+notcp", "hmac-sha256:roster-key.:c2VjcmV0c2VjcmV0"),
+        ("+tcp", "hmac-sha512:other-key.:c2VjcmV0c2VjcmV0"),
+    ] {
+        let output = common::dig(
+            server.dns_addr,
+            &[transport, "-y", key, "web.service.local", "A"],
+        )
+        .await;
+        assert!(output.contains("status: NOTAUTH"), "{output}");
+        assert!(output.contains("ANSWER: 0"), "{output}");
+        let key_name = key.split(':').nth(1).expect("a key name");
+        let tsig = output
+            .lines()
+            .find(|line| line.contains("TSIG") && line.starts_with(key_name))
+            .unwrap_or_else(|| panic!("no TSIG record for {key_name}: {output}"));
+        assert!(tsig.contains("BADKEY"), "{tsig}");
+    }
+    // The same query unsigned is answered.
+    let plain = common::dig(server.dns_addr, &["+short", "web.service.local", "A"]).await;
+    assert_eq!(plain.trim(), "10.61.0.1");
+}
+
 #[tokio::test]
 async fn dig_gets_the_same_answers() {
     let server = start_server().await;

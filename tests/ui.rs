@@ -202,12 +202,21 @@ async fn ui_shows_services_live_in_a_browser() {
     common::wait_check(&server, "web", "web-2", "critical", "").await;
 
     run_script(&server, &["--mode", "live"]).await;
+    // The UI's writes reached the registry, not only the page.
+    let reply = server.get(&["v1", "services", "web"]).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let web = reply.body;
+    let instances = web["instances"].as_array().expect("instances");
+    let ids: Vec<&str> = instances.iter().filter_map(|i| i["id"].as_str()).collect();
+    assert_eq!(ids, ["web-1"], "{web}");
+    assert!(instances[0]["maintenance"].is_null(), "{web}");
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ui_uses_a_token_and_shows_refusals() {
     const READER: &str = "web-reader-secret-for-tests";
+    const WRITER: &str = "web-writer-secret-for-tests";
     let server = start_server_with(&[], |config| {
         let text = format!(
             r#"
@@ -221,6 +230,10 @@ async fn ui_uses_a_token_and_shows_refusals() {
             name = "web-reader"
             secret = "{READER}"
             service_prefix = {{ "web" = "read" }}
+            [[tokens]]
+            name = "web-writer"
+            secret = "{WRITER}"
+            service_prefix = {{ "web" = "write" }}
             "#
         );
         config.acl = toml::from_str(&text).expect("a valid [acl] table");
@@ -243,6 +256,10 @@ async fn ui_uses_a_token_and_shows_refusals() {
         assert_eq!(response.status(), 200, "register {service}/{id}");
     }
 
-    run_script(&server, &["--mode", "acl", "--token", READER]).await;
+    run_script(
+        &server,
+        &["--mode", "acl", "--token", READER, "--write-token", WRITER],
+    )
+    .await;
     server.stop().await;
 }

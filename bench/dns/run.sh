@@ -18,7 +18,10 @@
 #                        (together) hit roster's HTTP API; the client is
 #                        `roster-store-loadgen churn` (bench/store/loadgen,
 #                        built by this script with cargo)   CHURN ("")
-#   -s, --servers LIST   e.g. "roster,knot,nsd" or "knot nsd"      SERVERS (roster knot nsd)
+#   -s, --servers LIST   e.g. "roster,knot,nsd" or "knot nsd"      SERVERS (echo roster knot nsd;
+#                        no echo over TCP). "echo" is the ceiling row: bench/echo,
+#                        which sends each query back with QR set and does no DNS
+#                        work, so its QPS is what loopback and dnsperf allow here
 #   -w, --workers W      knot udp/tcp-workers, nsd server-count    WORKERS (nproc)
 #       --no-latency     don't record per-query latencies (no p50/p99)   LATENCY (1)
 #       --no-build       don't run cargo build --release   SKIP_BUILD (0)
@@ -54,7 +57,7 @@ MAX_QPS="${MAX_QPS:-}"
 MODE="${MODE:-udp}"
 CHURN="${CHURN:-}"
 CHURN_THREADS="${CHURN_THREADS:-8}"
-SERVERS="${SERVERS:-roster knot nsd}"
+SERVERS="${SERVERS:-}"
 WORKERS="${WORKERS:-$(nproc)}"
 LATENCY="${LATENCY:-1}"
 SKIP_BUILD="${SKIP_BUILD:-0}"
@@ -92,11 +95,15 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option: $1" >&2; usage 2 >&2 ;;
   esac
 done
+case "$MODE" in udp|tcp) ;; *) echo "--mode must be udp or tcp" >&2; exit 2 ;; esac
+if [ -z "$SERVERS" ]; then
+  if [ "$MODE" = udp ]; then SERVERS="echo roster knot nsd"; else SERVERS="roster knot nsd"; fi
+fi
 SERVERS="$(echo "$SERVERS" | tr ',' ' ' | xargs)"
 for s in $SERVERS; do
-  case "$s" in roster|knot|nsd) ;; *) echo "unknown server '$s' (roster, knot, nsd)" >&2; exit 2 ;; esac
+  case "$s" in echo|roster|knot|nsd) ;; *) echo "unknown server '$s' (echo, roster, knot, nsd)" >&2; exit 2 ;; esac
+  [ "$s" = echo ] && [ "$MODE" = tcp ] && { echo "the echo ceiling is UDP only" >&2; exit 2; }
 done
-case "$MODE" in udp|tcp) ;; *) echo "--mode must be udp or tcp" >&2; exit 2 ;; esac
 if [ -n "$CHURN" ]; then
   [[ "$CHURN" =~ ^[1-9][0-9]*$ ]] || { echo "--churn must be a positive integer (operations/s)" >&2; exit 2; }
   [[ " $(echo "$SERVERS" | tr ',' ' ') " == *" roster "* ]] || { echo "--churn needs roster among the servers" >&2; exit 2; }
@@ -230,9 +237,9 @@ QUERIES="$RESULTS_DIR/queries.txt"
 python3 "$GEN" queries --services "$SERVICES" --nx-percent "$NX_PERCENT" --out "$QUERIES" | tee "$RESULTS_DIR/queries.info"
 NQUERIES="$(wc -l <"$QUERIES")"
 
-read -r P_ROSTER_DNS P_ROSTER_HTTP P_KNOT P_NSD <<<"$(python3 "$GEN" ports 4)"
+read -r P_ROSTER_DNS P_ROSTER_HTTP P_KNOT P_NSD P_ECHO <<<"$(python3 "$GEN" ports 5)"
 declare -A PORT PID
-PORT[roster]="$P_ROSTER_DNS"; PORT[knot]="$P_KNOT"; PORT[nsd]="$P_NSD"
+PORT[roster]="$P_ROSTER_DNS"; PORT[knot]="$P_KNOT"; PORT[nsd]="$P_NSD"; PORT[echo]="$P_ECHO"
 
 mem_snapshot() { # server file-key
   local rss pss
@@ -242,6 +249,10 @@ mem_snapshot() { # server file-key
 
 check_answers() { # server
   local s="$1" out="$RESULTS_DIR/check-$1.txt"
+  if [ "$s" = echo ]; then
+    log "echo answers are not checked: it sends each query back and does no DNS work"
+    return 0
+  fi
   if python3 "$GEN" check --port "${PORT[$s]}" --services "$SERVICES" --instances "$INSTANCES" >"$out" 2>&1; then
     log "$s answers: $(cat "$out")"
   else
@@ -279,6 +290,24 @@ start_roster() {
     | tee -a "$RESULTS_DIR/register.txt"
   sleep 1
   echo "$(mem_snapshot roster) rss_empty_kib=$(sed 's/.*rss_kib=\([0-9]*\).*/\1/' <<<"$empty")" >"$RESULTS_DIR/mem-roster.txt"
+}
+
+# ------------------------------------------------------------ echo (the ceiling)
+# bench/echo: its own cargo project and target dir, like the churn client.
+start_echo() {
+  command -v cargo >/dev/null 2>&1 || die "cargo not found (needed to build bench/echo)"
+  local dir="$REPO/bench/echo"
+  log "building the echo ceiling: $dir"
+  CARGO_TARGET_DIR="$dir/target" timeout 1800 cargo build --release --quiet \
+    --manifest-path "$dir/Cargo.toml" || die "building bench/echo failed"
+  local seconds=$(( (DURATION + 30) * ROUNDS * 4 + 600 ))
+  log "starting the echo on 127.0.0.1:${PORT[echo]} ($WORKERS threads, exits by itself after $seconds s)"
+  "$dir/target/release/roster-bench-echo" "127.0.0.1:${PORT[echo]}" "$WORKERS" "$seconds" \
+    >"$RESULTS_DIR/logs/echo.log" 2>&1 &
+  PID[echo]=$!; STARTED+=("${PID[echo]}")
+  sleep 0.5
+  kill -0 "${PID[echo]}" 2>/dev/null || { cat "$RESULTS_DIR/logs/echo.log"; die "the echo did not start"; }
+  mem_snapshot echo >"$RESULTS_DIR/mem-echo.txt"
 }
 
 # ------------------------------------------------------------ knot

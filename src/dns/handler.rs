@@ -8,7 +8,10 @@ use std::{borrow::Cow, sync::Arc};
 use arc_swap::ArcSwap;
 use hickory_proto::{
     op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode},
-    rr::{DNSClass, LowerName, Record, RecordType},
+    rr::{
+        DNSClass, LowerName, Name, RData, Record, RecordType,
+        rdata::tsig::{TSIG, TsigError, make_tsig_record},
+    },
 };
 use hickory_server::{
     net::{runtime::Time, xfer::Protocol},
@@ -122,6 +125,19 @@ impl RequestHandler for DnsHandler {
         let builder = || MessageResponseBuilder::new(&request.queries, edns.as_ref());
         let error = |code| builder().error_msg(&request.metadata, code);
 
+        // RFC 8945 section 5.1: a TSIG must be the message's last record.
+        let misplaced_tsig = request.additionals.iter().rev().skip(1);
+        if misplaced_tsig
+            .into_iter()
+            .any(|r| r.record_type() == RecordType::TSIG)
+        {
+            return send(&mut response_handle, error(ResponseCode::FormErr), request).await;
+        }
+        if let Some((key, signature)) = tsig_of(request) {
+            let mut response = error(ResponseCode::NotAuth);
+            response.set_signature(Box::new(unknown_key(key, signature)));
+            return send(&mut response_handle, response, request).await;
+        }
         let refusal = if request.metadata.op_code != OpCode::Query {
             Some(ResponseCode::NotImp)
         } else if request
@@ -187,6 +203,42 @@ impl RequestHandler for DnsHandler {
             answer.additionals.iter().map(Cow::as_ref),
         );
         send(&mut response_handle, response, request).await
+    }
+}
+
+/// The TSIG record of the answer to a request signed with a key roster does
+/// not hold, which is every key: roster has none. RFC 8945 section 5.2.1
+/// wants NOTAUTH and TSIG error BADKEY, unsigned (no MAC: a MAC needs the
+/// key), with the request's key name, algorithm, time, fudge and ID, so the
+/// client can tell which of its requests failed and why.
+fn unknown_key(key: &Name, request: &TSIG) -> Record<TSIG> {
+    let rdata = TSIG::new(
+        request.algorithm.clone(),
+        request.time,
+        request.fudge,
+        Vec::new(),
+        request.oid,
+        Some(TsigError::BadKey),
+        Vec::new(),
+    );
+    make_tsig_record(key.clone(), rdata)
+}
+
+/// The request's TSIG record (key name and data), if it is signed. hickory
+/// lifts it out of the additional section only with its DNSSEC features,
+/// which roster does not build; then it stays there, last (hickory's parser
+/// refuses a record after it).
+fn tsig_of(request: &Request) -> Option<(&Name, &TSIG)> {
+    if let Some(signature) = request.signature.as_deref() {
+        return Some((&signature.name, &signature.data));
+    }
+    match request.additionals.last() {
+        Some(Record {
+            name,
+            data: RData::TSIG(tsig),
+            ..
+        }) => Some((name, tsig)),
+        _ => None,
     }
 }
 

@@ -1,7 +1,12 @@
-//! The web UI under `/ui/`: one read-only page that lists the services with
-//! their healthy and total instance counts, shows a service's instances
+//! The web UI under `/ui/`: one page that lists the services with their
+//! healthy and total instance counts, shows a service's instances
 //! (addresses, tags, metadata, DNS names, checks, maintenance) and follows
 //! changes live through the Consul blocking queries the API already has.
+//! On an instance it offers the two everyday writes, maintenance on and off
+//! and deregistration (armed by a first click), through the same native API
+//! endpoints as the CLI, so the token's ACL rules decide exactly as there.
+//! Registering stays with the API and CLI: a form would be a second,
+//! weaker editor of what a registrant owns.
 //!
 //! The page, its script and its stylesheet are compiled in
 //! (`src/http/ui/`): no build step, nothing fetched from elsewhere. They

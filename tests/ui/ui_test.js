@@ -3,7 +3,7 @@
 // script expects, and reads its exit status and "all passed".
 //
 //   node ui_test.js --url http://127.0.0.1:PORT --mode live
-//   node ui_test.js --url http://127.0.0.1:PORT --mode acl --token SECRET
+//   node ui_test.js --url http://127.0.0.1:PORT --mode acl --token SECRET --write-token SECRET
 //
 // ROSTER_UI_NODE_MODULES names the directory holding node_modules/ (under
 // target/, where the Rust test ran `npm ci`); ROSTER_CHROMIUM the browser.
@@ -24,7 +24,7 @@ function args() {
   const out = {};
   const argv = process.argv.slice(2);
   for (let i = 0; i < argv.length; i += 2) out[argv[i].replace(/^--/, "")] = argv[i + 1];
-  if (!out.url || !out.mode) throw new Error("usage: --url URL --mode live|acl [--token T]");
+  if (!out.url || !out.mode) throw new Error("usage: --url URL --mode live|acl [--token T --write-token W]");
   return out;
 }
 
@@ -102,6 +102,24 @@ async function live(page, base) {
   assert(await page.evaluate(() => window.__sameDocument === true), "the page reloaded");
   log("registration, maintenance and deregistration shown without a reload");
 
+  // The writes on a card: maintenance off and on, deregistration in two clicks.
+  await until(page, "web counts, web-1 drained and web-2 critical", countsOf, "0/2", "web");
+  await page.click('article[data-instance="web-1"] .action-maintenance', { timeout: STEP_MS });
+  await until(page, "web-1 out of maintenance from the UI", field, "no", ["web-1", "maintenance-state"]);
+  await until(page, "web counts after the UI ended maintenance", countsOf, "1/2", "web");
+  await page.fill('article[data-instance="web-2"] .maintenance-reason', "from the UI", { timeout: STEP_MS });
+  await page.click('article[data-instance="web-2"] .action-maintenance', { timeout: STEP_MS });
+  await until(page, "web-2 in maintenance from the UI", field, "yes: from the UI", ["web-2", "maintenance-state"]);
+  await page.click('article[data-instance="web-2"] .action-deregister', { timeout: STEP_MS });
+  const armed = await page.textContent('article[data-instance="web-2"] .action-deregister', { timeout: STEP_MS });
+  assert(armed.includes("click again"), `one click only arms deregistration: ${armed}`);
+  assert(await page.evaluate(() => document.querySelector('article[data-instance="web-2"]') !== null), "one click deregistered");
+  await page.click('article[data-instance="web-2"] .action-deregister', { timeout: STEP_MS });
+  await until(page, "web-2 deregistered from the UI", () => document.querySelector('article[data-instance="web-2"]') === null, true);
+  await until(page, "web counts after the UI deregistered web-2", countsOf, "1/1", "web");
+  await until(page, "no error after the UI's writes", errorText, "");
+  log("maintenance off and on, and a two-click deregistration, from the UI");
+
   await page.click('#services button[data-service="db"]', { timeout: STEP_MS });
   await until(page, "db meta as text", () => document.querySelector('article[data-instance="db-1"] .meta-value')?.textContent ?? null, XSS);
   const images = await page.evaluate(() => document.querySelectorAll("img").length);
@@ -111,7 +129,7 @@ async function live(page, base) {
 
 // ACLs on: a refusal is shown plainly; the token field fixes it and
 // survives a reload (sessionStorage).
-async function acl(page, base, secret) {
+async function acl(page, base, secret, writer) {
   await page.goto(new URL("/ui/#db", base).href, { timeout: STEP_MS });
   await until(page, "anonymous sees no services", () => !document.getElementById("no-services").hidden, true);
   await until(page, "anonymous refused db", errorHas, true, "403");
@@ -137,6 +155,24 @@ async function acl(page, base, secret) {
   await until(page, "token kept across a reload", () => document.getElementById("token").value.length > 0, true);
   await until(page, "web listed after reload", countsOf, "1/1", "web");
   log("the token is kept for the tab");
+
+  // A read-only token's write is refused in roster's words and changes nothing.
+  await until(page, "web-1 shown after reload", field, "127.0.0.1", ["web-1", "address"]);
+  await page.click('article[data-instance="web-1"] .action-deregister', { timeout: STEP_MS });
+  await page.click('article[data-instance="web-1"] .action-deregister', { timeout: STEP_MS });
+  await until(page, "reader's deregistration refused", errorHas, true, "Permission denied");
+  assert(await page.evaluate(() => document.querySelector('article[data-instance="web-1"]') !== null), "web-1 gone after a refusal");
+  log(`read-only token's deregistration refused: ${await page.evaluate(errorText)}`);
+
+  // A token that may write web does it.
+  await page.fill("#token", writer, { timeout: STEP_MS });
+  await page.press("#token", "Enter", { timeout: STEP_MS });
+  await until(page, "web-1 shown to the writer", field, "127.0.0.1", ["web-1", "address"]);
+  await page.fill('article[data-instance="web-1"] .maintenance-reason', "by the writer", { timeout: STEP_MS });
+  await page.click('article[data-instance="web-1"] .action-maintenance', { timeout: STEP_MS });
+  await until(page, "writer's maintenance shown", field, "yes: by the writer", ["web-1", "maintenance-state"]);
+  await until(page, "no error after the writer's write", errorText, "");
+  log("a token that may write web drains web-1 from the UI");
 }
 
 async function main() {
@@ -167,7 +203,7 @@ async function main() {
       if (/Content.Security.Policy/i.test(message.text())) problems.push(`CSP: ${message.text()}`);
     });
     if (options.mode === "live") await live(page, options.url);
-    else if (options.mode === "acl") await acl(page, options.url, options.token);
+    else if (options.mode === "acl") await acl(page, options.url, options.token, options["write-token"]);
     else throw new Error(`unknown mode ${options.mode}`);
     assert(problems.length === 0, `problems in the page:\n${problems.join("\n")}`);
   } finally {

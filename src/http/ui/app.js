@@ -1,5 +1,7 @@
-// roster's web UI: read-only views of /v1/services, kept live by Consul
-// blocking queries (src/http/ui.rs says what this page may and may not do).
+// roster's web UI: views of /v1/services kept live by Consul blocking
+// queries, and the two everyday writes on an instance (maintenance on/off,
+// deregister) through the native API with the user's token
+// (src/http/ui.rs says what this page may and may not do).
 //
 // Everything shown comes from registrants (names, tags, metadata, check
 // output), so it is written with textContent and never parsed as HTML:
@@ -44,13 +46,17 @@ class ApiError extends Error {
   }
 }
 
-async function api(path, signal) {
+// `options.method` and `options.body` (sent as JSON) for writes.
+async function api(path, signal, options = {}) {
   const headers = { Accept: "application/json" };
   const secret = token();
   if (secret) headers["X-Consul-Token"] = secret;
+  if (options.body !== undefined) headers["Content-Type"] = "application/json";
   const limit = AbortSignal.timeout(FETCH_LIMIT_MS);
   const response = await fetch(path, {
+    method: options.method || "GET",
     headers,
+    body: options.body === undefined ? undefined : JSON.stringify(options.body),
     signal: signal ? AbortSignal.any([signal, limit]) : limit,
     cache: "no-store",
     credentials: "omit",
@@ -150,7 +156,54 @@ function statusText(status) {
   return el("span", { class: `status status-${status}` }, status);
 }
 
-function instanceCard(instance) {
+// ---- writes ----
+
+function instancePath(service, id) {
+  return `/v1/services/${encodeURIComponent(service)}/instances/${encodeURIComponent(id)}`;
+}
+
+// Runs one write; a refusal shows in the server's words. The view itself
+// changes only when the live query sees the registry change.
+async function write(button, what, path, options) {
+  button.disabled = true;
+  try {
+    await api(path, null, options);
+    setError("action", null);
+  } catch (error) {
+    setError("action", new Error(`${what}: ${error.message}`));
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function actions(service, instance) {
+  const path = instancePath(service, instance.id);
+  const draining = instance.maintenance !== null && instance.maintenance !== undefined;
+  const reason = el("input", {
+    class: "maintenance-reason", type: "text", maxlength: "256",
+    placeholder: "reason (optional)", "aria-label": `maintenance reason for ${instance.id}`,
+  });
+  reason.hidden = draining;
+  const maintenance = el("button", { type: "button", class: "action-maintenance" },
+    draining ? "End maintenance" : "Start maintenance");
+  maintenance.addEventListener("click", () => {
+    const body = draining ? { enable: false } : { enable: true, reason: reason.value };
+    write(maintenance, `maintenance of ${instance.id}`, `${path}/maintenance`, { method: "PUT", body });
+  });
+  // Two clicks, no dialog: the first arms the button, the second acts.
+  const deregister = el("button", { type: "button", class: "action-deregister danger" }, "Deregister…");
+  deregister.addEventListener("click", () => {
+    if (deregister.dataset.armed !== "true") {
+      deregister.dataset.armed = "true";
+      deregister.textContent = `Deregister ${instance.id}: click again`;
+      return;
+    }
+    write(deregister, `deregister ${instance.id}`, path, { method: "DELETE" });
+  });
+  return el("div", { class: "actions" }, reason, maintenance, deregister);
+}
+
+function instanceCard(service, instance) {
   const tags = instance.tags.length
     ? instance.tags.map((tag) => el("span", { class: "tag" }, tag))
     : ["none"];
@@ -189,7 +242,8 @@ function instanceCard(instance) {
         el("div", null, "A/AAAA: ", instance.dns.service),
         el("div", null, "SRV: ", instance.dns.srv),
         el("div", null, "instance: ", instance.dns.instance))),
-    checks);
+    checks,
+    actions(service, instance));
 }
 
 async function refreshService(name, signal) {
@@ -207,7 +261,7 @@ async function refreshService(name, signal) {
   if (signal.aborted || name !== selected) return;
   $("detail-title").textContent = body.name;
   $("detail-dns").textContent = body.dns_name ? `DNS: ${body.dns_name}` : "";
-  const cards = body.instances.map(instanceCard);
+  const cards = body.instances.map((instance) => instanceCard(name, instance));
   $("instances").replaceChildren(...(cards.length ? cards : [el("p", null, "No instances registered.")]));
 }
 
@@ -220,6 +274,7 @@ function select(name) {
   selected = name;
   if (serviceWatch) serviceWatch.abort();
   setError("service", null);
+  setError("action", null);
   for (const button of document.querySelectorAll("#services button")) {
     button.setAttribute("aria-current", String(button.dataset.service === name));
   }
