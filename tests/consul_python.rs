@@ -62,10 +62,11 @@ async fn run_suite(library: &'static Library) {
 /// Runs `script` (in `tests/consul_python/`) with `library`'s interpreter
 /// and `args`, and asserts that it passed.
 async fn run_script(library: &'static Library, script: &str, args: &[String]) {
-    let python =
-        tokio::task::spawn_blocking(|| install::python_venv(library.name, library.requirements))
-            .await
-            .expect("venv setup");
+    let python = tokio::task::spawn_blocking(|| {
+        install::python_venv("consul-venvs", library.name, library.requirements)
+    })
+    .await
+    .expect("venv setup");
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/consul_python")
         .join(script);

@@ -233,7 +233,7 @@ fn acl_config() -> roster::config::AclConfig {
 #[tokio::test(flavor = "multi_thread")]
 async fn py_consul_1_8_0_own_suite_passes_but_for_the_listed_tests() {
     let (python, suite) = tokio::task::spawn_blocking(|| {
-        let python = install::python_venv("py-consul-suite", REQUIREMENTS);
+        let python = install::python_venv("consul-venvs", "py-consul-suite", REQUIREMENTS);
         let suite = fetch_suite(&python);
         (python, suite)
     })

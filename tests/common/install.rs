@@ -1,8 +1,8 @@
 //! Third-party test tools installed under `target/` on first use and reused
-//! afterwards (the Python Consul clients' venvs, the npm packages of the
-//! npm Consul suite and of the UI test): where they go, how a failed
-//! command is shown, and one venv and one `npm ci`, each with a completion
-//! marker and a lock.
+//! afterwards (the Python Consul clients' venvs and the examples' venv, the
+//! npm packages of the npm Consul suite and of the UI test): where they go,
+//! how a failed command is shown, and one `python3 -m venv` + `pip install`
+//! and one `npm ci`, each with a completion marker and a lock.
 
 use std::{
     fs::File,
@@ -41,72 +41,6 @@ pub fn run(command: &mut Command, what: &str, missing: &str, first_run: &str) {
         "{what} failed: {command:?}\n{}\n({first_run})",
         describe(&output)
     );
-}
-
-/// How to get an interpreter with the venv module, for a failed venv.
-const PYTHON_MISSING: &str = "The Consul compatibility suites need python3 with the venv module \
-     (Debian/Ubuntu: apt-get install python3-venv), or ROSTER_PYTHON naming an interpreter.";
-
-/// The interpreter inside `venv`.
-fn venv_python(venv: &Path) -> PathBuf {
-    if cfg!(windows) {
-        venv.join("Scripts").join("python.exe")
-    } else {
-        venv.join("bin").join("python")
-    }
-}
-
-/// The interpreter of `target/consul-venvs/<name>/`, a venv holding exactly
-/// `requirements` (pip, from PyPI), created first if missing, incomplete or
-/// for other requirements. A marker written last says the venv is complete
-/// and for which requirements; a lock file keeps two test processes from
-/// building one venv at once. `ROSTER_PYTHON` names the interpreter that
-/// creates it (default `python3`). Blocking: run it off the async runtime.
-pub fn python_venv(name: &str, requirements: &[&str]) -> PathBuf {
-    let root = target_dir().join("consul-venvs");
-    std::fs::create_dir_all(&root).expect("create target/consul-venvs");
-    let venv = root.join(name);
-    let marker = venv.join(".roster-venv-complete");
-    let wanted = requirements.join("\n");
-    // Held until return: another `cargo test` building the same venv waits.
-    let lock = File::create(root.join(format!("{name}.lock"))).expect("lock file");
-    lock.lock().expect("lock the venv");
-    let python = venv_python(&venv);
-    let complete = std::fs::read_to_string(&marker).is_ok_and(|text| text == wanted);
-    if complete && python.exists() {
-        return python;
-    }
-    if venv.exists() {
-        std::fs::remove_dir_all(&venv).expect("remove an incomplete venv");
-    }
-    let system_python = std::env::var_os("ROSTER_PYTHON").unwrap_or_else(|| "python3".into());
-    let first_run = "The first run needs access to PyPI.";
-    run(
-        Command::new(&system_python)
-            .arg("-m")
-            .arg("venv")
-            .arg(&venv),
-        "creating a venv",
-        PYTHON_MISSING,
-        first_run,
-    );
-    run(
-        Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--no-input",
-            ])
-            .args(requirements),
-        &format!("pip install {}", requirements.join(" ")),
-        PYTHON_MISSING,
-        first_run,
-    );
-    std::fs::write(&marker, wanted).expect("write the venv marker");
-    python
 }
 
 /// `target/<name>/`, holding `node_modules` exactly as `source`'s
@@ -156,4 +90,69 @@ pub fn npm_install(name: &str, source: &Path, missing: &str) -> PathBuf {
     );
     std::fs::write(&marker, wanted).expect("write the npm marker");
     root
+}
+
+/// How to get a Python with venv, for a failed venv command.
+const PYTHON_MISSING: &str = "Needs python3 with the venv module (Debian/Ubuntu: apt-get install \
+     python3-venv), or ROSTER_PYTHON naming an interpreter.";
+
+/// A venv's interpreter.
+fn venv_python(venv: &Path) -> PathBuf {
+    if cfg!(windows) {
+        venv.join("Scripts").join("python.exe")
+    } else {
+        venv.join("bin").join("python")
+    }
+}
+
+/// The interpreter of the venv `target/<group>/<name>/`, holding exactly
+/// `requirements` (pip requirement specifiers), created with
+/// `python3 -m venv` (or `ROSTER_PYTHON`) and `pip install` first if
+/// missing or incomplete. A marker written last says the venv is complete
+/// and for which requirements; a lock file keeps two test processes from
+/// building one venv at once. Blocking: run it off the async runtime.
+pub fn python_venv(group: &str, name: &str, requirements: &[&str]) -> PathBuf {
+    let root = target_dir().join(group);
+    std::fs::create_dir_all(&root).unwrap_or_else(|e| panic!("create target/{group}: {e}"));
+    let venv = root.join(name);
+    let marker = venv.join(".roster-venv-complete");
+    let wanted = requirements.join("\n");
+    // Held until return: another `cargo test` building the same venv waits.
+    let lock = File::create(root.join(format!("{name}.lock"))).expect("lock file");
+    lock.lock().expect("lock the venv");
+    let python = venv_python(&venv);
+    let complete = std::fs::read_to_string(&marker).is_ok_and(|text| text == wanted);
+    if complete && python.exists() {
+        return python;
+    }
+    if venv.exists() {
+        std::fs::remove_dir_all(&venv).expect("remove an incomplete venv");
+    }
+    let system_python = std::env::var_os("ROSTER_PYTHON").unwrap_or_else(|| "python3".into());
+    run(
+        Command::new(&system_python)
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv),
+        "creating a venv",
+        PYTHON_MISSING,
+        "The first run needs access to PyPI.",
+    );
+    run(
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-input",
+            ])
+            .args(requirements),
+        &format!("pip install {}", requirements.join(" ")),
+        PYTHON_MISSING,
+        "The first run needs access to PyPI.",
+    );
+    std::fs::write(&marker, wanted).expect("write the venv marker");
+    python
 }

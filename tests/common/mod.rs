@@ -16,6 +16,10 @@
 //!   crashes and the command line;
 //! - [`load`]: a concurrent write load with a model of what each
 //!   acknowledgement promises, for crash and shutdown tests;
+//! - [`daemon`]: third-party daemons (HAProxy, nginx, unbound) started
+//!   in the foreground with their own config, and the README snippets they
+//!   run;
+//! - [`web`]: named HTTP backends for load balancers to reach;
 //! - [`etcd`]: a real etcd cluster of 1 or 3 members whose members a test
 //!   kills and restarts ([`etcd::EtcdCluster`]), for cluster mode;
 //! - [`cluster`]: N roster processes in cluster mode on one etcd cluster
@@ -31,6 +35,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod cluster;
+pub mod daemon;
 pub mod dns;
 pub mod etcd;
 pub mod http;
@@ -41,6 +46,7 @@ pub mod process;
 pub mod server;
 pub mod targets;
 pub mod tls;
+pub mod web;
 
 // Re-exported so a test names `common::start_server`, not its file; each
 // binary uses a subset.
