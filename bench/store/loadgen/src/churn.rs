@@ -132,7 +132,7 @@ impl Shared {
 }
 
 /// One keep-alive connection, opened on first use, and its read buffer.
-struct Connection {
+pub(crate) struct Connection {
     addrs: Vec<SocketAddr>,
     stream: Option<TcpStream>,
     buffer: Vec<u8>,
@@ -173,8 +173,19 @@ async fn timed<T>(operation: impl Future<Output = io::Result<T>>) -> Result<T, F
     }
 }
 
-/// Status, `Content-Length` and `Connection: close` of a header block.
-fn parse_head(head: &[u8]) -> Result<(u16, usize, bool), Failure> {
+/// What a response's header block says.
+pub(crate) struct Head {
+    pub status: u16,
+    pub length: usize,
+    /// `Connection: close`.
+    pub close: bool,
+    /// `X-Consul-Index`, for the watch client.
+    pub index: Option<u64>,
+}
+
+/// Status, `Content-Length`, `Connection: close` and `X-Consul-Index` of a
+/// header block.
+fn parse_head(head: &[u8]) -> Result<Head, Failure> {
     let mut lines = head
         .split(|&b| b == b'\n')
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
@@ -197,7 +208,7 @@ fn parse_head(head: &[u8]) -> Result<(u16, usize, bool), Failure> {
         .ok()
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| invalid(code))?;
-    let (mut length, mut close) = (0usize, false);
+    let (mut length, mut close, mut index) = (0usize, false, None);
     for line in lines {
         let (name, value) = match line.iter().position(|&b| b == b':') {
             Some(p) => (&line[..p], &line[p + 1..]),
@@ -214,12 +225,51 @@ fn parse_head(head: &[u8]) -> Result<(u16, usize, bool), Failure> {
             && value.trim_ascii().eq_ignore_ascii_case(b"close")
         {
             close = true;
+        } else if name.eq_ignore_ascii_case(b"x-consul-index") {
+            index = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok());
         }
     }
-    Ok((status, length, close))
+    Ok(Head {
+        status,
+        length,
+        close,
+        index,
+    })
 }
 
 impl Connection {
+    pub(crate) fn new(addrs: Vec<SocketAddr>) -> Self {
+        Self {
+            addrs,
+            stream: None,
+            buffer: Vec::with_capacity(4096),
+            request: Vec::with_capacity(512),
+        }
+    }
+
+    /// A GET and its whole response on the keep-alive connection (no
+    /// retry: a watcher simply asks again). Returns the status and the
+    /// `X-Consul-Index`.
+    pub(crate) async fn get(&mut self, path: &str) -> Result<(u16, Option<u64>), String> {
+        self.request.clear();
+        self.request
+            .extend_from_slice(format!("GET {path} HTTP/1.1\r\nHost: roster\r\n\r\n").as_bytes());
+        match self.attempt().await {
+            Ok((head, _)) => {
+                if head.close {
+                    self.stream = None;
+                }
+                Ok((head.status, head.index))
+            }
+            Err((kind, message)) => {
+                self.stream = None;
+                Err(format!("GET {path} -> {kind}: {message}"))
+            }
+        }
+    }
+
     /// One request and its whole response on the keep-alive connection,
     /// with one reconnect if it was closed (or failed). Returns the error,
     /// if any: a failed exchange or an unexpected status.
@@ -237,7 +287,7 @@ impl Connection {
         let mut error = None;
         for _attempt in 0..2 {
             match self.attempt().await {
-                Ok((status, close, body_start)) => {
+                Ok((Head { status, close, .. }, body_start)) => {
                     let ok = if method == "PUT" {
                         status == 200
                     } else {
@@ -264,9 +314,9 @@ impl Connection {
         error
     }
 
-    /// Returns the status, whether the server closes the connection, and
-    /// where the body starts in `self.buffer`.
-    async fn attempt(&mut self) -> Result<(u16, bool, usize), Failure> {
+    /// Returns the response's head and where the body starts in
+    /// `self.buffer`.
+    async fn attempt(&mut self) -> Result<(Head, usize), Failure> {
         if self.stream.is_none() {
             let mut last = None;
             for addr in &self.addrs {
@@ -300,18 +350,18 @@ impl Connection {
                 return Err(("ConnectionError", "connection closed".into()));
             }
         };
-        let (status, length, close) = parse_head(&self.buffer[..end - 4])?;
-        while self.buffer.len() < end + length {
-            self.buffer.reserve(end + length - self.buffer.len());
+        let head = parse_head(&self.buffer[..end - 4])?;
+        while self.buffer.len() < end + head.length {
+            self.buffer.reserve(end + head.length - self.buffer.len());
             if timed(stream.read_buf(&mut self.buffer)).await? == 0 {
                 return Err(("ConnectionError", "connection closed mid-body".into()));
             }
         }
-        Ok((status, close, end))
+        Ok((head, end))
     }
 }
 
-fn service_name(i: u64) -> String {
+pub(crate) fn service_name(i: u64) -> String {
     format!("svc-{i:05}")
 }
 
@@ -320,12 +370,7 @@ fn service_name(i: u64) -> String {
 async fn worker(t: usize, options: Arc<Options>, shared: Arc<Mutex<Shared>>, t0: Instant) {
     let per_thread = options.rate / options.threads as f64;
     let threads = options.threads as u64;
-    let mut conn = Connection {
-        addrs: options.addrs.clone(),
-        stream: None,
-        buffer: Vec::with_capacity(4096),
-        request: Vec::with_capacity(512),
-    };
+    let mut conn = Connection::new(options.addrs.clone());
     let mut fifo: VecDeque<String> = VecDeque::with_capacity(options.depth + 1);
     let (mut n, mut op) = (0u64, 0u64);
     let mut lats = Vec::with_capacity((options.duration * per_thread).clamp(0.0, 1e7) as usize + 1);

@@ -27,7 +27,8 @@
 //! concurrently, through another node: most transactions then lose their
 //! compare. Services (`s{k}`) are shared.
 //!
-//! `roster-store-loadgen churn ...` is another client altogether: the churn
+//! `roster-store-loadgen watch ...` runs Consul-style blocking watchers (see
+//! `watch.rs`); `roster-store-loadgen churn ...` is another client: the churn
 //! client of `bench/dns/run.sh --churn` (registrations and deregistrations at
 //! a fixed rate), a cheaper port of `gen.py churn`; see `churn.rs`.
 
@@ -46,6 +47,7 @@ use tokio::{
 };
 
 mod churn;
+mod watch;
 
 struct Options {
     addr: SocketAddr,
@@ -278,8 +280,10 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 }
 
 fn main() {
-    if std::env::args().nth(1).as_deref() == Some("churn") {
-        std::process::exit(churn::main(std::env::args().skip(2)));
+    match std::env::args().nth(1).as_deref() {
+        Some("churn") => std::process::exit(churn::main(std::env::args().skip(2))),
+        Some("watch") => std::process::exit(watch::main(std::env::args().skip(2))),
+        _ => {}
     }
     let options = match parse_options() {
         Ok(options) => Arc::new(options),
