@@ -8,6 +8,8 @@ use axum::extract::{Path, State};
 use super::{
     acl::ConsulCaller,
     blocking::Blocking,
+    error::ConsulError,
+    filter::{self, Filter},
     response::Indexed,
     views::{self, NodeInfo, ServiceNode},
 };
@@ -41,8 +43,9 @@ pub(super) async fn services(
     Indexed(registry.index, services)
 }
 
-/// `GET /v1/catalog/service/:name?tag=...`: one `ServiceNode` per instance
-/// carrying every requested tag; `[]` for a service roster does not know.
+/// `GET /v1/catalog/service/:name?tag=...&filter=...`: one `ServiceNode`
+/// per instance carrying every requested tag and passing the filter; `[]`
+/// for a service roster does not know.
 /// The name matches as registered or as its DNS label. A service the
 /// caller may not read answers `[]`, as Consul filters by ACL.
 pub(super) async fn service(
@@ -50,7 +53,9 @@ pub(super) async fn service(
     caller: ConsulCaller,
     Path(name): Path<String>,
     blocking: Blocking,
-) -> Indexed<Vec<ServiceNode>> {
+) -> Result<Indexed<Vec<ServiceNode>>, ConsulError> {
+    // A malformed filter is refused before the wait, not after it.
+    let filter = blocking.filter(&state, &filter::SERVICE_NODE)?;
     blocking.query.wait(&state).await;
     let registry = state.registry.state();
     let node = NodeInfo::new(&state.consul);
@@ -65,10 +70,11 @@ pub(super) async fn service(
                 .instances()
                 .filter(|i| views::has_tags(i, &tags))
                 .map(|i| views::service_node(i, &node))
+                .filter(|n| Filter::keeps(filter.as_ref(), n))
                 .collect()
         })
         .unwrap_or_default();
-    Indexed(registry.index, nodes)
+    Ok(Indexed(registry.index, nodes))
 }
 
 /// `GET /v1/catalog/datacenters`: roster's one datacenter.
