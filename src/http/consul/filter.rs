@@ -1013,6 +1013,8 @@ mod tests {
             "Service.Service == web or or Service.Port == 1",
             "Service.Port == 8080x",
             "Service.Port == 01",
+            // go-bexpr's bare words have no '-': IDs like this are quoted.
+            "Service.ID == web-1",
             "Service.Tags contains",
             "Service.Meta[env] == a",
             "Service.Meta[\"env\" == a",
