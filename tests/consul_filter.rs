@@ -18,9 +18,10 @@ const ANSWER_LIMIT: Duration = Duration::from_secs(20);
 const CONSUL_PREFIX: &str = "Failed to create boolean expression evaluator";
 
 /// Every endpoint that filters, with a filter that keeps something there.
-const FILTERED: [(&str, &str); 6] = [
+const FILTERED: [(&str, &str); 7] = [
     ("/v1/agent/services", "Service == web"),
     ("/v1/agent/checks", "ServiceName == web"),
+    ("/v1/catalog/services", "ServiceName == web"),
     ("/v1/catalog/service/web", "ServiceName == web"),
     ("/v1/health/service/web", "Service.Service == web"),
     ("/v1/health/checks/web", "ServiceName == web"),
@@ -232,6 +233,26 @@ async fn catalog_service_filters_service_nodes() {
 }
 
 #[tokio::test]
+async fn catalog_services_lists_the_services_with_an_instance_that_passes() {
+    let f = Fixture::start().await;
+    let path = "/v1/catalog/services";
+    // Tags come only from the instances the filter keeps.
+    assert_eq!(
+        f.get(path, "ServiceMeta.env == prod").await.json(),
+        json!({"web": ["primary", "v1"]})
+    );
+    assert_eq!(
+        f.get(path, "ServiceTags is empty").await.json(),
+        json!({"api": []})
+    );
+    assert_eq!(
+        f.get(path, "ServiceName == nothing").await.json(),
+        json!({})
+    );
+    f.server.stop().await;
+}
+
+#[tokio::test]
 async fn health_endpoints_filter_entries_and_checks() {
     let f = Fixture::start().await;
     let entries = |filter: &'static str| f.listed("/v1/health/service/web", filter, "/Service/ID");
@@ -321,11 +342,9 @@ async fn malformed_filters_and_unknown_selectors_are_400_on_every_endpoint() {
 #[tokio::test]
 async fn endpoints_that_do_not_filter_refuse_a_filter_rather_than_ignore_it() {
     let f = Fixture::start().await;
-    for path in ["/v1/catalog/services", "/v1/agent/service/web-1"] {
-        f.get(path, "Service == web")
-            .await
-            .assert_refused("roster does not implement ?filter=");
-    }
+    f.get("/v1/agent/service/web-1", "Service == web")
+        .await
+        .assert_refused("roster does not implement ?filter=");
     f.server.stop().await;
 }
 

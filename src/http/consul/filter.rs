@@ -55,7 +55,7 @@ pub(super) const MAX_DEPTH: usize = 32;
 const MAX_REGEX_BYTES: usize = 1 << 20;
 
 /// Why a filter was refused. Shown after Consul's own prefix (see
-/// [`From<FilterError> for ConsulError`]).
+/// the `From<FilterError>` impl for `ConsulError`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(super) enum FilterError {
     #[error("the filter is {0} bytes long; at most {MAX_FILTER_BYTES} are accepted")]
@@ -117,7 +117,8 @@ pub(super) const AGENT_SERVICE: Shape = Object(&[
     ("Datacenter", Text),
 ]);
 
-/// `views::ServiceNode`: `/v1/catalog/service/:name`.
+/// `views::ServiceNode`: `/v1/catalog/service/:name`, and each instance
+/// of `/v1/catalog/services`.
 pub(super) const SERVICE_NODE: Shape = Object(&[
     ("ID", Text),
     ("Node", Text),

@@ -78,9 +78,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
 
 /// The routes (as registered in `mod.rs`) whose handlers apply
 /// `?filter=`: Consul's filtering endpoints that roster serves.
-pub(super) const FILTERED_ROUTES: [&str; 6] = [
+pub(super) const FILTERED_ROUTES: [&str; 7] = [
     "/v1/agent/services",
     "/v1/agent/checks",
+    "/v1/catalog/services",
     "/v1/catalog/service/{*name}",
     "/v1/health/service/{*name}",
     "/v1/health/checks/{*name}",
@@ -121,7 +122,7 @@ impl Params {
     fn refuse_filter_unless_served(&self, route: Option<&str>) -> Result<(), ConsulError> {
         if self.get("filter").is_some() && !route.is_some_and(|r| FILTERED_ROUTES.contains(&r)) {
             return Err(ConsulError::bad_request(
-                "roster does not implement ?filter= on this endpoint; it filters /v1/agent/services, /v1/agent/checks, /v1/catalog/service/:name and /v1/health/{service,checks,state}/:name",
+                "roster does not implement ?filter= on this endpoint; it filters /v1/agent/services, /v1/agent/checks, /v1/catalog/services, /v1/catalog/service/:name and /v1/health/{service,checks,state}/:name",
             ));
         }
         Ok(())
@@ -178,7 +179,7 @@ mod tests {
             );
         }
         for route in [
-            Some("/v1/catalog/services"),
+            Some("/v1/catalog/datacenters"),
             Some("/v1/agent/service/{*id}"),
             None,
         ] {
