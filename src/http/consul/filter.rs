@@ -1236,6 +1236,42 @@ mod tests {
         }
     }
 
+    /// Every prefix and every one-character deletion of some filters, with
+    /// non-ASCII text and escapes in them, is parsed or refused, never a
+    /// panic, and what parses evaluates.
+    #[test]
+    fn cut_and_damaged_filters_never_panic() {
+        let filters = [
+            r#"not (Service.Meta["é t"] == "a\u00e9\"b" or "v2" in Service.Tags) and Checks.0.Status != `x`"#,
+            r#"Service.ID matches "^wéb-[0-9]+$" and Service.Port == -12 or Service.Tags is not empty"#,
+            "Checks.Status not matches \"\\x41\" and Service.EnableTagOverride == true",
+            "((Service.Weights.Passing == 1.5)) or Node.Meta.k is empty",
+        ];
+        let value = entry();
+        let mut tried = 0;
+        for filter in filters {
+            let boundaries: Vec<usize> = filter
+                .char_indices()
+                .map(|(i, _)| i)
+                .chain([filter.len()])
+                .collect();
+            let mut variants: Vec<String> = boundaries
+                .iter()
+                .map(|&end| filter[..end].to_owned())
+                .collect();
+            for pair in boundaries.windows(2) {
+                variants.push(format!("{}{}", &filter[..pair[0]], &filter[pair[1]..]));
+            }
+            for variant in variants {
+                if let Ok(parsed) = Filter::parse(&variant, &SERVICE_ENTRY) {
+                    parsed.expression.eval(&value);
+                }
+                tried += 1;
+            }
+        }
+        assert!(tried > 400, "{tried}");
+    }
+
     #[test]
     fn every_endpoint_shape_resolves_its_documented_selectors() {
         for (shape, selector) in [
