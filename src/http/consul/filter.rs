@@ -31,6 +31,9 @@
 //!   and `Meta.env is empty` hold for an instance without `env`.
 //! - Values are quoted (`"..."` with Go escapes, or raw `` `...` ``),
 //!   numbers, or bare words (`Status == passing`), as go-bexpr reads them.
+//! - Selectors are dotted (`Service.Meta.env`), indexed
+//!   (`Service.Meta["a b"]`, `Checks.0`), or quoted JSON pointers
+//!   (`"/Service/Meta/env"`).
 //!
 //! Bounds: at most [`MAX_FILTER_BYTES`] of text and [`MAX_DEPTH`] levels of
 //! parentheses and `not`; `and` / `or` chains are parsed in a loop, so a
@@ -708,31 +711,29 @@ impl Parser<'_> {
         let Some(first) = self.take() else {
             return Err(self.error_at(start, "expected an expression"));
         };
-        let value_first = match &first.kind {
-            Kind::Text(text) | Kind::Number(text) => Some(text.clone()),
-            Kind::Word(parts) => {
-                let is_in = self.peek_keyword() == Some("in")
-                    || (self.peek_keyword() == Some("not")
-                        && self.tokens.get(self.next + 1).and_then(Token::keyword) == Some("in"));
-                is_in.then(|| parts.join("."))
-            }
-            _ => None,
-        };
-        if let Some(value) = value_first {
+        let in_follows = self.peek_keyword() == Some("in")
+            || (self.peek_keyword() == Some("not")
+                && self.tokens.get(self.next + 1).and_then(Token::keyword) == Some("in"));
+        if in_follows {
+            let value = match first.kind {
+                Kind::Text(text) | Kind::Number(text) => text,
+                Kind::Word(parts) => parts.join("."),
+                _ => return Err(self.error_at(start, "expected a value")),
+            };
             let negated = self.take_keyword("not");
             self.expect_keyword("in")?;
             let at = self.here();
-            let path = match self.take() {
-                Some(Token {
-                    kind: Kind::Word(parts),
-                    ..
-                }) => parts,
+            let path = match self.take().map(|t| t.kind) {
+                Some(Kind::Word(parts)) => parts,
+                Some(Kind::Text(pointer)) if pointer.starts_with('/') => json_pointer(&pointer),
                 _ => return Err(self.error_at(at, "Invalid selector")),
             };
             return self.compile(path, Operator::Contains, negated, Some(value));
         }
-        let Kind::Word(path) = first.kind else {
-            return Err(self.error_at(start, "expected a selector"));
+        let path = match first.kind {
+            Kind::Word(path) => path,
+            Kind::Text(pointer) if pointer.starts_with('/') => json_pointer(&pointer),
+            _ => return Err(self.error_at(start, "expected a selector")),
         };
         let operator_at = self.here();
         let (operator, negated) = match self.take().map(|t| t.kind) {
@@ -816,6 +817,16 @@ impl Parser<'_> {
             negated,
         })
     }
+}
+
+/// A quoted JSON-pointer selector (`"/Service/Meta/env"`, newer
+/// go-bexpr's other selector form) as keys: `~1` is `/`, `~0` is `~`.
+fn json_pointer(pointer: &str) -> Vec<String> {
+    pointer
+        .split('/')
+        .skip(1)
+        .map(|part| part.replace("~1", "/").replace("~0", "~"))
+        .collect()
 }
 
 /// The shape a selector reaches, or `None` if it names nothing. A list is
@@ -930,6 +941,11 @@ mod tests {
             (r#"Service.ID not matches "^api""#, true),
             (r#"Service.Meta.zone matches "^$""#, true),
             (r#"Node.TaggedAddresses.lan == "127.0.0.1""#, true),
+            // JSON-pointer selectors, quoted.
+            (r#""/Service/Meta/env" == prod"#, true),
+            (r#""primary" in "/Service/Tags""#, true),
+            (r#""/Checks/1/Status" == critical"#, true),
+            (r#""/Service/Tags" is empty"#, false),
         ];
         for (text, expected) in table {
             assert_eq!(eval(text), *expected, "{text}");
@@ -1023,6 +1039,7 @@ mod tests {
             "Service.Service is full",
             "\"web\" Service.Service",
             "\"web\" in \"x\"",
+            "\"Service\" == web",
             "Service.Service == web extra",
             "Service.Service == \"\\q\"",
             "Service.Service ~ a",
@@ -1057,6 +1074,8 @@ mod tests {
             "Service.Tags matches a",
             "Service.ID matches \"(\"",
             "\"a\" in Service.Weights",
+            "\"/Service/Nope\" == a",
+            "\"/\" == a",
         ] {
             let error = refused(text);
             assert!(
