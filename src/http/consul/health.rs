@@ -101,14 +101,14 @@ pub(super) async fn state(
     Path(wanted): Path<String>,
     blocking: Blocking,
 ) -> Result<Indexed<Vec<HealthCheck>>, ConsulError> {
-    let filter = match wanted.as_str() {
+    let status = match wanted.as_str() {
         "any" => None,
         other => Some(Status::parse(other).ok_or_else(|| {
             ConsulError::bad_request(format!("Invalid check state: {other:?}"))
                 .at(state.registry.state().index)
         })?),
     };
-    let expression = blocking.filter(&state, &filter::HEALTH_CHECK)?;
+    let filter = blocking.filter(&state, &filter::HEALTH_CHECK)?;
     blocking.query.wait(&state).await;
     let registry = state.registry.state();
     let node = NodeInfo::new(&state.consul);
@@ -120,8 +120,8 @@ pub(super) async fn state(
                 .filter(|i| !blocking.peered && caller.0.may_read(i.instance.service.as_str()))
                 .flat_map(|i| views::instance_checks(i, &node)),
         )
-        .filter(|check| filter.is_none_or(|status| check.status == status))
-        .filter(|check| Filter::keeps(expression.as_ref(), check))
+        .filter(|check| status.is_none_or(|status| check.status == status))
+        .filter(|check| Filter::keeps(filter.as_ref(), check))
         .collect();
     Ok(Indexed(registry.index, checks))
 }
