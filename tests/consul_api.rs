@@ -622,7 +622,7 @@ async fn parameters_roster_does_not_implement_are_refused_not_ignored() {
     let consul = Consul::start().await;
     consul.register(ttl_service("web", "web-1", &[])).await;
     for query in [
-        "/v1/agent/services?filter=Service%20%3D%3D%20web",
+        "/v1/agent/service/web-1?filter=Service%20%3D%3D%20web",
         "/v1/catalog/service/web?near=_agent",
         "/v1/health/service/web?node-meta=rack:a",
         "/v1/catalog/services?ns=team-a",

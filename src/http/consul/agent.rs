@@ -20,6 +20,7 @@ use super::{
     acl::ConsulCaller,
     check_ids::ensure_check_ids_are_free,
     error::{ConsulError, body_bytes, edited},
+    filter::{self, Filter},
     query::{Params, parse_go_bool},
     registration::instance_from_body,
     views::{self, NodeInfo},
@@ -142,23 +143,22 @@ pub(super) async fn service_maintenance(
     Ok(StatusCode::OK)
 }
 
-/// `GET /v1/agent/services`: every instance by ID, whichever door
-/// registered it. py-consul's `filter` expression is refused (400), not
-/// ignored.
-/// Its parameters are read only to refuse what roster does not implement
-/// (`?filter=`).
+/// `GET /v1/agent/services?filter=...`: every instance by ID, whichever
+/// door registered it; `filter` applies to each `AgentService`.
 pub(super) async fn services(
     State(state): State<AppState>,
     caller: ConsulCaller,
-    _refused_unless_supported: Params,
-) -> Response {
+    params: Params,
+) -> Result<Response, ConsulError> {
+    let filter = Filter::from_query(params.get("filter"), &filter::AGENT_SERVICE)?;
     let registry = state.registry.state();
     let node = NodeInfo::new(&state.consul);
     let services: BTreeMap<&str, views::AgentService> = views::all_instances(&registry)
         .filter(|i| caller.0.may_read(i.instance.service.as_str()))
         .map(|i| (i.instance.id.as_str(), views::agent_service(i, &node)))
+        .filter(|(_, service)| Filter::keeps(filter.as_ref(), service))
         .collect();
-    Json(services).into_response()
+    Ok(Json(services).into_response())
 }
 
 /// `GET /v1/agent/service/:id`: one instance. Consul's hash-based blocking
@@ -184,18 +184,21 @@ pub(super) async fn service(
     Ok(Json(views::agent_service(instance, &node)).into_response())
 }
 
-/// `GET /v1/agent/checks`: every check by ID, maintenance checks included.
+/// `GET /v1/agent/checks?filter=...`: every check by ID, maintenance
+/// checks included; `filter` applies to each `HealthCheck`.
 pub(super) async fn checks(
     State(state): State<AppState>,
     caller: ConsulCaller,
-    _refused_unless_supported: Params,
-) -> Response {
+    params: Params,
+) -> Result<Response, ConsulError> {
+    let filter = Filter::from_query(params.get("filter"), &filter::HEALTH_CHECK)?;
     let registry = state.registry.state();
     let node = NodeInfo::new(&state.consul);
     let checks: BTreeMap<String, views::HealthCheck> = views::all_instances(&registry)
         .filter(|i| caller.0.may_read(i.instance.service.as_str()))
         .flat_map(|i| views::instance_checks(i, &node))
+        .filter(|check| Filter::keeps(filter.as_ref(), check))
         .map(|check| (check.check_id.clone(), check))
         .collect();
-    Json(checks).into_response()
+    Ok(Json(checks).into_response())
 }

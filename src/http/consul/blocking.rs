@@ -19,7 +19,11 @@ use std::time::Duration;
 
 use axum::{extract::FromRequestParts, http::request::Parts};
 
-use super::{error::ConsulError, query::Params};
+use super::{
+    error::ConsulError,
+    filter::{Filter, Shape},
+    query::Params,
+};
 use crate::{http::state::AppState, model::parse_go_duration};
 
 /// Consul's wait when a client gives an index without one.
@@ -170,6 +174,21 @@ impl FromRequestParts<AppState> for Blocking {
             query,
             peered,
         })
+    }
+}
+
+impl Blocking {
+    /// The request's `?filter=` for an answer of `shape`; a refusal carries
+    /// the index headers like every catalog and health answer. A filtered
+    /// answer has the index the unfiltered one would, as in Consul: a
+    /// change that the filter hides still wakes a blocked query.
+    pub(super) fn filter(
+        &self,
+        state: &AppState,
+        shape: &Shape,
+    ) -> Result<Option<Filter>, ConsulError> {
+        Filter::from_query(self.params.get("filter"), shape)
+            .map_err(|e| e.at(state.registry.state().index))
     }
 }
 

@@ -21,13 +21,15 @@ use super::{
     acl::ConsulCaller,
     blocking::Blocking,
     error::ConsulError,
+    filter::{self, Filter},
     response::Indexed,
     views::{self, HealthCheck, NodeInfo, ServiceEntry},
 };
 use crate::{http::state::AppState, model::Status};
 
-/// `GET /v1/health/service/:name?passing&tag=...`: `{Node, Service,
-/// Checks}` per instance; `Checks` includes the node's `serfHealth`.
+/// `GET /v1/health/service/:name?passing&tag=...&filter=...`: `{Node,
+/// Service, Checks}` per instance; `Checks` includes the node's
+/// `serfHealth`. The filter applies to each entry, after `passing`.
 pub(super) async fn service(
     State(state): State<AppState>,
     caller: ConsulCaller,
@@ -38,6 +40,7 @@ pub(super) async fn service(
         .params
         .flag("passing")
         .map_err(|e| e.at(state.registry.state().index))?;
+    let filter = blocking.filter(&state, &filter::SERVICE_ENTRY)?;
     blocking.query.wait_service(&state, &name).await;
     let registry = state.registry.state();
     let node = NodeInfo::new(&state.consul);
@@ -55,19 +58,22 @@ pub(super) async fn service(
                 .filter(|entry| {
                     !passing_only || entry.checks.iter().all(|c| c.status == Status::Passing)
                 })
+                .filter(|entry| Filter::keeps(filter.as_ref(), entry))
                 .collect()
         })
         .unwrap_or_default();
     Ok(Indexed(registry.service_index(&name), entries))
 }
 
-/// `GET /v1/health/checks/:name`: the checks of the service's instances.
+/// `GET /v1/health/checks/:name?filter=...`: the checks of the service's
+/// instances.
 pub(super) async fn checks(
     State(state): State<AppState>,
     caller: ConsulCaller,
     Path(name): Path<String>,
     blocking: Blocking,
-) -> Indexed<Vec<HealthCheck>> {
+) -> Result<Indexed<Vec<HealthCheck>>, ConsulError> {
+    let filter = blocking.filter(&state, &filter::HEALTH_CHECK)?;
     blocking.query.wait_service(&state, &name).await;
     let registry = state.registry.state();
     let node = NodeInfo::new(&state.consul);
@@ -80,27 +86,29 @@ pub(super) async fn checks(
             service
                 .instances()
                 .flat_map(|i| views::instance_checks(i, &node))
+                .filter(|check| Filter::keeps(filter.as_ref(), check))
                 .collect()
         })
         .unwrap_or_default();
-    Indexed(registry.service_index(&name), checks)
+    Ok(Indexed(registry.service_index(&name), checks))
 }
 
-/// `GET /v1/health/state/:state`: every check in that state (`any`,
-/// `passing`, `warning`, `critical`), node checks included.
+/// `GET /v1/health/state/:state?filter=...`: every check in that state
+/// (`any`, `passing`, `warning`, `critical`), node checks included.
 pub(super) async fn state(
     State(state): State<AppState>,
     caller: ConsulCaller,
     Path(wanted): Path<String>,
     blocking: Blocking,
 ) -> Result<Indexed<Vec<HealthCheck>>, ConsulError> {
-    let filter = match wanted.as_str() {
+    let status = match wanted.as_str() {
         "any" => None,
         other => Some(Status::parse(other).ok_or_else(|| {
             ConsulError::bad_request(format!("Invalid check state: {other:?}"))
                 .at(state.registry.state().index)
         })?),
     };
+    let filter = blocking.filter(&state, &filter::HEALTH_CHECK)?;
     blocking.query.wait(&state).await;
     let registry = state.registry.state();
     let node = NodeInfo::new(&state.consul);
@@ -112,7 +120,8 @@ pub(super) async fn state(
                 .filter(|i| !blocking.peered && caller.0.may_read(i.instance.service.as_str()))
                 .flat_map(|i| views::instance_checks(i, &node)),
         )
-        .filter(|check| filter.is_none_or(|status| check.status == status))
+        .filter(|check| status.is_none_or(|status| check.status == status))
+        .filter(|check| Filter::keeps(filter.as_ref(), check))
         .collect();
     Ok(Indexed(registry.index, checks))
 }

@@ -22,6 +22,7 @@
 //! | `checks.rs` | a Consul check → the model's `CheckBody` |
 //! | `keys.rs` | case- and underscore-insensitive body keys |
 //! | `query.rs` | query parameters, Go booleans |
+//! | `filter.rs` | `?filter=` expressions |
 //! | `blocking.rs` | `?index` / `?wait` |
 //! | `views.rs`, `response.rs`, `error.rs` | what goes back on the wire |
 //! | `unsupported.rs` | 501 for the rest of Consul's API |
@@ -34,6 +35,7 @@ mod catalog;
 mod check_ids;
 mod checks;
 mod error;
+mod filter;
 mod health;
 mod keys;
 mod query;

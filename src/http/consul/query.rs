@@ -3,10 +3,13 @@
 //! send `str(True)` (`enable=True`) and `passing=1`.
 //!
 //! Never accept and ignore: a parameter that would change Consul's answer
-//! and that roster does not implement (`filter`, `near`, `node-meta`,
+//! and that roster does not implement (`near`, `node-meta`,
 //! `merge-central-config`, `cached`, a namespace or partition other than
 //! `default`) is refused with 400 saying so, rather than answered with
-//! something the client did not ask for. `dc` must name roster's
+//! something the client did not ask for. `filter` is implemented
+//! (`filter.rs`) on the routes in [`FILTERED_ROUTES`] and refused on the
+//! others, where Consul either takes it and roster would ignore it or
+//! does not take it. `dc` must name roster's
 //! datacenter (else Consul's 500 "No path to datacenter") and `peer`
 //! answers with nothing (roster has no peers); both are checked with the
 //! catalog and health endpoints that take them (`blocking.rs`). Parameters
@@ -15,7 +18,7 @@
 //! `http::acl`).
 
 use axum::{
-    extract::{FromRequestParts, Query},
+    extract::{FromRequestParts, MatchedPath, Query},
     http::request::Parts,
 };
 
@@ -64,17 +67,30 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
             .map_err(|e| ConsulError::bad_request(format!("Invalid query string: {e}")))?;
         let params = Self(pairs);
         params.refuse_unimplemented()?;
+        let route = parts
+            .extensions
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str);
+        params.refuse_filter_unless_served(route)?;
         Ok(params)
     }
 }
 
+/// The routes (as registered in `mod.rs`) whose handlers apply
+/// `?filter=`: Consul's filtering endpoints that roster serves.
+pub(super) const FILTERED_ROUTES: [&str; 7] = [
+    "/v1/agent/services",
+    "/v1/agent/checks",
+    "/v1/catalog/services",
+    "/v1/catalog/service/{*name}",
+    "/v1/health/service/{*name}",
+    "/v1/health/checks/{*name}",
+    "/v1/health/state/{*state}",
+];
+
 /// Parameters that change Consul's answer and that roster does not
 /// implement, with what to do instead.
-const UNIMPLEMENTED: [(&str, &str); 5] = [
-    (
-        "filter",
-        "Consul's filter expressions; ask without ?filter= and filter the answer in the client",
-    ),
+const UNIMPLEMENTED: [(&str, &str); 4] = [
     ("near", "sorting by network distance; roster has one node"),
     ("node-meta", "node metadata; roster's one node has none"),
     ("merge-central-config", "central service configuration"),
@@ -97,6 +113,17 @@ impl Params {
                     "roster has no {name} {value:?}: it has only \"default\" (Consul Enterprise's namespaces and partitions are not implemented)"
                 )));
             }
+        }
+        Ok(())
+    }
+
+    /// `?filter=` is read by the handlers of [`FILTERED_ROUTES`]; anywhere
+    /// else it would be ignored, so it is refused.
+    fn refuse_filter_unless_served(&self, route: Option<&str>) -> Result<(), ConsulError> {
+        if self.get("filter").is_some() && !route.is_some_and(|r| FILTERED_ROUTES.contains(&r)) {
+            return Err(ConsulError::bad_request(
+                "roster does not implement ?filter= on this endpoint; it filters /v1/agent/services, /v1/agent/checks, /v1/catalog/services, /v1/catalog/service/:name and /v1/health/{service,checks,state}/:name",
+            ));
         }
         Ok(())
     }
@@ -132,13 +159,7 @@ mod tests {
     #[test]
     fn parameters_roster_does_not_implement_are_refused_not_ignored() {
         let with = |name: &str, value: &str| Params(vec![(name.into(), value.into())]);
-        for name in [
-            "filter",
-            "near",
-            "node-meta",
-            "merge-central-config",
-            "cached",
-        ] {
+        for name in ["near", "node-meta", "merge-central-config", "cached"] {
             let refused = with(name, "x").refuse_unimplemented();
             assert!(refused.is_err(), "{name}");
         }
@@ -146,6 +167,28 @@ mod tests {
         assert!(with("ns", "default").refuse_unimplemented().is_ok());
         assert!(with("stale", "").refuse_unimplemented().is_ok());
         assert!(with("token", "t").refuse_unimplemented().is_ok());
+    }
+
+    #[test]
+    fn filter_is_refused_where_no_handler_reads_it() {
+        let filter = Params(vec![("filter".into(), "Service == web".into())]);
+        for route in FILTERED_ROUTES {
+            assert!(
+                filter.refuse_filter_unless_served(Some(route)).is_ok(),
+                "{route}"
+            );
+        }
+        for route in [
+            Some("/v1/catalog/datacenters"),
+            Some("/v1/agent/service/{*id}"),
+            None,
+        ] {
+            assert!(
+                filter.refuse_filter_unless_served(route).is_err(),
+                "{route:?}"
+            );
+        }
+        assert!(Params::default().refuse_filter_unless_served(None).is_ok());
     }
 
     #[test]
