@@ -77,8 +77,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Each watcher holds a connection, and roster one per watcher.
-ulimit -n $((WATCHERS * 2 + 4096)) || die "cannot raise the descriptor limit to $((WATCHERS * 2 + 4096)) (try as root)"
+# Each watcher holds a connection, in the watch client and in roster (two
+# processes, each under this limit).
+NEED=$((WATCHERS + 4096))
+HARD="$(ulimit -Hn)"
+if [ "$HARD" != unlimited ] && [ "$HARD" -lt "$NEED" ]; then
+  die "the descriptor limit's hard cap is $HARD; $WATCHERS watchers need $NEED (fewer --watchers, or raise it as root)"
+fi
+ulimit -n "$NEED" || die "cannot raise the descriptor limit to $NEED"
 
 if [ "$SKIP_BUILD" != 1 ] && [ "$ROSTER_BIN" = "$REPO/target/release/roster" ]; then
   log "building roster (cargo build --release)"
@@ -98,7 +104,7 @@ data_dir = ""
 listen = "127.0.0.1:$P_DNS"
 [http]
 listen = "127.0.0.1:$P_HTTP"
-max_connections = $((WATCHERS + 1024))
+max_connections = $((WATCHERS + 256))
 CONF
 log "starting $ROSTER_BIN serve --config $WORK/config.toml"
 (cd "$WORK" && exec "$ROSTER_BIN" serve --config "$WORK/config.toml") >"$RESULTS_DIR/roster.log" 2>&1 &
