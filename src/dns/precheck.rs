@@ -112,6 +112,19 @@ pub(super) fn opt_options_add_up(query: &[u8]) -> bool {
     true
 }
 
+/// The type of the first question in `query`, for the counters; `None`
+/// when there is none or it does not read. Walks the name's labels only
+/// (a few octets each): no parsing, no allocation.
+pub(super) fn question_type(query: &[u8]) -> Option<u16> {
+    let count = query.get(4..6)?;
+    if count == [0, 0] {
+        return None;
+    }
+    let end = skip_name(query, HEADER_LEN)?;
+    let qtype = query.get(end..end + 2)?;
+    Some(u16::from_be_bytes([qtype[0], qtype[1]]))
+}
+
 /// The offset just past the name starting at `at`, without following a
 /// compression pointer; `None` if it runs off the end or uses a reserved
 /// label type.
