@@ -229,6 +229,35 @@ fn check_histograms(exposition: &Exposition) {
 
 /// Scrapes `/metrics`, checking the content type, and parses it.
 async fn scrape(server: &common::Server) -> Exposition {
+    parse(&scrape_text(server).await)
+}
+
+/// `promtool check metrics` (Prometheus's own parser and linter) on
+/// `text`: it must parse, and the linter must find nothing to say.
+fn promtool_check(text: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; .ci/run installs it)");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(text.as_bytes()).expect("write to promtool");
+    }
+    let output = child.wait_with_output().expect("promtool runs");
+    assert!(
+        output.status.success(),
+        "promtool check metrics: {}\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The body of `GET /metrics`, checking status and content type.
+async fn scrape_text(server: &common::Server) -> String {
     let response = common::http_client()
         .get(server.url(&["metrics"]))
         .send()
@@ -245,7 +274,7 @@ async fn scrape(server: &common::Server) -> Exposition {
         content_type.starts_with("text/plain; version=0.0.4"),
         "{content_type}"
     );
-    parse(&response.text().await.expect("body"))
+    response.text().await.expect("body")
 }
 
 /// How much each sample moved between two scrapes.
@@ -325,7 +354,9 @@ async fn metrics_count_what_the_test_did() {
         assert_eq!(reply.rcode(), ResponseCode::NoError);
     }
 
-    let after = scrape(&server).await;
+    let text = scrape_text(&server).await;
+    promtool_check(&text);
+    let after = parse(&text);
     let udp = |t: &'static str| [("proto", "udp"), ("type", t)];
     let d = |name: &str, labels: &[(&str, &str)]| delta(&before, &after, name, labels);
     assert_eq!(d("roster_dns_requests_total", &udp("A")), 6.0);
