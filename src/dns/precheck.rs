@@ -141,3 +141,28 @@ fn skip_name(query: &[u8], mut at: usize) -> Option<usize> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::{
+        op::{Message, Query},
+        rr::{Name, RecordType},
+    };
+
+    use super::*;
+
+    #[test]
+    fn question_type_reads_the_first_question() {
+        let mut message = Message::query();
+        let name = Name::from_ascii("web.service.local.").expect("name");
+        message.add_query(Query::query(name, RecordType::SRV));
+        let bytes = message.to_vec().expect("encodes");
+        assert_eq!(question_type(&bytes), Some(33));
+        // Cut inside the type, or no question at all: nothing to count.
+        assert_eq!(question_type(&bytes[..bytes.len() - 3]), None);
+        assert_eq!(question_type(&bytes[..HEADER_LEN]), None);
+        let mut none = bytes.clone();
+        none[4..6].copy_from_slice(&[0, 0]);
+        assert_eq!(question_type(&none), None);
+    }
+}
