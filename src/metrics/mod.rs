@@ -128,8 +128,14 @@ pub struct RegistryCounters {
     pub commit_duration: Histogram<{ SLOW_BOUNDS.len() }>,
 }
 
-/// The labels of [`RegistryCounters::writes`].
+/// The labels of [`RegistryCounters::writes`], at the indexes below.
 pub const WRITE_RESULTS: [&str; 3] = ["applied", "refused", "failed"];
+/// Applied, and committed.
+pub const WRITE_APPLIED: usize = 0;
+/// Invalid for the state they met.
+pub const WRITE_REFUSED: usize = 1;
+/// Their commit failed (or, in a cluster, kept losing races).
+pub const WRITE_FAILED: usize = 2;
 
 impl Default for RegistryCounters {
     fn default() -> Self {

@@ -30,7 +30,7 @@ use tokio::{
 use tracing::{error, info, warn};
 
 use crate::{
-    metrics::Metrics,
+    metrics::{Metrics, WRITE_APPLIED, WRITE_FAILED, WRITE_REFUSED},
     model::{DnsLabel, Instance, ValidationError},
 };
 
@@ -522,7 +522,7 @@ impl Writer {
                         });
                     }
                 }
-                count_writes(&self.metrics, &replies, 2);
+                count_writes(&self.metrics, &replies, WRITE_FAILED);
                 for (reply, outcome) in replies {
                     let failed = outcome.and(Err(RegistryError::Store(failure.clone())));
                     if let Some(reply) = reply {
@@ -538,7 +538,7 @@ impl Writer {
             publish(shared, state, &effects.touched, table, &self.index);
         }
         report(effects, &self.metrics, &self.events);
-        count_writes(&self.metrics, &replies, 0);
+        count_writes(&self.metrics, &replies, WRITE_APPLIED);
         for (reply, outcome) in replies {
             if let Some(reply) = reply {
                 let _ = reply.send(outcome);
@@ -561,7 +561,7 @@ fn count_writes<R>(
         .filter(|(_, outcome)| outcome.is_err())
         .count() as u64;
     let writes = &metrics.registry.writes;
-    writes[1].fetch_add(refused, Relaxed);
+    writes[WRITE_REFUSED].fetch_add(refused, Relaxed);
     writes[done].fetch_add(replies.len() as u64 - refused, Relaxed);
 }
 
