@@ -535,3 +535,48 @@ async fn metrics_follow_the_acl_of_v1_metrics() {
     assert_eq!(statuses[2], 200, "a management token");
     server.stop().await;
 }
+
+/// In cluster mode a write is an etcd transaction: counted as applied or
+/// refused, each transaction timed in the commit histogram.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_writes_and_their_commits_are_counted() {
+    let etcd = common::cluster::blocking(|| common::etcd::EtcdCluster::start(1));
+    let endpoints = vec![etcd.endpoints_arg()];
+    let cluster = common::cluster::RosterCluster::on(etcd, &endpoints).await;
+    let scrape_node = || async {
+        let reply = cluster.get(0, "/metrics").await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let text = reply.body.as_str().expect("a text body").to_owned();
+        promtool_check(&text);
+        parse(&text)
+    };
+    let before = scrape_node().await;
+    for id in ["web-1", "web-2"] {
+        let body = json!({"address": "127.0.0.1", "port": 80});
+        cluster.register_ok(0, "web", id, &body).await;
+    }
+    // The same ID in another service: refused by the registry.
+    let body = json!({"address": "127.0.0.2", "port": 80});
+    let reply = cluster.register(0, "api", "web-1", &body).await;
+    assert!((400..500).contains(&reply.status), "{reply:?}");
+    let after = scrape_node().await;
+    let d = |name: &str, labels: &[(&str, &str)]| delta(&before, &after, name, labels);
+    assert_eq!(
+        d("roster_registry_writes_total", &[("result", "applied")]),
+        2.0
+    );
+    assert_eq!(
+        d("roster_registry_writes_total", &[("result", "refused")]),
+        1.0
+    );
+    assert_eq!(
+        d("roster_registry_writes_total", &[("result", "failed")]),
+        0.0
+    );
+    assert!(d("roster_registry_commit_duration_seconds_count", &[]) >= 1.0);
+    assert_eq!(
+        after.present("roster_catalog_instances", &[("status", "passing")]),
+        2.0
+    );
+    assert_eq!(after.present("roster_cluster_stale", &[]), 0.0);
+}
