@@ -24,15 +24,12 @@ pub(super) async fn count(
 ) -> Response {
     let started = Instant::now();
     // Set by the router for every matched route, also under `merge`; the
-    // fallback (no route) has none.
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|path| path.as_str().to_owned());
+    // fallback (no route) has none. A clone of a shared string, not a copy.
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let method = method_index(request.method().as_str());
     let response = next.run(request).await;
     metrics.record(
-        route.as_deref().unwrap_or(UNMATCHED),
+        route.as_ref().map_or(UNMATCHED, MatchedPath::as_str),
         method,
         response.status().as_u16(),
         started.elapsed(),
