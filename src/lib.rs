@@ -322,6 +322,7 @@ pub async fn run_reloading(
     };
     let dns_server = dns::serve(
         handler,
+        &metrics.dns,
         listeners.dns_udp,
         listeners.dns_tcp,
         caps.dns_tcp,

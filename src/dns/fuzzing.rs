@@ -19,7 +19,7 @@ use super::{
     DnsHandler,
     service_cache::ServiceCache,
     table::{Endpoint, RecordTable, TableSettings},
-    udp::{self, General, Reply},
+    udp::{self, Reply},
     zones::StaticZones,
 };
 use crate::{
@@ -167,7 +167,7 @@ impl UdpTarget {
                     reply.clone(),
                 ));
                 let sent = reply.0.lock().map(|mut sent| sent.take()).unwrap_or(None);
-                (sent, outcome == General::Malformed)
+                (sent, outcome.malformed)
             })
             .collect()
     }

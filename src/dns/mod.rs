@@ -42,6 +42,8 @@ pub use handler::DnsHandler;
 pub use rrl::{RateLimit, RateLimitCounter, RateLimitCounts};
 pub use tcp::TcpTimeouts;
 
+use crate::metrics::dns::DnsMetrics;
+
 /// The running DNS server: roster's UDP threads and TCP loop. Dropping it
 /// stops both (the runtime waits for the UDP threads).
 pub struct DnsServer {
@@ -89,9 +91,12 @@ impl Drop for DnsServer {
 /// thread of its own (see `udp`), and all of them share one response-rate
 /// limiter when `rate_limit` is on (see `rrl`); the TCP listener gets a task
 /// that keeps at most `tcp_max_connections` open, each for at most
-/// `tcp_timeouts` (see `tcp`), and is never rate-limited.
+/// `tcp_timeouts` (see `tcp`), and is never rate-limited. Every thread
+/// and connection counts into `metrics` (each UDP thread into a block of
+/// its own).
 pub fn serve(
     handler: DnsHandler,
+    metrics: &Arc<DnsMetrics>,
     udp: Vec<std::net::UdpSocket>,
     tcp: TcpListener,
     tcp_max_connections: usize,
@@ -106,12 +111,16 @@ pub fn serve(
         .map(|socket| {
             let (handler, stop, runtime) = (handler.clone(), stop.clone(), runtime.clone());
             let limiter = limiter.clone();
-            tokio::task::spawn_blocking(move || udp::serve(socket, handler, limiter, stop, runtime))
+            let counters = metrics.udp_worker();
+            tokio::task::spawn_blocking(move || {
+                udp::serve(socket, handler, counters, limiter, stop, runtime)
+            })
         })
         .collect();
     let tcp = tokio::spawn(tcp::serve(
         tcp,
         handler,
+        metrics.clone(),
         tcp_max_connections,
         tcp_timeouts,
         stop.clone(),

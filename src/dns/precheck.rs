@@ -112,6 +112,19 @@ pub(super) fn opt_options_add_up(query: &[u8]) -> bool {
     true
 }
 
+/// The type of the first question in `query`, for the counters; `None`
+/// when there is none or it does not read. Walks the name's labels only
+/// (a few octets each): no parsing, no allocation.
+pub(super) fn question_type(query: &[u8]) -> Option<u16> {
+    let count = query.get(4..6)?;
+    if count == [0, 0] {
+        return None;
+    }
+    let end = skip_name(query, HEADER_LEN)?;
+    let qtype = query.get(end..end + 2)?;
+    Some(u16::from_be_bytes([qtype[0], qtype[1]]))
+}
+
 /// The offset just past the name starting at `at`, without following a
 /// compression pointer; `None` if it runs off the end or uses a reserved
 /// label type.
@@ -126,5 +139,30 @@ fn skip_name(query: &[u8], mut at: usize) -> Option<usize> {
             }
             _ => return None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::{
+        op::{Message, Query},
+        rr::{Name, RecordType},
+    };
+
+    use super::*;
+
+    #[test]
+    fn question_type_reads_the_first_question() {
+        let mut message = Message::query();
+        let name = Name::from_ascii("web.service.local.").expect("name");
+        message.add_query(Query::query(name, RecordType::SRV));
+        let bytes = message.to_vec().expect("encodes");
+        assert_eq!(question_type(&bytes), Some(33));
+        // Cut inside the type, or no question at all: nothing to count.
+        assert_eq!(question_type(&bytes[..bytes.len() - 3]), None);
+        assert_eq!(question_type(&bytes[..HEADER_LEN]), None);
+        let mut none = bytes.clone();
+        none[4..6].copy_from_slice(&[0, 0]);
+        assert_eq!(question_type(&none), None);
     }
 }

@@ -60,6 +60,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::{DnsHandler, precheck, wire::HEADER_LEN};
+use crate::metrics::dns::DnsMetrics;
 
 /// Octets a connection reads from its socket at a time while queries are
 /// arriving: a pipelined burst of typical 30–60-octet queries fits dozens.
@@ -104,6 +105,7 @@ pub struct TcpTimeouts {
 pub(super) async fn serve(
     listener: TcpListener,
     handler: DnsHandler,
+    metrics: Arc<DnsMetrics>,
     max_connections: usize,
     timeouts: TcpTimeouts,
     stop: CancellationToken,
@@ -162,6 +164,7 @@ pub(super) async fn serve(
                     stream,
                     peer,
                     handler.clone(),
+                    metrics.clone(),
                     slot,
                     timeouts,
                 ));
@@ -210,6 +213,7 @@ async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     handler: DnsHandler,
+    metrics: Arc<DnsMetrics>,
     mut slot: Slot,
     timeouts: TcpTimeouts,
 ) {
@@ -249,7 +253,7 @@ async fn serve_connection(
             },
         };
         slot.busy();
-        if answer(&handler, message, peer, &answers).await == Verdict::Close {
+        if answer(&handler, &metrics, message, peer, &answers).await == Verdict::Close {
             break;
         }
         if complete_message(reader.buffered()) && pending_len(&answers) < FLUSH_AT {
@@ -392,9 +396,12 @@ enum Verdict {
 }
 
 /// Answers one message into `answers`: through the handler, or FORMERR
-/// when only its header can be read. Responses are not answered.
+/// when only its header can be read. Responses are not answered. Counts
+/// the query and its answer in `metrics`, the answer's time from here to
+/// being queued for writing (the write itself is per burst).
 async fn answer(
     handler: &DnsHandler,
+    metrics: &DnsMetrics,
     message: Vec<u8>,
     peer: SocketAddr,
     answers: &Arc<Mutex<Vec<u8>>>,
@@ -407,6 +414,8 @@ async fn answer(
         debug!(%peer, id = header.metadata.id, "DNS response received over TCP; ignored");
         return Verdict::Continue;
     }
+    let started = std::time::Instant::now();
+    metrics.tcp.count_request(precheck::question_type(&message));
     let responder = TcpResponder {
         answers: answers.clone(),
         request: header.metadata,
@@ -421,18 +430,23 @@ async fn answer(
             "a question that points outside itself, or EDNS options that do not add up",
         ))
     };
-    match parsed {
+    let info = match parsed {
         Ok(request) => {
             handler
                 .handle_request::<_, TokioTime>(&request, responder)
-                .await;
+                .await
         }
         Err(error) => {
             debug!(%error, %peer, id = header.metadata.id, "malformed DNS query over TCP");
             responder
-                .append(|encoder| header_only(&header.metadata, ResponseCode::FormErr, encoder));
+                .append(|encoder| header_only(&header.metadata, ResponseCode::FormErr, encoder))
         }
-    }
+    };
+    metrics.tcp.count_response(
+        u16::from(info.response_code),
+        info.truncation,
+        started.elapsed(),
+    );
     Verdict::Continue
 }
 

@@ -553,8 +553,10 @@ impl Scheduler {
         let Some(check) = self.checks.get_mut(&handle) else {
             return;
         };
-        let timeout = match &check.definition.kind {
-            CheckKind::Http { timeout, .. } | CheckKind::Tcp { timeout, .. } => timeout.0,
+        // The kind as `/metrics` labels it (an index in `PROBE_KINDS`).
+        let (timeout, kind_index) = match &check.definition.kind {
+            CheckKind::Http { timeout, .. } => (timeout.0, 0),
+            CheckKind::Tcp { timeout, .. } => (timeout.0, 1),
             CheckKind::Ttl { .. } => return,
         };
         check.in_flight = true;
@@ -572,6 +574,7 @@ impl Scheduler {
             metrics.probes_started.fetch_add(1, Relaxed);
             let result = prober.probe(&kind, timeout).await;
             metrics.probes_completed.fetch_add(1, Relaxed);
+            metrics.count_probe(kind_index, result.status);
             ProbeDone { handle, result }
         });
         self.probe_checks.insert(probe.id(), handle);

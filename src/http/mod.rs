@@ -11,6 +11,7 @@ pub mod body; // Public only for the fuzzer in fuzz/.
 mod consul;
 mod error;
 mod native;
+mod observe;
 pub mod server;
 mod state;
 pub mod tls;
@@ -20,7 +21,8 @@ mod views;
 use axum::{
     Router,
     extract::{DefaultBodyLimit, State},
-    http::StatusCode,
+    http::{StatusCode, header},
+    response::IntoResponse,
     routing::{get, put},
 };
 
@@ -29,8 +31,10 @@ pub use state::AppState;
 
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
+    let http_metrics = state.metrics.http.clone();
     Router::new()
         .route("/v1/services", get(native::list_services))
+        .route("/metrics", get(prometheus_metrics))
         .route(
             "/v1/metrics",
             get(
@@ -71,7 +75,32 @@ pub fn router(state: AppState) -> Router {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
         })
         .layer(DefaultBodyLimit::max(body::MAX_BODY_BYTES))
+        // Outermost, so that it also counts what the body limit and the
+        // fallbacks answer.
+        .layer(axum::middleware::from_fn_with_state(
+            http_metrics,
+            observe::count,
+        ))
         .with_state(state)
+}
+
+/// `GET /metrics`: the counters of `/v1/metrics` and more in the Prometheus
+/// text format, with the catalog counted from the published state. Read
+/// under the same ACL rule as `/v1/metrics`.
+async fn prometheus_metrics(
+    State(state): State<AppState>,
+    caller: acl::Caller,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require_agent_read()?;
+    let catalog = crate::metrics::prometheus::CatalogCounts::of(&state.registry.state());
+    let text = crate::metrics::prometheus::render(&state.metrics, &catalog);
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            crate::metrics::prometheus::CONTENT_TYPE,
+        )],
+        text,
+    ))
 }
 
 /// `GET /v1/cluster/members`: the live nodes of the cluster, by name, with

@@ -46,7 +46,7 @@ use crate::{
         keys::{HealthRecord, Key, MemberRecord},
         members::Members,
     },
-    metrics::Metrics,
+    metrics::{Metrics, WRITE_APPLIED, WRITE_FAILED, WRITE_REFUSED},
 };
 
 /// Most commands taken from the queue at a time.
@@ -311,6 +311,7 @@ impl ClusterWriter {
                 }
                 Err(error) => {
                     effects.truncate(marks);
+                    self.count_writes(WRITE_REFUSED, 1);
                     pending.answer(Err(error));
                 }
             }
@@ -320,6 +321,7 @@ impl ClusterWriter {
         }
         let Some(txn) = self.transaction(&published, &state, &effects) else {
             // Nothing to write (a re-registration of what is there).
+            self.count_writes(WRITE_APPLIED, accepted.len());
             for pending in accepted {
                 let outcome = pending_outcome(&published, &pending.outcome);
                 pending.answer(Ok(outcome));
@@ -327,7 +329,15 @@ impl ClusterWriter {
             return None;
         };
         let etcd = self.cluster.etcd.clone();
-        let future: TxnFuture = Box::pin(async move { etcd.txn(txn).await });
+        let metrics = self.metrics.clone();
+        let future: TxnFuture = Box::pin(async move {
+            // The commit latency in cluster mode: one etcd transaction,
+            // failed ones included.
+            let started = std::time::Instant::now();
+            let done = etcd.txn(txn).await;
+            metrics.registry.commit_duration.record(started.elapsed());
+            done
+        });
         Some((future, accepted))
     }
 
@@ -507,6 +517,7 @@ impl ClusterWriter {
     fn on_txn_done(&mut self, done: Result<TxnOutcome, StoreError>, pending: Vec<Pending>) {
         match done {
             Ok(TxnOutcome::Committed(revision)) => {
+                self.count_writes(WRITE_APPLIED, pending.len());
                 // The next transaction is planned on a state that holds
                 // this one, or it would conflict with its own writes.
                 self.await_feed(revision);
@@ -527,6 +538,7 @@ impl ClusterWriter {
                 for mut pending in pending {
                     pending.attempts += 1;
                     if pending.attempts >= MAX_ATTEMPTS {
+                        self.count_writes(WRITE_FAILED, 1);
                         let id = pending.command.instance_id().unwrap_or_default();
                         pending.answer(Err(RegistryError::Contended { id }));
                     } else {
@@ -536,6 +548,7 @@ impl ClusterWriter {
             }
             Err(failure) => {
                 error!(message = %failure, "etcd transaction failed; the batch is rejected");
+                self.count_writes(WRITE_FAILED, pending.len());
                 let failure = Arc::new(failure);
                 for pending in pending {
                     if let Some((id, check_id)) = &pending.check {
@@ -548,6 +561,13 @@ impl ClusterWriter {
                 }
             }
         }
+    }
+
+    /// Counts `n` commands as `result` (an index in
+    /// `metrics::WRITE_RESULTS`) for `/metrics`.
+    fn count_writes(&self, result: usize, n: usize) {
+        self.metrics.registry.writes[result]
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Holds new transactions until the feed has applied `revision`.

@@ -31,7 +31,7 @@ use tokio::{
 use tracing::{error, info, warn};
 
 use crate::{
-    metrics::Metrics,
+    metrics::{Metrics, WRITE_APPLIED, WRITE_FAILED, WRITE_REFUSED},
     model::{DnsLabel, Instance, ValidationError},
 };
 
@@ -503,18 +503,25 @@ impl Writer {
             } else {
                 self.index_ceiling
             };
+            let started = std::time::Instant::now();
             let written = tokio::task::spawn_blocking(move || store.commit(&mutations, ceiling));
-            (written, ceiling)
+            (written, ceiling, started)
         });
         // While the store writes and syncs, rebuild the records of the
         // touched services: the CPU work overlaps the disk wait. Nothing is
         // published before the commit is durable.
         let changed = !effects.touched.is_empty() || state.index != shared.state.load().index;
         let table = changed.then(|| build_table(shared, &state, &effects.touched, &self.settings));
-        if let Some((written, ceiling)) = commit {
+        if let Some((written, ceiling, started)) = commit {
             let committed = written
                 .await
                 .unwrap_or_else(|e| Err(StoreError::Crashed(e.to_string())));
+            // From handing the batch to the store to its fsync returning,
+            // failed commits included: a slow failing disk shows here.
+            self.metrics
+                .registry
+                .commit_duration
+                .record(started.elapsed());
             if let Err(failure) = committed {
                 error!(message = %failure, "store commit failed; the batch is rejected");
                 let failure = Arc::new(failure);
@@ -529,6 +536,7 @@ impl Writer {
                         });
                     }
                 }
+                count_writes(&self.metrics, &replies, WRITE_FAILED);
                 for (reply, outcome) in replies {
                     let failed = outcome.and(Err(RegistryError::Store(failure.clone())));
                     if let Some(reply) = reply {
@@ -544,12 +552,31 @@ impl Writer {
             publish(shared, state, &effects.touched, table, &self.index);
         }
         report(effects, &self.metrics, &self.events);
+        count_writes(&self.metrics, &replies, WRITE_APPLIED);
         for (reply, outcome) in replies {
             if let Some(reply) = reply {
                 let _ = reply.send(outcome);
             }
         }
     }
+}
+
+/// Counts a batch's commands for `/metrics`: the refused ones, and the rest
+/// as `done` (an index in `metrics::WRITE_RESULTS`: applied, or failed
+/// with their commit).
+fn count_writes<R>(
+    metrics: &Metrics,
+    replies: &[(R, Result<Outcome, RegistryError>)],
+    done: usize,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let refused = replies
+        .iter()
+        .filter(|(_, outcome)| outcome.is_err())
+        .count() as u64;
+    let writes = &metrics.registry.writes;
+    writes[WRITE_REFUSED].fetch_add(refused, Relaxed);
+    writes[done].fetch_add(replies.len() as u64 - refused, Relaxed);
 }
 
 /// The record table of `state`: the published one with the `touched`

@@ -1,15 +1,34 @@
-//! Counters an operator (or a benchmark) reads at `GET /v1/metrics`.
+//! Counters an operator (or a benchmark) reads at `GET /v1/metrics` (JSON)
+//! and `GET /metrics` (the Prometheus text format, [`prometheus`]).
 //! Atomics, because they are bumped from many tasks and only ever read as
 //! a snapshot; exact cross-counter consistency is not needed.
+//!
+//! The DNS counters ([`dns`]) are per UDP thread and summed when read, so
+//! the DNS path never contends on them; HTTP ([`http`]) and registry
+//! counters are shared. Gauges that the registry's published state already
+//! holds (instances by health) are not counted here but read from that
+//! state at scrape time.
+//!
+//! Owns: the counters and their text rendering. Must not: be read on the
+//! DNS path, or hold a lock while anything awaits.
+
+pub mod dns;
+pub mod histogram;
+pub mod http;
+pub mod prometheus;
 
 use std::{
-    sync::atomic::{AtomicU64, Ordering::Relaxed},
-    time::Duration,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    time::{Duration, SystemTime},
 };
 
 use serde::Serialize;
 
 use crate::model::Status;
+use histogram::{Histogram, SLOW_BOUNDS};
 
 /// Buckets per doubling of the lag histogram: ~19% resolution.
 const SUB_BUCKETS: f64 = 4.0;
@@ -19,6 +38,8 @@ const BUCKETS: usize = 128;
 pub struct LagHistogram {
     buckets: [AtomicU64; BUCKETS],
     max_micros: AtomicU64,
+    /// Sum of every sample, for Prometheus's `_sum`.
+    sum_micros: AtomicU64,
 }
 
 impl Default for LagHistogram {
@@ -26,6 +47,7 @@ impl Default for LagHistogram {
         Self {
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             max_micros: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
         }
     }
 }
@@ -40,6 +62,20 @@ impl LagHistogram {
         };
         self.buckets[index.min(BUCKETS - 1)].fetch_add(1, Relaxed);
         self.max_micros.fetch_max(micros, Relaxed);
+        self.sum_micros.fetch_add(micros, Relaxed);
+    }
+
+    /// Sum of every sample, in seconds.
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_micros.load(Relaxed) as f64 / 1e6
+    }
+
+    /// Of the bucket `counts` ([`Self::counts`]), how many samples lie
+    /// below `2^doublings` microseconds: exactly the buckets whose upper
+    /// bound is at most that, since every power of two is a bucket bound.
+    pub fn count_below_power_of_two(counts: &[u64], doublings: u32) -> u64 {
+        let buckets = (doublings as usize * SUB_BUCKETS as usize).min(BUCKETS);
+        counts[..buckets.min(counts.len())].iter().sum()
     }
 
     /// The value below which `quantile` of the samples fall (bucket upper
@@ -74,9 +110,68 @@ impl LagHistogram {
     }
 }
 
+/// When this process started, for `roster_process_start_time_seconds`.
+pub struct ProcessStart(pub SystemTime);
+
+impl Default for ProcessStart {
+    fn default() -> Self {
+        Self(SystemTime::now())
+    }
+}
+
+/// The registry writer's counters.
+pub struct RegistryCounters {
+    /// Commands by outcome: applied (and committed), refused (invalid for
+    /// the state), failed (their commit failed).
+    pub writes: [AtomicU64; 3],
+    /// How long each store commit took (one per batch of commands).
+    pub commit_duration: Histogram<{ SLOW_BOUNDS.len() }>,
+}
+
+/// The labels of [`RegistryCounters::writes`], at the indexes below.
+pub const WRITE_RESULTS: [&str; 3] = ["applied", "refused", "failed"];
+/// Applied, and committed.
+pub const WRITE_APPLIED: usize = 0;
+/// Invalid for the state they met.
+pub const WRITE_REFUSED: usize = 1;
+/// Their commit failed (or, in a cluster, kept losing races).
+pub const WRITE_FAILED: usize = 2;
+
+impl Default for RegistryCounters {
+    fn default() -> Self {
+        Self {
+            writes: std::array::from_fn(|_| AtomicU64::new(0)),
+            commit_duration: Histogram::new(&SLOW_BOUNDS),
+        }
+    }
+}
+
+/// The probe kinds counted, as labelled.
+pub const PROBE_KINDS: [&str; 2] = ["http", "tcp"];
+/// The check statuses, as labelled, in [`status_index`] order.
+pub const STATUSES: [&str; 3] = ["passing", "warning", "critical"];
+
+/// The index of `status` in [`STATUSES`].
+pub fn status_index(status: Status) -> usize {
+    match status {
+        Status::Passing => 0,
+        Status::Warning => 1,
+        Status::Critical => 2,
+    }
+}
+
 /// Everything roster counts.
 #[derive(Default)]
 pub struct Metrics {
+    /// DNS queries and answers, per transport (per UDP thread inside).
+    pub dns: Arc<dns::DnsMetrics>,
+    /// HTTP requests by route.
+    pub http: Arc<http::HttpMetrics>,
+    /// Registry writes and commits.
+    pub registry: RegistryCounters,
+    /// Probe results by kind ([`PROBE_KINDS`]) and status ([`STATUSES`]).
+    pub probe_results: [[AtomicU64; 3]; 2],
+    pub started: ProcessStart,
     /// HTTP and TCP checks currently scheduled.
     pub checks_scheduled: AtomicU64,
     /// Probes started and finished since start.
@@ -102,12 +197,14 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn count_transition(&self, to: Status) {
-        let index = match to {
-            Status::Passing => 0,
-            Status::Warning => 1,
-            Status::Critical => 2,
-        };
-        self.transitions[index].fetch_add(1, Relaxed);
+        self.transitions[status_index(to)].fetch_add(1, Relaxed);
+    }
+
+    /// One probe finished: `kind` indexes [`PROBE_KINDS`].
+    pub fn count_probe(&self, kind: usize, status: Status) {
+        if let Some(kinds) = self.probe_results.get(kind) {
+            kinds[status_index(status)].fetch_add(1, Relaxed);
+        }
     }
 
     pub fn snapshot(&self) -> MetricsSnapshot {
