@@ -172,8 +172,11 @@ impl Consul {
     }
 }
 
+/// A service with a TTL check. Its address is loopback, as for every
+/// instance a test gives a check: nothing that probes may point off the
+/// machine. `.10`, not `.1`, so it is never mistaken for the node's address.
 fn ttl_service(name: &str, id: &str, tags: &[&str]) -> Value {
-    json!({"Name": name, "ID": id, "Address": "10.1.0.1", "Port": 8080, "Tags": tags,
+    json!({"Name": name, "ID": id, "Address": "127.0.0.10", "Port": 8080, "Tags": tags,
            "Check": {"TTL": "30s"}})
 }
 
@@ -265,9 +268,9 @@ async fn body_keys_ignore_case_and_underscores_but_user_maps_keep_theirs() {
     let consul = Consul::start().await;
     consul
         .register(json!({
-            "NAME": "api", "I_D": "api-1", "address": "10.0.0.9", "PORT": 9000,
+            "NAME": "api", "I_D": "api-1", "address": "127.0.0.9", "PORT": 9000,
             "Tags": ["v1"], "Meta": {"Build_ID": "7", "owner": "Team_A"},
-            "Tagged_Addresses": {"lan": {"Address": "10.0.0.9", "Port": 9000}},
+            "Tagged_Addresses": {"lan": {"Address": "127.0.0.9", "Port": 9000}},
             "EnableTagOverride": true, "Weights": {"passing": 3, "WARNING": 1},
             "CHECK": {"T_T_L": "10s", "status": "passing", "Check_ID": "api-alive",
                       "deregister_critical_service_after": "1m", "Notes": "heartbeat"}
@@ -745,7 +748,7 @@ async fn dns_serves_warning_when_configured_to() {
 async fn checks_register_and_deregister_on_a_service() {
     let consul = Consul::start().await;
     consul
-        .register(json!({"Name": "db", "ID": "db-1", "Address": "10.0.0.3", "Port": 5432}))
+        .register(json!({"Name": "db", "ID": "db-1", "Address": "127.0.0.3", "Port": 5432}))
         .await;
     assert_eq!(consul.srv_targets("db").await, ["db-1.db.service.local."]);
     // python-consul: {"name": ..., "ttl": ..., "serviceid": ...}; ID = name.
@@ -769,7 +772,7 @@ async fn checks_register_and_deregister_on_a_service() {
     // Re-registering the service without it keeps the check (Consul's
     // default), with its status...
     consul
-        .register(json!({"Name": "db", "ID": "db-1", "Address": "10.0.0.3", "Port": 5432}))
+        .register(json!({"Name": "db", "ID": "db-1", "Address": "127.0.0.3", "Port": 5432}))
         .await;
     assert_eq!(
         consul.check_status("db-heartbeat").await.as_deref(),
@@ -779,7 +782,7 @@ async fn checks_register_and_deregister_on_a_service() {
     consul
         .put_json(
             "/v1/agent/service/register?replace-existing-checks=true",
-            &json!({"Name": "db", "ID": "db-1", "Address": "10.0.0.3", "Port": 5432,
+            &json!({"Name": "db", "ID": "db-1", "Address": "127.0.0.3", "Port": 5432,
                     "Check": {"TTL": "10s"}}),
         )
         .await
@@ -816,7 +819,7 @@ async fn checks_register_and_deregister_on_a_service() {
 async fn concurrent_check_registrations_are_all_kept() {
     let consul = Consul::start().await;
     consul
-        .register(json!({"Name": "db", "ID": "db-1", "Address": "10.0.0.3", "Port": 5432}))
+        .register(json!({"Name": "db", "ID": "db-1", "Address": "127.0.0.3", "Port": 5432}))
         .await;
     // 14 added checks and the registration's own `service:db-1` fill the 16
     // a service may have; the re-registrations in between keep them all.
@@ -836,7 +839,7 @@ async fn concurrent_check_registrations_are_all_kept() {
         let body = json!({"Name": format!("beat-{n}"), "TTL": "10s", "ServiceID": "db-1"});
         requests.spawn(put("/v1/agent/check/register", body));
         if n % 4 == 0 {
-            let body = json!({"Name": "db", "ID": "db-1", "Address": "10.0.0.3",
+            let body = json!({"Name": "db", "ID": "db-1", "Address": "127.0.0.3",
                               "Port": 5432, "Check": {"TTL": "30s"}});
             requests.spawn(put("/v1/agent/service/register", body));
         }
@@ -1060,7 +1063,7 @@ async fn health_entries_have_node_service_and_checks() {
     assert_eq!(entry["Node"]["Datacenter"], "dc1", "{entries}");
     assert_eq!(entry["Service"]["ID"], "web-1", "{entries}");
     assert_eq!(entry["Service"]["Service"], "web", "{entries}");
-    assert_eq!(entry["Service"]["Address"], "10.1.0.1", "{entries}");
+    assert_eq!(entry["Service"]["Address"], "127.0.0.10", "{entries}");
     let check_ids: Vec<&str> = entry["Checks"]
         .as_array()
         .expect("Checks")

@@ -39,7 +39,7 @@ async fn http_check_follows_the_endpoint_through_every_status() {
         &server,
         "web",
         "web-1",
-        "10.0.0.1",
+        "127.0.0.1",
         http_check(&target, json!({})),
     )
     .await;
@@ -48,7 +48,7 @@ async fn http_check_follows_the_endpoint_through_every_status() {
     assert_eq!(passing["status"], "passing", "{passing}");
     assert_eq!(passing["in_dns"], true, "{passing}");
     assert_eq!(passing["checks"][0]["type"], "http", "{passing}");
-    wait_dns(&server, "web", &[ip("10.0.0.1")]).await;
+    wait_dns(&server, "web", &[ip("127.0.0.1")]).await;
 
     target.set(Respond::TooMany);
     let warning = wait_check(&server, "web", "web-1", "warning", "429").await;
@@ -74,7 +74,7 @@ async fn http_check_follows_the_endpoint_through_every_status() {
     // Recovery: the endpoint answers again, the instance is back in DNS.
     target.set(Respond::Ok);
     wait_check(&server, "web", "web-1", "passing", "200").await;
-    wait_dns(&server, "web", &[ip("10.0.0.1")]).await;
+    wait_dns(&server, "web", &[ip("127.0.0.1")]).await;
     server.stop().await;
 }
 
@@ -86,7 +86,7 @@ async fn http_check_of_a_refused_port_is_critical() {
         "interval": INTERVAL,
         "timeout": TIMEOUT,
     }});
-    register(&server, "web", "web-1", "10.0.0.1", check).await;
+    register(&server, "web", "web-1", "127.0.0.1", check).await;
     let body = wait_check(&server, "web", "web-1", "critical", "refused").await;
     assert_eq!(body["in_dns"], false, "{body}");
     lookup(&server, "web")
@@ -103,7 +103,7 @@ async fn http_check_sends_its_method_and_headers() {
         &target,
         json!({ "method": "POST", "headers": { "X-Probe": "roster-test" } }),
     );
-    register(&server, "web", "web-1", "10.0.0.1", check).await;
+    register(&server, "web", "web-1", "127.0.0.1", check).await;
     wait_check(&server, "web", "web-1", "passing", "200").await;
     let seen = target.state.seen.lock().unwrap().clone();
     assert!(!seen.is_empty());
@@ -122,14 +122,14 @@ async fn tcp_check_follows_the_listener_closing_and_reopening() {
         &server,
         "db",
         "db-1",
-        "10.0.0.2",
+        "127.0.0.2",
         tcp_check(target.addr, json!({})),
     )
     .await;
     assert_eq!(body["checks"][0]["type"], "tcp", "{body}");
 
     wait_check(&server, "db", "db-1", "passing", "success").await;
-    wait_dns(&server, "db", &[ip("10.0.0.2")]).await;
+    wait_dns(&server, "db", &[ip("127.0.0.2")]).await;
 
     target.close().await;
     wait_check(&server, "db", "db-1", "critical", "refused").await;
@@ -138,7 +138,7 @@ async fn tcp_check_follows_the_listener_closing_and_reopening() {
 
     target.reopen().await;
     wait_check(&server, "db", "db-1", "passing", "success").await;
-    wait_dns(&server, "db", &[ip("10.0.0.2")]).await;
+    wait_dns(&server, "db", &[ip("127.0.0.2")]).await;
     server.stop().await;
 }
 
@@ -168,7 +168,7 @@ async fn tcp_check_that_cannot_connect_in_time_is_critical() {
         &server,
         "db",
         "db-1",
-        "10.0.0.2",
+        "127.0.0.2",
         tcp_check(addr, json!({})),
     )
     .await;
@@ -185,7 +185,7 @@ async fn ttl_check_follows_heartbeats_and_expires() {
         &server,
         "worker",
         "w-1",
-        "10.0.0.3",
+        "127.0.0.3",
         json!({ "check": { "ttl": "2s" } }),
     )
     .await;
@@ -203,7 +203,7 @@ async fn ttl_check_follows_heartbeats_and_expires() {
     assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(reply.body["checks"][0]["status"], "passing", "{reply:?}");
     assert_eq!(reply.body["in_dns"], true, "{reply:?}");
-    assert_eq!(lookup(&server, "worker").await.ips(), ips(&["10.0.0.3"]));
+    assert_eq!(lookup(&server, "worker").await.ips(), ips(&["127.0.0.3"]));
 
     // A warning with a note: the note is the output, and DNS drops it.
     let reply = heartbeat(
@@ -246,7 +246,7 @@ async fn ttl_check_follows_heartbeats_and_expires() {
     // A heartbeat brings it back.
     let reply = heartbeat(&server, "worker", "w-1", "").await;
     assert_eq!(reply.body["checks"][0]["status"], "passing", "{reply:?}");
-    assert_eq!(lookup(&server, "worker").await.ips(), ips(&["10.0.0.3"]));
+    assert_eq!(lookup(&server, "worker").await.ips(), ips(&["127.0.0.3"]));
     server.stop().await;
 }
 
@@ -257,7 +257,7 @@ async fn heartbeats_keep_a_ttl_check_alive_past_its_ttl() {
         &server,
         "worker",
         "w-1",
-        "10.0.0.3",
+        "127.0.0.3",
         json!({ "check": { "ttl": "2s" } }),
     )
     .await;
@@ -271,7 +271,7 @@ async fn heartbeats_keep_a_ttl_check_alive_past_its_ttl() {
         let body = instance(&server, "worker", "w-1").await;
         assert_eq!(body["status"], "passing", "round {round}: {body}");
     }
-    assert_eq!(lookup(&server, "worker").await.ips(), ips(&["10.0.0.3"]));
+    assert_eq!(lookup(&server, "worker").await.ips(), ips(&["127.0.0.3"]));
     assert_eq!(
         counter(&metrics(&server).await, "transitions_to_critical"),
         0
@@ -286,7 +286,7 @@ async fn ttl_check_never_fed_expires() {
         &server,
         "worker",
         "w-1",
-        "10.0.0.3",
+        "127.0.0.3",
         json!({ "check": { "ttl": "300ms", "status": "passing" } }),
     )
     .await;
@@ -302,7 +302,7 @@ async fn heartbeats_that_make_no_sense_are_refused() {
         &server,
         "worker",
         "w-1",
-        "10.0.0.3",
+        "127.0.0.3",
         json!({ "check": { "ttl": "30s" } }),
     )
     .await;
@@ -346,7 +346,7 @@ async fn new_instance_starts_critical_and_is_checked_at_once() {
         "interval": "10s",
         "timeout": "8s",
     }});
-    let body = register(&server, "web", "web-1", "10.0.0.1", check).await;
+    let body = register(&server, "web", "web-1", "127.0.0.1", check).await;
     assert_eq!(body["status"], "critical", "{body}");
     assert_eq!(body["in_dns"], false, "{body}");
     assert_eq!(body["checks"][0]["status"], "critical", "{body}");
@@ -369,7 +369,7 @@ async fn new_instance_starts_critical_and_is_checked_at_once() {
 
     target.set(Respond::Ok);
     let remaining = Duration::from_secs(5).saturating_sub(registered_at.elapsed());
-    wait_dns_within(&server, "web", &ips(&["10.0.0.1"]), remaining).await;
+    wait_dns_within(&server, "web", &ips(&["127.0.0.1"]), remaining).await;
     server.stop().await;
 }
 
@@ -380,12 +380,12 @@ async fn first_tcp_check_runs_at_once() {
     let registered_at = Instant::now();
     let check =
         json!({ "check": { "tcp": target.addr.to_string(), "interval": "10s", "timeout": "5s" } });
-    let body = register(&server, "db", "db-1", "10.0.0.2", check).await;
+    let body = register(&server, "db", "db-1", "127.0.0.2", check).await;
     assert_eq!(body["status"], "critical", "{body}");
     // With a 10 s interval, a first check that waited an interval could not
     // put the instance in DNS within 5 s of registering.
     let remaining = Duration::from_secs(5).saturating_sub(registered_at.elapsed());
-    wait_dns_within(&server, "db", &ips(&["10.0.0.2"]), remaining).await;
+    wait_dns_within(&server, "db", &ips(&["127.0.0.2"]), remaining).await;
     server.stop().await;
 }
 
@@ -397,7 +397,7 @@ async fn any_2xx_passes_and_any_other_code_but_429_is_critical() {
         &server,
         "web",
         "web-1",
-        "10.0.0.1",
+        "127.0.0.1",
         http_check(&target, json!({})),
     )
     .await;
@@ -420,7 +420,7 @@ async fn http_checks_reuse_their_connection() {
         &server,
         "web",
         "web-1",
-        "10.0.0.1",
+        "127.0.0.1",
         http_check(&target, json!({})),
     )
     .await;
@@ -444,7 +444,7 @@ async fn an_instance_is_healthy_only_when_all_its_checks_pass() {
         &server,
         "web",
         "web-1",
-        "10.0.0.1",
+        "127.0.0.1",
         json!({ "checks": [
             { "http": target.url(), "interval": INTERVAL, "timeout": TIMEOUT },
             { "ttl": "30s" },
@@ -463,7 +463,7 @@ async fn an_instance_is_healthy_only_when_all_its_checks_pass() {
 
     let reply = heartbeat(&server, "web", "web-1", "").await;
     assert_eq!(reply.body["status"], "passing", "{reply:?}");
-    assert_eq!(lookup(&server, "web").await.ips(), ips(&["10.0.0.1"]));
+    assert_eq!(lookup(&server, "web").await.ips(), ips(&["127.0.0.1"]));
 
     // One check falls to warning: so does the instance.
     target.set(Respond::TooMany);
@@ -484,7 +484,7 @@ async fn checks_resume_after_a_restart() {
         &server,
         "db",
         "db-1",
-        "10.0.0.2",
+        "127.0.0.2",
         tcp_check(target.addr, json!({})),
     )
     .await;
@@ -492,7 +492,7 @@ async fn checks_resume_after_a_restart() {
         &server,
         "db",
         "db-2",
-        "10.0.0.3",
+        "127.0.0.3",
         tcp_check(target.addr, json!({})),
     )
     .await;
@@ -500,18 +500,18 @@ async fn checks_resume_after_a_restart() {
         &server,
         "worker",
         "w-1",
-        "10.0.0.4",
+        "127.0.0.4",
         json!({ "check": { "ttl": "500ms", "status": "passing" } }),
     )
     .await;
-    wait_dns(&server, "db", &[ip("10.0.0.2"), ip("10.0.0.3")]).await;
+    wait_dns(&server, "db", &[ip("127.0.0.2"), ip("127.0.0.3")]).await;
     let reply = server.maintenance("db", "db-2", true, "deploy").await;
     assert_eq!(reply.status, 200, "{reply:?}");
     server.stop().await;
 
     let server = start_server_with(&[], keep_data).await;
     // The TCP check is probed again, the drain is remembered...
-    wait_dns(&server, "db", &[ip("10.0.0.2")]).await;
+    wait_dns(&server, "db", &[ip("127.0.0.2")]).await;
     let drained = instance(&server, "db", "db-2").await;
     assert_eq!(drained["maintenance"], "deploy", "{drained}");
     // ...and the TTL clock runs again from start-up.

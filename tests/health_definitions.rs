@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 async fn nonsense_check_definitions_are_refused_and_nothing_is_stored() {
     let server = start_server().await;
     // One valid instance, whose state must survive every refused request.
-    register(&server, "web", "good", "10.0.0.1", good_check()).await;
+    register(&server, "web", "good", "127.0.0.1", good_check()).await;
     let services_before = server.services().await;
     let mut good_before = instance(&server, "web", "good").await;
 
@@ -133,13 +133,13 @@ async fn nonsense_check_definitions_are_refused_and_nothing_is_stored() {
 
     let mut failures = Vec::new();
     for (label, check, field) in &cases {
-        let body = json!({ "address": "10.0.0.2", "port": 8080, "check": check });
+        let body = json!({ "address": "127.0.0.2", "port": 8080, "check": check });
         if let Err(e) = refused(&server, label, body, field, &mut good_before).await {
             failures.push(e);
         }
         // The same check second in a "checks" list is named by its index.
         let body = json!({
-            "address": "10.0.0.2",
+            "address": "127.0.0.2",
             "port": 8080,
             "checks": [{ "ttl": "10s" }, check],
         });
@@ -159,7 +159,7 @@ async fn nonsense_check_definitions_are_refused_and_nothing_is_stored() {
 
     // A "check" next to "checks" with a bad one: the whole body is refused.
     let body = json!({
-        "address": "10.0.0.2", "port": 8080,
+        "address": "127.0.0.2", "port": 8080,
         "check": { "ttl": "10s" },
         "checks": [{ "ttl": "10s" }, { "http": http, "interval": "1ms" }],
     });
@@ -224,7 +224,7 @@ async fn refused(
         if !accepted {
             problems.push(format!("{label}: refused, but \"good\" was changed"));
         }
-        register(server, "web", "good", "10.0.0.1", good_check()).await;
+        register(server, "web", "good", "127.0.0.1", good_check()).await;
         *good_before = instance(server, "web", "good").await;
     }
     match problems.is_empty() {
@@ -252,7 +252,7 @@ async fn check_definitions_at_the_limits_are_accepted() {
     ];
     for (n, check) in cases.iter().enumerate() {
         let id = format!("edge-{n}");
-        let body = json!({ "address": "10.0.0.2", "port": 8080, "check": check });
+        let body = json!({ "address": "127.0.0.2", "port": 8080, "check": check });
         let reply = server.register("web", &id, body).await;
         assert_eq!(reply.status, 200, "{check} is valid: {reply:?}");
         assert_eq!(instance(&server, "web", &id).await["id"], id.as_str());
@@ -280,7 +280,7 @@ async fn metrics_count_transitions() {
         &server,
         "web",
         "web-1",
-        "10.0.0.1",
+        "127.0.0.1",
         http_check(&target, json!({})),
     )
     .await;
@@ -338,15 +338,15 @@ async fn re_registering_unchanged_checks_keeps_their_status() {
     let server = start_server().await;
     let target = HttpTarget::start(Respond::Ok).await;
     let check = http_check(&target, json!({}));
-    register(&server, "web", "web-1", "10.0.0.1", check.clone()).await;
+    register(&server, "web", "web-1", "127.0.0.1", check.clone()).await;
     wait_check(&server, "web", "web-1", "passing", "200").await;
 
     // Same check, new metadata: still passing, still in DNS, no flap.
     let mut extra = check.clone();
     extra["meta"] = json!({ "version": "2" });
-    let body = register(&server, "web", "web-1", "10.0.0.1", extra).await;
+    let body = register(&server, "web", "web-1", "127.0.0.1", extra).await;
     assert_eq!(body["checks"][0]["status"], "passing", "{body}");
-    assert_eq!(lookup(&server, "web").await.ips(), ips(&["10.0.0.1"]));
+    assert_eq!(lookup(&server, "web").await.ips(), ips(&["127.0.0.1"]));
     assert_eq!(
         counter(&metrics(&server).await, "transitions_to_critical"),
         0

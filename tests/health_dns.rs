@@ -30,9 +30,9 @@ async fn failures_before_critical_rides_out_short_failures() {
     let server = start_server().await;
     let target = HttpTarget::start(Respond::Ok).await;
     let check = http_check(&target, json!({ "failures_before_critical": 3 }));
-    register(&server, "web", "web-1", "10.0.0.1", check).await;
+    register(&server, "web", "web-1", "127.0.0.1", check).await;
     let passing = wait_check(&server, "web", "web-1", "passing", "200").await;
-    wait_dns(&server, "web", &[ip("10.0.0.1")]).await;
+    wait_dns(&server, "web", &[ip("127.0.0.1")]).await;
 
     // Two failures, then successes. A probe starts only once the previous
     // result was handled, so two 200s after the 500s mean both failures
@@ -71,7 +71,7 @@ async fn failures_before_critical_rides_out_short_failures() {
             counter(&metrics(&server).await, "transitions_to_critical"),
             0
         );
-        assert_eq!(lookup(&server, "web").await.ips(), ips(&["10.0.0.1"]));
+        assert_eq!(lookup(&server, "web").await.ips(), ips(&["127.0.0.1"]));
     }
 
     // Failing for good: critical, after no fewer than three failures.
@@ -92,7 +92,7 @@ async fn success_before_passing_needs_successes_in_a_row() {
     let server = start_server().await;
     let target = HttpTarget::start(Respond::Fail).await;
     let check = http_check(&target, json!({ "success_before_passing": 2 }));
-    register(&server, "web", "web-1", "10.0.0.1", check).await;
+    register(&server, "web", "web-1", "127.0.0.1", check).await;
     wait_check(&server, "web", "web-1", "critical", "500").await;
 
     // One success between failures is not enough.
@@ -123,7 +123,7 @@ async fn success_before_passing_needs_successes_in_a_row() {
         "passing after {successes} success(es): {:?}",
         target.answered()
     );
-    wait_dns(&server, "web", &[ip("10.0.0.1")]).await;
+    wait_dns(&server, "web", &[ip("127.0.0.1")]).await;
     server.stop().await;
 }
 
@@ -137,12 +137,12 @@ async fn three_healths(server: &Server) -> [HttpTarget; 3] {
     let ok = HttpTarget::start(Respond::Ok).await;
     let warn = HttpTarget::start(Respond::TooMany).await;
     let fail = HttpTarget::start(Respond::Fail).await;
-    register(server, "web", "ok", "10.0.0.1", http_check(&ok, json!({}))).await;
+    register(server, "web", "ok", "127.0.0.1", http_check(&ok, json!({}))).await;
     register(
         server,
         "web",
         "warn",
-        "10.0.0.2",
+        "127.0.0.2",
         http_check(&warn, json!({})),
     )
     .await;
@@ -150,7 +150,7 @@ async fn three_healths(server: &Server) -> [HttpTarget; 3] {
         server,
         "web",
         "fail",
-        "10.0.0.3",
+        "127.0.0.3",
         http_check(&fail, json!({})),
     )
     .await;
@@ -165,7 +165,7 @@ async fn dns_serves_passing_instances_only_and_nodata_when_none_is() {
     let server = start_server().await;
     let [ok, _warn, _fail] = three_healths(&server).await;
 
-    let reply = wait_dns(&server, "web", &[ip("10.0.0.1")]).await;
+    let reply = wait_dns(&server, "web", &[ip("127.0.0.1")]).await;
     assert_eq!(reply.answers().len(), 1, "{reply}");
     let srv = server
         .query(&format!("_web._tcp.{DOMAIN}"), RecordType::SRV)
@@ -215,7 +215,7 @@ async fn include_warning_adds_warning_instances_but_never_critical_ones() {
     let server = start_server_with(&[], |config| config.dns.include_warning = true).await;
     let [ok, warn, _fail] = three_healths(&server).await;
 
-    wait_dns(&server, "web", &[ip("10.0.0.1"), ip("10.0.0.2")]).await;
+    wait_dns(&server, "web", &[ip("127.0.0.1"), ip("127.0.0.2")]).await;
     let shown = instance(&server, "web", "warn").await;
     assert_eq!(shown["in_dns"], true, "{shown}");
     let shown = instance(&server, "web", "fail").await;
@@ -232,7 +232,7 @@ async fn include_warning_adds_warning_instances_but_never_critical_ones() {
 
     // A warning alone is served again.
     warn.set(Respond::TooMany);
-    wait_dns(&server, "web", &[ip("10.0.0.2")]).await;
+    wait_dns(&server, "web", &[ip("127.0.0.2")]).await;
     server.stop().await;
 }
 
@@ -248,7 +248,7 @@ async fn maintenance_drains_an_instance_and_restores_it() {
         &server,
         "web",
         "web-1",
-        "10.0.0.1",
+        "127.0.0.1",
         http_check(&target, json!({})),
     )
     .await;
@@ -256,18 +256,18 @@ async fn maintenance_drains_an_instance_and_restores_it() {
         &server,
         "web",
         "web-2",
-        "10.0.0.2",
+        "127.0.0.2",
         http_check(&target, json!({})),
     )
     .await;
-    wait_dns(&server, "web", &[ip("10.0.0.1"), ip("10.0.0.2")]).await;
+    wait_dns(&server, "web", &[ip("127.0.0.1"), ip("127.0.0.2")]).await;
 
     let reply = server.maintenance("web", "web-1", true, "deploy").await;
     assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(reply.body["maintenance"], "deploy", "{reply:?}");
     assert_eq!(reply.body["in_dns"], false, "{reply:?}");
     // Read-your-writes: the next answer already leaves it out.
-    assert_eq!(lookup(&server, "web").await.ips(), ips(&["10.0.0.2"]));
+    assert_eq!(lookup(&server, "web").await.ips(), ips(&["127.0.0.2"]));
     let listed = server.get(&["v1", "services", "web"]).await;
     let drained = listed.body["instances"]
         .as_array()
@@ -293,7 +293,7 @@ async fn maintenance_drains_an_instance_and_restores_it() {
         }
     })
     .await;
-    assert_eq!(lookup(&server, "web").await.ips(), ips(&["10.0.0.2"]));
+    assert_eq!(lookup(&server, "web").await.ips(), ips(&["127.0.0.2"]));
 
     // Every instance drained: NODATA.
     let reply = server.maintenance("web", "web-2", true, "deploy").await;
@@ -306,7 +306,7 @@ async fn maintenance_drains_an_instance_and_restores_it() {
     assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(reply.body["maintenance"], Value::Null, "{reply:?}");
     assert_eq!(reply.body["in_dns"], true, "{reply:?}");
-    assert_eq!(lookup(&server, "web").await.ips(), ips(&["10.0.0.1"]));
+    assert_eq!(lookup(&server, "web").await.ips(), ips(&["127.0.0.1"]));
 
     let reply = server.maintenance("web", "nobody", true, "deploy").await;
     reply.assert_error(404);
@@ -329,14 +329,14 @@ async fn maintenance_drains_an_instance_and_restores_it() {
 async fn deregister_critical_after_removes_the_instance() {
     let server = start_server().await;
     let check = tcp_check(dead_port(), json!({ "deregister_critical_after": "1s" }));
-    register(&server, "doomed", "d-1", "10.0.0.9", check).await;
+    register(&server, "doomed", "d-1", "127.0.0.9", check).await;
     // A sibling in another service, healthy, must survive.
     let target = TcpTarget::open().await;
     register(
         &server,
         "alive",
         "a-1",
-        "10.0.0.8",
+        "127.0.0.8",
         tcp_check(target.addr, json!({ "deregister_critical_after": "1s" })),
     )
     .await;
@@ -364,7 +364,7 @@ async fn deregister_critical_after_removes_the_instance() {
     assert_eq!(counter(&metrics(&server).await, "instances_reaped"), 1);
 
     assert_eq!(instance(&server, "alive", "a-1").await["status"], "passing");
-    assert_eq!(lookup(&server, "alive").await.ips(), ips(&["10.0.0.8"]));
+    assert_eq!(lookup(&server, "alive").await.ips(), ips(&["127.0.0.8"]));
     server.stop().await;
 }
 
@@ -373,7 +373,7 @@ async fn a_recovery_restarts_the_deregister_clock() {
     let server = start_server().await;
     let mut target = TcpTarget::open().await;
     let check = tcp_check(target.addr, json!({ "deregister_critical_after": "2s" }));
-    register(&server, "db", "db-1", "10.0.0.2", check).await;
+    register(&server, "db", "db-1", "127.0.0.2", check).await;
     // Critical from registration, passing at the first probe: the clock
     // that started at registration must stop. Let a few probes pass, so
     // that the fall below comes well after registration.
@@ -418,13 +418,13 @@ async fn a_failed_endpoint_leaves_dns_and_returns_when_it_recovers() {
             json!({ "failures_before_critical": 2, "success_before_passing": 2 }),
         )
     };
-    register(&server, "api", "flaky", "10.0.1.1", checked(&flaky)).await;
-    register(&server, "api", "steady", "10.0.1.2", checked(&steady)).await;
-    wait_dns(&server, "api", &[ip("10.0.1.1"), ip("10.0.1.2")]).await;
+    register(&server, "api", "flaky", "127.0.0.11", checked(&flaky)).await;
+    register(&server, "api", "steady", "127.0.0.12", checked(&steady)).await;
+    wait_dns(&server, "api", &[ip("127.0.0.11"), ip("127.0.0.12")]).await;
 
     // Stops answering at all: out of DNS once the timeouts add up.
     flaky.set(Respond::Hang);
-    wait_dns(&server, "api", &[ip("10.0.1.2")]).await;
+    wait_dns(&server, "api", &[ip("127.0.0.12")]).await;
     let body = instance(&server, "api", "flaky").await;
     assert_eq!(body["checks"][0]["status"], "critical", "{body}");
     assert!(
@@ -435,7 +435,7 @@ async fn a_failed_endpoint_leaves_dns_and_returns_when_it_recovers() {
     );
 
     flaky.set(Respond::Ok);
-    wait_dns(&server, "api", &[ip("10.0.1.1"), ip("10.0.1.2")]).await;
+    wait_dns(&server, "api", &[ip("127.0.0.11"), ip("127.0.0.12")]).await;
     server.stop().await;
 }
 
@@ -484,13 +484,13 @@ async fn detection_and_recovery_meet_the_documented_bounds() {
         "failures_before_critical": 5,
         "success_before_passing": 3,
     }});
-    let body = register(&server, "web", "web-1", "10.0.0.1", check).await;
+    let body = register(&server, "web", "web-1", "127.0.0.1", check).await;
     let timeout = body["checks"][0]["timeout"].as_str().unwrap_or_default();
     assert_eq!(
         timeout, "500ms",
         "the default timeout is the interval: {body}"
     );
-    wait_dns(&server, "web", &[ip("10.0.0.1")]).await;
+    wait_dns(&server, "web", &[ip("127.0.0.1")]).await;
 
     // Recovery from errors: 3 × 500ms.
     target.set(Respond::Fail);
@@ -500,7 +500,7 @@ async fn detection_and_recovery_meet_the_documented_bounds() {
     let took = within_bound(
         &server,
         "web",
-        &[ip("10.0.0.1")],
+        &[ip("127.0.0.1")],
         recovered,
         Duration::from_millis(1500),
     )

@@ -124,7 +124,7 @@ async fn a_key_written_twice_is_refused_naming_it_and_changes_nothing() {
             "meta.k",
         ),
         (
-            r#"{"address": "10.0.0.2", "port": 81, "checks": [{"ttl": "10s", "ttl": "20s"}]}"#,
+            r#"{"address": "127.0.0.2", "port": 81, "checks": [{"ttl": "10s", "ttl": "20s"}]}"#,
             "checks[0].ttl",
         ),
     ] {

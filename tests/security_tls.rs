@@ -214,16 +214,16 @@ async fn https_checks_pass_with_tls_skip_verify_and_fail_naming_an_untrusted_cer
         &server,
         "web",
         "skip",
-        "10.0.0.1",
+        "127.0.0.1",
         check(json!({"tls_skip_verify": true})),
     )
     .await;
-    register(&server, "web", "verify", "10.0.0.2", check(json!({}))).await;
+    register(&server, "web", "verify", "127.0.0.2", check(json!({}))).await;
     register(
         &server,
         "web",
         "named",
-        "10.0.0.3",
+        "127.0.0.3",
         check(json!({"tls_server_name": "web.internal"})),
     )
     .await;
@@ -255,7 +255,7 @@ async fn https_checks_pass_with_tls_skip_verify_and_fail_naming_an_untrusted_cer
             server.http_addr
         ))
         .json(&json!({
-            "Name": "web", "ID": "consul-skip", "Address": "10.0.0.4", "Port": 8080,
+            "Name": "web", "ID": "consul-skip", "Address": "127.0.0.4", "Port": 8080,
             "Check": {"HTTP": target.url(), "Interval": INTERVAL, "Timeout": TIMEOUT,
                       "TLSSkipVerify": true}
         }))
@@ -292,7 +292,7 @@ async fn a_check_outside_allowed_networks_is_critical_and_never_connects() {
     for (id, mut check) in checks {
         check["interval"] = json!(INTERVAL);
         check["timeout"] = json!(TIMEOUT);
-        register(&server, "web", id, "10.0.0.1", json!({ "check": check })).await;
+        register(&server, "web", id, "127.0.0.1", json!({ "check": check })).await;
     }
     for id in ["tcp", "http", "https"] {
         wait_check(

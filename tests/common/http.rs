@@ -1,6 +1,8 @@
 //! The native HTTP API, as a client sees it: [`HttpReply`], and
 //! [`Server`] methods for each call the tests make.
 
+use std::net::IpAddr;
+
 use serde_json::{Value, json};
 
 use super::{
@@ -83,7 +85,11 @@ impl Server {
     }
 
     /// `PUT /v1/services/{service}/instances/{id}` with a JSON body.
+    ///
+    /// Panics if the body gives a check to a non-loopback address: see
+    /// [`assert_checked_only_on_loopback`].
     pub async fn register(&self, service: &str, id: &str, body: Value) -> HttpReply {
+        assert_checked_only_on_loopback(service, id, &body);
         let request = self
             .http
             .put(self.url(&["v1", "services", service, "instances", id]))
@@ -137,6 +143,29 @@ impl Server {
         list.sort_by_key(|s| s["name"].as_str().unwrap_or_default().to_owned());
         Value::Array(list)
     }
+}
+
+/// Panics if `body` registers an instance at a non-loopback IP address
+/// with a check. The project's rule for tests: an instance off loopback
+/// (a documentation address such as 10.0.0.1) has no check, so nothing a
+/// test starts ever probes, or seems to be set up to probe, another
+/// machine. An address that is not an IP at all is left to the server to
+/// refuse, since tests of bad input send those on purpose.
+pub fn assert_checked_only_on_loopback(service: &str, id: &str, body: &Value) {
+    let has_check = body.get("check").is_some_and(|c| !c.is_null())
+        || body
+            .get("checks")
+            .is_some_and(|c| c.as_array().is_none_or(|list| !list.is_empty()));
+    let off_loopback = body
+        .get("address")
+        .and_then(Value::as_str)
+        .and_then(|a| a.parse::<IpAddr>().ok())
+        .is_some_and(|ip| !ip.is_loopback());
+    assert!(
+        !(has_check && off_loopback),
+        "test bug: {service}/{id} has a check but a non-loopback address \
+         (use 127.0.0.x or ::1 for an instance with a check): {body}"
+    );
 }
 
 /// `GET /v1/services/{service}/instances/{id}`.

@@ -210,8 +210,9 @@ pub fn random_content(rng: &mut SmallRng, service: &str, version: u64) -> Conten
     };
     Content {
         service: service.to_owned(),
+        // Loopback (127.0.0.0/8), since some of these carry a check.
         address: format!(
-            "10.{}.{}.{}",
+            "127.{}.{}.{}",
             rng.random_range(0..=255u8),
             rng.random_range(0..=255u8),
             rng.random_range(1..=254u8)
@@ -499,7 +500,9 @@ pub async fn dns_answers(server: SocketAddr) -> Vec<Answer> {
 
 /// Registers a small but varied registry: tags, metadata, weights, a TTL
 /// check (heartbeated to passing), a TCP check that cannot pass, an
-/// instance in maintenance, an IPv6 instance and one deregistered.
+/// instance in maintenance, an IPv6 instance and one deregistered. The
+/// instances with a check have loopback addresses: nothing that probes may
+/// point off the machine.
 pub async fn populate(client: &reqwest::Client, roster: &Roster) {
     let instance =
         |service: &str, id: &str| roster.url(&format!("/v1/services/{service}/instances/{id}"));
@@ -513,7 +516,7 @@ pub async fn populate(client: &reqwest::Client, roster: &Roster) {
     put(
         client,
         &instance("web", "web-2"),
-        json!({"address": "10.0.0.2", "port": 8081, "tags": ["http"],
+        json!({"address": "127.0.0.2", "port": 8081, "tags": ["http"],
                "check": {"id": "beat", "name": "heartbeat", "ttl": "60s"}}),
     )
     .await;
@@ -544,7 +547,7 @@ pub async fn populate(client: &reqwest::Client, roster: &Roster) {
     put(
         client,
         &instance("api", "api-1"),
-        json!({"address": "fd00::1", "port": 9000, "priority": 1,
+        json!({"address": "::1", "port": 9000, "priority": 1,
                "checks": [{"id": "port", "tcp": "127.0.0.1:1", "interval": "10s", "timeout": "1s"}]}),
     )
     .await;
