@@ -34,7 +34,8 @@ pub async fn start_server() -> Server {
 }
 
 /// Starts roster with `zone_files` (file name, contents) in its zone
-/// directory, after letting `configure` adjust the configuration.
+/// directory, health checks allowed to loopback networks only, after
+/// letting `configure` adjust the configuration.
 pub async fn start_server_with(
     zone_files: &[(&str, &str)],
     configure: impl FnOnce(&mut Config),
@@ -49,6 +50,13 @@ pub async fn start_server_with(
     config.http.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     config.dns.zones = zones_dir.path().to_owned();
     config.data_dir = data_dir.path().to_owned();
+    // Tests send traffic to loopback only: a check that names any other
+    // address (a registration a test or a third-party suite makes) is
+    // refused by roster's own network policy before it connects.
+    config.health.allowed_networks = ["127.0.0.0/8", "::1/128"]
+        .iter()
+        .map(|network| network.parse().expect("a loopback network"))
+        .collect();
     configure(&mut config);
     let running = roster::start(config).await.expect("roster starts");
     let base = reqwest::Url::parse(&format!("http://{}/", running.http_addr)).expect("base URL");
