@@ -9,34 +9,10 @@ mod common;
 
 use std::{path::Path, process::Stdio, time::Duration};
 
-use common::start_server;
+use common::{readme, start_server};
 
 /// The most the whole tour may take on a busy machine; it takes seconds.
 const TOUR_LIMIT: Duration = Duration::from_secs(120);
-
-fn readme() -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path:?}: {e}"))
-}
-
-/// The ```sh blocks of the section under `heading`, in order.
-fn sh_blocks(readme: &str, heading: &str) -> Vec<String> {
-    let start = readme
-        .find(&format!("\n{heading}\n"))
-        .unwrap_or_else(|| panic!("README has no {heading:?}"));
-    let section = &readme[start + heading.len() + 2..];
-    let section = &section[..section.find("\n## ").unwrap_or(section.len())];
-    let mut blocks = Vec::new();
-    let mut rest = section;
-    while let Some(open) = rest.find("```sh\n") {
-        let body = &rest[open + 6..];
-        let close = body.find("```").expect("an sh block is closed");
-        blocks.push(body[..close].to_owned());
-        rest = &body[close + 3..];
-    }
-    assert!(!blocks.is_empty(), "no sh block under {heading:?}");
-    blocks
-}
 
 /// Runs `script` under bash with `roster` meaning this build's binary
 /// (`watch`, which runs until Ctrl-C, for two seconds), in `dir`; returns
@@ -77,9 +53,8 @@ async fn the_tour_and_the_backup_commands_run_as_written() {
     let server = start_server().await;
     let http = server.http_addr.to_string();
     let dns_port = server.dns_addr.port().to_string();
-    let readme = readme();
-    let mut script = sh_blocks(&readme, "## A one-minute tour").join("\n");
-    script.push_str(&sh_blocks(&readme, "## Storage, restarts and backups").join("\n"));
+    let mut script = readme::sh_blocks("## A one-minute tour").join("\n");
+    script.push_str(&readme::sh_blocks("## Storage, restarts and backups").join("\n"));
     let script = script
         .replace("localhost:8500", &http)
         .replace("127.0.0.1:8500", &http)

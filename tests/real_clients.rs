@@ -1,7 +1,7 @@
 //! Real load balancers and resolvers in front of a real roster: Debian's
 //! HAProxy, nginx and unbound, each run by the test in the foreground on
 //! free loopback ports with the configuration the README shows (read from
-//! README.md, see `common::daemon::readme_snippet`), in front of backends
+//! README.md, see `common::readme::snippet`), in front of backends
 //! registered with HTTP checks.
 //!
 //! Each test checks discovery (traffic or answers reach the registered
@@ -27,8 +27,10 @@ use hickory_proto::{
 
 use common::{
     Server,
-    daemon::{Daemon, daemon_dir, free_port, readme_snippet},
-    eventually, start_server,
+    daemon::{Daemon, daemon_dir, free_port},
+    eventually,
+    readme::snippet as readme_snippet,
+    start_server,
     web::Backend,
 };
 

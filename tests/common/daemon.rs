@@ -3,8 +3,7 @@
 //! file and log: [`Daemon::start`] spawns one and waits until it listens;
 //! dropping the [`Daemon`] kills its process group (SIGKILL) and reaps it,
 //! also when the test panics. Also: free loopback ports for them to listen
-//! on, and the README's snippets, so that the configuration a test runs is
-//! the one the README shows.
+//! on. The configurations they run are the README's (`super::readme`).
 //!
 //! The daemons are Debian's packages, which `.ci/run` installs; a machine
 //! without them fails the test with what to install rather than skipping it.
@@ -156,44 +155,4 @@ pub fn free_port(ip: IpAddr) -> u16 {
         }
     }
     panic!("no port free for both TCP and UDP on {ip} in {PORT_ATTEMPTS} attempts")
-}
-
-/// The README's fenced code block whose first line is `first_line`, with
-/// each `(from, to)` of `replace` applied: the configuration the README
-/// shows, with this test's ports in it. Panics if the README has no such
-/// block or a replacement finds nothing to replace, so a README edit that
-/// breaks the tested snippet fails the test instead of silently untesting it.
-pub fn readme_snippet(first_line: &str, replace: &[(&str, &str)]) -> String {
-    let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
-    let text = std::fs::read_to_string(&readme).expect("read README.md");
-    let mut lines = text.lines();
-    let mut block = None;
-    while let Some(line) = lines.next() {
-        if !line.trim_start().starts_with("```") {
-            continue;
-        }
-        let indent = line.len() - line.trim_start().len();
-        let body: Vec<&str> = lines
-            .by_ref()
-            .take_while(|l| !l.trim_start().starts_with("```"))
-            .map(|l| l.get(indent..).unwrap_or(l.trim_start()))
-            .collect();
-        if body
-            .first()
-            .is_some_and(|first| first.trim_end() == first_line)
-        {
-            block = Some(body.join("\n") + "\n");
-            break;
-        }
-    }
-    let mut snippet =
-        block.unwrap_or_else(|| panic!("README.md has no code block starting {first_line:?}"));
-    for (from, to) in replace {
-        assert!(
-            snippet.contains(from),
-            "the README snippet starting {first_line:?} no longer contains {from:?}"
-        );
-        snippet = snippet.replace(from, to);
-    }
-    snippet
 }

@@ -17,8 +17,9 @@
 //! - [`load`]: a concurrent write load with a model of what each
 //!   acknowledgement promises, for crash and shutdown tests;
 //! - [`daemon`]: third-party daemons (HAProxy, nginx, unbound) started
-//!   in the foreground with their own config, and the README snippets they
-//!   run;
+//!   in the foreground with their own config;
+//! - [`readme`]: the README's shell blocks and configuration snippets, for
+//!   the tests that run them as written;
 //! - [`web`]: named HTTP backends for load balancers to reach;
 //! - [`etcd`]: a real etcd cluster of 1 or 3 members whose members a test
 //!   kills and restarts ([`etcd::EtcdCluster`]), for cluster mode;
@@ -43,6 +44,7 @@ pub mod install;
 pub mod load;
 pub mod poll;
 pub mod process;
+pub mod readme;
 pub mod server;
 pub mod targets;
 pub mod tls;
