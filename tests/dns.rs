@@ -770,6 +770,61 @@ fn dig_answers(output: &str) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// DNS over TCP answers exactly what UDP answers (the common questions take
+/// the same fast path on both), for every name form, with and without
+/// EDNS: the same flags, RCODE, records and sections, in any order.
+#[tokio::test]
+async fn tcp_answers_what_udp_answers_for_every_form() {
+    let server = start_server().await;
+    let body = json!({"address": "10.62.0.1", "port": 8080, "tags": ["v2"], "meta": {"k": "v"}});
+    assert_eq!(server.register("web", "web-1", body).await.status, 200);
+    server.add("web", "web-2", "2001:db8::62", 8081).await;
+    server.add("db", "db-1", "10.62.0.3", 5432).await;
+    let sorted = |records: &[hickory_proto::rr::Record]| {
+        let mut texts: Vec<String> = records
+            .iter()
+            .map(|r| format!("{} {} {} {}", r.name, r.ttl, r.record_type(), r.data))
+            .collect();
+        texts.sort();
+        texts
+    };
+    let questions = [
+        ("web.service.local", RecordType::A),
+        ("WEB.Service.Local", RecordType::AAAA),
+        ("web.service.local", RecordType::SRV),
+        ("_web._tcp.service.local", RecordType::SRV),
+        ("_web._v2.service.local", RecordType::SRV),
+        ("web-1.web.service.local", RecordType::A),
+        ("web-1.web.service.local", RecordType::TXT),
+        ("db.service.local", RecordType::AAAA),
+        ("nope.service.local", RecordType::A),
+        ("service.local", RecordType::SOA),
+        ("service.local", RecordType::NS),
+        ("ns.service.local", RecordType::A),
+        ("example.org", RecordType::A),
+    ];
+    for (qname, qtype) in questions {
+        for edns in [None, Some(1232)] {
+            let udp = server.query_udp(qname, qtype, edns).await;
+            let tcp = server.query_tcp(qname, qtype, edns).await;
+            let what = format!("{qname} {qtype} edns {edns:?}\nudp: {udp}\ntcp: {tcp}");
+            assert!(!udp.message.metadata.truncation, "{what}");
+            let (u, t) = (&udp.message, &tcp.message);
+            assert_eq!(u.metadata.response_code, t.metadata.response_code, "{what}");
+            assert_eq!(u.metadata.authoritative, t.metadata.authoritative, "{what}");
+            assert_eq!(u.metadata.truncation, t.metadata.truncation, "{what}");
+            assert_eq!(
+                u.metadata.recursion_desired, t.metadata.recursion_desired,
+                "{what}"
+            );
+            assert_eq!(u.edns.is_some(), t.edns.is_some(), "{what}");
+            assert_eq!(sorted(&u.answers), sorted(&t.answers), "{what}");
+            assert_eq!(sorted(&u.authorities), sorted(&t.authorities), "{what}");
+            assert_eq!(sorted(&u.additionals), sorted(&t.additionals), "{what}");
+        }
+    }
+}
+
 /// roster holds no TSIG keys, so a signed query names a key it does not
 /// know: RFC 8945 section 5.2 wants NOTAUTH with TSIG error BADKEY (as Knot
 /// and NSD answer), never an answer as if it were unsigned.

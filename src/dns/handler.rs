@@ -66,9 +66,22 @@ impl DnsHandler {
     /// own: for tests.
     #[cfg(test)]
     pub fn answer_fast(&self, query: &[u8], out: &mut Vec<u8>) -> bool {
+        self.answer_fast_one(query, &mut ServiceCache::default(), out)
+    }
+
+    /// One query through [`Self::answer_fast_batch`]: the DNS-over-TCP
+    /// loop's, which reads one message at a time. Its answers are the
+    /// UDP ones' (every one of them fits the datagram the query allows, so
+    /// none is ever truncated); anything bigger goes the general path.
+    pub fn answer_fast_one(
+        &self,
+        query: &[u8],
+        cache: &mut ServiceCache,
+        out: &mut Vec<u8>,
+    ) -> bool {
         let mut answered = [false];
         let outs = std::slice::from_mut(out);
-        self.answer_fast_batch(&[query], &mut ServiceCache::default(), outs, &mut answered);
+        self.answer_fast_batch(&[query], cache, outs, &mut answered);
         answered[0]
     }
 

@@ -3,7 +3,8 @@
 //!
 //! Each message is a two-octet length and then the message (RFC 1035
 //! section 4.2.2). A connection reads queries one after another and answers
-//! each through the same [`DnsHandler`] as every other path, so pipelined
+//! each through the same [`DnsHandler`] as every other path (the common
+//! questions on its allocation-free fast path, as over UDP), so pipelined
 //! queries (RFC 7766 section 6.2.1.1) are answered in the order they came;
 //! answers are written out together once no further complete query is
 //! already buffered, one system call for a burst. Answers are never
@@ -59,7 +60,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{DnsHandler, precheck, wire::HEADER_LEN};
+use super::{DnsHandler, precheck, service_cache::ServiceCache, wire::HEADER_LEN};
 use crate::metrics::dns::DnsMetrics;
 
 /// Octets a connection reads from its socket at a time while queries are
@@ -86,6 +87,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 thread_local! {
     /// Encoding buffer for answers, reused on each runtime thread.
     static ENCODE_BUFFER: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(4096));
+    /// The fast path's service cache, one per runtime thread as each UDP
+    /// thread has its own (it sweeps retired records as it is used).
+    static FAST_CACHE: RefCell<ServiceCache> = RefCell::new(ServiceCache::default());
 }
 
 /// How long a DNS TCP connection may stay open.
@@ -416,6 +420,14 @@ async fn answer(
     }
     let started = std::time::Instant::now();
     metrics.tcp.count_request(precheck::question_type(&message));
+    // The common questions take the allocation-free path UDP's take, which
+    // answers exactly as the handler would; the rest go through hickory.
+    if answer_fast(handler, &message, answers) {
+        metrics
+            .tcp
+            .count_response(u16::from(ResponseCode::NoError), false, started.elapsed());
+        return Verdict::Continue;
+    }
     let responder = TcpResponder {
         answers: answers.clone(),
         request: header.metadata,
@@ -448,6 +460,28 @@ async fn answer(
         started.elapsed(),
     );
     Verdict::Continue
+}
+
+/// Answers `message` on the fast path into `answers`, framed, if it is one
+/// of the questions the fast path takes.
+fn answer_fast(handler: &DnsHandler, message: &[u8], answers: &Arc<Mutex<Vec<u8>>>) -> bool {
+    ENCODE_BUFFER.with(|buffer| {
+        FAST_CACHE.with(|cache| {
+            let mut buffer = buffer.borrow_mut();
+            let mut cache = cache.borrow_mut();
+            if !handler.answer_fast_one(message, &mut cache, &mut buffer) {
+                return false;
+            }
+            // Fast answers fit a UDP datagram, far below TCP's 65535.
+            let Ok(len) = u16::try_from(buffer.len()) else {
+                return false;
+            };
+            let mut answers = answers.lock().unwrap_or_else(PoisonError::into_inner);
+            answers.extend_from_slice(&len.to_be_bytes());
+            answers.extend_from_slice(&buffer);
+            true
+        })
+    })
 }
 
 /// Encodes a response of only a header: the request's ID and flags, with
