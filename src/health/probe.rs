@@ -134,7 +134,8 @@ impl NetworkProber {
         };
         let tls = TlsConfigs {
             verify: tls_config(verifier)?,
-            skip: tls_config(Arc::new(SkipVerify {
+            skip: tls_config(Arc::new(FixedVerdict {
+                refusal: None,
                 provider: provider.clone(),
             }))?,
         };
@@ -184,23 +185,26 @@ fn system_verifier(provider: &Arc<CryptoProvider>) -> Arc<dyn ServerCertVerifier
                  install them or set SSL_CERT_FILE"
             );
             warn!("{reason}");
-            Arc::new(Refusing {
-                reason,
+            Arc::new(FixedVerdict {
+                refusal: Some(reason),
                 provider: provider.clone(),
             })
         }
     }
 }
 
-/// `tls_skip_verify`: any certificate is accepted, as Consul does; the
-/// handshake's own signatures are still checked, so the connection is
-/// encrypted to whoever holds the certificate's key.
+/// A verifier with a fixed verdict on certificates: every one accepted
+/// (`tls_skip_verify`, as Consul does; the handshake's own signatures are
+/// still checked, so the connection is encrypted to whoever holds the
+/// certificate's key), or, with a `refusal`, every one refused saying why
+/// (there is nothing to verify it against).
 #[derive(Debug)]
-struct SkipVerify {
+struct FixedVerdict {
+    refusal: Option<String>,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for SkipVerify {
+impl ServerCertVerifier for FixedVerdict {
     fn verify_server_cert(
         &self,
         _end_entity: &CertificateDer<'_>,
@@ -209,7 +213,10 @@ impl ServerCertVerifier for SkipVerify {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+        match &self.refusal {
+            None => Ok(ServerCertVerified::assertion()),
+            Some(reason) => Err(rustls::Error::General(reason.clone())),
+        }
     }
 
     fn verify_tls12_signature(
@@ -238,51 +245,6 @@ impl ServerCertVerifier for SkipVerify {
             dss,
             &self.provider.signature_verification_algorithms,
         )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// Refuses every certificate with `reason`: there is nothing to verify it
-/// against.
-#[derive(Debug)]
-struct Refusing {
-    reason: String,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for Refusing {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Err(rustls::Error::General(self.reason.clone()))
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General(self.reason.clone()))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General(self.reason.clone()))
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
