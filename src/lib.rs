@@ -248,7 +248,7 @@ pub async fn run_reloading(
             message,
         })?;
     let nameserver = Nameserver::new(&domain, ns_name, &config.ns_addresses());
-    if nameserver.addresses.is_empty() && domain.zone_of(&nameserver.name) {
+    if nameserver.addresses.is_empty() && Nameserver::answers_for(&domain, &nameserver.name) {
         info!(ns = %nameserver.name, "no address for the apex NS target (dns.listen is unspecified and dns.ns_address is empty): resolvers that prime the domain cannot follow it");
     }
     let settings = TableSettings {

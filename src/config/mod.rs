@@ -497,7 +497,7 @@ impl Config {
                 self.dns.ns_name
             ));
         }
-        let inside = domain.zone_of(&name) && name.num_labels() > domain.num_labels();
+        let inside = crate::dns::table::Nameserver::answers_for(domain, &name);
         if !inside && !self.dns.ns_address.is_empty() {
             return Err(format!(
                 "{name} is outside dns.domain ({domain}), so roster cannot answer its \

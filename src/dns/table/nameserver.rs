@@ -41,7 +41,7 @@ impl Nameserver {
     /// `addresses`, which are only served when `name` is inside `domain`.
     pub fn new(domain: &Name, name: Name, addresses: &[IpAddr]) -> Self {
         let name = name.to_lowercase();
-        let inside = domain.zone_of(&name) && name.num_labels() > domain.num_labels();
+        let inside = Self::answers_for(domain, &name);
         let addresses = match inside {
             true => addresses
                 .iter()
@@ -60,6 +60,12 @@ impl Nameserver {
             addresses,
             fast_label,
         }
+    }
+
+    /// Whether roster answers for the host `name`: it lies below `domain`
+    /// (the domain's apex is no host name).
+    pub fn answers_for(domain: &Name, name: &Name) -> bool {
+        domain.zone_of(name) && name.num_labels() > domain.num_labels()
     }
 
     /// `ns.<domain>`, with no address: the default before configuration.
