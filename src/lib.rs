@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod model;
 pub mod registry;
 pub mod resolve;
+pub mod update;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 

@@ -30,6 +30,7 @@ mod service_cache;
 pub mod table;
 mod tcp;
 mod udp;
+mod updates;
 pub(crate) mod wire;
 pub mod zones;
 
@@ -41,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 pub use handler::DnsHandler;
 pub use rrl::{RateLimit, RateLimitCounter, RateLimitCounts};
 pub use tcp::TcpTimeouts;
+pub use updates::{ServiceScope, UpdateApplier, UpdateFuture};
 
 use crate::metrics::dns::DnsMetrics;
 

@@ -58,7 +58,8 @@ impl From<RegistryError> for ApiError {
             | RegistryError::InOtherService { .. }
             | RegistryError::NoTtlCheck { .. }
             | RegistryError::Stale { .. }
-            | RegistryError::Contended { .. } => StatusCode::CONFLICT,
+            | RegistryError::Contended { .. }
+            | RegistryError::Unmet(_) => StatusCode::CONFLICT,
             RegistryError::DuplicateId { .. } | RegistryError::InvalidStored { .. } => {
                 StatusCode::BAD_REQUEST
             }

@@ -80,6 +80,7 @@ fn instance_response(state: &AppState, outcome: Outcome) -> Response {
         .into_response(),
         Outcome::Removed => StatusCode::NO_CONTENT.into_response(),
         Outcome::Imported(count) => Json(serde_json::json!({ "imported": count })).into_response(),
+        Outcome::Transacted(count) => Json(serde_json::json!({ "changed": count })).into_response(),
     }
 }
 

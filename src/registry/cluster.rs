@@ -816,6 +816,7 @@ fn pending_outcome(state: &RegistryState, outcome: &Outcome) -> Outcome {
         },
         Outcome::Removed => Outcome::Removed,
         Outcome::Imported(count) => Outcome::Imported(*count),
+        Outcome::Transacted(count) => Outcome::Transacted(*count),
     }
 }
 
@@ -830,6 +831,8 @@ fn operations_of(command: &Command) -> usize {
         Command::Deregister { .. } | Command::Maintenance { .. } => 4,
         Command::CheckResult { .. } => 2 + crate::model::MAX_CHECKS,
         Command::Import { instances } => 2 * instances.len() + 2,
+        // Unknown until it runs: a transaction goes alone.
+        Command::Transaction(_) => MAX_TXN_OPERATIONS,
     }
 }
 

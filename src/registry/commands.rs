@@ -58,6 +58,37 @@ pub enum Command {
     },
     /// Load instances from an export (or the store at start-up).
     Import { instances: Vec<StoredInstance> },
+    /// Changes computed from the state as the writer holds it when it runs
+    /// the command, applied all or nothing: a front door's conditional
+    /// update (DNS UPDATE's prerequisites) that no other write can slip
+    /// between the check and the change.
+    Transaction(Arc<dyn Transaction>),
+}
+
+/// A conditional change to several instances at once: see
+/// [`Command::Transaction`].
+pub trait Transaction: Send + Sync + std::fmt::Debug {
+    /// The changes to make to `state`, or why there are none: a refusal is
+    /// returned to the caller as [`RegistryError::Unmet`], with nothing
+    /// changed. Runs on the writer, so it must be quick and do no I/O.
+    fn plan(&self, state: &RegistryState) -> Result<Vec<Change>, TransactionRefused>;
+}
+
+/// Why a [`Transaction`] planned nothing, in the front door's own terms:
+/// it gets the error back through [`RegistryError::Unmet`] and can
+/// downcast it.
+pub type TransactionRefused = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// One change a [`Transaction`] makes.
+#[derive(Clone, Debug)]
+pub enum Change {
+    /// Register or replace an instance (in its own service only: an ID
+    /// registered in another service is refused, as on the native API). An
+    /// instance equal to the registered one changes nothing, and checks
+    /// that keep their ID keep their status.
+    Put(Instance),
+    /// Deregister an instance.
+    Remove(InstanceId),
 }
 
 impl Command {
@@ -70,7 +101,7 @@ impl Command {
             Self::Deregister { id, .. }
             | Self::Maintenance { id, .. }
             | Self::CheckResult { id, .. } => Some(id.as_str().to_owned()),
-            Self::Import { .. } => None,
+            Self::Import { .. } | Self::Transaction(_) => None,
         }
     }
 }
@@ -115,6 +146,9 @@ pub enum Outcome {
     Instance(Arc<InstanceState>),
     Removed,
     Imported(usize),
+    /// A [`Command::Transaction`] was applied, with this many changes
+    /// (an instance written as it already was counts too).
+    Transacted(usize),
 }
 
 /// What the writer must do after a command: persist, republish, tell the
@@ -266,7 +300,47 @@ pub(super) fn apply(
             }
             imported
         }
+        Command::Transaction(transaction) => {
+            let changes = transaction.plan(state).map_err(RegistryError::Unmet)?;
+            let before = state.clone();
+            let marks = effects.marks();
+            let applied = apply_changes(state, changes, effects);
+            if applied.is_err() {
+                *state = before;
+                effects.truncate(marks);
+            }
+            applied
+        }
     }
+}
+
+/// Applies a [`Transaction`]'s changes in order; stops at the first that
+/// fails, with what came before it applied (the caller undoes it).
+fn apply_changes(
+    state: &mut RegistryState,
+    changes: Vec<Change>,
+    effects: &mut Effects,
+) -> Result<Outcome, RegistryError> {
+    let count = changes.len();
+    for change in changes {
+        match change {
+            Change::Put(instance) => {
+                register(
+                    state,
+                    instance,
+                    InOtherService::Refuse,
+                    None,
+                    Persist::Write,
+                    effects,
+                )?;
+            }
+            Change::Remove(id) => {
+                let existing = find(state, None, &id)?;
+                remove(state, &existing, effects);
+            }
+        }
+    }
+    Ok(Outcome::Transacted(count))
 }
 
 /// Where [`restore`]d instances come from, which decides what a bad one

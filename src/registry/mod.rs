@@ -36,7 +36,9 @@ use crate::{
 };
 
 pub use crate::dns::table::{RecordTable, ServiceRecords, TableSettings};
-pub use commands::{Command, InOtherService, Outcome, Reporter};
+pub use commands::{
+    Change, Command, InOtherService, Outcome, Reporter, Transaction, TransactionRefused,
+};
 pub use embedded::EmbeddedStore;
 pub use state::{CheckState, InstanceState, RegistryState, ServiceState};
 pub use store::{
@@ -108,6 +110,10 @@ pub enum RegistryError {
         #[source]
         error: ValidationError,
     },
+    /// A [`Command::Transaction`] refused to change anything; the reason
+    /// is the front door's own (downcast it).
+    #[error("{0}")]
+    Unmet(#[source] commands::TransactionRefused),
     /// A [`Command::Edit`] lost a race with another change.
     #[error("instance {id:?} changed while this request was editing it")]
     Stale { id: String },

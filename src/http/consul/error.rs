@@ -112,7 +112,8 @@ impl From<RegistryError> for ConsulError {
             | RegistryError::InOtherService { .. }
             | RegistryError::NoTtlCheck { .. }
             | RegistryError::DuplicateId { .. }
-            | RegistryError::InvalidStored { .. } => StatusCode::BAD_REQUEST,
+            | RegistryError::InvalidStored { .. }
+            | RegistryError::Unmet(_) => StatusCode::BAD_REQUEST,
             // etcd is down or cut off: roster is up and the client may retry.
             RegistryError::Store(store) if store.is_unreachable() => {
                 StatusCode::SERVICE_UNAVAILABLE
