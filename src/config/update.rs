@@ -197,3 +197,85 @@ fn validate_default_check(check: &DefaultCheckConfig) -> Result<(), String> {
         .map(|_| ())
         .map_err(|e| format!("{}: {}", e.field, e.message))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError};
+
+    const SECRET: &str = "c2l4dGVlbi1ieXRlcy1vZi1zZWNyZXQtbWF0ZXJpYWw=";
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "test.toml".into(),
+            message: e.to_string(),
+        })?;
+        config.validate("test").map(|()| config)
+    }
+
+    fn with_key(fields: &str) -> String {
+        format!("[dns.update]\nenabled = true\n[[dns.update.keys]]\n{fields}\n")
+    }
+
+    #[test]
+    fn the_issue_example_parses() {
+        let text = format!(
+            "[dns.update]\nenabled = true\ndefault_port = 80\n\
+             [dns.update.default_check]\ntcp = \"{{address}}:{{port}}\"\ninterval = \"10s\"\n\
+             [[dns.update.keys]]\nname = \"roster-key.\"\nalgorithm = \"hmac-sha256\"\n\
+             secret = \"{SECRET}\"\nservices = [\"*\"]\n"
+        );
+        let config = parse(&text).expect("valid");
+        assert!(config.dns.update.enabled);
+        assert_eq!(config.dns.update.keys.len(), 1);
+        let debug = format!("{:?}", config.dns.update.keys[0]);
+        assert!(
+            !debug.contains(SECRET),
+            "the secret is never printed: {debug}"
+        );
+    }
+
+    #[test]
+    fn bad_update_settings_name_the_key_at_fault() {
+        let cases = [
+            ("[dns.update]\nenabled = true\n".to_owned(), "no key"),
+            (
+                with_key(&format!(
+                    "name = \"k\"\nalgorithm = \"hmac-md5\"\nsecret = \"{SECRET}\"\nservices = [\"*\"]"
+                )),
+                "hmac-md5",
+            ),
+            (
+                with_key("name = \"k\"\nalgorithm = \"hmac-sha256\"\nsecret = \"c2hvcnQ=\"\nservices = [\"*\"]"),
+                "at least 16",
+            ),
+            (
+                with_key("name = \"k\"\nalgorithm = \"hmac-sha256\"\nsecret = \"not base64!\"\nservices = [\"*\"]"),
+                "not base64",
+            ),
+            (
+                with_key(&format!(
+                    "name = \"k\"\nalgorithm = \"hmac-sha256\"\nsecret = \"{SECRET}\"\nservices = []"
+                )),
+                "services is empty",
+            ),
+            (
+                format!(
+                    "{}[[dns.update.keys]]\nname = \"K.\"\nalgorithm = \"hmac-sha512\"\nsecret = \"{SECRET}\"\nservices = [\"*\"]\n",
+                    with_key(&format!(
+                        "name = \"k\"\nalgorithm = \"hmac-sha256\"\nsecret = \"{SECRET}\"\nservices = [\"*\"]"
+                    ))
+                ),
+                "twice",
+            ),
+            (
+                "[dns.update]\n[dns.update.default_check]\ntcp = \"{address}:{port}\"\nhttp = \"http://{address}:{port}/\"\ninterval = \"10s\"\n".to_owned(),
+                "dns.update.default_check",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = parse(&text).expect_err(&text).to_string();
+            assert!(error.contains(expected), "{text}\n-> {error}");
+            assert!(!error.contains(SECRET), "{error}");
+        }
+    }
+}

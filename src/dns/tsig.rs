@@ -184,3 +184,231 @@ pub(super) fn record_len(key: &Key) -> usize {
     // MAC, original ID, error, other length, and 6 bytes of Other Data.
     name + 10 + algorithm + 6 + 2 + 2 + mac + 2 + 2 + 2 + 6
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        net::SocketAddr,
+        sync::{Arc, Mutex},
+    };
+
+    use arc_swap::ArcSwap;
+    use hickory_proto::{
+        op::{Message, MessageType, OpCode, Query, ResponseCode},
+        rr::{DNSClass, LowerName, RecordType, TSigVerifier},
+    };
+
+    use super::*;
+    use crate::dns::{
+        DnsHandler,
+        fixture::{self, DOMAIN},
+        fuzzing::run_to_end,
+        udp::{self, Reply},
+        updates::{UpdateApplier, UpdateFuture},
+        zones::StaticZones,
+    };
+
+    const SECRET: &str = "c2l4dGVlbi1ieXRlcy1vZi1zZWNyZXQtbWF0ZXJpYWw=";
+
+    fn key(name: &str, algorithm: &str, secret: &str) -> UpdateKey {
+        UpdateKey {
+            name: name.to_owned(),
+            algorithm: algorithm.to_owned(),
+            secret: secret.to_owned(),
+            services: vec!["web".to_owned()],
+        }
+    }
+
+    /// Records what it was asked to apply, and answers NOERROR.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(Name, ServiceScope, usize)>>);
+
+    impl UpdateApplier for Recorder {
+        fn apply(
+            &self,
+            key: &Name,
+            scope: ServiceScope,
+            _prerequisites: Vec<Record>,
+            updates: Vec<Record>,
+        ) -> UpdateFuture {
+            if let Ok(mut calls) = self.0.lock() {
+                calls.push((key.clone(), scope, updates.len()));
+            }
+            Box::pin(async { ResponseCode::NoError })
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Option<Vec<u8>>>>);
+
+    impl Reply for Capture {
+        fn send(&self, bytes: &[u8]) {
+            if let Ok(mut sent) = self.0.lock() {
+                *sent = Some(bytes.to_vec());
+            }
+        }
+    }
+
+    fn handler(recorder: Arc<Recorder>) -> DnsHandler {
+        let keys =
+            KeyRing::from_config(&[key("roster-key", "hmac-sha256", SECRET)]).expect("a valid key");
+        DnsHandler::new(
+            Arc::new(ArcSwap::from_pointee(fixture::table(&[fixture::web()]))),
+            Arc::new(StaticZones::default()),
+            LowerName::new(&fixture::domain()),
+            1232,
+        )
+        .with_updates(keys, recorder)
+    }
+
+    /// `message` signed with `key` at `time`, and the verifier of the
+    /// answer that the client keeps.
+    fn signed(message: &mut Message, key: &UpdateKey, time: u64) -> (Vec<u8>, TSigVerifier) {
+        let ring = KeyRing::from_config(std::slice::from_ref(key)).expect("a valid key");
+        let signer = &ring.keys.values().next().expect("one key").signer;
+        let (signature, verifier) = signer.sign_message(message, time).expect("signed");
+        message.set_signature(signature);
+        (
+            message.to_vec().expect("encodes"),
+            verifier.expect("a verifier"),
+        )
+    }
+
+    fn answer(handler: &DnsHandler, bytes: &[u8]) -> Vec<u8> {
+        let reply = Capture::default();
+        let source = SocketAddr::from(([127, 0, 0, 1], 5353));
+        run_to_end(udp::answer_general(handler, bytes, source, reply.clone()));
+        let sent = reply.0.lock().expect("lock").take();
+        sent.expect("an answer")
+    }
+
+    fn soa_query() -> Message {
+        let mut message = Message::query();
+        message.metadata.id = 0x2136;
+        message.add_query(Query::query(
+            Name::from_ascii(DOMAIN).expect("name"),
+            RecordType::SOA,
+        ));
+        message
+    }
+
+    fn update() -> Message {
+        let mut message = Message::new(0x2137, MessageType::Query, OpCode::Update);
+        let mut zone = Query::query(Name::from_ascii(DOMAIN).expect("name"), RecordType::SOA);
+        zone.set_query_class(DNSClass::IN);
+        message.add_query(zone);
+        message
+    }
+
+    #[test]
+    fn a_signed_query_gets_an_answer_signed_with_its_key() {
+        let handler = handler(Arc::default());
+        let key = key("roster-key.", "hmac-sha256", SECRET);
+        let (bytes, mut verifier) = signed(&mut soa_query(), &key, now());
+        let response = answer(&handler, &bytes);
+        let verified = verifier
+            .verify(&response)
+            .expect("the answer's TSIG verifies");
+        assert_eq!(verified.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(verified.answers.len(), 1, "the SOA");
+    }
+
+    #[test]
+    fn a_signed_update_goes_to_the_applier_with_the_keys_scope() {
+        let recorder = Arc::new(Recorder::default());
+        let handler = handler(recorder.clone());
+        let key = key("Roster-Key", "hmac-sha256", SECRET);
+        let (bytes, mut verifier) = signed(&mut update(), &key, now());
+        let response = answer(&handler, &bytes);
+        let verified = verifier
+            .verify(&response)
+            .expect("the answer's TSIG verifies");
+        assert_eq!(verified.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(verified.metadata.op_code, OpCode::Update);
+        let calls = recorder.0.lock().expect("lock");
+        let [(name, scope, _)] = calls.as_slice() else {
+            panic!("one update applied, got {calls:?}");
+        };
+        assert_eq!(name.to_ascii(), "roster-key.");
+        assert!(scope.allows("web") && !scope.allows("db"));
+    }
+
+    #[test]
+    fn tsig_failures_get_notauth_with_their_error_and_apply_nothing() {
+        let recorder = Arc::new(Recorder::default());
+        let handler = handler(recorder.clone());
+        let other_secret = "b3RoZXItc2l4dGVlbi1ieXRlcy1vZi1zZWNyZXQ=";
+        let cases = [
+            (
+                key("roster-key", "hmac-sha256", other_secret),
+                now(),
+                TsigError::BadSig,
+            ),
+            (
+                key("other-key", "hmac-sha256", SECRET),
+                now(),
+                TsigError::BadKey,
+            ),
+            (
+                key("roster-key", "hmac-sha512", SECRET),
+                now(),
+                TsigError::BadKey,
+            ),
+            (
+                key("roster-key", "hmac-sha256", SECRET),
+                now() - 301,
+                TsigError::BadTime,
+            ),
+            (
+                key("roster-key", "hmac-sha256", SECRET),
+                now() + 301,
+                TsigError::BadTime,
+            ),
+        ];
+        for (key, time, error) in cases {
+            let (bytes, mut verifier) = signed(&mut update(), &key, time);
+            let response = Message::from_vec(&answer(&handler, &bytes)).expect("decodes");
+            assert_eq!(
+                response.metadata.response_code,
+                ResponseCode::NotAuth,
+                "{key:?}"
+            );
+            let tsig = response.signature().expect("a TSIG record");
+            assert_eq!(tsig.data.error, Some(error), "{key:?}");
+            let bytes = response.to_vec().expect("encodes");
+            if error == TsigError::BadTime {
+                // Signed (over the request's MAC, at the request's time),
+                // with roster's clock in Other Data.
+                assert_eq!(tsig.data.time, time);
+                assert_eq!(tsig.data.other.len(), 6);
+                verifier.verify(&bytes).expect("BADTIME is signed");
+            } else {
+                assert!(tsig.data.mac.is_empty(), "{key:?}: unsigned");
+                assert!(verifier.verify(&bytes).is_err());
+            }
+        }
+        assert!(recorder.0.lock().expect("lock").is_empty());
+    }
+
+    #[test]
+    fn unsigned_updates_are_refused_and_other_zones_are_not_ours() {
+        let recorder = Arc::new(Recorder::default());
+        let handler = handler(recorder.clone());
+        let response = Message::from_vec(&answer(&handler, &update().to_vec().expect("encodes")))
+            .expect("decodes");
+        assert_eq!(response.metadata.response_code, ResponseCode::Refused);
+
+        let mut elsewhere = Message::new(7, MessageType::Query, OpCode::Update);
+        elsewhere.add_query(Query::query(
+            Name::from_ascii("example.org.").expect("name"),
+            RecordType::SOA,
+        ));
+        let key = key("roster-key", "hmac-sha256", SECRET);
+        let (bytes, mut verifier) = signed(&mut elsewhere, &key, now());
+        let response = verifier
+            .verify(&answer(&handler, &bytes))
+            .expect("signed: the key is good");
+        assert_eq!(response.metadata.response_code, ResponseCode::NotAuth);
+        assert!(recorder.0.lock().expect("lock").is_empty());
+    }
+}
