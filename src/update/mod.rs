@@ -15,7 +15,10 @@
 //! Owns: the mapping between RRsets and instances, and RFC 2136's
 //! semantics over it. Must not: touch the wire or the socket threads.
 
+mod base64;
 mod engine;
+mod names;
+mod view;
 
 use std::sync::Arc;
 
@@ -75,7 +78,7 @@ impl UpdateRefusal {
 }
 
 /// One UPDATE message's prerequisite and update sections, planned against
-/// the state when the registry's writer runs it (see [`engine::plan`]).
+/// the state when the registry's writer runs it.
 #[derive(Debug)]
 pub struct UpdatePlan {
     pub settings: Arc<UpdateSettings>,
@@ -111,11 +114,7 @@ impl RegistryUpdates {
         }
     }
 
-    async fn apply(
-        registry: Registry,
-        plan: UpdatePlan,
-        key: Name,
-    ) -> ResponseCode {
+    async fn apply(registry: Registry, plan: UpdatePlan, key: Name) -> ResponseCode {
         match registry.execute(Command::Transaction(Arc::new(plan))).await {
             Ok(_) => {
                 debug!(%key, "DNS UPDATE applied");
