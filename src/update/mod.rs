@@ -17,8 +17,11 @@
 
 mod base64;
 mod engine;
+mod mapping;
 mod names;
+mod prerequisites;
 mod view;
+mod zone;
 
 use std::sync::Arc;
 
