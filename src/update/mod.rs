@@ -163,3 +163,6 @@ impl UpdateApplier for RegistryUpdates {
         Box::pin(Self::apply(self.registry.clone(), plan, key.clone()))
     }
 }
+
+#[cfg(test)]
+mod tests;
