@@ -198,34 +198,26 @@ impl<'a> Zone<'a> {
             .and_then(|s| s.instances.get_mut(label)))
     }
 
-    /// Drafts every instance of `service` that `select` picks (from its
-    /// draft if it has one, else as registered) and returns their labels.
+    /// Drafts every instance of `service` that `pick` picks (by its draft
+    /// if it has one, else as registered) and returns their labels.
     fn select(
         &mut self,
         service: &DnsLabel,
-        select: impl Fn(&InstanceDraft) -> bool,
+        pick: Pick<'_>,
     ) -> Result<Vec<DnsLabel>, UpdateRefusal> {
         let draft = self.service(service);
         let mut picked: Vec<DnsLabel> = draft
             .instances
             .iter()
-            .filter(|(_, d)| select(d))
+            .filter(|(_, d)| pick.draft(d))
             .map(|(label, _)| label.clone())
             .collect();
         let registered: Vec<DnsLabel> = draft
             .existing
             .iter()
             .flat_map(|s| s.instances())
-            .map(|i| i.instance.id.label())
-            .filter(|label| !draft.instances.contains_key(*label))
-            .filter(|label| {
-                draft
-                    .existing
-                    .as_deref()
-                    .and_then(|s| view::find_instance(s, label))
-                    .is_some_and(|i| select(&InstanceDraft::from_existing(i)))
-            })
-            .cloned()
+            .filter(|i| !draft.instances.contains_key(i.instance.id.label()) && pick.registered(i))
+            .map(|i| i.instance.id.label().clone())
             .collect();
         for label in registered {
             self.instance(service, &label, false)?;
@@ -238,10 +230,10 @@ impl<'a> Zone<'a> {
     fn change_each(
         &mut self,
         service: &DnsLabel,
-        select: impl Fn(&InstanceDraft) -> bool,
+        pick: Pick<'_>,
         change: impl Fn(&mut InstanceDraft),
     ) -> Result<(), UpdateRefusal> {
-        for label in self.select(service, select)? {
+        for label in self.select(service, pick)? {
             if let Some(draft) = self.instance(service, &label, false)? {
                 change(draft);
             }
@@ -264,25 +256,21 @@ impl<'a> Zone<'a> {
                 }
                 Operation::DeleteRr(Value::Address(address)) => {
                     let address = *address;
-                    self.change_each(
-                        service,
-                        |d| d.addresses.contains(&address),
-                        |d| {
-                            d.addresses.remove(&address);
-                        },
-                    )
+                    self.change_each(service, Pick::Address(address), |d| {
+                        d.addresses.remove(&address);
+                    })
                 }
-                Operation::DeleteRrset(RecordType::A) => self.change_each(
-                    service,
-                    |d| d.addresses.iter().any(IpAddr::is_ipv4),
-                    |d| d.addresses.retain(IpAddr::is_ipv6),
-                ),
-                Operation::DeleteRrset(RecordType::AAAA) => self.change_each(
-                    service,
-                    |d| d.addresses.iter().any(IpAddr::is_ipv6),
-                    |d| d.addresses.retain(IpAddr::is_ipv4),
-                ),
-                Operation::DeleteAll => self.change_each(service, |_| true, InstanceDraft::clear),
+                Operation::DeleteRrset(RecordType::A) => {
+                    self.change_each(service, Pick::Family { v4: true }, |d| {
+                        d.addresses.retain(IpAddr::is_ipv6)
+                    })
+                }
+                Operation::DeleteRrset(RecordType::AAAA) => {
+                    self.change_each(service, Pick::Family { v4: false }, |d| {
+                        d.addresses.retain(IpAddr::is_ipv4)
+                    })
+                }
+                Operation::DeleteAll => self.change_each(service, Pick::All, InstanceDraft::clear),
                 _ => self.srv(service, None, operation),
             },
             Owner::Protocol(service) => self.srv(service, None, operation),
@@ -354,10 +342,7 @@ impl<'a> Zone<'a> {
         service: &DnsLabel,
         address: IpAddr,
     ) -> Result<(), UpdateRefusal> {
-        if !self
-            .select(service, |d| d.addresses.contains(&address))?
-            .is_empty()
-        {
+        if !self.select(service, Pick::Address(address))?.is_empty() {
             return Ok(());
         }
         let id = generated_id(service, address);
@@ -448,8 +433,8 @@ impl<'a> Zone<'a> {
                 Ok(())
             }
             Operation::DeleteRrset(_) | Operation::DeleteAll => match tag {
-                None => self.change_each(service, |d| !d.srv.is_empty(), |d| d.srv.clear()),
-                Some(tag) => self.change_each(service, |d| d.has_tag(tag), |d| remove_tag(d, tag)),
+                None => self.change_each(service, Pick::All, |d| d.srv.clear()),
+                Some(tag) => self.change_each(service, Pick::Tag(tag), |d| remove_tag(d, tag)),
             },
             // Types other than SRV were refused before any was applied;
             // deleting a value roster never holds deletes nothing.
@@ -465,6 +450,37 @@ impl<'a> Zone<'a> {
         // `suffix` is ".<service>.<domain>." after the empty label.
         let label = target.strip_suffix(&suffix)?;
         DnsLabel::parse_query_label(label)
+    }
+}
+
+/// Which instances of a service an operation on a service-wide RRset
+/// changes: asked of a draft, or of a registered instance without drafting
+/// it (a service may have many more instances than an update may touch).
+#[derive(Clone, Copy)]
+enum Pick<'a> {
+    All,
+    Address(IpAddr),
+    Family { v4: bool },
+    Tag(&'a DnsLabel),
+}
+
+impl Pick<'_> {
+    fn draft(self, draft: &InstanceDraft) -> bool {
+        match self {
+            Self::All => true,
+            Self::Address(address) => draft.addresses.contains(&address),
+            Self::Family { v4 } => draft.addresses.iter().any(|a| a.is_ipv4() == v4),
+            Self::Tag(tag) => draft.has_tag(tag),
+        }
+    }
+
+    fn registered(self, instance: &InstanceState) -> bool {
+        match self {
+            Self::All => true,
+            Self::Address(address) => instance.instance.address == address,
+            Self::Family { v4 } => instance.instance.address.is_ipv4() == v4,
+            Self::Tag(tag) => view::has_tag(instance, tag),
+        }
     }
 }
 
