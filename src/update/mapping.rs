@@ -123,12 +123,17 @@ fn build(
 ) -> Result<Instance, String> {
     let existing = draft.existing.as_ref().map(|e| &*e.instance);
     let srv = match draft.srv.len() {
-        0 if existing.is_none() => SrvValues {
-            // An instance made from an address alone (external-dns, Kea)
-            // gets the configured port and the native API's defaults.
-            priority: 0,
-            weight: 1,
-            port: settings.default_port,
+        // A new instance without an SRV record at `_<service>._tcp`: the
+        // values of its tags' SRV records, or, made from an address alone
+        // (external-dns, Kea), the configured port and the native API's
+        // defaults.
+        0 if existing.is_none() => match draft.tag_srv.first() {
+            Some((_, values)) => *values,
+            None => SrvValues {
+                priority: 0,
+                weight: 1,
+                port: settings.default_port,
+            },
         },
         0 => {
             return Err(format!(

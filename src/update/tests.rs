@@ -811,11 +811,63 @@ async fn a_dhcid_is_kept_opaquely_as_kea_uses_it() {
     );
     let other = vec![rrset_is("host-1.dhcp", dhcid(&[0, 1, 1, 0]))];
     assert_eq!(world.update(other, Vec::new()).await, ResponseCode::NXRRSet);
-    // Kea's removal: only while the DHCID is still this client's.
-    let remove = vec![delete_rr("host-1.dhcp", a("127.0.0.7"))];
+    // Kea's renewal with a new address: the name is in use, so it
+    // replaces the address while the DHCID is still this client's.
+    let replace = vec![
+        delete_rrset("host-1.dhcp", RecordType::A),
+        add("host-1.dhcp", a("127.0.0.8")),
+    ];
+    let rcode = world
+        .update(vec![rrset_is("host-1.dhcp", dhcid(&identity))], replace)
+        .await;
+    assert_eq!(rcode, ResponseCode::NoError);
+    let host = world.get("host-1");
+    assert_eq!(host.instance.address, IpAddr::from([127, 0, 0, 8]));
+    assert_eq!(
+        host.instance.meta.get("dhcid"),
+        Some("AAEB3q2+7w=="),
+        "kept"
+    );
+    // Kea's removal, first request: the address, while the DHCID is this
+    // client's. An instance without an address is deregistered whole.
+    let remove = vec![delete_rr("host-1.dhcp", a("127.0.0.8"))];
     let rcode = world
         .update(vec![rrset_is("host-1.dhcp", dhcid(&identity))], remove)
         .await;
     assert_eq!(rcode, ResponseCode::NoError);
     assert!(world.instance("host-1").is_none());
+    // Second request: the DHCID is gone with the instance, NXRRSET, which
+    // Kea's D2 takes as "already removed".
+    let rest = world
+        .update(
+            vec![
+                rrset_is("host-1.dhcp", dhcid(&identity)),
+                rrset_absent("host-1.dhcp", RecordType::A),
+                rrset_absent("host-1.dhcp", RecordType::AAAA),
+            ],
+            vec![delete_name("host-1.dhcp")],
+        )
+        .await;
+    assert_eq!(rest, ResponseCode::NXRRSet);
+}
+
+#[tokio::test]
+async fn a_tag_srv_alone_gives_a_new_instance_its_port() {
+    let world = World::new(None).await;
+    let records = vec![
+        add("web-1.web", a("127.0.0.1")),
+        add("_web._v2", srv(0, 1, 9000, "web-1.web")),
+    ];
+    assert_eq!(
+        world.update(Vec::new(), records).await,
+        ResponseCode::NoError
+    );
+    let web_1 = world.get("web-1");
+    assert_eq!(
+        (web_1.instance.port, web_1.instance.tags.clone()),
+        (9000, vec!["v2".to_owned()])
+    );
+    // An existing instance's port is its own: a tag SRV must agree.
+    let other = vec![add("_web._v3", srv(0, 1, 9001, "web-1.web"))];
+    assert_eq!(world.update(Vec::new(), other).await, ResponseCode::Refused);
 }
