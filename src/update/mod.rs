@@ -14,6 +14,12 @@
 //!
 //! Owns: the mapping between RRsets and instances, and RFC 2136's
 //! semantics over it. Must not: touch the wire or the socket threads.
+//!
+//! `engine` plans an update in RFC 2136's order: `prerequisites` (section
+//! 3.2) against `view` (the registry read as RRsets at the names `names`
+//! parses), the prescan (3.4.1), then the adds and deletes (3.4.2) applied
+//! to `zone`'s drafts of the instances they touch, which `mapping` turns
+//! back into instances.
 
 mod base64;
 mod engine;
