@@ -871,3 +871,42 @@ async fn a_tag_srv_alone_gives_a_new_instance_its_port() {
     let other = vec![add("_web._v3", srv(0, 1, 9001, "web-1.web"))];
     assert_eq!(world.update(Vec::new(), other).await, ResponseCode::Refused);
 }
+
+#[tokio::test]
+async fn the_srv_names_of_a_service_are_one_rrset_and_an_address_family_is_one() {
+    let world = World::new(None).await;
+    world
+        .register("web", "web-4", r#"{"address":"127.0.0.4","port":80}"#)
+        .await;
+    world
+        .register("web", "web-6", r#"{"address":"::1","port":80}"#)
+        .await;
+    // A port changed at `<service>` is changed at `_<service>._tcp`.
+    let port = vec![
+        delete_rr("web", srv(0, 1, 80, "web-4.web")),
+        add("web", srv(0, 1, 81, "web-4.web")),
+    ];
+    assert_eq!(world.update(Vec::new(), port).await, ResponseCode::NoError);
+    assert_eq!(world.get("web-4").instance.port, 81);
+    let read_back = vec![
+        rrset_is("_web._udp", srv(0, 1, 81, "web-4.web")),
+        rrset_is("_web._udp", srv(0, 1, 80, "web-6.web")),
+    ];
+    assert_eq!(
+        world.update(read_back, Vec::new()).await,
+        ResponseCode::NoError
+    );
+    // Deleting the service's AAAA RRset deregisters the IPv6 instances.
+    let v6 = vec![delete_rrset("web", RecordType::AAAA)];
+    assert_eq!(world.update(Vec::new(), v6).await, ResponseCode::NoError);
+    assert!(world.instance("web-6").is_none());
+    assert!(world.instance("web-4").is_some());
+    // More instances than an update may touch: refused whole.
+    for i in 0..=super::zone::MAX_TOUCHED {
+        let body = format!(r#"{{"address":"127.0.1.{i}","port":80}}"#);
+        world.register("many", &format!("m-{i}"), &body).await;
+    }
+    let (rcode, said) = world.refusal(ServiceScope::All, vec![delete_name("many")]);
+    assert_eq!(rcode, ResponseCode::Refused);
+    assert!(said.contains("at most"), "{said}");
+}
