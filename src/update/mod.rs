@@ -22,6 +22,8 @@
 //! back into instances.
 
 mod engine;
+#[doc(hidden)]
+pub mod fuzzing;
 mod mapping;
 mod names;
 mod prerequisites;
