@@ -317,6 +317,25 @@ pub async fn run_reloading(
         LowerName::new(&domain),
         config.dns.max_udp_payload,
     );
+    let handler = if config.dns.update.enabled {
+        let keys = dns::KeyRing::from_config(&config.dns.update.keys).map_err(|message| {
+            ConfigError::Invalid {
+                origin: "the configuration".to_owned(),
+                key: "dns.update.keys",
+                message,
+            }
+        })?;
+        let settings = update::UpdateSettings {
+            domain: domain.clone(),
+            default_port: config.dns.update.default_port,
+            default_check: config.dns.update.default_check.as_ref().map(Into::into),
+        };
+        info!(keys = config.dns.update.keys.len(), "DNS UPDATE on");
+        let updates = update::RegistryUpdates::new(registry.clone(), settings);
+        handler.with_updates(keys, Arc::new(updates))
+    } else {
+        handler
+    };
     let tcp_timeouts = dns::TcpTimeouts {
         idle: std::time::Duration::from_secs(config.dns.tcp_idle_timeout.into()),
         max_age: std::time::Duration::from_secs(config.dns.tcp_max_connection_age.into()),

@@ -322,8 +322,11 @@ impl ServeArgs {
 
 fn init_tracing() {
     // hickory logs every query at info; that is a debugging aid, not a log.
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,hickory_server=warn,hickory_net=warn"));
+    // hickory-proto warns per message it parses with a SIG(0) record: one
+    // line per datagram anyone may send, so errors only.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,hickory_server=warn,hickory_net=warn,hickory_proto=error")
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         // Never fails, and never lets the library report a failure with

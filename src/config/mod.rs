@@ -14,8 +14,10 @@ use serde::Deserialize;
 use crate::dns::wire::CLASSIC_UDP_PAYLOAD;
 
 mod security;
+mod update;
 
 pub use security::{Access, AclConfig, DefaultPolicy, HealthConfig, Network, TokenConfig};
+pub use update::{DefaultCheckConfig, UpdateConfig, UpdateKey};
 
 /// A configuration problem, naming the file and key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +90,8 @@ pub struct DnsConfig {
     /// Of the answers over the limit, every this many is sent truncated
     /// (so a real client retries over TCP) instead of dropped; 0 drops all.
     pub rate_limit_slip: u32,
+    /// DNS UPDATE (RFC 2136) with TSIG keys.
+    pub update: UpdateConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -261,6 +265,7 @@ impl Default for DnsConfig {
             tcp_max_connection_age: 120,
             rate_limit: 0,
             rate_limit_slip: 2,
+            update: UpdateConfig::default(),
         }
     }
 }
@@ -406,6 +411,10 @@ impl Config {
         if self.dns.rate_limit_slip > 10 {
             return Err(invalid("dns.rate_limit_slip", "must be 0 to 10".into()));
         }
+        self.dns
+            .update
+            .validate()
+            .map_err(|(key, message)| invalid(key, message))?;
         let tls = (
             self.http.tls_cert_file.as_os_str().is_empty(),
             self.http.tls_key_file.as_os_str().is_empty(),

@@ -10,15 +10,17 @@ use hickory_proto::{
     op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode},
     rr::{
         DNSClass, LowerName, Name, RData, Record, RecordType,
-        rdata::tsig::{TSIG, TsigError, make_tsig_record},
+        rdata::tsig::{TSIG, TsigAlgorithm, TsigError},
     },
+    serialize::binary::BinEncoder,
 };
 use hickory_server::{
     net::{runtime::Time, xfer::Protocol},
     server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
-    zone_handler::MessageResponseBuilder,
+    zone_handler::{MessageResponse, MessageResponseBuilder},
 };
-use tracing::debug;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::{debug, warn};
 
 use super::table::RecordTable;
 use super::{
@@ -26,6 +28,8 @@ use super::{
     fit,
     lookup::{self, Answer, Sources},
     service_cache::ServiceCache,
+    tsig::{self, KeyRing, Verdict},
+    updates::UpdateApplier,
     wire,
     zones::StaticZones,
 };
@@ -43,6 +47,28 @@ pub struct DnsHandler {
     max_udp_payload: u16,
     /// The allocation-free encoder for the common questions (UDP only).
     fast: Arc<FastPath>,
+    /// The TSIG keys signed requests are checked against; empty unless
+    /// DNS UPDATE is on.
+    keys: Arc<KeyRing>,
+    /// Where verified UPDATEs go; `None` refuses every UPDATE.
+    updates: Option<Arc<dyn UpdateApplier>>,
+    /// UPDATEs over UDP being applied at once: each waits for a commit on
+    /// the runtime, so a flood of them must not pile up tasks without end.
+    update_slots: Arc<Semaphore>,
+}
+
+/// Most UDP UPDATEs in flight; one more is dropped (its client retries).
+const UDP_UPDATES_IN_FLIGHT: usize = 64;
+
+/// How to sign an answer: with the key that signed the request, over its
+/// MAC (RFC 8945 section 5.3).
+struct Signing<'k> {
+    key: &'k tsig::Key,
+    request_mac: Vec<u8>,
+    /// The request's original ID, from its TSIG.
+    id: u16,
+    /// BADTIME: the request's signing time, for the answer's TSIG.
+    bad_time: Option<u64>,
 }
 
 impl DnsHandler {
@@ -59,7 +85,31 @@ impl DnsHandler {
             domain,
             max_udp_payload,
             fast,
+            keys: Arc::new(KeyRing::default()),
+            updates: None,
+            update_slots: Arc::new(Semaphore::new(UDP_UPDATES_IN_FLIGHT)),
         }
+    }
+
+    /// Turns DNS UPDATE on: requests signed with `keys` are verified and
+    /// answered signed, and UPDATEs to the dynamic domain go to `updates`.
+    pub fn with_updates(mut self, keys: KeyRing, updates: Arc<dyn UpdateApplier>) -> Self {
+        self.keys = Arc::new(keys);
+        self.updates = Some(updates);
+        self
+    }
+
+    /// A slot for one more UDP UPDATE in flight, if there is one.
+    pub(super) fn update_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.update_slots.clone().try_acquire_owned().ok()
+    }
+
+    /// Whether a raw message is an UPDATE (opcode 5), which the UDP
+    /// threads hand to the runtime rather than wait for its commit.
+    pub(super) fn is_update(message: &[u8]) -> bool {
+        message
+            .get(2)
+            .is_some_and(|flags| (flags >> 3) & 0x0f == u8::from(OpCode::Update))
     }
 
     /// One query through [`Self::answer_fast_batch`], with a cache of its
@@ -146,10 +196,64 @@ impl RequestHandler for DnsHandler {
         {
             return send(&mut response_handle, error(ResponseCode::FormErr), request).await;
         }
-        if let Some((key, signature)) = tsig_of(request) {
-            let mut response = error(ResponseCode::NotAuth);
-            response.set_signature(Box::new(unknown_key(key, signature)));
-            return send(&mut response_handle, response, request).await;
+        let signing = match tsig_of(request) {
+            None => None,
+            Some((key_name, signature)) => {
+                let now = tsig::now();
+                match self
+                    .keys
+                    .verify(request.as_slice(), key_name, signature, now)
+                {
+                    Verdict::Valid { key, request_mac } => Some(Signing {
+                        key,
+                        request_mac,
+                        id: signature.oid,
+                        bad_time: None,
+                    }),
+                    Verdict::BadTime { key, request_mac } => {
+                        let signing = Signing {
+                            key,
+                            request_mac,
+                            id: signature.oid,
+                            bad_time: Some(signature.time),
+                        };
+                        let response = || error(ResponseCode::NotAuth);
+                        return respond(&mut response_handle, request, Some(&signing), response)
+                            .await;
+                    }
+                    Verdict::BadSignature => {
+                        let mut response = error(ResponseCode::NotAuth);
+                        let tsig = tsig::unsigned(key_name, signature, TsigError::BadSig);
+                        response.set_signature(Box::new(tsig));
+                        return send(&mut response_handle, response, request).await;
+                    }
+                    Verdict::UnknownKey if is_gss(signature) => {
+                        // GSS-TSIG (RFC 3645) needs a Kerberos realm roster
+                        // is not part of: not a key it lacks, a method it
+                        // does not take.
+                        let response = error(ResponseCode::Refused);
+                        return send(&mut response_handle, response, request).await;
+                    }
+                    Verdict::UnknownKey => {
+                        let mut response = error(ResponseCode::NotAuth);
+                        let tsig = tsig::unsigned(key_name, signature, TsigError::BadKey);
+                        response.set_signature(Box::new(tsig));
+                        return send(&mut response_handle, response, request).await;
+                    }
+                }
+            }
+        };
+        let signing = signing.as_ref();
+        if request.metadata.op_code == OpCode::Update {
+            let code = self.update(request, signing).await;
+            let response =
+                || builder().build_no_records(Metadata::response_from_request(&request.metadata));
+            let response = || {
+                let mut response = response();
+                response.metadata_mut().response_code = code;
+                response
+            };
+            return respond(&mut response_handle, request, signing, response).await;
         }
         let refusal = if request.metadata.op_code != OpCode::Query {
             Some(ResponseCode::NotImp)
@@ -170,10 +274,10 @@ impl RequestHandler for DnsHandler {
                 // QUERY; echo it alone, as Knot does (not CD).
                 let mut asked = request.metadata;
                 asked.checking_disabled = false;
-                let response = builder().error_msg(&asked, code);
-                return send(&mut response_handle, response, request).await;
+                let response = || builder().error_msg(&asked, code);
+                return respond(&mut response_handle, request, signing, response).await;
             }
-            return send(&mut response_handle, error(code), request).await;
+            return respond(&mut response_handle, request, signing, || error(code)).await;
         }
         let query = &request.queries.queries()[0];
         let qtype = query.query_type();
@@ -181,7 +285,8 @@ impl RequestHandler for DnsHandler {
             || matches!(qtype, RecordType::AXFR | RecordType::IXFR)
         {
             // Not an open resolver, and no zone transfers.
-            return send(&mut response_handle, error(ResponseCode::Refused), request).await;
+            let response = || error(ResponseCode::Refused);
+            return respond(&mut response_handle, request, signing, response).await;
         }
 
         let table = self.table.load_full();
@@ -195,10 +300,12 @@ impl RequestHandler for DnsHandler {
         let truncated = match request.protocol() {
             Protocol::Udp => {
                 let limit = wire::udp_limit(edns.as_ref().map(Edns::max_payload));
+                // A signed answer's TSIG must fit too.
+                let tsig = signing.map_or(0, |s| tsig::record_len(s.key));
                 fit::fit(
                     &mut answer,
                     request.queries.as_bytes().len(),
-                    usize::from(limit),
+                    usize::from(limit).saturating_sub(tsig),
                     edns.is_some(),
                 )
             }
@@ -208,33 +315,117 @@ impl RequestHandler for DnsHandler {
         metadata.response_code = answer.rcode;
         metadata.authoritative = answer.authoritative;
         metadata.truncation = truncated;
-        let response = builder().build(
-            metadata,
-            answer.answers.iter().map(Cow::as_ref),
-            answer.authority.iter().map(Cow::as_ref),
-            std::iter::empty::<&Record>(),
-            answer.additionals.iter().map(Cow::as_ref),
-        );
-        send(&mut response_handle, response, request).await
+        let response = || {
+            builder().build(
+                metadata,
+                answer.answers.iter().map(Cow::as_ref),
+                answer.authority.iter().map(Cow::as_ref),
+                std::iter::empty::<&Record>(),
+                answer.additionals.iter().map(Cow::as_ref),
+            )
+        };
+        respond(&mut response_handle, request, signing, response).await
     }
 }
 
-/// The TSIG record of the answer to a request signed with a key roster does
-/// not hold, which is every key: roster has none. RFC 8945 section 5.2.1
-/// wants NOTAUTH and TSIG error BADKEY, unsigned (no MAC: a MAC needs the
-/// key), with the request's key name, algorithm, time, fudge and ID, so the
-/// client can tell which of its requests failed and why.
-fn unknown_key(key: &Name, request: &TSIG) -> Record<TSIG> {
-    let rdata = TSIG::new(
-        request.algorithm.clone(),
-        request.time,
-        request.fudge,
-        Vec::new(),
-        request.oid,
-        Some(TsigError::BadKey),
-        Vec::new(),
-    );
-    make_tsig_record(key.clone(), rdata)
+impl DnsHandler {
+    /// The RCODE of an UPDATE (RFC 2136 section 3): its zone section must
+    /// name the dynamic domain (NOTAUTH elsewhere, REFUSED for a static
+    /// zone, which is not roster's to change), and it must be signed with
+    /// a key roster holds (verified before this). What it changes is the
+    /// registry's business ([`UpdateApplier`]).
+    async fn update(&self, request: &Request, signing: Option<&Signing<'_>>) -> ResponseCode {
+        let zones = request.queries.queries();
+        let [zone] = zones else {
+            return ResponseCode::FormErr;
+        };
+        if zone.query_type() != RecordType::SOA {
+            return ResponseCode::FormErr;
+        }
+        if zone.query_class() != DNSClass::IN || *zone.name() != self.domain {
+            return match self.zones.exact(zone.name()) {
+                Some(_) if zone.query_class() == DNSClass::IN => ResponseCode::Refused,
+                _ => ResponseCode::NotAuth,
+            };
+        }
+        let (Some(signing), Some(updates)) = (signing, self.updates.as_ref()) else {
+            // Unsigned, SIG(0) (which hickory no longer verifies), or
+            // updates off: nobody roster can name may change DNS.
+            debug!(source = %request.src(), "unsigned DNS UPDATE refused");
+            return ResponseCode::Refused;
+        };
+        if signing.bad_time.is_some() {
+            return ResponseCode::NotAuth;
+        }
+        let key_name = signing.key.signer.signer_name();
+        updates
+            .apply(
+                key_name,
+                signing.key.scope.clone(),
+                request.answers.clone(),
+                request.authorities.clone(),
+            )
+            .await
+    }
+}
+
+/// Whether a request's TSIG is GSS-TSIG (RFC 3645): Windows and `nsupdate
+/// -g` with Kerberos.
+fn is_gss(tsig: &TSIG) -> bool {
+    match &tsig.algorithm {
+        TsigAlgorithm::Gss => true,
+        TsigAlgorithm::Unknown(name) => name.to_ascii().eq_ignore_ascii_case("gss.microsoft.com."),
+        _ => false,
+    }
+}
+
+/// Sends the answer `build` makes, signed when the request was: the
+/// response is encoded once without its TSIG to compute the MAC (RFC 8945
+/// section 5.3), then built again with it. `build` must make the same
+/// message both times.
+async fn respond<'q, 'a, R, A, N, S, D>(
+    handle: &mut R,
+    request: &Request,
+    signing: Option<&Signing<'_>>,
+    build: impl Fn() -> MessageResponse<'q, 'a, A, N, S, D>,
+) -> ResponseInfo
+where
+    R: ResponseHandler,
+    A: Iterator<Item = &'a Record> + Send + 'a,
+    N: Iterator<Item = &'a Record> + Send + 'a,
+    S: Iterator<Item = &'a Record> + Send + 'a,
+    D: Iterator<Item = &'a Record> + Send + 'a,
+{
+    let mut response = build();
+    if let Some(signing) = signing {
+        let mut unsigned = Vec::with_capacity(512);
+        let encoded = build().destructive_emit(&mut BinEncoder::new(&mut unsigned));
+        let now = tsig::now();
+        let (time, error) = match signing.bad_time {
+            Some(requested) => (requested, Some((TsigError::BadTime, now))),
+            None => (now, None),
+        };
+        let signature = encoded.ok().and_then(|_| {
+            tsig::sign(
+                signing.key,
+                &signing.request_mac,
+                &unsigned,
+                signing.id,
+                time,
+                error,
+            )
+        });
+        match signature {
+            Some(signature) => response.set_signature(signature),
+            None => {
+                warn!("could not sign a DNS answer; answering SERVFAIL");
+                let servfail = MessageResponseBuilder::new(&request.queries, None)
+                    .error_msg(&request.metadata, ResponseCode::ServFail);
+                return send(handle, servfail, request).await;
+            }
+        }
+    }
+    send(handle, response, request).await
 }
 
 /// The request's TSIG record (key name and data), if it is signed. hickory

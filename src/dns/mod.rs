@@ -29,6 +29,7 @@ mod rrl;
 mod service_cache;
 pub mod table;
 mod tcp;
+mod tsig;
 mod udp;
 mod updates;
 pub(crate) mod wire;
@@ -42,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 pub use handler::DnsHandler;
 pub use rrl::{RateLimit, RateLimitCounter, RateLimitCounts};
 pub use tcp::TcpTimeouts;
+pub use tsig::KeyRing;
 pub use updates::{ServiceScope, UpdateApplier, UpdateFuture};
 
 use crate::metrics::dns::DnsMetrics;

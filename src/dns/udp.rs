@@ -194,6 +194,19 @@ pub(super) fn serve(
                 destination: source,
                 slip,
             };
+            if DnsHandler::is_update(batch.query(entry)) {
+                // An UPDATE waits for its commit: on the runtime, never on
+                // this thread, which must go on answering. Its answer is
+                // not counted (the counters are this thread's).
+                if let Some(slot) = handler.update_slot() {
+                    let (handler, query) = (handler.clone(), batch.query(entry).to_vec());
+                    runtime.spawn(async move {
+                        let _slot = slot;
+                        answer_general(&handler, &query, source, reply).await
+                    });
+                }
+                continue;
+            }
             let outcome =
                 runtime.block_on(answer_general(&handler, batch.query(entry), source, reply));
             if let Some(sent) = outcome.sent {

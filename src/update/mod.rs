@@ -111,11 +111,7 @@ impl RegistryUpdates {
         }
     }
 
-    async fn apply(
-        registry: Registry,
-        plan: UpdatePlan,
-        key: Name,
-    ) -> ResponseCode {
+    async fn apply(registry: Registry, plan: UpdatePlan, key: Name) -> ResponseCode {
         match registry.execute(Command::Transaction(Arc::new(plan))).await {
             Ok(_) => {
                 debug!(%key, "DNS UPDATE applied");
