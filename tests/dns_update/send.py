@@ -40,6 +40,9 @@ import dns.update
 TIMEOUT = 10.0
 # UDP attempts before giving up.
 UDP_ATTEMPTS = 3
+# TSIG error names (RFC 8945 section 3): dns.rcode.to_text(16) says BADVERS,
+# the EDNS meaning of the same number.
+TSIG_ERRORS = {16: "BADSIG", 17: "BADKEY", 18: "BADTIME", 22: "BADTRUNC"}
 
 
 def build(spec):
@@ -112,7 +115,7 @@ def parse(answer, update):
     key = update.keyring if update.had_tsig else None
 
     def record(wire, _key, owner, rdata, _now, request_mac, tsig_start, ctx, multi):
-        seen["error"] = dns.rcode.to_text(rdata.error) if rdata.error else None
+        seen["error"] = TSIG_ERRORS.get(rdata.error, str(rdata.error)) if rdata.error else None
         seen["mac_len"] = len(rdata.mac)
         seen["owner"] = owner.to_text()
         seen["mac_ok"] = None
