@@ -747,3 +747,36 @@ async fn nsupdate_without_a_zone_line_finds_the_zone_by_a_signed_soa_query() {
     wait_served(&server, "web", &["127.0.0.2"]).await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_whose_tsig_original_id_is_not_its_header_id_gets_a_verifiable_answer() {
+    // Kea's D2 sends such requests (RFC 8945 allows it: the MAC covers the
+    // message with the Original ID in place of the header's ID). The
+    // answer's MAC must be computed the same way over its own Original ID,
+    // or D2 rejects every answer as BADSIG.
+    let server = start_update_server().await;
+    for tcp in [false, true] {
+        let answer = dnspython(
+            server.dns_addr,
+            json!({
+                "key": ADMIN.json(),
+                "tcp": tcp,
+                "original_id": 4097,
+                "updates": [
+                    ["add", "web-1.web", 60, "A", "127.0.0.2"],
+                    ["add", "_web._tcp", 60, "SRV", "0 0 8081 web-1.web.service.local."],
+                ],
+            }),
+        )
+        .await;
+        assert_eq!(answer.rcode, "NOERROR", "tcp {tcp}: {:?}", answer.raw);
+        assert_eq!(
+            answer.mac_ok,
+            Some(true),
+            "tcp {tcp}: the answer's MAC verifies: {:?}",
+            answer.raw
+        );
+    }
+    wait_served(&server, "web", &["127.0.0.2"]).await;
+    server.stop().await;
+}

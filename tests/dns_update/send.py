@@ -11,6 +11,7 @@ Reads one JSON object on stdin:
      "key": {"name": "roster-key.", "algorithm": "hmac-sha256",
              "secret": "<base64>"} or null (unsigned),
      "skew": 0,                      # seconds added to the signing clock
+     "original_id": null,            # the TSIG's Original ID, if not the header's
      "prerequisites": [["present", "web-1.web", "A", "127.0.0.2"], ...],
      "updates": [["add", "web", 300, "A", "127.0.0.2"],
                  ["delete", "web", "A", "127.0.0.2"], ...]}
@@ -53,6 +54,8 @@ def build(spec):
         update.use_tsig(
             dns.tsig.Key(key["name"], key["secret"], key["algorithm"]),
             fudge=key.get("fudge", 300),
+            # Kea's D2 signs with an Original ID other than the header's.
+            original_id=spec.get("original_id"),
         )
     for op, name, *rest in spec.get("prerequisites", []):
         name = dns.name.from_text(name, zone)
