@@ -16,13 +16,14 @@ use arc_swap::ArcSwap;
 use hickory_proto::rr::{LowerName, Name};
 
 use super::{
-    DnsHandler,
+    DnsHandler, KeyRing, ServiceScope, UpdateApplier, UpdateFuture,
     service_cache::ServiceCache,
     table::{Endpoint, RecordTable, TableSettings},
     udp::{self, Reply},
     zones::StaticZones,
 };
 use crate::{
+    config::UpdateKey,
     model::{InstanceBody, ServiceName},
     registry::state::{InstanceState, ServiceState},
 };
@@ -134,6 +135,19 @@ impl UdpTarget {
             LowerName::new(&domain),
             MAX_UDP_PAYLOAD,
         );
+        // With a key, so signed requests and UPDATEs take the paths they
+        // take in a server with updates on (a MAC the fuzzer makes up does
+        // not verify; the applier changes nothing).
+        let key = UpdateKey {
+            name: FUZZ_KEY.to_owned(),
+            algorithm: "hmac-sha256".to_owned(),
+            secret: "ZnV6ei1rZXktc2l4dGVlbi1ieXRlcy1sb25n".to_owned(),
+            services: vec!["*".to_owned()],
+        };
+        let handler = match KeyRing::from_config(&[key]) {
+            Ok(keys) => handler.with_updates(keys, Arc::new(NoUpdates)),
+            Err(_) => handler,
+        };
         Self {
             handler,
             cache: ServiceCache::default(),
@@ -170,6 +184,24 @@ impl UdpTarget {
                 (sent, outcome.malformed)
             })
             .collect()
+    }
+}
+
+/// The TSIG key of the fuzz handler.
+pub const FUZZ_KEY: &str = "fuzz-key.";
+
+/// Takes every update and changes nothing.
+struct NoUpdates;
+
+impl UpdateApplier for NoUpdates {
+    fn apply(
+        &self,
+        _key: &Name,
+        _scope: ServiceScope,
+        _prerequisites: Vec<hickory_proto::rr::Record>,
+        _updates: Vec<hickory_proto::rr::Record>,
+    ) -> UpdateFuture {
+        Box::pin(async { hickory_proto::op::ResponseCode::NoError })
     }
 }
 

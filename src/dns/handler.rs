@@ -65,7 +65,10 @@ const UDP_UPDATES_IN_FLIGHT: usize = 64;
 struct Signing<'k> {
     key: &'k tsig::Key,
     request_mac: Vec<u8>,
-    /// The request's original ID, from its TSIG.
+    /// The answer's ID, which its TSIG's Original ID must repeat: the MAC
+    /// is over the message with that ID (RFC 8945 section 4.3), and the
+    /// client checks it against the header it got, whatever the request's
+    /// TSIG said (a forwarder may have changed the request's ID).
     id: u16,
     /// BADTIME: the request's signing time, for the answer's TSIG.
     bad_time: Option<u64>,
@@ -207,14 +210,14 @@ impl RequestHandler for DnsHandler {
                     Verdict::Valid { key, request_mac } => Some(Signing {
                         key,
                         request_mac,
-                        id: signature.oid,
+                        id: request.metadata.id,
                         bad_time: None,
                     }),
                     Verdict::BadTime { key, request_mac } => {
                         let signing = Signing {
                             key,
                             request_mac,
-                            id: signature.oid,
+                            id: request.metadata.id,
                             bad_time: Some(signature.time),
                         };
                         let response = || error(ResponseCode::NotAuth);

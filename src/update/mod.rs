@@ -14,8 +14,20 @@
 //!
 //! Owns: the mapping between RRsets and instances, and RFC 2136's
 //! semantics over it. Must not: touch the wire or the socket threads.
+//!
+//! `engine` plans an update in RFC 2136's order: `prerequisites` (section
+//! 3.2) against `view` (the registry read as RRsets at the names `names`
+//! parses), the prescan (3.4.1), then the adds and deletes (3.4.2) applied
+//! to `zone`'s drafts of the instances they touch, which `mapping` turns
+//! back into instances.
 
+mod base64;
 mod engine;
+mod mapping;
+mod names;
+mod prerequisites;
+mod view;
+mod zone;
 
 use std::sync::Arc;
 
@@ -75,7 +87,7 @@ impl UpdateRefusal {
 }
 
 /// One UPDATE message's prerequisite and update sections, planned against
-/// the state when the registry's writer runs it (see [`engine::plan`]).
+/// the state when the registry's writer runs it.
 #[derive(Debug)]
 pub struct UpdatePlan {
     pub settings: Arc<UpdateSettings>,
@@ -157,3 +169,6 @@ impl UpdateApplier for RegistryUpdates {
         Box::pin(Self::apply(self.registry.clone(), plan, key.clone()))
     }
 }
+
+#[cfg(test)]
+mod tests;
