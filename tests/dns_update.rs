@@ -326,6 +326,15 @@ fn add_db() -> Value {
     ])
 }
 
+/// A GSS-TSIG (RFC 3645) key, as Windows clients and `nsupdate -g` sign
+/// with; send.py signs with a stand-in for the Kerberos context.
+const GSS: Key = Key {
+    name: "1234.sig-client.",
+    algorithm: "gss-tsig",
+    secret: "",
+    services: r#"["*"]"#,
+};
+
 /// The static zone `example.test.` (a file in `zones/`).
 const STATIC_ZONE: (&str, &str) = (
     "example.test.zone",
@@ -385,6 +394,24 @@ async fn refused_updates_get_their_code_a_signed_answer_and_change_nothing() {
         Case {
             what: "unsigned over TCP",
             spec: spec(None, true, add_db()),
+            rcode: "REFUSED",
+            tsig_error: None,
+            signed: false,
+        },
+        Case {
+            what: "signed with SIG(0), which roster does not take",
+            spec: {
+                let mut s = spec(None, false, add_db());
+                s["sig0"] = json!(true);
+                s
+            },
+            rcode: "REFUSED",
+            tsig_error: None,
+            signed: false,
+        },
+        Case {
+            what: "signed with GSS-TSIG, which roster does not take",
+            spec: spec(Some(&GSS), true, add_db()),
             rcode: "REFUSED",
             tsig_error: None,
             signed: false,
@@ -778,5 +805,109 @@ async fn a_request_whose_tsig_original_id_is_not_its_header_id_gets_a_verifiable
         );
     }
     wait_served(&server, "web", &["127.0.0.2"]).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_registered_through_the_api_keeps_its_checks_and_their_status() {
+    let server = start_update_server().await;
+    let target = TcpTarget::open().await;
+    common::register(
+        &server,
+        "web",
+        "web-1",
+        "127.0.0.2",
+        common::targets::tcp_check(target.addr, json!({})),
+    )
+    .await;
+    let before = wait_check(&server, "web", "web-1", "passing", "success").await;
+    let check_id = before["checks"][0]["id"].clone();
+
+    // Move it and give it metadata by DNS UPDATE, declaring no check.
+    Tool::Nsupdate
+        .run(
+            &ADMIN,
+            Transport::Tcp,
+            server.dns_addr,
+            r#"
+update delete web-1.web.service.local. A
+update add web-1.web.service.local. 60 A 127.0.0.3
+update add web-1.web.service.local. 60 TXT "owner=dns"
+"#,
+        )
+        .await
+        .assert_ok();
+    let body = instance(&server, "web", "web-1").await;
+    assert_eq!(body["address"], "127.0.0.3", "{body}");
+    assert_eq!(body["port"], 8080, "the API's port stays: {body}");
+    assert_eq!(body["meta"]["owner"], "dns", "{body}");
+    let checks = body["checks"].as_array().cloned().unwrap_or_default();
+    assert_eq!(checks.len(), 1, "{body}");
+    assert_eq!(checks[0]["id"], check_id, "the same check: {body}");
+    assert_eq!(checks[0]["type"], "tcp", "{body}");
+    assert_eq!(
+        checks[0]["status"], "passing",
+        "the check keeps its status instead of starting over: {body}"
+    );
+    wait_served(&server, "web", &["127.0.0.3"]).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tag_srv_record_tags_an_instance_and_its_deletion_untags_it() {
+    let server = start_update_server().await;
+    let dns = server.dns_addr;
+    Tool::Knsupdate
+        .run(
+            &ADMIN,
+            Transport::Udp,
+            dns,
+            r"
+update add web-1.web.service.local. 60 A 127.0.0.2
+update add _web._tcp.service.local. 60 SRV 1 5 8081 web-1.web.service.local.
+update add _web._primary.service.local. 60 SRV 1 5 8081 web-1.web.service.local.
+update add web-2.web.service.local. 60 AAAA ::1
+update add _web._tcp.service.local. 60 SRV 1 5 8082 web-2.web.service.local.
+",
+        )
+        .await
+        .assert_ok();
+    let one = instance(&server, "web", "web-1").await;
+    assert_eq!(one["tags"], json!(["primary"]), "{one}");
+    assert_eq!(one["priority"], 1, "{one}");
+    assert_eq!(one["weight"], 5, "{one}");
+    let two = instance(&server, "web", "web-2").await;
+    assert_eq!(two["address"], "::1", "{two}");
+    assert_eq!(two["tags"], json!([]), "{two}");
+    wait_served(&server, "web", &["127.0.0.2", "::1"]).await;
+    assert_eq!(
+        srv_targets(&server, "_web._primary.service.local").await,
+        vec![("web-1.web.service.local.".to_owned(), 8081)]
+    );
+    assert_eq!(
+        srv_targets(&server, "_web._tcp.service.local").await,
+        vec![
+            ("web-1.web.service.local.".to_owned(), 8081),
+            ("web-2.web.service.local.".to_owned(), 8082),
+        ]
+    );
+
+    Tool::Nsupdate
+        .run(
+            &ADMIN,
+            Transport::Udp,
+            dns,
+            "update delete _web._primary.service.local. SRV",
+        )
+        .await
+        .assert_ok();
+    let one = instance(&server, "web", "web-1").await;
+    assert_eq!(one["tags"], json!([]), "{one}");
+    assert_eq!(one["port"], 8081, "{one}");
+    assert!(
+        srv_targets(&server, "_web._primary.service.local")
+            .await
+            .is_empty()
+    );
     server.stop().await;
 }
