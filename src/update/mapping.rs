@@ -5,10 +5,11 @@
 
 use std::{collections::BTreeMap, net::IpAddr};
 
+use base64::{Engine, engine::general_purpose::STANDARD};
 use hickory_proto::op::ResponseCode;
 
 use super::{
-    DefaultCheck, UpdateRefusal, UpdateSettings, base64,
+    DefaultCheck, UpdateRefusal, UpdateSettings,
     view::DHCID_META_KEY,
     zone::{InstanceDraft, SrvValues, Zone},
 };
@@ -230,7 +231,7 @@ fn meta(draft: &InstanceDraft) -> Result<Meta, String> {
         0 => {}
         1 => {
             if let Some(bytes) = draft.dhcid.first() {
-                entries.insert(DHCID_META_KEY.to_owned(), base64::encode(bytes));
+                entries.insert(DHCID_META_KEY.to_owned(), STANDARD.encode(bytes));
             }
         }
         _ => return Err("more than one DHCID record".into()),

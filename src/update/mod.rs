@@ -21,7 +21,6 @@
 //! to `zone`'s drafts of the instances they touch, which `mapping` turns
 //! back into instances.
 
-mod base64;
 mod engine;
 mod mapping;
 mod names;

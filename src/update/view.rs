@@ -11,7 +11,9 @@ use hickory_proto::{
     serialize::binary::BinEncodable,
 };
 
-use super::{base64, names::Owner};
+use base64::{Engine, engine::general_purpose::STANDARD};
+
+use super::names::Owner;
 use crate::{
     model::{DnsLabel, Instance},
     registry::{InstanceState, RegistryState, ServiceState},
@@ -97,7 +99,10 @@ pub(super) fn txt_strings(instance: &Instance) -> Vec<Vec<u8>> {
 
 /// The instance's DHCID RDATA, if it keeps one.
 pub(super) fn dhcid(instance: &Instance) -> Option<Vec<u8>> {
-    instance.meta.get(DHCID_META_KEY).and_then(base64::decode)
+    instance
+        .meta
+        .get(DHCID_META_KEY)
+        .and_then(|text| STANDARD.decode(text).ok())
 }
 
 /// The instance's SRV record value.
