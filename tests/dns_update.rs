@@ -633,6 +633,27 @@ async fn an_instance_with_a_failing_tcp_check_stays_out_of_dns_until_its_port_op
             .await
             .is_empty()
     );
+    // Prerequisites see it all the same: out of DNS is not out of the zone.
+    refused(
+        &server,
+        Tool::Nsupdate,
+        "YXDOMAIN",
+        r#"
+prereq nxdomain web-1.web.service.local.
+update add web-1.web.service.local. 60 TXT "env=prod"
+"#,
+    )
+    .await;
+    refused(
+        &server,
+        Tool::Nsupdate,
+        "NXRRSET",
+        r#"
+prereq yxrrset web-1.web.service.local. A 127.0.0.9
+update add web-1.web.service.local. 60 TXT "env=prod"
+"#,
+    )
+    .await;
 
     target.reopen().await;
     wait_check(&server, "web", "web-1", "passing", "success").await;
@@ -680,6 +701,25 @@ update add _web._tcp.service.local. 60 SRV 0 0 {} web-1.web.service.local.
     assert_eq!(served_addresses(server.dns_addr, "web").await, set(&[]));
     target.reopen().await;
     wait_served(&server, "web", &["127.0.0.1"]).await;
+
+    // An IPv6 address goes in brackets before the port.
+    let add = format!(
+        r"
+update add web-2.web.service.local. 60 AAAA ::1
+update add _web._tcp.service.local. 60 SRV 0 0 {} web-2.web.service.local.
+",
+        target.addr.port()
+    );
+    Tool::Nsupdate
+        .run(&ADMIN, Transport::Udp, server.dns_addr, &add)
+        .await
+        .assert_ok();
+    let body = instance(&server, "web", "web-2").await;
+    assert_eq!(
+        body["checks"][0]["target"],
+        format!("[::1]:{}", target.addr.port()),
+        "{body}"
+    );
     server.stop().await;
 }
 
