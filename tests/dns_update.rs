@@ -951,3 +951,33 @@ update add _web._tcp.service.local. 60 SRV 1 5 8082 web-2.web.service.local.
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_acknowledged_update_survives_kill_9() {
+    // roster as a process, configured by ./config.toml as a user runs it:
+    // an update answered NOERROR is durable, so a crash right after the
+    // answer loses nothing.
+    let site = common::process::Site::new();
+    std::fs::write(site.root.path().join("config.toml"), update_toml()).expect("write config.toml");
+    let mut roster = site.start().await;
+    Tool::Nsupdate
+        .run(
+            &ADMIN,
+            Transport::Udp,
+            roster.dns,
+            r"
+update add web-1.web.service.local. 60 A 127.0.0.2
+update add _web._tcp.service.local. 60 SRV 0 0 8081 web-1.web.service.local.
+",
+        )
+        .await
+        .assert_ok();
+    roster.crash().await;
+
+    let roster = site.start().await;
+    let client = common::http_client();
+    let body = common::get_ok(&client, &roster.url("/v1/services/web/instances/web-1")).await;
+    assert_eq!(body["address"], "127.0.0.2", "{body}");
+    assert_eq!(body["port"], 8081, "{body}");
+    drop(roster);
+}
