@@ -1,10 +1,13 @@
 //! DNS UPDATE (RFC 2136, TSIG) from real clients on loopback: `nsupdate`
 //! and `knsupdate` adding, replacing and deleting instances over UDP and
-//! TCP, with and without prerequisites; the refusals (unsigned, HMAC-MD5,
-//! unknown key, wrong secret, skewed clock, another zone, a static zone, a
-//! service the key may not change), each with its code and each changing
-//! nothing; an instance whose TCP check fails staying out of DNS until its
-//! port opens; and re-sending an identical update changing nothing.
+//! TCP, with and without prerequisites, tags and IPv6; the refusals
+//! (unsigned, SIG(0), GSS-TSIG, HMAC-MD5, unknown key, wrong secret, skewed
+//! clock, another zone, a static zone, a service the key may not change),
+//! each with its code and each changing nothing; an instance whose TCP
+//! check fails staying out of DNS until its port opens; re-sending an
+//! identical update changing nothing; checks registered through the API
+//! surviving an update; the README's config and commands as written; and
+//! an acknowledged update surviving `kill -9`.
 //!
 //! What roster made of an update is read back two independent ways: the
 //! HTTP API (the instance's address, port, meta, checks) and DNS (what a
