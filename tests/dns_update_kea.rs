@@ -81,7 +81,8 @@ async fn start_d2(roster: &Server) -> (Daemon, std::net::SocketAddr) {
         ("KEA_LOCKFILE_DIR", dir_text),
     ];
     let daemon = Daemon::start_until_logged(
-        "kea-dhcp-ddns",
+        // By path: /usr/sbin is not in every user's PATH.
+        "/usr/sbin/kea-dhcp-ddns",
         "kea-dhcp-ddns-server",
         &["-c".to_owned(), file.display().to_string()],
         &env,
