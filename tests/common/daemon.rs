@@ -1,4 +1,4 @@
-//! Third-party daemons (HAProxy, nginx, unbound) run by a test in the
+//! Third-party daemons (HAProxy, nginx, unbound, Kea's DHCP-DDNS) run by a test in the
 //! foreground, each in its own temporary directory holding its config, pid
 //! file and log: [`Daemon::start`] spawns one and waits until it listens;
 //! dropping the [`Daemon`] kills its process group (SIGKILL) and reaps it,
@@ -76,10 +76,39 @@ impl Daemon {
         dir: TempDir,
         listens: SocketAddr,
     ) -> Daemon {
+        let mut daemon = Self::spawn(program, package, args, &[], dir);
+        daemon.wait_listening(listens).await;
+        daemon
+    }
+
+    /// Like [`Daemon::start`], with `env` added to its environment, for a
+    /// daemon that listens on UDP only (Kea's DHCP-DDNS): waits until its
+    /// output contains `ready` instead of for a TCP port.
+    pub async fn start_until_logged(
+        program: &str,
+        package: &str,
+        args: &[String],
+        env: &[(&str, String)],
+        dir: TempDir,
+        ready: &str,
+    ) -> Daemon {
+        let mut daemon = Self::spawn(program, package, args, env, dir);
+        daemon.wait_logged(ready).await;
+        daemon
+    }
+
+    fn spawn(
+        program: &str,
+        package: &str,
+        args: &[String],
+        env: &[(&str, String)],
+        dir: TempDir,
+    ) -> Daemon {
         let log = dir.path().join("output.log");
         let output = File::create(&log).expect("create the daemon's log");
         let child = Command::new(program)
             .args(args)
+            .envs(env.iter().map(|(key, value)| (key, value)))
             // Its own process group, which drop kills whole.
             .process_group(0)
             .current_dir(dir.path())
@@ -92,14 +121,37 @@ impl Daemon {
                     "cannot run {program}: {e}\n(Debian: apt-get install {package}; .ci/run installs it)"
                 )
             });
-        let mut daemon = Daemon {
+        Daemon {
             name: program.to_owned(),
             child,
             log,
             dir,
-        };
-        daemon.wait_listening(listens).await;
-        daemon
+        }
+    }
+
+    /// Waits until its output contains `text`, panicking if the process
+    /// exits first or the wait exceeds [`START_LIMIT`].
+    pub async fn wait_logged(&mut self, text: &str) {
+        let deadline = Instant::now() + START_LIMIT;
+        loop {
+            if self.output().contains(text) {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().expect("poll the daemon") {
+                panic!(
+                    "{} exited ({status}) before logging {text:?}:\n{}",
+                    self.name,
+                    self.output()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not log {text:?} within {START_LIMIT:?}:\n{}",
+                self.name,
+                self.output()
+            );
+            sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Waits until a TCP connect to `addr` succeeds, panicking if the

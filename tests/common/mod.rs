@@ -25,7 +25,9 @@
 //!   kills and restarts ([`etcd::EtcdCluster`]), for cluster mode;
 //! - [`cluster`]: N roster processes in cluster mode on one etcd cluster
 //!   ([`cluster::RosterCluster`]), with the HTTP and DNS reads every node
-//!   is compared by.
+//!   is compared by;
+//! - [`update`]: DNS UPDATE clients (nsupdate, knsupdate, dnspython) and
+//!   a roster configured to accept them.
 //!
 //! Every wait here has an overall deadline, so a broken server fails a test
 //! instead of hanging it; none of them is a timing assertion.
@@ -48,6 +50,7 @@ pub mod readme;
 pub mod server;
 pub mod targets;
 pub mod tls;
+pub mod update;
 pub mod web;
 
 // Re-exported so a test names `common::start_server`, not its file; each
