@@ -1,13 +1,18 @@
 //! The seed corpus: real queries for every name form and common type,
-//! with and without EDNS and compression, real names, and the JSON bodies
-//! roster's tests register. Written by `roster-fuzz seeds`; the output is
+//! with and without EDNS and compression, real names, the JSON bodies
+//! roster's tests register, and UPDATE messages of every form. Written by `roster-fuzz seeds`; the output is
 //! committed in `fuzz/seeds/`.
 
 use std::path::Path;
 
+use std::net::{Ipv4Addr, Ipv6Addr};
+
 use hickory_proto::{
-    op::{Edns, Message, Query},
-    rr::{Name, RecordType},
+    op::{Edns, Message, MessageType, OpCode, Query},
+    rr::{
+        DNSClass, Name, RData, Record, RecordType,
+        rdata::{A, AAAA, SRV, TXT},
+    },
     serialize::binary::{BinEncodable, BinEncoder},
 };
 
@@ -110,7 +115,124 @@ pub fn write(dir: &Path) -> std::io::Result<usize> {
     for (n, body) in BODIES.iter().enumerate() {
         put("json", format!("{n:02}"), body.as_bytes())?;
     }
+    for (n, bytes) in updates().iter().enumerate() {
+        put("update", format!("{n:02}"), bytes)?;
+    }
     Ok(count)
+}
+
+/// UPDATE messages as nsupdate, Kea and external-dns send them: each
+/// prerequisite form, adds, and the three kinds of delete.
+fn updates() -> Vec<Vec<u8>> {
+    let name = |text: &str| Name::from_ascii(text).unwrap_or_else(|_| Name::root());
+    let record = |owner: &str, class: DNSClass, ttl: u32, data: RData| {
+        let mut record = Record::from_rdata(name(owner), ttl, data);
+        record.dns_class = class;
+        record
+    };
+    let empty = |owner: &str, class: DNSClass, rtype: RecordType| {
+        let mut record = Record::update0(name(owner), 0, rtype);
+        record.dns_class = class;
+        record
+    };
+    let a = |last: u8| RData::A(A(Ipv4Addr::new(127, 0, 0, last)));
+    let srv = |port: u16, target: &str| RData::SRV(SRV::new(0, 5, port, name(target)));
+    let txt =
+        |strings: &[&str]| RData::TXT(TXT::new(strings.iter().map(|s| (*s).to_owned()).collect()));
+    let instance = "web-3.web.service.local.";
+    let cases: Vec<(Vec<Record>, Vec<Record>)> = vec![
+        (vec![], vec![record(instance, DNSClass::IN, 30, a(3))]),
+        (
+            vec![empty(instance, DNSClass::NONE, RecordType::ANY)],
+            vec![
+                record(instance, DNSClass::IN, 30, a(3)),
+                record(
+                    "_web._tcp.service.local.",
+                    DNSClass::IN,
+                    30,
+                    srv(8080, instance),
+                ),
+                record(
+                    instance,
+                    DNSClass::IN,
+                    30,
+                    txt(&["check-tcp=127.0.0.3:8080", "check-interval=10s", "v=1"]),
+                ),
+            ],
+        ),
+        (
+            vec![record("web-1.web.service.local.", DNSClass::IN, 0, a(1))],
+            vec![
+                empty("web-1.web.service.local.", DNSClass::ANY, RecordType::A),
+                record("web-1.web.service.local.", DNSClass::IN, 30, a(9)),
+            ],
+        ),
+        (
+            vec![empty(
+                "web-1.web.service.local.",
+                DNSClass::ANY,
+                RecordType::ANY,
+            )],
+            vec![empty(
+                "web-1.web.service.local.",
+                DNSClass::ANY,
+                RecordType::ANY,
+            )],
+        ),
+        (
+            vec![empty(
+                "_web._v2.service.local.",
+                DNSClass::ANY,
+                RecordType::SRV,
+            )],
+            vec![record(
+                "_web._v2.service.local.",
+                DNSClass::NONE,
+                0,
+                srv(80, "web-1.web.service.local."),
+            )],
+        ),
+        (
+            vec![empty(
+                "web.service.local.",
+                DNSClass::NONE,
+                RecordType::AAAA,
+            )],
+            vec![
+                record("web.service.local.", DNSClass::IN, 30, a(7)),
+                record(
+                    "six.service.local.",
+                    DNSClass::IN,
+                    30,
+                    RData::AAAA(AAAA(Ipv6Addr::LOCALHOST)),
+                ),
+            ],
+        ),
+        (
+            vec![],
+            vec![
+                record(
+                    "a-web.service.local.",
+                    DNSClass::IN,
+                    30,
+                    txt(&["heritage=external-dns,external-dns/owner=default"]),
+                ),
+                record("web.service.local.", DNSClass::NONE, 0, a(2)),
+            ],
+        ),
+    ];
+    cases
+        .into_iter()
+        .filter_map(|(prerequisites, updates)| {
+            let mut message = Message::new(0x2136, MessageType::Query, OpCode::Update);
+            let mut zone = Query::query(name("service.local."), RecordType::SOA);
+            zone.set_query_class(DNSClass::IN);
+            message.add_query(zone);
+            message.answers = prerequisites;
+            message.authorities = updates;
+            message.to_vec().ok()
+        })
+        .collect()
 }
 
 /// A query as a stub resolver sends it: RD set, DO set with EDNS.

@@ -1,4 +1,4 @@
-//! The three targets and the invariants each checks beyond "no panic". An
+//! The four targets and the invariants each checks beyond "no panic". An
 //! invariant that fails panics, so the fuzz loop saves the input like any
 //! other crash.
 
@@ -9,7 +9,7 @@ use hickory_proto::{
     rr::Name,
     serialize::binary::{BinDecodable, BinDecoder},
 };
-use roster::{dns::fuzzing, http::body::parse_json, model::InstanceBody};
+use roster::{dns::fuzzing, http::body::parse_json, model::InstanceBody, update};
 
 /// Runs one input through a target, panicking if an invariant fails.
 type Run = Box<dyn FnMut(&[u8])>;
@@ -29,6 +29,7 @@ impl Target {
             "dns" => Some(dns()),
             "query" => Some(query()),
             "json" => Some(json()),
+            "update" => Some(update()),
             _ => None,
         }
     }
@@ -38,7 +39,7 @@ impl Target {
     }
 }
 
-pub const TARGETS: [&str; 3] = ["dns", "query", "json"];
+pub const TARGETS: [&str; 4] = ["dns", "query", "json", "update"];
 
 /// WARN and ERROR events logged while the current input ran (see
 /// [`WarnCounter`]).
@@ -228,6 +229,46 @@ fn json() -> Target {
                 "multicast address {} accepted",
                 instance.address
             );
+        }),
+    }
+}
+
+const UPDATE_TOKENS: &[&[u8]] = &[
+    // Header: opcode UPDATE, one zone, then prerequisite/update counts.
+    b"\x00\x01\x28\x00\x00\x01",
+    b"\x07service\x05local\x00\x00\x06\x00\x01",
+    b"\x05web-1\x03web\xc0\x0c",
+    b"\x03web\xc0\x0c",
+    b"\x04_web\x04_tcp\xc0\x0c",
+    b"\x04_web\x03_v2\xc0\x0c",
+    b"\x05six-1\x03six\xc0\x0c",
+    // Type and class: A, AAAA, TXT, SRV, DHCID, ANY; IN, ANY, NONE.
+    b"\x00\x01\x00\x01",
+    b"\x00\x1c\x00\x01",
+    b"\x00\x10\x00\x01",
+    b"\x00\x21\x00\x01",
+    b"\x00\x31\x00\x01",
+    b"\x00\xff\x00\xff",
+    b"\x00\x01\x00\xfe",
+    b"\x00\x01\x00\xff",
+    // TTL 0 and 30, RDATA lengths.
+    b"\x00\x00\x00\x00\x00\x00",
+    b"\x00\x00\x00\x1e\x00\x04\x7f\x00\x00\x05",
+    b"\x09check-tcp",
+    b"\x0bk=v",
+    b"\x00\x00\x00\x05\x1f\x90",
+];
+
+/// DNS UPDATE's planner: a message's prerequisite and update sections
+/// against a small registry (invariants in `update::fuzzing`).
+fn update() -> Target {
+    let target = update::fuzzing::UpdateTarget::new();
+    Target {
+        name: "update",
+        dictionary: UPDATE_TOKENS,
+        max_len: 2048,
+        run: Box::new(move |input| {
+            let _ = target.plan(input);
         }),
     }
 }

@@ -109,9 +109,16 @@ impl UpdateTarget {
                 }
                 Change::Remove(id) => id.as_str(),
             };
-            assert!(seen.insert(id.to_owned()), "{id} changed twice: {changes:?}");
+            assert!(
+                seen.insert(id.to_owned()),
+                "{id} changed twice: {changes:?}"
+            );
         }
-        assert!(seen.len() <= MAX_TOUCHED, "{} instances changed", seen.len());
+        assert!(
+            seen.len() <= MAX_TOUCHED,
+            "{} instances changed",
+            seen.len()
+        );
         Some(Ok(changes.len()))
     }
 }
