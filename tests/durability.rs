@@ -301,20 +301,33 @@ async fn a_damaged_store_stops_start_up_with_a_clear_message() {
     let status = roster.stop().await;
     assert!(status.success(), "SIGTERM: {status}");
     let intact = std::fs::read(site.store_file()).expect("read store");
-    // Records are stored as JSON: find one, and the page that holds it.
-    let record = intact
+    // Records are stored as JSON: find them, and the pages that hold them.
+    // redb copies a page to change it, so the file also holds stale copies
+    // in freed pages, anywhere: every copy is damaged, so that the live one
+    // surely is (damaging only the first hit broke whenever the page layout
+    // moved the live one after a stale one).
+    let records: Vec<usize> = intact
         .windows(11)
-        .position(|w| w == b"\"service\":\"")
-        .expect("a JSON record in the store file");
-    let page = record - record % 4096;
-    let damages: [(&str, usize, &[u8]); 2] = [
-        ("an unreadable record", record, b"\xff\xfe\xfd"),
-        ("a damaged page header", page, &[0xff; 8]),
+        .enumerate()
+        .filter(|(_, w)| *w == b"\"service\":\"")
+        .map(|(offset, _)| offset)
+        .collect();
+    assert!(!records.is_empty(), "no JSON record in the store file");
+    let pages: BTreeSet<usize> = records.iter().map(|r| r - r % 4096).collect();
+    let damages: [(&str, Vec<usize>, &[u8]); 2] = [
+        ("an unreadable record", records, b"\xff\xfe\xfd"),
+        (
+            "a damaged page header",
+            pages.into_iter().collect(),
+            &[0xff; 8],
+        ),
     ];
     let mut problems = Vec::new();
-    for (what, offset, bytes) in damages {
+    for (what, offsets, bytes) in damages {
         let mut damaged = intact.clone();
-        damaged[offset..offset + bytes.len()].copy_from_slice(bytes);
+        for offset in offsets {
+            damaged[offset..offset + bytes.len()].copy_from_slice(bytes);
+        }
         std::fs::write(site.store_file(), &damaged).expect("write damaged store");
         let exited = match site.try_start().await {
             Ok(roster) => {

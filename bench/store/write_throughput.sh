@@ -22,8 +22,9 @@
 # bench/store/loadgen: C connections, one PUT in flight on each, every PUT a
 # real change (a fresh sequence number in its metadata), for the duration.
 # Prints one markdown table row per run: acknowledged writes per second,
-# client-side latency, and the CPU used by roster, the client and (during
-# the run) everything else on the machine.
+# client-side latency, the CPU used by roster, the client and (during the
+# run) everything else on the machine, roster's CPU per applied write and
+# the writes per store commit (from its /metrics, read with curl).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$PWD
@@ -49,7 +50,7 @@ while (($#)); do
         -r | --rounds) ROUNDS=$2; shift 2 ;;
         -q | --quiet-wait) QUIET_WAIT=$2; shift 2 ;;
         --no-build) SKIP_BUILD=1; shift ;;
-        -h | --help) sed -n '2,26p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,27p' "$0"; exit 0 ;;
         *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -87,7 +88,9 @@ start_roster() {
     roster_pid=$!
     for _ in $(seq 300); do
         if grep -q 'roster is serving' "$work/run/roster.log" 2>/dev/null; then
-            http_addr=$(grep -o 'http=[0-9.:]*' "$work/run/roster.log" | head -1 | cut -d= -f2)
+            # From the "serving" line only: an earlier line ("connection
+            # caps ... http=1024") also has an `http=`.
+            http_addr=$(grep 'roster is serving' "$work/run/roster.log" | grep -o ' http=[0-9.:]*' | cut -d= -f2)
             return
         fi
         kill -0 "$roster_pid" 2>/dev/null || { cat "$work/run/roster.log" >&2; exit 1; }
@@ -125,6 +128,15 @@ wait_quiet() {
     done
 }
 
+# Applied writes and store commits so far, from roster's /metrics: their
+# ratio is the batch size group commit reached.
+writes_and_commits() {
+    curl -s --noproxy '*' "http://$http_addr/metrics" | awk '
+        /^roster_registry_writes_total\{result="applied"\}/ { w = $2 }
+        /^roster_registry_commit_duration_seconds_count/ { c = $2 }
+        END { print w + 0, c + 0 }'
+}
+
 stop_roster() {
     kill -TERM "$roster_pid"
     wait "$roster_pid" || { echo "roster exited with $?" >&2; exit 1; }
@@ -133,12 +145,13 @@ stop_roster() {
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ), roster ${ROSTER_BIN:-$(git describe --always --dirty 2>/dev/null || echo unknown)}, nproc $(nproc), $(uname -m), services $SERVICES, instance IDs $INSTANCES, ${DURATION}s per run (+${WARMUP}s warm-up), loadgen threads $THREADS"
 echo
-echo "| connections | acknowledged writes/s | p50 ms | p99 ms | max ms | roster CPU (cores) | loadgen CPU (cores) | others' CPU (cores) | store file MB | failures |"
-echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+echo "| connections | acknowledged writes/s | p50 ms | p99 ms | max ms | roster CPU (cores) | loadgen CPU (cores) | others' CPU (cores) | roster CPU µs per write | writes per commit | store file MB | failures |"
+echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
 for c in $CONNECTIONS; do
     for _ in $(seq "$ROUNDS"); do
         wait_quiet
         start_roster
+        read -r writes0 commits0 < <(writes_and_commits)
         roster_cpu0=$(cpu_seconds "$roster_pid")
         machine_cpu0=$(machine_cpu_seconds)
         "$loadgen_bin" --addr "$http_addr" --connections "$c" --duration "$DURATION" \
@@ -146,6 +159,7 @@ for c in $CONNECTIONS; do
             --threads "$THREADS" >"$work/loadgen.out" 2>"$work/loadgen.err"
         machine_cpu1=$(machine_cpu_seconds)
         roster_cpu1=$(cpu_seconds "$roster_pid")
+        read -r writes1 commits1 < <(writes_and_commits)
         stop_roster
         line=$(cat "$work/loadgen.out")
         get() { grep -o "$1=[^ ]*" <<<"$line" | cut -d= -f2; }
@@ -157,14 +171,19 @@ for c in $CONNECTIONS; do
         others_cores=$(awk -v a="$machine_cpu0" -v b="$machine_cpu1" -v e="$elapsed" \
             -v r="$roster_cores" -v l="$loadgen_cores" \
             'BEGIN { o = (b - a) / e - r - l; printf "%.2f", (o < 0 ? 0 : o) }')
+        # Over the whole run, warm-up included, as the CPU is measured.
+        us_per_write=$(awk -v a="$roster_cpu0" -v b="$roster_cpu1" -v w=$((writes1 - writes0)) \
+            'BEGIN { printf "%.0f", (w > 0 ? (b - a) / w * 1e6 : 0) }')
+        per_commit=$(awk -v w=$((writes1 - writes0)) -v c=$((commits1 - commits0)) \
+            'BEGIN { printf "%.1f", (c > 0 ? w / c : 0) }')
         failures="$(get refused) refused, $(get connection_errors) connection errors"
         if [[ -s $work/loadgen.err ]]; then
             failures="$failures ($(head -c 200 "$work/loadgen.err" | tr '\n|' '  '))"
         fi
         store_mb=$(du -m "$work/run/data/roster.redb" | cut -f1)
-        printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+        printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
             "$c" "$(get rate | tr -d /s)" "$(get p50 | tr -d ms)" "$(get p99 | tr -d ms)" \
             "$(get max | tr -d ms)" "$roster_cores" "$loadgen_cores" "$others_cores" \
-            "$store_mb" "$failures"
+            "$us_per_write" "$per_commit" "$store_mb" "$failures"
     done
 done

@@ -87,13 +87,24 @@ fn builder() -> redb::Builder {
     builder
 }
 
+/// An open database and what this handle knows it last wrote.
+struct Open {
+    db: Database,
+    /// The index ceiling the last commit through this handle made durable,
+    /// `None` until one has. The ceiling moves once every `INDEX_RESERVE`
+    /// index changes, so most commits carry the value already on disk:
+    /// those leave the `meta` table alone and write one B-tree fewer (its
+    /// page, and its root in the table of tables).
+    index: Option<u64>,
+}
+
 /// A redb database in a locked data directory.
 pub struct EmbeddedStore {
     /// The open database, or `None` after a failed commit until a reopen
     /// succeeds. Std mutex: the registry's single writer is the only one
     /// that commits, from a blocking thread, so it is never contended and
     /// never held across an await.
-    db: Mutex<Option<Database>>,
+    db: Mutex<Option<Open>>,
     path: PathBuf,
     /// What the read-only check at open loaded, handed out by the first
     /// `load` instead of reading everything twice. Std mutex: taken once.
@@ -155,7 +166,7 @@ impl EmbeddedStore {
             .map_err(|e| open_error(&path, OpenProblem::Unopenable(e.into())))
         })?;
         let store = Self {
-            db: Mutex::new(Some(db)),
+            db: Mutex::new(Some(Open { db, index: None })),
             path,
             preloaded: Mutex::new(preloaded),
             _lock: lock,
@@ -176,7 +187,7 @@ impl EmbeddedStore {
             source,
         };
         let db = self.db.lock().map_err(|_| POISONED_FOR_WRITE)?;
-        let db = db.as_ref().ok_or(NOT_OPEN_FOR_WRITE)?;
+        let db = &db.as_ref().ok_or(NOT_OPEN_FOR_WRITE)?.db;
         let txn = db.begin_write().map_err(|e| write(e.into()))?;
         txn.open_table(INSTANCES).map_err(|e| write(e.into()))?;
         txn.open_table(META).map_err(|e| write(e.into()))?;
@@ -194,10 +205,13 @@ impl Store for EmbeddedStore {
                     operation: StoreOperation::Read,
                     reason: "store lock poisoned",
                 })?;
-                let db = db.as_ref().ok_or(StoreError::Unavailable {
-                    operation: StoreOperation::Read,
-                    reason: "store is not open",
-                })?;
+                let db = &db
+                    .as_ref()
+                    .ok_or(StoreError::Unavailable {
+                        operation: StoreOperation::Read,
+                        reason: "store is not open",
+                    })?
+                    .db;
                 contain_panics(&self.path, || load_from(db, &self.path))
             }
         }
@@ -213,16 +227,22 @@ impl Store for EmbeddedStore {
     fn commit(&self, batch: &[Mutation], index: u64) -> Result<(), StoreError> {
         let mut db = self.db.lock().map_err(|_| POISONED_FOR_WRITE)?;
         if db.is_none() {
-            *db = Some(self.reopen()?);
+            *db = Some(Open {
+                db: self.reopen()?,
+                index: None,
+            });
             tracing::info!(path = %self.path.display(), "store reopened after a failed write");
         }
-        let Some(open) = db.as_ref() else {
+        let Some(open) = db.as_mut() else {
             return Err(NOT_OPEN_FOR_WRITE);
         };
-        let committed = commit_to(open, &self.path, batch, index);
-        if committed.is_err() {
+        // A ceiling this handle already made durable is on disk as it is.
+        let new_index = (open.index != Some(index)).then_some(index);
+        let committed = commit_to(&open.db, &self.path, batch, new_index);
+        match committed {
+            Ok(()) => open.index = Some(index),
             // Dropped now: redb allows one open handle per file.
-            *db = None;
+            Err(_) => *db = None,
         }
         committed
     }
@@ -243,8 +263,14 @@ impl EmbeddedStore {
     }
 }
 
-/// Writes one batch in one transaction.
-fn commit_to(db: &Database, path: &Path, batch: &[Mutation], index: u64) -> Result<(), StoreError> {
+/// Writes one batch in one transaction, and the index ceiling if it is
+/// `Some` (a new value).
+fn commit_to(
+    db: &Database,
+    path: &Path,
+    batch: &[Mutation],
+    index: Option<u64>,
+) -> Result<(), StoreError> {
     let write = |source: BackendError| StoreError::Write {
         path: path.to_owned(),
         source,
@@ -265,8 +291,10 @@ fn commit_to(db: &Database, path: &Path, batch: &[Mutation], index: u64) -> Resu
                 }
             }
         }
-        let mut meta = txn.open_table(META).map_err(|e| write(e.into()))?;
-        meta.insert("index", index).map_err(|e| write(e.into()))?;
+        if let Some(index) = index {
+            let mut meta = txn.open_table(META).map_err(|e| write(e.into()))?;
+            meta.insert("index", index).map_err(|e| write(e.into()))?;
+        }
     }
     // Durability::Immediate (the default): commit returns after fsync.
     txn.commit().map_err(|e| write(e.into()))
@@ -343,6 +371,40 @@ mod tests {
         let store = EmbeddedStore::open(dir.path()).expect("reopen");
         let loaded = store.load().expect("load");
         assert_eq!(loaded.index, 8);
+        assert_eq!(loaded.instances, vec![stored("b")]);
+    }
+
+    #[test]
+    fn an_unchanged_ceiling_stays_as_written_and_a_new_one_replaces_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = EmbeddedStore::open(dir.path()).expect("open");
+            store
+                .commit(&[Mutation::Put(stored("a"))], 7)
+                .expect("commit");
+            // The same ceiling again: the batch is written, the meta table
+            // is not touched.
+            store
+                .commit(&[Mutation::Put(stored("b"))], 7)
+                .expect("commit");
+        }
+        let store = EmbeddedStore::open(dir.path()).expect("reopen");
+        let loaded = store.load().expect("load");
+        assert_eq!(loaded.index, 7);
+        assert_eq!(loaded.instances, vec![stored("a"), stored("b")]);
+        // A fresh handle knows nothing it wrote: its first commit writes
+        // the ceiling even when it is the one on disk, and a later new one
+        // replaces it.
+        store
+            .commit(&[Mutation::Delete { id: "a".into() }], 7)
+            .expect("commit");
+        store.commit(&[], 9).expect("commit");
+        drop(store);
+        let loaded = EmbeddedStore::open(dir.path())
+            .expect("reopen")
+            .load()
+            .expect("load");
+        assert_eq!(loaded.index, 9);
         assert_eq!(loaded.instances, vec![stored("b")]);
     }
 
