@@ -332,7 +332,9 @@ pub async fn run_reloading(
         };
         info!(keys = config.dns.update.keys.len(), "DNS UPDATE on");
         let updates = update::RegistryUpdates::new(registry.clone(), settings);
-        handler.with_updates(keys, Arc::new(updates))
+        handler
+            .with_updates(keys, Arc::new(updates))
+            .with_update_counters(metrics.dns_updates.clone())
     } else {
         handler
     };

@@ -33,6 +33,7 @@ use super::{
     wire,
     zones::StaticZones,
 };
+use crate::metrics::UpdateCounters;
 
 /// The only EDNS version roster speaks (RFC 6891).
 const EDNS_VERSION: u8 = 0;
@@ -55,6 +56,8 @@ pub struct DnsHandler {
     /// UPDATEs over UDP being applied at once: each waits for a commit on
     /// the runtime, so a flood of them must not pile up tasks without end.
     update_slots: Arc<Semaphore>,
+    /// UPDATE answers by RCODE, when DNS UPDATE is on.
+    update_counters: Option<Arc<UpdateCounters>>,
 }
 
 /// Most UDP UPDATEs in flight; one more is dropped (its client retries).
@@ -91,6 +94,7 @@ impl DnsHandler {
             keys: Arc::new(KeyRing::default()),
             updates: None,
             update_slots: Arc::new(Semaphore::new(UDP_UPDATES_IN_FLIGHT)),
+            update_counters: None,
         }
     }
 
@@ -99,6 +103,12 @@ impl DnsHandler {
     pub fn with_updates(mut self, keys: KeyRing, updates: Arc<dyn UpdateApplier>) -> Self {
         self.keys = Arc::new(keys);
         self.updates = Some(updates);
+        self
+    }
+
+    /// Counts every UPDATE's answer, by RCODE, into `counters`.
+    pub fn with_update_counters(mut self, counters: Arc<UpdateCounters>) -> Self {
+        self.update_counters = Some(counters);
         self
     }
 
@@ -183,6 +193,23 @@ fn servfail(request: &Request) -> ResponseInfo {
 #[async_trait::async_trait]
 impl RequestHandler for DnsHandler {
     async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        let info = self.answer(request, response_handle).await;
+        if request.metadata.op_code == OpCode::Update
+            && let Some(counters) = &self.update_counters
+        {
+            counters.count(u16::from(info.response_code));
+        }
+        info
+    }
+}
+
+impl DnsHandler {
+    /// What [`RequestHandler::handle_request`] answers.
+    async fn answer<R: ResponseHandler>(
         &self,
         request: &Request,
         mut response_handle: R,

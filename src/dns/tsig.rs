@@ -391,6 +391,38 @@ mod tests {
     }
 
     #[test]
+    fn every_update_answer_is_counted_by_rcode_and_queries_are_not() {
+        let counters = Arc::new(crate::metrics::UpdateCounters::default());
+        let handler = handler(Arc::default()).with_update_counters(counters.clone());
+        let key = key("roster-key", "hmac-sha256", SECRET);
+        let wrong = self::key(
+            "roster-key",
+            "hmac-sha256",
+            "b3RoZXItc2l4dGVlbi1ieXRlcy1vZi1zZWNyZXQ=",
+        );
+        answer(&handler, &signed(&mut update(), &key, now()).0);
+        answer(&handler, &signed(&mut update(), &wrong, now()).0);
+        answer(&handler, &update().to_vec().expect("encodes"));
+        answer(&handler, &signed(&mut soa_query(), &key, now()).0);
+        let counts: Vec<u64> = counters
+            .0
+            .iter()
+            .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+            .collect();
+        let by_name = |name: &str| {
+            let index = crate::metrics::UPDATE_RCODES
+                .iter()
+                .position(|n| *n == name)
+                .expect("a label");
+            counts[index]
+        };
+        assert_eq!(by_name("NOERROR"), 1, "{counts:?}");
+        assert_eq!(by_name("NOTAUTH"), 1, "{counts:?}");
+        assert_eq!(by_name("REFUSED"), 1, "{counts:?}");
+        assert_eq!(counts.iter().sum::<u64>(), 3, "the query is not an update");
+    }
+
+    #[test]
     fn unsigned_updates_are_refused_and_other_zones_are_not_ours() {
         let recorder = Arc::new(Recorder::default());
         let handler = handler(recorder.clone());

@@ -146,6 +146,31 @@ impl Default for RegistryCounters {
     }
 }
 
+/// DNS UPDATE answers by RCODE, as labelled: RFC 2136's codes by number
+/// (0 to 10), then anything else.
+pub const UPDATE_RCODES: [&str; 12] = [
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "YXRRSET",
+    "NXRRSET", "NOTAUTH", "NOTZONE", "other",
+];
+
+/// DNS UPDATE answers, by [`UPDATE_RCODES`]. Shared by every DNS thread:
+/// an UPDATE is rare and costs a commit, so one atomic add is nothing.
+pub struct UpdateCounters(pub [AtomicU64; UPDATE_RCODES.len()]);
+
+impl Default for UpdateCounters {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl UpdateCounters {
+    /// Counts one answer with RCODE `rcode` (the extended value).
+    pub fn count(&self, rcode: u16) {
+        let index = usize::from(rcode).min(UPDATE_RCODES.len() - 1);
+        self.0[index].fetch_add(1, Relaxed);
+    }
+}
+
 /// The probe kinds counted, as labelled.
 pub const PROBE_KINDS: [&str; 2] = ["http", "tcp"];
 /// The check statuses, as labelled, in [`status_index`] order.
@@ -190,6 +215,8 @@ pub struct Metrics {
     pub cluster_stale: std::sync::atomic::AtomicBool,
     /// Checks (of every kind) this node runs.
     pub checks_owned: AtomicU64,
+    /// DNS UPDATE answers by RCODE.
+    pub dns_updates: Arc<UpdateCounters>,
     /// The UDP response-rate limiter's counters, once DNS runs with
     /// `dns.rate_limit` on.
     pub dns_rate_limit: std::sync::OnceLock<crate::dns::RateLimitCounter>,

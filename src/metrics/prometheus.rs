@@ -8,7 +8,7 @@
 use std::{fmt::Write as _, sync::atomic::Ordering::Relaxed, time::UNIX_EPOCH};
 
 use super::{
-    LagHistogram, Metrics, PROBE_KINDS, STATUSES, WRITE_RESULTS, dns::Proto,
+    LagHistogram, Metrics, PROBE_KINDS, STATUSES, UPDATE_RCODES, WRITE_RESULTS, dns::Proto,
     histogram::HistogramSnapshot,
 };
 use crate::registry::RegistryState;
@@ -187,6 +187,18 @@ fn registry(out: &mut Text, metrics: &Metrics, catalog: &CatalogCounts) {
     for (result, count) in WRITE_RESULTS.iter().zip(&metrics.registry.writes) {
         let labels = [("result", *result)];
         out.sample("roster_registry_writes_total", &labels, count.load(Relaxed));
+    }
+    out.family(
+        "roster_dns_updates_total",
+        "counter",
+        "DNS UPDATE (RFC 2136) answers by RCODE, refusals and TSIG errors included.",
+    );
+    for (rcode, count) in UPDATE_RCODES.iter().zip(&metrics.dns_updates.0) {
+        out.sample(
+            "roster_dns_updates_total",
+            &[("rcode", *rcode)],
+            count.load(Relaxed),
+        );
     }
     out.family(
         "roster_registry_commit_duration_seconds",
