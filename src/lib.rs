@@ -328,7 +328,7 @@ pub async fn run_reloading(
         let settings = update::UpdateSettings {
             domain: domain.clone(),
             default_port: config.dns.update.default_port,
-            default_check: config.dns.update.default_check.as_ref().map(Into::into),
+            default_check: config.dns.update.default_check.clone(),
         };
         info!(keys = config.dns.update.keys.len(), "DNS UPDATE on");
         let updates = update::RegistryUpdates::new(registry.clone(), settings);

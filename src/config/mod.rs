@@ -17,7 +17,7 @@ mod security;
 mod update;
 
 pub use security::{Access, AclConfig, DefaultPolicy, HealthConfig, Network, TokenConfig};
-pub use update::{DefaultCheckConfig, UpdateConfig, UpdateKey};
+pub use update::{UpdateConfig, UpdateKey};
 
 /// A configuration problem, naming the file and key at fault.
 #[derive(Debug, thiserror::Error)]

@@ -21,7 +21,7 @@ pub struct UpdateConfig {
     /// external-dns sends for `<service>`).
     pub default_port: u16,
     /// The check an instance gets when its update declares none.
-    pub default_check: Option<DefaultCheckConfig>,
+    pub default_check: Option<DefaultCheck>,
     pub keys: Vec<UpdateKey>,
 }
 
@@ -32,31 +32,6 @@ impl Default for UpdateConfig {
             default_port: 80,
             default_check: None,
             keys: Vec::new(),
-        }
-    }
-}
-
-/// `[dns.update.default_check]`, as written.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct DefaultCheckConfig {
-    pub http: Option<String>,
-    pub tcp: Option<String>,
-    pub ttl: Option<String>,
-    pub interval: Option<String>,
-    pub timeout: Option<String>,
-    pub deregister_critical_after: Option<String>,
-}
-
-impl From<&DefaultCheckConfig> for DefaultCheck {
-    fn from(config: &DefaultCheckConfig) -> Self {
-        Self {
-            http: config.http.clone(),
-            tcp: config.tcp.clone(),
-            ttl: config.ttl.clone(),
-            interval: config.interval.clone(),
-            timeout: config.timeout.clone(),
-            deregister_critical_after: config.deregister_critical_after.clone(),
         }
     }
 }
@@ -179,7 +154,7 @@ impl UpdateConfig {
 
 /// A default check must be one kind, with placeholders filled in it must
 /// pass the API's own validation.
-fn validate_default_check(check: &DefaultCheckConfig) -> Result<(), String> {
+fn validate_default_check(check: &DefaultCheck) -> Result<(), String> {
     let fill = |text: &Option<String>| {
         text.as_ref()
             .map(|t| t.replace("{address}", "127.0.0.1").replace("{port}", "80"))

@@ -58,7 +58,8 @@ pub struct UpdateSettings {
 /// `[dns.update.default_check]`: a check template whose strings may hold
 /// `{address}` and `{port}`, filled in per instance. Validated when the
 /// config is loaded.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DefaultCheck {
     pub http: Option<String>,
     pub tcp: Option<String>,
