@@ -16,6 +16,11 @@ use serde::{
     ser::SerializeMap,
 };
 
+/// The metadata key DNS UPDATE keeps an instance's DHCID record under
+/// (base64 of its RDATA, RFC 4701): Kea's conflict resolution, not data
+/// for clients, so it is not served as a TXT string.
+pub const DHCID_META_KEY: &str = "dhcid";
+
 /// Metadata entries sorted by key, each key once.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Meta(Box<[(String, String)]>);

@@ -20,7 +20,7 @@ pub use instance::{
     TaggedAddress, TaggedAddresses, validate_maintenance_reason, validate_meta,
     validate_tagged_addresses, validate_tags,
 };
-pub use meta::Meta;
+pub use meta::{DHCID_META_KEY, Meta};
 pub use names::{DnsLabel, InstanceId, ServiceName};
 
 /// Input that was refused, with the field at fault (`address`,

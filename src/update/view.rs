@@ -6,12 +6,11 @@
 
 use std::{collections::BTreeSet, net::IpAddr, sync::Arc};
 
+use base64::{Engine, engine::general_purpose::STANDARD};
 use hickory_proto::{
     rr::{Name, RData, RecordType},
     serialize::binary::BinEncodable,
 };
-
-use base64::{Engine, engine::general_purpose::STANDARD};
 
 use super::names::Owner;
 use crate::{
@@ -19,12 +18,10 @@ use crate::{
     registry::{InstanceState, RegistryState, ServiceState},
 };
 
+pub(super) use crate::model::DHCID_META_KEY;
+
 /// DHCID (RFC 4701), which hickory-proto reads as an unknown type.
 pub(super) const DHCID: RecordType = RecordType::Unknown(49);
-
-/// The metadata key a DHCID's RDATA is kept under, base64: not part of the
-/// TXT RRset, and refused from a client's TXT.
-pub(super) const DHCID_META_KEY: &str = "dhcid";
 
 /// One record's data, comparable as RFC 2136 compares RRs: by value, with
 /// names in RDATA case-insensitively and the TTL ignored.

@@ -2,7 +2,7 @@
 
 use std::{collections::BTreeSet, net::IpAddr};
 
-use crate::model::{DnsLabel, Instance};
+use crate::model::{DHCID_META_KEY, DnsLabel, Instance};
 
 /// One instance as DNS sees it: everything its A/AAAA, SRV and TXT records
 /// are made of, and the tag labels it is found under.
@@ -22,8 +22,10 @@ pub struct Endpoint {
     /// The instance's DNS label, lower-case: the SRV target is
     /// `<label>.<service>.<domain>.`.
     pub label: DnsLabel,
-    /// TXT strings (`key=value`) at the instance name; empty (and then
-    /// without a heap allocation) for an instance without metadata.
+    /// TXT strings (`key=value`) at the instance name, one per metadata
+    /// entry but the DHCID DNS UPDATE keeps there ([`DHCID_META_KEY`]);
+    /// empty (and then without a heap allocation) for an instance without
+    /// metadata.
     pub txt: Box<[Box<str>]>,
     /// The DNS labels of the instance's tags, sorted, without duplicates;
     /// tags that cannot be a label are left out (they are still listed by
@@ -48,9 +50,28 @@ impl Endpoint {
             txt: instance
                 .meta
                 .iter()
+                .filter(|(k, _)| k.as_str() != DHCID_META_KEY)
                 .map(|(k, v)| format!("{k}={v}").into_boxed_str())
                 .collect(),
             tags: tags.into_iter().map(String::into_boxed_str).collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::InstanceBody;
+
+    #[test]
+    fn txt_is_the_metadata_but_the_dhcid() {
+        let body: InstanceBody = serde_json::from_str(
+            r#"{"address":"127.0.0.1","port":80,"meta":{"v":"1","dhcid":"AAEBAg==","a":"b"}}"#,
+        )
+        .expect("a body");
+        let instance = body.validate("web", "web-1").expect("valid");
+        let endpoint = Endpoint::new(&instance);
+        let txt: Vec<&str> = endpoint.txt.iter().map(|s| &**s).collect();
+        assert_eq!(txt, ["a=b", "v=1"]);
     }
 }
