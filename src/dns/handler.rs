@@ -1,7 +1,8 @@
 //! The hickory `RequestHandler`: protocol rules (opcode, class, EDNS, size
-//! limits) around [`lookup::resolve`]. The socket loops ([`super::udp`],
-//! [`super::tcp`]) own the sockets, hickory the wire format; this owns what
-//! is said.
+//! limits, TSIG) around [`lookup::resolve`], and the gate of DNS UPDATE
+//! (zone, signature), which hands a verified update to the
+//! [`UpdateApplier`]. The socket loops ([`super::udp`], [`super::tcp`]) own
+//! the sockets, hickory the wire format; this owns what is said.
 
 use std::{borrow::Cow, sync::Arc};
 
@@ -356,9 +357,7 @@ impl DnsHandler {
         };
         respond(&mut response_handle, request, signing, response).await
     }
-}
 
-impl DnsHandler {
     /// The RCODE of an UPDATE (RFC 2136 section 3): its zone section must
     /// name the dynamic domain (NOTAUTH elsewhere, REFUSED for a static
     /// zone, which is not roster's to change), and it must be signed with
