@@ -11,8 +11,15 @@
 //! The record table is DNS answer data, so it lives here; the registry
 //! builds and publishes it, and nothing in `dns` writes to it.
 //!
-//! Owns: the DNS wire protocol and the record table's shape. Must not: write
-//! to the registry or its state, or wait on anything but the socket.
+//! TSIG-signed requests are checked against the keys of `[dns.update]`
+//! (`tsig`), and a verified UPDATE is handed to an [`UpdateApplier`]
+//! (`updates`), which the composition root wires to the registry's DNS
+//! UPDATE door (`crate::update`).
+//!
+//! Owns: the DNS wire protocol, TSIG, and the record table's shape. Must
+//! not: write to the registry or its state, or wait on anything but the
+//! socket and, for an UPDATE, the applier's answer (never on a UDP socket
+//! thread: those hand UPDATEs to the runtime).
 
 mod fast;
 mod fit;
