@@ -22,6 +22,7 @@ use common::{
     etcd::EtcdCluster,
     poll::eventually,
     targets::{HttpTarget, Respond},
+    update::{ADMIN, Tool, Transport, update_toml},
 };
 use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
@@ -943,4 +944,63 @@ async fn a_critical_instance_is_reaped_once_cluster_wide() {
             .expect("instances_reaped");
     }
     assert_eq!(reaped, 1, "reaped by more than one node");
+}
+
+// DNS UPDATE ----------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dns_update_through_one_node_shows_on_every_node_and_its_prerequisites_see_it() {
+    // Checks, if any, only on loopback.
+    let config = format!(
+        "{}\n[health]\nallowed_networks = [\"127.0.0.0/8\", \"::1/128\"]\n",
+        update_toml()
+    );
+    let cluster = RosterCluster::start_with_config(3, &config).await;
+    let add = "update add web-1.web.service.local. 30 A 127.0.0.2\n\
+               update add _web._tcp.service.local. 30 SRV 0 5 8080 web-1.web.service.local.";
+    Tool::Nsupdate
+        .run(&ADMIN, Transport::Udp, cluster.nodes[0].roster.dns, add)
+        .await
+        .assert_ok();
+    // Read-your-writes on the node that answered, at once; the others
+    // follow etcd's feed.
+    assert_eq!(
+        served_addresses(cluster.nodes[0].roster.dns, "web").await,
+        BTreeSet::from(["127.0.0.2".to_owned()])
+    );
+    for node in cluster.all() {
+        cluster.wait_dns(node, "web", &["127.0.0.2"]).await;
+        let srv = srv_ports(&cluster, node, "web").await;
+        assert_eq!(srv.len(), 1, "node {node}: {srv:?}");
+        assert!(srv[0].contains(" 8080 "), "node {node}: {srv:?}");
+    }
+
+    // Another node's prerequisites see the instance: "must not exist"
+    // fails there and changes nothing...
+    Tool::Knsupdate
+        .run(
+            &ADMIN,
+            Transport::Tcp,
+            cluster.nodes[1].roster.dns,
+            "prereq nxdomain web-1.web.service.local.\n\
+             update add web-1.web.service.local. 30 A 127.0.0.3",
+        )
+        .await
+        .assert_rcode("YXDOMAIN");
+    // ...and "must exist" holds, so a third node deletes it.
+    Tool::Nsupdate
+        .run(
+            &ADMIN,
+            Transport::Tcp,
+            cluster.nodes[2].roster.dns,
+            "prereq yxdomain web-1.web.service.local.\n\
+             update delete web-1.web.service.local.",
+        )
+        .await
+        .assert_ok();
+    for node in cluster.all() {
+        cluster.wait_dns(node, "web", &[]).await;
+    }
+    let export = cluster.converged(&cluster.all()).await;
+    assert!(export.is_empty(), "nothing left: {export:?}");
 }

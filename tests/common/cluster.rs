@@ -44,7 +44,16 @@ impl Node {
     /// Starts `roster serve --etcd <endpoints> --node <name>` and waits
     /// until it serves.
     pub async fn start(name: &str, endpoints: &str) -> Node {
+        Node::start_with_config(name, endpoints, None).await
+    }
+
+    /// [`Node::start`] with `config` as the `config.toml` of its directory
+    /// (which roster reads from where it runs), if given.
+    pub async fn start_with_config(name: &str, endpoints: &str, config: Option<&str>) -> Node {
         let site = Site::new();
+        if let Some(config) = config {
+            std::fs::write(site.root.path().join("config.toml"), config).expect("config.toml");
+        }
         let roster = site
             .start_with(&["--etcd", endpoints, "--node", name])
             .await;
@@ -103,9 +112,28 @@ impl RosterCluster {
     /// Roster nodes on `etcd`, node `i` given `endpoints[i]` (so a test can
     /// tie a node to some members only); waits until all are members.
     pub async fn on(etcd: EtcdCluster, endpoints: &[String]) -> RosterCluster {
+        RosterCluster::on_with_config(etcd, endpoints, None).await
+    }
+
+    /// [`RosterCluster::start`] with `config` as every node's
+    /// `config.toml`.
+    pub async fn start_with_config(nodes: usize, config: &str) -> RosterCluster {
+        let etcd = blocking(|| EtcdCluster::start(3));
+        let endpoints = etcd.endpoints_arg();
+        let per_node = vec![endpoints; nodes];
+        RosterCluster::on_with_config(etcd, &per_node, Some(config)).await
+    }
+
+    /// [`RosterCluster::on`] with `config` as every node's `config.toml`.
+    pub async fn on_with_config(
+        etcd: EtcdCluster,
+        endpoints: &[String],
+        config: Option<&str>,
+    ) -> RosterCluster {
         let mut nodes = Vec::new();
         for (i, endpoints) in endpoints.iter().enumerate() {
-            nodes.push(Node::start(&format!("n{}", i + 1), endpoints).await);
+            let name = format!("n{}", i + 1);
+            nodes.push(Node::start_with_config(&name, endpoints, config).await);
         }
         let cluster = RosterCluster {
             nodes,
