@@ -10,8 +10,8 @@ use hickory_proto::op::ResponseCode;
 
 use super::{
     DefaultCheck, UpdateRefusal, UpdateSettings,
-    view::DHCID_META_KEY,
-    zone::{InstanceDraft, SrvValues, Zone},
+    view::{DHCID_META_KEY, SrvValues},
+    zone::{InstanceDraft, Zone},
 };
 use crate::{
     model::{
@@ -123,30 +123,27 @@ fn build(
     settings: &UpdateSettings,
 ) -> Result<Instance, String> {
     let existing = draft.existing.as_ref().map(|e| &*e.instance);
+    // Made from an address alone (external-dns, Kea): the configured port
+    // and the native API's defaults.
+    let from_address = SrvValues {
+        priority: 0,
+        weight: 1,
+        port: settings.default_port,
+    };
     let srv = match draft.srv.len() {
         // A new instance without an SRV record at `_<service>._tcp`: the
-        // values of its tags' SRV records, or, made from an address alone
-        // (external-dns, Kea), the configured port and the native API's
-        // defaults.
-        0 if existing.is_none() => match draft.tag_srv.first() {
-            Some((_, values)) => *values,
-            None => SrvValues {
-                priority: 0,
-                weight: 1,
-                port: settings.default_port,
-            },
-        },
+        // values of its tags' SRV records, or those of an address alone.
+        0 if existing.is_none() => draft
+            .tag_srv
+            .first()
+            .map_or(from_address, |(_, values)| *values),
         0 => {
             return Err(format!(
                 "no port: an instance needs an SRV record at _{}._tcp pointing to it",
                 service.label()
             ));
         }
-        1 => draft.srv.first().copied().unwrap_or(SrvValues {
-            priority: 0,
-            weight: 1,
-            port: settings.default_port,
-        }),
+        1 => draft.srv.first().copied().unwrap_or(from_address),
         _ => {
             return Err(
                 "more than one SRV record: an instance has one port, priority and weight".into(),

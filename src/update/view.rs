@@ -23,6 +23,25 @@ pub(super) use crate::model::DHCID_META_KEY;
 /// DHCID (RFC 4701), which hickory-proto reads as an unknown type.
 pub(super) const DHCID: RecordType = RecordType::Unknown(49);
 
+/// An SRV record's port, priority and weight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct SrvValues {
+    pub priority: u16,
+    pub weight: u16,
+    pub port: u16,
+}
+
+impl SrvValues {
+    /// The instance's own.
+    pub(super) fn of(instance: &Instance) -> Self {
+        Self {
+            priority: instance.priority,
+            weight: instance.weight,
+            port: instance.port,
+        }
+    }
+}
+
 /// One record's data, comparable as RFC 2136 compares RRs: by value, with
 /// names in RDATA case-insensitively and the TTL ignored.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -32,9 +51,7 @@ pub(super) enum Value {
     /// The character-strings of one TXT record, in order.
     Txt(Vec<Vec<u8>>),
     Srv {
-        priority: u16,
-        weight: u16,
-        port: u16,
+        values: SrvValues,
         /// Lower case, fully qualified, as text.
         target: String,
     },
@@ -53,9 +70,11 @@ pub(super) fn value(data: &RData) -> Option<Value> {
         RData::AAAA(aaaa) => Value::Address(IpAddr::V6(aaaa.0)),
         RData::TXT(txt) => Value::Txt(txt.txt_data.iter().map(|s| s.to_vec()).collect()),
         RData::SRV(srv) => Value::Srv {
-            priority: srv.priority,
-            weight: srv.weight,
-            port: srv.port,
+            values: SrvValues {
+                priority: srv.priority,
+                weight: srv.weight,
+                port: srv.port,
+            },
             target: name_text(&srv.target),
         },
         RData::Unknown { code, rdata } if *code == DHCID => Value::Dhcid(rdata.anything.clone()),
@@ -105,9 +124,7 @@ pub(super) fn dhcid(instance: &Instance) -> Option<Vec<u8>> {
 /// The instance's SRV record value.
 pub(super) fn srv(instance: &Instance, domain: &Name) -> Value {
     Value::Srv {
-        priority: instance.priority,
-        weight: instance.weight,
-        port: instance.port,
+        values: SrvValues::of(instance),
         target: target(
             instance.id.label().as_str(),
             instance.service.label().as_str(),

@@ -20,7 +20,7 @@ use hickory_proto::{op::ResponseCode, rr::RecordType};
 use super::{
     UpdateRefusal, UpdateSettings,
     names::Owner,
-    view::{self, DHCID, DHCID_META_KEY, Value},
+    view::{self, DHCID, DHCID_META_KEY, SrvValues, Value},
 };
 use crate::{
     model::DnsLabel,
@@ -30,14 +30,6 @@ use crate::{
 /// Most instances one update may touch: an update is applied in one step
 /// of the registry's writer, which every other change waits behind.
 pub(super) const MAX_TOUCHED: usize = 64;
-
-/// An SRV record's port, priority and weight.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) struct SrvValues {
-    pub priority: u16,
-    pub weight: u16,
-    pub port: u16,
-}
 
 /// One change of the update section, after the prescan.
 #[derive(Clone, Debug)]
@@ -96,11 +88,7 @@ impl InstanceDraft {
                 BTreeSet::from([strings])
             },
             dhcid: view::dhcid(instance).into_iter().collect(),
-            srv: BTreeSet::from([SrvValues {
-                priority: instance.priority,
-                weight: instance.weight,
-                port: instance.port,
-            }]),
+            srv: BTreeSet::from([SrvValues::of(instance)]),
             tags: instance.tags.clone(),
             tag_srv: Vec::new(),
         }
@@ -367,17 +355,8 @@ impl<'a> Zone<'a> {
         operation: &Operation,
     ) -> Result<(), UpdateRefusal> {
         match operation {
-            Operation::Add(Value::Srv {
-                priority,
-                weight,
-                port,
-                target,
-            }) => {
-                let values = SrvValues {
-                    priority: *priority,
-                    weight: *weight,
-                    port: *port,
-                };
+            Operation::Add(Value::Srv { values, target }) => {
+                let values = *values;
                 let Some(label) = self.target_label(service, target) else {
                     return Err(refused(format!(
                         "SRV target {target} is not an instance of {service}: \
@@ -401,17 +380,8 @@ impl<'a> Zone<'a> {
                 }
                 Ok(())
             }
-            Operation::DeleteRr(Value::Srv {
-                priority,
-                weight,
-                port,
-                target,
-            }) => {
-                let values = SrvValues {
-                    priority: *priority,
-                    weight: *weight,
-                    port: *port,
-                };
+            Operation::DeleteRr(Value::Srv { values, target }) => {
+                let values = *values;
                 let Some(label) = self.target_label(service, target) else {
                     return Ok(());
                 };
