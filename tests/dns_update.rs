@@ -25,7 +25,7 @@ use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
 
 use common::{
-    LIMIT, Server, eventually, get_instance, instance,
+    Server, get_instance, instance,
     readme::{sh_blocks, snippet},
     served_addresses,
     targets::TcpTarget,
@@ -33,7 +33,7 @@ use common::{
         ADMIN, DEFAULT_PORT, Key, Tool, Transport, UNKNOWN, WEB_ONLY, WRONG_SECRET, dnspython,
         run_program, snapshot, start_update_server, start_update_server_with, update_toml,
     },
-    wait_check,
+    wait_check, wait_served,
 };
 
 fn set(addresses: &[&str]) -> BTreeSet<String> {
@@ -50,25 +50,6 @@ async fn srv_targets(server: &Server, name: &str) -> Vec<(String, u16)> {
         .collect();
     targets.sort();
     targets
-}
-
-/// Waits until DNS serves exactly `addresses` for `service` (the answer
-/// follows the registry's publication, which follows the commit).
-async fn wait_served(server: &Server, service: &str, addresses: &[&str]) {
-    let wanted = set(addresses);
-    eventually(
-        &format!("{service} serving {addresses:?}"),
-        LIMIT,
-        || async {
-            let seen = served_addresses(server.dns_addr, service).await;
-            if seen == wanted {
-                Ok(())
-            } else {
-                Err(format!("{seen:?}"))
-            }
-        },
-    )
-    .await;
 }
 
 /// Adds `web-1` (address, SRV port, one meta entry), replaces its address,

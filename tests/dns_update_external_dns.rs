@@ -19,8 +19,9 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 
 use common::{
-    LIMIT, Server, eventually, served_addresses,
+    Server, served_addresses,
     update::{ADMIN, DEFAULT_PORT, dnspython, snapshot, start_update_server},
+    wait_served,
 };
 
 /// external-dns's update: TCP, signed with [`ADMIN`].
@@ -53,23 +54,6 @@ async fn registered(server: &Server, service: &str) -> BTreeSet<String> {
             instance["address"].as_str().unwrap_or_default().to_owned()
         })
         .collect()
-}
-
-async fn wait_served(server: &Server, service: &str, addresses: &[&str]) {
-    let wanted: BTreeSet<String> = addresses.iter().map(|a| (*a).to_owned()).collect();
-    eventually(
-        &format!("{service} serving {addresses:?}"),
-        LIMIT,
-        || async {
-            let seen = served_addresses(server.dns_addr, service).await;
-            if seen == wanted {
-                Ok(())
-            } else {
-                Err(format!("{seen:?}"))
-            }
-        },
-    )
-    .await;
 }
 
 fn set(addresses: &[&str]) -> BTreeSet<String> {

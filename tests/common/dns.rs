@@ -491,5 +491,25 @@ pub async fn served_addresses(server: SocketAddr, service: &str) -> BTreeSet<Str
     addresses
 }
 
+/// Waits until DNS serves exactly `addresses` (A and AAAA, as text) for
+/// `service`: the answer follows the registry's publication, which
+/// follows the commit.
+pub async fn wait_served(server: &Server, service: &str, addresses: &[&str]) {
+    let wanted: BTreeSet<String> = addresses.iter().map(|a| (*a).to_owned()).collect();
+    eventually(
+        &format!("{service} serving {addresses:?}"),
+        LIMIT,
+        || async {
+            let seen = served_addresses(server.dns_addr, service).await;
+            if seen == wanted {
+                Ok(())
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        },
+    )
+    .await;
+}
+
 // ---------------------------------------------------------------------------
 // Instance content, as sent and as listed.
