@@ -84,6 +84,30 @@ async fn put_retrying(http: &reqwest::Client, node: &Node, path: &str, body: &Va
 }
 
 /// The `(service, port)` of each instance in an export, by ID.
+/// `service` has the one instance `address` at `port`: at once in the DNS
+/// of node 0, which acknowledged the write (read-your-writes), and, once
+/// etcd's feed brings it, on every node, its SRV included.
+async fn served_at_once_then_everywhere(
+    cluster: &RosterCluster,
+    service: &str,
+    address: &str,
+    port: u16,
+) {
+    assert_eq!(
+        served_addresses(cluster.nodes[0].roster.dns, service).await,
+        BTreeSet::from([address.to_owned()])
+    );
+    for node in cluster.all() {
+        cluster.wait_dns(node, service, &[address]).await;
+        let srv = srv_ports(cluster, node, service).await;
+        assert_eq!(srv.len(), 1, "node {node}: {srv:?}");
+        assert!(
+            srv[0].contains(&format!(" {port} ")),
+            "node {node}: {srv:?}"
+        );
+    }
+}
+
 fn by_id(export: &[Value]) -> BTreeMap<String, (String, u64)> {
     export
         .iter()
@@ -119,17 +143,7 @@ async fn a_write_through_one_node_answers_in_dns_on_every_node() {
     cluster
         .register_ok(0, "web", "web-1", &plain("127.0.0.2", 8080))
         .await;
-    // Read-your-writes on the node that acked, at once.
-    assert_eq!(
-        served_addresses(cluster.nodes[0].roster.dns, "web").await,
-        BTreeSet::from(["127.0.0.2".to_owned()])
-    );
-    for node in cluster.all() {
-        cluster.wait_dns(node, "web", &["127.0.0.2"]).await;
-        let srv = srv_ports(&cluster, node, "web").await;
-        assert_eq!(srv.len(), 1, "node {node}: {srv:?}");
-        assert!(srv[0].contains(" 8080 "), "node {node}: {srv:?}");
-    }
+    served_at_once_then_everywhere(&cluster, "web", "127.0.0.2", 8080).await;
 
     cluster.deregister_ok(1, "web", "web-1").await;
     for node in cluster.all() {
@@ -962,18 +976,7 @@ async fn a_dns_update_through_one_node_shows_on_every_node_and_its_prerequisites
         .run(&ADMIN, Transport::Udp, cluster.nodes[0].roster.dns, add)
         .await
         .assert_ok();
-    // Read-your-writes on the node that answered, at once; the others
-    // follow etcd's feed.
-    assert_eq!(
-        served_addresses(cluster.nodes[0].roster.dns, "web").await,
-        BTreeSet::from(["127.0.0.2".to_owned()])
-    );
-    for node in cluster.all() {
-        cluster.wait_dns(node, "web", &["127.0.0.2"]).await;
-        let srv = srv_ports(&cluster, node, "web").await;
-        assert_eq!(srv.len(), 1, "node {node}: {srv:?}");
-        assert!(srv[0].contains(" 8080 "), "node {node}: {srv:?}");
-    }
+    served_at_once_then_everywhere(&cluster, "web", "127.0.0.2", 8080).await;
 
     // Another node's prerequisites see the instance: "must not exist"
     // fails there and changes nothing...
