@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use hickory_proto::{
     op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode},
     rr::{
-        DNSClass, LowerName, Name, RData, Record, RecordType,
+        DNSClass, LowerName, Record, RecordType,
         rdata::tsig::{TSIG, TsigAlgorithm, TsigError},
     },
     serialize::binary::BinEncoder,
@@ -219,15 +219,10 @@ impl DnsHandler {
         let builder = || MessageResponseBuilder::new(&request.queries, edns.as_ref());
         let error = |code| builder().error_msg(&request.metadata, code);
 
-        // RFC 8945 section 5.1: a TSIG must be the message's last record.
-        let misplaced_tsig = request.additionals.iter().rev().skip(1);
-        if misplaced_tsig
-            .into_iter()
-            .any(|r| r.record_type() == RecordType::TSIG)
-        {
-            return send(&mut response_handle, error(ResponseCode::FormErr), request).await;
-        }
-        let signing = match tsig_of(request) {
+        // A TSIG that is not the message's last record (RFC 8945 section
+        // 5.1) never gets here: hickory's parser refuses the message, and
+        // the socket loops answer FORMERR.
+        let signing = match request.signature.as_deref().map(|s| (&s.name, &s.data)) {
             None => None,
             Some((key_name, signature)) => {
                 let now = tsig::now();
@@ -455,24 +450,6 @@ where
         }
     }
     send(handle, response, request).await
-}
-
-/// The request's TSIG record (key name and data), if it is signed. hickory
-/// lifts it out of the additional section only with its DNSSEC features,
-/// which roster does not build; then it stays there, last (hickory's parser
-/// refuses a record after it).
-fn tsig_of(request: &Request) -> Option<(&Name, &TSIG)> {
-    if let Some(signature) = request.signature.as_deref() {
-        return Some((&signature.name, &signature.data));
-    }
-    match request.additionals.last() {
-        Some(Record {
-            name,
-            data: RData::TSIG(tsig),
-            ..
-        }) => Some((name, tsig)),
-        _ => None,
-    }
 }
 
 /// Answers owned by the name asked for carry it as the client spelled it

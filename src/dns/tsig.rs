@@ -391,6 +391,19 @@ mod tests {
     }
 
     #[test]
+    fn a_tsig_that_is_not_the_last_record_gets_formerr() {
+        let handler = handler(Arc::default());
+        let key = key("roster-key", "hmac-sha256", SECRET);
+        let (mut bytes, _) = signed(&mut soa_query(), &key, now());
+        // One more additional record after the TSIG: an empty OPT.
+        let arcount = u16::from_be_bytes([bytes[10], bytes[11]]) + 1;
+        bytes[10..12].copy_from_slice(&arcount.to_be_bytes());
+        bytes.extend_from_slice(&[0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 0]);
+        let response = Message::from_vec(&answer(&handler, &bytes)).expect("decodes");
+        assert_eq!(response.metadata.response_code, ResponseCode::FormErr);
+    }
+
+    #[test]
     fn every_update_answer_is_counted_by_rcode_and_queries_are_not() {
         let counters = Arc::new(crate::metrics::UpdateCounters::default());
         let handler = handler(Arc::default()).with_update_counters(counters.clone());
