@@ -188,7 +188,7 @@ impl UdpTarget {
 }
 
 /// The TSIG key of the fuzz handler.
-pub const FUZZ_KEY: &str = "fuzz-key.";
+const FUZZ_KEY: &str = "fuzz-key.";
 
 /// Takes every update and changes nothing.
 struct NoUpdates;

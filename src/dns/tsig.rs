@@ -130,10 +130,9 @@ pub(super) fn sign(
     error: Option<(TsigError, u64)>,
 ) -> Option<Box<Record<TSIG>>> {
     let signer = &key.signer;
-    let (time, error, other) = match error {
-        Some((error, now)) => (time, Some(error), now.to_be_bytes()[2..].to_vec()),
-        None => (time, None, Vec::new()),
-    };
+    // Other Data of an error: roster's clock as 48 bits.
+    let other = error.map_or_else(Vec::new, |(_, now)| now.to_be_bytes()[2..].to_vec());
+    let error = error.map(|(error, _)| error);
     let stub = TSIG::new(
         signer.algorithm().clone(),
         time,

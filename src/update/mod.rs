@@ -125,7 +125,7 @@ impl RegistryUpdates {
         }
     }
 
-    async fn apply(registry: Registry, plan: UpdatePlan, key: Name) -> ResponseCode {
+    async fn execute(registry: Registry, plan: UpdatePlan, key: Name) -> ResponseCode {
         match registry.execute(Command::Transaction(Arc::new(plan))).await {
             Ok(_) => {
                 debug!(%key, "DNS UPDATE applied");
@@ -168,7 +168,7 @@ impl UpdateApplier for RegistryUpdates {
             prerequisites,
             updates,
         };
-        Box::pin(Self::apply(self.registry.clone(), plan, key.clone()))
+        Box::pin(Self::execute(self.registry.clone(), plan, key.clone()))
     }
 }
 

@@ -174,7 +174,7 @@ impl World {
         updates: Vec<Record>,
     ) -> ResponseCode {
         let plan = self.plan(scope, prerequisites, updates);
-        RegistryUpdates::apply(self.registry.clone(), plan, n("key")).await
+        RegistryUpdates::execute(self.registry.clone(), plan, n("key")).await
     }
 
     /// The refusal's reason, for an update that must be refused.
