@@ -352,8 +352,10 @@ impl Registry {
     ///
     /// `change` may run several times and must not have side effects. The
     /// instance it returns may move between services (as in Consul). Every
-    /// door that edits rather than replaces uses this (the Consul API now,
-    /// DNS UPDATE later), so the retry lives in one place.
+    /// door that edits one instance rather than replacing it uses this (the
+    /// Consul API), so the retry lives in one place; a change that reads
+    /// more than the instances it writes (DNS UPDATE's prerequisites) is a
+    /// [`Command::Transaction`] instead.
     pub async fn edit<E>(
         &self,
         id: &str,
