@@ -596,9 +596,13 @@ fn build_table(
     settings: &TableSettings,
 ) -> RecordTable {
     let mut table = (**shared.table.load()).clone();
+    // The published table was built from the published state: unchanged
+    // instances are copied from its records (which check that they are).
+    let published = shared.state.load();
     for label in touched {
+        let before = published.services.get(label).map(|s| &**s);
         let service = state.services.get(label).map(|s| &**s);
-        table.update_service(label.as_str(), service, settings);
+        table.update_service_since(label.as_str(), before, service, settings);
     }
     table.set_index(state.index, settings);
     table

@@ -5,7 +5,10 @@
 use std::{
     borrow::Borrow,
     collections::{BTreeMap, BTreeSet},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::SystemTime,
 };
 
@@ -110,6 +113,17 @@ pub struct ServiceState {
     /// changed or removed, a check's status or output): what a blocking
     /// query on this service waits on and answers with.
     modify_index: u64,
+    /// Changes whenever `instances` does, to a value no other change of
+    /// any service took: records built from this state remember it, so
+    /// that an incremental rebuild can tell they are this state's
+    /// (`ServiceRecords::update`). A clone keeps it: same instances.
+    generation: u64,
+}
+
+/// The next `ServiceState::generation`, process-wide.
+fn next_generation() -> u64 {
+    static GENERATIONS: AtomicU64 = AtomicU64::new(1);
+    GENERATIONS.fetch_add(1, Ordering::Relaxed)
 }
 
 impl ServiceState {
@@ -119,12 +133,18 @@ impl ServiceState {
             instances: BTreeSet::new(),
             relabelled: BTreeMap::new(),
             modify_index: 0,
+            generation: next_generation(),
         }
     }
 
     /// The registry index of the service's last change.
     pub fn modify_index(&self) -> u64 {
         self.modify_index
+    }
+
+    /// Which version of the instances this is: see the field.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Records that the service changed at `index`.
@@ -168,6 +188,7 @@ impl ServiceState {
             self.relabelled.insert(Box::from(label), id.to_owned());
         }
         self.instances.replace(ById(state));
+        self.generation = next_generation();
     }
 
     /// Removes an instance; returns whether it was there.
@@ -179,6 +200,7 @@ impl ServiceState {
         if id != label {
             self.relabelled.remove(label);
         }
+        self.generation = next_generation();
         true
     }
 }

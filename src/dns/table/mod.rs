@@ -120,10 +120,25 @@ impl RecordTable {
     }
 
     /// Replaces the records of one service (or removes it if `service` is
-    /// `None` or empty), keeping `tag_use` in step. O(size of that service).
+    /// `None` or empty), keeping `tag_use` in step. O(size of that service),
+    /// reading each of its instances.
     pub fn update_service(
         &mut self,
         label: &str,
+        service: Option<&ServiceState>,
+        settings: &TableSettings,
+    ) {
+        self.update_service_since(label, None, service, settings);
+    }
+
+    /// Like [`Self::update_service`], knowing `before`, the service the
+    /// table's records of it were built from: instances unchanged since are
+    /// then copied from those records rather than read again
+    /// ([`ServiceRecords::update`]).
+    pub fn update_service_since(
+        &mut self,
+        label: &str,
+        before: Option<&ServiceState>,
         service: Option<&ServiceState>,
         settings: &TableSettings,
     ) {
@@ -141,7 +156,10 @@ impl RecordTable {
         let Some(service) = service.filter(|s| !s.is_empty()) else {
             return;
         };
-        let records = ServiceRecords::build(service, settings);
+        let records = match (&old, before) {
+            (Some(old), Some(before)) => ServiceRecords::update(old, before, service, settings),
+            _ => ServiceRecords::build(service, settings),
+        };
         for tag in records.tag_labels() {
             *self.tag_use.entry(tag.to_owned()).or_insert(0) += 1;
         }

@@ -1,9 +1,17 @@
 //! One service's records: its servable instances in the compact form the
 //! DNS fast path encodes from, the names that exist under it, and the
 //! hickory `Record`s the general path builds from them on demand.
+//!
+//! The records hold no pointers into the registry's state: every instance,
+//! servable or not, is a plain [`Member`] with ranges into a few byte
+//! blobs. So a change to one instance of a large service copies those
+//! arrays (sequential memory, in cache) and reads only the changed
+//! instances from the registry ([`ServiceRecords::update`]), instead of
+//! following a pointer or two per instance, each a cache miss, and
+//! touching a reference count per instance in the build and again in the
+//! drop: that was a quarter of a durable write's CPU.
 
 use std::{
-    collections::BTreeMap,
     net::IpAddr,
     sync::{
         Arc,
@@ -16,14 +24,13 @@ use hickory_proto::rr::{
     rdata::{A, AAAA, SRV, TXT},
 };
 
-use super::{Endpoint, InlineLabel, TableSettings};
+use super::{InlineLabel, TableSettings};
 use crate::{
     dns::{
         prefetch::{prefetch, prefetch_lines},
         wire::{self, A_RDATA_LEN, AAAA_RDATA_LEN},
     },
-    model::DnsLabel,
-    registry::ServiceState,
+    registry::{InstanceState, ServiceState},
 };
 
 /// One servable instance as the DNS fast path encodes it, packed inline
@@ -50,18 +57,46 @@ pub enum InstanceLookup {
     Unknown,
 }
 
-/// A tag label and the positions of the servable instances carrying it.
-type TagPositions = (Box<str>, Box<[u32]>);
+/// One instance of the service, servable or not, as the records keep it:
+/// values, and ranges into the records' blobs.
+#[derive(Clone, Copy, Debug)]
+struct Member {
+    address: IpAddr,
+    port: u16,
+    weight: u16,
+    priority: u16,
+    servable: bool,
+    /// Its label in `labels`: start and length (a label is at most 63
+    /// octets).
+    label_start: u32,
+    label_len: u8,
+    /// Its TXT strings in `txt`, each a DNS <character-string> (a length
+    /// octet, then the octets): start and length (at most `MAX_META`
+    /// strings of 256 octets each).
+    txt_start: u32,
+    txt_len: u16,
+    /// Its tags in `member_tags`: start and count (at most `MAX_TAGS`).
+    tags_start: u32,
+    tags_len: u8,
+}
+
+/// Where each instance of a rebuilt service comes from.
+enum Source<'a> {
+    /// Unchanged since the old records: their member at this index.
+    Kept(usize),
+    /// Added or changed: read from the registry.
+    Fresh(&'a InstanceState),
+}
 
 /// The servable instances of one service, and the names that exist in it.
 ///
-/// Servable instances are numbered by position (an index into `endpoints`
-/// and `packed`); one shuffle of positions orders the answer and additional
-/// sections alike.
+/// Servable instances are numbered by position (an index into `packed`);
+/// one shuffle of positions orders the answer and additional sections
+/// alike. Positions follow instance ID order, as `members` does.
 ///
 /// `repr(C)`, fields in this order: what the DNS fast path reads of a
 /// service (its label, then what it encodes) comes first, in as few cache
-/// lines as possible; the rest is for the general path.
+/// lines as possible; the rest is for the general path and rebuilds.
 #[derive(Debug, Default)]
 #[repr(C)]
 pub struct ServiceRecords {
@@ -73,33 +108,44 @@ pub struct ServiceRecords {
     /// TTL of every record built from this service.
     pub ttl: u32,
     /// What the DNS fast path reads of each servable instance, by position,
-    /// inline (`endpoints` holds pointers, one cache miss each on a large
-    /// table): an A, AAAA or SRV answer then reads this block and `labels`,
+    /// inline: an A, AAAA or SRV answer then reads this block and `labels`,
     /// nothing else.
     pub packed: Box<[PackedEndpoint]>,
-    /// Every packed endpoint's label, concatenated;
-    /// `PackedEndpoint::label` indexes it.
+    /// Every member's label, concatenated; `PackedEndpoint::label` and
+    /// `Member::label_start` index it.
     labels: Box<[u8]>,
     /// Positions of the instances with an IPv4 address (the A answer), and
     /// with IPv6 (AAAA).
     pub v4_positions: Box<[u32]>,
     pub v6_positions: Box<[u32]>,
-    /// The servable instances, by position: shared with the registry state, so
-    /// rebuilding a service copies pointers, not records.
-    pub endpoints: Box<[Arc<Endpoint>]>,
     /// Exact size of the SRV answer and additional sections as the DNS fast
     /// path encodes them (owner names compressed, SRV targets in full).
     pub srv_fast_len: usize,
     /// The service's name, e.g. `web.service.local.`.
     pub name: Name,
+    /// Every instance, servable or not, in ID order.
+    members: Box<[Member]>,
+    /// The member at each position.
+    position_members: Box<[u32]>,
     /// Positions sorted by instance label, for instance-name lookups.
     by_label: Box<[u32]>,
-    /// Labels of registered instances that are not servable, sorted: their
-    /// names exist (NODATA, not NXDOMAIN) but hold nothing.
-    down: Box<[DnsLabel]>,
-    /// Positions of servable instances by tag label, sorted by tag; a tag
-    /// whose instances are all unhealthy has an empty list (the name exists).
-    tags: Box<[TagPositions]>,
+    /// The members that are not servable, sorted by label: their names
+    /// exist (NODATA, not NXDOMAIN) but hold nothing.
+    down: Box<[u32]>,
+    /// Every member's TXT strings, concatenated (see `Member::txt_start`).
+    txt: Box<[u8]>,
+    /// Every member's tags as indexes into `tag_names`, concatenated.
+    member_tags: Box<[u32]>,
+    /// Every tag label an instance (servable or not) carries, sorted: a tag
+    /// whose instances are all unhealthy still exists (NODATA).
+    tag_names: Box<[Box<str>]>,
+    /// The servable positions carrying tag `t` are
+    /// `tag_positions[tag_starts[t]..tag_starts[t + 1]]`, in order.
+    tag_starts: Box<[u32]>,
+    tag_positions: Box<[u32]>,
+    /// The `ServiceState::generation` these records were built from: an
+    /// update may copy members only from records of the state it diffs.
+    generation: u64,
     /// Upper bounds on the encoded size of all A records, all AAAA records,
     /// and all SRV records with their additional records, without name
     /// compression, so that answers that surely fit a datagram skip the
@@ -110,96 +156,268 @@ pub struct ServiceRecords {
 }
 
 impl ServiceRecords {
-    /// Builds the records of `service`. Cost: O(instances of the service).
+    /// Builds the records of `service`. Cost: O(instances of the service),
+    /// reading each of them.
     pub fn build(service: &ServiceState, settings: &TableSettings) -> Self {
-        let label = service.name.label().as_str();
-        let name = child(&settings.domain, label);
-        let mut endpoints: Vec<Arc<Endpoint>> = Vec::with_capacity(service.len());
-        let mut down = Vec::new();
-        let mut tags: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
-        for state in service.instances() {
-            let endpoint = &state.endpoint;
-            let servable = state.is_servable(settings.include_warning);
-            let position = endpoints.len() as u32;
-            for tag in &endpoint.tags {
-                let positions = tags.entry(tag).or_default();
-                if servable {
-                    positions.push(position);
-                }
-            }
-            if servable {
-                endpoints.push(endpoint.clone());
-            } else {
-                down.push(endpoint.label.clone());
-            }
-        }
-        let positions_where = |v4: bool| -> Box<[u32]> {
-            (0..endpoints.len() as u32)
-                .filter(|&position| endpoints[position as usize].address.is_ipv4() == v4)
-                .collect()
-        };
-        let mut labels = Vec::new();
-        let packed = endpoints
-            .iter()
-            .map(|endpoint| {
-                let label = endpoint.label.as_str().as_bytes();
-                let start = labels.len() as u32;
-                labels.extend_from_slice(label);
-                PackedEndpoint {
-                    address: endpoint.address,
-                    port: endpoint.port,
-                    weight: endpoint.weight,
-                    priority: endpoint.priority,
-                    // Labels are at most 63 octets (DnsLabel's invariant).
-                    label: (start, label.len() as u8),
-                }
-            })
-            .collect();
-        let v4_positions = positions_where(true);
-        let v6_positions = positions_where(false);
-        let mut by_label: Vec<u32> = (0..endpoints.len() as u32).collect();
-        by_label.sort_unstable_by(|&a, &b| {
-            endpoints[a as usize]
-                .label
-                .cmp(&endpoints[b as usize].label)
-        });
-        down.sort_unstable();
+        let sources = service.instances().map(|state| Source::Fresh(state));
+        Self::assemble(service, sources.collect(), None, settings)
+    }
 
-        // Sizes on the wire, by the formulas the fast path writes with and
-        // `fit` bounds with (see `dns::wire`).
-        let name_bound = wire::name_bound(&name);
-        let a_wire_bound = v4_positions.len() * wire::record_bound(name_bound, A_RDATA_LEN);
-        let aaaa_wire_bound = v6_positions.len() * wire::record_bound(name_bound, AAAA_RDATA_LEN);
-        let name_len = wire::name_wire_len(&name);
-        let mut srv_wire_bound = 0;
-        let mut srv_fast_len = 0;
-        for endpoint in &endpoints {
-            let label_len = endpoint.label.as_str().len();
-            srv_wire_bound += wire::srv_pair_bound(name_bound, label_len, endpoint.address);
-            srv_fast_len += wire::srv_pair_len(label_len, name_len, endpoint.address);
+    /// The records of `service`, given `old`, the records of `before`: the
+    /// instances that are the same in both (the same `Arc`: the registry
+    /// replaces an instance's state whenever it changes) are copied from
+    /// `old`, and only the others are read. Cost: O(instances) of copying
+    /// plain arrays, plus reading the changed instances. Falls back to
+    /// [`Self::build`] if `old` was not built from `before`.
+    pub fn update(
+        old: &Self,
+        before: &ServiceState,
+        service: &ServiceState,
+        settings: &TableSettings,
+    ) -> Self {
+        if old.generation != before.generation() || old.members.len() != before.len() {
+            return Self::build(service, settings);
         }
-        Self {
+        let mut sources = Vec::with_capacity(service.len());
+        let mut was = before.instances().enumerate().peekable();
+        let mut now = service.instances().peekable();
+        loop {
+            match (was.peek(), now.peek()) {
+                (Some(&(member, a)), Some(&b)) => {
+                    if Arc::ptr_eq(a, b) {
+                        sources.push(Source::Kept(member));
+                        was.next();
+                        now.next();
+                        continue;
+                    }
+                    let (a, b) = (a.instance.id.as_str(), b.instance.id.as_str());
+                    match a.cmp(b) {
+                        // Removed.
+                        std::cmp::Ordering::Less => {
+                            was.next();
+                        }
+                        // Added.
+                        std::cmp::Ordering::Greater => {
+                            sources.extend(now.next().map(|state| Source::Fresh(state)));
+                        }
+                        // Changed.
+                        std::cmp::Ordering::Equal => {
+                            was.next();
+                            sources.extend(now.next().map(|state| Source::Fresh(state)));
+                        }
+                    }
+                }
+                (Some(_), None) => {
+                    was.next();
+                }
+                (None, Some(_)) => {
+                    sources.extend(now.next().map(|state| Source::Fresh(state)));
+                }
+                (None, None) => break,
+            }
+        }
+        #[cfg(test)]
+        tests::KEPT.with(|kept| {
+            let copied = sources.iter().filter(|s| matches!(s, Source::Kept(_)));
+            kept.set(kept.get() + copied.count())
+        });
+        Self::assemble(service, sources, Some(old), settings)
+    }
+
+    /// The records of `service`, whose instances, in ID order, are
+    /// `sources` (`Kept` ones from `old`).
+    fn assemble(
+        service: &ServiceState,
+        sources: Vec<Source<'_>>,
+        old: Option<&Self>,
+        settings: &TableSettings,
+    ) -> Self {
+        let empty = Self::default();
+        let old = old.unwrap_or(&empty);
+        let (tag_names, old_tag_index) = merge_tag_names(&sources, old);
+
+        let mut members = Vec::with_capacity(sources.len());
+        let mut labels = Vec::with_capacity(old.labels.len() + 16);
+        let mut txt = Vec::with_capacity(old.txt.len());
+        let mut member_tags = Vec::with_capacity(old.member_tags.len() + 4);
+        for source in &sources {
+            let label_start = labels.len() as u32;
+            let txt_start = txt.len() as u32;
+            let tags_start = member_tags.len() as u32;
+            let member = match *source {
+                Source::Kept(index) => {
+                    let was = old.members[index];
+                    labels.extend_from_slice(old.member_label(&was));
+                    txt.extend_from_slice(old.member_txt(&was));
+                    let tags = old.member_tag_indexes(&was);
+                    member_tags.extend(tags.iter().map(|&t| old_tag_index[t as usize]));
+                    was
+                }
+                Source::Fresh(state) => {
+                    let endpoint = &state.endpoint;
+                    labels.extend_from_slice(endpoint.label.as_str().as_bytes());
+                    for string in &endpoint.txt {
+                        // Instance validation bounds a TXT string to 255
+                        // octets; `take` only keeps the length octet true.
+                        let bytes = &string.as_bytes()[..string.len().min(255)];
+                        txt.push(bytes.len() as u8);
+                        txt.extend_from_slice(bytes);
+                    }
+                    member_tags.extend(endpoint.tags.iter().filter_map(|tag| {
+                        tag_names
+                            .binary_search_by(|name| (**name).cmp(&**tag))
+                            .ok()
+                            .map(|index| index as u32)
+                    }));
+                    Member {
+                        address: endpoint.address,
+                        port: endpoint.port,
+                        weight: endpoint.weight,
+                        priority: endpoint.priority,
+                        servable: state.is_servable(settings.include_warning),
+                        label_start: 0,
+                        label_len: 0,
+                        txt_start: 0,
+                        txt_len: 0,
+                        tags_start: 0,
+                        tags_len: 0,
+                    }
+                }
+            };
+            members.push(Member {
+                label_start,
+                label_len: (labels.len() as u32 - label_start) as u8,
+                txt_start,
+                txt_len: (txt.len() as u32 - txt_start) as u16,
+                tags_start,
+                tags_len: (member_tags.len() as u32 - tags_start) as u8,
+                ..member
+            });
+        }
+        let label = service.name.label().as_str();
+        let mut records = Self {
             // DnsLabel guarantees at most 63 octets.
             label: InlineLabel::new(label.as_bytes()).unwrap_or_default(),
             retired: AtomicBool::new(false),
-            name,
+            name: child(&settings.domain, label),
             ttl: settings.ttl,
-            endpoints: endpoints.into_boxed_slice(),
-            packed,
+            members: members.into_boxed_slice(),
             labels: labels.into_boxed_slice(),
-            v4_positions,
-            v6_positions,
-            by_label: by_label.into_boxed_slice(),
-            down: down.into_boxed_slice(),
-            tags: tags
-                .into_iter()
-                .map(|(tag, positions)| (Box::from(tag), positions.into_boxed_slice()))
-                .collect(),
-            a_wire_bound,
-            aaaa_wire_bound,
-            srv_wire_bound,
-            srv_fast_len,
+            txt: txt.into_boxed_slice(),
+            member_tags: member_tags.into_boxed_slice(),
+            tag_names,
+            generation: service.generation(),
+            ..Self::default()
+        };
+        records.derive();
+        records
+    }
+
+    /// Derives everything answers read from `members`: the servable
+    /// positions, the lookup indexes and the wire sizes. Plain passes over
+    /// arrays already in memory.
+    fn derive(&mut self) {
+        let servable = || {
+            self.members
+                .iter()
+                .enumerate()
+                .filter(|(_, member)| member.servable)
+        };
+        self.position_members = servable().map(|(index, _)| index as u32).collect();
+        self.packed = servable()
+            .map(|(_, member)| PackedEndpoint {
+                address: member.address,
+                port: member.port,
+                weight: member.weight,
+                priority: member.priority,
+                label: (member.label_start, member.label_len),
+            })
+            .collect();
+        let positions_where = |v4: bool| -> Box<[u32]> {
+            (0..self.packed.len() as u32)
+                .filter(|&position| self.packed[position as usize].address.is_ipv4() == v4)
+                .collect()
+        };
+        self.v4_positions = positions_where(true);
+        self.v6_positions = positions_where(false);
+
+        // IDs that are their own labels sort as their labels do: then the
+        // positions are already in label order and need no sort.
+        let mut by_label: Vec<u32> = (0..self.packed.len() as u32).collect();
+        let position_label = |&position: &u32| self.packed_label(&self.packed[position as usize]);
+        if !by_label
+            .windows(2)
+            .all(|pair| position_label(&pair[0]) < position_label(&pair[1]))
+        {
+            by_label.sort_unstable_by(|a, b| position_label(a).cmp(position_label(b)));
         }
+        self.by_label = by_label.into_boxed_slice();
+        let mut down: Vec<u32> = (0..self.members.len() as u32)
+            .filter(|&index| !self.members[index as usize].servable)
+            .collect();
+        down.sort_unstable_by(|&a, &b| {
+            self.member_label(&self.members[a as usize])
+                .cmp(self.member_label(&self.members[b as usize]))
+        });
+        self.down = down.into_boxed_slice();
+
+        // The positions by tag, in position order: count, then place.
+        let mut tag_starts = vec![0u32; self.tag_names.len() + 1];
+        for &member in &self.position_members {
+            for &tag in self.member_tag_indexes(&self.members[member as usize]) {
+                tag_starts[tag as usize + 1] += 1;
+            }
+        }
+        for tag in 1..tag_starts.len() {
+            tag_starts[tag] += tag_starts[tag - 1];
+        }
+        let mut next = tag_starts.clone();
+        let mut tag_positions = vec![0u32; tag_starts.last().copied().unwrap_or(0) as usize];
+        for (position, &member) in self.position_members.iter().enumerate() {
+            for &tag in self.member_tag_indexes(&self.members[member as usize]) {
+                let slot = &mut next[tag as usize];
+                tag_positions[*slot as usize] = position as u32;
+                *slot += 1;
+            }
+        }
+        self.tag_starts = tag_starts.into_boxed_slice();
+        self.tag_positions = tag_positions.into_boxed_slice();
+
+        // Sizes on the wire, by the formulas the fast path writes with and
+        // `fit` bounds with (see `dns::wire`).
+        let name_bound = wire::name_bound(&self.name);
+        self.a_wire_bound = self.v4_positions.len() * wire::record_bound(name_bound, A_RDATA_LEN);
+        self.aaaa_wire_bound =
+            self.v6_positions.len() * wire::record_bound(name_bound, AAAA_RDATA_LEN);
+        let name_len = wire::name_wire_len(&self.name);
+        let (mut srv_wire_bound, mut srv_fast_len) = (0, 0);
+        for endpoint in &self.packed {
+            let label_len = usize::from(endpoint.label.1);
+            srv_wire_bound += wire::srv_pair_bound(name_bound, label_len, endpoint.address);
+            srv_fast_len += wire::srv_pair_len(label_len, name_len, endpoint.address);
+        }
+        self.srv_wire_bound = srv_wire_bound;
+        self.srv_fast_len = srv_fast_len;
+    }
+
+    fn member_label(&self, member: &Member) -> &[u8] {
+        slice(
+            &self.labels,
+            member.label_start,
+            usize::from(member.label_len),
+        )
+    }
+
+    fn member_txt(&self, member: &Member) -> &[u8] {
+        slice(&self.txt, member.txt_start, usize::from(member.txt_len))
+    }
+
+    fn member_tag_indexes(&self, member: &Member) -> &[u32] {
+        slice(
+            &self.member_tags,
+            member.tags_start,
+            usize::from(member.tags_len),
+        )
     }
 
     /// Marks these records as about to be replaced in the published table:
@@ -229,46 +447,59 @@ impl ServiceRecords {
     /// The label of `endpoint`, as the fast path writes it.
     pub fn packed_label(&self, endpoint: &PackedEndpoint) -> &[u8] {
         let (start, len) = endpoint.label;
-        let start = start as usize;
-        self.labels
-            .get(start..start + len as usize)
-            .unwrap_or_default()
+        slice(&self.labels, start, usize::from(len))
+    }
+
+    /// The label of the instance in `position`, as text.
+    fn position_label(&self, position: usize) -> &str {
+        // Labels are ASCII (DnsLabel's invariant).
+        std::str::from_utf8(self.packed_label(&self.packed[position])).unwrap_or_default()
     }
 
     /// Number of servable instances.
     pub fn servable(&self) -> usize {
-        self.endpoints.len()
+        self.packed.len()
     }
 
     /// Looks up an instance by label.
     pub fn instance(&self, label: &str) -> InstanceLookup {
+        let label = label.as_bytes();
         let found = self.by_label.binary_search_by(|&position| {
-            self.endpoints[position as usize].label.as_str().cmp(label)
+            self.packed_label(&self.packed[position as usize])
+                .cmp(label)
         });
-        match found {
-            Ok(at) => InstanceLookup::Servable(self.by_label[at] as usize),
-            Err(_) => match self.down.binary_search_by(|l| l.as_str().cmp(label)) {
-                Ok(_) => InstanceLookup::NotServable,
-                Err(_) => InstanceLookup::Unknown,
-            },
+        if let Ok(at) = found {
+            return InstanceLookup::Servable(self.by_label[at] as usize);
+        }
+        let down = self.down.binary_search_by(|&member| {
+            self.member_label(&self.members[member as usize]).cmp(label)
+        });
+        match down {
+            Ok(_) => InstanceLookup::NotServable,
+            Err(_) => InstanceLookup::Unknown,
         }
     }
 
     /// Positions of the servable instances carrying `tag`, if any instance
     /// of the service (servable or not) carries it.
     pub fn tag(&self, tag: &str) -> Option<&[u32]> {
-        let index = self.tags.binary_search_by(|(t, _)| (**t).cmp(tag)).ok()?;
-        Some(&self.tags[index].1)
+        let index = self
+            .tag_names
+            .binary_search_by(|name| (**name).cmp(tag))
+            .ok()?;
+        let start = self.tag_starts[index];
+        let len = self.tag_starts[index + 1] - start;
+        Some(slice(&self.tag_positions, start, len as usize))
     }
 
     /// Every tag label carried by an instance of the service.
     pub fn tag_labels(&self) -> impl Iterator<Item = &str> {
-        self.tags.iter().map(|(tag, _)| &**tag)
+        self.tag_names.iter().map(|tag| &**tag)
     }
 
     /// The SRV target of the instance in `position`: `<id>.<service>.<domain>.`.
     pub fn target(&self, position: usize) -> Name {
-        child(&self.name, self.endpoints[position].label.as_str())
+        child(&self.name, self.position_label(position))
     }
 
     /// The A or AAAA record of the instance in `position`, owned by `owner`.
@@ -276,13 +507,13 @@ impl ServiceRecords {
         Record::from_rdata(
             owner,
             self.ttl,
-            address_rdata(self.endpoints[position].address),
+            address_rdata(self.packed[position].address),
         )
     }
 
     /// The SRV record of the instance in `position`, owned by `owner`.
     pub fn srv_record(&self, position: usize, owner: Name) -> Record {
-        let endpoint = &self.endpoints[position];
+        let endpoint = &self.packed[position];
         let srv = SRV::new(
             endpoint.priority,
             endpoint.weight,
@@ -294,17 +525,79 @@ impl ServiceRecords {
 
     /// The TXT record (metadata) at the instance name, if it has metadata.
     pub fn txt_record(&self, position: usize) -> Option<Record> {
-        let endpoint = &self.endpoints[position];
-        if endpoint.txt.is_empty() {
+        let member = &self.members[self.position_members[position] as usize];
+        let mut rest = self.member_txt(member);
+        if rest.is_empty() {
             return None;
         }
-        let strings = endpoint.txt.iter().map(|s| s.to_string()).collect();
+        let mut strings = Vec::new();
+        while let Some((&len, tail)) = rest.split_first() {
+            let (string, tail) = tail.split_at(usize::from(len).min(tail.len()));
+            strings.push(String::from_utf8_lossy(string).into_owned());
+            rest = tail;
+        }
         Some(Record::from_rdata(
             self.target(position),
             self.ttl,
             RData::TXT(TXT::new(strings)),
         ))
     }
+}
+
+/// The tag labels of a rebuilt service, sorted: the old records' tags
+/// that a kept member still carries, and the fresh members' tags. Also
+/// where each old tag index went (`u32::MAX` for one no longer carried).
+fn merge_tag_names(sources: &[Source<'_>], old: &ServiceRecords) -> (Box<[Box<str>]>, Vec<u32>) {
+    let mut kept = vec![false; old.tag_names.len()];
+    let mut fresh: Vec<&str> = Vec::new();
+    for source in sources {
+        match *source {
+            Source::Kept(index) => {
+                for &tag in old.member_tag_indexes(&old.members[index]) {
+                    kept[tag as usize] = true;
+                }
+            }
+            Source::Fresh(state) => fresh.extend(state.endpoint.tags.iter().map(|tag| &**tag)),
+        }
+    }
+    fresh.sort_unstable();
+    fresh.dedup();
+    let mut old_index = vec![u32::MAX; old.tag_names.len()];
+    let mut names: Vec<Box<str>> = Vec::with_capacity(old.tag_names.len() + fresh.len());
+    let mut olds = (0..old.tag_names.len()).filter(|&tag| kept[tag]).peekable();
+    let mut fresh = fresh.into_iter().peekable();
+    loop {
+        let next_old = olds.peek().map(|&tag| &*old.tag_names[tag]);
+        let take_old = match (next_old, fresh.peek()) {
+            (None, None) => break,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(a), Some(&b)) => {
+                let order = a.cmp(b);
+                if order.is_eq() {
+                    // Kept and fresh members carry it: one name.
+                    fresh.next();
+                }
+                order.is_le()
+            }
+        };
+        if take_old {
+            if let Some(tag) = olds.next() {
+                old_index[tag] = names.len() as u32;
+                names.push(old.tag_names[tag].clone());
+            }
+        } else if let Some(tag) = fresh.next() {
+            names.push(Box::from(tag));
+        }
+    }
+    (names.into_boxed_slice(), old_index)
+}
+
+/// `len` items of `items` from `start`; empty if out of range (never, for
+/// ranges the records made themselves).
+fn slice<T>(items: &[T], start: u32, len: usize) -> &[T] {
+    let start = start as usize;
+    items.get(start..start + len).unwrap_or_default()
 }
 
 pub(super) fn address_rdata(address: IpAddr) -> RData {
@@ -321,4 +614,15 @@ pub(super) fn child(parent: &Name, label: &str) -> Name {
     parent
         .prepend_label(label)
         .unwrap_or_else(|_| parent.clone())
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use std::cell::Cell;
+
+    thread_local! {
+        /// How many members `ServiceRecords::update` has copied on this
+        /// thread, so that a test can tell it did not fall back to a build.
+        pub(in crate::dns::table) static KEPT: Cell<usize> = const { Cell::new(0) };
+    }
 }

@@ -330,3 +330,105 @@ fn answers_fit_the_datagram_and_only_a_bound_over_the_limit_trims() {
     }
     assert!(trimmed_somewhere, "the cases reach past the limit");
 }
+
+/// The records `ServiceRecords::update` makes from the old ones are exactly
+/// those a full build makes, through a long walk of random changes: added,
+/// changed, drained and removed instances, IPv4 and IPv6, tags appearing and
+/// vanishing (one that is not a label, one that is only on drained
+/// instances), metadata, and IDs that are not their own labels.
+#[test]
+fn an_update_builds_what_a_full_build_does() {
+    use rand::{RngExt, SeedableRng, rngs::SmallRng};
+
+    let settings = fixture::settings();
+    let mut rng = SmallRng::seed_from_u64(16);
+    let mut service = fixture::service("web", &[], &[]);
+    let mut records = ServiceRecords::build(&service, &settings);
+    let ids = [
+        "a", "b", "Web-C", "d-1", "d-10", "d-2", "e", "Z", "x y", "m",
+    ];
+    let tags = ["v1", "v2", "Canary", "not a label!", "only-drained"];
+    let kept_before = records::tests::KEPT.with(|kept| kept.get());
+    for step in 0..600 {
+        let before = service.clone();
+        // One to three changes a step, as a writer's batch may make.
+        for _ in 0..rng.random_range(1..=3) {
+            let id = ids[rng.random_range(0..ids.len())];
+            if rng.random_range(0..4) == 0 {
+                service.remove(id);
+                continue;
+            }
+            let address = if rng.random_bool(0.7) {
+                format!(
+                    "10.0.{}.{}",
+                    rng.random_range(0..4),
+                    rng.random_range(1..255)
+                )
+            } else {
+                format!("2001:db8::{:x}", rng.random_range(1..0xffff))
+            };
+            let drained = rng.random_range(0..4) == 0;
+            let carried: Vec<String> = tags
+                .iter()
+                .filter(|tag| rng.random_bool(0.3) && (drained || **tag != "only-drained"))
+                .map(|tag| format!("{tag:?}"))
+                .collect();
+            let meta = match rng.random_range(0..3) {
+                0 => String::new(),
+                1 => format!(r#","meta":{{"v":"{step}"}}"#),
+                _ => format!(r#","meta":{{"a":"{}","zone":"z{step}"}}"#, "x".repeat(200)),
+            };
+            let body = format!(
+                r#"{{"address":"{address}","port":{},"weight":{},"tags":[{}]{meta}}}"#,
+                rng.random_range(1..65535),
+                rng.random_range(0..100),
+                carried.join(",")
+            );
+            let mut instance = fixture::instance("web", id, &body);
+            if drained {
+                Arc::make_mut(&mut instance).maintenance = Some("drain".into());
+            }
+            service.insert(instance);
+        }
+        let updated = ServiceRecords::update(&records, &before, &service, &settings);
+        let built = ServiceRecords::build(&service, &settings);
+        assert_eq!(format!("{updated:?}"), format!("{built:?}"), "step {step}");
+        records = updated;
+    }
+    let kept = records::tests::KEPT.with(|kept| kept.get()) - kept_before;
+    assert!(
+        kept > 600,
+        "updates copied members ({kept}) rather than rebuilding"
+    );
+
+    // Records of some other state than `before` are not copied from.
+    let stale = ServiceRecords::build(&fixture::web(), &settings);
+    let updated = ServiceRecords::update(&stale, &fixture::web(), &service, &settings);
+    let built = ServiceRecords::build(&service, &settings);
+    assert_eq!(format!("{updated:?}"), format!("{built:?}"));
+}
+
+/// A table updated through `update_service_since` answers the same as one
+/// built afresh, and retires nothing it should not: the registry's path.
+#[test]
+fn update_service_since_copies_from_the_published_records() {
+    let settings = fixture::settings();
+    let before = fixture::web();
+    let mut table = fixture::table(std::slice::from_ref(&before));
+    let mut after = before.clone();
+    after.remove("web-4");
+    after.insert(fixture::instance(
+        "web",
+        "web-5",
+        r#"{"address":"10.0.0.5","port":85,"tags":["new"]}"#,
+    ));
+    table.update_service_since("web", Some(&before), Some(&after), &settings);
+    let records = table.services.get("web").expect("web");
+    assert_eq!(records.instance("web-4"), InstanceLookup::Unknown);
+    assert_eq!(records.instance("web-5"), InstanceLookup::Servable(2));
+    assert_eq!(records.tag("new"), Some(&[2][..]));
+    assert_eq!(records.tag("old"), Some(&[][..]), "web-3, drained, kept");
+    assert_eq!(table.tag_use.get("new"), Some(&1));
+    let txt = records.txt_record(1).expect("web-2 keeps its metadata");
+    assert_eq!(txt.data.to_string(), "k=v");
+}
