@@ -15,6 +15,7 @@ mod commands;
 pub mod embedded;
 #[cfg(test)]
 pub(crate) mod failing_store;
+mod instances;
 pub mod state;
 pub mod store;
 #[cfg(test)]

@@ -3,8 +3,7 @@
 //! copies only the path to what changed.
 
 use std::{
-    borrow::Borrow,
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -14,6 +13,7 @@ use std::{
 
 use imbl::{HashMap, OrdMap};
 
+use super::instances::Instances;
 use crate::dns::table::Endpoint;
 use crate::model::{CheckDefinition, DnsLabel, Instance, ServiceName, Status};
 
@@ -93,17 +93,15 @@ impl InstanceState {
 
 /// All instances of one service, ordered by instance ID.
 ///
-/// A plain B-tree, not a persistent map: a persistent map costs ~2 KiB per
-/// service in node overhead, most of roster's memory for the common
-/// few-instance service. The writer copies a service at most once per batch
-/// (the first change makes its own copy with `Arc::make_mut`; later changes
-/// in the same batch edit it in place), the same O(instances of the service)
-/// that rebuilding its DNS records costs anyway. The set holds only `Arc`s,
-/// keyed by the ID inside them, so that copy allocates nothing per instance.
+/// The writer copies a service the first time a batch changes it (the
+/// published state still shares it); later changes in the same batch edit
+/// the copy in place. The instances sit in shared leaves (`Instances`), so
+/// that copy costs a pointer per leaf and a change copies one leaf, not
+/// one pointer per instance.
 #[derive(Clone, Debug)]
 pub struct ServiceState {
     pub name: ServiceName,
-    instances: BTreeSet<ById>,
+    instances: Instances,
     /// DNS label → ID for the instances whose ID is not its own label
     /// (upper case, spaces, ...), so that a label clash is found without a
     /// scan: an instance whose ID is its label is found by ID. Empty, without
@@ -130,7 +128,7 @@ impl ServiceState {
     pub fn new(name: ServiceName) -> Self {
         Self {
             name,
-            instances: BTreeSet::new(),
+            instances: Instances::default(),
             relabelled: BTreeMap::new(),
             modify_index: 0,
             generation: next_generation(),
@@ -154,12 +152,12 @@ impl ServiceState {
 
     /// The instances, in ID order.
     pub fn instances(&self) -> impl ExactSizeIterator<Item = &Arc<InstanceState>> {
-        self.instances.iter().map(|entry| &entry.0)
+        self.instances.iter()
     }
 
     /// The instance with this ID.
     pub fn get(&self, id: &str) -> Option<&Arc<InstanceState>> {
-        self.instances.get(id).map(|entry| &entry.0)
+        self.instances.get(id)
     }
 
     pub fn len(&self) -> usize {
@@ -167,7 +165,7 @@ impl ServiceState {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.instances.is_empty()
+        self.instances.len() == 0
     }
 
     /// The ID of the instance whose DNS label is `label`, if any.
@@ -187,13 +185,13 @@ impl ServiceState {
         if id != label {
             self.relabelled.insert(Box::from(label), id.to_owned());
         }
-        self.instances.replace(ById(state));
+        self.instances.replace(state);
         self.generation = next_generation();
     }
 
     /// Removes an instance; returns whether it was there.
     pub fn remove(&mut self, id: &str) -> bool {
-        let Some(ById(removed)) = self.instances.take(id) else {
+        let Some(removed) = self.instances.take(id) else {
             return false;
         };
         let label = removed.instance.id.label().as_str();
@@ -202,42 +200,6 @@ impl ServiceState {
         }
         self.generation = next_generation();
         true
-    }
-}
-
-/// An instance, ordered and looked up by its ID.
-#[derive(Clone, Debug)]
-struct ById(Arc<InstanceState>);
-
-impl ById {
-    fn id(&self) -> &str {
-        self.0.instance.id.as_str()
-    }
-}
-
-impl Borrow<str> for ById {
-    fn borrow(&self) -> &str {
-        self.id()
-    }
-}
-
-impl PartialEq for ById {
-    fn eq(&self, other: &Self) -> bool {
-        self.id() == other.id()
-    }
-}
-
-impl Eq for ById {}
-
-impl PartialOrd for ById {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for ById {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.id().cmp(other.id())
     }
 }
 
