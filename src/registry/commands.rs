@@ -594,7 +594,11 @@ fn commit_instance(
     service.insert(updated.clone());
     service.modified_at(updated.modify_index);
     state.note_present(&label);
-    state.ids.insert(id, label.clone());
+    // An update keeps its ID's entry: inserting it again would copy the
+    // map's path to it.
+    if state.ids.get(&*id) != Some(&label) {
+        state.ids.insert(id, label.clone());
+    }
     effects.touched.insert(label);
     updated
 }
