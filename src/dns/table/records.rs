@@ -258,7 +258,7 @@ impl ServiceRecords {
                     labels.extend_from_slice(endpoint.label.as_str().as_bytes());
                     for string in &endpoint.txt {
                         // Instance validation bounds a TXT string to 255
-                        // octets; `take` only keeps the length octet true.
+                        // octets; the bound only keeps the length octet true.
                         let bytes = &string.as_bytes()[..string.len().min(255)];
                         txt.push(bytes.len() as u8);
                         txt.extend_from_slice(bytes);
@@ -317,29 +317,40 @@ impl ServiceRecords {
     /// positions, the lookup indexes and the wire sizes. Plain passes over
     /// arrays already in memory.
     fn derive(&mut self) {
-        let servable = || {
-            self.members
-                .iter()
-                .enumerate()
-                .filter(|(_, member)| member.servable)
-        };
-        self.position_members = servable().map(|(index, _)| index as u32).collect();
-        self.packed = servable()
-            .map(|(_, member)| PackedEndpoint {
+        // Each array is sized before it is filled: collecting a filter
+        // into a boxed slice grows a vector and then shrinks it, a copy.
+        let servable = self.members.iter().filter(|m| m.servable).count();
+        let mut position_members = Vec::with_capacity(servable);
+        let mut packed = Vec::with_capacity(servable);
+        let mut down = Vec::with_capacity(self.members.len() - servable);
+        for (index, member) in self.members.iter().enumerate() {
+            if !member.servable {
+                down.push(index as u32);
+                continue;
+            }
+            position_members.push(index as u32);
+            packed.push(PackedEndpoint {
                 address: member.address,
                 port: member.port,
                 weight: member.weight,
                 priority: member.priority,
                 label: (member.label_start, member.label_len),
-            })
-            .collect();
-        let positions_where = |v4: bool| -> Box<[u32]> {
-            (0..self.packed.len() as u32)
-                .filter(|&position| self.packed[position as usize].address.is_ipv4() == v4)
-                .collect()
-        };
-        self.v4_positions = positions_where(true);
-        self.v6_positions = positions_where(false);
+            });
+        }
+        let v4 = packed.iter().filter(|e| e.address.is_ipv4()).count();
+        let mut v4_positions = Vec::with_capacity(v4);
+        let mut v6_positions = Vec::with_capacity(packed.len() - v4);
+        for (position, endpoint) in packed.iter().enumerate() {
+            if endpoint.address.is_ipv4() {
+                v4_positions.push(position as u32);
+            } else {
+                v6_positions.push(position as u32);
+            }
+        }
+        self.position_members = position_members.into_boxed_slice();
+        self.packed = packed.into_boxed_slice();
+        self.v4_positions = v4_positions.into_boxed_slice();
+        self.v6_positions = v6_positions.into_boxed_slice();
 
         // IDs that are their own labels sort as their labels do: then the
         // positions are already in label order and need no sort.
@@ -352,9 +363,6 @@ impl ServiceRecords {
             by_label.sort_unstable_by(|a, b| position_label(a).cmp(position_label(b)));
         }
         self.by_label = by_label.into_boxed_slice();
-        let mut down: Vec<u32> = (0..self.members.len() as u32)
-            .filter(|&index| !self.members[index as usize].servable)
-            .collect();
         down.sort_unstable_by(|&a, &b| {
             self.member_label(&self.members[a as usize])
                 .cmp(self.member_label(&self.members[b as usize]))
