@@ -18,7 +18,7 @@ use hickory_proto::rr::{LowerName, Name};
 use super::{
     DnsHandler, KeyRing, ServiceScope, UpdateApplier, UpdateFuture,
     service_cache::ServiceCache,
-    table::{Endpoint, RecordTable, TableSettings},
+    table::{RecordTable, TableSettings},
     udp::{self, Reply},
     zones::StaticZones,
 };
@@ -118,7 +118,6 @@ impl UdpTarget {
                 let body: InstanceBody = serde_json::from_str(body).expect("a fuzz body");
                 let instance = body.validate(service, id).expect("a valid fuzz instance");
                 state.insert(Arc::new(InstanceState {
-                    endpoint: Arc::new(Endpoint::new(&instance)),
                     instance: Arc::new(instance),
                     checks: Vec::new(),
                     maintenance: (id == "web-4").then(|| "drain".to_owned()),

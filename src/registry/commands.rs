@@ -9,10 +9,7 @@ use super::{
     state::{CheckState, InstanceState, RegistryState, ServiceState},
     store::{Mutation, StoredInstance},
 };
-use crate::{
-    dns::table::Endpoint,
-    model::{CheckKind, DnsLabel, Instance, InstanceId, ServiceName, Status},
-};
+use crate::model::{CheckKind, DnsLabel, Instance, InstanceId, ServiceName, Status};
 
 /// A change a front door asks for.
 #[derive(Clone, Debug)]
@@ -551,7 +548,6 @@ fn register(
         })
         .collect();
     let updated = InstanceState {
-        endpoint: Arc::new(Endpoint::new(&instance)),
         instance: Arc::new(instance),
         checks,
         maintenance,

@@ -14,7 +14,6 @@ use std::{
 use imbl::{HashMap, OrdMap};
 
 use super::instances::Instances;
-use crate::dns::table::Endpoint;
 use crate::model::{CheckDefinition, DnsLabel, Instance, ServiceName, Status};
 
 /// A check's current result.
@@ -33,8 +32,6 @@ pub struct CheckState {
 #[derive(Clone, Debug)]
 pub struct InstanceState {
     pub instance: Arc<Instance>,
-    /// What DNS serves of `instance`, derived from it once.
-    pub endpoint: Arc<Endpoint>,
     /// Parallel to `instance.checks`.
     pub checks: Vec<CheckState>,
     /// `Some(reason)` while drained for maintenance.
@@ -49,7 +46,6 @@ impl InstanceState {
     #[cfg(test)]
     pub fn registered_for_test(instance: Instance) -> Self {
         Self {
-            endpoint: Arc::new(Endpoint::new(&instance)),
             instance: Arc::new(instance),
             checks: Vec::new(),
             maintenance: None,

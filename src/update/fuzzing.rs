@@ -11,7 +11,7 @@ use hickory_proto::{op::Message, rr::Name};
 
 use super::{UpdatePlan, UpdateSettings, engine, zone::MAX_TOUCHED};
 use crate::{
-    dns::{ServiceScope, table::Endpoint},
+    dns::ServiceScope,
     model::InstanceBody,
     registry::{Change, InstanceState, RegistryState, ServiceState},
 };
@@ -60,7 +60,6 @@ impl UpdateTarget {
                 .or_insert_with(|| Arc::new(ServiceState::new(instance.service.clone())));
             state.ids.insert(instance.id.shared(), label);
             Arc::make_mut(entry).insert(Arc::new(InstanceState {
-                endpoint: Arc::new(Endpoint::new(&instance)),
                 instance: Arc::new(instance),
                 checks: Vec::new(),
                 maintenance: None,

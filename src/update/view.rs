@@ -145,7 +145,11 @@ pub(super) fn find_instance<'a>(
 
 /// Whether an instance carries a tag whose DNS label is `tag`.
 pub(super) fn has_tag(instance: &InstanceState, tag: &DnsLabel) -> bool {
-    instance.endpoint.tags.iter().any(|t| **t == *tag.as_str())
+    instance
+        .instance
+        .tags
+        .iter()
+        .any(|t| DnsLabel::from_name(t, "tag").is_ok_and(|label| label == *tag))
 }
 
 /// Whether any RR lives at `owner` (RFC 2136's "name is in use").

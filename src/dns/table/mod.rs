@@ -37,7 +37,6 @@ use hickory_proto::rr::{
 };
 
 use crate::registry::ServiceState;
-pub use endpoint::Endpoint;
 pub use inline_label::InlineLabel;
 pub use nameserver::{NS_TTL_SECS, Nameserver};
 use records::child;

@@ -24,7 +24,7 @@ use hickory_proto::rr::{
     rdata::{A, AAAA, SRV, TXT},
 };
 
-use super::{InlineLabel, TableSettings};
+use super::{InlineLabel, TableSettings, endpoint};
 use crate::{
     dns::{
         prefetch::{prefetch, prefetch_lines},
@@ -84,8 +84,14 @@ struct Member {
 enum Source<'a> {
     /// Unchanged since the old records: their member at this index.
     Kept(usize),
-    /// Added or changed: read from the registry.
-    Fresh(&'a InstanceState),
+    /// Added or changed: read from the registry, with its tag labels.
+    Fresh(&'a InstanceState, Vec<String>),
+}
+
+impl<'a> Source<'a> {
+    fn fresh(state: &'a Arc<InstanceState>) -> Self {
+        Self::Fresh(state, endpoint::tag_labels(&state.instance))
+    }
 }
 
 /// The servable instances of one service, and the names that exist in it.
@@ -159,7 +165,7 @@ impl ServiceRecords {
     /// Builds the records of `service`. Cost: O(instances of the service),
     /// reading each of them.
     pub fn build(service: &ServiceState, settings: &TableSettings) -> Self {
-        let sources = service.instances().map(|state| Source::Fresh(state));
+        let sources = service.instances().map(Source::fresh);
         Self::assemble(service, sources.collect(), None, settings)
     }
 
@@ -198,12 +204,12 @@ impl ServiceRecords {
                         }
                         // Added.
                         std::cmp::Ordering::Greater => {
-                            sources.extend(now.next().map(|state| Source::Fresh(state)));
+                            sources.extend(now.next().map(Source::fresh));
                         }
                         // Changed.
                         std::cmp::Ordering::Equal => {
                             was.next();
-                            sources.extend(now.next().map(|state| Source::Fresh(state)));
+                            sources.extend(now.next().map(Source::fresh));
                         }
                     }
                 }
@@ -211,7 +217,7 @@ impl ServiceRecords {
                     was.next();
                 }
                 (None, Some(_)) => {
-                    sources.extend(now.next().map(|state| Source::Fresh(state)));
+                    sources.extend(now.next().map(Source::fresh));
                 }
                 (None, None) => break,
             }
@@ -253,27 +259,27 @@ impl ServiceRecords {
                     member_tags.extend(tags.iter().map(|&t| old_tag_index[t as usize]));
                     was
                 }
-                Source::Fresh(state) => {
-                    let endpoint = &state.endpoint;
-                    labels.extend_from_slice(endpoint.label.as_str().as_bytes());
-                    for string in &endpoint.txt {
+                Source::Fresh(state, ref tags) => {
+                    let instance = &state.instance;
+                    labels.extend_from_slice(instance.id.label().as_str().as_bytes());
+                    for string in endpoint::txt_strings(instance) {
                         // Instance validation bounds a TXT string to 255
                         // octets; the bound only keeps the length octet true.
                         let bytes = &string.as_bytes()[..string.len().min(255)];
                         txt.push(bytes.len() as u8);
                         txt.extend_from_slice(bytes);
                     }
-                    member_tags.extend(endpoint.tags.iter().filter_map(|tag| {
+                    member_tags.extend(tags.iter().filter_map(|tag| {
                         tag_names
-                            .binary_search_by(|name| (**name).cmp(&**tag))
+                            .binary_search_by(|name| (**name).cmp(tag.as_str()))
                             .ok()
                             .map(|index| index as u32)
                     }));
                     Member {
-                        address: endpoint.address,
-                        port: endpoint.port,
-                        weight: endpoint.weight,
-                        priority: endpoint.priority,
+                        address: instance.address,
+                        port: instance.port,
+                        weight: instance.weight,
+                        priority: instance.priority,
                         servable: state.is_servable(settings.include_warning),
                         label_start: 0,
                         label_len: 0,
@@ -565,7 +571,7 @@ fn merge_tag_names(sources: &[Source<'_>], old: &ServiceRecords) -> (Box<[Box<st
                     kept[tag as usize] = true;
                 }
             }
-            Source::Fresh(state) => fresh.extend(state.endpoint.tags.iter().map(|tag| &**tag)),
+            Source::Fresh(_, ref tags) => fresh.extend(tags.iter().map(String::as_str)),
         }
     }
     fresh.sort_unstable();
