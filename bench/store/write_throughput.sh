@@ -15,6 +15,10 @@
 #   -q, --quiet-wait S        before each run, wait up to S s for the machine's
 #                             CPU to be <= 25% busy (others' builds)        QUIET_WAIT (0)
 #       --no-build            skip `cargo build --release`                  SKIP_BUILD (0)
+#       --perf DIR            also profile roster for 3 s in the middle of each
+#                             run (`perf record --call-graph dwarf`), into
+#                             DIR/c<connections>-<round>.data (it slows roster:
+#                             read that run's rates as disturbed)          PERF_DIR ("")
 #   ROSTER_BIN: the roster binary (default target/release/roster)
 #
 # Each run starts roster ($ROSTER_BIN) on a fresh data directory
@@ -38,6 +42,7 @@ THREADS=${THREADS:-1}
 ROUNDS=${ROUNDS:-1}
 QUIET_WAIT=${QUIET_WAIT:-0}
 SKIP_BUILD=${SKIP_BUILD:-0}
+PERF_DIR=${PERF_DIR:-}
 
 while (($#)); do
     case $1 in
@@ -50,7 +55,8 @@ while (($#)); do
         -r | --rounds) ROUNDS=$2; shift 2 ;;
         -q | --quiet-wait) QUIET_WAIT=$2; shift 2 ;;
         --no-build) SKIP_BUILD=1; shift ;;
-        -h | --help) sed -n '2,27p' "$0"; exit 0 ;;
+        --perf) PERF_DIR=$2; shift 2 ;;
+        -h | --help) sed -n '2,31p' "$0"; exit 0 ;;
         *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -147,8 +153,12 @@ echo "# $(date -u +%Y-%m-%dT%H:%MZ), roster ${ROSTER_BIN:-$(git describe --alway
 echo
 echo "| connections | acknowledged writes/s | p50 ms | p99 ms | max ms | roster CPU (cores) | loadgen CPU (cores) | others' CPU (cores) | roster CPU µs per write | writes per commit | store file MB | failures |"
 echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+if [[ -n $PERF_DIR ]]; then
+    command -v perf >/dev/null || { echo "--perf needs perf (Debian: linux-perf)" >&2; exit 2; }
+    mkdir -p "$PERF_DIR"
+fi
 for c in $CONNECTIONS; do
-    for _ in $(seq "$ROUNDS"); do
+    for round in $(seq "$ROUNDS"); do
         wait_quiet
         start_roster
         read -r writes0 commits0 < <(writes_and_commits)
@@ -156,7 +166,14 @@ for c in $CONNECTIONS; do
         machine_cpu0=$(machine_cpu_seconds)
         "$loadgen_bin" --addr "$http_addr" --connections "$c" --duration "$DURATION" \
             --warmup "$WARMUP" --services "$SERVICES" --instances "$INSTANCES" \
-            --threads "$THREADS" >"$work/loadgen.out" 2>"$work/loadgen.err"
+            --threads "$THREADS" >"$work/loadgen.out" 2>"$work/loadgen.err" &
+        loadgen_pid=$!
+        if [[ -n $PERF_DIR ]]; then
+            sleep "$(awk -v d="$DURATION" -v w="$WARMUP" 'BEGIN { print w + d / 2 - 1.5 }')"
+            perf record -q -F 1000 --call-graph dwarf,16384 -p "$roster_pid" \
+                -o "$PERF_DIR/c$c-$round.data" -- sleep 3 2>/dev/null || true
+        fi
+        wait "$loadgen_pid"
         machine_cpu1=$(machine_cpu_seconds)
         roster_cpu1=$(cpu_seconds "$roster_pid")
         read -r writes1 commits1 < <(writes_and_commits)
