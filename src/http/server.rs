@@ -335,7 +335,7 @@ async fn answer(
         Body::new(ReadTimeoutBody {
             inner: body,
             timeout: body_read_timeout,
-            sleep: Box::pin(tokio::time::sleep(body_read_timeout)),
+            sleep: None,
             timed_out: timed_out.clone(),
         })
     });
@@ -928,7 +928,10 @@ struct BodyStalled;
 struct ReadTimeoutBody {
     inner: Incoming,
     timeout: Duration,
-    sleep: Pin<Box<Sleep>>,
+    /// Armed at the first poll that finds no data: a body that arrives
+    /// whole with its head (nearly every request) never touches the
+    /// runtime's timer, whose wheel is shared and locked.
+    sleep: Option<Pin<Box<Sleep>>>,
     /// Set on timeout, so [`answer`] replaces the handler's response
     /// with 408.
     timed_out: Arc<AtomicBool>,
@@ -944,12 +947,18 @@ impl http_body::Body for ReadTimeoutBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                let deadline = Instant::now() + self.timeout;
-                self.sleep.as_mut().reset(deadline);
+                let timeout = self.timeout;
+                if let Some(sleep) = self.sleep.as_mut() {
+                    sleep.as_mut().reset(Instant::now() + timeout);
+                }
                 Poll::Ready(frame.map(|frame| frame.map_err(Into::into)))
             }
             Poll::Pending => {
-                ready!(self.sleep.as_mut().poll(cx));
+                let timeout = self.timeout;
+                let sleep = self
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                ready!(sleep.as_mut().poll(cx));
                 self.timed_out.store(true, Ordering::Release);
                 Poll::Ready(Some(Err(BodyStalled.into())))
             }
