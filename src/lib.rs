@@ -387,7 +387,7 @@ pub async fn run_reloading(
         })
     };
     let shutting_down = tokio_util::sync::CancellationToken::new();
-    let app = http::router(http::AppState {
+    let app = http::router(http::AppState::new(http::AppStateFields {
         shutting_down: shutting_down.clone(),
         registry: registry.clone(),
         domain: Arc::from(domain.to_ascii().trim_end_matches('.')),
@@ -397,7 +397,7 @@ pub async fn run_reloading(
         cluster: cluster.is_some(),
         acl: acl.clone(),
         health: config.health.clone(),
-    });
+    }));
     let (stop_http, http_stopped) = oneshot::channel::<()>();
     let http_limits = http::server::HttpLimits {
         max_connections: caps.http,

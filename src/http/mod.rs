@@ -27,7 +27,7 @@ use axum::{
 };
 
 pub use error::ApiError;
-pub use state::AppState;
+pub use state::{AppState, AppStateFields};
 
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {

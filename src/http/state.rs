@@ -15,9 +15,29 @@ use crate::{
     registry::Registry,
 };
 
-/// What every handler needs; cheap to clone.
+/// What every handler needs, behind one `Arc`: axum clones the state for
+/// every middleware and extractor of every request, and cloning the fields
+/// themselves raised several contended reference counts and copied the
+/// Consul names and the allowed check methods each time.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateFields>);
+
+impl AppState {
+    pub fn new(fields: AppStateFields) -> Self {
+        Self(Arc::new(fields))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateFields;
+
+    fn deref(&self) -> &AppStateFields {
+        &self.0
+    }
+}
+
+/// The fields of an [`AppState`].
+pub struct AppStateFields {
     pub registry: Registry,
     /// The dynamic domain, for showing DNS names.
     pub domain: Arc<str>,
@@ -36,7 +56,7 @@ pub struct AppState {
     pub shutting_down: CancellationToken,
 }
 
-impl AppState {
+impl AppStateFields {
     /// Refuses an instance whose checks the health policy forbids: an HTTP
     /// check with a method `health.allowed_methods` does not list. (Where a
     /// check may connect is decided when it runs, after its name resolves.)
@@ -44,7 +64,7 @@ impl AppState {
         self.admit_checks(&instance.checks)
     }
 
-    /// [`AppState::admit`] for a list of checks (an imported instance's).
+    /// [`Self::admit`] for a list of checks (an imported instance's).
     pub fn admit_checks(&self, checks: &[CheckDefinition]) -> Result<(), ValidationError> {
         for (i, check) in checks.iter().enumerate() {
             if let CheckKind::Http { method, .. } = &check.kind
