@@ -220,6 +220,20 @@ fn updates() -> Vec<Vec<u8>> {
                 record("web.service.local.", DNSClass::NONE, 0, a(2)),
             ],
         ),
+        // An SRV with port 0, which an instance cannot have (refused; the
+        // fuzzer found the engine taking it).
+        (
+            vec![],
+            vec![
+                record(instance, DNSClass::IN, 30, a(3)),
+                record(
+                    "_web._tcp.service.local.",
+                    DNSClass::IN,
+                    30,
+                    srv(0, instance),
+                ),
+            ],
+        ),
     ];
     cases
         .into_iter()

@@ -150,6 +150,11 @@ fn build(
             );
         }
     };
+    if srv.port == 0 {
+        // RFC 2782 allows it; an instance cannot have it (the HTTP API
+        // refuses port 0 too), and a client sends it only by mistake.
+        return Err("port 0 in the SRV record: an instance's port is 1-65535".into());
+    }
     for (tag, values) in &draft.tag_srv {
         if draft
             .tags

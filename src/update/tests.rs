@@ -574,6 +574,22 @@ async fn refuses_what_roster_cannot_hold_and_changes_nothing() {
             "no port",
         ),
         (
+            "port 0",
+            vec![
+                add("web-2.web", a("127.0.0.2")),
+                add("_web._tcp", srv(0, 1, 0, "web-2.web")),
+            ],
+            "port 0",
+        ),
+        (
+            "port 0 on an existing instance",
+            vec![
+                delete_rrset("_web._tcp", RecordType::SRV),
+                add("_web._tcp", srv(1, 5, 0, "web-1.web")),
+            ],
+            "port 0",
+        ),
+        (
             "two ports",
             vec![add("_web._tcp", srv(1, 5, 9000, "web-1.web"))],
             "more than one SRV",
