@@ -151,8 +151,9 @@ fn build(
         }
     };
     if srv.port == 0 {
-        // RFC 2782 allows it; an instance cannot have it (the HTTP API
-        // refuses port 0 too), and a client sends it only by mistake.
+        // RFC 2782 allows it, and the Consul API takes it as Consul does
+        // (a service without a port), but an instance an UPDATE makes is
+        // one DNS clients must reach: the native API's rule (1-65535).
         return Err("port 0 in the SRV record: an instance's port is 1-65535".into());
     }
     for (tag, values) in &draft.tag_srv {
