@@ -140,18 +140,22 @@ fn updates() -> Vec<Vec<u8>> {
     let txt =
         |strings: &[&str]| RData::TXT(TXT::new(strings.iter().map(|s| (*s).to_owned()).collect()));
     let instance = "web-3.web.service.local.";
+    // The SRV record naming `instance` as the service's, at `port`.
+    let web_srv = |port: u16| {
+        record(
+            "_web._tcp.service.local.",
+            DNSClass::IN,
+            30,
+            srv(port, instance),
+        )
+    };
     let cases: Vec<(Vec<Record>, Vec<Record>)> = vec![
         (vec![], vec![record(instance, DNSClass::IN, 30, a(3))]),
         (
             vec![empty(instance, DNSClass::NONE, RecordType::ANY)],
             vec![
                 record(instance, DNSClass::IN, 30, a(3)),
-                record(
-                    "_web._tcp.service.local.",
-                    DNSClass::IN,
-                    30,
-                    srv(8080, instance),
-                ),
+                web_srv(8080),
                 record(
                     instance,
                     DNSClass::IN,
@@ -224,15 +228,7 @@ fn updates() -> Vec<Vec<u8>> {
         // fuzzer found the engine taking it).
         (
             vec![],
-            vec![
-                record(instance, DNSClass::IN, 30, a(3)),
-                record(
-                    "_web._tcp.service.local.",
-                    DNSClass::IN,
-                    30,
-                    srv(0, instance),
-                ),
-            ],
+            vec![record(instance, DNSClass::IN, 30, a(3)), web_srv(0)],
         ),
     ];
     cases
