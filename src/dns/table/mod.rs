@@ -8,14 +8,15 @@
 //! No `Record` is stored per instance: at 272 bytes each, with three or four
 //! per instance, they were most of roster's memory. Publishing a change
 //! rebuilds only the services it touched: the maps are persistent (`imbl`),
-//! so the new table shares everything else with the old one.
+//! so the new table shares everything else with the old one, and a touched
+//! service's records copy its unchanged instances from the old ones.
 //!
 //! It lives in `dns` because it is DNS answer data: the registry builds and
-//! publishes it (`update_service`, `set_index`, `ServiceRecords::retire`),
+//! publishes it (`update_service_since`, `set_index`, `ServiceRecords::retire`),
 //! DNS only reads it. Files, each depending only on those below it:
 //! this one (the table and its apex), `records` (one service's records),
-//! `service_map` (services by label), `inline_label`, `endpoint` (one
-//! instance as DNS sees it).
+//! `service_map` (services by label), `inline_label`, `endpoint` (an
+//! instance's TXT strings and tag labels, derived when its entry is built).
 //!
 //! Owns: the shape of the answer data and its build. Must not: encode
 //! answers (that is `fast` and `lookup`), or change the registry's state,
