@@ -1,10 +1,13 @@
-//! The embedded store: one redb file in the data directory.
+//! The embedded store: a redb file and a commit log in the data directory.
 //!
-//! redb gives crash-safe, fsync'd transactions; roster commits one
-//! transaction per writer batch (group commit), so durability costs one
-//! fsync per batch rather than one per registration. A lock file keeps a
-//! second roster off the same directory, since redb itself allows several
-//! processes to open one file.
+//! A commit appends its batch to the log (`commit_log`) and syncs it: one
+//! record and one `fdatasync` per writer batch (group commit), so
+//! durability costs one small in-place write per batch rather than a
+//! B-tree transaction per registration. When the log is full, a checkpoint
+//! moves everything in it into redb in one crash-safe transaction. At
+//! start-up, redb's contents with the log's records on top are what was
+//! acknowledged. A lock file keeps a second roster off the same directory,
+//! since redb itself allows several processes to open one file.
 
 use std::{
     fs::{File, OpenOptions, TryLockError},
@@ -14,14 +17,19 @@ use std::{
 
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::commit_log::{AppendError, CommitLog, Entry, LOG_BYTES, LOG_FILE, Logged};
 use super::store::{
     BackendError, Loaded, Mutation, OpenProblem, Store, StoreError, StoreOperation, StoredInstance,
 };
 
 /// Instances by ID, as JSON (readable by people, stable across versions).
 const INSTANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("instances");
-/// Registry-wide values; `index` is the registry index.
+/// Registry-wide values: [`INDEX_KEY`] and [`LOG_EPOCH_KEY`].
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The registry's index ceiling.
+const INDEX_KEY: &str = "index";
+/// The last commit-log epoch a checkpoint moved into this file.
+const LOG_EPOCH_KEY: &str = "log_epoch";
 
 /// File names inside the data directory.
 pub const STORE_FILE: &str = "roster.redb";
@@ -87,36 +95,41 @@ fn builder() -> redb::Builder {
     builder
 }
 
-/// An open database and what this handle knows it last wrote.
-struct Open {
-    db: Database,
-    /// The index ceiling the last commit through this handle made durable,
-    /// `None` until one has. The ceiling moves once every `INDEX_RESERVE`
-    /// index changes, so most commits carry the value already on disk:
-    /// those leave the `meta` table alone and write one B-tree fewer (its
-    /// page, and its root in the table of tables).
-    index: Option<u64>,
+/// The open database and the log in front of it, behind one lock.
+struct Files {
+    /// `None` after a failed checkpoint, until a reopen succeeds.
+    db: Option<Database>,
+    log: CommitLog,
 }
 
-/// A redb database in a locked data directory.
+/// A redb database and its commit log in a locked data directory.
 pub struct EmbeddedStore {
-    /// The open database, or `None` after a failed commit until a reopen
-    /// succeeds. Std mutex: the registry's single writer is the only one
-    /// that commits, from a blocking thread, so it is never contended and
-    /// never held across an await.
-    db: Mutex<Option<Open>>,
+    /// Std mutex: the registry's single writer is the only one that
+    /// commits, from a blocking thread, so it is never contended and never
+    /// held across an await.
+    files: Mutex<Files>,
     path: PathBuf,
-    /// What the read-only check at open loaded, handed out by the first
-    /// `load` instead of reading everything twice. Std mutex: taken once.
+    /// What `open` loaded (redb's contents with the log's records on top),
+    /// handed out by the first `load` instead of reading everything twice.
+    /// Std mutex: taken once.
     preloaded: Mutex<Option<Loaded>>,
     /// Held for the store's lifetime: the OS releases the lock when roster
     /// exits, even by kill -9, so a crash never leaves a stale lock.
     _lock: File,
+    /// Whether dropping the store checkpoints the log (always, but in tests
+    /// that play a crash).
+    checkpoint_on_drop: bool,
 }
 
 impl EmbeddedStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with_log(dir, LOG_BYTES)
+    }
+
+    /// [`EmbeddedStore::open`] with a commit log of at least `log_bytes`
+    /// (tests use small ones, to checkpoint often).
+    fn open_with_log(dir: &Path, log_bytes: u64) -> Result<Self, StoreError> {
         let open_error = |path: &Path, problem: OpenProblem| StoreError::Open {
             path: path.to_owned(),
             problem,
@@ -165,111 +178,177 @@ impl EmbeddedStore {
             }
             .map_err(|e| open_error(&path, OpenProblem::Unopenable(e.into())))
         })?;
-        let store = Self {
-            db: Mutex::new(Some(Open { db, index: None })),
-            path,
-            preloaded: Mutex::new(preloaded),
-            _lock: lock,
-        };
         if created {
-            store.ensure_tables()?;
+            ensure_tables(&db, &path)?;
         }
-        Ok(store)
+        let (stored, absorbed) = match preloaded {
+            Some(loaded) => loaded,
+            None => contain_panics(&path, || load_from(&db, &path))?,
+        };
+        let log_path = dir.join(LOG_FILE);
+        let (log, logged) =
+            CommitLog::open(dir, absorbed, log_bytes).map_err(|e| StoreError::Read {
+                path: log_path,
+                source: e.into(),
+            })?;
+        let loaded = with_logged(stored, &logged, log.path())?;
+        Ok(Self {
+            files: Mutex::new(Files { db: Some(db), log }),
+            path,
+            preloaded: Mutex::new(Some(loaded)),
+            _lock: lock,
+            checkpoint_on_drop: true,
+        })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
 
-    fn ensure_tables(&self) -> Result<(), StoreError> {
-        let write = |source: BackendError| StoreError::Write {
-            path: self.path.clone(),
-            source,
+/// A clean stop leaves everything in redb and the log empty: the file
+/// alone then holds the whole registry, for an older roster, a copy of the
+/// file, or a look inside it. Runs once, when the registry's writer ends;
+/// a crash skips it and the next start reads the log instead.
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        if !self.checkpoint_on_drop {
+            return;
+        }
+        let Ok(files) = self.files.get_mut() else {
+            return;
         };
-        let db = self.db.lock().map_err(|_| POISONED_FOR_WRITE)?;
-        let db = &db.as_ref().ok_or(NOT_OPEN_FOR_WRITE)?.db;
-        let txn = db.begin_write().map_err(|e| write(e.into()))?;
-        txn.open_table(INSTANCES).map_err(|e| write(e.into()))?;
-        txn.open_table(META).map_err(|e| write(e.into()))?;
-        txn.commit().map_err(|e| write(e.into()))
+        if files.log.is_empty() {
+            return;
+        }
+        if let Err(failure) = files.checkpoint(&self.path, &[], 0) {
+            tracing::warn!(
+                message = %failure,
+                "could not move the commit log into the store at shutdown; the next start reads it"
+            );
+        }
     }
+}
+
+/// Creates the tables in a new file, so that reading it never meets a
+/// missing table.
+fn ensure_tables(db: &Database, path: &Path) -> Result<(), StoreError> {
+    let write = |source: BackendError| StoreError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let txn = db.begin_write().map_err(|e| write(e.into()))?;
+    txn.open_table(INSTANCES).map_err(|e| write(e.into()))?;
+    txn.open_table(META).map_err(|e| write(e.into()))?;
+    txn.commit().map_err(|e| write(e.into()))
 }
 
 impl Store for EmbeddedStore {
     fn load(&self) -> Result<Loaded, StoreError> {
         let preloaded = self.preloaded.lock().ok().and_then(|mut p| p.take());
-        match preloaded {
-            Some(loaded) => Ok(loaded),
-            None => {
-                let db = self.db.lock().map_err(|_| StoreError::Unavailable {
-                    operation: StoreOperation::Read,
-                    reason: "store lock poisoned",
-                })?;
-                let db = &db
-                    .as_ref()
-                    .ok_or(StoreError::Unavailable {
-                        operation: StoreOperation::Read,
-                        reason: "store is not open",
-                    })?
-                    .db;
-                contain_panics(&self.path, || load_from(db, &self.path))
+        if let Some(loaded) = preloaded {
+            return Ok(loaded);
+        }
+        let unavailable = |reason| StoreError::Unavailable {
+            operation: StoreOperation::Read,
+            reason,
+        };
+        let mut files = self
+            .files
+            .lock()
+            .map_err(|_| unavailable("store lock poisoned"))?;
+        let db = files.db.as_ref().ok_or(unavailable("store is not open"))?;
+        let (stored, _) = contain_panics(&self.path, || load_from(db, &self.path))?;
+        let logged = files.log.read().map_err(|e| StoreError::Read {
+            path: files.log.path().to_owned(),
+            source: e.into(),
+        })?;
+        with_logged(stored, &logged, files.log.path())
+    }
+
+    /// Appends `batch` to the commit log, durably. When the log is full,
+    /// checkpoints it: what it holds and `batch` go into redb in one
+    /// transaction, and the log starts again.
+    fn commit(&self, batch: &[Mutation], index: u64) -> Result<(), StoreError> {
+        let mut files = self.files.lock().map_err(|_| POISONED_FOR_WRITE)?;
+        let log_error = |files: &Files, source: BackendError| StoreError::Write {
+            path: files.log.path().to_owned(),
+            source,
+        };
+        match files.log.append(batch, index) {
+            Ok(()) => Ok(()),
+            Err(AppendError::Full) => files.checkpoint(&self.path, batch, index),
+            Err(AppendError::Io(e)) => Err(log_error(&files, e.into())),
+            Err(AppendError::Encode(e)) => Err(log_error(&files, e.into())),
+        }
+    }
+}
+
+impl Files {
+    /// Moves the log's records, then `batch`, into redb at `path` in one
+    /// transaction that also records the log's epoch as absorbed; then
+    /// starts the log again. After a failed checkpoint redb refuses every
+    /// later transaction ("Previous I/O error"), so the database is closed
+    /// and, on the next checkpoint, opened again (redb repairs it from its
+    /// last durable commit, which a failed one never changed) and read
+    /// through once: once space is back, writes resume without a restart.
+    /// The log keeps its records until a checkpoint succeeds.
+    fn checkpoint(
+        &mut self,
+        path: &Path,
+        batch: &[Mutation],
+        index: u64,
+    ) -> Result<(), StoreError> {
+        if self.db.is_none() {
+            self.db = Some(reopen(path)?);
+            tracing::info!(path = %path.display(), "store reopened after a failed write");
+        }
+        let Some(db) = self.db.as_ref() else {
+            return Err(NOT_OPEN_FOR_WRITE);
+        };
+        let logged = self.log.read().map_err(|e| StoreError::Read {
+            path: self.log.path().to_owned(),
+            source: e.into(),
+        })?;
+        let epoch = self.log.epoch();
+        let ceiling = logged.index.map_or(index, |logged| logged.max(index));
+        match commit_to(db, path, &logged, batch, ceiling, epoch) {
+            Ok(()) => {
+                self.log.restart(epoch + 1);
+                Ok(())
+            }
+            Err(failure) => {
+                // Dropped now: redb allows one open handle per file.
+                self.db = None;
+                Err(failure)
             }
         }
     }
-
-    /// Commits `batch`. After a failed commit (a full disk, an I/O error)
-    /// redb refuses every later transaction ("Previous I/O error"), so the
-    /// database is closed and, on the next commit, opened again (redb
-    /// repairs it from its last durable commit, which a failed one never
-    /// changed) and read through once, before the batch is written: once
-    /// space is back, writes resume without a restart. While the disk is
-    /// still full the reopen fails too, and so does that commit, clearly.
-    fn commit(&self, batch: &[Mutation], index: u64) -> Result<(), StoreError> {
-        let mut db = self.db.lock().map_err(|_| POISONED_FOR_WRITE)?;
-        if db.is_none() {
-            *db = Some(Open {
-                db: self.reopen()?,
-                index: None,
-            });
-            tracing::info!(path = %self.path.display(), "store reopened after a failed write");
-        }
-        let Some(open) = db.as_mut() else {
-            return Err(NOT_OPEN_FOR_WRITE);
-        };
-        // A ceiling this handle already made durable is on disk as it is.
-        let new_index = (open.index != Some(index)).then_some(index);
-        let committed = commit_to(&open.db, &self.path, batch, new_index);
-        match committed {
-            Ok(()) => open.index = Some(index),
-            // Dropped now: redb allows one open handle per file.
-            Err(_) => *db = None,
-        }
-        committed
-    }
 }
 
-impl EmbeddedStore {
-    /// Opens the database again after a failed commit, and reads it through
-    /// to check that what is on disk is whole before writing to it again.
-    fn reopen(&self) -> Result<Database, StoreError> {
-        let db = contain_panics(&self.path, || {
-            builder().open(&self.path).map_err(|e| StoreError::Reopen {
-                path: self.path.clone(),
-                source: e.into(),
-            })
-        })?;
-        contain_panics(&self.path, || load_from(&db, &self.path))?;
-        Ok(db)
-    }
+/// Opens the database at `path` again after a failed checkpoint, and reads
+/// it through to check that what is on disk is whole before writing to it
+/// again.
+fn reopen(path: &Path) -> Result<Database, StoreError> {
+    let db = contain_panics(path, || {
+        builder().open(path).map_err(|e| StoreError::Reopen {
+            path: path.to_owned(),
+            source: e.into(),
+        })
+    })?;
+    contain_panics(path, || load_from(&db, path))?;
+    Ok(db)
 }
 
-/// Writes one batch in one transaction, and the index ceiling if it is
-/// `Some` (a new value).
+/// Writes the `logged` records and then `batch` in one transaction, with
+/// the index ceiling `index` and the log `epoch` they came from.
 fn commit_to(
     db: &Database,
     path: &Path,
+    logged: &Logged,
     batch: &[Mutation],
-    index: Option<u64>,
+    index: u64,
+    epoch: u64,
 ) -> Result<(), StoreError> {
     let write = |source: BackendError| StoreError::Write {
         path: path.to_owned(),
@@ -278,6 +357,13 @@ fn commit_to(
     let txn = db.begin_write().map_err(|e| write(e.into()))?;
     {
         let mut table = txn.open_table(INSTANCES).map_err(|e| write(e.into()))?;
+        for entry in logged.entries() {
+            match entry {
+                Entry::Put { id, json } => table.insert(id, json).map(drop),
+                Entry::Delete { id } => table.remove(id).map(drop),
+            }
+            .map_err(|e| write(e.into()))?;
+        }
         for mutation in batch {
             match mutation {
                 Mutation::Put(instance) => {
@@ -291,17 +377,18 @@ fn commit_to(
                 }
             }
         }
-        if let Some(index) = index {
-            let mut meta = txn.open_table(META).map_err(|e| write(e.into()))?;
-            meta.insert("index", index).map_err(|e| write(e.into()))?;
-        }
+        let mut meta = txn.open_table(META).map_err(|e| write(e.into()))?;
+        meta.insert(INDEX_KEY, index).map_err(|e| write(e.into()))?;
+        meta.insert(LOG_EPOCH_KEY, epoch)
+            .map_err(|e| write(e.into()))?;
     }
     // Durability::Immediate (the default): commit returns after fsync.
     txn.commit().map_err(|e| write(e.into()))
 }
 
-/// Reads every instance and the index.
-fn load_from(db: &impl ReadableDatabase, path: &Path) -> Result<Loaded, StoreError> {
+/// Reads every instance and the index, and the log epoch the file has
+/// absorbed.
+fn load_from(db: &impl ReadableDatabase, path: &Path) -> Result<(Loaded, u64), StoreError> {
     let read = |source: BackendError| StoreError::Read {
         path: path.to_owned(),
         source,
@@ -310,27 +397,56 @@ fn load_from(db: &impl ReadableDatabase, path: &Path) -> Result<Loaded, StoreErr
     let meta = match txn.open_table(META) {
         Ok(meta) => meta,
         // A file whose first commit never happened holds nothing yet.
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Loaded::default()),
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok((Loaded::default(), 0)),
         Err(e) => return Err(read(e.into())),
     };
-    let index = meta
-        .get("index")
-        .map_err(|e| read(e.into()))?
-        .map(|v| v.value())
-        .unwrap_or(0);
+    let value = |key| {
+        meta.get(key)
+            .map(|v| v.map_or(0, |v| v.value()))
+            .map_err(|e| read(e.into()))
+    };
+    let (index, absorbed) = (value(INDEX_KEY)?, value(LOG_EPOCH_KEY)?);
     let table = txn.open_table(INSTANCES).map_err(|e| read(e.into()))?;
     let mut instances = Vec::new();
     for entry in table.iter().map_err(|e| read(e.into()))? {
         let (key, value) = entry.map_err(|e| read(e.into()))?;
-        let instance: StoredInstance =
-            serde_json::from_slice(value.value()).map_err(|source| StoreError::Corrupt {
-                key: key.value().to_owned(),
-                source,
-                path: path.to_owned(),
-            })?;
-        instances.push(instance);
+        instances.push(decode(key.value(), value.value(), path)?);
     }
-    Ok(Loaded { index, instances })
+    Ok((Loaded { index, instances }, absorbed))
+}
+
+fn decode(key: &str, json: &[u8], path: &Path) -> Result<StoredInstance, StoreError> {
+    serde_json::from_slice(json).map_err(|source| StoreError::Corrupt {
+        key: key.to_owned(),
+        source,
+        path: path.to_owned(),
+    })
+}
+
+/// `stored` with the log's records applied on top, in order.
+fn with_logged(stored: Loaded, logged: &Logged, log_path: &Path) -> Result<Loaded, StoreError> {
+    if logged.is_empty() {
+        return Ok(stored);
+    }
+    let mut instances: std::collections::BTreeMap<String, StoredInstance> = stored
+        .instances
+        .into_iter()
+        .map(|instance| (instance.id.clone(), instance))
+        .collect();
+    for entry in logged.entries() {
+        match entry {
+            Entry::Put { id, json } => {
+                instances.insert(id.to_owned(), decode(id, json, log_path)?);
+            }
+            Entry::Delete { id } => {
+                instances.remove(id);
+            }
+        }
+    }
+    Ok(Loaded {
+        index: logged.index.map_or(stored.index, |i| i.max(stored.index)),
+        instances: instances.into_values().collect(),
+    })
 }
 
 #[cfg(test)]
@@ -368,44 +484,113 @@ mod tests {
                 .commit(&[Mutation::Delete { id: "a".into() }], 8)
                 .expect("commit");
         }
+        // A clean stop moved the log into redb: the file alone is whole.
+        let db = builder()
+            .open_read_only(dir.path().join(STORE_FILE))
+            .expect("open read-only");
+        let (in_file, absorbed) = load_from(&db, dir.path()).expect("load");
+        drop(db);
+        assert_eq!((in_file.index, absorbed), (8, 1));
+        assert_eq!(in_file.instances, vec![stored("b")]);
         let store = EmbeddedStore::open(dir.path()).expect("reopen");
         let loaded = store.load().expect("load");
         assert_eq!(loaded.index, 8);
         assert_eq!(loaded.instances, vec![stored("b")]);
     }
 
+    /// Drops `store` as a crash would leave it: the log not checkpointed.
+    fn crash(mut store: EmbeddedStore) {
+        store.checkpoint_on_drop = false;
+    }
+
+    /// The log epoch redb has absorbed, read from the file.
+    fn absorbed(dir: &Path) -> u64 {
+        let db = builder()
+            .open_read_only(dir.join(STORE_FILE))
+            .expect("open read-only");
+        load_from(&db, &dir.join(STORE_FILE)).expect("load").1
+    }
+
     #[test]
-    fn an_unchanged_ceiling_stays_as_written_and_a_new_one_replaces_it() {
+    fn writes_survive_checkpoints_and_crashes_in_any_order() {
+        // A log of 8 KiB (4 KiB of records) holds a few batches: dozens of
+        // checkpoints, with the same few IDs rewritten across them, and a
+        // stop every few batches, clean (which checkpoints) or a crash
+        // (which leaves the log as it is). After each, what loads is
+        // exactly what was committed: nothing lost, and no record of an
+        // absorbed epoch applied again over newer ones.
         let dir = tempfile::tempdir().expect("tempdir");
-        {
-            let store = EmbeddedStore::open(dir.path()).expect("open");
-            store
-                .commit(&[Mutation::Put(stored("a"))], 7)
-                .expect("commit");
-            // The same ceiling again: the batch is written, the meta table
-            // is not touched.
-            store
-                .commit(&[Mutation::Put(stored("b"))], 7)
-                .expect("commit");
+        let mut model = std::collections::BTreeMap::new();
+        let mut index = 0;
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |below: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % below
+        };
+        for life in 0..100 {
+            let store = EmbeddedStore::open_with_log(dir.path(), 8192).expect("open");
+            let loaded = store.load().expect("load");
+            assert_eq!(loaded.index, index, "life {life}");
+            assert_eq!(
+                loaded.instances,
+                model.values().cloned().collect::<Vec<_>>(),
+                "life {life}"
+            );
+            for _ in 0..next(12) {
+                let batch: Vec<_> = (0..1 + next(4))
+                    .map(|_| {
+                        let id = format!("i{}", next(10));
+                        if next(4) == 0 {
+                            model.remove(&id);
+                            Mutation::Delete { id }
+                        } else {
+                            let mut instance = stored(&id);
+                            instance.port = next(60_000) as u16 + 1;
+                            model.insert(id, instance.clone());
+                            Mutation::Put(instance)
+                        }
+                    })
+                    .collect();
+                index += next(3);
+                store.commit(&batch, index).expect("commit");
+            }
+            if next(3) == 0 {
+                drop(store);
+            } else {
+                crash(store);
+            }
         }
-        let store = EmbeddedStore::open(dir.path()).expect("reopen");
-        let loaded = store.load().expect("load");
-        assert_eq!(loaded.index, 7);
-        assert_eq!(loaded.instances, vec![stored("a"), stored("b")]);
-        // A fresh handle knows nothing it wrote: its first commit writes
-        // the ceiling even when it is the one on disk, and a later new one
-        // replaces it.
-        store
-            .commit(&[Mutation::Delete { id: "a".into() }], 7)
-            .expect("commit");
-        store.commit(&[], 9).expect("commit");
-        drop(store);
-        let loaded = EmbeddedStore::open(dir.path())
+        let absorbed = absorbed(dir.path());
+        assert!(
+            absorbed > 20,
+            "the log was checkpointed only {absorbed} times"
+        );
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_log_goes_straight_into_redb() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let batch: Vec<_> = (0..100)
+            .map(|n| Mutation::Put(stored(&format!("i{n:03}"))))
+            .collect();
+        {
+            let store = EmbeddedStore::open_with_log(dir.path(), 8192).expect("open");
+            store
+                .commit(&[Mutation::Put(stored("a"))], 3)
+                .expect("commit");
+            store.commit(&batch, 4).expect("commit");
+            crash(store);
+        }
+        assert_eq!(absorbed(dir.path()), 1);
+        let loaded = EmbeddedStore::open_with_log(dir.path(), 8192)
             .expect("reopen")
             .load()
             .expect("load");
-        assert_eq!(loaded.index, 9);
-        assert_eq!(loaded.instances, vec![stored("b")]);
+        assert_eq!(loaded.index, 4);
+        assert_eq!(loaded.instances.len(), 101);
+        assert_eq!(loaded.instances[0], stored("a"));
     }
 
     #[test]

@@ -12,6 +12,7 @@
 
 mod cluster;
 mod commands;
+mod commit_log;
 pub mod embedded;
 #[cfg(test)]
 pub(crate) mod failing_store;
