@@ -151,7 +151,7 @@ stop_roster() {
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ), roster ${ROSTER_BIN:-$(git describe --always --dirty 2>/dev/null || echo unknown)}, nproc $(nproc), $(uname -m), services $SERVICES, instance IDs $INSTANCES, ${DURATION}s per run (+${WARMUP}s warm-up), loadgen threads $THREADS"
 echo
-echo "| connections | acknowledged writes/s | p50 ms | p99 ms | max ms | roster CPU (cores) | loadgen CPU (cores) | others' CPU (cores) | roster CPU µs per write | writes per commit | store file MB | failures |"
+echo "| connections | acknowledged writes/s | p50 ms | p99 ms | max ms | roster CPU (cores) | loadgen CPU (cores) | others' CPU (cores) | roster CPU µs per write | writes per commit | store files MB | failures |"
 echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
 if [[ -n $PERF_DIR ]]; then
     command -v perf >/dev/null || { echo "--perf needs perf (Debian: linux-perf)" >&2; exit 2; }
@@ -197,7 +197,8 @@ for c in $CONNECTIONS; do
         if [[ -s $work/loadgen.err ]]; then
             failures="$failures ($(head -c 200 "$work/loadgen.err" | tr '\n|' '  '))"
         fi
-        store_mb=$(du -m "$work/run/data/roster.redb" | cut -f1)
+        # the database and its commit log (roster.log, 1 MiB, since 2026-12-07)
+        store_mb=$(du -mc "$work/run/data"/roster.{redb,log} 2>/dev/null | tail -1 | cut -f1)
         printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
             "$c" "$(get rate | tr -d /s)" "$(get p50 | tr -d ms)" "$(get p99 | tr -d ms)" \
             "$(get max | tr -d ms)" "$roster_cores" "$loadgen_cores" "$others_cores" \
