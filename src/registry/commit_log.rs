@@ -7,13 +7,15 @@
 //! appended to this log and one `fdatasync`: a page or two written in place
 //! in a file whose blocks already exist, so no file-system metadata changes
 //! and the journal is not involved. When the log is full, everything in it
-//! moves into redb in one transaction (a checkpoint, see `embedded`), and
-//! the log starts again from its beginning.
+//! moves into redb in one transaction (a checkpoint, see `embedded`) on a
+//! thread of its own, while appends go on in the log's other half.
 //!
 //! The file:
 //!
 //! - a header block of [`HEADER_BYTES`], unused today (room for a format
-//!   change), then records back to back;
+//!   change), then two halves, each holding records back to back: an
+//!   epoch's records go in the half of its parity, so one half takes
+//!   appends while the other's are checkpointed;
 //! - preallocated with zeros to its full size when created, so an append
 //!   never allocates a block;
 //! - each record is `magic, epoch, payload length, CRC-32 of the epoch,
@@ -21,14 +23,15 @@
 //!   count, and each mutation (`put`: the ID and the instance's stored JSON;
 //!   `delete`: the ID).
 //!
-//! Which records count: those of the *current epoch*, one more than the
-//! epoch redb last absorbed (kept in redb's meta table by each
-//! checkpoint's own transaction). Reading from the start, the log ends at
-//! the first record that is torn, damaged or of another epoch. A
-//! checkpoint raises the epoch in the same transaction that absorbs the
-//! records, so after it the old records are dead without touching the log:
-//! a crash between the two can neither lose them nor apply them twice.
-//! New records overwrite the old from the start.
+//! Which records count: those of the epochs after the one redb last
+//! absorbed (kept in redb's meta table by each checkpoint's own
+//! transaction): at most two, as the log moves on to a half only once the
+//! records there are absorbed. Reading a half from its start, an epoch
+//! ends at the first record that is torn, damaged or of another epoch. A
+//! checkpoint records its epoch as absorbed in the same transaction that
+//! absorbs the records, so after it they are dead without touching the
+//! log: a crash between the two can neither lose them nor apply them
+//! twice. New records overwrite the old from the half's start.
 
 use std::{
     fs::{File, OpenOptions},
@@ -41,9 +44,9 @@ use super::store::{Mutation, StoredInstance};
 
 /// The log file's name in the data directory.
 pub(super) const LOG_FILE: &str = "roster.log";
-/// The log's size, header included. A checkpoint moves at most this much
-/// into redb, so it also bounds a checkpoint's pause and a start-up's
-/// replay; ~3,000 registrations of a typical size fit.
+/// The log's size, header included. A checkpoint moves at most half of it
+/// into redb (~1,500 registrations of a typical size), and a start-up
+/// reads at most all of it.
 pub(super) const LOG_BYTES: u64 = 1024 * 1024;
 /// Bytes before the first record.
 const HEADER_BYTES: u64 = 4096;
@@ -102,6 +105,7 @@ impl Logged {
 }
 
 /// The mutations of one payload.
+#[derive(Clone)]
 struct Entries<'a> {
     rest: &'a [u8],
     left: u32,
@@ -180,8 +184,8 @@ pub(super) enum AppendError {
 pub(super) struct CommitLog {
     file: File,
     path: PathBuf,
-    /// The file's size: records end before it.
-    size: u64,
+    /// The size of each half.
+    half: u64,
     /// Where the next record is written.
     end: u64,
     /// The epoch of the records being written.
@@ -190,12 +194,22 @@ pub(super) struct CommitLog {
     buffer: Vec<u8>,
 }
 
+/// What the log holds that redb has not absorbed, as found at open.
+#[derive(Debug, Default)]
+pub(super) struct Unabsorbed {
+    /// The previous epoch's records, when the log had already moved on to
+    /// the next epoch (its checkpoint had not finished).
+    pub(super) previous: Option<Logged>,
+    /// The current epoch's records.
+    pub(super) current: Logged,
+}
+
 impl CommitLog {
     /// Opens the log in `dir`, creating it (or growing it) to `bytes` and
-    /// preallocating it if needed, and reads what it holds of epoch
-    /// `absorbed + 1` (the records redb has not absorbed). New records
-    /// continue after those.
-    pub(super) fn open(dir: &Path, absorbed: u64, bytes: u64) -> io::Result<(Self, Logged)> {
+    /// preallocating it if needed, and reads the records redb has not
+    /// absorbed: epoch `absorbed + 1`, and `absorbed + 2` if the log had
+    /// moved on to it. New records continue after the newest.
+    pub(super) fn open(dir: &Path, absorbed: u64, bytes: u64) -> io::Result<(Self, Unabsorbed)> {
         let path = dir.join(LOG_FILE);
         let file = OpenOptions::new()
             .read(true)
@@ -204,7 +218,7 @@ impl CommitLog {
             .truncate(false)
             .open(&path)?;
         let mut size = file.metadata()?.len();
-        let bytes = bytes.max(HEADER_BYTES + RECORD_HEADER as u64);
+        let bytes = bytes.max(HEADER_BYTES + 2 * RECORD_HEADER as u64);
         if size < bytes {
             preallocate(&file, size, bytes)?;
             // The new file's name must survive a crash as well as its blocks.
@@ -214,13 +228,32 @@ impl CommitLog {
         let mut log = Self {
             file,
             path,
-            size,
-            end: HEADER_BYTES,
+            half: (size - HEADER_BYTES) / 2,
+            end: 0,
             epoch: absorbed + 1,
             buffer: Vec::new(),
         };
-        let logged = log.read()?;
-        Ok((log, logged))
+        let (older, older_end) = log.read_epoch(absorbed + 1)?;
+        let (newer, newer_end) = log.read_epoch(absorbed + 2)?;
+        Ok(if newer.is_empty() {
+            log.end = older_end;
+            (
+                log,
+                Unabsorbed {
+                    previous: None,
+                    current: older,
+                },
+            )
+        } else {
+            (log.epoch, log.end) = (absorbed + 2, newer_end);
+            (
+                log,
+                Unabsorbed {
+                    previous: Some(older),
+                    current: newer,
+                },
+            )
+        })
     }
 
     pub(super) fn path(&self) -> &Path {
@@ -229,7 +262,7 @@ impl CommitLog {
 
     /// Whether the current epoch has no record.
     pub(super) fn is_empty(&self) -> bool {
-        self.end == HEADER_BYTES
+        self.end == self.start(self.epoch)
     }
 
     /// The epoch of the records being written; a checkpoint records it in
@@ -238,14 +271,21 @@ impl CommitLog {
         self.epoch
     }
 
+    /// Where `epoch`'s records start: epochs alternate between the halves,
+    /// so one half can be checkpointed while the other takes appends.
+    fn start(&self, epoch: u64) -> u64 {
+        HEADER_BYTES + (epoch % 2) * self.half
+    }
+
     /// Appends `batch` with the index ceiling `index` as one record and
     /// makes it durable. On any error nothing is known to be appended, and
     /// the next record is written where this one was.
     pub(super) fn append(&mut self, batch: &[Mutation], index: u64) -> Result<(), AppendError> {
         let mut record = std::mem::take(&mut self.buffer);
         let encoded = encode(&mut record, self.epoch, batch, index);
+        let limit = self.start(self.epoch) + self.half;
         let result = encoded.map_err(AppendError::from).and_then(|()| {
-            if self.end + record.len() as u64 > self.size {
+            if self.end + record.len() as u64 > limit {
                 return Err(AppendError::Full);
             }
             self.file.write_all_at(&record, self.end)?;
@@ -258,26 +298,40 @@ impl CommitLog {
         result
     }
 
-    /// Everything appended under the current epoch, read back from the
-    /// file.
-    pub(super) fn read(&mut self) -> io::Result<Logged> {
+    /// Moves on to the next epoch, in the other half: the current epoch's
+    /// records are complete (and are to be checkpointed), and the other
+    /// half's are absorbed (the caller made sure of that).
+    pub(super) fn switch(&mut self) {
+        self.epoch += 1;
+        self.end = self.start(self.epoch);
+    }
+
+    /// Everything appended under `epoch` (the current one or the one
+    /// before), read back from the file.
+    pub(super) fn read(&self, epoch: u64) -> io::Result<Logged> {
+        self.read_epoch(epoch).map(|(logged, _)| logged)
+    }
+
+    /// `epoch`'s records, and where they end.
+    fn read_epoch(&self, epoch: u64) -> io::Result<(Logged, u64)> {
         let mut logged = Logged::default();
-        let mut at = HEADER_BYTES;
+        let mut at = self.start(epoch);
+        let limit = at + self.half;
         let mut header = [0u8; RECORD_HEADER];
-        while at + RECORD_HEADER as u64 <= self.size {
+        while at + RECORD_HEADER as u64 <= limit {
             self.file.read_exact_at(&mut header, at)?;
             let mut fields = &header[..];
-            let (magic, epoch, len, crc) = (
+            let (magic, found, len, crc) = (
                 take_u32(&mut fields),
                 take_u64(&mut fields),
                 take_u32(&mut fields),
                 take_u32(&mut fields),
             );
-            let (Some(MAGIC), Some(epoch), Some(len), Some(crc)) = (magic, epoch, len, crc) else {
+            let (Some(MAGIC), Some(found), Some(len), Some(crc)) = (magic, found, len, crc) else {
                 break;
             };
             let payload_at = at + RECORD_HEADER as u64;
-            if epoch != self.epoch || payload_at + u64::from(len) > self.size {
+            if found != epoch || payload_at + u64::from(len) > limit {
                 break;
             }
             let start = logged.bytes.len();
@@ -287,29 +341,20 @@ impl CommitLog {
                 .read_exact_at(&mut logged.bytes[start + 4..], payload_at)?;
             let payload = &logged.bytes[start + 4..];
             let whole = crc32(crc32_update(!0, &header[4..16]), payload) == crc;
-            let Some((index, entries)) = whole.then(|| Entries::of(payload)).flatten() else {
+            // Every entry must decode, or none of the record counts.
+            let decoded = whole
+                .then(|| Entries::of(payload))
+                .flatten()
+                .filter(|(_, entries)| entries.clone().count() == entries.left as usize);
+            let Some((index, _)) = decoded else {
                 // Torn or damaged: the log ends here.
                 logged.bytes.truncate(start);
                 break;
             };
-            // Every entry must decode, or none of the record counts.
-            let count = entries.left as usize;
-            if entries.count() != count {
-                logged.bytes.truncate(start);
-                break;
-            }
             logged.index = Some(logged.index.map_or(index, |i| i.max(index)));
             at = payload_at + u64::from(len);
         }
-        self.end = at;
-        Ok(logged)
-    }
-
-    /// Starts the log again from its beginning under `epoch`, once redb
-    /// holds everything before it (and records `epoch - 1` as absorbed).
-    pub(super) fn restart(&mut self, epoch: u64) {
-        self.epoch = epoch;
-        self.end = HEADER_BYTES;
+        Ok((logged, at))
     }
 }
 
@@ -457,12 +502,13 @@ mod tests {
         let second = [Mutation::Delete { id: "a".into() }, put("b", 3)];
         {
             let (mut log, logged) = CommitLog::open(dir.path(), 0, 64 * 1024).expect("open");
-            assert!(logged.is_empty());
+            assert!(logged.current.is_empty() && logged.previous.is_none());
             log.append(&first, 7).expect("append");
             log.append(&second, 9).expect("append");
             log.append(&[], 8).expect("append");
         }
         let (_, logged) = CommitLog::open(dir.path(), 0, 64 * 1024).expect("reopen");
+        let logged = logged.current;
         assert_eq!(logged.index, Some(9));
         let mut all = expected(&first);
         all.extend(expected(&second));
@@ -496,7 +542,10 @@ mod tests {
             damaged[at as usize] ^= 0x40;
             std::fs::write(&path, &damaged).expect("write");
             let (log, logged) = CommitLog::open(dir.path(), 0, 64 * 1024).expect("reopen");
-            let ids: Vec<_> = owned(&logged).into_iter().map(|(id, _)| id).collect();
+            let ids: Vec<_> = owned(&logged.current)
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
             assert_eq!(ids, ["a", "b", "c"][..keeps], "damage at {at}");
             // The next record goes where the damaged one was.
             assert_eq!(log.end, if keeps == 1 { second_at } else { third_at });
@@ -514,11 +563,11 @@ mod tests {
         // redb absorbed epoch 1: those records are dead, and new ones,
         // written from the start, end where they end.
         let (mut log, logged) = CommitLog::open(dir.path(), 1, 64 * 1024).expect("reopen");
-        assert!(logged.is_empty());
+        assert!(logged.current.is_empty() && logged.previous.is_none());
         log.append(&[put("c", 1)], 2).expect("append");
         drop(log);
         let (_, logged) = CommitLog::open(dir.path(), 1, 64 * 1024).expect("reopen");
-        assert_eq!(owned(&logged), expected(&[put("c", 1)]));
+        assert_eq!(owned(&logged.current), expected(&[put("c", 1)]));
     }
 
     #[test]
@@ -528,7 +577,46 @@ mod tests {
         let batch: Vec<_> = (0..40).map(|n| put(&format!("i{n}"), 1)).collect();
         assert!(matches!(log.append(&batch, 1), Err(AppendError::Full)));
         log.append(&[put("a", 1)], 1).expect("a small one fits");
-        assert_eq!(owned(&log.read().expect("read")), expected(&[put("a", 1)]));
+        let logged = log.read(log.epoch()).expect("read");
+        assert_eq!(owned(&logged), expected(&[put("a", 1)]));
+    }
+
+    #[test]
+    fn epochs_alternate_halves_and_both_unabsorbed_ones_are_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bytes = 64 * 1024;
+        {
+            let (mut log, _) = CommitLog::open(dir.path(), 0, bytes).expect("open");
+            log.append(&[put("a", 1)], 1).expect("append");
+            log.switch();
+            assert!(log.is_empty());
+            log.append(&[put("a", 2)], 2).expect("append");
+            assert_eq!(owned(&log.read(1).expect("read")), expected(&[put("a", 1)]));
+        }
+        // Epoch 1 not absorbed yet: both epochs, oldest first, and the
+        // log writes on in epoch 2.
+        let (mut log, logged) = CommitLog::open(dir.path(), 0, bytes).expect("reopen");
+        let previous = logged.previous.as_ref().expect("epoch 1");
+        assert_eq!(owned(previous), expected(&[put("a", 1)]));
+        assert_eq!(owned(&logged.current), expected(&[put("a", 2)]));
+        assert_eq!(log.epoch(), 2);
+        log.append(&[put("b", 1)], 3).expect("append");
+        drop(log);
+        // Epoch 1 absorbed: epoch 2 only, and moving on overwrites epoch
+        // 1's half.
+        let (mut log, logged) = CommitLog::open(dir.path(), 1, bytes).expect("reopen");
+        assert!(logged.previous.is_none());
+        assert_eq!(
+            owned(&logged.current),
+            expected(&[put("a", 2), put("b", 1)])
+        );
+        log.switch();
+        log.append(&[put("c", 1)], 4).expect("append");
+        drop(log);
+        let (log, logged) = CommitLog::open(dir.path(), 2, bytes).expect("reopen");
+        assert!(logged.previous.is_none());
+        assert_eq!(owned(&logged.current), expected(&[put("c", 1)]));
+        assert_eq!(log.epoch(), 3);
     }
 
     #[test]
