@@ -197,8 +197,11 @@ for c in $CONNECTIONS; do
         if [[ -s $work/loadgen.err ]]; then
             failures="$failures ($(head -c 200 "$work/loadgen.err" | tr '\n|' '  '))"
         fi
-        # the database and its commit log (roster.log, 1 MiB, since 2026-12-07)
-        store_mb=$(du -mc "$work/run/data"/roster.{redb,log} 2>/dev/null | tail -1 | cut -f1)
+        # the database and its commit log (roster.log, since 2026-12-07;
+        # an older binary has none)
+        store_files=("$work/run/data/roster.redb")
+        [[ -e $work/run/data/roster.log ]] && store_files+=("$work/run/data/roster.log")
+        store_mb=$(du -mc "${store_files[@]}" | tail -1 | cut -f1)
         printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
             "$c" "$(get rate | tr -d /s)" "$(get p50 | tr -d ms)" "$(get p99 | tr -d ms)" \
             "$(get max | tr -d ms)" "$roster_cores" "$loadgen_cores" "$others_cores" \
