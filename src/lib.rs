@@ -124,9 +124,8 @@ impl Listeners {
 }
 
 /// Binds `count` UDP sockets and one TCP listener on one port. With port 0,
-/// the first UDP socket takes whatever port the kernel gives, and the rest
-/// follow it; a few tries, since another process may hold that port's TCP
-/// side.
+/// the kernel picks a port no socket holds, and all of them take it; a few
+/// tries, since another process may take that port meanwhile.
 fn bind_dns(
     address: SocketAddr,
     count: usize,
@@ -136,19 +135,36 @@ fn bind_dns(
         address,
         source,
     };
-    let tries = if address.port() == 0 { 16 } else { 1 };
+    let ephemeral = address.port() == 0;
+    let tries = if ephemeral { 16 } else { 1 };
     let mut last_error = None;
     for _ in 0..tries {
-        let first = reuseport_udp(address).map_err(|e| bind_error("DNS over UDP", e))?;
-        let port = first
-            .local_addr()
-            .map_err(|e| bind_error("DNS over UDP", e))?
-            .port();
-        let bound = SocketAddr::new(address.ip(), port);
+        // Not port 0 with SO_REUSEPORT: Linux does not count another
+        // SO_REUSEPORT socket of the same user as holding a port, so it
+        // may give a port another server of this user (or one still
+        // stopping) serves on, and the two would share its datagrams. A
+        // plain socket is given a port that no socket holds.
+        let bound = if ephemeral {
+            let probe =
+                std::net::UdpSocket::bind(address).map_err(|e| bind_error("DNS over UDP", e))?;
+            probe
+                .local_addr()
+                .map_err(|e| bind_error("DNS over UDP", e))?
+        } else {
+            address
+        };
+        let first = match reuseport_udp(bound) {
+            Ok(first) => first,
+            Err(e) if ephemeral => {
+                last_error = Some(("DNS over UDP", e));
+                continue;
+            }
+            Err(e) => return Err(bind_error("DNS over UDP", e)),
+        };
         let tcp = match std::net::TcpListener::bind(bound) {
             Ok(tcp) => tcp,
             Err(e) => {
-                last_error = Some(e);
+                last_error = Some(("DNS over TCP", e));
                 continue;
             }
         };
@@ -168,10 +184,9 @@ fn bind_dns(
         let tcp = TcpListener::from_std(tcp).map_err(|e| bind_error("DNS over TCP", e))?;
         return Ok((udp, tcp));
     }
-    Err(bind_error(
-        "DNS over TCP",
-        last_error.unwrap_or_else(|| std::io::Error::other("no free port")),
-    ))
+    let (what, error) =
+        last_error.unwrap_or_else(|| ("DNS", std::io::Error::other("no free port")));
+    Err(bind_error(what, error))
 }
 
 /// A UDP socket with SO_REUSEPORT, so several can share a port.
@@ -532,4 +547,61 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         stop,
         task,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Port 0 never yields a port that another SO_REUSEPORT group of this
+    /// user already serves on (Linux would hand it out, and the two servers
+    /// would share its datagrams: seen as one test's query answered by
+    /// another test's server). Made certain in a network namespace of its
+    /// own whose only ephemeral port is held by such a group. Needs root;
+    /// skipped without.
+    #[test]
+    #[allow(unsafe_code)] // unshare(2), for a network namespace of its own
+    fn an_ephemeral_dns_port_is_never_one_another_reuseport_group_holds() {
+        let checked = std::thread::spawn(|| {
+            // SAFETY: unshare takes no pointers; it moves only this thread,
+            // which exists for this test alone, to a new network namespace.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                return false;
+            }
+            // Per namespace: only this thread's namespace has one port.
+            std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "40000 40000")
+                .expect("narrow the ephemeral range");
+            let up = std::process::Command::new("ip")
+                .args(["link", "set", "lo", "up"])
+                .status()
+                .expect("run ip");
+            assert!(up.success(), "ip link set lo up: {up}");
+            let held = reuseport_udp("127.0.0.1:40000".parse().expect("address"))
+                .expect("another server's socket");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let _entered = runtime.enter();
+            let address = "127.0.0.1:0".parse().expect("address");
+            // With its only ephemeral port held, refusing is right.
+            if let Ok((udp, _)) = bind_dns(address, 2) {
+                let port = udp[0].local_addr().expect("address").port();
+                assert_ne!(port, 40000, "took the port another group serves on");
+            }
+            drop(held);
+            // Free again: it is taken, by every socket.
+            let (udp, tcp) = bind_dns(address, 2).expect("bind");
+            for socket in &udp {
+                assert_eq!(socket.local_addr().expect("address").port(), 40000);
+            }
+            assert_eq!(tcp.local_addr().expect("address").port(), 40000);
+            true
+        })
+        .join()
+        .expect("the test thread");
+        if !checked {
+            eprintln!("skipped: a network namespace of its own needs root");
+        }
+    }
 }
