@@ -206,9 +206,12 @@ fn reuseport_udp(address: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
-/// Opens the embedded store in `data_dir`, or a memory store when it is
-/// empty.
-async fn open_store(data_dir: &std::path::Path) -> Result<Arc<dyn Store>, RunError> {
+/// Opens the embedded store in `data_dir`, counting its checkpoints into
+/// `metrics`, or a memory store when `data_dir` is empty.
+async fn open_store(
+    data_dir: &std::path::Path,
+    metrics: &Metrics,
+) -> Result<Arc<dyn Store>, RunError> {
     if data_dir.as_os_str().is_empty() {
         return Ok(Arc::new(MemoryStore::default()));
     }
@@ -217,7 +220,7 @@ async fn open_store(data_dir: &std::path::Path) -> Result<Arc<dyn Store>, RunErr
         .await
         .map_err(|e| RunError::Store(StoreError::Crashed(e.to_string())))??;
     info!(path = %store.path().display(), "store opened");
-    Ok(Arc::new(store))
+    Ok(Arc::new(store.counting_into(metrics.checkpoints.clone())))
 }
 
 /// Runs roster on `listeners` until `shutdown` completes.
@@ -284,7 +287,7 @@ pub async fn run_reloading(
             Registry::start_cluster(cluster.clone(), settings, events, metrics.clone()).await?
         }
         None => {
-            let store = open_store(&config.data_dir).await?;
+            let store = open_store(&config.data_dir, &metrics).await?;
             Registry::start(store, settings, events, metrics.clone()).await?
         }
     };

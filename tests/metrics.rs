@@ -575,6 +575,49 @@ async fn metrics_follow_the_acl_of_v1_metrics() {
     server.stop().await;
 }
 
+/// The commit log's checkpoints into redb are counted: an import larger
+/// than half the log goes straight into redb as one.
+#[tokio::test]
+async fn store_checkpoints_are_counted() {
+    let server = start_server().await;
+    let before = scrape(&server).await;
+    assert_eq!(
+        before.present("roster_store_checkpoints_total", &[("result", "done")]),
+        0.0
+    );
+    assert_eq!(
+        before.present("roster_store_checkpoint_duration_seconds_count", &[]),
+        0.0
+    );
+    // 3,000 instances of ~300 bytes: over half of the 1 MiB log.
+    let instances: Vec<_> = (0..3000)
+        .map(|n| {
+            json!({
+                "service": format!("svc-{}", n % 50),
+                "id": format!("i-{n}"),
+                "address": "10.1.0.1",
+                "port": 8080,
+                "tags": ["x".repeat(100)],
+                "weight": 1,
+                "priority": 0,
+            })
+        })
+        .collect();
+    let body = json!({"version": 1, "index": 1, "instances": instances});
+    let reply = server.put_raw(&["v1", "import"], body.to_string()).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let after = scrape(&server).await;
+    assert!(
+        after.present("roster_store_checkpoints_total", &[("result", "done")]) >= 1.0,
+        "no checkpoint counted"
+    );
+    assert_eq!(
+        after.present("roster_store_checkpoints_total", &[("result", "failed")]),
+        0.0
+    );
+    assert!(after.present("roster_store_checkpoint_duration_seconds_count", &[]) >= 1.0);
+}
+
 /// In cluster mode a write is an etcd transaction: counted as applied or
 /// refused, each transaction timed in the commit histogram.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -128,6 +128,28 @@ pub struct RegistryCounters {
     pub commit_duration: Histogram<{ SLOW_BOUNDS.len() }>,
 }
 
+/// The embedded store's commit-log checkpoints (see `registry::commit_log`),
+/// counted by the store itself: a checkpoint runs on a thread of its own,
+/// and one that fails there reaches no client until the log is full.
+pub struct CheckpointCounters {
+    /// Checkpoints by outcome, as [`CHECKPOINT_RESULTS`].
+    pub results: [AtomicU64; 2],
+    /// How long each took, its redb transaction's fsync included.
+    pub duration: Histogram<{ SLOW_BOUNDS.len() }>,
+}
+
+/// The labels of [`CheckpointCounters::results`].
+pub const CHECKPOINT_RESULTS: [&str; 2] = ["done", "failed"];
+
+impl Default for CheckpointCounters {
+    fn default() -> Self {
+        Self {
+            results: std::array::from_fn(|_| AtomicU64::new(0)),
+            duration: Histogram::new(&SLOW_BOUNDS),
+        }
+    }
+}
+
 /// The labels of [`RegistryCounters::writes`], at the indexes below.
 pub const WRITE_RESULTS: [&str; 3] = ["applied", "refused", "failed"];
 /// Applied, and committed.
@@ -194,6 +216,8 @@ pub struct Metrics {
     pub http: Arc<http::HttpMetrics>,
     /// Registry writes and commits.
     pub registry: RegistryCounters,
+    /// The embedded store's checkpoints (shared with the store).
+    pub checkpoints: Arc<CheckpointCounters>,
     /// Probe results by kind ([`PROBE_KINDS`]) and status ([`STATUSES`]).
     pub probe_results: [[AtomicU64; 3]; 2],
     pub started: ProcessStart,

@@ -8,8 +8,8 @@
 use std::{fmt::Write as _, sync::atomic::Ordering::Relaxed, time::UNIX_EPOCH};
 
 use super::{
-    LagHistogram, Metrics, PROBE_KINDS, STATUSES, UPDATE_RCODES, WRITE_RESULTS, dns::Proto,
-    histogram::HistogramSnapshot,
+    CHECKPOINT_RESULTS, LagHistogram, Metrics, PROBE_KINDS, STATUSES, UPDATE_RCODES, WRITE_RESULTS,
+    dns::Proto, histogram::HistogramSnapshot,
 };
 use crate::registry::RegistryState;
 
@@ -209,6 +209,28 @@ fn registry(out: &mut Text, metrics: &Metrics, catalog: &CatalogCounts) {
         "roster_registry_commit_duration_seconds",
         &[],
         &metrics.registry.commit_duration.snapshot(),
+    );
+    out.family(
+        "roster_store_checkpoints_total",
+        "counter",
+        "Commit-log checkpoints into the embedded store, by result (a failed one is retried).",
+    );
+    for (result, count) in CHECKPOINT_RESULTS.iter().zip(&metrics.checkpoints.results) {
+        out.sample(
+            "roster_store_checkpoints_total",
+            &[("result", *result)],
+            count.load(Relaxed),
+        );
+    }
+    out.family(
+        "roster_store_checkpoint_duration_seconds",
+        "histogram",
+        "How long each commit-log checkpoint into the embedded store took.",
+    );
+    out.histogram(
+        "roster_store_checkpoint_duration_seconds",
+        &[],
+        &metrics.checkpoints.duration.snapshot(),
     );
 }
 

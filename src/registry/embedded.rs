@@ -17,6 +17,8 @@ use std::{
 
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
 
+use crate::metrics::CheckpointCounters;
+
 use super::commit_log::{AppendError, CommitLog, Entry, LOG_BYTES, LOG_FILE, Logged};
 use super::store::{
     BackendError, Loaded, Mutation, OpenProblem, Store, StoreError, StoreOperation, StoredInstance,
@@ -123,6 +125,9 @@ pub struct EmbeddedStore {
     /// held across an await.
     log: Mutex<LogState>,
     db: SharedDb,
+    /// Counts every checkpoint, shared with `/metrics` once the server
+    /// wires it ([`EmbeddedStore::counting_into`]).
+    counters: Arc<CheckpointCounters>,
     path: PathBuf,
     /// What `open` loaded (redb's contents with the log's records on top),
     /// handed out by the first `load` instead of reading everything twice.
@@ -219,6 +224,7 @@ impl EmbeddedStore {
         Ok(Self {
             log: Mutex::new(LogState { log, previous }),
             db: Arc::new(Mutex::new(Some(db))),
+            counters: Arc::default(),
             path,
             preloaded: Mutex::new(Some(loaded)),
             _lock: lock,
@@ -229,6 +235,20 @@ impl EmbeddedStore {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Counts checkpoints into `counters` (the server's metrics) from now on.
+    pub fn counting_into(mut self, counters: Arc<CheckpointCounters>) -> Self {
+        self.counters = counters;
+        self
+    }
+
+    fn files(&self) -> Files<'_> {
+        Files {
+            db: &self.db,
+            path: &self.path,
+            counters: &self.counters,
+        }
     }
 }
 
@@ -252,13 +272,18 @@ impl Drop for EmbeddedStore {
             }
             return;
         }
-        let settled = settle_previous(&self.db, &self.path, state).and_then(|()| {
+        let files = Files {
+            db: &self.db,
+            path: &self.path,
+            counters: &self.counters,
+        };
+        let settled = settle_previous(files, state).and_then(|()| {
             if state.log.is_empty() {
                 return Ok(());
             }
             let epoch = state.log.epoch();
             let records = read_log(&state.log, epoch)?;
-            checkpoint(&self.db, &self.path, &records, &[], 0, epoch)
+            checkpoint(&files, &records, &[], 0, epoch)
         });
         if let Err(failure) = settled {
             tracing::warn!(
@@ -298,7 +323,7 @@ impl Store for EmbeddedStore {
             .map_err(|_| unavailable("store lock poisoned"))?;
         // The previous epoch into redb first, so that redb and the current
         // epoch are the whole.
-        settle_previous(&self.db, &self.path, &mut state)?;
+        settle_previous(self.files(), &mut state)?;
         let db = self
             .db
             .lock()
@@ -319,16 +344,23 @@ impl Store for EmbeddedStore {
             Err(AppendError::Full) => {}
             appended => return appended.map_err(|e| append_error(&state.log, e)),
         }
-        settle_previous(&self.db, &self.path, &mut state)?;
+        settle_previous(self.files(), &mut state)?;
         let epoch = state.log.epoch();
         let records = read_log(&state.log, epoch)?;
         state.log.switch();
-        let (db, path) = (self.db.clone(), self.path.clone());
+        let (db, path, counters) = (self.db.clone(), self.path.clone(), self.counters.clone());
         // Without a thread, the next move to the other half does it.
         state.previous = match self.checkpoint_in_background {
             true => std::thread::Builder::new()
                 .name("roster-checkpoint".into())
-                .spawn(move || checkpoint(&db, &path, &records, &[], 0, epoch))
+                .spawn(move || {
+                    let files = Files {
+                        db: &db,
+                        path: &path,
+                        counters: &counters,
+                    };
+                    checkpoint(&files, &records, &[], 0, epoch)
+                })
                 .map_or(Previous::Pending, Previous::Checkpointing),
             false => Previous::Pending,
         };
@@ -336,16 +368,9 @@ impl Store for EmbeddedStore {
             Err(AppendError::Full) => {
                 // Larger than a half: straight into redb, after the
                 // records before it, as the (empty) current epoch.
-                settle_previous(&self.db, &self.path, &mut state)?;
+                settle_previous(self.files(), &mut state)?;
                 let epoch = state.log.epoch();
-                checkpoint(
-                    &self.db,
-                    &self.path,
-                    &Logged::default(),
-                    batch,
-                    index,
-                    epoch,
-                )?;
+                checkpoint(&self.files(), &Logged::default(), batch, index, epoch)?;
                 state.log.switch();
                 Ok(())
             }
@@ -371,7 +396,7 @@ fn read_log(log: &CommitLog, epoch: u64) -> Result<Logged, StoreError> {
 /// Makes sure the epoch before the log's current one is in redb: waits for
 /// its checkpoint, and runs it (again) here if it failed or never ran.
 /// Once space is back after a full disk, this is where writes resume.
-fn settle_previous(db: &SharedDb, path: &Path, state: &mut LogState) -> Result<(), StoreError> {
+fn settle_previous(files: Files<'_>, state: &mut LogState) -> Result<(), StoreError> {
     let previous = std::mem::replace(&mut state.previous, Previous::Pending);
     let done = match previous {
         Previous::Absorbed => true,
@@ -388,7 +413,7 @@ fn settle_previous(db: &SharedDb, path: &Path, state: &mut LogState) -> Result<(
     if !done {
         let epoch = state.log.epoch() - 1;
         let records = read_log(&state.log, epoch)?;
-        checkpoint(db, path, &records, &[], 0, epoch)?;
+        checkpoint(&files, &records, &[], 0, epoch)?;
     }
     state.previous = Previous::Absorbed;
     Ok(())
@@ -402,6 +427,30 @@ fn settle_previous(db: &SharedDb, path: &Path, state: &mut LogState) -> Result<(
 /// which a failed one never changed) and read through once. The log keeps
 /// the records until a checkpoint succeeds.
 fn checkpoint(
+    files: &Files<'_>,
+    records: &Logged,
+    batch: &[Mutation],
+    index: u64,
+    epoch: u64,
+) -> Result<(), StoreError> {
+    let started = std::time::Instant::now();
+    let done = checkpoint_uncounted(files.db, files.path, records, batch, index, epoch);
+    let counters = files.counters;
+    counters.duration.record(started.elapsed());
+    counters.results[usize::from(done.is_err())].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    done
+}
+
+/// What a checkpoint needs of the store: its database, its path, and where
+/// to count.
+#[derive(Clone, Copy)]
+struct Files<'a> {
+    db: &'a SharedDb,
+    path: &'a Path,
+    counters: &'a CheckpointCounters,
+}
+
+fn checkpoint_uncounted(
     db: &SharedDb,
     path: &Path,
     records: &Logged,
@@ -687,8 +736,11 @@ mod tests {
         let batch: Vec<_> = (0..100)
             .map(|n| Mutation::Put(stored(&format!("i{n:03}"))))
             .collect();
+        let counters = Arc::new(CheckpointCounters::default());
         {
-            let store = EmbeddedStore::open_with_log(dir.path(), 8192).expect("open");
+            let store = EmbeddedStore::open_with_log(dir.path(), 8192)
+                .expect("open")
+                .counting_into(counters.clone());
             store
                 .commit(&[Mutation::Put(stored("a"))], 3)
                 .expect("commit");
@@ -698,6 +750,11 @@ mod tests {
         // Epoch 1 (`a`), checkpointed when the batch did not fit, then the
         // batch as epoch 2, which the log never held.
         assert_eq!(absorbed(dir.path()), 2);
+        use std::sync::atomic::Ordering::Relaxed;
+        let results =
+            |counters: &CheckpointCounters| counters.results.each_ref().map(|r| r.load(Relaxed));
+        assert_eq!(results(&counters), [2, 0], "done, failed");
+        assert_eq!(counters.duration.snapshot().count, 2);
         let loaded = EmbeddedStore::open_with_log(dir.path(), 8192)
             .expect("reopen")
             .load()
