@@ -1,14 +1,14 @@
 //! The embedded store's commit log: an append-only file in front of redb.
 //!
-//! A durable registration used to be a redb transaction of its own (well,
-//! of its batch): a B-tree insert, the pages of every B-tree level it
-//! touched written again, and an fsync; ~7 disk writes and ~29 KiB a
-//! commit on this project's test machine. Now a batch is one record
-//! appended to this log and one `fdatasync`: a page or two written in place
-//! in a file whose blocks already exist, so no file-system metadata changes
-//! and the journal is not involved. When the log is full, everything in it
+//! Why: a batch committed as a redb transaction costs a B-tree insert per
+//! write, the pages of every B-tree level it touched written again, and an
+//! fsync: ~7 disk writes and ~29 KiB a commit on this project's test
+//! machine. Appended here it is one record and one `fdatasync`: a page or
+//! two written in place in a file whose blocks already exist, so no
+//! file-system metadata changes and the journal is not involved (~2 disk
+//! writes, ~5 KiB). When one half of the log is full, everything in it
 //! moves into redb in one transaction (a checkpoint, see `embedded`) on a
-//! thread of its own, while appends go on in the log's other half.
+//! thread of its own, while appends go on in the other half.
 //!
 //! The file:
 //!

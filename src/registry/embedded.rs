@@ -3,9 +3,10 @@
 //! A commit appends its batch to the log (`commit_log`) and syncs it: one
 //! record and one `fdatasync` per writer batch (group commit), so
 //! durability costs one small in-place write per batch rather than a
-//! B-tree transaction per registration. When the log is full, a checkpoint
-//! moves everything in it into redb in one crash-safe transaction. At
-//! start-up, redb's contents with the log's records on top are what was
+//! B-tree transaction per registration. When one half of the log is full,
+//! a checkpoint moves it into redb in one crash-safe transaction, on a
+//! thread of its own, while appends go on into the other half. At start-up,
+//! redb's contents with the log's records on top are what was
 //! acknowledged. A lock file keeps a second roster off the same directory,
 //! since redb itself allows several processes to open one file.
 
@@ -243,8 +244,8 @@ impl EmbeddedStore {
         self
     }
 
-    fn files(&self) -> Files<'_> {
-        Files {
+    fn target(&self) -> Target<'_> {
+        Target {
             db: &self.db,
             path: &self.path,
             counters: &self.counters,
@@ -272,18 +273,18 @@ impl Drop for EmbeddedStore {
             }
             return;
         }
-        let files = Files {
+        let target = Target {
             db: &self.db,
             path: &self.path,
             counters: &self.counters,
         };
-        let settled = settle_previous(files, state).and_then(|()| {
+        let settled = settle_previous(target, state).and_then(|()| {
             if state.log.is_empty() {
                 return Ok(());
             }
             let epoch = state.log.epoch();
             let records = read_log(&state.log, epoch)?;
-            checkpoint(&files, &records, &[], 0, epoch)
+            checkpoint(&target, &records, &[], 0, epoch)
         });
         if let Err(failure) = settled {
             tracing::warn!(
@@ -323,7 +324,7 @@ impl Store for EmbeddedStore {
             .map_err(|_| unavailable("store lock poisoned"))?;
         // The previous epoch into redb first, so that redb and the current
         // epoch are the whole.
-        settle_previous(self.files(), &mut state)?;
+        settle_previous(self.target(), &mut state)?;
         let db = self
             .db
             .lock()
@@ -344,7 +345,7 @@ impl Store for EmbeddedStore {
             Err(AppendError::Full) => {}
             appended => return appended.map_err(|e| append_error(&state.log, e)),
         }
-        settle_previous(self.files(), &mut state)?;
+        settle_previous(self.target(), &mut state)?;
         let epoch = state.log.epoch();
         let records = read_log(&state.log, epoch)?;
         state.log.switch();
@@ -354,12 +355,12 @@ impl Store for EmbeddedStore {
             true => std::thread::Builder::new()
                 .name("roster-checkpoint".into())
                 .spawn(move || {
-                    let files = Files {
+                    let target = Target {
                         db: &db,
                         path: &path,
                         counters: &counters,
                     };
-                    checkpoint(&files, &records, &[], 0, epoch)
+                    checkpoint(&target, &records, &[], 0, epoch)
                 })
                 .map_or(Previous::Pending, Previous::Checkpointing),
             false => Previous::Pending,
@@ -368,9 +369,9 @@ impl Store for EmbeddedStore {
             Err(AppendError::Full) => {
                 // Larger than a half: straight into redb, after the
                 // records before it, as the (empty) current epoch.
-                settle_previous(self.files(), &mut state)?;
+                settle_previous(self.target(), &mut state)?;
                 let epoch = state.log.epoch();
-                checkpoint(&self.files(), &Logged::default(), batch, index, epoch)?;
+                checkpoint(&self.target(), &Logged::default(), batch, index, epoch)?;
                 state.log.switch();
                 Ok(())
             }
@@ -396,7 +397,7 @@ fn read_log(log: &CommitLog, epoch: u64) -> Result<Logged, StoreError> {
 /// Makes sure the epoch before the log's current one is in redb: waits for
 /// its checkpoint, and runs it (again) here if it failed or never ran.
 /// Once space is back after a full disk, this is where writes resume.
-fn settle_previous(files: Files<'_>, state: &mut LogState) -> Result<(), StoreError> {
+fn settle_previous(target: Target<'_>, state: &mut LogState) -> Result<(), StoreError> {
     let previous = std::mem::replace(&mut state.previous, Previous::Pending);
     let done = match previous {
         Previous::Absorbed => true,
@@ -413,7 +414,7 @@ fn settle_previous(files: Files<'_>, state: &mut LogState) -> Result<(), StoreEr
     if !done {
         let epoch = state.log.epoch() - 1;
         let records = read_log(&state.log, epoch)?;
-        checkpoint(&files, &records, &[], 0, epoch)?;
+        checkpoint(&target, &records, &[], 0, epoch)?;
     }
     state.previous = Previous::Absorbed;
     Ok(())
@@ -427,24 +428,23 @@ fn settle_previous(files: Files<'_>, state: &mut LogState) -> Result<(), StoreEr
 /// which a failed one never changed) and read through once. The log keeps
 /// the records until a checkpoint succeeds.
 fn checkpoint(
-    files: &Files<'_>,
+    target: &Target<'_>,
     records: &Logged,
     batch: &[Mutation],
     index: u64,
     epoch: u64,
 ) -> Result<(), StoreError> {
     let started = std::time::Instant::now();
-    let done = checkpoint_uncounted(files.db, files.path, records, batch, index, epoch);
-    let counters = files.counters;
+    let done = checkpoint_uncounted(target.db, target.path, records, batch, index, epoch);
+    let counters = target.counters;
     counters.duration.record(started.elapsed());
     counters.results[usize::from(done.is_err())].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     done
 }
 
-/// What a checkpoint needs of the store: its database, its path, and where
-/// to count.
+/// Where a checkpoint writes (the database and its path) and counts.
 #[derive(Clone, Copy)]
-struct Files<'a> {
+struct Target<'a> {
     db: &'a SharedDb,
     path: &'a Path,
     counters: &'a CheckpointCounters,
