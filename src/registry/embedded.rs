@@ -259,7 +259,7 @@ impl EmbeddedStore {
 /// a crash skips it and the next start reads the log instead.
 impl Drop for EmbeddedStore {
     fn drop(&mut self) {
-        let Ok(state) = self.log.get_mut() else {
+        let Ok(mut state) = self.log.lock() else {
             return;
         };
         if !self.checkpoint_on_drop {
@@ -273,18 +273,13 @@ impl Drop for EmbeddedStore {
             }
             return;
         }
-        let target = Target {
-            db: &self.db,
-            path: &self.path,
-            counters: &self.counters,
-        };
-        let settled = settle_previous(target, state).and_then(|()| {
+        let settled = settle_previous(self.target(), &mut state).and_then(|()| {
             if state.log.is_empty() {
                 return Ok(());
             }
             let epoch = state.log.epoch();
             let records = read_log(&state.log, epoch)?;
-            checkpoint(&target, &records, &[], 0, epoch)
+            checkpoint(&self.target(), &records, &[], 0, epoch)
         });
         if let Err(failure) = settled {
             tracing::warn!(
@@ -420,13 +415,7 @@ fn settle_previous(target: Target<'_>, state: &mut LogState) -> Result<(), Store
     Ok(())
 }
 
-/// Moves `records`, then `batch`, into redb at `path` in one transaction
-/// that also records their log `epoch` as absorbed and the highest index
-/// ceiling. After a failed checkpoint redb refuses every later transaction
-/// ("Previous I/O error"), so the database is closed and, on the next
-/// checkpoint, opened again (redb repairs it from its last durable commit,
-/// which a failed one never changed) and read through once. The log keeps
-/// the records until a checkpoint succeeds.
+/// [`checkpoint_uncounted`] into `target`, counted and timed there.
 fn checkpoint(
     target: &Target<'_>,
     records: &Logged,
@@ -450,6 +439,13 @@ struct Target<'a> {
     counters: &'a CheckpointCounters,
 }
 
+/// Moves `records`, then `batch`, into redb at `path` in one transaction
+/// that also records their log `epoch` as absorbed and the highest index
+/// ceiling. After a failed checkpoint redb refuses every later transaction
+/// ("Previous I/O error"), so the database is closed and, on the next
+/// checkpoint, opened again (redb repairs it from its last durable commit,
+/// which a failed one never changed) and read through once. The log keeps
+/// the records until a checkpoint succeeds.
 fn checkpoint_uncounted(
     db: &SharedDb,
     path: &Path,
