@@ -195,20 +195,24 @@ def cmd_table(d):
                    "(%s keep-alive HTTP connections, Rust client). SERVFAIL and lost are dnsperf's counts."
                    % (meta.get("CHURN", "?"), meta.get("CHURN_THREADS", "?")))
         out.append("")
-        out.append("| round | roster idle QPS | roster churn QPS | churn ÷ idle | churn ops/s achieved | PUT ok | DELETE ok | failed | HTTP p50 / p99 / max ms | churn client CPU s | SERVFAIL (idle / churn) | lost (idle / churn) |")
-        out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        out.append("| round | roster idle QPS | roster churn QPS | churn ÷ idle | churn ops/s achieved | PUT ok | DELETE ok | failed | HTTP p50 / p99 / max ms | commits (writes per commit) | churn client CPU s | SERVFAIL (idle / churn) | lost (idle / churn) |")
+        out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         ratios = []
         for i, r in churned:
             base = idle[i] if i < len(idle) else None
             ratio = (r["qps"] / base["qps"]) if base and base.get("qps") and r.get("qps") else None
             if ratio is not None:
                 ratios.append(ratio)
-            out.append("| %d | %s | %s | %s | %.0f | %d | %d | %d | %.1f / %.1f / %.1f | %.2f | %s / %d | %s / %d |" % (
+            commits = r.get("churn_commits")
+            writes = r["churn_put"] + r["churn_delete"]
+            out.append("| %d | %s | %s | %s | %.0f | %d | %d | %d | %.1f / %.1f / %.1f | %s | %.2f | %s / %d | %s / %d |" % (
                 i + 1, "{:,.0f}".format(base["qps"]) if base and base.get("qps") else "–",
                 "{:,.0f}".format(r["qps"]) if r.get("qps") else "–",
                 "%.3f" % ratio if ratio is not None else "–",
                 r["churn_rate"], r["churn_put"], r["churn_delete"], r["churn_failed"],
-                r["churn_p50_ms"], r["churn_p99_ms"], r["churn_max_ms"], r["churn_cpu"],
+                r["churn_p50_ms"], r["churn_p99_ms"], r["churn_max_ms"],
+                "%d (%.1f)" % (commits, writes / commits) if commits else "–",
+                r["churn_cpu"],
                 base.get("servfail", "–") if base else "–", r.get("servfail", 0),
                 base.get("lost", "–") if base else "–", r.get("lost") or 0))
         out.append("")

@@ -443,6 +443,12 @@ DNSPERF_ARGS=dnsperf -p PORT -d queries.txt ${DNSPERF_ARGS[*]}
 EOF
 
 # ------------------------------------------------------------ rounds
+# roster's count of durable commits so far, from its /metrics
+roster_commits() {
+  curl -sf "http://127.0.0.1:$P_ROSTER_HTTP/metrics" |
+    awk '$1 == "roster_registry_commit_duration_seconds_count" { print $2; found = 1 } END { if (!found) print 0 }'
+}
+
 for ((r = 1; r <= ROUNDS; r++)); do
   for name in $RUN_NAMES; do
     s="${name%_churn}"
@@ -454,6 +460,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     read -r busy0 total0 <<<"$(python3 "$GEN" machine)"
     churn_kv=()
     if [ "$name" = roster_churn ]; then
+      commits0="$(roster_commits)"
       # starts its schedule 0.2 s from now, i.e. about when dnsperf starts
       "$CHURN_BIN" churn --http "127.0.0.1:$P_ROSTER_HTTP" --services "$SERVICES" \
         --rate "$CHURN" --duration "$DURATION" --threads "$CHURN_THREADS" \
@@ -476,6 +483,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
       # the churn client's CPU is "other" CPU for this run, reported apart
       mapfile -t churn_kv < <(python3 -c 'import json,sys; [print("%s=%s" % kv) for kv in json.load(open(sys.argv[1])).items()]' "$WORK/churn.json")
       rm -f "$WORK/churn.json"
+      # roster's durable commits (syncs) in the run, the clean-up included
+      churn_kv+=("churn_commits=$(( $(roster_commits) - commits0 ))")
     fi
     python3 "$REPORT" run "$out" "$RESULTS_DIR/runs/r$r-$name.txt" "$RESULTS_DIR/runs/r$r-$name.json" \
       "cpu=$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN{printf "%.2f", b-a}')" \

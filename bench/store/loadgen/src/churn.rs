@@ -13,7 +13,10 @@
 //! existing services `svc-00001`..`svc-N`, so every queried name keeps
 //! answering. Each of T tasks owns its own instances on one keep-alive
 //! connection, paced to RATE/T ops/s on a fixed schedule starting 0.2 s
-//! after the start (a late operation is sent at once, never skipped), and
+//! after the start (a late operation is sent at once, never skipped). Task
+//! t's schedule is offset by t/RATE s, so the tasks' operations interleave
+//! evenly, one every 1/RATE s, as a fleet's writers do, rather than leave
+//! in step (gen.py's schedule, which sends T writes at once). Each task
 //! keeps at most DEPTH of them registered: it registers until it has DEPTH,
 //! then alternates deregistering its oldest and registering a new one. Ends
 //! after DURATION s; leftovers are then deregistered (not counted in the
@@ -375,7 +378,7 @@ async fn worker(t: usize, options: Arc<Options>, shared: Arc<Mutex<Shared>>, t0:
     let (mut n, mut op) = (0u64, 0u64);
     let mut lats = Vec::with_capacity((options.duration * per_thread).clamp(0.0, 1e7) as usize + 1);
     loop {
-        let offset = op as f64 / per_thread;
+        let offset = (op as f64 + t as f64 / threads as f64) / per_thread;
         if offset >= options.duration {
             break;
         }
