@@ -226,6 +226,12 @@ pub struct Loaded {
 pub trait Store: Send + Sync + 'static {
     fn load(&self) -> Result<Loaded, StoreError>;
     fn commit(&self, batch: &[Mutation], index: u64) -> Result<(), StoreError>;
+    /// Whether a commit waits for the disk. The writer holds a batch open
+    /// for company (the registry's `GroupCommit`) only where that saves
+    /// syncs; on a store that keeps nothing it would only add latency.
+    fn commit_syncs(&self) -> bool {
+        true
+    }
 }
 
 /// A store that keeps nothing across restarts; for tests and `--data-dir ""`.
@@ -236,6 +242,10 @@ pub struct MemoryStore {
 }
 
 impl Store for MemoryStore {
+    fn commit_syncs(&self) -> bool {
+        false
+    }
+
     fn load(&self) -> Result<Loaded, StoreError> {
         let contents = self.contents.lock().map_err(|_| StoreError::Unavailable {
             operation: StoreOperation::Read,
