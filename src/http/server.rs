@@ -43,7 +43,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     task::{Context, Poll, ready},
     time::Duration,
@@ -70,6 +70,7 @@ use tower::ServiceExt;
 use tracing::{debug, warn};
 
 use super::ApiError;
+use crate::registry::Pace;
 
 /// The longest request target answered normally; longer ones get 414 with
 /// a JSON body. No roster URL comes near it.
@@ -85,6 +86,12 @@ const MAX_HEADERS: usize = 100;
 /// the memory a single connection's head can take.
 const HYPER_MAX_HEAD_BYTES: usize = 64 * 1024;
 const HYPER_MAX_HEADERS: usize = 256;
+
+/// A request that starts sooner than this after its connection's last
+/// answer comes from a client writing back to back: its writes are never
+/// held for a group commit ([`Pace`]). A fleet's writers, each writing now
+/// and then, start later than this.
+const BACK_TO_BACK: Duration = Duration::from_millis(5);
 
 /// First pause after an accept error; doubles up to [`ACCEPT_PAUSE_MAX`].
 const ACCEPT_PAUSE_MIN: Duration = Duration::from_millis(10);
@@ -326,6 +333,7 @@ async fn answer(
     connection: Arc<Connection>,
     body_read_timeout: Duration,
 ) -> Response<Body> {
+    let pace = connection.pace();
     let in_flight = InFlight::start(connection);
     if let Some(refusal) = oversized_head(&request) {
         return track(refusal.into_response(), in_flight, true);
@@ -339,7 +347,7 @@ async fn answer(
             timed_out: timed_out.clone(),
         })
     });
-    let response = match router.oneshot(request).await {
+    let response = match pace.scope(router.oneshot(request)).await {
         Ok(response) => response,
         Err(never) => match never {},
     };
@@ -425,6 +433,8 @@ struct Shared {
     /// Wakes the reaper when a deadline earlier than the one it sleeps
     /// towards appears.
     earlier_deadline: Notify,
+    /// What `Connection::answered_at` counts from.
+    epoch: Instant,
 }
 
 #[derive(Default)]
@@ -462,6 +472,9 @@ struct Connection {
     /// so the read path takes the table's lock once per request, not once
     /// per read.
     awaiting_head: AtomicBool,
+    /// When the last answer on this connection was sent, as
+    /// `Connection::since_epoch` counts; 0 before the first.
+    answered_at: AtomicU64,
 }
 
 impl Connections {
@@ -471,6 +484,7 @@ impl Connections {
                 limits,
                 table: Mutex::new(Table::default()),
                 earlier_deadline: Notify::new(),
+                epoch: Instant::now(),
             }),
         }
     }
@@ -505,6 +519,7 @@ impl Connections {
             shared: self.shared.clone(),
             closed,
             awaiting_head: AtomicBool::new(true),
+            answered_at: AtomicU64::new(0),
         }))
     }
 
@@ -655,6 +670,8 @@ impl Connection {
 
     fn request_finished(&self) {
         let now = Instant::now();
+        self.answered_at
+            .store(self.since_epoch(now), Ordering::Relaxed);
         let mut table = self.shared.lock();
         match table.phases.get(&self.id).copied() {
             Some(Phase::Busy(n)) if n > 1 => {
@@ -670,6 +687,25 @@ impl Connection {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Nanoseconds from `Shared::epoch` to `now`, plus one: never 0.
+    fn since_epoch(&self, now: Instant) -> u64 {
+        let nanos = now.saturating_duration_since(self.shared.epoch).as_nanos();
+        u64::try_from(nanos).unwrap_or(u64::MAX).saturating_add(1)
+    }
+
+    /// The pace of this connection's client, for a request starting now:
+    /// back to back if its last answer went out less than [`BACK_TO_BACK`]
+    /// ago.
+    fn pace(&self) -> Pace {
+        let answered = self.answered_at.load(Ordering::Relaxed);
+        let since = self.since_epoch(Instant::now()).saturating_sub(answered);
+        if answered != 0 && u128::from(since) < BACK_TO_BACK.as_nanos() {
+            Pace::BackToBack
+        } else {
+            Pace::Sporadic
         }
     }
 }
@@ -1127,5 +1163,72 @@ mod tests {
         assert!(idle.closed.is_cancelled());
         assert_eq!(expire(3600), None);
         assert!(!busy.closed.is_cancelled());
+    }
+
+    /// Sends `GET /pace` on `stream` and reads the answer's body.
+    async fn pace_over(stream: &mut TcpStream) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream
+            .write_all(b"GET /pace HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("send");
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 512];
+        while !answer.ends_with(b"Sporadic") && !answer.ends_with(b"BackToBack") {
+            let n = stream.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&chunk[..n]);
+        }
+        let text = String::from_utf8_lossy(&answer);
+        text.rsplit("\r\n").next().unwrap_or_default().to_owned()
+    }
+
+    #[tokio::test]
+    async fn handlers_run_with_the_pace_of_their_connection() {
+        let router = Router::new().route(
+            "/pace",
+            axum::routing::get(|| async { format!("{:?}", Pace::current()) }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, router, limits(), None, async {
+            let _ = stopped.await;
+        }));
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        assert_eq!(pace_over(&mut stream).await, "Sporadic", "a first request");
+        // Sent at once after the answer: back to back, unless this machine
+        // stalled the test for longer than BACK_TO_BACK every time.
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            seen.push(pace_over(&mut stream).await);
+            if seen.last().is_some_and(|pace| pace == "BackToBack") {
+                break;
+            }
+        }
+        assert_eq!(
+            seen.last().map(String::as_str),
+            Some("BackToBack"),
+            "{seen:?}"
+        );
+        tokio::time::sleep(BACK_TO_BACK * 4).await;
+        assert_eq!(pace_over(&mut stream).await, "Sporadic", "after a pause");
+        let _ = stop.send(());
+        server.await.expect("server task").expect("served");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_right_after_its_connections_last_answer_is_back_to_back() {
+        let connections = Connections::new(limits());
+        let client = connections.admit().expect("room");
+        assert_eq!(client.pace(), Pace::Sporadic, "no answer yet");
+        drop(InFlight::start(client.clone()));
+        assert_eq!(client.pace(), Pace::BackToBack);
+        tokio::time::advance(BACK_TO_BACK).await;
+        assert_eq!(client.pace(), Pace::Sporadic);
+        let other = connections.admit().expect("room");
+        drop(InFlight::start(other.clone()));
+        assert_eq!(other.pace(), Pace::BackToBack);
+        assert_eq!(client.pace(), Pace::Sporadic, "each connection its own");
     }
 }
