@@ -55,14 +55,10 @@ const INDEX_RESERVE: u64 = 10_000;
 /// Most commands folded into one commit. Bounds the latency one batch adds.
 const MAX_BATCH: usize = 4096;
 /// How long the writer holds a batch of sporadic writes open for company
-/// once commits come faster than [`BUSY_COMMIT_INTERVAL`] (see
-/// [`GroupCommit`]), from the batch's first command. tokio's timer ticks
-/// in milliseconds.
-const HOLD: Duration = Duration::from_millis(2);
-/// Commits closer together than this, smoothed, make the writer hold
-/// sporadic writes for company: around 250 syncs a second and more, syncs
-/// cost DNS more than the wait costs the writers (bench/RESULTS.md, churn).
-const BUSY_COMMIT_INTERVAL: Duration = Duration::from_millis(4);
+/// (see [`GroupCommit`]), from the batch's first command, once durable
+/// writes come more often than one per `HOLD`: then a hold can expect
+/// company. tokio's timer ticks in milliseconds.
+const HOLD: Duration = Duration::from_millis(4);
 /// Queue depth in front of the writer; senders wait when it is full, which
 /// pushes back on clients instead of growing memory without bound.
 const QUEUE_DEPTH: usize = 16_384;
@@ -501,8 +497,9 @@ impl Writer {
             let Some(shared) = self.shared.upgrade() else {
                 break;
             };
+            let commands = batch.len();
             let committed = self.process(&shared, std::mem::take(&mut batch)).await;
-            group.done(committed, arrived);
+            group.done(committed.then_some(commands), arrived);
         }
     }
 
@@ -643,8 +640,8 @@ impl Writer {
 /// syncs. The writer holds a batch only when
 ///
 /// - its commits sync (not on the memory store);
-/// - commits have been coming faster than [`BUSY_COMMIT_INTERVAL`]: a write
-///   every few seconds has no company to wait for;
+/// - durable writes have been coming more often than one per [`HOLD`]: a
+///   write every few seconds has no company to wait for;
 /// - every write in it is [`Pace::Sporadic`]. A client writing back to
 ///   back (one connection, or 64 of them in a load test) waits on each
 ///   write: a hold would cost it the hold on every write, and what the
@@ -652,39 +649,44 @@ impl Writer {
 ///   back-to-back write arriving during a hold ends it.
 struct GroupCommit {
     syncs: bool,
-    /// The interval between commits, smoothed over the last few.
-    interval: Duration,
-    last_commit: Option<tokio::time::Instant>,
+    /// The time between durable writes, smoothed over the last few
+    /// commits.
+    spacing: Duration,
+    /// When the last commit's batch arrived, and how many commands it held.
+    last_commit: Option<(tokio::time::Instant, usize)>,
 }
 
 impl GroupCommit {
     fn new(syncs: bool) -> Self {
         Self {
             syncs,
-            interval: Duration::MAX,
+            spacing: Duration::MAX,
             last_commit: None,
         }
     }
 
     /// Whether to hold a batch whose writes are `sporadic` or not.
     fn holds(&self, mut sporadic: impl Iterator<Item = bool>) -> bool {
-        self.syncs && self.interval < BUSY_COMMIT_INTERVAL && sporadic.all(|s| s)
+        self.syncs && self.spacing < HOLD && sporadic.all(|s| s)
     }
 
-    /// Notes a batch whose first command arrived at `arrived`; `committed`
-    /// if it wrote to the store.
-    fn done(&mut self, committed: bool, arrived: tokio::time::Instant) {
-        if !committed {
+    /// Notes a batch whose first command arrived at `arrived`: `committed`
+    /// with its number of commands if it wrote to the store.
+    fn done(&mut self, committed: Option<usize>, arrived: tokio::time::Instant) {
+        let Some(commands) = committed else {
             return;
-        }
-        if let Some(last) = self.last_commit {
-            let interval = arrived.saturating_duration_since(last);
-            self.interval = match self.interval {
-                Duration::MAX => interval,
-                smoothed => (smoothed * 7 + interval) / 8,
+        };
+        if let Some((last, last_commands)) = self.last_commit {
+            // The last batch's writes came over the time from its start to
+            // this one's (a held batch's over its hold, and then some).
+            let writes = u32::try_from(last_commands.max(1)).unwrap_or(u32::MAX);
+            let spacing = arrived.saturating_duration_since(last) / writes;
+            self.spacing = match self.spacing {
+                Duration::MAX => spacing,
+                smoothed => (smoothed * 7 + spacing) / 8,
             };
         }
-        self.last_commit = Some(arrived);
+        self.last_commit = Some((arrived, commands));
     }
 }
 
@@ -838,7 +840,7 @@ mod tests {
         let mut group = GroupCommit::new(true);
         let start = tokio::time::Instant::now();
         for i in 0..count {
-            group.done(true, start + every * i);
+            group.done(Some(1), start + every * i);
         }
         group
     }
@@ -847,6 +849,17 @@ mod tests {
     fn a_fleets_sporadic_writes_are_held_for_company() {
         let group = committing(20, Duration::from_millis(1));
         assert!(group.holds([true, true].into_iter()));
+    }
+
+    #[test]
+    fn held_batches_keep_holding_while_their_writes_come_often() {
+        // Each commit 5 ms after the last (a hold and a sync), of 5 writes.
+        let mut group = GroupCommit::new(true);
+        let start = tokio::time::Instant::now();
+        for i in 0..20 {
+            group.done(Some(5), start + Duration::from_millis(5) * i);
+        }
+        assert!(group.holds([true].into_iter()));
     }
 
     #[test]
@@ -870,7 +883,7 @@ mod tests {
         let mut group = GroupCommit::new(true);
         let start = tokio::time::Instant::now();
         for i in 0..20 {
-            group.done(false, start + Duration::from_millis(1) * i);
+            group.done(None, start + Duration::from_millis(1) * i);
         }
         assert!(!group.holds([true].into_iter()));
     }
@@ -880,7 +893,7 @@ mod tests {
         let mut group = GroupCommit::new(false);
         let start = tokio::time::Instant::now();
         for i in 0..20 {
-            group.done(true, start + Duration::from_millis(1) * i);
+            group.done(Some(1), start + Duration::from_millis(1) * i);
         }
         assert!(!group.holds([true].into_iter()));
     }
@@ -980,8 +993,9 @@ mod tests {
     async fn commits_for_two_writes(pace: Pace) -> usize {
         let store = Arc::new(failing_store::FailingStore::default());
         let registry = started_on(store.clone()).await;
+        // Back to back, so that none is held: a durable write a millisecond.
         for i in 0..20 {
-            register_at(&registry, Pace::Sporadic, &format!("warm-{i}")).await;
+            register_at(&registry, Pace::BackToBack, &format!("warm-{i}")).await;
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let before = store.batches().len();
