@@ -89,9 +89,13 @@ const HYPER_MAX_HEADERS: usize = 256;
 
 /// A request that starts sooner than this after its connection's last
 /// answer comes from a client writing back to back: its writes are never
-/// held for a group commit ([`Pace`]). A fleet's writers, each writing now
-/// and then, start later than this.
-const BACK_TO_BACK: Duration = Duration::from_millis(5);
+/// held for a group commit ([`Pace`]). Such a client sends its next write a
+/// round trip after reading the answer, well under this on loopback or in
+/// a data centre; a fleet's writers, each writing now and then, start
+/// later. Not much more than a round trip: a connection writing every few
+/// milliseconds whose writes are held starts its next one sooner after
+/// the answer than it did, and would turn back to back.
+const BACK_TO_BACK: Duration = Duration::from_millis(2);
 
 /// First pause after an accept error; doubles up to [`ACCEPT_PAUSE_MAX`].
 const ACCEPT_PAUSE_MIN: Duration = Duration::from_millis(10);
