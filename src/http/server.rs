@@ -1215,7 +1215,7 @@ mod tests {
             Some("BackToBack"),
             "{seen:?}"
         );
-        tokio::time::sleep(BACK_TO_BACK * 4).await;
+        tokio::time::sleep(BACK_TO_BACK * 25).await;
         assert_eq!(pace_over(&mut stream).await, "Sporadic", "after a pause");
         let _ = stop.send(());
         server.await.expect("server task").expect("served");
