@@ -11,6 +11,7 @@ Subcommands:
   check     send a few DNS queries to a server and verify the answers
   ready     wait until a DNS server answers SOA for the apex
   http-ready  wait until something answers HTTP on host:port
+  metric    print one sample of a server's /metrics (0 when it has none)
   machine   print machine-wide busy and total CPU seconds (/proc/stat)
   quiet     wait (bounded) until the machine's CPU is mostly idle
   timed     run a command with a time limit and record its CPU seconds
@@ -593,6 +594,25 @@ def cmd_http_ready(a):
     sys.exit(1)
 
 
+def cmd_metric(a):
+    """Print the value of the sample named a.name in host:port's /metrics
+    (Prometheus text), or 0 when there is none."""
+    host, port = a.http.rsplit(":", 1)
+    c = http.client.HTTPConnection(host, int(port), timeout=10)
+    c.request("GET", "/metrics")
+    r = c.getresponse()
+    text = r.read().decode()
+    c.close()
+    if r.status != 200:
+        sys.exit(f"GET /metrics on {a.http}: HTTP {r.status}")
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) == 2 and fields[0] == a.name:
+            print(fields[1])
+            return
+    print(0)
+
+
 def cmd_machine(a):
     """Print machine-wide busy and total CPU seconds since boot (from /proc/stat)."""
     hz = os.sysconf("SC_CLK_TCK")
@@ -720,6 +740,8 @@ def main():
     p.add_argument("--timeout", type=float, default=10); p.set_defaults(fn=cmd_stop)
     p = sub.add_parser("http-ready"); p.add_argument("--http", required=True)
     p.add_argument("--timeout", type=float, default=60); p.set_defaults(fn=cmd_http_ready)
+    p = sub.add_parser("metric"); p.add_argument("--http", required=True); p.add_argument("name")
+    p.set_defaults(fn=cmd_metric)
     p = sub.add_parser("machine"); p.set_defaults(fn=cmd_machine)
     p = sub.add_parser("quiet"); p.add_argument("--max-wait", type=float, default=0)
     p.add_argument("--pct", type=float, default=25); p.set_defaults(fn=cmd_quiet)

@@ -445,8 +445,7 @@ EOF
 # ------------------------------------------------------------ rounds
 # roster's count of durable commits so far, from its /metrics
 roster_commits() {
-  curl -sf "http://127.0.0.1:$P_ROSTER_HTTP/metrics" |
-    awk '$1 == "roster_registry_commit_duration_seconds_count" { print $2; found = 1 } END { if (!found) print 0 }'
+  python3 "$GEN" metric --http "127.0.0.1:$P_ROSTER_HTTP" roster_registry_commit_duration_seconds_count
 }
 
 for ((r = 1; r <= ROUNDS; r++)); do
