@@ -835,19 +835,26 @@ mod tests {
         (tx, rx)
     }
 
-    /// A writer that has committed `count` batches, one every `every`.
-    fn committing(count: u32, every: Duration) -> GroupCommit {
-        let mut group = GroupCommit::new(true);
+    /// Notes 20 batches, one every `every`, each `committed` as
+    /// `GroupCommit::done` takes it.
+    fn batches(group: &mut GroupCommit, every: Duration, committed: Option<usize>) {
         let start = tokio::time::Instant::now();
-        for i in 0..count {
-            group.done(Some(1), start + every * i);
+        for i in 0..20 {
+            group.done(committed, start + every * i);
         }
+    }
+
+    /// A writer on a syncing store that has committed 20 single writes,
+    /// one every `every`.
+    fn committing(every: Duration) -> GroupCommit {
+        let mut group = GroupCommit::new(true);
+        batches(&mut group, every, Some(1));
         group
     }
 
     #[test]
     fn a_fleets_sporadic_writes_are_held_for_company() {
-        let group = committing(20, Duration::from_millis(1));
+        let group = committing(Duration::from_millis(1));
         assert!(group.holds([true, true].into_iter()));
     }
 
@@ -855,16 +862,13 @@ mod tests {
     fn held_batches_keep_holding_while_their_writes_come_often() {
         // Each commit 5 ms after the last (a hold and a sync), of 5 writes.
         let mut group = GroupCommit::new(true);
-        let start = tokio::time::Instant::now();
-        for i in 0..20 {
-            group.done(Some(5), start + Duration::from_millis(5) * i);
-        }
+        batches(&mut group, Duration::from_millis(5), Some(5));
         assert!(group.holds([true].into_iter()));
     }
 
     #[test]
     fn a_batch_with_a_write_sent_back_to_back_is_never_held() {
-        let group = committing(20, Duration::from_millis(1));
+        let group = committing(Duration::from_millis(1));
         assert!(!group.holds([true, false, true].into_iter()));
     }
 
@@ -874,27 +878,21 @@ mod tests {
             !GroupCommit::new(true).holds([true].into_iter()),
             "a new writer"
         );
-        let group = committing(20, Duration::from_millis(10));
+        let group = committing(Duration::from_millis(10));
         assert!(!group.holds([true].into_iter()));
     }
 
     #[test]
     fn batches_that_write_nothing_do_not_count_as_commits() {
         let mut group = GroupCommit::new(true);
-        let start = tokio::time::Instant::now();
-        for i in 0..20 {
-            group.done(None, start + Duration::from_millis(1) * i);
-        }
+        batches(&mut group, Duration::from_millis(1), None);
         assert!(!group.holds([true].into_iter()));
     }
 
     #[test]
     fn a_store_that_does_not_sync_is_never_held_for() {
         let mut group = GroupCommit::new(false);
-        let start = tokio::time::Instant::now();
-        for i in 0..20 {
-            group.done(Some(1), start + Duration::from_millis(1) * i);
-        }
+        batches(&mut group, Duration::from_millis(1), Some(1));
         assert!(!group.holds([true].into_iter()));
     }
 
