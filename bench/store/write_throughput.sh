@@ -15,6 +15,12 @@
 #   -q, --quiet-wait S        before each run, wait up to S s for the machine's
 #                             CPU to be <= 25% busy (others' builds)        QUIET_WAIT (0)
 #       --no-build            skip `cargo build --release`                  SKIP_BUILD (0)
+#       --churn RATE          instead of the throughput runs, one run (per
+#                             round) of the churn client of bench/dns/run.sh
+#                             --churn: RATE paced registrations and
+#                             deregistrations a second from 8 connections, as a
+#                             fleet sends them, for the duration; prints the
+#                             commits they took and roster's CPU     CHURN ("")
 #       --perf DIR            also profile roster for 3 s in the middle of each
 #                             run (`perf record --call-graph dwarf`), into
 #                             DIR/c<connections>-<round>.data (it slows roster:
@@ -43,6 +49,7 @@ ROUNDS=${ROUNDS:-1}
 QUIET_WAIT=${QUIET_WAIT:-0}
 SKIP_BUILD=${SKIP_BUILD:-0}
 PERF_DIR=${PERF_DIR:-}
+CHURN=${CHURN:-}
 
 while (($#)); do
     case $1 in
@@ -56,7 +63,8 @@ while (($#)); do
         -q | --quiet-wait) QUIET_WAIT=$2; shift 2 ;;
         --no-build) SKIP_BUILD=1; shift ;;
         --perf) PERF_DIR=$2; shift 2 ;;
-        -h | --help) sed -n '2,31p' "$0"; exit 0 ;;
+        --churn) CHURN=$2; shift 2 ;;
+        -h | --help) sed -n '2,37p' "$0"; exit 0 ;;
         *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -148,6 +156,39 @@ stop_roster() {
     wait "$roster_pid" || { echo "roster exited with $?" >&2; exit 1; }
     roster_pid=
 }
+
+# --churn: the churn client's paced writes instead of the throughput runs.
+if [[ -n $CHURN ]]; then
+    echo "# $(date -u +%Y-%m-%dT%H:%MZ), roster ${ROSTER_BIN:-$(git describe --always --dirty 2>/dev/null || echo unknown)}, nproc $(nproc), $(uname -m), churn $CHURN/s over $SERVICES services for ${DURATION}s"
+    echo
+    echo "| round | ops/s achieved | writes applied | commits | writes per commit | roster CPU s | roster CPU µs per write | HTTP p50 / p99 / max ms | failed |"
+    echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    for round in $(seq "$ROUNDS"); do
+        wait_quiet
+        start_roster
+        read -r writes0 commits0 < <(writes_and_commits)
+        roster_cpu0=$(cpu_seconds "$roster_pid")
+        "$loadgen_bin" churn --http "$http_addr" --services "$SERVICES" --rate "$CHURN" \
+            --duration "$DURATION" --out "$work/churn.json" >"$work/churn.out" 2>&1 ||
+            { cat "$work/churn.out" >&2; exit 1; }
+        roster_cpu1=$(cpu_seconds "$roster_pid")
+        read -r writes1 commits1 < <(writes_and_commits)
+        stop_roster
+        # The clean-up of the client's leftovers is in both counts and the CPU.
+        python3 - "$work/churn.json" "$round" $((writes1 - writes0)) $((commits1 - commits0)) \
+            "$roster_cpu0" "$roster_cpu1" <<'PY'
+import json, sys
+churn = json.load(open(sys.argv[1]))
+round_, writes, commits = (int(v) for v in sys.argv[2:5])
+cpu = float(sys.argv[6]) - float(sys.argv[5])
+print("| %d | %.0f | %d | %d | %.1f | %.2f | %.0f | %.1f / %.1f / %.1f | %d |" % (
+    round_, churn["churn_rate"], writes, commits, writes / commits if commits else 0, cpu,
+    cpu / writes * 1e6 if writes else 0, churn["churn_p50_ms"], churn["churn_p99_ms"],
+    churn["churn_max_ms"], churn["churn_failed"]))
+PY
+    done
+    exit 0
+fi
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ), roster ${ROSTER_BIN:-$(git describe --always --dirty 2>/dev/null || echo unknown)}, nproc $(nproc), $(uname -m), services $SERVICES, instance IDs $INSTANCES, ${DURATION}s per run (+${WARMUP}s warm-up), loadgen threads $THREADS"
 echo
