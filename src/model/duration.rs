@@ -90,35 +90,42 @@ pub fn parse_go_duration(input: &str) -> Result<Duration, DurationError> {
     Ok(Duration::from_nanos(nanos))
 }
 
-/// Formats a duration the way Go does, so what roster shows back parses again.
+/// Formats a duration the way Go's `time.Duration.String` does (`1.5s`,
+/// `1m30s`, `2h0m0s`, `250ms`, `1.5µs`), so what roster shows back reads
+/// as a Go client's own durations do, and parses again.
 pub fn format_go_duration(d: Duration) -> String {
-    if d.is_zero() {
-        return "0s".to_owned();
-    }
+    const MICRO: u128 = 1_000;
+    const MILLI: u128 = 1_000_000;
+    const SECOND: u128 = 1_000_000_000;
     let nanos = d.as_nanos();
-    if nanos < 1_000_000_000 && nanos.is_multiple_of(1_000_000) {
-        return format!("{}ms", nanos / 1_000_000);
+    match nanos {
+        0 => "0s".to_owned(),
+        1..MICRO => format!("{nanos}ns"),
+        MICRO..MILLI => with_fraction(nanos / MICRO, nanos % MICRO, 3) + "µs",
+        MILLI..SECOND => with_fraction(nanos / MILLI, nanos % MILLI, 6) + "ms",
+        _ => {
+            let secs = nanos / SECOND;
+            let (hours, minutes) = (secs / 3600, (secs / 60) % 60);
+            let mut out = String::new();
+            if hours > 0 {
+                out.push_str(&format!("{hours}h"));
+            }
+            if hours > 0 || minutes > 0 {
+                out.push_str(&format!("{minutes}m"));
+            }
+            out + &with_fraction(secs % 60, nanos % SECOND, 9) + "s"
+        }
     }
-    if nanos < 1_000_000_000 {
-        return format!("{}ns", nanos);
+}
+
+/// `whole`, then `fraction` (of `digits` decimal digits) without its
+/// trailing zeros, if it is not zero.
+fn with_fraction(whole: u128, fraction: u128, digits: usize) -> String {
+    if fraction == 0 {
+        return whole.to_string();
     }
-    let total_ms = d.as_millis();
-    let hours = total_ms / 3_600_000;
-    let minutes = (total_ms / 60_000) % 60;
-    let ms = total_ms % 60_000;
-    let mut out = String::new();
-    if hours > 0 {
-        out.push_str(&format!("{hours}h"));
-    }
-    if hours > 0 || minutes > 0 {
-        out.push_str(&format!("{minutes}m"));
-    }
-    if ms.is_multiple_of(1000) {
-        out.push_str(&format!("{}s", ms / 1000));
-    } else {
-        out.push_str(&format!("{}.{:03}s", ms / 1000, ms % 1000));
-    }
-    out
+    let fraction = format!("{fraction:0digits$}");
+    format!("{whole}.{}", fraction.trim_end_matches('0'))
 }
 
 impl fmt::Display for GoDuration {
@@ -180,12 +187,30 @@ mod tests {
         }
     }
 
+    /// What Go's `time.Duration.String` prints for each, and each parses
+    /// back to itself.
     #[test]
-    fn formats_round_trip() {
-        for text in ["500ms", "10s", "1m30s", "2h0m0s", "1.500s"] {
-            let d = parse_go_duration(text).expect(text);
-            assert_eq!(parse_go_duration(&format_go_duration(d)), Ok(d));
+    fn formats_as_go_does_and_round_trips() {
+        let cases = [
+            (Duration::ZERO, "0s"),
+            (Duration::from_nanos(1), "1ns"),
+            (Duration::from_nanos(999), "999ns"),
+            (Duration::from_nanos(1_500), "1.5µs"),
+            (Duration::from_micros(100), "100µs"),
+            (Duration::from_nanos(1_000_001), "1.000001ms"),
+            (Duration::from_millis(500), "500ms"),
+            (Duration::from_millis(1_500), "1.5s"),
+            (Duration::from_millis(1_050), "1.05s"),
+            (Duration::from_nanos(1_000_000_001), "1.000000001s"),
+            (Duration::from_secs(10), "10s"),
+            (Duration::from_secs(90), "1m30s"),
+            (Duration::from_secs(3600), "1h0m0s"),
+            (Duration::from_millis(3_723_004), "1h2m3.004s"),
+            (Duration::from_secs(7200), "2h0m0s"),
+        ];
+        for (d, text) in cases {
+            assert_eq!(format_go_duration(d), text, "{d:?}");
+            assert_eq!(parse_go_duration(text), Ok(d), "{text}");
         }
-        assert_eq!(format_go_duration(Duration::from_secs(90)), "1m30s");
     }
 }

@@ -357,7 +357,7 @@ pub(crate) mod tests {
         r#""meta":{"version":"1.2"},"weight":5,"priority":1,"checks":["#,
         r#"{"id":"http","name":"http check","notes":"see the runbook","#,
         r#""kind":{"http":{"url":"http://127.0.0.1:8080/health","method":"GET","#,
-        r#""headers":[["X-Probe","roster"]],"interval":"10s","timeout":"1.500s"}},"#,
+        r#""headers":[["X-Probe","roster"]],"interval":"10s","timeout":"1.5s"}},"#,
         r#""success_before_passing":2,"failures_before_critical":3,"#,
         r#""deregister_critical_after":"1m30s","initial_status":"warning"},"#,
         r#"{"id":"tcp","name":"tcp check","notes":"see the runbook","#,
