@@ -72,12 +72,11 @@ fn require_write_instance(
 
 fn instance_response(state: &AppState, outcome: Outcome) -> Response {
     match outcome {
-        Outcome::Instance(instance) => Json(views::instance_view(
+        Outcome::Instance(instance) => views::json_response(&views::instance_view(
             &instance,
             &state.domain,
             state.include_warning,
-        ))
-        .into_response(),
+        )),
         Outcome::Removed => StatusCode::NO_CONTENT.into_response(),
         Outcome::Imported(count) => Json(serde_json::json!({ "imported": count })).into_response(),
         Outcome::Transacted(count) => Json(serde_json::json!({ "changed": count })).into_response(),
