@@ -42,6 +42,7 @@ pub use commands::{
     Change, Command, InOtherService, Outcome, Reporter, Transaction, TransactionRefused,
 };
 pub use embedded::EmbeddedStore;
+pub use instances::InstanceDelta;
 pub use state::{CheckState, InstanceState, RegistryState, ServiceState};
 pub use store::{
     BackendError, Loaded, MemoryStore, Mutation, OpenProblem, Store, StoreError, StoreOperation,

@@ -13,7 +13,7 @@ use std::{
 
 use imbl::{HashMap, OrdMap};
 
-use super::instances::Instances;
+use super::instances::{InstanceDelta, Instances};
 use crate::model::{CheckDefinition, DnsLabel, Instance, ServiceName, Status};
 
 /// A check's current result.
@@ -149,6 +149,18 @@ impl ServiceState {
     /// The instances, in ID order.
     pub fn instances(&self) -> impl ExactSizeIterator<Item = &Arc<InstanceState>> {
         self.instances.iter()
+    }
+
+    /// These instances as steps from `before`'s: see [`InstanceDelta`].
+    pub fn delta<'a>(&'a self, before: &ServiceState) -> Vec<InstanceDelta<'a>> {
+        self.instances.delta(&before.instances)
+    }
+
+    /// Whether every instance's ID is its own DNS label: then the
+    /// instances are in label order too (labels compare as their octets,
+    /// IDs as theirs).
+    pub fn ids_are_labels(&self) -> bool {
+        self.relabelled.is_empty()
     }
 
     /// The instance with this ID.

@@ -30,7 +30,7 @@ use crate::{
         prefetch::{prefetch, prefetch_lines},
         wire::{self, A_RDATA_LEN, AAAA_RDATA_LEN},
     },
-    registry::{InstanceState, ServiceState},
+    registry::{InstanceDelta, InstanceState, ServiceState},
 };
 
 /// One servable instance as the DNS fast path encodes it, packed inline
@@ -80,10 +80,13 @@ struct Member {
     tags_len: u8,
 }
 
-/// Where each instance of a rebuilt service comes from.
+/// Where the instances of a rebuilt service come from.
 enum Source<'a> {
-    /// Unchanged since the old records: their member at this index.
-    Kept(usize),
+    /// Unchanged since the old records: their members `from..from + len`,
+    /// copied as one run (a run's labels, TXT strings and tags are
+    /// contiguous in the old records' blobs, which are laid out in member
+    /// order).
+    Kept { from: usize, len: usize },
     /// Added or changed: read from the registry, with its tag labels.
     Fresh(&'a InstanceState, Vec<String>),
 }
@@ -172,8 +175,9 @@ impl ServiceRecords {
     /// The records of `service`, given `old`, the records of `before`: the
     /// instances that are the same in both (the same `Arc`: the registry
     /// replaces an instance's state whenever it changes) are copied from
-    /// `old`, and only the others are read. Cost: O(instances) of copying
-    /// plain arrays, plus reading the changed instances. Falls back to
+    /// `old` in runs, and only the others are read. Cost: O(instances) of
+    /// copying plain arrays a run at a time, plus reading the changed
+    /// instances. Falls back to
     /// [`Self::build`] if `old` was not built from `before`.
     pub fn update(
         old: &Self,
@@ -184,48 +188,21 @@ impl ServiceRecords {
         if old.generation != before.generation() || old.members.len() != before.len() {
             return Self::build(service, settings);
         }
-        let mut sources = Vec::with_capacity(service.len());
-        let mut was = before.instances().enumerate().peekable();
-        let mut now = service.instances().peekable();
-        loop {
-            match (was.peek(), now.peek()) {
-                (Some(&(member, a)), Some(&b)) => {
-                    if Arc::ptr_eq(a, b) {
-                        sources.push(Source::Kept(member));
-                        was.next();
-                        now.next();
-                        continue;
-                    }
-                    let (a, b) = (a.instance.id.as_str(), b.instance.id.as_str());
-                    match a.cmp(b) {
-                        // Removed.
-                        std::cmp::Ordering::Less => {
-                            was.next();
-                        }
-                        // Added.
-                        std::cmp::Ordering::Greater => {
-                            sources.extend(now.next().map(Source::fresh));
-                        }
-                        // Changed.
-                        std::cmp::Ordering::Equal => {
-                            was.next();
-                            sources.extend(now.next().map(Source::fresh));
-                        }
-                    }
-                }
-                (Some(_), None) => {
-                    was.next();
-                }
-                (None, Some(_)) => {
-                    sources.extend(now.next().map(Source::fresh));
-                }
-                (None, None) => break,
-            }
-        }
+        let sources: Vec<Source<'_>> = service
+            .delta(before)
+            .into_iter()
+            .map(|delta| match delta {
+                InstanceDelta::Kept { from, len } => Source::Kept { from, len },
+                InstanceDelta::Fresh(state) => Source::fresh(state),
+            })
+            .collect();
         #[cfg(test)]
         tests::KEPT.with(|kept| {
-            let copied = sources.iter().filter(|s| matches!(s, Source::Kept(_)));
-            kept.set(kept.get() + copied.count())
+            let copied = sources.iter().map(|source| match source {
+                Source::Kept { len, .. } => *len,
+                Source::Fresh(..) => 0,
+            });
+            kept.set(kept.get() + copied.sum::<usize>())
         });
         Self::assemble(service, sources, Some(old), settings)
     }
@@ -242,24 +219,40 @@ impl ServiceRecords {
         let old = old.unwrap_or(&empty);
         let (tag_names, old_tag_index) = merge_tag_names(&sources, old);
 
-        let mut members = Vec::with_capacity(sources.len());
+        let mut members = Vec::with_capacity(service.len());
         let mut labels = Vec::with_capacity(old.labels.len() + 16);
         let mut txt = Vec::with_capacity(old.txt.len());
         let mut member_tags = Vec::with_capacity(old.member_tags.len() + 4);
         for source in &sources {
-            let label_start = labels.len() as u32;
-            let txt_start = txt.len() as u32;
-            let tags_start = member_tags.len() as u32;
-            let member = match *source {
-                Source::Kept(index) => {
-                    let was = old.members[index];
-                    labels.extend_from_slice(old.member_label(&was));
-                    txt.extend_from_slice(old.member_txt(&was));
-                    let tags = old.member_tag_indexes(&was);
+            match *source {
+                Source::Kept { from, len } => {
+                    let run = old.members.get(from..from + len).unwrap_or_default();
+                    let Some(spans) = RunSpans::of(run) else {
+                        continue;
+                    };
+                    // A member's new start in each blob is its old one moved
+                    // by where the run's part lands.
+                    let (from_label, label_len) = spans.labels;
+                    let (from_txt, txt_len) = spans.txt;
+                    let (from_tags, tags_len) = spans.tags;
+                    let label_shift = (labels.len() as u32).wrapping_sub(from_label);
+                    let txt_shift = (txt.len() as u32).wrapping_sub(from_txt);
+                    let tags_shift = (member_tags.len() as u32).wrapping_sub(from_tags);
+                    labels.extend_from_slice(slice(&old.labels, from_label, label_len));
+                    txt.extend_from_slice(slice(&old.txt, from_txt, txt_len));
+                    let tags = slice(&old.member_tags, from_tags, tags_len);
                     member_tags.extend(tags.iter().map(|&t| old_tag_index[t as usize]));
-                    was
+                    members.extend(run.iter().map(|was| Member {
+                        label_start: was.label_start.wrapping_add(label_shift),
+                        txt_start: was.txt_start.wrapping_add(txt_shift),
+                        tags_start: was.tags_start.wrapping_add(tags_shift),
+                        ..*was
+                    }));
                 }
                 Source::Fresh(state, ref tags) => {
+                    let label_start = labels.len() as u32;
+                    let txt_start = txt.len() as u32;
+                    let tags_start = member_tags.len() as u32;
                     let instance = &state.instance;
                     labels.extend_from_slice(instance.id.label().as_str().as_bytes());
                     for string in endpoint::txt_strings(instance) {
@@ -275,30 +268,21 @@ impl ServiceRecords {
                             .ok()
                             .map(|index| index as u32)
                     }));
-                    Member {
+                    members.push(Member {
                         address: instance.address,
                         port: instance.port,
                         weight: instance.weight,
                         priority: instance.priority,
                         servable: state.is_servable(settings.include_warning),
-                        label_start: 0,
-                        label_len: 0,
-                        txt_start: 0,
-                        txt_len: 0,
-                        tags_start: 0,
-                        tags_len: 0,
-                    }
+                        label_start,
+                        label_len: (labels.len() as u32 - label_start) as u8,
+                        txt_start,
+                        txt_len: (txt.len() as u32 - txt_start) as u16,
+                        tags_start,
+                        tags_len: (member_tags.len() as u32 - tags_start) as u8,
+                    });
                 }
-            };
-            members.push(Member {
-                label_start,
-                label_len: (labels.len() as u32 - label_start) as u8,
-                txt_start,
-                txt_len: (txt.len() as u32 - txt_start) as u16,
-                tags_start,
-                tags_len: (member_tags.len() as u32 - tags_start) as u8,
-                ..member
-            });
+            }
         }
         let label = service.name.label().as_str();
         let mut records = Self {
@@ -315,14 +299,15 @@ impl ServiceRecords {
             generation: service.generation(),
             ..Self::default()
         };
-        records.derive();
+        records.derive(service.ids_are_labels());
         records
     }
 
     /// Derives everything answers read from `members`: the servable
     /// positions, the lookup indexes and the wire sizes. Plain passes over
-    /// arrays already in memory.
-    fn derive(&mut self) {
+    /// arrays already in memory. `ids_are_labels`: every member's label is
+    /// its ID, so members are in label order already.
+    fn derive(&mut self, ids_are_labels: bool) {
         // Each array is sized before it is filled: collecting a filter
         // into a boxed slice grows a vector and then shrinks it, a copy.
         let servable = self.members.iter().filter(|m| m.servable).count();
@@ -359,20 +344,17 @@ impl ServiceRecords {
         self.v6_positions = v6_positions.into_boxed_slice();
 
         // IDs that are their own labels sort as their labels do: then the
-        // positions are already in label order and need no sort.
+        // positions and the down members are already in label order.
         let mut by_label: Vec<u32> = (0..self.packed.len() as u32).collect();
         let position_label = |&position: &u32| self.packed_label(&self.packed[position as usize]);
-        if !by_label
-            .windows(2)
-            .all(|pair| position_label(&pair[0]) < position_label(&pair[1]))
-        {
+        let member_label = |&member: &u32| self.member_label(&self.members[member as usize]);
+        if !ids_are_labels {
             by_label.sort_unstable_by(|a, b| position_label(a).cmp(position_label(b)));
+            down.sort_unstable_by(|a, b| member_label(a).cmp(member_label(b)));
         }
+        debug_assert!(by_label.is_sorted_by_key(position_label));
+        debug_assert!(down.is_sorted_by_key(member_label));
         self.by_label = by_label.into_boxed_slice();
-        down.sort_unstable_by(|&a, &b| {
-            self.member_label(&self.members[a as usize])
-                .cmp(self.member_label(&self.members[b as usize]))
-        });
         self.down = down.into_boxed_slice();
 
         // The positions by tag, in position order: count, then place.
@@ -566,9 +548,15 @@ fn merge_tag_names(sources: &[Source<'_>], old: &ServiceRecords) -> (Box<[Box<st
     let mut fresh: Vec<&str> = Vec::new();
     for source in sources {
         match *source {
-            Source::Kept(index) => {
-                for &tag in old.member_tag_indexes(&old.members[index]) {
-                    kept[tag as usize] = true;
+            Source::Kept { from, len } => {
+                let run = old.members.get(from..from + len).unwrap_or_default();
+                if let Some(RunSpans {
+                    tags: (start, len), ..
+                }) = RunSpans::of(run)
+                {
+                    for &tag in slice(&old.member_tags, start, len) {
+                        kept[tag as usize] = true;
+                    }
                 }
             }
             Source::Fresh(_, ref tags) => fresh.extend(tags.iter().map(String::as_str)),
@@ -605,6 +593,38 @@ fn merge_tag_names(sources: &[Source<'_>], old: &ServiceRecords) -> (Box<[Box<st
         }
     }
     (names.into_boxed_slice(), old_index)
+}
+
+/// The parts of the blobs that consecutive members own, each as a start
+/// and a length: from the first member's start to the last member's end
+/// (the blobs are laid out in member order).
+struct RunSpans {
+    labels: (u32, usize),
+    txt: (u32, usize),
+    tags: (u32, usize),
+}
+
+impl RunSpans {
+    fn of(run: &[Member]) -> Option<Self> {
+        let (first, last) = (run.first()?, run.last()?);
+        let span = |first_start: u32, last_start: u32, last_len: usize| {
+            let end = last_start as usize + last_len;
+            (first_start, end.saturating_sub(first_start as usize))
+        };
+        Some(Self {
+            labels: span(
+                first.label_start,
+                last.label_start,
+                usize::from(last.label_len),
+            ),
+            txt: span(first.txt_start, last.txt_start, usize::from(last.txt_len)),
+            tags: span(
+                first.tags_start,
+                last.tags_start,
+                usize::from(last.tags_len),
+            ),
+        })
+    }
 }
 
 /// `len` items of `items` from `start`; empty if out of range (never, for

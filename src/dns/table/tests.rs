@@ -338,18 +338,35 @@ fn answers_fit_the_datagram_and_only_a_bound_over_the_limit_trims() {
 /// instances), metadata, and IDs that are not their own labels.
 #[test]
 fn an_update_builds_what_a_full_build_does() {
+    let ids = [
+        "a", "b", "Web-C", "d-1", "d-10", "d-2", "e", "Z", "x y", "m",
+    ];
+    update_walk(&ids, 600);
+}
+
+/// The same through a service of hundreds of instances, whose unchanged
+/// leaves are copied as runs without reading their instances; first with
+/// IDs that are all labels (no sort), then with some that are not.
+#[test]
+fn an_update_of_a_large_service_builds_what_a_full_build_does() {
+    let mut ids: Vec<String> = (0..400).map(|i| format!("web-{i}")).collect();
+    update_walk(&ids.iter().map(String::as_str).collect::<Vec<_>>(), 400);
+    ids.extend(["Web-C", "x y", "Z"].map(String::from));
+    update_walk(&ids.iter().map(String::as_str).collect::<Vec<_>>(), 400);
+}
+
+/// `steps` random changes to a service of instances from `ids`, each
+/// rebuilt with `ServiceRecords::update` and checked against a full build.
+fn update_walk(ids: &[&str], steps: usize) {
     use rand::{RngExt, SeedableRng, rngs::SmallRng};
 
     let settings = fixture::settings();
     let mut rng = SmallRng::seed_from_u64(16);
     let mut service = fixture::service("web", &[], &[]);
     let mut records = ServiceRecords::build(&service, &settings);
-    let ids = [
-        "a", "b", "Web-C", "d-1", "d-10", "d-2", "e", "Z", "x y", "m",
-    ];
     let tags = ["v1", "v2", "Canary", "not a label!", "only-drained"];
     let kept_before = records::tests::KEPT.with(|kept| kept.get());
-    for step in 0..600 {
+    for step in 0..steps {
         let before = service.clone();
         // One to three changes a step, as a writer's batch may make.
         for _ in 0..rng.random_range(1..=3) {
@@ -397,7 +414,7 @@ fn an_update_builds_what_a_full_build_does() {
     }
     let kept = records::tests::KEPT.with(|kept| kept.get()) - kept_before;
     assert!(
-        kept > 600,
+        kept > steps,
         "updates copied members ({kept}) rather than rebuilding"
     );
 
