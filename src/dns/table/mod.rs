@@ -142,27 +142,65 @@ impl RecordTable {
         service: Option<&ServiceState>,
         settings: &TableSettings,
     ) {
-        let old = self.services.remove(label);
-        if let Some(old) = &old {
-            for tag in old.tag_labels() {
-                if let Some(count) = self.tag_use.get_mut(tag) {
-                    *count -= 1;
-                    if *count == 0 {
-                        self.tag_use.remove(tag);
+        // Looked up, not removed: the insert below replaces the entry, and
+        // a removal first would walk and rewrite the map's path twice.
+        let old = self.services.get(label).cloned();
+        let records = match service.filter(|s| !s.is_empty()) {
+            None => {
+                if old.is_some() {
+                    self.services.remove(label);
+                }
+                None
+            }
+            Some(service) => Some(Arc::new(match (&old, before) {
+                (Some(old), Some(before)) => ServiceRecords::update(old, before, service, settings),
+                _ => ServiceRecords::build(service, settings),
+            })),
+        };
+        self.count_tags(
+            old.iter().flat_map(|old| old.tag_labels()),
+            records.iter().flat_map(|records| records.tag_labels()),
+        );
+        if let Some(records) = records {
+            self.services.insert(records);
+        }
+    }
+
+    /// Moves `tag_use` from one service's tags to its new ones, both
+    /// sorted: only the tags that differ are counted, so a change that
+    /// keeps the service's tags (nearly every one) leaves the map alone.
+    fn count_tags<'a>(
+        &mut self,
+        was: impl Iterator<Item = &'a str>,
+        now: impl Iterator<Item = &'a str>,
+    ) {
+        let (mut was, mut now) = (was.peekable(), now.peekable());
+        loop {
+            let order = match (was.peek(), now.peek()) {
+                (None, None) => return,
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some(a), Some(b)) => a.cmp(b),
+            };
+            match order {
+                std::cmp::Ordering::Equal => {
+                    was.next();
+                    now.next();
+                }
+                std::cmp::Ordering::Less => {
+                    let Some(tag) = was.next() else { return };
+                    if let Some(count) = self.tag_use.get_mut(tag) {
+                        *count -= 1;
+                        if *count == 0 {
+                            self.tag_use.remove(tag);
+                        }
                     }
+                }
+                std::cmp::Ordering::Greater => {
+                    let Some(tag) = now.next() else { return };
+                    *self.tag_use.entry(tag.to_owned()).or_insert(0) += 1;
                 }
             }
         }
-        let Some(service) = service.filter(|s| !s.is_empty()) else {
-            return;
-        };
-        let records = match (&old, before) {
-            (Some(old), Some(before)) => ServiceRecords::update(old, before, service, settings),
-            _ => ServiceRecords::build(service, settings),
-        };
-        for tag in records.tag_labels() {
-            *self.tag_use.entry(tag.to_owned()).or_insert(0) += 1;
-        }
-        self.services.insert(Arc::new(records));
     }
 }

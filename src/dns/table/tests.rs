@@ -132,6 +132,52 @@ fn tag_use_counts_services_and_follows_every_update() {
     assert!(table.tag_use.is_empty());
 }
 
+/// `tag_use` is the count of services carrying each tag, through random
+/// updates that keep, add, drop and swap tags, and empty services.
+#[test]
+fn tag_use_stays_a_count_of_services_per_tag() {
+    use rand::{RngExt, SeedableRng, rngs::SmallRng};
+
+    let settings = fixture::settings();
+    let mut rng = SmallRng::seed_from_u64(3);
+    let mut services: Vec<ServiceState> = ["web", "api", "db"]
+        .iter()
+        .map(|name| fixture::service(name, &[], &[]))
+        .collect();
+    let mut table = fixture::table(&[]);
+    let tags = ["a", "b", "c", "d"];
+    for step in 0..500 {
+        let service = &mut services[rng.random_range(0..3)];
+        let before = service.clone();
+        let id = format!("i-{}", rng.random_range(0..3));
+        if rng.random_range(0..3) == 0 {
+            service.remove(&id);
+        } else {
+            let carried: Vec<String> = tags
+                .iter()
+                .filter(|_| rng.random_bool(0.4))
+                .map(|tag| format!("{tag:?}"))
+                .collect();
+            let body = format!(
+                r#"{{"address":"10.0.0.1","port":1,"tags":[{}]}}"#,
+                carried.join(",")
+            );
+            service.insert(fixture::instance(service.name.as_str(), &id, &body));
+        }
+        let label = service.name.label().as_str().to_owned();
+        table.update_service_since(&label, Some(&before), Some(service), &settings);
+        let mut counted = std::collections::BTreeMap::new();
+        for records in table.services.values() {
+            for tag in records.tag_labels() {
+                *counted.entry(tag.to_owned()).or_insert(0u32) += 1;
+            }
+        }
+        let held: std::collections::BTreeMap<String, u32> =
+            table.tag_use.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        assert_eq!(held, counted, "step {step}");
+    }
+}
+
 #[test]
 fn the_apex_follows_the_index() {
     let mut table = fixture::table(&[]);
