@@ -112,6 +112,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         // takes objects should not.
         return Err(JsonBodyError::NotObject.into());
     }
+    // Plainly first: tracking the path costs on every field, and only a
+    // failure needs it, so a failure is parsed again to name its field.
+    if let Ok(value) = T::deserialize(&mut serde_json::Deserializer::from_slice(bytes)) {
+        return Ok(value);
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
