@@ -270,7 +270,7 @@ impl Instances {
 }
 
 /// One step from an earlier state's instances to a later one's: see
-/// [`Instances::delta`].
+/// [`ServiceState::delta`](super::ServiceState::delta).
 #[derive(Debug)]
 pub enum InstanceDelta<'a> {
     /// `len` instances the same in both (the same `Arc`s: the registry
