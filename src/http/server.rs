@@ -374,7 +374,22 @@ async fn answer(
 /// 414 or 431 with roster's JSON body for heads beyond roster's limits
 /// (which are below hyper's, so that most oversized heads reach here).
 fn oversized_head<B>(request: &Request<B>) -> Option<ApiError> {
-    let uri_len = request.uri().to_string().len();
+    // The parts' lengths bound the target's text (scheme and "://" at
+    // most, authority, path and query): only a target that may be over
+    // the limit is written out to be measured.
+    let uri = request.uri();
+    let bound = uri.scheme_str().map_or(0, |scheme| scheme.len() + 3)
+        + uri
+            .authority()
+            .map_or(0, |authority| authority.as_str().len())
+        + uri
+            .path_and_query()
+            .map_or(1, |target| target.as_str().len());
+    let uri_len = if bound > MAX_URI_BYTES {
+        uri.to_string().len()
+    } else {
+        bound
+    };
     if uri_len > MAX_URI_BYTES {
         return Some(ApiError {
             status: StatusCode::URI_TOO_LONG,
