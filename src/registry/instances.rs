@@ -170,6 +170,11 @@ impl Instances {
                 self.firsts[at] = leaf[0].key;
                 if leaf.len() > LEAF_MAX {
                     let right = leaf.split_off(leaf.len() / 2);
+                    // The left half keeps the capacity the whole had
+                    // grown to. A load in ID order (a start-up, an
+                    // import) never inserts into it again: without this,
+                    // every leaf of a loaded registry was half empty.
+                    leaf.shrink_to_fit();
                     self.firsts.insert(at + 1, right[0].key);
                     self.leaves.insert(at + 1, Arc::new(right));
                 }
@@ -488,6 +493,21 @@ mod tests {
             copies.iter().any(|(copy, _)| copy.leaves.len() > 3),
             "splits happened"
         );
+    }
+
+    /// A load in ID order, as a start-up or an import makes, leaves no
+    /// leaf but the last with room it will never use.
+    #[test]
+    fn a_load_in_id_order_leaves_no_spare_room() {
+        let mut instances = Instances::default();
+        for n in 0..2000 {
+            instances.replace(state(&format!("i-{n:05}"), 80));
+        }
+        let (last, rest) = instances.leaves.split_last().expect("leaves");
+        assert!(rest.len() > 100 && last.len() <= LEAF_MAX);
+        for leaf in rest {
+            assert_eq!(leaf.capacity(), leaf.len());
+        }
     }
 
     /// `delta` replayed over the earlier instances gives the later ones:
