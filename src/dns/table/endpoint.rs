@@ -4,8 +4,6 @@
 //! instances of a service, see `ServiceRecords::update`), not kept beside
 //! it: the records hold their own compact copy.
 
-use std::collections::BTreeSet;
-
 use crate::model::{DHCID_META_KEY, DnsLabel, Instance};
 
 /// TXT strings (`key=value`) at the instance name, one per metadata entry
@@ -22,13 +20,15 @@ pub(super) fn txt_strings(instance: &Instance) -> impl Iterator<Item = String> +
 /// that cannot be a label are left out (they are still listed by the HTTP
 /// APIs).
 pub(super) fn tag_labels(instance: &Instance) -> Vec<String> {
-    let labels: BTreeSet<String> = instance
+    let mut labels: Vec<String> = instance
         .tags
         .iter()
         .filter_map(|tag| DnsLabel::from_name(tag, "tag").ok())
         .map(|label| label.as_str().to_owned())
         .collect();
-    labels.into_iter().collect()
+    labels.sort_unstable();
+    labels.dedup();
+    labels
 }
 
 #[cfg(test)]
