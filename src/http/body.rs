@@ -216,8 +216,8 @@ impl<'de> de::Visitor<'de> for Node<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
         // Keys without escapes borrow from the body, so most objects cost
-        // only the set itself.
-        let mut seen: HashSet<Cow<'de, str>> = HashSet::new();
+        // only the list of their keys.
+        let mut seen = SeenKeys::default();
         while let Some(key) = map.next_key_seed(Key)? {
             let path = Path::Key(self.path, &key);
             if seen.contains(&key) {
@@ -237,6 +237,52 @@ impl<'de> de::Visitor<'de> for Node<'_> {
             seen.insert(key);
         }
         Ok(true)
+    }
+}
+
+/// The keys of one object seen so far: a short list searched in place
+/// while the object is small (nearly every object a client sends: a hash
+/// set grew and rehashed twice for an instance's ten keys), a hash set
+/// once it is not, so a large object is still scanned in linear time.
+enum SeenKeys<'de> {
+    Few(Vec<Cow<'de, str>>),
+    Many(HashSet<Cow<'de, str>>),
+}
+
+impl Default for SeenKeys<'_> {
+    fn default() -> Self {
+        Self::Few(Vec::new())
+    }
+}
+
+impl<'de> SeenKeys<'de> {
+    /// Up to this many keys are kept in the list.
+    const FEW: usize = 16;
+
+    fn contains(&self, key: &str) -> bool {
+        match self {
+            Self::Few(keys) => keys.iter().any(|seen| seen == key),
+            Self::Many(keys) => keys.contains(key),
+        }
+    }
+
+    fn insert(&mut self, key: Cow<'de, str>) {
+        match self {
+            Self::Few(keys) if keys.len() < Self::FEW => {
+                if keys.is_empty() {
+                    keys.reserve_exact(Self::FEW);
+                }
+                keys.push(key);
+            }
+            Self::Few(keys) => {
+                let mut many: HashSet<Cow<'de, str>> = keys.drain(..).collect();
+                many.insert(key);
+                *self = Self::Many(many);
+            }
+            Self::Many(keys) => {
+                keys.insert(key);
+            }
+        }
     }
 }
 
@@ -304,13 +350,37 @@ mod tests {
             // An escape spells the same key differently on the wire.
             (r#"{"ab": 1, "a\u0062": 2}"#, "ab", "ab"),
             (r#"[{"a": 1, "a": 1}]"#, "a", "[0].a"),
-        ] {
+        ]
+        .into_iter()
+        .map(|(text, key, path)| (text.to_owned(), key.to_owned(), path.to_owned()))
+        .chain(
+            // Objects past the list's size, where the keys move to a set:
+            // the duplicate among the first keys, across the move, after it.
+            [(3, 2), (17, 16), (40, 5), (40, 30)].map(|(keys, again)| {
+                let pairs: Vec<String> = (0..keys).map(|k| format!(r#""k{k}": {k}"#)).collect();
+                let text = format!(r#"{{"m": {{{}, "k{again}": 0}}}}"#, pairs.join(", "));
+                (text, format!("k{again}"), format!("m.k{again}"))
+            }),
+        ) {
+            let (text, key, path) = (text.as_str(), key.as_str(), path.as_str());
             match scan_json(text.as_bytes()) {
                 Err(JsonBodyError::DuplicateKey { key: k, path: p }) => {
                     assert_eq!((k.as_str(), p.as_str()), (key, path), "{text}");
                 }
                 other => panic!("{text}: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn objects_of_many_distinct_keys_pass() {
+        for keys in [1, 16, 17, 200] {
+            let pairs: Vec<String> = (0..keys).map(|k| format!(r#""k{k}": {k}"#)).collect();
+            let text = format!("{{{}}}", pairs.join(", "));
+            assert!(
+                scan_json(text.as_bytes()).expect("no duplicate"),
+                "{keys} keys"
+            );
         }
     }
 
