@@ -177,8 +177,8 @@ impl ServiceRecords {
     /// replaces an instance's state whenever it changes) are copied from
     /// `old` in runs, and only the others are read. Cost: O(instances) of
     /// copying plain arrays a run at a time, plus reading the changed
-    /// instances. Falls back to
-    /// [`Self::build`] if `old` was not built from `before`.
+    /// instances. Falls back to [`Self::build`] if `old` was not built
+    /// from `before`.
     pub fn update(
         old: &Self,
         before: &ServiceState,
