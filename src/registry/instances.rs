@@ -14,7 +14,7 @@
 //! leaves' first keys sit beside them: a lookup compares keys in two small
 //! arrays instead of following three pointers per comparison (leaf,
 //! instance, ID) to memory a write to a service of a large registry finds
-//! cold, which was a tenth of a durable write's CPU.
+//! cold: 6% of a durable write's CPU, now 1% (bench/RESULTS.md, Store).
 //!
 //! Owns: the order and the leaves. Must not: know what an instance holds
 //! beyond its ID.
@@ -117,8 +117,9 @@ impl Instances {
         self.len
     }
 
-    /// The leaf that holds `id`, or would: the last whose first ID is at
-    /// most `id` (the first leaf for an ID below them all).
+    /// The leaf that holds `wanted` (keyed `key`), or would: the last whose
+    /// first ID is at most `wanted` (the first leaf for an ID below them
+    /// all).
     fn leaf_for(&self, key: &Key, wanted: &str) -> usize {
         // A partition point over the first keys, by hand: a tie between
         // long IDs reads the leaf's first ID, so the search needs the index.
@@ -138,7 +139,8 @@ impl Instances {
         low.saturating_sub(1)
     }
 
-    /// The position of `id` in leaf `at`: found, or where it would go.
+    /// The position of `wanted` (keyed `key`) in leaf `at`: found, or where
+    /// it would go; `None` if there is no such leaf.
     fn find_in(&self, at: usize, key: &Key, wanted: &str) -> Option<Result<usize, usize>> {
         let leaf = self.leaves.get(at)?;
         Some(leaf.binary_search_by(|entry| entry.cmp_id(key, wanted)))
