@@ -35,7 +35,7 @@ use crate::{
 
 /// One servable instance as the DNS fast path encodes it, packed inline
 /// (no pointers to follow) in `ServiceRecords::packed`.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct PackedEndpoint {
     pub address: IpAddr,
     pub port: u16,
@@ -79,6 +79,22 @@ struct Member {
     tags_start: u32,
     tags_len: u8,
 }
+
+/// What a fresh member replaces when there is no old one at its index: its
+/// ranges are then its own (see `ServiceRecords::assemble`).
+const EMPTY_MEMBER: Member = Member {
+    address: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+    port: 0,
+    weight: 0,
+    priority: 0,
+    servable: false,
+    label_start: 0,
+    label_len: 0,
+    txt_start: 0,
+    txt_len: 0,
+    tags_start: 0,
+    tags_len: 0,
+};
 
 /// Where the instances of a rebuilt service come from.
 enum Source<'a> {
@@ -134,24 +150,13 @@ pub struct ServiceRecords {
     pub name: Name,
     /// Every instance, servable or not, in ID order.
     members: Box<[Member]>,
-    /// The member at each position.
-    position_members: Box<[u32]>,
-    /// Positions sorted by instance label, for instance-name lookups.
-    by_label: Box<[u32]>,
-    /// The members that are not servable, sorted by label: their names
-    /// exist (NODATA, not NXDOMAIN) but hold nothing.
-    down: Box<[u32]>,
     /// Every member's TXT strings, concatenated (see `Member::txt_start`).
     txt: Box<[u8]>,
-    /// Every member's tags as indexes into `tag_names`, concatenated.
-    member_tags: Box<[u32]>,
-    /// Every tag label an instance (servable or not) carries, sorted: a tag
-    /// whose instances are all unhealthy still exists (NODATA).
-    tag_names: Box<[Box<str>]>,
-    /// The servable positions carrying tag `t` are
-    /// `tag_positions[tag_starts[t]..tag_starts[t + 1]]`, in order.
-    tag_starts: Box<[u32]>,
-    tag_positions: Box<[u32]>,
+    /// What the general path looks instances and tags up in. It depends
+    /// only on the members' labels, servability, address families and tags,
+    /// so an update that changes none of those (a metadata, port or weight
+    /// change) shares it with the old records.
+    shape: Arc<Shape>,
     /// The `ServiceState::generation` these records were built from: an
     /// update may copy members only from records of the state it diffs.
     generation: u64,
@@ -162,6 +167,97 @@ pub struct ServiceRecords {
     pub a_wire_bound: usize,
     pub aaaa_wire_bound: usize,
     pub srv_wire_bound: usize,
+}
+
+/// The lookup indexes of a service's records: see [`ServiceRecords::shape`].
+#[derive(Debug, Default)]
+struct Shape {
+    /// The member at each position.
+    position_members: Box<[u32]>,
+    /// Positions sorted by instance label, for instance-name lookups.
+    by_label: Box<[u32]>,
+    /// The members that are not servable, sorted by label: their names
+    /// exist (NODATA, not NXDOMAIN) but hold nothing.
+    down: Box<[u32]>,
+    /// Every member's tags as indexes into `tag_names`, concatenated.
+    member_tags: Box<[u32]>,
+    /// Every tag label an instance (servable or not) carries, sorted: a tag
+    /// whose instances are all unhealthy still exists (NODATA).
+    tag_names: Box<[Box<str>]>,
+    /// The servable positions carrying tag `t` are
+    /// `tag_positions[tag_starts[t]..tag_starts[t + 1]]`, in order.
+    tag_starts: Box<[u32]>,
+    tag_positions: Box<[u32]>,
+}
+
+/// How much of the old records an update leaves as it was, by what its
+/// fresh instances change of the members they replace. Each level includes
+/// the ones before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Sameness {
+    /// Members come or go, or move: everything is rebuilt.
+    Nothing,
+    /// The same labels at the same indexes: `labels` is shared.
+    Labels,
+    /// Also the same servability, address family and tags for every
+    /// member: the shape, the address positions and the wire sizes too.
+    Shape,
+    /// Also the same address, port, weight and priority: only TXT strings
+    /// differ (or nothing), and `packed` is shared as well.
+    Packed,
+}
+
+impl Sameness {
+    /// What `sources`, the instances of an update in ID order, leave as it
+    /// was in `old`: a kept run in its old place changes nothing; a fresh
+    /// instance is compared with the member it replaces, at the same index.
+    fn of(sources: &[Source<'_>], old: &ServiceRecords, include_warning: bool) -> Self {
+        let mut same = Self::Packed;
+        let mut at = 0;
+        for source in sources {
+            match *source {
+                Source::Kept { from, len } => {
+                    if from != at {
+                        return Self::Nothing;
+                    }
+                    at += len;
+                }
+                Source::Fresh(state, ref tags) => {
+                    let instance = &state.instance;
+                    let Some(was) = old.members.get(at) else {
+                        return Self::Nothing;
+                    };
+                    if old.member_label(was) != instance.id.label().as_str().as_bytes() {
+                        return Self::Nothing;
+                    }
+                    let old_tags = old.member_tag_indexes(was).iter();
+                    let old_tags = old_tags
+                        .map(|&tag| old.shape.tag_names.get(tag as usize).map(|name| &**name));
+                    let same_shape = was.servable == state.is_servable(include_warning)
+                        && was.address.is_ipv4() == instance.address.is_ipv4()
+                        && old_tags.eq(tags.iter().map(|tag| Some(&**tag)));
+                    let same_endpoint = (was.address, was.port, was.weight, was.priority)
+                        == (
+                            instance.address,
+                            instance.port,
+                            instance.weight,
+                            instance.priority,
+                        );
+                    same = match (same_shape, same_endpoint) {
+                        (false, _) => same.min(Self::Labels),
+                        (true, false) => same.min(Self::Shape),
+                        (true, true) => same,
+                    };
+                    at += 1;
+                }
+            }
+        }
+        if at == old.members.len() {
+            same
+        } else {
+            Self::Nothing
+        }
+    }
 }
 
 impl ServiceRecords {
@@ -208,7 +304,9 @@ impl ServiceRecords {
     }
 
     /// The records of `service`, whose instances, in ID order, are
-    /// `sources` (`Kept` ones from `old`).
+    /// `sources` (`Kept` ones from `old`). What the changes leave as it was
+    /// ([`Sameness`]) is shared with `old` or copied from it, not derived
+    /// again.
     fn assemble(
         service: &ServiceState,
         sources: Vec<Source<'_>>,
@@ -216,13 +314,33 @@ impl ServiceRecords {
         settings: &TableSettings,
     ) -> Self {
         let empty = Self::default();
-        let old = old.unwrap_or(&empty);
-        let (tag_names, old_tag_index) = merge_tag_names(&sources, old);
+        let (old, same) = match old {
+            Some(old) => (old, Sameness::of(&sources, old, settings.include_warning)),
+            None => (&empty, Sameness::Nothing),
+        };
+        #[cfg(test)]
+        tests::SAMENESS.with(|seen| seen.borrow_mut().push(same));
+        // Shared blobs keep every member's range in them: a kept run is
+        // where it was, a fresh member takes the range of the one it
+        // replaces.
+        let share_labels = same >= Sameness::Labels;
+        let share_shape = same >= Sameness::Shape;
+        let (tag_names, old_tag_index) = match share_shape {
+            true => (Box::default(), Vec::new()),
+            false => merge_tag_names(&sources, old),
+        };
 
         let mut members = Vec::with_capacity(service.len());
-        let mut labels = Vec::with_capacity(old.labels.len() + 16);
+        let mut labels = Vec::with_capacity(if share_labels {
+            0
+        } else {
+            old.labels.len() + 16
+        });
         let mut txt = Vec::with_capacity(old.txt.len());
-        let mut member_tags = Vec::with_capacity(old.member_tags.len() + 4);
+        let mut member_tags = match share_shape {
+            true => Vec::new(),
+            false => Vec::with_capacity(old.shape.member_tags.len() + 4),
+        };
         for source in &sources {
             match *source {
                 Source::Kept { from, len } => {
@@ -232,16 +350,22 @@ impl ServiceRecords {
                     };
                     // A member's new start in each blob is its old one moved
                     // by where the run's part lands.
-                    let (from_label, label_len) = spans.labels;
                     let (from_txt, txt_len) = spans.txt;
-                    let (from_tags, tags_len) = spans.tags;
-                    let label_shift = (labels.len() as u32).wrapping_sub(from_label);
                     let txt_shift = (txt.len() as u32).wrapping_sub(from_txt);
-                    let tags_shift = (member_tags.len() as u32).wrapping_sub(from_tags);
-                    labels.extend_from_slice(slice(&old.labels, from_label, label_len));
                     txt.extend_from_slice(slice(&old.txt, from_txt, txt_len));
-                    let tags = slice(&old.member_tags, from_tags, tags_len);
-                    member_tags.extend(tags.iter().map(|&t| old_tag_index[t as usize]));
+                    let mut label_shift = 0;
+                    if !share_labels {
+                        let (from_label, label_len) = spans.labels;
+                        label_shift = (labels.len() as u32).wrapping_sub(from_label);
+                        labels.extend_from_slice(slice(&old.labels, from_label, label_len));
+                    }
+                    let mut tags_shift = 0;
+                    if !share_shape {
+                        let (from_tags, tags_len) = spans.tags;
+                        tags_shift = (member_tags.len() as u32).wrapping_sub(from_tags);
+                        let tags = slice(&old.shape.member_tags, from_tags, tags_len);
+                        member_tags.extend(tags.iter().map(|&t| old_tag_index[t as usize]));
+                    }
                     members.extend(run.iter().map(|was| Member {
                         label_start: was.label_start.wrapping_add(label_shift),
                         txt_start: was.txt_start.wrapping_add(txt_shift),
@@ -250,11 +374,31 @@ impl ServiceRecords {
                     }));
                 }
                 Source::Fresh(state, ref tags) => {
-                    let label_start = labels.len() as u32;
-                    let txt_start = txt.len() as u32;
-                    let tags_start = member_tags.len() as u32;
                     let instance = &state.instance;
-                    labels.extend_from_slice(instance.id.label().as_str().as_bytes());
+                    let replaced = old
+                        .members
+                        .get(members.len())
+                        .copied()
+                        .unwrap_or(EMPTY_MEMBER);
+                    let (mut label_start, mut label_len) =
+                        (replaced.label_start, replaced.label_len);
+                    if !share_labels {
+                        label_start = labels.len() as u32;
+                        labels.extend_from_slice(instance.id.label().as_str().as_bytes());
+                        label_len = (labels.len() as u32 - label_start) as u8;
+                    }
+                    let (mut tags_start, mut tags_len) = (replaced.tags_start, replaced.tags_len);
+                    if !share_shape {
+                        tags_start = member_tags.len() as u32;
+                        member_tags.extend(tags.iter().filter_map(|tag| {
+                            tag_names
+                                .binary_search_by(|name| (**name).cmp(tag.as_str()))
+                                .ok()
+                                .map(|index| index as u32)
+                        }));
+                        tags_len = (member_tags.len() as u32 - tags_start) as u8;
+                    }
+                    let txt_start = txt.len() as u32;
                     for string in endpoint::txt_strings(instance) {
                         // Instance validation bounds a TXT string to 255
                         // octets; the bound only keeps the length octet true.
@@ -262,12 +406,6 @@ impl ServiceRecords {
                         txt.push(bytes.len() as u8);
                         txt.extend_from_slice(bytes);
                     }
-                    member_tags.extend(tags.iter().filter_map(|tag| {
-                        tag_names
-                            .binary_search_by(|name| (**name).cmp(tag.as_str()))
-                            .ok()
-                            .map(|index| index as u32)
-                    }));
                     members.push(Member {
                         address: instance.address,
                         port: instance.port,
@@ -275,11 +413,11 @@ impl ServiceRecords {
                         priority: instance.priority,
                         servable: state.is_servable(settings.include_warning),
                         label_start,
-                        label_len: (labels.len() as u32 - label_start) as u8,
+                        label_len,
                         txt_start,
                         txt_len: (txt.len() as u32 - txt_start) as u16,
                         tags_start,
-                        tags_len: (member_tags.len() as u32 - tags_start) as u8,
+                        tags_len,
                     });
                 }
             }
@@ -292,14 +430,29 @@ impl ServiceRecords {
             name: child(&settings.domain, label),
             ttl: settings.ttl,
             members: members.into_boxed_slice(),
-            labels: labels.into_boxed_slice(),
+            labels: match share_labels {
+                true => old.labels.clone(),
+                false => labels.into_boxed_slice(),
+            },
             txt: txt.into_boxed_slice(),
-            member_tags: member_tags.into_boxed_slice(),
-            tag_names,
             generation: service.generation(),
             ..Self::default()
         };
-        records.derive(service.ids_are_labels());
+        if share_shape {
+            records.shape = Arc::clone(&old.shape);
+            records.packed = match same {
+                Sameness::Packed => old.packed.clone(),
+                _ => records.pack(),
+            };
+            records.v4_positions = old.v4_positions.clone();
+            records.v6_positions = old.v6_positions.clone();
+            records.srv_fast_len = old.srv_fast_len;
+            records.a_wire_bound = old.a_wire_bound;
+            records.aaaa_wire_bound = old.aaaa_wire_bound;
+            records.srv_wire_bound = old.srv_wire_bound;
+        } else {
+            records.derive(tag_names, member_tags, service.ids_are_labels());
+        }
         records
     }
 
@@ -307,39 +460,35 @@ impl ServiceRecords {
     /// positions, the lookup indexes and the wire sizes. Plain passes over
     /// arrays already in memory. `ids_are_labels`: every member's label is
     /// its ID, so members are in label order already.
-    fn derive(&mut self, ids_are_labels: bool) {
+    fn derive(&mut self, tag_names: Box<[Box<str>]>, member_tags: Vec<u32>, ids_are_labels: bool) {
         // Each array is sized before it is filled: collecting a filter
         // into a boxed slice grows a vector and then shrinks it, a copy.
         let servable = self.members.iter().filter(|m| m.servable).count();
         let mut position_members = Vec::with_capacity(servable);
-        let mut packed = Vec::with_capacity(servable);
         let mut down = Vec::with_capacity(self.members.len() - servable);
         for (index, member) in self.members.iter().enumerate() {
-            if !member.servable {
-                down.push(index as u32);
-                continue;
+            match member.servable {
+                true => position_members.push(index as u32),
+                false => down.push(index as u32),
             }
-            position_members.push(index as u32);
-            packed.push(PackedEndpoint {
-                address: member.address,
-                port: member.port,
-                weight: member.weight,
-                priority: member.priority,
-                label: (member.label_start, member.label_len),
-            });
         }
-        let v4 = packed.iter().filter(|e| e.address.is_ipv4()).count();
+        let mut shape = Shape {
+            position_members: position_members.into_boxed_slice(),
+            member_tags: member_tags.into_boxed_slice(),
+            tag_names,
+            ..Shape::default()
+        };
+        self.packed = pack(&self.members, &shape.position_members);
+        let v4 = self.packed.iter().filter(|e| e.address.is_ipv4()).count();
         let mut v4_positions = Vec::with_capacity(v4);
-        let mut v6_positions = Vec::with_capacity(packed.len() - v4);
-        for (position, endpoint) in packed.iter().enumerate() {
+        let mut v6_positions = Vec::with_capacity(self.packed.len() - v4);
+        for (position, endpoint) in self.packed.iter().enumerate() {
             if endpoint.address.is_ipv4() {
                 v4_positions.push(position as u32);
             } else {
                 v6_positions.push(position as u32);
             }
         }
-        self.position_members = position_members.into_boxed_slice();
-        self.packed = packed.into_boxed_slice();
         self.v4_positions = v4_positions.into_boxed_slice();
         self.v6_positions = v6_positions.into_boxed_slice();
 
@@ -354,13 +503,18 @@ impl ServiceRecords {
         }
         debug_assert!(by_label.is_sorted_by_key(position_label));
         debug_assert!(down.is_sorted_by_key(member_label));
-        self.by_label = by_label.into_boxed_slice();
-        self.down = down.into_boxed_slice();
+        shape.by_label = by_label.into_boxed_slice();
+        shape.down = down.into_boxed_slice();
 
         // The positions by tag, in position order: count, then place.
-        let mut tag_starts = vec![0u32; self.tag_names.len() + 1];
-        for &member in &self.position_members {
-            for &tag in self.member_tag_indexes(&self.members[member as usize]) {
+        let member_tags = |member: u32| {
+            let member = &self.members[member as usize];
+            let (start, len) = (member.tags_start, usize::from(member.tags_len));
+            slice(&shape.member_tags, start, len)
+        };
+        let mut tag_starts = vec![0u32; shape.tag_names.len() + 1];
+        for &member in &shape.position_members {
+            for &tag in member_tags(member) {
                 tag_starts[tag as usize + 1] += 1;
             }
         }
@@ -369,15 +523,16 @@ impl ServiceRecords {
         }
         let mut next = tag_starts.clone();
         let mut tag_positions = vec![0u32; tag_starts.last().copied().unwrap_or(0) as usize];
-        for (position, &member) in self.position_members.iter().enumerate() {
-            for &tag in self.member_tag_indexes(&self.members[member as usize]) {
+        for (position, &member) in shape.position_members.iter().enumerate() {
+            for &tag in member_tags(member) {
                 let slot = &mut next[tag as usize];
                 tag_positions[*slot as usize] = position as u32;
                 *slot += 1;
             }
         }
-        self.tag_starts = tag_starts.into_boxed_slice();
-        self.tag_positions = tag_positions.into_boxed_slice();
+        shape.tag_starts = tag_starts.into_boxed_slice();
+        shape.tag_positions = tag_positions.into_boxed_slice();
+        self.shape = Arc::new(shape);
 
         // Sizes on the wire, by the formulas the fast path writes with and
         // `fit` bounds with (see `dns::wire`).
@@ -396,6 +551,12 @@ impl ServiceRecords {
         self.srv_fast_len = srv_fast_len;
     }
 
+    /// The packed endpoints of the servable members, by the positions of
+    /// the records' shape.
+    fn pack(&self) -> Box<[PackedEndpoint]> {
+        pack(&self.members, &self.shape.position_members)
+    }
+
     fn member_label(&self, member: &Member) -> &[u8] {
         slice(
             &self.labels,
@@ -410,7 +571,7 @@ impl ServiceRecords {
 
     fn member_tag_indexes(&self, member: &Member) -> &[u32] {
         slice(
-            &self.member_tags,
+            &self.shape.member_tags,
             member.tags_start,
             usize::from(member.tags_len),
         )
@@ -460,14 +621,14 @@ impl ServiceRecords {
     /// Looks up an instance by label.
     pub fn instance(&self, label: &str) -> InstanceLookup {
         let label = label.as_bytes();
-        let found = self.by_label.binary_search_by(|&position| {
+        let found = self.shape.by_label.binary_search_by(|&position| {
             self.packed_label(&self.packed[position as usize])
                 .cmp(label)
         });
         if let Ok(at) = found {
-            return InstanceLookup::Servable(self.by_label[at] as usize);
+            return InstanceLookup::Servable(self.shape.by_label[at] as usize);
         }
-        let down = self.down.binary_search_by(|&member| {
+        let down = self.shape.down.binary_search_by(|&member| {
             self.member_label(&self.members[member as usize]).cmp(label)
         });
         match down {
@@ -480,17 +641,18 @@ impl ServiceRecords {
     /// of the service (servable or not) carries it.
     pub fn tag(&self, tag: &str) -> Option<&[u32]> {
         let index = self
+            .shape
             .tag_names
             .binary_search_by(|name| (**name).cmp(tag))
             .ok()?;
-        let start = self.tag_starts[index];
-        let len = self.tag_starts[index + 1] - start;
-        Some(slice(&self.tag_positions, start, len as usize))
+        let start = self.shape.tag_starts[index];
+        let len = self.shape.tag_starts[index + 1] - start;
+        Some(slice(&self.shape.tag_positions, start, len as usize))
     }
 
     /// Every tag label carried by an instance of the service.
     pub fn tag_labels(&self) -> impl Iterator<Item = &str> {
-        self.tag_names.iter().map(|tag| &**tag)
+        self.shape.tag_names.iter().map(|tag| &**tag)
     }
 
     /// The SRV target of the instance in `position`: `<id>.<service>.<domain>.`.
@@ -521,7 +683,7 @@ impl ServiceRecords {
 
     /// The TXT record (metadata) at the instance name, if it has metadata.
     pub fn txt_record(&self, position: usize) -> Option<Record> {
-        let member = &self.members[self.position_members[position] as usize];
+        let member = &self.members[self.shape.position_members[position] as usize];
         let mut rest = self.member_txt(member);
         if rest.is_empty() {
             return None;
@@ -544,7 +706,7 @@ impl ServiceRecords {
 /// that a kept member still carries, and the fresh members' tags. Also
 /// where each old tag index went (`u32::MAX` for one no longer carried).
 fn merge_tag_names(sources: &[Source<'_>], old: &ServiceRecords) -> (Box<[Box<str>]>, Vec<u32>) {
-    let mut kept = vec![false; old.tag_names.len()];
+    let mut kept = vec![false; old.shape.tag_names.len()];
     let mut fresh: Vec<&str> = Vec::new();
     for source in sources {
         match *source {
@@ -554,7 +716,7 @@ fn merge_tag_names(sources: &[Source<'_>], old: &ServiceRecords) -> (Box<[Box<st
                     tags: (start, len), ..
                 }) = RunSpans::of(run)
                 {
-                    for &tag in slice(&old.member_tags, start, len) {
+                    for &tag in slice(&old.shape.member_tags, start, len) {
                         kept[tag as usize] = true;
                     }
                 }
@@ -564,12 +726,14 @@ fn merge_tag_names(sources: &[Source<'_>], old: &ServiceRecords) -> (Box<[Box<st
     }
     fresh.sort_unstable();
     fresh.dedup();
-    let mut old_index = vec![u32::MAX; old.tag_names.len()];
-    let mut names: Vec<Box<str>> = Vec::with_capacity(old.tag_names.len() + fresh.len());
-    let mut olds = (0..old.tag_names.len()).filter(|&tag| kept[tag]).peekable();
+    let mut old_index = vec![u32::MAX; old.shape.tag_names.len()];
+    let mut names: Vec<Box<str>> = Vec::with_capacity(old.shape.tag_names.len() + fresh.len());
+    let mut olds = (0..old.shape.tag_names.len())
+        .filter(|&tag| kept[tag])
+        .peekable();
     let mut fresh = fresh.into_iter().peekable();
     loop {
-        let next_old = olds.peek().map(|&tag| &*old.tag_names[tag]);
+        let next_old = olds.peek().map(|&tag| &*old.shape.tag_names[tag]);
         let take_old = match (next_old, fresh.peek()) {
             (None, None) => break,
             (Some(_), None) => true,
@@ -586,13 +750,31 @@ fn merge_tag_names(sources: &[Source<'_>], old: &ServiceRecords) -> (Box<[Box<st
         if take_old {
             if let Some(tag) = olds.next() {
                 old_index[tag] = names.len() as u32;
-                names.push(old.tag_names[tag].clone());
+                names.push(old.shape.tag_names[tag].clone());
             }
         } else if let Some(tag) = fresh.next() {
             names.push(Box::from(tag));
         }
     }
     (names.into_boxed_slice(), old_index)
+}
+
+/// The endpoint of each member in `position_members`, in order.
+fn pack(members: &[Member], position_members: &[u32]) -> Box<[PackedEndpoint]> {
+    let endpoint = |&member: &u32| {
+        let member = members
+            .get(member as usize)
+            .copied()
+            .unwrap_or(EMPTY_MEMBER);
+        PackedEndpoint {
+            address: member.address,
+            port: member.port,
+            weight: member.weight,
+            priority: member.priority,
+            label: (member.label_start, member.label_len),
+        }
+    };
+    position_members.iter().map(endpoint).collect()
 }
 
 /// The parts of the blobs that consecutive members own, each as a start
@@ -652,11 +834,17 @@ pub(super) fn child(parent: &Name, label: &str) -> Name {
 
 #[cfg(test)]
 pub(super) mod tests {
-    use std::cell::Cell;
+    use std::cell::{Cell, RefCell};
+
+    use super::Sameness;
 
     thread_local! {
         /// How many members `ServiceRecords::update` has copied on this
         /// thread, so that a test can tell it did not fall back to a build.
         pub(in crate::dns::table) static KEPT: Cell<usize> = const { Cell::new(0) };
+        /// What each `ServiceRecords::assemble` on this thread found left
+        /// as it was, so that a test can tell it shared.
+        pub(in crate::dns::table) static SAMENESS: RefCell<Vec<Sameness>> =
+            const { RefCell::new(Vec::new()) };
     }
 }

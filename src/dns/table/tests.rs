@@ -471,6 +471,94 @@ fn update_walk(ids: &[&str], steps: usize) {
     assert_eq!(format!("{updated:?}"), format!("{built:?}"));
 }
 
+/// Updates that keep every member in its place (one instance's metadata,
+/// port, weight, address, drain or tags at a time, or nothing at all)
+/// build what a full build does, and share with the old records what they
+/// leave as it was: every level of `Sameness` but `Nothing` is reached.
+#[test]
+fn an_update_in_place_shares_what_it_leaves_as_it_was() {
+    use rand::{RngExt, SeedableRng, rngs::SmallRng};
+
+    use super::records::Sameness;
+
+    struct Spec {
+        address: String,
+        port: u16,
+        weight: u16,
+        tags: Vec<&'static str>,
+        meta: String,
+        drained: bool,
+    }
+    let state = |id: &str, spec: &Spec| {
+        let tags: Vec<String> = spec.tags.iter().map(|tag| format!("{tag:?}")).collect();
+        let body = format!(
+            r#"{{"address":"{}","port":{},"weight":{},"tags":[{}],"meta":{{"v":"{}"}}}}"#,
+            spec.address,
+            spec.port,
+            spec.weight,
+            tags.join(","),
+            spec.meta
+        );
+        let mut instance = fixture::instance("web", id, &body);
+        if spec.drained {
+            Arc::make_mut(&mut instance).maintenance = Some("drain".into());
+        }
+        instance
+    };
+    let settings = fixture::settings();
+    let mut rng = SmallRng::seed_from_u64(28);
+    let mut ids: Vec<String> = (0..40).map(|i| format!("web-{i}")).collect();
+    ids.extend(["Web-C", "x y"].map(String::from));
+    let mut specs: Vec<Spec> = (0..ids.len())
+        .map(|i| Spec {
+            address: format!("10.0.0.{}", i + 1),
+            port: 80,
+            weight: 1,
+            tags: vec!["v1"],
+            meta: String::new(),
+            drained: false,
+        })
+        .collect();
+    let mut service = fixture::service("web", &[], &[]);
+    for (id, spec) in ids.iter().zip(&specs) {
+        service.insert(state(id, spec));
+    }
+    let mut records = ServiceRecords::build(&service, &settings);
+    let mut seen = Vec::new();
+    for step in 0..400 {
+        let before = service.clone();
+        let at = rng.random_range(0..ids.len());
+        let spec = &mut specs[at];
+        match rng.random_range(0..8) {
+            0 => spec.meta = format!("{step}"),
+            1 => spec.port = rng.random_range(1..65535),
+            2 => spec.weight = rng.random_range(0..100),
+            3 if spec.address.contains(':') => spec.address = format!("2001:db8::{step:x}"),
+            3 => spec.address = format!("10.1.{}.{}", step / 250, step % 250 + 1),
+            4 if spec.address.contains(':') => spec.address = format!("10.2.0.{}", at + 1),
+            4 => spec.address = format!("2001:db8::{:x}", at + 1),
+            5 => spec.drained = !spec.drained,
+            6 if spec.tags.contains(&"canary") => spec.tags.retain(|tag| *tag != "canary"),
+            6 => spec.tags.push("canary"),
+            // The same instance again, as a fresh state.
+            _ => {}
+        }
+        service.insert(state(&ids[at], spec));
+        let updated = ServiceRecords::update(&records, &before, &service, &settings);
+        seen.extend(records::tests::SAMENESS.with(|seen| seen.borrow().last().copied()));
+        let built = ServiceRecords::build(&service, &settings);
+        assert_eq!(format!("{updated:?}"), format!("{built:?}"), "step {step}");
+        records = updated;
+    }
+    for level in [Sameness::Labels, Sameness::Shape, Sameness::Packed] {
+        assert!(seen.contains(&level), "no update left {level:?} as it was");
+    }
+    assert!(
+        !seen.contains(&Sameness::Nothing),
+        "members stayed in place"
+    );
+}
+
 /// A table updated through `update_service_since` answers the same as one
 /// built afresh, and retires nothing it should not: the registry's path.
 #[test]
