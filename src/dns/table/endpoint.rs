@@ -6,14 +6,28 @@
 
 use crate::model::{DHCID_META_KEY, DnsLabel, Instance};
 
-/// TXT strings (`key=value`) at the instance name, one per metadata entry
-/// but the DHCID DNS UPDATE keeps there ([`DHCID_META_KEY`]), in key order.
-pub(super) fn txt_strings(instance: &Instance) -> impl Iterator<Item = String> + '_ {
-    instance
-        .meta
-        .iter()
-        .filter(|(k, _)| k.as_str() != DHCID_META_KEY)
-        .map(|(k, v)| format!("{k}={v}"))
+/// Appends the instance's TXT strings to `txt`, each a DNS
+/// <character-string> (a length octet, then `key=value`): one per metadata
+/// entry but the DHCID DNS UPDATE keeps there ([`DHCID_META_KEY`]), in key
+/// order. Written in place, not formatted into a String each: a rebuilt
+/// instance's strings are part of every write's cost.
+pub(super) fn push_txt(instance: &Instance, txt: &mut Vec<u8>) {
+    for (key, value) in instance.meta.iter() {
+        if key.as_str() == DHCID_META_KEY {
+            continue;
+        }
+        // Instance validation bounds a TXT string to 255 octets; the bound
+        // only keeps the length octet true.
+        let string = [key.as_bytes(), b"=", value.as_bytes()];
+        let len = string.iter().map(|part| part.len()).sum::<usize>().min(255);
+        txt.push(len as u8);
+        let mut left = len;
+        for part in string {
+            let take = part.len().min(left);
+            txt.extend_from_slice(&part[..take]);
+            left -= take;
+        }
+    }
 }
 
 /// The DNS labels of the instance's tags, sorted, without duplicates; tags
@@ -44,7 +58,18 @@ mod tests {
         )
         .expect("a body");
         let instance = body.validate("web", "web-1").expect("valid");
-        assert_eq!(txt_strings(&instance).collect::<Vec<_>>(), ["a=b", "v=1"]);
+        let mut txt = Vec::new();
+        push_txt(&instance, &mut txt);
+        assert_eq!(txt, b"\x03a=b\x03v=1");
+
+        // Past 255 octets a string is cut, so that its length octet is true.
+        let mut long = instance.clone();
+        long.meta = [("k".to_owned(), "x".repeat(300))].into_iter().collect();
+        txt.clear();
+        push_txt(&long, &mut txt);
+        assert_eq!(txt.len(), 256);
+        assert_eq!(txt[0], 255);
+        assert!(txt[1..].starts_with(b"k=xxx") && txt[1..].iter().skip(2).all(|&b| b == b'x'));
         assert_eq!(tag_labels(&instance), ["blue", "v2"]);
     }
 }

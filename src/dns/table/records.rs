@@ -399,13 +399,7 @@ impl ServiceRecords {
                         tags_len = (member_tags.len() as u32 - tags_start) as u8;
                     }
                     let txt_start = txt.len() as u32;
-                    for string in endpoint::txt_strings(instance) {
-                        // Instance validation bounds a TXT string to 255
-                        // octets; the bound only keeps the length octet true.
-                        let bytes = &string.as_bytes()[..string.len().min(255)];
-                        txt.push(bytes.len() as u8);
-                        txt.extend_from_slice(bytes);
-                    }
+                    endpoint::push_txt(instance, &mut txt);
                     members.push(Member {
                         address: instance.address,
                         port: instance.port,
