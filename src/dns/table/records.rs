@@ -331,11 +331,10 @@ impl ServiceRecords {
         };
 
         let mut members = Vec::with_capacity(service.len());
-        let mut labels = Vec::with_capacity(if share_labels {
-            0
-        } else {
-            old.labels.len() + 16
-        });
+        let mut labels = match share_labels {
+            true => Vec::new(),
+            false => Vec::with_capacity(old.labels.len() + 16),
+        };
         let mut txt = Vec::with_capacity(old.txt.len());
         let mut member_tags = match share_shape {
             true => Vec::new(),
@@ -436,7 +435,7 @@ impl ServiceRecords {
             records.shape = Arc::clone(&old.shape);
             records.packed = match same {
                 Sameness::Packed => old.packed.clone(),
-                _ => records.pack(),
+                _ => pack(&records.members, &records.shape.position_members),
             };
             records.v4_positions = old.v4_positions.clone();
             records.v6_positions = old.v6_positions.clone();
@@ -543,12 +542,6 @@ impl ServiceRecords {
         }
         self.srv_wire_bound = srv_wire_bound;
         self.srv_fast_len = srv_fast_len;
-    }
-
-    /// The packed endpoints of the servable members, by the positions of
-    /// the records' shape.
-    fn pack(&self) -> Box<[PackedEndpoint]> {
-        pack(&self.members, &self.shape.position_members)
     }
 
     fn member_label(&self, member: &Member) -> &[u8] {
