@@ -80,22 +80,6 @@ struct Member {
     tags_len: u8,
 }
 
-/// What a fresh member replaces when there is no old one at its index: its
-/// ranges are then its own (see `ServiceRecords::assemble`).
-const EMPTY_MEMBER: Member = Member {
-    address: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-    port: 0,
-    weight: 0,
-    priority: 0,
-    servable: false,
-    label_start: 0,
-    label_len: 0,
-    txt_start: 0,
-    txt_len: 0,
-    tags_start: 0,
-    tags_len: 0,
-};
-
 /// Where the instances of a rebuilt service come from.
 enum Source<'a> {
     /// Unchanged since the old records: their members `from..from + len`,
@@ -374,29 +358,30 @@ impl ServiceRecords {
                 }
                 Source::Fresh(state, ref tags) => {
                     let instance = &state.instance;
-                    let replaced = old
-                        .members
-                        .get(members.len())
-                        .copied()
-                        .unwrap_or(EMPTY_MEMBER);
-                    let (mut label_start, mut label_len) =
-                        (replaced.label_start, replaced.label_len);
-                    if !share_labels {
-                        label_start = labels.len() as u32;
-                        labels.extend_from_slice(instance.id.label().as_str().as_bytes());
-                        label_len = (labels.len() as u32 - label_start) as u8;
-                    }
-                    let (mut tags_start, mut tags_len) = (replaced.tags_start, replaced.tags_len);
-                    if !share_shape {
-                        tags_start = member_tags.len() as u32;
-                        member_tags.extend(tags.iter().filter_map(|tag| {
-                            tag_names
-                                .binary_search_by(|name| (**name).cmp(tag.as_str()))
-                                .ok()
-                                .map(|index| index as u32)
-                        }));
-                        tags_len = (member_tags.len() as u32 - tags_start) as u8;
-                    }
+                    // Sharing a blob, `Sameness` found the member this one
+                    // replaces at its index: its range there is this one's.
+                    let replaced = old.members.get(members.len());
+                    let (label_start, label_len) = match replaced {
+                        Some(was) if share_labels => (was.label_start, was.label_len),
+                        _ => {
+                            let start = labels.len() as u32;
+                            labels.extend_from_slice(instance.id.label().as_str().as_bytes());
+                            (start, (labels.len() as u32 - start) as u8)
+                        }
+                    };
+                    let (tags_start, tags_len) = match replaced {
+                        Some(was) if share_shape => (was.tags_start, was.tags_len),
+                        _ => {
+                            let start = member_tags.len() as u32;
+                            member_tags.extend(tags.iter().filter_map(|tag| {
+                                tag_names
+                                    .binary_search_by(|name| (**name).cmp(tag.as_str()))
+                                    .ok()
+                                    .map(|index| index as u32)
+                            }));
+                            (start, (member_tags.len() as u32 - start) as u8)
+                        }
+                    };
                     let txt_start = txt.len() as u32;
                     endpoint::push_txt(instance, &mut txt);
                     members.push(Member {
@@ -748,20 +733,19 @@ fn merge_tag_names(sources: &[Source<'_>], old: &ServiceRecords) -> (Box<[Box<st
 
 /// The endpoint of each member in `position_members`, in order.
 fn pack(members: &[Member], position_members: &[u32]) -> Box<[PackedEndpoint]> {
-    let endpoint = |&member: &u32| {
-        let member = members
-            .get(member as usize)
-            .copied()
-            .unwrap_or(EMPTY_MEMBER);
-        PackedEndpoint {
+    // Positions index `members` (see `derive`): none is left out.
+    let servable = position_members
+        .iter()
+        .filter_map(|&m| members.get(m as usize));
+    servable
+        .map(|member| PackedEndpoint {
             address: member.address,
             port: member.port,
             weight: member.weight,
             priority: member.priority,
             label: (member.label_start, member.label_len),
-        }
-    };
-    position_members.iter().map(endpoint).collect()
+        })
+        .collect()
 }
 
 /// The parts of the blobs that consecutive members own, each as a start
