@@ -18,6 +18,10 @@
 #                        (together) hit roster's HTTP API; the client is
 #                        `roster-store-loadgen churn` (bench/store/loadgen,
 #                        built by this script with cargo)   CHURN ("")
+#       --churn-reads    with --churn: the client sends GET /v1/services/<s>
+#                        instead of writes, on the same schedule and
+#                        connections, to tell what churn costs DNS in HTTP
+#                        from what the writes cost   CHURN_READS (0)
 #   -s, --servers LIST   e.g. "roster,knot,nsd" or "knot nsd"      SERVERS (echo roster knot nsd;
 #                        no echo over TCP). "echo" is the ceiling row: bench/echo,
 #                        which sends each query back with QR set and does no DNS
@@ -57,6 +61,7 @@ MAX_QPS="${MAX_QPS:-}"
 MODE="${MODE:-udp}"
 CHURN="${CHURN:-}"
 CHURN_THREADS="${CHURN_THREADS:-8}"
+CHURN_READS="${CHURN_READS:-0}"
 SERVERS="${SERVERS:-}"
 WORKERS="${WORKERS:-$(nproc)}"
 LATENCY="${LATENCY:-1}"
@@ -84,6 +89,7 @@ while [ $# -gt 0 ]; do
     -Q|--max-qps) MAX_QPS="$2"; shift 2 ;;
     --mode) MODE="$2"; shift 2 ;;
     --churn) CHURN="$2"; shift 2 ;;
+    --churn-reads) CHURN_READS=1; shift ;;
     -s|--servers) SERVERS="$2"; shift 2 ;;
     -w|--workers) WORKERS="$2"; shift 2 ;;
     --no-latency) LATENCY=0; shift ;;
@@ -434,6 +440,7 @@ MODE=$MODE
 SERVERS=$RUN_NAMES
 CHURN=$CHURN
 CHURN_THREADS=$CHURN_THREADS
+CHURN_READS=$CHURN_READS
 MAX_QPS=$MAX_QPS
 WORKERS=$WORKERS
 LATENCY=$LATENCY
@@ -463,6 +470,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
       # starts its schedule 0.2 s from now, i.e. about when dnsperf starts
       "$CHURN_BIN" churn --http "127.0.0.1:$P_ROSTER_HTTP" --services "$SERVICES" \
         --rate "$CHURN" --duration "$DURATION" --threads "$CHURN_THREADS" \
+        $([ "$CHURN_READS" = 1 ] && echo --reads) \
         --out "$WORK/churn.json" >"$RESULTS_DIR/runs/r$r-$name-churn.txt" 2>&1 &
       CHURN_PID=$!
     fi

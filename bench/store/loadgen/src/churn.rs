@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! roster-store-loadgen churn --http HOST:PORT --services N --rate R
-//!     --duration S [--threads 8] [--depth 8] [--out FILE]
+//!     --duration S [--threads 8] [--depth 8] [--reads] [--out FILE]
 //! ```
 //!
 //! RATE operations per second (PUTs and DELETEs together, half each in
@@ -23,6 +23,12 @@
 //! rate, but failures there are). Writes the results as one JSON object to
 //! `--out` (keys and number formatting as gen.py's), prints a one-line
 //! summary, the first error on stderr, and exits 1 if a task hung.
+//!
+//! With `--reads`, every operation is a `GET /v1/services/<service>` on
+//! the same schedule, connections and services instead (counted as `put`,
+//! with `"churn_reads": 1` in the JSON): the same requests and wake-ups
+//! without the writes, so a run can tell what churn costs DNS in HTTP from
+//! what it costs in the registry's writer and commits.
 
 use std::{
     collections::VecDeque,
@@ -43,7 +49,7 @@ const PORT: u16 = 8080;
 /// Per socket operation, like gen.py's `socket.create_connection(timeout=30)`.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 const USAGE: &str = "usage: roster-store-loadgen churn --http HOST:PORT --services N --rate R \
-                     --duration S [--threads 8] [--depth 8] [--out FILE]";
+                     --duration S [--threads 8] [--depth 8] [--reads] [--out FILE]";
 
 struct Options {
     addrs: Vec<SocketAddr>,
@@ -52,17 +58,24 @@ struct Options {
     duration: f64,
     threads: usize,
     depth: usize,
+    /// GETs instead of writes (`--reads`).
+    reads: bool,
     out: String,
 }
 
 fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> {
     let (mut http, mut services, mut rate, mut duration) = (None, None, None, None);
     let (mut threads, mut depth, mut out) = (8usize, 8usize, String::new());
+    let mut reads = false;
     let mut args = args;
     while let Some(arg) = args.next() {
         if arg == "-h" || arg == "--help" {
             println!("{USAGE}");
             std::process::exit(0);
+        }
+        if arg == "--reads" {
+            reads = true;
+            continue;
         }
         let (flag, value) = match arg.split_once('=') {
             Some((flag, value)) if flag.starts_with("--") => (flag.to_string(), value.to_string()),
@@ -107,6 +120,7 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
         duration,
         threads,
         depth,
+        reads,
         out,
     })
 }
@@ -391,7 +405,11 @@ async fn worker(t: usize, options: Arc<Options>, shared: Arc<Mutex<Shared>>, t0:
             let mut st = shared.lock().unwrap();
             st.late_max = st.late_max.max(late);
         }
-        let (put, path, body) = if fifo.len() < options.depth {
+        let (put, path, body) = if options.reads {
+            let k = op * threads + t as u64;
+            let service = service_name(k % options.services + 1);
+            (true, format!("/v1/services/{service}"), None)
+        } else if fifo.len() < options.depth {
             // fill up to DEPTH, then alternate
             let k = n * threads + t as u64;
             let service = service_name(k % options.services + 1);
@@ -406,7 +424,11 @@ async fn worker(t: usize, options: Arc<Options>, shared: Arc<Mutex<Shared>>, t0:
         } else {
             (false, fifo.pop_front().expect("non-empty"), None)
         };
-        let method = if put { "PUT" } else { "DELETE" };
+        let method = match (options.reads, put) {
+            (true, _) => "GET",
+            (false, true) => "PUT",
+            (false, false) => "DELETE",
+        };
         let s0 = Instant::now();
         let error = conn.one(method, &path, body.as_deref()).await;
         lats.push(s0.elapsed().as_secs_f64());
@@ -422,7 +444,7 @@ async fn worker(t: usize, options: Arc<Options>, shared: Arc<Mutex<Shared>>, t0:
                 None => st.delete_ok += 1,
             }
         }
-        if put && ok {
+        if put && ok && !options.reads {
             fifo.push_back(path);
         }
         op += 1;
@@ -525,7 +547,7 @@ async fn run(options: Options) -> i32 {
             "{{\"churn_target\": {}, \"churn_rate\": {}, \"churn_ok\": {ok}, \"churn_put\": {}, \
              \"churn_delete\": {}, \"churn_failed\": {failed}, \"churn_p50_ms\": {}, \
              \"churn_p99_ms\": {}, \"churn_max_ms\": {}, \"churn_late_max_s\": {}, \
-             \"churn_cpu\": {}}}",
+             \"churn_cpu\": {}, \"churn_reads\": {}}}",
             py_float(options.rate),
             py_float(rate),
             st.put_ok,
@@ -535,6 +557,7 @@ async fn run(options: Options) -> i32 {
             py_float(max),
             py_float(st.late_max),
             py_float(cpu),
+            u8::from(options.reads),
         );
         if let Err(e) = std::fs::write(&options.out, json) {
             eprintln!("churn: writing {}: {e}", options.out);
