@@ -172,6 +172,9 @@ fn bind_dns(
         for _ in 1..count.max(1) {
             udp.push(reuseport_udp(bound).map_err(|e| bind_error("DNS over UDP", e))?);
         }
+        if let Err(error) = dns::steer_by_cpu(&udp) {
+            tracing::debug!(%error, "DNS over UDP: datagrams spread over the sockets by hash, not by CPU");
+        }
         tcp.set_nonblocking(true)
             .map_err(|e| bind_error("DNS over TCP", e))?;
         // Without TCP_NODELAY pipelined answers sit in Nagle's buffer until

@@ -34,6 +34,7 @@ mod prefetch;
 mod query;
 mod rrl;
 mod service_cache;
+mod steering;
 pub mod table;
 mod tcp;
 mod tsig;
@@ -49,6 +50,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use handler::DnsHandler;
 pub use rrl::{RateLimit, RateLimitCounter, RateLimitCounts};
+pub use steering::steer_by_cpu;
 pub use tcp::TcpTimeouts;
 pub use tsig::KeyRing;
 pub use updates::{ServiceScope, UpdateApplier, UpdateFuture};
