@@ -2,8 +2,10 @@
 //! datagram by sending it back with the QR bit set, nothing else, on
 //! THREADS sockets sharing the port (SO_REUSEPORT, one thread each; default
 //! one per core), 32 datagrams per recvmmsg/sendmmsg, for at most SECONDS
-//! (default 3600), then exits. roster's UDP path uses the same batching, so
-//! the difference between the two is the DNS work.
+//! (default 3600), then exits. roster's UDP path uses the same batching and
+//! the same choice of socket (each datagram to the socket of the CPU that
+//! received it, `src/dns/steering.rs`), so the difference between the two
+//! is the DNS work.
 //!
 //! The answers are not DNS answers (no records, the question's own flags),
 //! so the bench does not check them; dnsperf counts them as NOERROR
@@ -45,6 +47,9 @@ fn main() {
     let sockets: Vec<UdpSocket> = (0..threads)
         .map(|_| bind_shared(address).unwrap_or_else(|e| fail(&format!("bind {address}: {e}"))))
         .collect();
+    if let Err(error) = steer_by_cpu(&sockets) {
+        eprintln!("datagrams spread by hash, not by CPU: {error}");
+    }
     let workers: Vec<_> = sockets
         .into_iter()
         .map(|socket| std::thread::spawn(move || serve(&socket, deadline)))
@@ -95,6 +100,47 @@ fn bind_shared(address: SocketAddr) -> io::Result<UdpSocket> {
     bind_to(&socket, address)?;
     socket.set_read_timeout(Some(Duration::from_secs(1)))?;
     Ok(socket)
+}
+
+/// Steers each datagram to `sockets[cpu % sockets.len()]`, as roster does
+/// (a classic BPF program on the reuseport group; see roster's
+/// `src/dns/steering.rs` for why).
+fn steer_by_cpu(sockets: &[UdpSocket]) -> io::Result<()> {
+    const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+    let Some(first) = sockets.first().filter(|_| sockets.len() > 1) else {
+        return Ok(());
+    };
+    let filter = |code: u16, k: u32| libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let program = [
+        // ld #cpu; mod #sockets; ret a
+        filter(0x20, (libc::SKF_AD_OFF + libc::SKF_AD_CPU) as u32),
+        filter(0x04 | 0x90, sockets.len() as u32),
+        filter(0x06 | 0x10, 0),
+    ];
+    let fprog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: `fprog` and the program it points at outlive the call (the
+    // kernel copies them), and its size is given.
+    let set = unsafe {
+        libc::setsockopt(
+            first.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_ATTACH_REUSEPORT_CBPF,
+            (&raw const fprog).cast(),
+            size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if set != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// bind(2) on an already created socket (std only binds while creating).
