@@ -27,7 +27,9 @@ use std::{io, net::UdpSocket};
 
 /// Makes the reuseport group of `sockets` (bound in this order, all on one
 /// port) steer each datagram to `sockets[cpu % sockets.len()]`. Does
-/// nothing for a single socket.
+/// nothing for a single socket, or for more sockets than the machine has
+/// CPUs: `cpu % sockets` would never reach the last ones, and whoever asked
+/// for that many wants them all served (the hash reaches them all).
 #[cfg(target_os = "linux")]
 pub fn steer_by_cpu(sockets: &[UdpSocket]) -> io::Result<()> {
     use std::os::fd::AsRawFd;
@@ -43,7 +45,9 @@ pub fn steer_by_cpu(sockets: &[UdpSocket]) -> io::Result<()> {
     let (Some(first), Ok(count)) = (sockets.first(), u32::try_from(sockets.len())) else {
         return Ok(());
     };
-    if count < 2 {
+    // SAFETY: sysconf has no preconditions; -1 (unknown) counts as too few.
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
+    if count < 2 || u32::try_from(cpus).map_or(true, |cpus| count > cpus) {
         return Ok(());
     }
     let program = [
@@ -102,7 +106,7 @@ pub fn steer_by_cpu(_sockets: &[UdpSocket]) -> io::Result<()> {
 mod tests {
     use std::{
         net::{SocketAddr, UdpSocket},
-        time::Duration,
+        time::{Duration, Instant},
     };
 
     use super::steer_by_cpu;
@@ -113,9 +117,7 @@ mod tests {
         socket.set_reuse_port(true).expect("SO_REUSEPORT");
         socket.bind(&address.into()).expect("bind");
         let socket: UdpSocket = socket.into();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .expect("timeout");
+        socket.set_nonblocking(true).expect("non-blocking");
         socket
     }
 
@@ -140,12 +142,22 @@ mod tests {
         })
     }
 
-    /// Which of `sockets` got a datagram, if one did.
+    /// Which of `sockets` got the datagram just sent, if one did within a
+    /// few seconds (loopback delivers it before `send_to` returns; the wait
+    /// is for a machine under load).
     fn receiver(sockets: &[UdpSocket]) -> Option<usize> {
         let mut buffer = [0u8; 16];
-        sockets
-            .iter()
-            .position(|socket| socket.recv_from(&mut buffer).is_ok())
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Some(found) = sockets
+                .iter()
+                .position(|socket| socket.recv_from(&mut buffer).is_ok())
+            {
+                return Some(found);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        None
     }
 
     /// An even and an odd CPU this process may run on, if it may run on
@@ -197,5 +209,31 @@ mod tests {
         assert!(steer_by_cpu(&[]).is_ok());
         let one = reuseport_socket("127.0.0.1:0".parse().expect("address"));
         assert!(steer_by_cpu(std::slice::from_ref(&one)).is_ok());
+    }
+
+    #[test]
+    fn more_sockets_than_cpus_are_all_reached() {
+        // SAFETY: as in `steer_by_cpu`.
+        let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
+        let count = usize::try_from(cpus).expect("a CPU count") + 1;
+        let first = reuseport_socket("127.0.0.1:0".parse().expect("address"));
+        let address = first.local_addr().expect("bound");
+        let mut sockets = vec![first];
+        sockets.extend((1..count).map(|_| reuseport_socket(address)));
+        steer_by_cpu(&sockets).expect("nothing to attach");
+        // From many client sockets (many hashes), the last server socket,
+        // which `cpu % count` never picks, still gets datagrams.
+        let mut reached = vec![false; count];
+        for _ in 0..64 {
+            let client = UdpSocket::bind("127.0.0.1:0").expect("client");
+            client.send_to(b"query", address).expect("send");
+            if let Some(socket) = receiver(&sockets) {
+                reached[socket] = true;
+            }
+        }
+        assert!(
+            reached[count - 1],
+            "the last socket got nothing: {reached:?}"
+        );
     }
 }
