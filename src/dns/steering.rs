@@ -14,7 +14,7 @@
 //! as evenly as the CPUs that receive them (on a real network, the NIC's
 //! receive queues), and each thread's datagrams arrive on one CPU, where the
 //! scheduler then tends to keep it. bench/RESULTS.md (DNS, 2026-12-07
-//! 11:41) has what it bought. DNS over UDP promises no order between
+//! 11:42–12:13) has what it bought. DNS over UDP promises no order between
 //! datagrams, so a client whose queries go to two sockets loses nothing.
 //!
 //! Owns: attaching that program. Must not: fail the server where the kernel
