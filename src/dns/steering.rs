@@ -38,8 +38,9 @@ pub fn steer_by_cpu(sockets: &[UdpSocket]) -> io::Result<()> {
     const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
     const ALU_MOD_K: u16 = (libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K) as u16;
     const RET_A: u16 = (libc::BPF_RET | libc::BPF_A) as u16;
-    // From asm-generic/socket.h; the same on every architecture roster
-    // builds for except a few (mips, sparc, parisc, alpha) it does not.
+    // asm-generic/socket.h (libc does not export it on every target): 51
+    // everywhere but alpha, mips, parisc and sparc, which number their
+    // socket options differently and which roster is not built for.
     const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
 
     let (Some(first), Ok(count)) = (sockets.first(), u32::try_from(sockets.len())) else {
