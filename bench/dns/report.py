@@ -191,15 +191,14 @@ def cmd_table(d):
     if churned:
         idle = runs.get("roster", [])
         if meta.get("CHURN_READS") == "1":
-            out.append("Churn (reads): roster under %s GET /v1/services/<service>/s (no writes: the churn client's "
-                       "--reads, same schedule; the PUT ok column counts the GETs) during its dnsperf run, right "
-                       "after an idle run (%s keep-alive HTTP connections, Rust client). SERVFAIL and lost are "
-                       "dnsperf's counts." % (meta.get("CHURN", "?"), meta.get("CHURN_THREADS", "?")))
+            load = ("Churn (reads): roster under %s GET /v1/services/<service>/s (no writes: the churn client's "
+                    "--reads, same schedule; the PUT ok column counts the GETs)")
         else:
-            out.append("Churn: roster under %s registrations+deregistrations/s (together; half PUT, half DELETE in "
-                       "steady state, on extra instances of the queried services) during its dnsperf run, right "
-                       "after an idle run (%s keep-alive HTTP connections, Rust client). SERVFAIL and lost are "
-                       "dnsperf's counts." % (meta.get("CHURN", "?"), meta.get("CHURN_THREADS", "?")))
+            load = ("Churn: roster under %s registrations+deregistrations/s (together; half PUT, half DELETE in "
+                    "steady state, on extra instances of the queried services)")
+        out.append((load + " during its dnsperf run, right after an idle run (%s keep-alive HTTP connections, "
+                    "Rust client). SERVFAIL and lost are dnsperf's counts.")
+                   % (meta.get("CHURN", "?"), meta.get("CHURN_THREADS", "?")))
         out.append("")
         out.append("| round | roster idle QPS | roster churn QPS | churn ÷ idle | churn ops/s achieved | PUT ok | DELETE ok | failed | HTTP p50 / p99 / max ms | commits (writes per commit) | churn client CPU s | SERVFAIL (idle / churn) | lost (idle / churn) |")
         out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
