@@ -102,25 +102,35 @@ fn bind_shared(address: SocketAddr) -> io::Result<UdpSocket> {
     Ok(socket)
 }
 
-/// Steers each datagram to `sockets[cpu % sockets.len()]`, as roster does
-/// (a classic BPF program on the reuseport group; see roster's
-/// `src/dns/steering.rs` for why).
+/// Steers each datagram to `sockets[cpu % sockets.len()]`, exactly as
+/// roster's `src/dns/steering.rs` does (see there for why): a classic BPF
+/// program on the reuseport group, not attached for one socket or for more
+/// sockets than CPUs. A copy, since this crate stays apart from roster's
+/// build.
 fn steer_by_cpu(sockets: &[UdpSocket]) -> io::Result<()> {
     const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
-    let Some(first) = sockets.first().filter(|_| sockets.len() > 1) else {
+    let (Some(first), Ok(count)) = (sockets.first(), u32::try_from(sockets.len())) else {
         return Ok(());
     };
-    let filter = |code: u16, k: u32| libc::sock_filter {
-        code,
+    // SAFETY: sysconf has no preconditions; -1 (unknown) counts as too few.
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
+    if count < 2 || u32::try_from(cpus).map_or(true, |cpus| count > cpus) {
+        return Ok(());
+    }
+    let op = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
         jt: 0,
         jf: 0,
         k,
     };
     let program = [
         // ld #cpu; mod #sockets; ret a
-        filter(0x20, (libc::SKF_AD_OFF + libc::SKF_AD_CPU) as u32),
-        filter(0x04 | 0x90, sockets.len() as u32),
-        filter(0x06 | 0x10, 0),
+        op(
+            libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+            (libc::SKF_AD_OFF + libc::SKF_AD_CPU) as u32,
+        ),
+        op(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, count),
+        op(libc::BPF_RET | libc::BPF_A, 0),
     ];
     let fprog = libc::sock_fprog {
         len: program.len() as u16,
