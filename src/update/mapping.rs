@@ -46,6 +46,12 @@ pub(super) fn changes(
 ) -> Result<Vec<Change>, UpdateRefusal> {
     let mut removals = Vec::new();
     let mut puts = Vec::new();
+    // An instance's ID is unique across services, and an instance's label
+    // is its ID: `web-1.api` and `web-1.web` both name the instance
+    // web-1. Changed under both in one update, it would be removed or put
+    // twice; refused here, naming both, rather than by whichever change
+    // the registry tries first.
+    let mut changed: BTreeMap<String, String> = BTreeMap::new();
     for (service_label, service) in zone.services {
         let service_name = match &service.existing {
             Some(existing) => existing.name.clone(),
@@ -55,11 +61,24 @@ pub(super) fn changes(
         };
         for (label, draft) in service.instances {
             let name = format!("{label}.{service_label}");
-            match instance(&service_name, &label, draft, settings) {
-                Ending::Removed(id) => removals.push(Change::Remove(id)),
-                Ending::Absent => {}
-                Ending::Put(instance) => puts.push(Change::Put(*instance)),
+            let change = match instance(&service_name, &label, draft, settings) {
+                Ending::Removed(id) => Change::Remove(id),
+                Ending::Absent => continue,
+                Ending::Put(instance) => Change::Put(*instance),
                 Ending::Refused(reason) => return Err(refused(format!("{name}: {reason}"))),
+            };
+            let id = match &change {
+                Change::Remove(id) => id.as_str(),
+                Change::Put(instance) => instance.id.as_str(),
+            };
+            if let Some(first) = changed.insert(id.to_owned(), name.clone()) {
+                return Err(refused(format!(
+                    "{first} and {name} are one instance, {id}: an update may change it under one name only"
+                )));
+            }
+            match change {
+                Change::Remove(_) => removals.push(change),
+                Change::Put(_) => puts.push(change),
             }
         }
     }

@@ -675,6 +675,28 @@ async fn refuses_what_roster_cannot_hold_and_changes_nothing() {
     assert_eq!(world.update(Vec::new(), taken).await, ResponseCode::Refused);
     assert_eq!(world.get("api-1").instance.service.as_str(), "api");
 
+    // One instance named under two services in one update, put under both
+    // or removed under one and put under the other: refused by the plan,
+    // naming both, and nothing changes.
+    let before = world.index();
+    let address = world.get("web-1").instance.address.to_string();
+    for updates in [
+        vec![
+            add("web-1.api", a("127.0.0.12")),
+            add("web-1.web", a(&address)),
+        ],
+        vec![delete_name("web-1.web"), add("web-1.api", a("127.0.0.12"))],
+    ] {
+        let (rcode, said) = world.refusal(ServiceScope::All, updates);
+        assert_eq!(rcode, ResponseCode::Refused);
+        assert!(
+            said.contains("web-1.api and web-1.web are one instance, web-1"),
+            "{said}"
+        );
+    }
+    assert_eq!(world.index(), before, "nothing changed");
+    assert_eq!(world.get("web-1").instance.service.as_str(), "web");
+
     // The prescan's malformed records.
     let formerr = [
         record("web-1.web", DNSClass::ANY, 5, RData::Update0(RecordType::A)),
