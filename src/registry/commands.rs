@@ -88,6 +88,16 @@ pub enum Change {
     Remove(InstanceId),
 }
 
+impl Change {
+    /// The ID of the instance it changes.
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Put(instance) => instance.id.as_str(),
+            Self::Remove(id) => id.as_str(),
+        }
+    }
+}
+
 impl Command {
     /// The instance the command is about, if it is about one.
     pub fn instance_id(&self) -> Option<String> {

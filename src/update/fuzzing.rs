@@ -97,17 +97,14 @@ impl UpdateTarget {
         };
         let mut seen = BTreeSet::new();
         for change in &changes {
-            let id = match change {
-                Change::Put(instance) => {
-                    if let Err(error) = instance.validate() {
-                        panic!("an invalid instance planned: {error}: {instance:?}");
-                    }
-                    assert_ne!(instance.port, 0, "no port: {instance:?}");
-                    assert!(!instance.address.is_unspecified(), "{instance:?}");
-                    instance.id.as_str()
+            if let Change::Put(instance) = change {
+                if let Err(error) = instance.validate() {
+                    panic!("an invalid instance planned: {error}: {instance:?}");
                 }
-                Change::Remove(id) => id.as_str(),
-            };
+                assert_ne!(instance.port, 0, "no port: {instance:?}");
+                assert!(!instance.address.is_unspecified(), "{instance:?}");
+            }
+            let id = change.id();
             assert!(
                 seen.insert(id.to_owned()),
                 "{id} changed twice: {changes:?}"

@@ -67,13 +67,10 @@ pub(super) fn changes(
                 Ending::Put(instance) => Change::Put(*instance),
                 Ending::Refused(reason) => return Err(refused(format!("{name}: {reason}"))),
             };
-            let id = match &change {
-                Change::Remove(id) => id.as_str(),
-                Change::Put(instance) => instance.id.as_str(),
-            };
-            if let Some(first) = changed.insert(id.to_owned(), name.clone()) {
+            if let Some(first) = changed.insert(change.id().to_owned(), name.clone()) {
                 return Err(refused(format!(
-                    "{first} and {name} are one instance, {id}: an update may change it under one name only"
+                    "{first} and {name} are one instance, {}: an update may change it under one name only",
+                    change.id()
                 )));
             }
             match change {
