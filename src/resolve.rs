@@ -1,13 +1,15 @@
 //! Host name resolution with its own concurrency bound.
 //!
 //! The system resolver (`getaddrinfo`) blocks, so tokio runs each lookup on
-//! its blocking pool — the same pool the store's commits use. Consul
-//! registrations with a hostname `Address`, HTTP checks and TCP checks all
-//! resolve names; unbounded, a burst of slow lookups took every blocking
-//! thread and every durable write stalled (8.4 s above ~512 in flight).
-//! Every lookup in roster goes through [`Resolver::shared`], which lets at
-//! most [`MAX_IN_FLIGHT`] run at once and makes the rest wait at most
-//! [`WAIT_LIMIT`] for a turn, so commits always find free threads.
+//! its blocking pool. Consul registrations with a hostname `Address`, HTTP
+//! checks and TCP checks all resolve names; unbounded, a burst of slow
+//! lookups took every blocking thread, and every durable write stalled
+//! (8.4 s above ~512 in flight) while the store's commits ran on that pool.
+//! They run on the registry writer's own thread now, but each lookup in
+//! flight is still a thread: every lookup in roster goes through
+//! [`Resolver::shared`], which lets at most [`MAX_IN_FLIGHT`] run at once
+//! and makes the rest wait at most [`WAIT_LIMIT`] for a turn, so a burst
+//! costs a few threads and a clear error, not hundreds.
 //!
 //! A lookup holds its permit until `getaddrinfo` returns, even when the
 //! caller has given up (timed out, dropped the request): the thread is busy

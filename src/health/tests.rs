@@ -141,9 +141,10 @@ async fn start(script: Script) -> Harness {
             &Name::from_ascii("service.local.").expect("valid name"),
         )),
     };
-    let (registry, _writer) = Registry::start(store.clone(), settings, events_tx, metrics.clone())
-        .await
-        .expect("registry starts");
+    let (registry, _writer) =
+        Registry::start_in_task(store.clone(), settings, events_tx, metrics.clone())
+            .await
+            .expect("registry starts");
     let (calls_tx, calls) = mpsc::unbounded_channel();
     let running = Arc::new(AtomicUsize::new(0));
     let prober = ScriptedProber {

@@ -67,7 +67,9 @@ impl From<RegistryError> for ApiError {
             RegistryError::Store(store) if store.is_unreachable() => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            RegistryError::Store(_) | RegistryError::Load(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            RegistryError::Store(_) | RegistryError::Load(_) | RegistryError::WriterThread(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             RegistryError::Closed => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self::new(status, error.to_string())

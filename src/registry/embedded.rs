@@ -122,7 +122,7 @@ enum Previous {
 /// A redb database and its commit log in a locked data directory.
 pub struct EmbeddedStore {
     /// Std mutex: the registry's single writer is the only one that
-    /// commits, from a blocking thread, so it is never contended and never
+    /// commits, from its own thread, so it is never contended and never
     /// held across an await.
     log: Mutex<LogState>,
     db: SharedDb,

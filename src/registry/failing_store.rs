@@ -20,11 +20,14 @@ pub(crate) struct FailingStore {
     /// What a real disk would hold, failed commits' batches included.
     inner: MemoryStore,
     /// How many of the next commits fail. Atomic: the test sets it while
-    /// the writer commits from a blocking thread.
+    /// the writer commits from its own thread.
     failures_left: AtomicUsize,
-    /// Every batch handed to `commit`, failed ones included, in order. Std
-    /// mutex: held only to push or copy, never across an await.
-    batches: Mutex<Vec<Vec<Mutation>>>,
+    /// How many of the next commits panic (after writing their batch).
+    panics_left: AtomicUsize,
+    /// Every batch handed to `commit`, failed ones included, in order, with
+    /// the name of the thread that committed it. Std mutex: held only to
+    /// push or copy, never across an await.
+    batches: Mutex<Vec<(Vec<Mutation>, Option<String>)>>,
 }
 
 impl FailingStore {
@@ -33,9 +36,25 @@ impl FailingStore {
         self.failures_left.store(count, SeqCst);
     }
 
+    /// Makes the next `count` commits panic, as a store's bug would.
+    pub(crate) fn panic_next(&self, count: usize) {
+        self.panics_left.store(count, SeqCst);
+    }
+
     /// Every batch `commit` was given so far.
     pub(crate) fn batches(&self) -> Vec<Vec<Mutation>> {
-        self.batches.lock().map(|b| b.clone()).unwrap_or_default()
+        let batches = self.batches.lock();
+        batches
+            .map(|b| b.iter().map(|(batch, _)| batch.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The name of the thread each commit ran on, in order.
+    pub(crate) fn commit_threads(&self) -> Vec<Option<String>> {
+        let batches = self.batches.lock();
+        batches
+            .map(|b| b.iter().map(|(_, thread)| thread.clone()).collect())
+            .unwrap_or_default()
     }
 }
 
@@ -46,9 +65,17 @@ impl Store for FailingStore {
 
     fn commit(&self, batch: &[Mutation], index: u64) -> Result<(), StoreError> {
         if let Ok(mut batches) = self.batches.lock() {
-            batches.push(batch.to_vec());
+            let thread = std::thread::current().name().map(str::to_owned);
+            batches.push((batch.to_vec(), thread));
         }
         self.inner.commit(batch, index)?;
+        let panic = self
+            .panics_left
+            .fetch_update(SeqCst, SeqCst, |left| left.checked_sub(1))
+            .is_ok();
+        if panic {
+            panic!("injected panic: the batch was written, then the store panicked");
+        }
         let fail = self
             .failures_left
             .fetch_update(SeqCst, SeqCst, |left| left.checked_sub(1))
@@ -102,6 +129,19 @@ mod tests {
             instance: instance(id),
             in_other_service: InOtherService::Refuse,
         }
+    }
+
+    /// A registry on `store` whose events go nowhere, and its writer.
+    async fn started(store: &Arc<FailingStore>) -> (Registry, tokio::task::JoinHandle<()>) {
+        let (events, _) = mpsc::unbounded_channel();
+        Registry::start(
+            store.clone(),
+            settings(),
+            events,
+            Arc::new(Metrics::default()),
+        )
+        .await
+        .expect("start")
     }
 
     fn stored_ids(store: &FailingStore) -> Vec<String> {
@@ -252,5 +292,52 @@ mod tests {
 
         drop(registry);
         writer.await.expect("writer ends");
+    }
+
+    #[tokio::test]
+    async fn commits_run_on_the_writers_own_thread() {
+        let store = Arc::new(FailingStore::default());
+        let (registry, writer) = started(&store).await;
+        registry.execute(register("a")).await.expect("register a");
+        registry.execute(register("b")).await.expect("register b");
+        // Not a blocking-pool thread: handing each commit to one cost two
+        // wake-ups a batch (see `on_own_thread`).
+        let threads = store.commit_threads();
+        assert_eq!(threads.len(), 2, "{threads:?}");
+        for thread in threads {
+            assert_eq!(thread.as_deref(), Some("roster-writer"));
+        }
+        drop(registry);
+        writer.await.expect("writer ends");
+    }
+
+    #[tokio::test]
+    async fn a_commit_that_panics_fails_its_batch_and_the_writer_goes_on() {
+        let store = Arc::new(FailingStore::default());
+        let (registry, writer) = started(&store).await;
+        registry.execute(register("a")).await.expect("register a");
+
+        store.panic_next(1);
+        let failed = registry.execute(register("b")).await;
+        match failed {
+            Err(crate::registry::RegistryError::Store(error)) => {
+                assert!(
+                    matches!(&*error, StoreError::Crashed(reason) if reason.contains("injected panic")),
+                    "{error}"
+                );
+            }
+            other => panic!("a commit that panicked is a failed write: {other:?}"),
+        }
+        assert!(registry.state().instance("b").is_none());
+
+        // The writer lives on, and rewrites what the panicked commit may
+        // have left behind.
+        registry.execute(register("c")).await.expect("register c");
+        let batches = store.batches();
+        assert_eq!(deletes(batches.last().expect("a commit")), ["b"]);
+        assert_eq!(stored_ids(&store), ["a", "c"]);
+
+        drop(registry);
+        writer.await.expect("the writer ends without a panic");
     }
 }

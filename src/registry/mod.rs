@@ -1,6 +1,7 @@
 //! The registry: the single writer of roster's state.
 //!
-//! Every front door sends [`Command`]s to one writer task. The writer drains
+//! Every front door sends [`Command`]s to one writer (a thread of its own on
+//! the embedded store, a task on a cluster). The writer drains
 //! whatever commands are queued, applies them to a copy of the state, writes
 //! the durable ones to the store in one commit (group commit: one fsync for
 //! the whole batch), then publishes the new state and record table, and only
@@ -138,6 +139,9 @@ pub enum RegistryError {
     /// The store's contents could not be loaded at start-up.
     #[error("cannot load the stored registry: {0}")]
     Load(#[source] StoreError),
+    /// The writer's thread could not be started.
+    #[error("cannot start the registry writer's thread: {0}")]
+    WriterThread(#[source] std::io::Error),
     #[error("roster is shutting down")]
     Closed,
 }
@@ -248,16 +252,44 @@ struct Shared {
 }
 
 impl Registry {
-    /// Loads `store`, publishes what it holds, and starts the writer task.
-    /// Events for the health checker go to `events`. The writer stops, and
-    /// closes the store, when every `Registry` handle is dropped; the
-    /// returned handle completes then.
+    /// Loads `store`, publishes what it holds, and starts the writer on a
+    /// thread of its own (see `on_own_thread`). Events for the health
+    /// checker go to `events`. The writer stops, and closes the store, when
+    /// every `Registry` handle is dropped; the returned handle completes
+    /// then.
     pub async fn start(
         store: Arc<dyn Store>,
         settings: TableSettings,
         events: mpsc::UnboundedSender<RegistryEvent>,
         metrics: Arc<Metrics>,
     ) -> Result<(Self, JoinHandle<()>), RegistryError> {
+        let (registry, writer) = Self::prepare(store, settings, events, metrics).await?;
+        let writer = on_own_thread(writer).map_err(RegistryError::WriterThread)?;
+        Ok((registry, writer))
+    }
+
+    /// [`Registry::start`] with the writer as a task of the caller's
+    /// runtime: for tests that pause the runtime's clock, which a runtime
+    /// of the writer's own would not follow.
+    #[cfg(test)]
+    pub(crate) async fn start_in_task(
+        store: Arc<dyn Store>,
+        settings: TableSettings,
+        events: mpsc::UnboundedSender<RegistryEvent>,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Self, JoinHandle<()>), RegistryError> {
+        let (registry, writer) = Self::prepare(store, settings, events, metrics).await?;
+        Ok((registry, tokio::spawn(writer)))
+    }
+
+    /// Loads `store` and publishes what it holds: the registry, and its
+    /// writer to run.
+    async fn prepare(
+        store: Arc<dyn Store>,
+        settings: TableSettings,
+        events: mpsc::UnboundedSender<RegistryEvent>,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Self, impl std::future::Future<Output = ()> + Send + 'static), RegistryError> {
         let loaded = {
             let store = store.clone();
             tokio::task::spawn_blocking(move || store.load())
@@ -321,8 +353,7 @@ impl Registry {
             in_doubt: Default::default(),
             batch_ids: Vec::new(),
         };
-        let writer = tokio::spawn(writer.run(queue, hurry));
-        Ok((Self { shared }, writer))
+        Ok((Self { shared }, writer.run(queue, hurry)))
     }
 
     /// Starts the registry on a cluster: lists everything under the
@@ -561,7 +592,6 @@ impl Writer {
         let reserve = state.index >= self.index_ceiling;
         let reconcile = !self.in_doubt.is_empty();
         let commit = (!effects.mutations.is_empty() || reserve || reconcile).then(|| {
-            let store = self.store.clone();
             let mut mutations = std::mem::take(&mut effects.mutations);
             // Instances a failed commit touched are written again as the
             // state holds them, after this batch's own changes: a commit
@@ -592,25 +622,19 @@ impl Writer {
                 self.index_ceiling
             };
             let started = std::time::Instant::now();
-            let written = tokio::task::spawn_blocking(move || store.commit(&mutations, ceiling));
-            (written, ceiling, started)
-        });
-        // While the store writes and syncs, rebuild the records of the
-        // touched services: the CPU work overlaps the disk wait. Nothing is
-        // published before the commit is durable.
-        let changed = !effects.touched.is_empty() || state.index != shared.state.load().index;
-        let table = changed.then(|| build_table(shared, &state, &effects.touched, &self.settings));
-        let wrote = commit.is_some();
-        if let Some((written, ceiling, started)) = commit {
-            let committed = written
-                .await
-                .unwrap_or_else(|e| Err(StoreError::Crashed(e.to_string())));
+            // On this thread: it is the writer's own (see `on_own_thread`),
+            // and handing the commit to another thread cost two wake-ups.
+            let committed = commit_contained(&*self.store, &mutations, ceiling);
             // From handing the batch to the store to its fsync returning,
             // failed commits included: a slow failing disk shows here.
             self.metrics
                 .registry
                 .commit_duration
                 .record(started.elapsed());
+            (committed, ceiling)
+        });
+        let wrote = commit.is_some();
+        if let Some((committed, ceiling)) = commit {
             if let Err(failure) = committed {
                 error!(message = %failure, "store commit failed; the batch is rejected");
                 let failure = Arc::new(failure);
@@ -637,7 +661,9 @@ impl Writer {
             self.index_ceiling = ceiling;
             self.in_doubt.clear();
         }
-        if let Some(table) = table {
+        // Nothing is published before the commit is durable.
+        if !effects.touched.is_empty() || state.index != shared.state.load().index {
+            let table = build_table(shared, &state, &effects.touched, &self.settings);
             publish(shared, state, &effects.touched, table, &self.index);
         }
         report(effects, &self.metrics, &self.events);
@@ -781,6 +807,58 @@ fn count_writes<R>(
     let writes = &metrics.registry.writes;
     writes[WRITE_REFUSED].fetch_add(refused, Relaxed);
     writes[done].fetch_add(replies.len() as u64 - refused, Relaxed);
+}
+
+/// Commits `batch` to `store`, a panic in the store's code reported as a
+/// crashed commit: the batch fails, and the writer lives on to answer.
+fn commit_contained(store: &dyn Store, batch: &[Mutation], ceiling: u64) -> Result<(), StoreError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        store.commit(batch, ceiling)
+    }))
+    .unwrap_or_else(|panic| {
+        let reason = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        Err(StoreError::Crashed(format!(
+            "the commit panicked: {reason}"
+        )))
+    })
+}
+
+/// Runs the embedded store's writer on a thread of its own, in a runtime
+/// of its own, and returns a handle that completes when it ends (with the
+/// writer's panic, if it panicked).
+///
+/// Why not a task: a write handed between the runtime's workers and a
+/// blocking thread for its commit woke a thread up to six times (the
+/// request's worker, a second worker told to steal the writer task, the
+/// blocking thread, the first worker again for the commit's end, the
+/// second for the replies), where here it wakes three: the request's
+/// worker, this thread (or not, while it holds a batch), and a worker for
+/// the reply. In this VM a wake-up costs about what the write's own work
+/// does (bench/RESULTS.md, DNS, 2026-12-07). The writer blocks only this
+/// thread, in its commits' syncs.
+fn on_own_thread(
+    writer: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    let (ended_tx, ended) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("roster-writer".into())
+        .spawn(move || {
+            let ended =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(writer)));
+            let _ = ended_tx.send(ended);
+        })?;
+    Ok(tokio::spawn(async move {
+        if let Ok(Err(panic)) = ended.await {
+            std::panic::resume_unwind(panic);
+        }
+    }))
 }
 
 /// The record table of `state`: the published one with the `touched`
@@ -1049,6 +1127,17 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::ZERO);
     }
 
+    #[tokio::test]
+    async fn a_writer_on_its_own_thread_ends_its_handle_as_it_ended() {
+        let ended = on_own_thread(async {}).expect("thread").await;
+        assert!(ended.is_ok());
+        let ended = on_own_thread(async { panic!("the writer's bug") })
+            .expect("thread")
+            .await;
+        // What `serve` checks to tell a writer that panicked.
+        assert!(ended.expect_err("it panicked").is_panic());
+    }
+
     async fn started() -> Registry {
         started_on(Arc::new(MemoryStore::default())).await
     }
@@ -1066,7 +1155,7 @@ mod tests {
         // The events go nowhere: no checker listens in these tests.
         let (events, _) = mpsc::unbounded_channel();
         let (registry, _writer) =
-            Registry::start(store, settings, events, Arc::new(Metrics::default()))
+            Registry::start_in_task(store, settings, events, Arc::new(Metrics::default()))
                 .await
                 .expect("start");
         registry

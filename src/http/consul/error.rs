@@ -118,7 +118,9 @@ impl From<RegistryError> for ConsulError {
             RegistryError::Store(store) if store.is_unreachable() => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            RegistryError::Store(_) | RegistryError::Load(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            RegistryError::Store(_) | RegistryError::Load(_) | RegistryError::WriterThread(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             RegistryError::Stale { .. } | RegistryError::Contended { .. } => StatusCode::CONFLICT,
             RegistryError::Closed => StatusCode::SERVICE_UNAVAILABLE,
         };

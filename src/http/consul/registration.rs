@@ -241,8 +241,8 @@ async fn resolve_address(
     if !hostname {
         return Err(invalid("not an IP address or a hostname".to_owned()));
     }
-    // Through the shared bounded resolver: lookups must not take the
-    // blocking threads the store's commits need (see `crate::resolve`).
+    // Through the shared bounded resolver: a burst of lookups must not take
+    // hundreds of blocking threads (see `crate::resolve`).
     let lookup = Resolver::shared().lookup(text, 0, RESOLVE_TIMEOUT).await;
     let addresses: Vec<IpAddr> = match lookup {
         Err(busy @ ResolveError::Busy) => {
