@@ -69,6 +69,28 @@ def thread_switches(pid):
     return counts
 
 
+def thread_cpu(pid):
+    """Each live thread's utime + stime in seconds, by TID, with its name."""
+    cpu = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                head, rest = f.read().rsplit(")", 1)
+            fields = rest.split()
+            cpu[tid] = (head.split("(", 1)[1], (int(fields[11]) + int(fields[12])) / CLK_TCK)
+        except FileNotFoundError:
+            pass
+    return cpu
+
+
+def cpu_by_name(before, after):
+    """CPU seconds from `before` to `after`, summed by thread name."""
+    totals = {}
+    for tid, (name, seconds) in after.items():
+        totals[name] = totals.get(name, 0.0) + seconds - before.get(tid, (name, 0.0))[1]
+    return totals
+
+
 def switches_between(before, after):
     """Context switches from `before` to `after`: of the threads alive at the
     end (a blocking-pool thread idle for 10 s exits, and its count with it;
@@ -99,13 +121,13 @@ def build_loadgen():
 
 def window(args, loadgen, roster_pid, http_port, reads, work):
     out = os.path.join(work, "churn.json")
-    cpu0, sw0 = process_cpu(roster_pid), thread_switches(roster_pid)
+    cpu0, sw0, th0 = process_cpu(roster_pid), thread_switches(roster_pid), thread_cpu(roster_pid)
     command = [loadgen, "churn", "--http", f"127.0.0.1:{http_port}", "--services", str(args.services),
                "--rate", str(args.rate), "--duration", str(args.seconds), "--out", out]
     if reads:
         command.append("--reads")
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, timeout=args.seconds + 120)
-    cpu1, sw1 = process_cpu(roster_pid), thread_switches(roster_pid)
+    cpu1, sw1, th1 = process_cpu(roster_pid), thread_switches(roster_pid), thread_cpu(roster_pid)
     with open(out) as f:
         client = json.load(f)
     ops = client["churn_put"] + client["churn_delete"]
@@ -117,6 +139,7 @@ def window(args, loadgen, roster_pid, http_port, reads, work):
         "roster_cpu_us_per_op": (cpu1 - cpu0) / ops * 1e6,
         "roster_switches_per_op": switches_between(sw0, sw1) / ops,
         "client_cpu_us_per_op": client["churn_cpu"] / ops * 1e6,
+        "threads": {name: seconds / ops * 1e6 for name, seconds in cpu_by_name(th0, th1).items()},
     }
 
 
@@ -127,6 +150,8 @@ def main():
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--services", type=int, default=1000)
     parser.add_argument("--instances", type=int, default=5)
+    parser.add_argument("--by-thread", action="store_true",
+                        help="also print roster's CPU µs per operation by thread name")
     args = parser.parse_args()
     if not (1 <= args.windows <= 50 and 1 <= args.seconds <= 120 and 1 <= args.rate <= 100_000):
         sys.exit("--windows 1-50, --seconds 1-120, --rate 1-100000")
@@ -161,6 +186,9 @@ def main():
                 results.append(r)
                 print(f"| {n + 1} | {r['kind']} | {r['ops']} | {r['roster_cpu_us_per_op']:.0f} | "
                       f"{r['roster_switches_per_op']:.2f} | {r['client_cpu_us_per_op']:.0f} |", flush=True)
+                if args.by_thread:
+                    print("|  | " + ", ".join(f"{name} {us:.0f}" for name, us in sorted(r["threads"].items())
+                                           if us >= 0.5) + " |  |  |  |", flush=True)
         print()
         print("Medians over windows:")
         for kind in ("writes", "reads"):
