@@ -4,6 +4,7 @@
 #
 #   bench/health/run.sh                 # 10,000 instances, 1s checks, 20 s measured
 #   INSTANCES=2000 MEASURE=10 bench/health/run.sh
+#   ROSTER_BIN=/tmp/other-roster bench/health/run.sh   # another build, not built here
 #
 # Prints: checks scheduled, probes per second achieved vs scheduled, probe
 # start lag behind schedule (p50/p99/max, from roster's /v1/metrics
@@ -23,7 +24,13 @@ if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-cargo build --release --quiet
+# ROSTER_BIN: another build to measure (as the other bench scripts take);
+# by default this checkout's, built here.
+if [ -z "${ROSTER_BIN:-}" ]; then
+    cargo build --release --quiet
+    ROSTER_BIN=target/release/roster
+fi
+[ -x "$ROSTER_BIN" ] || { echo "no roster binary at $ROSTER_BIN" >&2; exit 1; }
 
 work=$(mktemp -d /tmp/roster-health-bench.XXXXXX)
 pids=()
@@ -62,7 +69,7 @@ pids+=($!)
 nginx_pid=$!
 
 mkdir -p "$work/zones"
-target/release/roster serve --dns 127.0.0.1:$DNS_PORT --http 127.0.0.1:$HTTP_PORT \
+"$ROSTER_BIN" serve --dns 127.0.0.1:$DNS_PORT --http 127.0.0.1:$HTTP_PORT \
     --data-dir "$work/data" --zones "$work/zones" 2>"$work/roster.log" &
 pids+=($!)
 roster_pid=$!
