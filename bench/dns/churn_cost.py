@@ -50,11 +50,18 @@ def free_port(kind):
         return s.getsockname()[1]
 
 
+def stat_cpu(path):
+    """The name and utime + stime in seconds of a /proc/.../stat file (a
+    process's, all threads included, or one thread's)."""
+    with open(path) as f:
+        head, rest = f.read().rsplit(")", 1)
+    fields = rest.split()
+    return head.split("(", 1)[1], (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
 def process_cpu(pid):
     """utime + stime of the whole process (all threads), in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return stat_cpu(f"/proc/{pid}/stat")[1]
 
 
 def thread_switches(pid):
@@ -74,12 +81,9 @@ def thread_cpu(pid):
     cpu = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                head, rest = f.read().rsplit(")", 1)
-            fields = rest.split()
-            cpu[tid] = (head.split("(", 1)[1], (int(fields[11]) + int(fields[12])) / CLK_TCK)
+            cpu[tid] = stat_cpu(f"/proc/{pid}/task/{tid}/stat")
         except FileNotFoundError:
-            pass
+            pass  # a thread that exited meanwhile
     return cpu
 
 

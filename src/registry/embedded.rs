@@ -23,6 +23,7 @@ use crate::metrics::CheckpointCounters;
 use super::commit_log::{AppendError, CommitLog, Entry, LOG_BYTES, LOG_FILE, Logged};
 use super::store::{
     BackendError, Loaded, Mutation, OpenProblem, Store, StoreError, StoreOperation, StoredInstance,
+    panic_message,
 };
 
 /// Instances by ID, as JSON (readable by people, stable across versions).
@@ -63,11 +64,7 @@ fn contain_panics<T>(
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     QUIET_PANICS.with(|quiet| quiet.set(false));
     result.unwrap_or_else(|panic| {
-        let reason = panic
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("unknown damage");
+        let reason = panic_message(&*panic).unwrap_or("unknown damage");
         Err(StoreError::Open {
             path: path.to_owned(),
             problem: OpenProblem::Damaged(reason.to_owned()),

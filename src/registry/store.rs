@@ -220,6 +220,15 @@ pub struct Loaded {
     pub instances: Vec<StoredInstance>,
 }
 
+/// The message a panic in a store's code carried, if it carried text:
+/// the registry reports such a panic as an error, with this as its reason.
+pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> Option<&str> {
+    panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+}
+
 /// Durable storage for the registry. `commit` must not return before the
 /// batch is on stable storage: the registry acknowledges writes after it.
 /// The `index` it stores is the registry's index ceiling (see the writer).
