@@ -232,23 +232,25 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    let (_keep, acl_updates) = mpsc::channel(1);
-    run_reloading(config, listeners, shutdown, acl_updates).await
+    let (_keep, reloads) = mpsc::channel(1);
+    run_reloading(config, listeners, shutdown, reloads).await
 }
 
-/// [`run`], taking new ACL settings from `acl_updates` while it runs (the
-/// binary sends the config file's `[acl]` on SIGHUP). Each is checked as at
-/// start-up; one that would leave a non-loopback API without ACLs is
-/// refused with an error in the log, and the tokens in force stay.
+/// [`run`], taking the configuration again from `reloads` while it runs
+/// (the binary sends the config file on SIGHUP). Of each, two parts are
+/// applied: the `[acl]` tokens, and the API's TLS
+/// certificate, key and client CA, read from their files again. Each is
+/// checked as at start-up; one that does not pass is refused with an error
+/// in the log, and what is in force stays. The rest takes a restart.
 pub async fn run_reloading(
     config: Config,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    mut acl_updates: mpsc::Receiver<config::AclConfig>,
+    mut reloads: mpsc::Receiver<Config>,
 ) -> Result<(), RunError> {
     config.validate("configuration")?;
     // Read before anything starts: a bad TLS file fails start-up cleanly.
-    let http_tls = http::tls::server_config(&config.http)?;
+    let http_tls = http::tls::ServerTls::from_config(&config.http)?.map(Arc::new);
     let domain = config
         .domain_name()
         .map_err(|message| ConfigError::Invalid {
@@ -386,24 +388,11 @@ pub async fn run_reloading(
         info!(tokens = config.acl.tokens.len(), default_policy = ?config.acl.default_policy, "ACLs are on");
     }
     let reloads = {
-        let acl = acl.clone();
+        let (acl, tls) = (acl.clone(), http_tls.clone());
         let mut running = config.clone();
         tokio::spawn(async move {
-            while let Some(update) = acl_updates.recv().await {
-                running.acl = update;
-                match running.validate("reloaded configuration") {
-                    Ok(()) => {
-                        acl.store(Arc::new(http::acl::Acl::new(&running.acl)));
-                        info!(
-                            enabled = running.acl.enabled,
-                            tokens = running.acl.tokens.len(),
-                            "ACL tokens reloaded"
-                        );
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "the reloaded ACL settings are refused; the ones in force stay");
-                    }
-                }
+            while let Some(update) = reloads.recv().await {
+                apply_reload(&mut running, update, &acl, tls.as_deref());
             }
         })
     };
@@ -516,6 +505,57 @@ pub async fn run_reloading(
             what: "HTTP server",
             source: std::io::Error::other(join.to_string()),
         }),
+    }
+}
+
+/// Applies what a reload may change to the running server: `update`'s
+/// `[acl]` (checked with the rest of `running` as at start-up) and, when
+/// the API speaks HTTPS, the TLS files its `[http]` names, read again. Each
+/// part that does not pass is logged as an error and changes nothing;
+/// `running` keeps what is in force.
+fn apply_reload(
+    running: &mut Config,
+    update: Config,
+    acl: &arc_swap::ArcSwap<http::acl::Acl>,
+    tls: Option<&http::tls::ServerTls>,
+) {
+    let in_force = std::mem::replace(&mut running.acl, update.acl);
+    match running.validate("reloaded configuration") {
+        Ok(()) => {
+            acl.store(Arc::new(http::acl::Acl::new(&running.acl)));
+            info!(
+                enabled = running.acl.enabled,
+                tokens = running.acl.tokens.len(),
+                "ACL tokens reloaded"
+            );
+        }
+        Err(error) => {
+            running.acl = in_force;
+            tracing::error!(%error, "the reloaded ACL settings are refused; the ones in force stay");
+        }
+    }
+    let Some(tls) = tls else {
+        if !update.http.tls_cert_file.as_os_str().is_empty() {
+            warn!(
+                "http.tls_cert_file is set, but HTTPS is turned on only by a restart; the API stays plain HTTP"
+            );
+        }
+        return;
+    };
+    match tls.reload(&update.http) {
+        Ok(()) => {
+            running.http.tls_cert_file = update.http.tls_cert_file;
+            running.http.tls_key_file = update.http.tls_key_file;
+            running.http.tls_client_ca_file = update.http.tls_client_ca_file;
+            info!(
+                cert = %running.http.tls_cert_file.display(),
+                client_certificates_required = !running.http.tls_client_ca_file.as_os_str().is_empty(),
+                "TLS certificate reloaded; new connections get it"
+            );
+        }
+        Err(error) => {
+            tracing::error!(%error, "the reloaded TLS files are refused; the certificate in force stays");
+        }
     }
 }
 

@@ -364,18 +364,17 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + S
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     let config = args.config()?;
-    let acl_updates = reload_on_sighup(args.config.clone())?;
+    let reloads = reload_on_sighup(args.config.clone())?;
     let listeners = Listeners::bind(&config).await?;
-    roster::run_reloading(config, listeners, shutdown, acl_updates).await?;
+    roster::run_reloading(config, listeners, shutdown, reloads).await?;
     Ok(())
 }
 
 /// On SIGHUP, reads the config file again (the same one `serve` read) and
-/// hands its `[acl]` to the running server; a file that does not load is
-/// logged, and the tokens in force stay.
-fn reload_on_sighup(
-    path: Option<PathBuf>,
-) -> anyhow::Result<tokio::sync::mpsc::Receiver<roster::config::AclConfig>> {
+/// hands it to the running server, which applies its `[acl]` tokens and
+/// re-reads its TLS files; a file that does not load is logged, and what
+/// is in force stays.
+fn reload_on_sighup(path: Option<PathBuf>) -> anyhow::Result<tokio::sync::mpsc::Receiver<Config>> {
     let (updates, received) = tokio::sync::mpsc::channel(1);
     #[cfg(unix)]
     {
@@ -385,12 +384,12 @@ fn reload_on_sighup(
             while hangup.recv().await.is_some() {
                 match Config::load(path.as_deref()) {
                     Ok(config) => {
-                        if updates.send(config.acl).await.is_err() {
+                        if updates.send(config).await.is_err() {
                             return;
                         }
                     }
                     Err(error) => {
-                        tracing::error!(%error, "SIGHUP: the configuration does not load; the ACL tokens in force stay");
+                        tracing::error!(%error, "SIGHUP: the configuration does not load; the ACL tokens in force stay, and so does the TLS certificate");
                     }
                 }
             }

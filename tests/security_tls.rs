@@ -1,6 +1,7 @@
 //! HTTPS end to end, on loopback, with certificates made at test time
 //! (`common::tls`): the API over HTTPS and mutual TLS, its handshake
-//! deadline and start-up errors; HTTPS health checks with and without
+//! deadline and start-up errors, a renewed certificate taken on SIGHUP;
+//! HTTPS health checks with and without
 //! `tls_skip_verify`; and the `[health]` policy refusing to probe an
 //! address outside `allowed_networks`, without connecting.
 
@@ -197,6 +198,118 @@ async fn a_missing_or_malformed_tls_file_stops_start_up_naming_key_and_file() {
         assert!(error.contains(named), "{named}: {error}");
         assert!(file.is_some(), "{named}: no file named in {error}");
     }
+}
+
+/// An HTTPS connection to `addr` (verified as `host`) kept open: each
+/// request on it goes over its one handshake.
+async fn kept_connection(
+    config: &Arc<rustls::ClientConfig>,
+    addr: std::net::SocketAddr,
+    host: &str,
+) -> hyper::client::conn::http1::SendRequest<String> {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = rustls_pki_types::ServerName::try_from(host.to_owned()).expect("server name");
+    let tls = tokio_rustls::TlsConnector::from(config.clone())
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake");
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .expect("HTTP handshake");
+    tokio::spawn(connection);
+    sender
+}
+
+/// The status of `GET /v1/services` on `sender`'s connection.
+async fn status_on(sender: &mut hyper::client::conn::http1::SendRequest<String>) -> u16 {
+    let request = hyper::Request::get("/v1/services")
+        .header("host", "localhost")
+        .body(String::new())
+        .expect("request");
+    let response = timeout(Duration::from_secs(20), sender.send_request(request))
+        .await
+        .expect("an answer within the deadline")
+        .expect("an answer on the kept connection");
+    response.status().as_u16()
+}
+
+/// Certificates are renewed in place: SIGHUP makes roster read its TLS
+/// files again, new connections get the new certificate, one already open
+/// keeps working, and files that no longer load keep the certificate in
+/// force (with an error naming the key and the file).
+#[tokio::test]
+async fn sighup_serves_a_renewed_certificate_to_new_connections() {
+    let (old, renewed) = (Pki::new(), Pki::new());
+    let site = common::process::Site::new();
+    let (cert, key) = (
+        site.root.path().join("cert.pem"),
+        site.root.path().join("key.pem"),
+    );
+    std::fs::write(&cert, &old.server.cert_pem).expect("write cert.pem");
+    std::fs::write(&key, &old.server.key_pem).expect("write key.pem");
+    std::fs::write(
+        site.root.path().join("config.toml"),
+        "[http]\ntls_cert_file = \"cert.pem\"\ntls_key_file = \"key.pem\"\n",
+    )
+    .expect("write config.toml");
+    let mut roster = site.start().await;
+    let get = |pki: &Pki| {
+        let (config, addr) = (pki.client(None), roster.http);
+        async move {
+            https_request(&config, addr, "localhost", "GET", "/v1/services", None)
+                .await
+                .map(|(status, _)| status)
+        }
+    };
+    assert_eq!(get(&old).await, Ok(200));
+    assert!(
+        get(&renewed).await.is_err(),
+        "the renewed CA's client got in before the reload"
+    );
+    let mut kept = kept_connection(&old.client(None), roster.http, "localhost").await;
+    assert_eq!(status_on(&mut kept).await, 200);
+
+    std::fs::write(&cert, &renewed.server.cert_pem).expect("rewrite cert.pem");
+    std::fs::write(&key, &renewed.server.key_pem).expect("rewrite key.pem");
+    roster.signal("HUP");
+    common::eventually(
+        "new connections to get the renewed certificate",
+        Duration::from_secs(20),
+        || async { get(&renewed).await == Ok(200) },
+    )
+    .await;
+    assert!(
+        get(&old).await.is_err(),
+        "a new connection still got the old certificate"
+    );
+    assert_eq!(
+        status_on(&mut kept).await,
+        200,
+        "the connection open across the reload"
+    );
+    assert!(
+        roster.stderr().contains("TLS certificate reloaded"),
+        "{}",
+        roster.stderr()
+    );
+
+    // A key that no longer loads: the renewed certificate stays in force.
+    std::fs::write(&key, "not PEM at all").expect("break key.pem");
+    roster.signal("HUP");
+    common::eventually(
+        "the refused reload to be logged",
+        Duration::from_secs(20),
+        || async { roster.stderr().contains("the certificate in force stays") },
+    )
+    .await;
+    let log = roster.stderr();
+    assert!(
+        log.contains("http.tls_key_file") && log.contains("key.pem"),
+        "{log}"
+    );
+    assert_eq!(get(&renewed).await, Ok(200));
+    assert!(roster.stop().await.success());
 }
 
 #[tokio::test]

@@ -115,11 +115,11 @@ pub struct HttpConfig {
     /// stopped reading) before roster closes the connection.
     pub write_timeout: u64,
     /// PEM certificate chain and private key: with both, the API speaks
-    /// HTTPS only.
+    /// HTTPS only. Re-read on SIGHUP (a renewed certificate).
     pub tls_cert_file: PathBuf,
     pub tls_key_file: PathBuf,
     /// PEM CA bundle: with it, clients must present a certificate it signed
-    /// (mutual TLS).
+    /// (mutual TLS). Re-read on SIGHUP.
     pub tls_client_ca_file: PathBuf,
     /// Serve the API on a non-loopback address with ACLs off: the operator
     /// says anyone who reaches the port may change DNS.

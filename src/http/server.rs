@@ -123,16 +123,16 @@ pub struct HttpLimits {
 /// Serves `router` on `listener` within `limits` until `shutdown`
 /// completes; then stops accepting, lets requests in flight finish (the
 /// caller bounds how long by dropping this future) and closes idle
-/// connections at once. With `tls` (see [`super::tls::server_config`]),
-/// every connection is HTTPS.
+/// connections at once. With `tls` (see [`super::tls::ServerTls`]), every
+/// connection is HTTPS, its handshake served with the configuration in
+/// force when it was accepted.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: HttpLimits,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<Arc<super::tls::ServerTls>>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let connections = Connections::new(limits);
     let mut builder = http1::Builder::new();
     builder
@@ -169,7 +169,7 @@ pub async fn serve(
                     };
                     tasks.spawn(serve_connection(
                         stream,
-                        tls.clone(),
+                        tls.as_deref().map(super::tls::ServerTls::acceptor),
                         connection,
                         builder.clone(),
                         router.clone(),

@@ -1,15 +1,20 @@
 //! HTTPS for the API: the rustls server configuration built from
 //! `[http] tls_cert_file`, `tls_key_file` and `tls_client_ca_file`, read and
-//! checked once at start-up. The handshake itself runs per connection in
-//! [`super::server`], inside its connection cap and under its head deadline.
+//! checked at start-up, and again on SIGHUP ([`ServerTls::reload`]) so that
+//! a renewed certificate is served without a restart. The handshake itself
+//! runs per connection in [`super::server`], inside its connection cap and
+//! under its head deadline.
 //!
-//! Owns: reading the PEM files and what rustls is told. Must not: accept
-//! connections or time them.
+//! Owns: reading the PEM files, what rustls is told, and which
+//! configuration a new handshake gets. Must not: accept connections or time
+//! them.
 
 use std::{path::Path, sync::Arc};
 
+use arc_swap::ArcSwap;
 use rustls::{RootCertStore, ServerConfig, crypto::CryptoProvider, server::WebPkiClientVerifier};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use tokio_rustls::TlsAcceptor;
 use tracing::info;
 
 use crate::config::{ConfigError, HttpConfig};
@@ -26,12 +31,62 @@ pub(crate) fn crypto_provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The API's TLS configuration: `None` when `[http]` names no certificate
+/// The API's TLS configuration in force. Each handshake takes the one in
+/// force when it starts, so a reload reaches new connections while those
+/// already open keep the certificate they were given (as nginx and Consul
+/// do on a reload).
+pub struct ServerTls {
+    config: ArcSwap<ServerConfig>,
+}
+
+impl ServerTls {
+    /// The TLS of `http`: `None` when it names no certificate (plain HTTP),
+    /// otherwise HTTPS only, requiring client certificates signed by
+    /// `tls_client_ca_file` when it is set. A file that is missing,
+    /// unreadable or not what its key says is an error naming the key and
+    /// the file.
+    pub fn from_config(http: &HttpConfig) -> Result<Option<Self>, ConfigError> {
+        let Some(config) = server_config(http)? else {
+            return Ok(None);
+        };
+        info!(
+            client_certificates_required = !http.tls_client_ca_file.as_os_str().is_empty(),
+            cert = %http.tls_cert_file.display(),
+            "HTTPS on"
+        );
+        Ok(Some(Self {
+            config: ArcSwap::new(config),
+        }))
+    }
+
+    /// What the next handshake is served with.
+    pub(super) fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.config.load_full())
+    }
+
+    /// Reads `http`'s files again and serves what they now hold from the
+    /// next handshake on. On an error, which names the key and the file as
+    /// at start-up, the configuration in force stays. HTTPS cannot be turned
+    /// off this way: the listener's clients would meet plain HTTP where
+    /// they expect TLS, so that takes a restart.
+    pub fn reload(&self, http: &HttpConfig) -> Result<(), ConfigError> {
+        let Some(config) = server_config(http)? else {
+            return Err(invalid(
+                "http.tls_cert_file",
+                "is now empty, but HTTPS is turned off only by a restart".into(),
+            ));
+        };
+        self.config.store(config);
+        Ok(())
+    }
+}
+
+/// The rustls configuration of `http`: `None` when it names no certificate
 /// (plain HTTP), otherwise HTTPS only, requiring client certificates signed
 /// by `tls_client_ca_file` when it is set. A file that is missing,
 /// unreadable or not what its key says is an error naming the key and the
 /// file.
-pub fn server_config(http: &HttpConfig) -> Result<Option<Arc<ServerConfig>>, ConfigError> {
+fn server_config(http: &HttpConfig) -> Result<Option<Arc<ServerConfig>>, ConfigError> {
     if http.tls_cert_file.as_os_str().is_empty() {
         return Ok(None);
     }
@@ -73,11 +128,6 @@ pub fn server_config(http: &HttpConfig) -> Result<Option<Arc<ServerConfig>>, Con
     })?;
     // roster's server speaks HTTP/1.1 only.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    info!(
-        client_certificates_required = client_certificates,
-        cert = %http.tls_cert_file.display(),
-        "HTTPS on"
-    );
     Ok(Some(Arc::new(config)))
 }
 
@@ -124,4 +174,54 @@ fn private_key(key: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>,
             ),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate and its key for `localhost`, in files
+    /// under a new directory, and `[http]` naming them.
+    fn files() -> (tempfile::TempDir, HttpConfig) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert, certified.cert.pem()).expect("write cert");
+        std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key");
+        let http = HttpConfig {
+            tls_cert_file: cert,
+            tls_key_file: key,
+            ..HttpConfig::default()
+        };
+        (dir, http)
+    }
+
+    #[test]
+    fn a_reload_cannot_turn_https_off_and_a_refused_one_changes_nothing() {
+        let (_dir, http) = files();
+        let tls = ServerTls::from_config(&http)
+            .expect("valid files")
+            .expect("HTTPS on");
+        let before = tls.config.load_full();
+
+        let error = tls
+            .reload(&HttpConfig::default())
+            .expect_err("HTTPS turned off by a reload")
+            .to_string();
+        assert!(error.contains("http.tls_cert_file"), "{error}");
+        let broken = HttpConfig {
+            tls_key_file: http.tls_cert_file.clone(),
+            ..http.clone()
+        };
+        let error = tls
+            .reload(&broken)
+            .expect_err("a certificate as the key")
+            .to_string();
+        assert!(error.contains("http.tls_key_file"), "{error}");
+        assert!(Arc::ptr_eq(&before, &tls.config.load_full()));
+
+        tls.reload(&http).expect("the same files again");
+        assert!(!Arc::ptr_eq(&before, &tls.config.load_full()));
+    }
 }
