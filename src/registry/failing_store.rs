@@ -245,7 +245,11 @@ mod tests {
             .id
             .clone();
 
-        store.fail_next(1);
+        // The writer runs on a thread of its own: it may take the two
+        // submissions below in one batch or in two, so the next two
+        // commits fail (a second failure may fall on the probe's batch,
+        // whose answer is not looked at).
+        store.fail_next(2);
         let before = registry.state();
         registry
             .submit(Command::CheckResult {
