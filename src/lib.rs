@@ -15,6 +15,7 @@ pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+mod pem_files;
 pub mod registry;
 pub mod resolve;
 pub mod update;
@@ -283,7 +284,10 @@ pub async fn run_reloading(
         nameserver: Arc::new(nameserver),
     };
     let cluster = match config.cluster.enabled() {
-        true => Some(Cluster::connect(&config.cluster).await?),
+        true => {
+            let tls = cluster::tls::options(&config.cluster)?;
+            Some(Cluster::connect(&config.cluster, tls).await?)
+        }
         false => None,
     };
     let (registry, writer) = match &cluster {

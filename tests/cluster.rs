@@ -12,6 +12,7 @@ mod common;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    path::Path,
     sync::atomic::{AtomicUsize, Ordering::SeqCst},
     time::Duration,
 };
@@ -19,9 +20,10 @@ use std::{
 use common::{
     cluster::{CONVERGE_LIMIT, Node, RosterCluster, blocking, instance_path, send},
     dns::{dns_answer, served_addresses},
-    etcd::EtcdCluster,
+    etcd::{EtcdCluster, EtcdTls},
     poll::eventually,
     targets::{HttpTarget, Respond},
+    tls::Pki,
     update::{ADMIN, Tool, Transport, update_toml},
 };
 use hickory_proto::rr::RecordType;
@@ -1006,4 +1008,80 @@ async fn a_dns_update_through_one_node_shows_on_every_node_and_its_prerequisites
     }
     let export = cluster.converged(&cluster.all()).await;
     assert!(export.is_empty(), "nothing left: {export:?}");
+}
+
+// TLS to etcd ---------------------------------------------------------------
+
+/// `[cluster]` TLS settings for a node: trust `pki`'s CA for etcd, and
+/// present `client` (certificate, key) if given.
+fn etcd_tls_toml(pki: &Pki, client: Option<(&Path, &Path)>) -> String {
+    let mut toml = format!(
+        "[cluster]\ntls_ca_file = {:?}\n",
+        pki.ca_file.display().to_string()
+    );
+    if let Some((cert, key)) = client {
+        toml += &format!(
+            "tls_cert_file = {:?}\ntls_key_file = {:?}\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        );
+    }
+    toml
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_reach_etcd_over_tls_with_client_certificates_and_a_node_without_one_is_refused() {
+    let pki = Pki::new();
+    let (client_cert, client_key) = (
+        pki.dir.path().join("client.pem"),
+        pki.dir.path().join("client-key.pem"),
+    );
+    std::fs::write(&client_cert, &pki.client.cert_pem).expect("write client.pem");
+    std::fs::write(&client_key, &pki.client.key_pem).expect("write client-key.pem");
+    let tls = EtcdTls {
+        cert_file: pki.server_cert_file.clone(),
+        key_file: pki.server_key_file.clone(),
+        ca_file: pki.ca_file.clone(),
+    };
+    let etcd = blocking(move || EtcdCluster::start_tls(1, tls));
+    let endpoints = etcd.tls_endpoints_arg();
+    let config = etcd_tls_toml(&pki, Some((&client_cert, &client_key)));
+    let cluster =
+        RosterCluster::on_with_config(etcd, &[endpoints.clone(), endpoints.clone()], Some(&config))
+            .await;
+
+    cluster
+        .register_ok(0, "web", "web-1", &plain("127.0.0.2", 8080))
+        .await;
+    cluster.wait_dns(1, "web", &["127.0.0.2"]).await;
+    // It went through etcd: read back over etcd's plain listener.
+    let keys = blocking(|| cluster.etcd.get_prefix("/roster/"));
+    assert!(
+        keys.iter().any(|(key, _)| key.contains("web-1")),
+        "no key for web-1 in {keys:?}"
+    );
+
+    // etcd asks for a client certificate: a node that has none is refused
+    // during the handshake, and says so rather than serving.
+    let site = common::process::Site::new();
+    std::fs::write(
+        site.root.path().join("config.toml"),
+        etcd_tls_toml(&pki, None),
+    )
+    .expect("config.toml");
+    let refused = tokio::time::timeout(
+        Duration::from_secs(60),
+        site.try_start_with(&["--etcd", &endpoints, "--node", "n3"]),
+    )
+    .await
+    .expect("start-up ends within a minute");
+    let exited = match refused {
+        Ok(mut roster) => panic!(
+            "served without a client certificate: {}",
+            roster.stop().await
+        ),
+        Err(exited) => exited,
+    };
+    assert!(!exited.status.success(), "{}", exited.stderr);
+    assert!(exited.stderr.contains(&endpoints), "{}", exited.stderr);
 }

@@ -55,8 +55,12 @@ pub enum TxnOutcome {
 
 impl Etcd {
     /// Connects lazily: this fails only on malformed endpoints; an
-    /// unreachable etcd shows in the first request.
-    pub async fn connect(endpoints: &[String]) -> Result<Self, StoreError> {
+    /// unreachable etcd shows in the first request. With `tls`, every
+    /// endpoint is reached over it.
+    pub async fn connect(
+        endpoints: &[String],
+        tls: Option<etcd_client::TlsOptions>,
+    ) -> Result<Self, StoreError> {
         let joined = endpoints.join(",");
         let mut clients = Vec::with_capacity(endpoints.len());
         for endpoint in endpoints {
@@ -68,6 +72,10 @@ impl Etcd {
                 // A member cut off from its leader refuses requests and
                 // ends watches instead of serving a stale view.
                 .with_require_leader(true);
+            let options = match &tls {
+                Some(tls) => options.with_tls(tls.clone()),
+                None => options,
+            };
             let client = Client::connect([endpoint], Some(options))
                 .await
                 .map_err(|e| unreachable(&joined, e))?;
@@ -113,7 +121,7 @@ impl Etcd {
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
         let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
-        let mut last = None;
+        let mut first = None;
         for _ in 0..self.clients.len() * 2 {
             let (which, client) = self.client();
             match tokio::time::timeout_at(deadline, call(client)).await {
@@ -121,12 +129,15 @@ impl Etcd {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(error)) if never_arrived(&error) => {
                     self.failed(which);
-                    last = Some(error);
+                    // The first failure says why (a refused connection, a
+                    // TLS alert); a retry on the same broken channel may
+                    // say only "operation was canceled".
+                    first.get_or_insert(error);
                 }
                 Ok(Err(error)) => return Err(unreachable(&self.endpoints, error)),
             }
         }
-        Err(match last {
+        Err(match first {
             Some(error) => unreachable(&self.endpoints, error),
             None => self.timed_out(),
         })
@@ -224,11 +235,22 @@ pub fn prefix_end(prefix: &str) -> Vec<u8> {
 
 /// A failed etcd call as a store error. gRPC's own account of a transport
 /// failure is a paragraph of nested Debug output; its message ("tcp
-/// connect error", "etcdserver: no leader") is what a user can act on.
+/// connect error", "etcdserver: no leader") and the innermost cause
+/// ("Connection refused", "received fatal alert: BadCertificate") are what
+/// a user can act on.
 pub fn unreachable(endpoints: &str, error: etcd_client::Error) -> StoreError {
     let source: BackendError = match &error {
         etcd_client::Error::GRpcStatus(status) if !status.message().is_empty() => {
-            status.message().to_owned().into()
+            let mut innermost = None;
+            let mut cause = std::error::Error::source(status);
+            while let Some(error) = cause {
+                innermost = Some(error);
+                cause = error.source();
+            }
+            match innermost {
+                Some(cause) => format!("{}: {cause}", status.message()).into(),
+                None => status.message().to_owned().into(),
+            }
         }
         _ => Box::new(error),
     };

@@ -16,6 +16,7 @@ pub mod etcd;
 pub mod feed;
 pub mod keys;
 pub mod members;
+pub mod tls;
 
 use crate::registry::StoreError;
 
@@ -30,10 +31,13 @@ pub struct Cluster {
 
 impl Cluster {
     /// Connects to etcd (lazily: an unreachable etcd shows in the first
-    /// request).
-    pub async fn connect(config: &crate::config::ClusterConfig) -> Result<Self, StoreError> {
+    /// request), over TLS as `tls` says (see [`tls::options`]).
+    pub async fn connect(
+        config: &crate::config::ClusterConfig,
+        tls: Option<etcd_client::TlsOptions>,
+    ) -> Result<Self, StoreError> {
         Ok(Self {
-            etcd: etcd::Etcd::connect(&config.etcd).await?,
+            etcd: etcd::Etcd::connect(&config.etcd, tls).await?,
             keys: keys::Keys::new(&config.prefix),
             node: config.node_name(),
         })

@@ -153,6 +153,13 @@ pub struct ClusterConfig {
     /// The etcd key prefix every key of this roster cluster lives under, so
     /// several clusters can share one etcd.
     pub prefix: String,
+    /// PEM CA bundle that signed etcd's certificate: required with
+    /// `https://` URLs, which it is then the only trust for.
+    pub tls_ca_file: PathBuf,
+    /// PEM client certificate chain and key that roster presents to etcd
+    /// (for etcd's `--client-cert-auth`); both or neither.
+    pub tls_cert_file: PathBuf,
+    pub tls_key_file: PathBuf,
 }
 
 impl Default for ClusterConfig {
@@ -161,6 +168,9 @@ impl Default for ClusterConfig {
             etcd: Vec::new(),
             node: String::new(),
             prefix: "/roster/".to_owned(),
+            tls_ca_file: PathBuf::new(),
+            tls_cert_file: PathBuf::new(),
+            tls_key_file: PathBuf::new(),
         }
     }
 }
@@ -187,6 +197,7 @@ impl ClusterConfig {
                 ));
             }
         }
+        self.validate_tls(origin)?;
         if !self.prefix.starts_with('/') || !self.prefix.ends_with('/') {
             return Err(invalid(
                 "cluster.prefix",
@@ -205,6 +216,67 @@ impl ClusterConfig {
                     "{:?} must be at most 128 letters, digits, '-', '_' or '.'",
                     self.node
                 ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether roster speaks TLS to etcd: its URLs are `https://`.
+    pub fn tls(&self) -> bool {
+        self.etcd.iter().any(|url| url.starts_with("https://"))
+    }
+
+    /// TLS to etcd is all or nothing: every URL `https://` with the CA
+    /// that signed etcd's certificate, or every URL `http://` and no TLS
+    /// file, so that no TLS setting is silently ignored and no member is
+    /// reached in plain text by mistake.
+    fn validate_tls(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            key,
+            message,
+        };
+        let set = |path: &PathBuf| !path.as_os_str().is_empty();
+        let plain = self
+            .etcd
+            .iter()
+            .filter(|url| url.starts_with("http://"))
+            .count();
+        if self.tls() && plain > 0 {
+            return Err(invalid(
+                "cluster.etcd",
+                "mixes http:// and https:// URLs: use https:// for every member, or none".into(),
+            ));
+        }
+        if set(&self.tls_cert_file) != set(&self.tls_key_file) {
+            let key = match set(&self.tls_cert_file) {
+                true => "cluster.tls_key_file",
+                false => "cluster.tls_cert_file",
+            };
+            return Err(invalid(
+                key,
+                "is needed too: the client certificate and its key go together".into(),
+            ));
+        }
+        if self.tls() && !set(&self.tls_ca_file) {
+            return Err(invalid(
+                "cluster.tls_ca_file",
+                "is needed for https:// etcd URLs: the PEM CA that signed etcd's certificate"
+                    .into(),
+            ));
+        }
+        // Without URLs (cluster mode off, or `--etcd` still to come) the
+        // files wait for them, as `node` and `prefix` do.
+        if plain > 0 && (set(&self.tls_ca_file) || set(&self.tls_cert_file)) {
+            let key = match set(&self.tls_ca_file) {
+                true => "cluster.tls_ca_file",
+                false => "cluster.tls_cert_file",
+            };
+            return Err(invalid(
+                key,
+                "is set, but no cluster.etcd URL is https://: roster would speak to etcd in \
+                 plain text"
+                    .into(),
             ));
         }
         Ok(())
@@ -588,11 +660,50 @@ mod tests {
                 "[dns]\ntcp_max_connection_age = 0\n",
                 "dns.tcp_max_connection_age",
             ),
+            (
+                "[cluster]\netcd = [\"https://127.0.0.1:2379\", \"http://127.0.0.1:2380\"]\ntls_ca_file = \"ca.pem\"\n",
+                "cluster.etcd",
+            ),
+            (
+                "[cluster]\netcd = [\"https://127.0.0.1:2379\"]\n",
+                "cluster.tls_ca_file",
+            ),
+            (
+                "[cluster]\netcd = [\"http://127.0.0.1:2379\"]\ntls_ca_file = \"ca.pem\"\n",
+                "cluster.tls_ca_file",
+            ),
+            (
+                "[cluster]\netcd = [\"http://127.0.0.1:2379\"]\ntls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\n",
+                "cluster.tls_cert_file",
+            ),
+            (
+                "[cluster]\netcd = [\"https://127.0.0.1:2379\"]\ntls_ca_file = \"ca.pem\"\ntls_cert_file = \"c.pem\"\n",
+                "cluster.tls_key_file",
+            ),
+            (
+                "[cluster]\netcd = [\"https://127.0.0.1:2379\"]\ntls_ca_file = \"ca.pem\"\ntls_key_file = \"k.pem\"\n",
+                "cluster.tls_cert_file",
+            ),
         ];
         for (text, key) in cases {
             let message = parse(text).expect_err(text).to_string();
             assert!(message.contains(key), "{text}: {message}");
         }
+    }
+
+    #[test]
+    fn tls_to_etcd_parses_whole_and_is_off_by_default() {
+        let config = parse(
+            "[cluster]\netcd = [\"https://127.0.0.1:2379\", \"https://[::1]:2379\"]\n\
+             tls_ca_file = \"ca.pem\"\ntls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\n",
+        )
+        .expect("valid");
+        assert!(config.cluster.tls());
+        let config =
+            parse("[cluster]\netcd = [\"https://127.0.0.1:2379\"]\ntls_ca_file = \"ca.pem\"\n")
+                .expect("a CA alone: etcd without --client-cert-auth");
+        assert!(config.cluster.tls());
+        assert!(!Config::default().cluster.tls());
     }
 
     #[test]

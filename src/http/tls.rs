@@ -13,11 +13,14 @@ use std::{path::Path, sync::Arc};
 
 use arc_swap::ArcSwap;
 use rustls::{RootCertStore, ServerConfig, crypto::CryptoProvider, server::WebPkiClientVerifier};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 use tracing::info;
 
-use crate::config::{ConfigError, HttpConfig};
+use crate::{
+    config::{ConfigError, HttpConfig},
+    pem_files,
+};
 
 /// The crypto provider of every TLS connection roster makes or accepts:
 /// ring, which is already built for hickory and the ACL digests (rustls'
@@ -131,49 +134,22 @@ fn server_config(http: &HttpConfig) -> Result<Option<Arc<ServerConfig>>, ConfigE
     Ok(Some(Arc::new(config)))
 }
 
+/// Where the errors of this module say they come from.
+const ORIGIN: &str = "HTTPS set-up";
+
 fn invalid(key: &'static str, message: String) -> ConfigError {
-    ConfigError::Invalid {
-        origin: "HTTPS set-up".into(),
-        key,
-        message,
-    }
+    pem_files::invalid(ORIGIN, key, message)
 }
 
-fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
-    std::fs::read(path)
-        .map_err(|error| invalid(key, format!("cannot read {}: {error}", path.display())))
-}
-
-/// Every `CERTIFICATE` in the PEM file at `path`; at least one.
 fn certificates(
     key: &'static str,
     path: &Path,
 ) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
-    let bytes = read(key, path)?;
-    let chain = CertificateDer::pem_slice_iter(&bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| invalid(key, format!("{} is not valid PEM: {error}", path.display())))?;
-    if chain.is_empty() {
-        return Err(invalid(
-            key,
-            format!("{} holds no PEM CERTIFICATE", path.display()),
-        ));
-    }
-    Ok(chain)
+    pem_files::certificates(ORIGIN, key, path)
 }
 
-/// The private key in the PEM file at `path` (PKCS#8, PKCS#1 or SEC1).
 fn private_key(key: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, ConfigError> {
-    let bytes = read(key, path)?;
-    PrivateKeyDer::from_pem_slice(&bytes).map_err(|error| {
-        invalid(
-            key,
-            format!(
-                "{} holds no usable PEM private key: {error}",
-                path.display()
-            ),
-        )
-    })
+    pem_files::private_key(ORIGIN, key, path)
 }
 
 #[cfg(test)]

@@ -63,6 +63,20 @@ pub struct EtcdCluster {
     token: String,
     /// Member `i` is named `m{i}`.
     members: Vec<Member>,
+    /// With it, every member also serves clients over TLS (see
+    /// [`EtcdCluster::start_tls`]).
+    tls: Option<EtcdTls>,
+}
+
+/// The PEM files of an etcd that serves clients over TLS and requires a
+/// client certificate there (`--client-cert-auth`).
+#[derive(Clone)]
+pub struct EtcdTls {
+    /// etcd's certificate, for 127.0.0.1.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// The CA whose client certificates etcd accepts.
+    pub ca_file: PathBuf,
 }
 
 /// One member: its fixed ports and, while it runs, its process.
@@ -71,6 +85,8 @@ struct Member {
     client_port: u16,
     /// Where the other members reach it.
     peer_port: u16,
+    /// Where clients reach it over TLS, if the cluster has TLS.
+    tls_port: u16,
     /// The process, while it is running or not yet reaped. In a `Mutex` so
     /// that [`EtcdCluster::is_running`] can reap with `&self` and the
     /// cluster stays `Sync` (it may be shared with `spawn_blocking`).
@@ -82,6 +98,18 @@ impl EtcdCluster {
     /// loopback ports and waits (up to [`START_LIMIT`]) until every member
     /// answers `/health`. Panics, with each member's log, if they do not.
     pub fn start(members: usize) -> EtcdCluster {
+        EtcdCluster::start_with(members, None)
+    }
+
+    /// [`EtcdCluster::start`], every member also serving clients over TLS
+    /// with `tls`, a client certificate required there
+    /// ([`EtcdCluster::tls_endpoints_arg`]). The plain client URLs stay, for
+    /// the harness's own health checks and `etcdctl`.
+    pub fn start_tls(members: usize, tls: EtcdTls) -> EtcdCluster {
+        EtcdCluster::start_with(members, Some(tls))
+    }
+
+    fn start_with(members: usize, tls: Option<EtcdTls>) -> EtcdCluster {
         assert!(members >= 1, "an etcd cluster needs a member");
         assert!(
             Path::new(ETCD).exists() && Path::new(ETCDCTL).exists(),
@@ -89,7 +117,7 @@ impl EtcdCluster {
              (and etcd-client for etcdctl)"
         );
         for attempt in 1..=START_ATTEMPTS {
-            let cluster = EtcdCluster::spawn_new(members);
+            let cluster = EtcdCluster::spawn_new(members, tls.clone());
             let all: Vec<usize> = (0..members).collect();
             match cluster.wait_healthy(&all) {
                 Ok(()) => return cluster,
@@ -118,6 +146,17 @@ impl EtcdCluster {
     /// Every member's client URL, comma-separated, for `roster serve --etcd`.
     pub fn endpoints_arg(&self) -> String {
         self.client_urls().join(",")
+    }
+
+    /// Every member's TLS client URL (`https://127.0.0.1:PORT`),
+    /// comma-separated, for `roster serve --etcd`.
+    pub fn tls_endpoints_arg(&self) -> String {
+        assert!(self.tls.is_some(), "this etcd cluster has no TLS");
+        self.members
+            .iter()
+            .map(|m| format!("https://127.0.0.1:{}", m.tls_port))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// The client URL of member `member`.
@@ -346,17 +385,18 @@ impl EtcdCluster {
 
     /// A new cluster of `members` on freshly picked ports, started but not
     /// yet waited for.
-    fn spawn_new(members: usize) -> EtcdCluster {
+    fn spawn_new(members: usize, tls: Option<EtcdTls>) -> EtcdCluster {
         let dir = tempfile::Builder::new()
             .prefix("roster-etcd-")
             .tempdir()
             .expect("tempdir for etcd");
-        let ports = free_ports(2 * members);
+        let ports = free_ports(3 * members);
         let members: Vec<Member> = ports
-            .chunks(2)
-            .map(|pair| Member {
-                client_port: pair[0],
-                peer_port: pair[1],
+            .chunks(3)
+            .map(|ports| Member {
+                client_port: ports[0],
+                peer_port: ports[1],
+                tls_port: ports[2],
                 child: Mutex::new(None),
             })
             .collect();
@@ -376,6 +416,7 @@ impl EtcdCluster {
             initial_cluster,
             token,
             members,
+            tls,
         };
         for member in 0..cluster.members.len() {
             let child = cluster.spawn_member(member, "new");
@@ -403,12 +444,25 @@ impl EtcdCluster {
             .append(true)
             .open(&log_path)
             .expect("open the etcd log");
-        Command::new(ETCD)
+        let mut command = Command::new(ETCD);
+        match &self.tls {
+            None => command.args(["--listen-client-urls", &client]),
+            Some(tls) => command
+                .arg("--listen-client-urls")
+                .arg(format!("{client},https://127.0.0.1:{}", m.tls_port))
+                .arg("--cert-file")
+                .arg(&tls.cert_file)
+                .arg("--key-file")
+                .arg(&tls.key_file)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca_file)
+                .arg("--client-cert-auth"),
+        };
+        command
             .arg("--name")
             .arg(format!("m{member}"))
             .arg("--data-dir")
             .arg(self.dir.path().join(format!("m{member}")))
-            .args(["--listen-client-urls", &client])
             .args(["--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])

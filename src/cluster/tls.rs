@@ -1,0 +1,166 @@
+//! TLS to etcd: what roster trusts etcd's certificate for, and the client
+//! certificate it presents, from `[cluster] tls_ca_file`, `tls_cert_file`
+//! and `tls_key_file`. Read and checked once at start-up, so that a bad
+//! file stops roster naming the setting and the file instead of showing
+//! as an unreachable etcd.
+//!
+//! Owns: reading the files and what the etcd client is told. Must not:
+//! connect (see [`super::etcd`]).
+
+use std::{path::Path, sync::Arc};
+
+use etcd_client::{Certificate, Identity, TlsOptions};
+use rustls::RootCertStore;
+
+use crate::{
+    config::{ClusterConfig, ConfigError},
+    http::tls::crypto_provider,
+    pem_files,
+};
+
+/// Where the errors of this module say they come from.
+const ORIGIN: &str = "etcd TLS set-up";
+
+/// The etcd client's TLS: `None` for `http://` URLs; otherwise only the CA
+/// of `tls_ca_file` is trusted for etcd's certificate (checked against the
+/// URL's host), and the client certificate of `tls_cert_file` and
+/// `tls_key_file` is presented if they are set. [`ClusterConfig`]'s
+/// validation has made sure the settings go together.
+pub fn options(config: &ClusterConfig) -> Result<Option<TlsOptions>, ConfigError> {
+    if !config.tls() {
+        return Ok(None);
+    }
+    let ca_key = "cluster.tls_ca_file";
+    let mut roots = RootCertStore::empty();
+    for certificate in pem_files::certificates(ORIGIN, ca_key, &config.tls_ca_file)? {
+        roots.add(certificate).map_err(|error| {
+            let message = format!(
+                "{}: a CA certificate: {error}",
+                config.tls_ca_file.display()
+            );
+            pem_files::invalid(ORIGIN, ca_key, message)
+        })?;
+    }
+    let mut options =
+        TlsOptions::new().ca_certificate(Certificate::from_pem(read(ca_key, &config.tls_ca_file)?));
+    if !config.tls_cert_file.as_os_str().is_empty() {
+        let (cert_key, key_key) = ("cluster.tls_cert_file", "cluster.tls_key_file");
+        let chain = pem_files::certificates(ORIGIN, cert_key, &config.tls_cert_file)?;
+        let key = pem_files::private_key(ORIGIN, key_key, &config.tls_key_file)?;
+        // The etcd client parses the PEM again when it connects, and would
+        // report a key that does not go with its certificate only then, as
+        // an unreachable etcd. rustls tells now.
+        rustls::ClientConfig::builder_with_provider(crypto_provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|error| pem_files::invalid(ORIGIN, cert_key, error.to_string()))?
+            .with_root_certificates(Arc::new(roots))
+            .with_client_auth_cert(chain, key)
+            .map_err(|error| {
+                let message = format!(
+                    "{} does not go with the certificate in {}: {error}",
+                    config.tls_key_file.display(),
+                    config.tls_cert_file.display()
+                );
+                pem_files::invalid(ORIGIN, key_key, message)
+            })?;
+        options = options.identity(Identity::from_pem(
+            read(cert_key, &config.tls_cert_file)?,
+            read(key_key, &config.tls_key_file)?,
+        ));
+    }
+    Ok(Some(options))
+}
+
+fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    pem_files::read(ORIGIN, key, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes a new self-signed certificate and its key as `name.pem` and
+    /// `name-key.pem` in `dir`.
+    fn identity(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
+        let (cert, key) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}-key.pem")),
+        );
+        std::fs::write(&cert, certified.cert.pem()).expect("write certificate");
+        std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key");
+        (cert, key)
+    }
+
+    fn config(ca: &Path, cert: &Path, key: &Path) -> ClusterConfig {
+        ClusterConfig {
+            etcd: vec!["https://127.0.0.1:2379".to_owned()],
+            tls_ca_file: ca.to_owned(),
+            tls_cert_file: cert.to_owned(),
+            tls_key_file: key.to_owned(),
+            ..ClusterConfig::default()
+        }
+    }
+
+    #[test]
+    fn plain_urls_take_no_tls_and_good_files_do() {
+        assert!(
+            options(&ClusterConfig::default())
+                .expect("no TLS")
+                .is_none()
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ca, _) = identity(dir.path(), "ca");
+        let (cert, key) = identity(dir.path(), "client");
+        assert!(options(&config(&ca, &cert, &key)).expect("valid").is_some());
+        let without_client = config(&ca, Path::new(""), Path::new(""));
+        assert!(options(&without_client).expect("a CA alone").is_some());
+    }
+
+    #[test]
+    fn a_bad_file_is_named_with_its_setting() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ca, _) = identity(dir.path(), "ca");
+        let (cert, key) = identity(dir.path(), "client");
+        let (_, other_key) = identity(dir.path(), "other");
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not PEM at all").expect("write");
+        let missing = dir.path().join("missing.pem");
+        let cases = [
+            (
+                config(&missing, &cert, &key),
+                "cluster.tls_ca_file",
+                &missing,
+            ),
+            (
+                config(&garbage, &cert, &key),
+                "cluster.tls_ca_file",
+                &garbage,
+            ),
+            (
+                config(&ca, &garbage, &key),
+                "cluster.tls_cert_file",
+                &garbage,
+            ),
+            (
+                config(&ca, &cert, &garbage),
+                "cluster.tls_key_file",
+                &garbage,
+            ),
+            (
+                config(&ca, &cert, &other_key),
+                "cluster.tls_key_file",
+                &other_key,
+            ),
+        ];
+        for (config, setting, file) in cases {
+            let error = options(&config).expect_err(setting).to_string();
+            assert!(error.contains(setting), "{setting}: {error}");
+            assert!(
+                error.contains(&file.display().to_string()),
+                "{setting}: {error}"
+            );
+        }
+    }
+}
