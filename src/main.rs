@@ -486,9 +486,9 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            // `{:#}` prints the chain of causes on one line, without the
-            // backtrace anyhow would add: users need the message.
-            roster::logging::print_error(&format!("roster: error: {error:#}"));
+            // The chain of causes on one line, without the backtrace
+            // anyhow would add: users need the message.
+            roster::logging::print_error(&format!("roster: error: {}", one_line(&error)));
             // 3 when no roster answered, so scripts can tell "down" from
             // "refused"; 1 for every other failure (clap's usage errors are 2).
             match error.downcast_ref::<ClientError>() {
@@ -496,5 +496,40 @@ async fn main() -> ExitCode {
                 None => ExitCode::FAILURE,
             }
         }
+    }
+}
+
+/// `error` and its causes on one line. roster's own errors end with their
+/// cause's text already and anyhow's context does not, so a cause is added
+/// only where the line does not end with it yet (`{:#}` would repeat
+/// each one).
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = error.to_string();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the store failed: {0}")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let inner = std::io::Error::other("disk full");
+        let error = anyhow::Error::new(Outer(inner)).context("cannot start");
+        assert_eq!(
+            one_line(&error),
+            "cannot start: the store failed: disk full"
+        );
     }
 }
