@@ -7,9 +7,14 @@
 //! Owns: requests to a running roster and how their answers are shown.
 //! Must not: open a store or a socket roster serves on; it only asks.
 
-use std::{fmt::Write as _, net::SocketAddr, time::Duration};
+use std::{fmt::Write as _, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
+use reqwest::Method;
+
+use rustls_pki_types::ServerName;
 use serde_json::Value;
+
+use crate::{http::tls::crypto_provider, pem_files};
 
 /// How long one request may take; `watch` asks with a shorter wait than
 /// this.
@@ -23,13 +28,16 @@ pub enum ClientError {
     #[error("cannot reach roster at {address}: {source}")]
     Unreachable {
         address: SocketAddr,
-        source: reqwest::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// roster answered with an error: its status and message.
     #[error("{status}: {message}")]
     Refused { status: u16, message: String },
     #[error("roster's answer is not what this client expects: {0}")]
     Unexpected(String),
+    /// The client's own TLS files or settings are not usable.
+    #[error("{0}")]
+    Tls(String),
 }
 
 impl ClientError {
@@ -38,74 +46,140 @@ impl ClientError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Unreachable { .. } => 3,
-            Self::Refused { .. } | Self::Unexpected(_) => 1,
+            Self::Refused { .. } | Self::Unexpected(_) | Self::Tls(_) => 1,
         }
     }
 }
 
+/// HTTPS to a roster whose API speaks it (`[http] tls_cert_file`): the
+/// CA that signed its certificate, the only one trusted; the name its
+/// certificate is checked against (the address's IP when `None`); and a
+/// client certificate and key, for a roster that asks for one
+/// (`tls_client_ca_file`).
+pub struct ClientTls {
+    pub ca_file: PathBuf,
+    pub server_name: Option<String>,
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
 /// A running roster's HTTP API.
 pub struct Client {
-    http: reqwest::Client,
+    transport: Transport,
     address: SocketAddr,
     token: Option<String>,
 }
 
+/// How requests reach roster.
+enum Transport {
+    /// Plain HTTP, keep-alive, through reqwest.
+    Plain(reqwest::Client),
+    /// HTTPS through tokio-rustls and hyper's client, a connection per
+    /// request (reqwest's rustls would need a process-wide crypto provider,
+    /// as Cargo.toml says).
+    Tls {
+        config: Arc<rustls::ClientConfig>,
+        /// What the certificate is checked against.
+        name: ServerName<'static>,
+        /// The `Host` header.
+        host: String,
+    },
+}
+
 impl Client {
     /// A client of the roster at `address`, sending `token` (if any) as
-    /// `X-Consul-Token`.
-    pub fn new(address: SocketAddr, token: Option<String>) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .map_err(|e| ClientError::Unexpected(e.to_string()))?;
+    /// `X-Consul-Token`, over HTTPS with `tls`.
+    pub fn new(
+        address: SocketAddr,
+        token: Option<String>,
+        tls: Option<&ClientTls>,
+    ) -> Result<Self, ClientError> {
+        let transport = match tls {
+            None => Transport::Plain(
+                reqwest::Client::builder()
+                    .no_proxy()
+                    .timeout(REQUEST_TIMEOUT)
+                    .build()
+                    .map_err(|e| ClientError::Unexpected(e.to_string()))?,
+            ),
+            Some(tls) => {
+                let name = match &tls.server_name {
+                    Some(name) => name.clone(),
+                    None => address.ip().to_string(),
+                };
+                let server_name = ServerName::try_from(name.clone()).map_err(|error| {
+                    ClientError::Tls(format!("--tls-server-name {name:?}: {error}"))
+                })?;
+                let host = match (&tls.server_name, address.ip()) {
+                    (None, std::net::IpAddr::V6(ip)) => format!("[{ip}]:{}", address.port()),
+                    _ => format!("{name}:{}", address.port()),
+                };
+                Transport::Tls {
+                    config: Arc::new(rustls_config(tls)?),
+                    name: server_name,
+                    host,
+                }
+            }
+        };
         Ok(Self {
-            http,
+            transport,
             address,
             token: token.filter(|t| !t.is_empty()),
         })
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.address)
+    fn unreachable(
+        &self,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> ClientError {
+        ClientError::Unreachable {
+            address: self.address,
+            source: source.into(),
+        }
     }
 
-    /// Sends a request; the body of a 2xx answer (JSON, or `Null` when
-    /// empty), else the error roster gave.
+    /// Sends a request (`body`, if any, is JSON); the body of a 2xx answer
+    /// (JSON, or `Null` when empty), else the error roster gave.
     async fn send(
         &self,
-        request: reqwest::RequestBuilder,
+        method: Method,
+        path: &str,
+        body: Option<String>,
     ) -> Result<(Value, Option<u64>), ClientError> {
-        let request = match &self.token {
-            Some(token) => request.header("X-Consul-Token", token),
-            None => request,
+        let (status, index, text) = match &self.transport {
+            Transport::Plain(http) => {
+                let mut request = http.request(method, format!("http://{}{path}", self.address));
+                if let Some(token) = &self.token {
+                    request = request.header("X-Consul-Token", token);
+                }
+                if let Some(body) = body {
+                    request = request
+                        .header("content-type", "application/json")
+                        .body(body);
+                }
+                let response = request.send().await.map_err(|e| self.unreachable(e))?;
+                let status = response.status().as_u16();
+                let index = consul_index(response.headers());
+                let text = response.text().await.map_err(|e| self.unreachable(e))?;
+                (status, index, text)
+            }
+            Transport::Tls { config, name, host } => {
+                let exchange = self.send_tls(config, name, host, method, path, body);
+                tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+                    .await
+                    .map_err(|_| {
+                        self.unreachable(format!(
+                            "no answer within {} s",
+                            REQUEST_TIMEOUT.as_secs()
+                        ))
+                    })??
+            }
         };
-        let response = request
-            .send()
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                address: self.address,
-                source,
-            })?;
-        let status = response.status();
-        let index = response
-            .headers()
-            .get("x-consul-index")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
-        let text = response
-            .text()
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                address: self.address,
-                source,
-            })?;
         let body = if text.trim().is_empty() {
             Value::Null
         } else {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
-        if !status.is_success() {
+        if !(200..300).contains(&status) {
             let message = match &body {
                 Value::Object(map) => map
                     .get("error")
@@ -114,21 +188,74 @@ impl Client {
                 Value::String(text) => text.clone(),
                 other => other.to_string(),
             };
-            return Err(ClientError::Refused {
-                status: status.as_u16(),
-                message,
-            });
+            return Err(ClientError::Refused { status, message });
         }
         Ok((body, index))
     }
 
+    /// One request over a TLS connection of its own: status, index, body.
+    async fn send_tls(
+        &self,
+        config: &Arc<rustls::ClientConfig>,
+        name: &ServerName<'static>,
+        host: &str,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<(u16, Option<u64>, String), ClientError> {
+        let tcp = tokio::net::TcpStream::connect(self.address)
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let tls = tokio_rustls::TlsConnector::from(config.clone())
+            .connect(name.clone(), tcp)
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .map_err(|e| self.unreachable(e))?;
+        let connection = tokio::spawn(connection);
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", host);
+        if let Some(token) = &self.token {
+            request = request.header("X-Consul-Token", token);
+        }
+        if body.is_some() {
+            request = request.header("content-type", "application/json");
+        }
+        let request = request
+            .body(body.unwrap_or_default())
+            .map_err(|e| ClientError::Unexpected(e.to_string()))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let status = response.status().as_u16();
+        let index = consul_index(response.headers());
+        let mut incoming = response.into_body();
+        let mut bytes = Vec::new();
+        while let Some(frame) = std::future::poll_fn(|cx| {
+            http_body::Body::poll_frame(std::pin::Pin::new(&mut incoming), cx)
+        })
+        .await
+        {
+            if let Ok(data) = frame.map_err(|e| self.unreachable(e))?.into_data() {
+                bytes.extend_from_slice(&data);
+            }
+        }
+        connection.abort();
+        Ok((status, index, String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
     pub async fn services(&self) -> Result<Value, ClientError> {
-        Ok(self.send(self.http.get(self.url("/v1/services"))).await?.0)
+        Ok(self.send(Method::GET, "/v1/services", None).await?.0)
     }
 
     pub async fn service(&self, name: &str) -> Result<Value, ClientError> {
         let path = format!("/v1/services/{}", encode(name));
-        Ok(self.send(self.http.get(self.url(&path))).await?.0)
+        Ok(self.send(Method::GET, &path, None).await?.0)
     }
 
     pub async fn register(
@@ -139,16 +266,14 @@ impl Client {
     ) -> Result<Value, ClientError> {
         let path = format!("/v1/services/{}/instances/{}", encode(service), encode(id));
         Ok(self
-            .send(self.http.put(self.url(&path)).json(body))
+            .send(Method::PUT, &path, Some(body.to_string()))
             .await?
             .0)
     }
 
     pub async fn deregister(&self, service: &str, id: &str) -> Result<(), ClientError> {
         let path = format!("/v1/services/{}/instances/{}", encode(service), encode(id));
-        self.send(self.http.delete(self.url(&path)))
-            .await
-            .map(|_| ())
+        self.send(Method::DELETE, &path, None).await.map(|_| ())
     }
 
     pub async fn maintenance(
@@ -165,22 +290,17 @@ impl Client {
         );
         let body = serde_json::json!({ "enable": enable, "reason": reason });
         Ok(self
-            .send(self.http.put(self.url(&path)).json(&body))
+            .send(Method::PUT, &path, Some(body.to_string()))
             .await?
             .0)
     }
 
     pub async fn export(&self) -> Result<Value, ClientError> {
-        Ok(self.send(self.http.get(self.url("/v1/export"))).await?.0)
+        Ok(self.send(Method::GET, "/v1/export", None).await?.0)
     }
 
     pub async fn import(&self, export: String) -> Result<Value, ClientError> {
-        let request = self
-            .http
-            .put(self.url("/v1/import"))
-            .header("content-type", "application/json")
-            .body(export);
-        Ok(self.send(request).await?.0)
+        Ok(self.send(Method::PUT, "/v1/import", Some(export)).await?.0)
     }
 
     /// Waits (a Consul blocking query) until the service's health may have
@@ -190,9 +310,17 @@ impl Client {
             "/v1/health/service/{}?index={index}&wait={WATCH_WAIT}",
             encode(name)
         );
-        let (_, new_index) = self.send(self.http.get(self.url(&path))).await?;
+        let (_, new_index) = self.send(Method::GET, &path, None).await?;
         new_index.ok_or_else(|| ClientError::Unexpected("no X-Consul-Index header".into()))
     }
+}
+
+/// The `X-Consul-Index` header's value, if it has a number.
+fn consul_index(headers: &reqwest::header::HeaderMap) -> Option<u64> {
+    headers
+        .get("x-consul-index")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
 }
 
 /// Percent-encodes a path segment.
@@ -312,6 +440,44 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The rustls configuration of `tls`: its CA alone trusted, its client
+/// certificate presented if it has one. Errors name the flag and the file.
+fn rustls_config(tls: &ClientTls) -> Result<rustls::ClientConfig, ClientError> {
+    const ORIGIN: &str = "HTTPS to roster";
+    let failed = |error: crate::config::ConfigError| ClientError::Tls(error.to_string());
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in pem_files::certificates(ORIGIN, "--ca-file", &tls.ca_file).map_err(failed)? {
+        roots.add(certificate).map_err(|error| {
+            ClientError::Tls(format!(
+                "{}: a CA certificate: {error}",
+                tls.ca_file.display()
+            ))
+        })?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(crypto_provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|error| ClientError::Tls(error.to_string()))?
+        .with_root_certificates(roots);
+    let mut config =
+        match &tls.client_cert {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => {
+                let chain = pem_files::certificates(ORIGIN, "--cert-file", cert).map_err(failed)?;
+                let private = pem_files::private_key(ORIGIN, "--key-file", key).map_err(failed)?;
+                builder.with_client_auth_cert(chain, private).map_err(|error| {
+                ClientError::Tls(format!(
+                    "{ORIGIN}: `--key-file` {} does not go with the certificate in {}: {error}",
+                    key.display(),
+                    cert.display()
+                ))
+            })?
+            }
+        };
+    // roster's API speaks HTTP/1.1 only.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use roster::{
     Config, Listeners,
-    client::{self, Client, ClientError},
+    client::{self, Client, ClientError, ClientTls},
 };
 use tracing_subscriber::EnvFilter;
 
@@ -101,11 +101,46 @@ struct RemoteArgs {
         hide_env_values = true
     )]
     token: Option<String>,
+    /// HTTPS: the PEM CA that signed roster's certificate (the only one
+    /// trusted)
+    #[arg(long, value_name = "FILE", env = "ROSTER_CACERT")]
+    ca_file: Option<PathBuf>,
+    /// The name roster's certificate is checked against (default: the IP
+    /// of --http)
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "ROSTER_TLS_SERVER_NAME",
+        requires = "ca_file"
+    )]
+    tls_server_name: Option<String>,
+    /// A PEM client certificate, for a roster that asks for one (with
+    /// --key-file)
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "ROSTER_CLIENT_CERT",
+        requires_all = ["ca_file", "key_file"]
+    )]
+    cert_file: Option<PathBuf>,
+    /// The client certificate's PEM private key
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "ROSTER_CLIENT_KEY",
+        requires = "cert_file"
+    )]
+    key_file: Option<PathBuf>,
 }
 
 impl RemoteArgs {
     fn client(&self) -> Result<Client, ClientError> {
-        Client::new(self.http, self.token.clone())
+        let tls = self.ca_file.as_ref().map(|ca_file| ClientTls {
+            ca_file: ca_file.clone(),
+            server_name: self.tls_server_name.clone(),
+            client_cert: self.cert_file.clone().zip(self.key_file.clone()),
+        });
+        Client::new(self.http, self.token.clone(), tls.as_ref())
     }
 }
 

@@ -1,12 +1,16 @@
 //! The everyday commands against a running roster (`roster services`,
 //! `service`, `register`, `deregister`, `maintenance`, `watch`): the real
-//! binary against a real server, their output and their exit codes.
+//! binary against a real server, their output and their exit codes, over
+//! HTTP and HTTPS.
 
 mod common;
 
 use std::{process::Stdio, time::Duration};
 
-use common::{start_server, start_server_with};
+use common::{
+    start_server, start_server_with,
+    tls::{Pki, self_signed},
+};
 use tokio::{io::AsyncBufReadExt, process::Command};
 
 /// Runs `roster ARGS --http <server>` and returns (exit code, stdout,
@@ -248,4 +252,70 @@ async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(lines: &mut tokio::io::Li
         .expect("a line in time")
         .expect("read")
         .expect("not EOF")
+}
+
+/// The commands speak HTTPS to a roster whose API does, trusting only the
+/// CA they are given and presenting a client certificate when it asks for
+/// one; what goes wrong says where.
+#[tokio::test]
+async fn commands_speak_https_with_a_client_certificate() {
+    let pki = Pki::new();
+    let (cert, key) = (
+        pki.dir.path().join("client.pem"),
+        pki.dir.path().join("client-key.pem"),
+    );
+    std::fs::write(&cert, &pki.client.cert_pem).expect("write client.pem");
+    std::fs::write(&key, &pki.client.key_pem).expect("write client-key.pem");
+    let server = start_server_with(&[], |config| {
+        config.http.tls_cert_file = pki.server_cert_file.clone();
+        config.http.tls_key_file = pki.server_key_file.clone();
+        config.http.tls_client_ca_file = pki.ca_file.clone();
+    })
+    .await;
+    let http = server.http_addr;
+    let (ca, cert, key) = (
+        pki.ca_file.display().to_string(),
+        cert.display().to_string(),
+        key.display().to_string(),
+    );
+    let tls = ["--ca-file", &ca, "--cert-file", &cert, "--key-file", &key];
+
+    let mut register = vec!["register", "web", "web-1", "--address", "127.0.0.1"];
+    register.extend(["--port", "8080", "--tls-server-name", "localhost"]);
+    register.extend(tls);
+    let (code, _, err) = roster(http, &register).await;
+    assert_eq!(code, 0, "register over HTTPS: {err}");
+    // Checked against the IP of --http when no name is given.
+    let (code, out, err) = roster(http, &[&["services"][..], &tls].concat()).await;
+    assert_eq!(code, 0, "services over HTTPS: {err}");
+    assert!(out.contains("web"), "{out}");
+
+    // Nothing answers a client without a certificate, or one that speaks
+    // plain HTTP: exit code 3, as for a roster that is down.
+    let (code, _, err) = roster(http, &["services", "--ca-file", &ca]).await;
+    assert_eq!(code, 3, "without a client certificate: {err}");
+    let (code, _, err) = roster(http, &["services"]).await;
+    assert_eq!(code, 3, "plain HTTP: {err}");
+
+    // A CA that did not sign roster's certificate: refused, and said why.
+    let stranger = pki.dir.path().join("stranger.pem");
+    std::fs::write(&stranger, self_signed(&["localhost"]).cert_pem).expect("write");
+    let stranger = stranger.display().to_string();
+    let mut args = vec!["services", "--ca-file", &stranger];
+    args.extend(["--cert-file", &cert, "--key-file", &key]);
+    let (code, _, err) = roster(http, &args).await;
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("UnknownIssuer"), "{err}");
+
+    // Files that are not there or not PEM: exit 1, naming flag and file.
+    let missing = pki.dir.path().join("missing.pem").display().to_string();
+    let (code, _, err) = roster(http, &["services", "--ca-file", &missing]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--ca-file") && err.contains(&missing), "{err}");
+    let mut args = vec!["services", "--ca-file", &ca, "--cert-file", &cert];
+    args.extend(["--key-file", &cert]);
+    let (code, _, err) = roster(http, &args).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--key-file"), "{err}");
+    server.stop().await;
 }
