@@ -17,15 +17,17 @@
 # roster while the queries run (the other threads are idle then), not the
 # client. Needs valgrind, curl and python3; stops everything it started.
 set -euo pipefail
-BIN=$1; N=${2:-1000}; Q=${3:-20000}
+BIN=$(realpath "$1"); N=${2:-1000}; Q=${3:-20000}
 HERE=$(cd "$(dirname "$0")" && pwd)
 W=$(mktemp -d); mkdir "$W/z"
 PID=""
 cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null; rm -rf "$W"; }
 trap cleanup EXIT
 read -r DP HP <<<"$(python3 "$HERE/gen.py" ports 2)"
-valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$W/callgrind.out" \
-  "$BIN" serve --dns 127.0.0.1:"$DP" --http 127.0.0.1:"$HP" --data-dir "$W/data" --zones "$W/z" \
+# roster runs in its work directory, so a config.toml where this is run
+# from (the repository's) is not read.
+(cd "$W" && exec valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$W/callgrind.out" \
+  "$BIN" serve --dns 127.0.0.1:"$DP" --http 127.0.0.1:"$HP" --data-dir "$W/data" --zones "$W/z") \
   2>"$W/log" &
 PID=$!
 for _ in $(seq 600); do curl -sf 127.0.0.1:"$HP"/v1/services >/dev/null && break; sleep 0.1; done

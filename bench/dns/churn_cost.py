@@ -28,26 +28,19 @@ the end, also on error. Linux only (/proc).
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 LOADGEN_DIR = os.path.join(REPO, "bench", "store", "loadgen")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port(kind):
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stat_cpu(path):
@@ -102,15 +95,23 @@ def switches_between(before, after):
     return sum(count - before.get(tid, 0) for tid, count in after.items())
 
 
-def wait_for_http(port, deadline_s=60):
+def serving_http_port(roster, log_path, deadline_s=60):
+    """The HTTP port roster logs once it serves ("roster is serving dns=...
+    http=127.0.0.1:PORT"). roster picks its own free ports (port 0), so no
+    other process can take one between a check and roster's bind."""
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status/leader", timeout=1).read()
-            return
-        except OSError:
-            time.sleep(0.2)
-    sys.exit(f"roster's HTTP port {port} did not answer within {deadline_s} s")
+        if roster.poll() is not None:
+            with open(log_path, errors="replace") as log:
+                tail = "".join(log.readlines()[-5:])
+            sys.exit(f"roster exited ({roster.returncode}):\n{tail}")
+        with open(log_path, errors="replace") as log:
+            for line in log:
+                match = re.search(r"roster is serving .*http=127\.0\.0\.1:(\d+)", line)
+                if match:
+                    return int(match.group(1))
+        time.sleep(0.2)
+    sys.exit(f"roster did not serve within {deadline_s} s")
 
 
 def build_loadgen():
@@ -166,14 +167,16 @@ def main():
     loadgen = build_loadgen()
     work = tempfile.mkdtemp(prefix="roster-churn-cost-")
     os.makedirs(os.path.join(work, "zones"))
-    http_port, dns_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
-    with open(os.path.join(work, "roster.log"), "w") as log:
+    log_path = os.path.join(work, "roster.log")
+    with open(log_path, "w") as log:
         roster = subprocess.Popen(
-            [roster_bin, "serve", "--dns", f"127.0.0.1:{dns_port}", "--http", f"127.0.0.1:{http_port}",
+            [roster_bin, "serve", "--dns", "127.0.0.1:0", "--http", "127.0.0.1:0",
              "--zones", os.path.join(work, "zones"), "--data-dir", os.path.join(work, "data")],
-            stdout=log, stderr=subprocess.STDOUT)
+            # In its work directory: a config.toml where this is run from
+            # (the repository's) is not read.
+            cwd=work, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_for_http(http_port)
+        http_port = serving_http_port(roster, log_path)
         subprocess.run([sys.executable, os.path.join(HERE, "gen.py"), "register", "--services", str(args.services),
                         "--instances", str(args.instances), "--http", f"127.0.0.1:{http_port}",
                         "--parallel", "8", "--timeout", "600"], check=True, stdout=subprocess.DEVNULL)

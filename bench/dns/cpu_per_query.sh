@@ -14,14 +14,16 @@
 # roster for 3 s of the run into /tmp/roster-cpq-SERVICES.perf.data. Needs
 # dnsperf and curl; stops everything it started.
 set -euo pipefail
-BIN=$1; N=$2; SECS=${3:-5}; PERF=${4:-}
+BIN=$(realpath "$1"); N=$2; SECS=${3:-5}; PERF=${4:-}
 HERE=$(cd "$(dirname "$0")" && pwd)
 W=$(mktemp -d); mkdir "$W/z"
 PID=""; PP=""
 cleanup() { [ -n "$PP" ] && kill "$PP" 2>/dev/null; [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null; rm -rf "$W"; }
 trap cleanup EXIT
 read -r DP HP <<<"$(python3 "$HERE/gen.py" ports 2)"
-"$BIN" serve --dns 127.0.0.1:"$DP" --http 127.0.0.1:"$HP" --data-dir "$W/data" --zones "$W/z" 2>"$W/log" &
+# roster runs in its work directory, so a config.toml where this is run
+# from (the repository's) is not read.
+(cd "$W" && exec "$BIN" serve --dns 127.0.0.1:"$DP" --http 127.0.0.1:"$HP" --data-dir "$W/data" --zones "$W/z") 2>"$W/log" &
 PID=$!
 for _ in $(seq 100); do curl -sf 127.0.0.1:"$HP"/v1/services >/dev/null && break; sleep 0.1; done
 python3 - "$N" "$HERE" >"$W/import.json" <<'PY'

@@ -1,9 +1,11 @@
 #!/bin/bash
 # Resident memory of roster with N instances (5 per service): after an import
 # over HTTP, and after a restart from the store. usage: bench/dns/memtest.sh BINARY [N]
-BIN=$1; N=${2:-100000}
+BIN=$(realpath "$1"); N=${2:-100000}
 W=$(mktemp -d); mkdir $W/z
-$BIN serve --dns 127.0.0.1:29600 --http 127.0.0.1:29500 --data-dir $W/data --zones $W/z 2>$W/log &
+# roster runs in its work directory, so a config.toml where this is run
+# from (the repository's) is not read.
+(cd $W && exec $BIN serve --dns 127.0.0.1:29600 --http 127.0.0.1:29500 --data-dir $W/data --zones $W/z) 2>$W/log &
 PID=$!
 for i in $(seq 50); do curl -sf 127.0.0.1:29500/v1/services >/dev/null && break; sleep 0.1; done
 echo "empty RSS: $(grep VmRSS /proc/$PID/status)"
@@ -18,7 +20,7 @@ echo
 echo "loaded RSS: $(grep VmRSS /proc/$PID/status)"
 kill $PID; wait $PID
 T0=$(date +%s.%N)
-$BIN serve --dns 127.0.0.1:29600 --http 127.0.0.1:29500 --data-dir $W/data --zones $W/z 2>$W/log2 &
+(cd $W && exec $BIN serve --dns 127.0.0.1:29600 --http 127.0.0.1:29500 --data-dir $W/data --zones $W/z) 2>$W/log2 &
 PID=$!
 for i in $(seq 200); do dig +short +time=1 +tries=1 @127.0.0.1 -p 29600 svc-00007.service.local | grep -q 10 && break; sleep 0.02; done
 T1=$(date +%s.%N)

@@ -5,7 +5,7 @@
 #   EXTRA_DNS_TOML: lines added to the config's [dns] section, e.g.
 #   $'tcp_max_connections = 10000\ntcp_idle_timeout = 60' (needs a roster
 #   that knows those keys; omit for older builds).
-BIN=$1; N=${2:-5000}; EXTRA=${3:-}
+BIN=$(realpath "$1"); N=${2:-5000}; EXTRA=${3:-}
 W=$(mktemp -d); mkdir $W/z
 CONFIG=()
 if [ -n "$EXTRA" ]; then
@@ -13,7 +13,9 @@ if [ -n "$EXTRA" ]; then
   CONFIG=(--config $W/config.toml)
 fi
 ulimit -n 20000
-$BIN serve "${CONFIG[@]}" --dns 127.0.0.1:29601 --http 127.0.0.1:29501 --data-dir $W/data --zones $W/z 2>$W/log &
+# roster runs in its work directory, so a config.toml where this is run
+# from (the repository's) is not read.
+(cd $W && exec $BIN serve "${CONFIG[@]}" --dns 127.0.0.1:29601 --http 127.0.0.1:29501 --data-dir $W/data --zones $W/z) 2>$W/log &
 PID=$!
 for i in $(seq 100); do curl -sf 127.0.0.1:29501/v1/services >/dev/null && break; sleep 0.1; done
 curl -sf -X PUT -H 'content-type: application/json' -d '{"address":"10.0.0.1","port":80}' 127.0.0.1:29501/v1/services/web/instances/web-1 >/dev/null

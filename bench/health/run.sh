@@ -31,6 +31,7 @@ if [ -z "${ROSTER_BIN:-}" ]; then
     ROSTER_BIN=target/release/roster
 fi
 [ -x "$ROSTER_BIN" ] || { echo "no roster binary at $ROSTER_BIN" >&2; exit 1; }
+ROSTER_BIN=$(realpath "$ROSTER_BIN")
 
 work=$(mktemp -d /tmp/roster-health-bench.XXXXXX)
 pids=()
@@ -69,8 +70,10 @@ pids+=($!)
 nginx_pid=$!
 
 mkdir -p "$work/zones"
-"$ROSTER_BIN" serve --dns 127.0.0.1:$DNS_PORT --http 127.0.0.1:$HTTP_PORT \
-    --data-dir "$work/data" --zones "$work/zones" 2>"$work/roster.log" &
+# roster runs in its work directory, so a config.toml where this is run
+# from (the repository's) is not read.
+(cd "$work" && exec "$ROSTER_BIN" serve --dns 127.0.0.1:$DNS_PORT --http 127.0.0.1:$HTTP_PORT \
+    --data-dir "$work/data" --zones "$work/zones") 2>"$work/roster.log" &
 pids+=($!)
 roster_pid=$!
 
