@@ -239,10 +239,10 @@ pub async fn run(
 
 /// [`run`], taking the configuration again from `reloads` while it runs
 /// (the binary sends the config file on SIGHUP). Of each, two parts are
-/// applied: the `[acl]` tokens, and the API's TLS
-/// certificate, key and client CA, read from their files again. Each is
-/// checked as at start-up; one that does not pass is refused with an error
-/// in the log, and what is in force stays. The rest takes a restart.
+/// applied: the `[acl]` tokens, and the API's TLS certificate, key and
+/// client CA, read from their files again. Each is checked as at start-up;
+/// one that does not pass is refused with an error in the log, and what is
+/// in force stays. The rest takes a restart.
 pub async fn run_reloading(
     config: Config,
     listeners: Listeners,

@@ -46,6 +46,16 @@ impl Meta {
         self.into_iter()
     }
 
+    /// The entries DNS serves as the instance's TXT `key=value` strings
+    /// (the DNS table and DNS UPDATE's view of it alike): all but
+    /// [`DHCID_META_KEY`].
+    pub fn served_as_txt(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0
+            .iter()
+            .filter(|(key, _)| key != DHCID_META_KEY)
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+    }
+
     /// The value of `key`, if it is set.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0

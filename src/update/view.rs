@@ -107,8 +107,7 @@ pub(super) fn target(label: &str, service: &str, domain: &Name) -> String {
 pub(super) fn txt_strings(instance: &Instance) -> Vec<Vec<u8>> {
     instance
         .meta
-        .iter()
-        .filter(|(key, _)| key.as_str() != DHCID_META_KEY)
+        .served_as_txt()
         .map(|(key, value)| format!("{key}={value}").into_bytes())
         .collect()
 }

@@ -4,18 +4,15 @@
 //! instances of a service, see `ServiceRecords::update`), not kept beside
 //! it: the records hold their own compact copy.
 
-use crate::model::{DHCID_META_KEY, DnsLabel, Instance};
+use crate::model::{DnsLabel, Instance};
 
 /// Appends the instance's TXT strings to `txt`, each a DNS
 /// <character-string> (a length octet, then `key=value`): one per metadata
-/// entry but the DHCID DNS UPDATE keeps there ([`DHCID_META_KEY`]), in key
+/// entry but the DHCID DNS UPDATE keeps there (`Meta::served_as_txt`), in key
 /// order. Written in place, not formatted into a String each: a rebuilt
 /// instance's strings are part of every write's cost.
 pub(super) fn push_txt(instance: &Instance, txt: &mut Vec<u8>) {
-    for (key, value) in instance.meta.iter() {
-        if key.as_str() == DHCID_META_KEY {
-            continue;
-        }
+    for (key, value) in instance.meta.served_as_txt() {
         // Instance validation bounds a TXT string to 255 octets; the bound
         // only keeps the length octet true.
         let string = [key.as_bytes(), b"=", value.as_bytes()];
