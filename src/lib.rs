@@ -20,7 +20,12 @@ pub mod registry;
 pub mod resolve;
 pub mod update;
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::Duration,
+};
 
 use hickory_proto::rr::LowerName;
 use tokio::{
@@ -265,6 +270,12 @@ pub async fn run_reloading(
     }
     let (events, event_queue) = mpsc::unbounded_channel();
     let metrics = Arc::new(Metrics::default());
+    if let Some(not_after) = http_tls
+        .as_deref()
+        .and_then(http::tls::ServerTls::not_after)
+    {
+        metrics.reloads.http_tls_not_after.store(not_after, Relaxed);
+    }
     let ns_name = config
         .ns_name(&domain)
         .map_err(|message| ConfigError::Invalid {
@@ -392,11 +403,11 @@ pub async fn run_reloading(
         info!(tokens = config.acl.tokens.len(), default_policy = ?config.acl.default_policy, "ACLs are on");
     }
     let reloads = {
-        let (acl, tls) = (acl.clone(), http_tls.clone());
+        let (acl, tls, metrics) = (acl.clone(), http_tls.clone(), metrics.clone());
         let mut running = config.clone();
         tokio::spawn(async move {
             while let Some(update) = reloads.recv().await {
-                apply_reload(&mut running, update, &acl, tls.as_deref());
+                apply_reload(&mut running, update, &acl, tls.as_deref(), &metrics);
             }
         })
     };
@@ -522,9 +533,14 @@ fn apply_reload(
     update: Config,
     acl: &arc_swap::ArcSwap<http::acl::Acl>,
     tls: Option<&http::tls::ServerTls>,
+    metrics: &Metrics,
 ) {
     let in_force = std::mem::replace(&mut running.acl, update.acl);
-    match running.validate("reloaded configuration") {
+    let validated = running.validate("reloaded configuration");
+    metrics
+        .reloads
+        .count(crate::metrics::RELOAD_ACL, validated.is_ok());
+    match validated {
         Ok(()) => {
             acl.store(Arc::new(http::acl::Acl::new(&running.acl)));
             info!(
@@ -546,8 +562,14 @@ fn apply_reload(
         }
         return;
     };
-    match tls.reload(&update.http) {
+    let reloaded = tls.reload(&update.http);
+    metrics
+        .reloads
+        .count(crate::metrics::RELOAD_HTTP_TLS, reloaded.is_ok());
+    match reloaded {
         Ok(()) => {
+            let not_after = tls.not_after().unwrap_or(0);
+            metrics.reloads.http_tls_not_after.store(not_after, Relaxed);
             running.http.tls_cert_file = update.http.tls_cert_file;
             running.http.tls_key_file = update.http.tls_key_file;
             running.http.tls_client_ca_file = update.http.tls_client_ca_file;

@@ -240,7 +240,10 @@ async fn status_on(sender: &mut hyper::client::conn::http1::SendRequest<String>)
 /// force (with an error naming the key and the file).
 #[tokio::test]
 async fn sighup_serves_a_renewed_certificate_to_new_connections() {
-    let (old, renewed) = (Pki::new(), Pki::new());
+    let (old, renewed) = (
+        Pki::with_server_not_after(Some((2031, 5, 17))),
+        Pki::with_server_not_after(Some((2032, 6, 1))),
+    );
     let site = common::process::Site::new();
     let (cert, key) = (
         site.root.path().join("cert.pem"),
@@ -267,6 +270,26 @@ async fn sighup_serves_a_renewed_certificate_to_new_connections() {
         get(&renewed).await.is_err(),
         "the renewed CA's client got in before the reload"
     );
+    // What an operator alerts on: when the served certificate expires, and
+    // reloads that were refused.
+    let metric = |pki: &Pki, sample: &'static str| {
+        let (config, addr) = (pki.client(None), roster.http);
+        async move {
+            let (status, text) = https_request(&config, addr, "localhost", "GET", "/metrics", None)
+                .await
+                .expect("scrape /metrics");
+            assert_eq!(status, 200, "{text}");
+            let text = text.as_str().expect("the exposition is text").to_owned();
+            text.lines()
+                .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+                .map(|value| value.parse::<f64>().expect("a number"))
+        }
+    };
+    let expiry = "roster_http_tls_cert_not_after_timestamp_seconds";
+    let refused = "roster_config_reloads_total{part=\"http_tls\",result=\"refused\"}";
+    // 2031-05-17T00:00:00Z
+    assert_eq!(metric(&old, expiry).await, Some(1_936_742_400.0));
+    assert_eq!(metric(&old, refused).await, Some(0.0));
     let mut kept = kept_connection(&old.client(None), roster.http, "localhost").await;
     assert_eq!(status_on(&mut kept).await, 200);
 
@@ -293,6 +316,8 @@ async fn sighup_serves_a_renewed_certificate_to_new_connections() {
         "{}",
         roster.stderr()
     );
+    // 2032-06-01T00:00:00Z
+    assert_eq!(metric(&renewed, expiry).await, Some(1_969_660_800.0));
 
     // A key that no longer loads: the renewed certificate stays in force.
     std::fs::write(&key, "not PEM at all").expect("break key.pem");
@@ -309,6 +334,8 @@ async fn sighup_serves_a_renewed_certificate_to_new_connections() {
         "{log}"
     );
     assert_eq!(get(&renewed).await, Ok(200));
+    assert_eq!(metric(&renewed, refused).await, Some(1.0));
+    assert_eq!(metric(&renewed, expiry).await, Some(1_969_660_800.0));
     assert!(roster.stop().await.success());
 }
 

@@ -9,7 +9,13 @@
 //! configuration a new handshake gets. Must not: accept connections or time
 //! them.
 
-use std::{path::Path, sync::Arc};
+use std::{
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+};
 
 use arc_swap::ArcSwap;
 use rustls::{RootCertStore, ServerConfig, crypto::CryptoProvider, server::WebPkiClientVerifier};
@@ -40,6 +46,9 @@ pub(crate) fn crypto_provider() -> Arc<CryptoProvider> {
 /// do on a reload).
 pub struct ServerTls {
     config: ArcSwap<ServerConfig>,
+    /// When the certificate in force expires (Unix seconds); 0 if its DER
+    /// could not be read for it.
+    not_after: AtomicU64,
 }
 
 impl ServerTls {
@@ -49,7 +58,7 @@ impl ServerTls {
     /// unreadable or not what its key says is an error naming the key and
     /// the file.
     pub fn from_config(http: &HttpConfig) -> Result<Option<Self>, ConfigError> {
-        let Some(config) = server_config(http)? else {
+        let Some(Built { config, not_after }) = server_config(http)? else {
             return Ok(None);
         };
         info!(
@@ -59,7 +68,14 @@ impl ServerTls {
         );
         Ok(Some(Self {
             config: ArcSwap::new(config),
+            not_after: AtomicU64::new(not_after.unwrap_or(0)),
         }))
+    }
+
+    /// When the certificate in force expires, in seconds since the Unix
+    /// epoch, if its DER could be read for it.
+    pub fn not_after(&self) -> Option<u64> {
+        Some(self.not_after.load(Relaxed)).filter(|&at| at > 0)
     }
 
     /// What the next handshake is served with.
@@ -73,28 +89,38 @@ impl ServerTls {
     /// off this way: the listener's clients would meet plain HTTP where
     /// they expect TLS, so that takes a restart.
     pub fn reload(&self, http: &HttpConfig) -> Result<(), ConfigError> {
-        let Some(config) = server_config(http)? else {
+        let Some(Built { config, not_after }) = server_config(http)? else {
             return Err(invalid(
                 "http.tls_cert_file",
                 "is now empty, but HTTPS is turned off only by a restart".into(),
             ));
         };
         self.config.store(config);
+        self.not_after.store(not_after.unwrap_or(0), Relaxed);
         Ok(())
     }
 }
 
-/// The rustls configuration of `http`: `None` when it names no certificate
+/// A rustls configuration and when its certificate expires (if its DER
+/// could be read for it).
+struct Built {
+    config: Arc<ServerConfig>,
+    not_after: Option<u64>,
+}
+
+/// The rustls configuration of `http` and when its certificate expires
+/// (if its DER could be read for it): `None` when it names no certificate
 /// (plain HTTP), otherwise HTTPS only, requiring client certificates signed
 /// by `tls_client_ca_file` when it is set. A file that is missing,
 /// unreadable or not what its key says is an error naming the key and the
 /// file.
-fn server_config(http: &HttpConfig) -> Result<Option<Arc<ServerConfig>>, ConfigError> {
+fn server_config(http: &HttpConfig) -> Result<Option<Built>, ConfigError> {
     if http.tls_cert_file.as_os_str().is_empty() {
         return Ok(None);
     }
     let provider = crypto_provider();
     let chain = certificates("http.tls_cert_file", &http.tls_cert_file)?;
+    let not_after = chain.first().and_then(pem_files::not_after);
     let key = private_key("http.tls_key_file", &http.tls_key_file)?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -131,7 +157,10 @@ fn server_config(http: &HttpConfig) -> Result<Option<Arc<ServerConfig>>, ConfigE
     })?;
     // roster's server speaks HTTP/1.1 only.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Some(Arc::new(config)))
+    Ok(Some(Built {
+        config: Arc::new(config),
+        not_after,
+    }))
 }
 
 /// Where the errors of this module say they come from.

@@ -207,6 +207,34 @@ pub fn status_index(status: Status) -> usize {
     }
 }
 
+/// The API's certificate and the configuration reloads (SIGHUP): what an
+/// operator alerts on when a renewed certificate was not taken.
+#[derive(Default)]
+pub struct ReloadCounters {
+    /// When the certificate the API serves expires, in seconds since the
+    /// Unix epoch; 0 without HTTPS (or if it could not be read).
+    pub http_tls_not_after: AtomicU64,
+    /// Reloads by part ([`RELOAD_PARTS`]) and result ([`RELOAD_RESULTS`]).
+    pub reloads: [[AtomicU64; 2]; 2],
+}
+
+/// What a reload applies, as counted in [`ReloadCounters::reloads`].
+pub const RELOAD_PARTS: [&str; 2] = ["acl", "http_tls"];
+/// [`RELOAD_PARTS`]' indices.
+pub const RELOAD_ACL: usize = 0;
+pub const RELOAD_HTTP_TLS: usize = 1;
+/// How a part of a reload ended.
+pub const RELOAD_RESULTS: [&str; 2] = ["applied", "refused"];
+
+impl ReloadCounters {
+    /// Counts a reload of part `part` ([`RELOAD_PARTS`]).
+    pub fn count(&self, part: usize, applied: bool) {
+        if let Some(results) = self.reloads.get(part) {
+            results[usize::from(!applied)].fetch_add(1, Relaxed);
+        }
+    }
+}
+
 /// Everything roster counts.
 #[derive(Default)]
 pub struct Metrics {
@@ -244,6 +272,8 @@ pub struct Metrics {
     /// The UDP response-rate limiter's counters, once DNS runs with
     /// `dns.rate_limit` on.
     pub dns_rate_limit: std::sync::OnceLock<crate::dns::RateLimitCounter>,
+    /// The API's certificate expiry and the reloads.
+    pub reloads: ReloadCounters,
 }
 
 impl Metrics {

@@ -8,8 +8,8 @@
 use std::{fmt::Write as _, sync::atomic::Ordering::Relaxed, time::UNIX_EPOCH};
 
 use super::{
-    CHECKPOINT_RESULTS, LagHistogram, Metrics, PROBE_KINDS, STATUSES, UPDATE_RCODES, WRITE_RESULTS,
-    dns::Proto, histogram::HistogramSnapshot,
+    CHECKPOINT_RESULTS, LagHistogram, Metrics, PROBE_KINDS, RELOAD_PARTS, RELOAD_RESULTS, STATUSES,
+    UPDATE_RCODES, WRITE_RESULTS, dns::Proto, histogram::HistogramSnapshot,
 };
 use crate::registry::RegistryState;
 
@@ -92,6 +92,33 @@ fn process(out: &mut Text, metrics: &Metrics) {
         &[],
         u8::from(metrics.cluster_stale.load(Relaxed)),
     );
+    out.family(
+        "roster_config_reloads_total",
+        "counter",
+        "Reloads on SIGHUP, by part (the ACL tokens, the API's TLS files) and result.",
+    );
+    for (part, results) in RELOAD_PARTS.iter().zip(&metrics.reloads.reloads) {
+        for (result, count) in RELOAD_RESULTS.iter().zip(results) {
+            out.sample(
+                "roster_config_reloads_total",
+                &[("part", *part), ("result", *result)],
+                count.load(Relaxed),
+            );
+        }
+    }
+    let not_after = metrics.reloads.http_tls_not_after.load(Relaxed);
+    if not_after > 0 {
+        out.family(
+            "roster_http_tls_cert_not_after_timestamp_seconds",
+            "gauge",
+            "When the certificate the API serves expires, in seconds since the Unix epoch.",
+        );
+        out.sample(
+            "roster_http_tls_cert_not_after_timestamp_seconds",
+            &[],
+            not_after,
+        );
+    }
 }
 
 fn dns(out: &mut Text, metrics: &Metrics) {

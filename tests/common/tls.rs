@@ -62,11 +62,13 @@ pub struct Pki {
     pub server_key_file: PathBuf,
 }
 
-/// A CA-signed leaf for `names` (DNS names or IP addresses).
+/// A CA-signed leaf for `names` (DNS names or IP addresses), valid until
+/// `not_after` (year, month, day) if given, else rcgen's default.
 fn leaf(
     issuer: &CertifiedIssuer<'_, KeyPair>,
     names: &[&str],
     usage: ExtendedKeyUsagePurpose,
+    not_after: Option<(i32, u8, u8)>,
 ) -> Identity {
     let key = KeyPair::generate().expect("leaf key");
     let mut params =
@@ -77,6 +79,9 @@ fn leaf(
         names.first().copied().unwrap_or("client"),
     );
     params.extended_key_usages = vec![usage];
+    if let Some((year, month, day)) = not_after {
+        params.not_after = rcgen::date_time_ymd(year, month, day);
+    }
     params.use_authority_key_identifier_extension = true;
     let cert = params.signed_by(&key, issuer).expect("sign leaf");
     Identity {
@@ -89,6 +94,12 @@ fn leaf(
 
 impl Pki {
     pub fn new() -> Self {
+        Self::with_server_not_after(None)
+    }
+
+    /// A new CA whose server certificate expires at 00:00 UTC on
+    /// `not_after` (year, month, day) if given.
+    pub fn with_server_not_after(not_after: Option<(i32, u8, u8)>) -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params
@@ -105,11 +116,13 @@ impl Pki {
             &issuer,
             &["localhost", "127.0.0.1"],
             ExtendedKeyUsagePurpose::ServerAuth,
+            not_after,
         );
         let client = leaf(
             &issuer,
             &["client.test"],
             ExtendedKeyUsagePurpose::ClientAuth,
+            None,
         );
         let dir = tempfile::tempdir().expect("TLS directory");
         let ca_file = dir.path().join("ca.pem");
