@@ -228,10 +228,20 @@ impl Client {
         let request = request
             .body(body.unwrap_or_default())
             .map_err(|e| ClientError::Unexpected(e.to_string()))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| self.unreachable(e))?;
+        let response = match sender.send_request(request).await {
+            Ok(response) => response,
+            Err(error) => {
+                // Under TLS 1.3 the server checks a client certificate after
+                // the client's handshake is done: its alert ("certificate
+                // required") ends the connection, whose task has the reason
+                // the request only sees as "not ready".
+                let ended = tokio::time::timeout(Duration::from_secs(1), connection).await;
+                return Err(match ended {
+                    Ok(Ok(Err(reason))) => self.unreachable(reason),
+                    _ => self.unreachable(error),
+                });
+            }
+        };
         let status = response.status().as_u16();
         let index = consul_index(response.headers());
         let mut incoming = response.into_body();

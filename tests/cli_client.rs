@@ -294,6 +294,7 @@ async fn commands_speak_https_with_a_client_certificate() {
     // plain HTTP: exit code 3, as for a roster that is down.
     let (code, _, err) = roster(http, &["services", "--ca-file", &ca]).await;
     assert_eq!(code, 3, "without a client certificate: {err}");
+    assert!(err.contains("CertificateRequired"), "{err}");
     let (code, _, err) = roster(http, &["services"]).await;
     assert_eq!(code, 3, "plain HTTP: {err}");
 
