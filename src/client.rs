@@ -156,7 +156,15 @@ impl Client {
                         .header("content-type", "application/json")
                         .body(body);
                 }
-                let response = request.send().await.map_err(|e| self.unreachable(e))?;
+                let response = request.send().await.map_err(|error| {
+                    if answered_not_http(&error) {
+                        self.unreachable(format!(
+                            "{error}: the answer is not HTTP; if roster speaks HTTPS, give --ca-file"
+                        ))
+                    } else {
+                        self.unreachable(error)
+                    }
+                })?;
                 let status = response.status().as_u16();
                 let index = consul_index(response.headers());
                 let text = response.text().await.map_err(|e| self.unreachable(e))?;
@@ -323,6 +331,22 @@ impl Client {
         let (_, new_index) = self.send(Method::GET, &path, None).await?;
         new_index.ok_or_else(|| ClientError::Unexpected("no X-Consul-Index header".into()))
     }
+}
+
+/// Whether something answered, but not in HTTP: a TLS server's alert, as
+/// an HTTPS roster sends a plain-HTTP client, fails hyper's parsing.
+fn answered_not_http(error: &reqwest::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = cause {
+        if error
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_parse)
+        {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// The `X-Consul-Index` header's value, if it has a number.

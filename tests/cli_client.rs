@@ -297,6 +297,7 @@ async fn commands_speak_https_with_a_client_certificate() {
     assert!(err.contains("CertificateRequired"), "{err}");
     let (code, _, err) = roster(http, &["services"]).await;
     assert_eq!(code, 3, "plain HTTP: {err}");
+    assert!(err.contains("give --ca-file"), "{err}");
 
     // A CA that did not sign roster's certificate: refused, and said why.
     let stranger = pki.dir.path().join("stranger.pem");
