@@ -7,7 +7,7 @@
 //! Owns: requests to a running roster and how their answers are shown.
 //! Must not: open a store or a socket roster serves on; it only asks.
 
-use std::{fmt::Write as _, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{fmt::Write as _, path::PathBuf, sync::Arc, time::Duration};
 
 use reqwest::Method;
 
@@ -27,7 +27,7 @@ const WATCH_WAIT: &str = "20s";
 pub enum ClientError {
     #[error("cannot reach roster at {address}: {source}")]
     Unreachable {
-        address: SocketAddr,
+        address: String,
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// roster answered with an error: its status and message.
@@ -51,13 +51,87 @@ impl ClientError {
     }
 }
 
+/// Where a running roster's API is, as `--http` takes it: `HOST:PORT`,
+/// `http://HOST:PORT` or `https://HOST:PORT`, HOST a name, an IPv4 address
+/// or a bracketed IPv6 one (as in a URL).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `Some(true)` for `https://`, `Some(false)` for `http://`, `None`
+    /// without a scheme (HTTPS then if a CA is given).
+    pub https: Option<bool>,
+    /// As written: a name, an IPv4 address or `[IPv6]`.
+    pub host: String,
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// The host without the brackets of an IPv6 address: what is resolved
+    /// or connected to, and what a certificate is checked against.
+    fn bare_host(&self) -> &str {
+        self.host
+            .strip_prefix('[')
+            .and_then(|host| host.strip_suffix(']'))
+            .unwrap_or(&self.host)
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = match self.https {
+            Some(true) => "https://",
+            Some(false) => "http://",
+            None => "",
+        };
+        write!(f, "{scheme}{}:{}", self.host, self.port)
+    }
+}
+
+impl std::str::FromStr for Endpoint {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("{text:?} is not HOST:PORT or http(s)://HOST:PORT: {why}");
+        let (https, rest) = match text.split_once("://") {
+            Some(("https", rest)) => (Some(true), rest),
+            Some(("http", rest)) => (Some(false), rest),
+            Some(_) => return Err(bad("the scheme is neither http nor https")),
+            None => (None, text),
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let (host, port) = rest.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| bad("the port is not 0-65535"))?;
+        let name_like = |host: &str| {
+            !host.is_empty()
+                && host.len() <= 253
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        };
+        let valid = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+            None => name_like(host),
+        };
+        if !valid {
+            return Err(bad("the host is not a name or an IP address"));
+        }
+        Ok(Self {
+            https,
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
 /// HTTPS to a roster whose API speaks it (`[http] tls_cert_file`): the
-/// CA that signed its certificate, the only one trusted; the name its
-/// certificate is checked against (the address's IP when `None`); and a
-/// client certificate and key, for a roster that asks for one
-/// (`tls_client_ca_file`).
+/// CA that signed its certificate, then the only one trusted (the system's
+/// CAs when `None`); the name its certificate is checked against (the host
+/// of `--http` when `None`); and a client certificate and key, for a
+/// roster that asks for one (`tls_client_ca_file`).
+#[derive(Default)]
 pub struct ClientTls {
-    pub ca_file: PathBuf,
+    pub ca_file: Option<PathBuf>,
     pub server_name: Option<String>,
     pub client_cert: Option<(PathBuf, PathBuf)>,
 }
@@ -65,7 +139,7 @@ pub struct ClientTls {
 /// A running roster's HTTP API.
 pub struct Client {
     transport: Transport,
-    address: SocketAddr,
+    endpoint: Endpoint,
     token: Option<String>,
 }
 
@@ -80,49 +154,57 @@ enum Transport {
         config: Arc<rustls::ClientConfig>,
         /// What the certificate is checked against.
         name: ServerName<'static>,
-        /// The `Host` header.
-        host: String,
     },
 }
 
 impl Client {
-    /// A client of the roster at `address`, sending `token` (if any) as
-    /// `X-Consul-Token`, over HTTPS with `tls`.
+    /// A client of the roster at `endpoint`, sending `token` (if any) as
+    /// `X-Consul-Token`. HTTPS for an `https://` endpoint, or when `tls`
+    /// names a CA; `tls` says how.
     pub fn new(
-        address: SocketAddr,
+        endpoint: &Endpoint,
         token: Option<String>,
-        tls: Option<&ClientTls>,
+        tls: &ClientTls,
     ) -> Result<Self, ClientError> {
-        let transport = match tls {
-            None => Transport::Plain(
+        let https = match (endpoint.https, &tls.ca_file) {
+            (Some(false), Some(_)) => {
+                return Err(ClientError::Tls(format!(
+                    "--http {endpoint} is plain HTTP, but --ca-file asks for HTTPS"
+                )));
+            }
+            (Some(https), _) => https,
+            (None, ca_file) => ca_file.is_some(),
+        };
+        if !https && (tls.client_cert.is_some() || tls.server_name.is_some()) {
+            return Err(ClientError::Tls(format!(
+                "--cert-file and --tls-server-name are for HTTPS, and --http {endpoint} is \
+                 plain HTTP: give https:// or --ca-file"
+            )));
+        }
+        let transport = if https {
+            let name = match &tls.server_name {
+                Some(name) => name.clone(),
+                None => endpoint.bare_host().to_owned(),
+            };
+            let server_name = ServerName::try_from(name.clone()).map_err(|error| {
+                ClientError::Tls(format!("--tls-server-name {name:?}: {error}"))
+            })?;
+            Transport::Tls {
+                config: Arc::new(rustls_config(tls)?),
+                name: server_name,
+            }
+        } else {
+            Transport::Plain(
                 reqwest::Client::builder()
                     .no_proxy()
                     .timeout(REQUEST_TIMEOUT)
                     .build()
                     .map_err(|e| ClientError::Unexpected(e.to_string()))?,
-            ),
-            Some(tls) => {
-                let name = match &tls.server_name {
-                    Some(name) => name.clone(),
-                    None => address.ip().to_string(),
-                };
-                let server_name = ServerName::try_from(name.clone()).map_err(|error| {
-                    ClientError::Tls(format!("--tls-server-name {name:?}: {error}"))
-                })?;
-                let host = match (&tls.server_name, address.ip()) {
-                    (None, std::net::IpAddr::V6(ip)) => format!("[{ip}]:{}", address.port()),
-                    _ => format!("{name}:{}", address.port()),
-                };
-                Transport::Tls {
-                    config: Arc::new(rustls_config(tls)?),
-                    name: server_name,
-                    host,
-                }
-            }
+            )
         };
         Ok(Self {
             transport,
-            address,
+            endpoint: endpoint.clone(),
             token: token.filter(|t| !t.is_empty()),
         })
     }
@@ -132,7 +214,7 @@ impl Client {
         source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
     ) -> ClientError {
         ClientError::Unreachable {
-            address: self.address,
+            address: self.endpoint.to_string(),
             source: source.into(),
         }
     }
@@ -147,7 +229,8 @@ impl Client {
     ) -> Result<(Value, Option<u64>), ClientError> {
         let (status, index, text) = match &self.transport {
             Transport::Plain(http) => {
-                let mut request = http.request(method, format!("http://{}{path}", self.address));
+                let url = format!("http://{}:{}{path}", self.endpoint.host, self.endpoint.port);
+                let mut request = http.request(method, url);
                 if let Some(token) = &self.token {
                     request = request.header("X-Consul-Token", token);
                 }
@@ -170,8 +253,8 @@ impl Client {
                 let text = response.text().await.map_err(|e| self.unreachable(e))?;
                 (status, index, text)
             }
-            Transport::Tls { config, name, host } => {
-                let exchange = self.send_tls(config, name, host, method, path, body);
+            Transport::Tls { config, name } => {
+                let exchange = self.send_tls(config, name, method, path, body);
                 tokio::time::timeout(REQUEST_TIMEOUT, exchange)
                     .await
                     .map_err(|_| {
@@ -206,12 +289,12 @@ impl Client {
         &self,
         config: &Arc<rustls::ClientConfig>,
         name: &ServerName<'static>,
-        host: &str,
         method: Method,
         path: &str,
         body: Option<String>,
     ) -> Result<(u16, Option<u64>, String), ClientError> {
-        let tcp = tokio::net::TcpStream::connect(self.address)
+        let endpoint = &self.endpoint;
+        let tcp = tokio::net::TcpStream::connect((endpoint.bare_host(), endpoint.port))
             .await
             .map_err(|e| self.unreachable(e))?;
         let tls = tokio_rustls::TlsConnector::from(config.clone())
@@ -226,7 +309,7 @@ impl Client {
         let mut request = hyper::Request::builder()
             .method(method)
             .uri(path)
-            .header("host", host);
+            .header("host", format!("{}:{}", endpoint.host, endpoint.port));
         if let Some(token) = &self.token {
             request = request.header("X-Consul-Token", token);
         }
@@ -476,19 +559,33 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// The rustls configuration of `tls`: its CA alone trusted, its client
-/// certificate presented if it has one. Errors name the flag and the file.
+/// The rustls configuration of `tls`: its CA alone trusted, or the
+/// system's CAs without one; its client certificate presented if it has
+/// one. Errors name the flag and the file.
 fn rustls_config(tls: &ClientTls) -> Result<rustls::ClientConfig, ClientError> {
     const ORIGIN: &str = "HTTPS to roster";
     let failed = |error: crate::config::ConfigError| ClientError::Tls(error.to_string());
     let mut roots = rustls::RootCertStore::empty();
-    for certificate in pem_files::certificates(ORIGIN, "--ca-file", &tls.ca_file).map_err(failed)? {
-        roots.add(certificate).map_err(|error| {
-            ClientError::Tls(format!(
-                "{}: a CA certificate: {error}",
-                tls.ca_file.display()
-            ))
-        })?;
+    match &tls.ca_file {
+        Some(ca_file) => {
+            for certificate in
+                pem_files::certificates(ORIGIN, "--ca-file", ca_file).map_err(failed)?
+            {
+                roots.add(certificate).map_err(|error| {
+                    ClientError::Tls(format!("{}: a CA certificate: {error}", ca_file.display()))
+                })?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+            if roots.is_empty() {
+                return Err(ClientError::Tls(
+                    "this system has no CA certificates to check roster's against: give --ca-file"
+                        .into(),
+                ));
+            }
+        }
     }
     let builder = rustls::ClientConfig::builder_with_provider(crypto_provider())
         .with_safe_default_protocol_versions()
@@ -538,6 +635,48 @@ web-1   127.0.0.1  8080  passing      yes     a,b   service:web-1=passing
 web-22  127.0.0.2  80    maintenance  no
 ";
         assert_eq!(service_table(&service), expected);
+    }
+
+    #[test]
+    fn endpoints_are_host_port_with_an_optional_scheme() {
+        let parse = |text: &str| text.parse::<Endpoint>();
+        let endpoint = |https, host: &str, port| Endpoint {
+            https,
+            host: host.to_owned(),
+            port,
+        };
+        assert_eq!(
+            parse("127.0.0.1:8500"),
+            Ok(endpoint(None, "127.0.0.1", 8500))
+        );
+        assert_eq!(
+            parse("https://roster.internal:8501/"),
+            Ok(endpoint(Some(true), "roster.internal", 8501))
+        );
+        assert_eq!(
+            parse("http://[::1]:8500"),
+            Ok(endpoint(Some(false), "[::1]", 8500))
+        );
+        assert_eq!(
+            parse("[::1]:8500").map(|e| e.bare_host().to_owned()),
+            Ok("::1".into())
+        );
+        assert_eq!(
+            parse("https://roster.internal:8501").map(|e| e.to_string()),
+            Ok("https://roster.internal:8501".into())
+        );
+        for bad in [
+            "roster.internal",
+            "ftp://roster:21",
+            "roster:99999",
+            ":8500",
+            "[::1:8500",
+            "[nope]:8500",
+            "a b:8500",
+            "http://roster:8500/v1",
+        ] {
+            assert!(parse(bad).is_err(), "{bad} parsed");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use roster::{
     Config, Listeners,
-    client::{self, Client, ClientError, ClientTls},
+    client::{self, Client, ClientError, ClientTls, Endpoint},
 };
 use tracing_subscriber::EnvFilter;
 
@@ -85,14 +85,15 @@ enum Commands {
 
 #[derive(clap::Args)]
 struct RemoteArgs {
-    /// HTTP address of the running roster
+    /// The running roster's HTTP API: HOST:PORT, or http:// or https://
+    /// before it
     #[arg(
         long,
         value_name = "ADDR",
         env = "ROSTER_HTTP",
         default_value = "127.0.0.1:8500"
     )]
-    http: SocketAddr,
+    http: Endpoint,
     /// ACL token, sent as X-Consul-Token
     #[arg(
         long,
@@ -101,18 +102,13 @@ struct RemoteArgs {
         hide_env_values = true
     )]
     token: Option<String>,
-    /// HTTPS: the PEM CA that signed roster's certificate (the only one
-    /// trusted)
+    /// HTTPS: the PEM CA that signed roster's certificate, then the only
+    /// one trusted (https:// without it trusts the system's CAs)
     #[arg(long, value_name = "FILE", env = "ROSTER_CACERT")]
     ca_file: Option<PathBuf>,
-    /// The name roster's certificate is checked against (default: the IP
-    /// of --http)
-    #[arg(
-        long,
-        value_name = "NAME",
-        env = "ROSTER_TLS_SERVER_NAME",
-        requires = "ca_file"
-    )]
+    /// The name roster's certificate is checked against (default: the
+    /// host of --http)
+    #[arg(long, value_name = "NAME", env = "ROSTER_TLS_SERVER_NAME")]
     tls_server_name: Option<String>,
     /// A PEM client certificate, for a roster that asks for one (with
     /// --key-file)
@@ -120,7 +116,7 @@ struct RemoteArgs {
         long,
         value_name = "FILE",
         env = "ROSTER_CLIENT_CERT",
-        requires_all = ["ca_file", "key_file"]
+        requires = "key_file"
     )]
     cert_file: Option<PathBuf>,
     /// The client certificate's PEM private key
@@ -135,12 +131,12 @@ struct RemoteArgs {
 
 impl RemoteArgs {
     fn client(&self) -> Result<Client, ClientError> {
-        let tls = self.ca_file.as_ref().map(|ca_file| ClientTls {
-            ca_file: ca_file.clone(),
+        let tls = ClientTls {
+            ca_file: self.ca_file.clone(),
             server_name: self.tls_server_name.clone(),
             client_cert: self.cert_file.clone().zip(self.key_file.clone()),
-        });
-        Client::new(self.http, self.token.clone(), tls.as_ref())
+        };
+        Client::new(&self.http, self.token.clone(), &tls)
     }
 }
 

@@ -24,10 +24,16 @@ async fn roster_with_env(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> (i32, String, String) {
+    roster_at(&http.to_string(), args, env).await
+}
+
+/// Runs `roster ARGS --http <http>` (as the user would write it) with
+/// `env`.
+async fn roster_at(http: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_roster"));
     command
         .args(args)
-        .args(["--http", &http.to_string()])
+        .args(["--http", http])
         .env("NO_COLOR", "1")
         .env_remove("ROSTER_TOKEN");
     for (key, value) in env {
@@ -290,6 +296,35 @@ async fn commands_speak_https_with_a_client_certificate() {
     assert_eq!(code, 0, "services over HTTPS: {err}");
     assert!(out.contains("web"), "{out}");
 
+    // `--http` as a URL, with a host name: the certificate is checked
+    // against the name.
+    let url = format!("https://localhost:{}", http.port());
+    let (code, out, err) = roster_at(&url, &[&["services"][..], &tls].concat(), &[]).await;
+    assert_eq!(code, 0, "services at {url}: {err}");
+    assert!(out.contains("web"), "{out}");
+    // https:// without --ca-file trusts the system's CAs, which did not
+    // sign this test CA's certificate.
+    let (code, _, err) = roster_at(
+        &url,
+        &["services", "--cert-file", &cert, "--key-file", &key],
+        &[],
+    )
+    .await;
+    assert_eq!(
+        code,
+        if err.contains("no CA certificates") {
+            1
+        } else {
+            3
+        },
+        "{err}"
+    );
+    // http:// and --ca-file disagree.
+    let plain = format!("http://127.0.0.1:{}", http.port());
+    let (code, _, err) = roster_at(&plain, &["services", "--ca-file", &ca], &[]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--ca-file"), "{err}");
+
     // Nothing answers a client without a certificate, or one that speaks
     // plain HTTP: exit code 3, as for a roster that is down.
     let (code, _, err) = roster(http, &["services", "--ca-file", &ca]).await;
@@ -319,5 +354,37 @@ async fn commands_speak_https_with_a_client_certificate() {
     let (code, _, err) = roster(http, &args).await;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("--key-file"), "{err}");
+    server.stop().await;
+}
+
+/// `--http` (and `ROSTER_HTTP`) take a host name and a scheme as well as
+/// an address; what is neither is refused before anything is sent.
+#[tokio::test]
+async fn the_address_may_be_a_host_name_or_a_url() {
+    let server = start_server().await;
+    let port = server.http_addr.port();
+    for http in [
+        format!("localhost:{port}"),
+        format!("http://localhost:{port}"),
+        format!("http://127.0.0.1:{port}/"),
+    ] {
+        let (code, out, err) = roster_at(&http, &["services"], &[]).await;
+        assert_eq!(code, 0, "{http}: {err}");
+        assert!(out.contains("SERVICE"), "{http}: {out}");
+    }
+    let (code, out, err) = roster_at("nowhere", &["services"], &[]).await;
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("HOST:PORT"), "{err}");
+    // The same from the environment, without the flag.
+    let output = Command::new(env!("CARGO_BIN_EXE_roster"))
+        .arg("services")
+        .env("ROSTER_HTTP", format!("localhost:{port}"))
+        .env_remove("ROSTER_TOKEN")
+        .output()
+        .await
+        .expect("run roster");
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{out}");
+    assert!(out.contains("SERVICE"), "{out}");
     server.stop().await;
 }
