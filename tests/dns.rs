@@ -943,3 +943,33 @@ async fn dig_retries_a_truncated_answer_over_tcp_and_gets_everything() {
     let tcp = common::dig(dns, &["+tcp", "+short", "big.service.local", "A"]).await;
     assert_eq!(tcp.lines().count(), 40, "{tcp}");
 }
+
+/// Each UDP thread is named (`top -H`, `perf`, `/proc/PID/task/*/comm`),
+/// so that it is told from the runtime's workers whose pool it runs on.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn udp_threads_are_named() {
+    let server = start_server().await;
+    let names = || -> Vec<String> {
+        std::fs::read_dir("/proc/self/task")
+            .expect("/proc/self/task")
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .map(|name| name.trim().to_owned())
+            .collect()
+    };
+    // The server starts its UDP threads once this test's runtime lets it.
+    common::eventually(
+        "a UDP thread named roster-udp-0",
+        std::time::Duration::from_secs(20),
+        || async {
+            let names = names();
+            if names.iter().any(|name| name == "roster-udp-0") {
+                Ok(())
+            } else {
+                Err(format!("{names:?}"))
+            }
+        },
+    )
+    .await;
+    server.stop().await;
+}

@@ -9,7 +9,9 @@ and compare). Prints, over the trace's span:
 
 - each CPU's idle time, and how much of it passed while the *other* CPUs
   had a runnable task waiting for a CPU (woken or preempted, not yet run):
-  idle that a better placement of that task would have used;
+  idle that a better placement of that task would have used; and that
+  time by the kinds of thread that waited (roster names its UDP threads
+  `roster-udp-N` and its writer `roster-writer`);
 - the threads that ran most: run time, times switched in, average wait on
   a run queue after a wake-up, and why they were off the CPU (the kernel
   function they slept in, from the switch's call chain, or "preempted").
@@ -53,6 +55,12 @@ def events(path):
     return found
 
 
+def kind(name):
+    """A thread's name without a trailing number ("roster-udp-1" is a
+    "roster-udp"), so that the threads of one kind add up."""
+    return re.sub(r"[-_]?\d+$", "", name) or name
+
+
 def sleep_reason(state, chain):
     if not state.startswith(("S", "D")):
         return "preempted"
@@ -76,6 +84,7 @@ def main():
     names = {}
     idle = collections.Counter()
     idle_with_waiters = collections.Counter()
+    idle_by_waiters = collections.Counter()  # by the kinds of thread waiting
     run = collections.Counter()
     switched_in = collections.Counter()
     on_since = {}
@@ -92,8 +101,10 @@ def main():
         for c in cpus:
             if running[c] == 0:
                 idle[c] += span
-                if any(waiting[o] for o in cpus if o != c):
+                others = set().union(*(waiting[o] for o in cpus if o != c))
+                if others:
                     idle_with_waiters[c] += span
+                    idle_by_waiters[tuple(sorted({kind(names.get(t, "?")) for t in others}))] += span
         if event == "sched_wakeup":
             m = WAKEUP.search(text)
             if not m:
@@ -138,6 +149,8 @@ def main():
               % (c, idle[c], idle_with_waiters[c]))
     print("all CPUs: idle %.3f s, %.3f s of it with a task waiting elsewhere"
           % (sum(idle.values()), sum(idle_with_waiters.values())))
+    for waiters, spent in idle_by_waiters.most_common(6):
+        print("  while %s waited: %.3f s" % (" and ".join(waiters), spent))
     print()
     print("%-20s %7s %9s %8s  %s" % ("thread", "tid", "run ms", "ins", "avg wait on a run queue; off the CPU in"))
     for tid, ran in run.most_common(16):

@@ -121,11 +121,13 @@ pub fn serve(
     let limiter = rrl::RateLimiter::new(rate_limit).map(Arc::new);
     let udp = udp
         .into_iter()
-        .map(|socket| {
+        .enumerate()
+        .map(|(index, socket)| {
             let (handler, stop, runtime) = (handler.clone(), stop.clone(), runtime.clone());
             let limiter = limiter.clone();
             let counters = metrics.udp_worker();
             tokio::task::spawn_blocking(move || {
+                name_this_thread(&format!("roster-udp-{index}"));
                 udp::serve(socket, handler, counters, limiter, stop, runtime)
             })
         })
@@ -144,4 +146,17 @@ pub fn serve(
         stop,
         limiter,
     }
+}
+
+/// Names the calling thread (Linux: what `top -H`, `perf` and
+/// `/proc/PID/task/*/comm` show), so that a UDP thread is told from the
+/// runtime's workers, whose pool it is borrowed from. At most 15 bytes are
+/// kept; elsewhere, or if /proc is not there, it does nothing.
+fn name_this_thread(name: &str) {
+    #[cfg(target_os = "linux")]
+    if let Err(error) = std::fs::write("/proc/thread-self/comm", name) {
+        tracing::debug!(%error, name, "cannot name the thread");
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = name;
 }
