@@ -14,7 +14,10 @@ use reqwest::Method;
 use rustls_pki_types::ServerName;
 use serde_json::Value;
 
-use crate::{http::tls::crypto_provider, pem_files};
+use crate::{
+    http::tls::{crypto_provider, system_roots},
+    pem_files,
+};
 
 /// How long one request may take; `watch` asks with a shorter wait than
 /// this.
@@ -565,27 +568,14 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 fn rustls_config(tls: &ClientTls) -> Result<rustls::ClientConfig, ClientError> {
     const ORIGIN: &str = "HTTPS to roster";
     let failed = |error: crate::config::ConfigError| ClientError::Tls(error.to_string());
-    let mut roots = rustls::RootCertStore::empty();
-    match &tls.ca_file {
-        Some(ca_file) => {
-            for certificate in
-                pem_files::certificates(ORIGIN, "--ca-file", ca_file).map_err(failed)?
-            {
-                roots.add(certificate).map_err(|error| {
-                    ClientError::Tls(format!("{}: a CA certificate: {error}", ca_file.display()))
-                })?;
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            roots.add_parsable_certificates(found.certs);
-            if roots.is_empty() {
-                return Err(ClientError::Tls(
-                    "this system has no CA certificates to check roster's against: give --ca-file"
-                        .into(),
-                ));
-            }
-        }
+    let roots = match &tls.ca_file {
+        Some(ca_file) => pem_files::roots(ORIGIN, "--ca-file", ca_file).map_err(failed)?,
+        None => system_roots(),
+    };
+    if roots.is_empty() {
+        return Err(ClientError::Tls(
+            "this system has no CA certificates to check roster's against: give --ca-file".into(),
+        ));
     }
     let builder = rustls::ClientConfig::builder_with_provider(crypto_provider())
         .with_safe_default_protocol_versions()

@@ -1,7 +1,8 @@
 //! PEM files the configuration names (TLS certificates, keys and CA
 //! bundles), read and parsed with errors that name the setting and the
-//! file: for the API's HTTPS ([`crate::http::tls`]) and for the connection
-//! to etcd ([`crate::cluster::etcd`]).
+//! file: for the API's HTTPS ([`crate::http::tls`]), the connection to
+//! etcd ([`crate::cluster::tls`]) and the command line's HTTPS
+//! ([`crate::client`]).
 //!
 //! Also reads a certificate's expiry ([`not_after`]), for the metric an
 //! operator alerts on before a certificate runs out.
@@ -11,6 +12,7 @@
 
 use std::path::Path;
 
+use rustls::RootCertStore;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 
 use crate::config::ConfigError;
@@ -41,8 +43,17 @@ pub(crate) fn certificates(
     key: &'static str,
     path: &Path,
 ) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
-    let bytes = read(origin, key, path)?;
-    let chain = CertificateDer::pem_slice_iter(&bytes)
+    certificates_in(origin, key, path, &read(origin, key, path)?)
+}
+
+/// [`certificates`] of `bytes`, already read from `path`.
+pub(crate) fn certificates_in(
+    origin: &str,
+    key: &'static str,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    let chain = CertificateDer::pem_slice_iter(bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|error| {
             invalid(
@@ -61,14 +72,50 @@ pub(crate) fn certificates(
     Ok(chain)
 }
 
+/// The CA certificates of the PEM bundle at `path`, as the only ones a
+/// connection trusts.
+pub(crate) fn roots(
+    origin: &str,
+    key: &'static str,
+    path: &Path,
+) -> Result<RootCertStore, ConfigError> {
+    roots_in(origin, key, path, &read(origin, key, path)?)
+}
+
+/// [`roots`] of `bytes`, already read from `path`.
+pub(crate) fn roots_in(
+    origin: &str,
+    key: &'static str,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<RootCertStore, ConfigError> {
+    let mut roots = RootCertStore::empty();
+    for certificate in certificates_in(origin, key, path, bytes)? {
+        roots.add(certificate).map_err(|error| {
+            let message = format!("{}: a CA certificate: {error}", path.display());
+            invalid(origin, key, message)
+        })?;
+    }
+    Ok(roots)
+}
+
 /// The private key in the PEM file at `path` (PKCS#8, PKCS#1 or SEC1).
 pub(crate) fn private_key(
     origin: &str,
     key: &'static str,
     path: &Path,
 ) -> Result<PrivateKeyDer<'static>, ConfigError> {
-    let bytes = read(origin, key, path)?;
-    PrivateKeyDer::from_pem_slice(&bytes).map_err(|error| {
+    private_key_in(origin, key, path, &read(origin, key, path)?)
+}
+
+/// [`private_key`] of `bytes`, already read from `path`.
+pub(crate) fn private_key_in(
+    origin: &str,
+    key: &'static str,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<PrivateKeyDer<'static>, ConfigError> {
+    PrivateKeyDer::from_pem_slice(bytes).map_err(|error| {
         invalid(
             origin,
             key,

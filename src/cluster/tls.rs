@@ -10,7 +10,6 @@
 use std::{path::Path, sync::Arc};
 
 use etcd_client::{Certificate, Identity, TlsOptions};
-use rustls::RootCertStore;
 
 use crate::{
     config::{ClusterConfig, ConfigError},
@@ -30,43 +29,36 @@ pub fn options(config: &ClusterConfig) -> Result<Option<TlsOptions>, ConfigError
     if !config.tls() {
         return Ok(None);
     }
-    let ca_key = "cluster.tls_ca_file";
-    let mut roots = RootCertStore::empty();
-    for certificate in pem_files::certificates(ORIGIN, ca_key, &config.tls_ca_file)? {
-        roots.add(certificate).map_err(|error| {
-            let message = format!(
-                "{}: a CA certificate: {error}",
-                config.tls_ca_file.display()
-            );
-            pem_files::invalid(ORIGIN, ca_key, message)
-        })?;
-    }
-    let mut options =
-        TlsOptions::new().ca_certificate(Certificate::from_pem(read(ca_key, &config.tls_ca_file)?));
+    // Each file is read once: parsed here, so that a bad one is named at
+    // start-up, and handed as PEM to the etcd client, which parses it
+    // again when it connects.
+    let (ca_key, ca_path) = ("cluster.tls_ca_file", &config.tls_ca_file);
+    let ca = read(ca_key, ca_path)?;
+    let roots = pem_files::roots_in(ORIGIN, ca_key, ca_path, &ca)?;
+    let mut options = TlsOptions::new().ca_certificate(Certificate::from_pem(ca));
     if !config.tls_cert_file.as_os_str().is_empty() {
-        let (cert_key, key_key) = ("cluster.tls_cert_file", "cluster.tls_key_file");
-        let chain = pem_files::certificates(ORIGIN, cert_key, &config.tls_cert_file)?;
-        let key = pem_files::private_key(ORIGIN, key_key, &config.tls_key_file)?;
-        // The etcd client parses the PEM again when it connects, and would
-        // report a key that does not go with its certificate only then, as
-        // an unreachable etcd. rustls tells now.
+        let (cert_key, cert_path) = ("cluster.tls_cert_file", &config.tls_cert_file);
+        let (key_key, key_path) = ("cluster.tls_key_file", &config.tls_key_file);
+        let (cert, key) = (read(cert_key, cert_path)?, read(key_key, key_path)?);
+        let chain = pem_files::certificates_in(ORIGIN, cert_key, cert_path, &cert)?;
+        let private = pem_files::private_key_in(ORIGIN, key_key, key_path, &key)?;
+        // The etcd client would report a key that does not go with its
+        // certificate only when it connects, as an unreachable etcd.
+        // rustls tells now.
         rustls::ClientConfig::builder_with_provider(crypto_provider())
             .with_safe_default_protocol_versions()
             .map_err(|error| pem_files::invalid(ORIGIN, cert_key, error.to_string()))?
             .with_root_certificates(Arc::new(roots))
-            .with_client_auth_cert(chain, key)
+            .with_client_auth_cert(chain, private)
             .map_err(|error| {
                 let message = format!(
                     "{} does not go with the certificate in {}: {error}",
-                    config.tls_key_file.display(),
-                    config.tls_cert_file.display()
+                    key_path.display(),
+                    cert_path.display()
                 );
                 pem_files::invalid(ORIGIN, key_key, message)
             })?;
-        options = options.identity(Identity::from_pem(
-            read(cert_key, &config.tls_cert_file)?,
-            read(key_key, &config.tls_key_file)?,
-        ));
+        options = options.identity(Identity::from_pem(cert, key));
     }
     Ok(Some(options))
 }

@@ -14,7 +14,7 @@ use std::{
 };
 
 use rustls::{
-    DigitallySignedStruct, RootCertStore, SignatureScheme,
+    DigitallySignedStruct, SignatureScheme,
     client::{
         WebPkiServerVerifier,
         danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
@@ -167,16 +167,7 @@ const USER_AGENT: &str = concat!("roster-health-check/", env!("CARGO_PKG_VERSION
 /// when there are none, one that refuses every certificate saying so
 /// (checks with `tls_skip_verify` and plain `http://` checks still run).
 fn system_verifier(provider: &Arc<CryptoProvider>) -> Arc<dyn ServerCertVerifier> {
-    let found = rustls_native_certs::load_native_certs();
-    let mut roots = RootCertStore::empty();
-    let (_, unparsable) = roots.add_parsable_certificates(found.certs);
-    if unparsable > 0 || !found.errors.is_empty() {
-        warn!(
-            unparsable,
-            errors = found.errors.len(),
-            "some system CA certificates could not be read; https:// checks trust the rest"
-        );
-    }
+    let roots = crate::http::tls::system_roots();
     match WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build() {
         Ok(verifier) => verifier,
         Err(error) => {
@@ -741,7 +732,7 @@ mod tests {
 
     fn prober_trusting(ca: CertificateDer<'static>, policy: &HealthConfig) -> NetworkProber {
         let provider = crate::http::tls::crypto_provider();
-        let mut roots = RootCertStore::empty();
+        let mut roots = rustls::RootCertStore::empty();
         roots.add(ca).expect("root");
         let verifier =
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())

@@ -21,7 +21,7 @@ use arc_swap::ArcSwap;
 use rustls::{RootCertStore, ServerConfig, crypto::CryptoProvider, server::WebPkiClientVerifier};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::{
     config::{ConfigError, HttpConfig},
@@ -38,6 +38,24 @@ use crate::{
 #[allow(deprecated)]
 pub(crate) fn crypto_provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The system's CA certificates (as `rustls-native-certs` finds them,
+/// `SSL_CERT_FILE` included): what `https://` health checks and the
+/// command line's `https://` addresses trust. Empty if there are none;
+/// certificates that cannot be read are left out, with a warning.
+pub(crate) fn system_roots() -> RootCertStore {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (_, unparsable) = roots.add_parsable_certificates(found.certs);
+    if unparsable > 0 || !found.errors.is_empty() {
+        warn!(
+            unparsable,
+            errors = found.errors.len(),
+            "some system CA certificates could not be read; the rest are trusted"
+        );
+    }
+    roots
 }
 
 /// The API's TLS configuration in force. Each handshake takes the one in
@@ -129,15 +147,7 @@ fn server_config(http: &HttpConfig) -> Result<Option<Built>, ConfigError> {
     let builder = if client_certificates {
         let key_name = "http.tls_client_ca_file";
         let path = &http.tls_client_ca_file;
-        let mut roots = RootCertStore::empty();
-        for certificate in certificates(key_name, path)? {
-            roots.add(certificate).map_err(|error| {
-                invalid(
-                    key_name,
-                    format!("{}: a CA certificate: {error}", path.display()),
-                )
-            })?;
-        }
+        let roots = pem_files::roots(ORIGIN, key_name, path)?;
         let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
             .build()
             .map_err(|error| invalid(key_name, format!("{}: {error}", path.display())))?;
