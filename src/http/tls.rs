@@ -9,13 +9,7 @@
 //! configuration a new handshake gets. Must not: accept connections or time
 //! them.
 
-use std::{
-    path::Path,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering::Relaxed},
-    },
-};
+use std::{path::Path, sync::Arc};
 
 use arc_swap::ArcSwap;
 use rustls::{RootCertStore, ServerConfig, crypto::CryptoProvider, server::WebPkiClientVerifier};
@@ -63,10 +57,8 @@ pub(crate) fn system_roots() -> RootCertStore {
 /// already open keep the certificate they were given (as nginx and Consul
 /// do on a reload).
 pub struct ServerTls {
-    config: ArcSwap<ServerConfig>,
-    /// When the certificate in force expires (Unix seconds); 0 if its DER
-    /// could not be read for it.
-    not_after: AtomicU64,
+    /// The configuration and its certificate's expiry, swapped together.
+    in_force: ArcSwap<Built>,
 }
 
 impl ServerTls {
@@ -76,7 +68,7 @@ impl ServerTls {
     /// unreadable or not what its key says is an error naming the key and
     /// the file.
     pub fn from_config(http: &HttpConfig) -> Result<Option<Self>, ConfigError> {
-        let Some(Built { config, not_after }) = server_config(http)? else {
+        let Some(built) = server_config(http)? else {
             return Ok(None);
         };
         info!(
@@ -85,20 +77,19 @@ impl ServerTls {
             "HTTPS on"
         );
         Ok(Some(Self {
-            config: ArcSwap::new(config),
-            not_after: AtomicU64::new(not_after.unwrap_or(0)),
+            in_force: ArcSwap::from_pointee(built),
         }))
     }
 
     /// When the certificate in force expires, in seconds since the Unix
     /// epoch, if its DER could be read for it.
     pub fn not_after(&self) -> Option<u64> {
-        Some(self.not_after.load(Relaxed)).filter(|&at| at > 0)
+        self.in_force.load().not_after
     }
 
     /// What the next handshake is served with.
     pub(super) fn acceptor(&self) -> TlsAcceptor {
-        TlsAcceptor::from(self.config.load_full())
+        TlsAcceptor::from(self.in_force.load().config.clone())
     }
 
     /// Reads `http`'s files again and serves what they now hold from the
@@ -107,14 +98,13 @@ impl ServerTls {
     /// off this way: the listener's clients would meet plain HTTP where
     /// they expect TLS, so that takes a restart.
     pub fn reload(&self, http: &HttpConfig) -> Result<(), ConfigError> {
-        let Some(Built { config, not_after }) = server_config(http)? else {
+        let Some(built) = server_config(http)? else {
             return Err(invalid(
                 "http.tls_cert_file",
                 "is now empty, but HTTPS is turned off only by a restart".into(),
             ));
         };
-        self.config.store(config);
-        self.not_after.store(not_after.unwrap_or(0), Relaxed);
+        self.in_force.store(Arc::new(built));
         Ok(())
     }
 }
@@ -218,7 +208,7 @@ mod tests {
         let tls = ServerTls::from_config(&http)
             .expect("valid files")
             .expect("HTTPS on");
-        let before = tls.config.load_full();
+        let before = tls.in_force.load_full();
 
         let error = tls
             .reload(&HttpConfig::default())
@@ -234,9 +224,9 @@ mod tests {
             .expect_err("a certificate as the key")
             .to_string();
         assert!(error.contains("http.tls_key_file"), "{error}");
-        assert!(Arc::ptr_eq(&before, &tls.config.load_full()));
+        assert!(Arc::ptr_eq(&before, &tls.in_force.load_full()));
 
         tls.reload(&http).expect("the same files again");
-        assert!(!Arc::ptr_eq(&before, &tls.config.load_full()));
+        assert!(!Arc::ptr_eq(&before, &tls.in_force.load_full()));
     }
 }
