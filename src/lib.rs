@@ -376,6 +376,20 @@ pub async fn run_reloading(
     } else {
         handler
     };
+    let handler = match (config.dns.cookies, config.dns.cookie_secret.0.as_str()) {
+        (false, _) => handler,
+        (true, "") => handler.with_cookies(dns::Cookies::random()),
+        (true, secret) => {
+            // Checked with the rest of the configuration.
+            let secret =
+                dns::parse_cookie_secret(secret).map_err(|message| ConfigError::Invalid {
+                    origin: "the configuration".to_owned(),
+                    key: "dns.cookie_secret",
+                    message,
+                })?;
+            handler.with_cookies(dns::Cookies::new(&secret))
+        }
+    };
     let tcp_timeouts = dns::TcpTimeouts {
         idle: std::time::Duration::from_secs(config.dns.tcp_idle_timeout.into()),
         max_age: std::time::Duration::from_secs(config.dns.tcp_max_connection_age.into()),

@@ -17,7 +17,10 @@ use std::{
 use common::{Server, exchange_tcp, query_message, service_name, start_server_with};
 use hickory_proto::{
     op::{Message, MessageType, ResponseCode},
-    rr::RecordType,
+    rr::{
+        RecordType,
+        rdata::opt::{EdnsCode, EdnsOption},
+    },
 };
 use tokio::{
     net::UdpSocket,
@@ -34,6 +37,10 @@ const QUIET: Duration = Duration::from_millis(1500);
 const DEADLINE: Duration = Duration::from_secs(30);
 /// EDNS payload the queries offer, so slipped answers must keep an OPT.
 const EDNS: u16 = 1232;
+/// The COOKIE option's code (RFC 7873).
+const COOKIE: u16 = 10;
+/// A client cookie: any 8 octets.
+const CLIENT_COOKIE: [u8; 8] = [0x24, 0x64, 0xc4, 0xab, 0xcf, 0x10, 0xc9, 0x57];
 
 /// A roster with `web` (one instance) and rate limiting at `rate`/`slip`.
 async fn start(rate: u32, slip: u32) -> Server {
@@ -54,9 +61,16 @@ async fn socket_at(source: [u8; 4]) -> UdpSocket {
         .unwrap_or_else(|e| panic!("bind UDP to {address}: {e}"))
 }
 
-fn query(id: u16, qname: &str) -> Vec<u8> {
+/// A query with an OPT record offering [`EDNS`], carrying `cookie` (RFC
+/// 7873) as its COOKIE option when given.
+fn query(id: u16, qname: &str, cookie: Option<&[u8]>) -> Vec<u8> {
     let mut message = query_message(qname, RecordType::A, Some(EDNS));
     message.metadata.id = id;
+    if let Some(cookie) = cookie {
+        let edns = message.edns.as_mut().expect("an OPT record");
+        edns.options_mut()
+            .insert(EdnsOption::Unknown(COOKIE, cookie.to_vec()));
+    }
     message.to_vec().expect("encode query")
 }
 
@@ -75,21 +89,33 @@ impl Answers {
     fn count(&self) -> usize {
         self.full.len() + self.truncated.len()
     }
+
+    /// What came back, for an assertion's message.
+    fn summary(&self) -> String {
+        format!(
+            "{} full, {} truncated in {:?}",
+            self.full.len(),
+            self.truncated.len(),
+            self.elapsed
+        )
+    }
 }
 
-/// Sends queries with IDs `ids` for `qname` from `socket` as fast as it
-/// can, then collects answers until all came or none came for [`QUIET`].
+/// Sends queries with IDs `ids` for `qname` (with `cookie`, if given) from
+/// `socket` as fast as it can, then collects answers until all came or
+/// none came for [`QUIET`].
 async fn burst(
     socket: &UdpSocket,
     server: SocketAddr,
     qname: &str,
     ids: std::ops::Range<u16>,
+    cookie: Option<&[u8]>,
 ) -> Answers {
     let start = Instant::now();
     let expected = ids.len();
     for id in ids {
         socket
-            .send_to(&query(id, qname), server)
+            .send_to(&query(id, qname, cookie), server)
             .await
             .expect("send UDP query");
     }
@@ -125,7 +151,7 @@ async fn a_burst_from_one_network_is_limited_and_others_are_not() {
     let server = start(RATE, 2).await;
     let qname = service_name("web");
     let limited = socket_at([127, 0, 0, 1]).await;
-    let answers = burst(&limited, server.dns_addr, &qname, 0..BURST).await;
+    let answers = burst(&limited, server.dns_addr, &qname, 0..BURST, None).await;
 
     let (full, truncated) = (answers.full.len(), answers.truncated.len());
     let summary = format!(
@@ -165,7 +191,7 @@ async fn a_burst_from_one_network_is_limited_and_others_are_not() {
     // gets its full answer.
     let other = socket_at([127, 0, 1, 1]).await;
     for id in 0..5 {
-        let answers = burst(&other, server.dns_addr, &qname, id..id + 1).await;
+        let answers = burst(&other, server.dns_addr, &qname, id..id + 1, None).await;
         assert_eq!(answers.full.len(), 1, "query {id} from 127.0.1.1");
         assert_eq!(answers.full[0].answers.len(), 1);
     }
@@ -202,7 +228,7 @@ async fn general_path_answers_are_limited_too() {
     let server = start(RATE, 1).await;
     let qname = service_name("nope");
     let socket = socket_at([127, 0, 2, 1]).await;
-    let answers = burst(&socket, server.dns_addr, &qname, 0..BURST).await;
+    let answers = burst(&socket, server.dns_addr, &qname, 0..BURST, None).await;
     let (full, truncated) = (answers.full.len(), answers.truncated.len());
     let summary = format!(
         "{full} full, {truncated} truncated in {:?}",
@@ -238,9 +264,68 @@ async fn with_rate_limit_off_every_query_is_answered() {
     for start in (0..BURST).step_by(wave) {
         let ids = start..(start + wave as u16).min(BURST);
         let expected = ids.len();
-        let answers = burst(&socket, server.dns_addr, &qname, ids).await;
+        let answers = burst(&socket, server.dns_addr, &qname, ids, None).await;
         assert_eq!(answers.full.len(), expected, "{answers:?}");
         assert!(answers.truncated.is_empty(), "{answers:?}");
     }
+    server.stop().await;
+}
+
+/// The COOKIE option's data in `answer`.
+fn cookie_of(answer: &Message) -> Vec<u8> {
+    let edns = answer.edns.as_ref().expect("an OPT record");
+    match edns.option(EdnsCode::Cookie) {
+        Some(EdnsOption::Unknown(_, data)) => data.clone(),
+        other => panic!("no COOKIE option but {other:?}: {answer}"),
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_sends_its_server_cookie_back_is_not_limited() {
+    let server = start(RATE, 2).await;
+    let qname = service_name("web");
+    let socket = socket_at([127, 0, 3, 1]).await;
+    // One query with a client cookie learns a server cookie (RFC 7873).
+    let first = burst(&socket, server.dns_addr, &qname, 0..1, Some(&CLIENT_COOKIE)).await;
+    assert_eq!(first.full.len(), 1, "{first:?}");
+    let cookie = cookie_of(&first.full[0]);
+    assert_eq!(cookie.len(), 24, "{cookie:02x?}");
+    assert_eq!(cookie[..8], CLIENT_COOKIE);
+
+    // Sent back, it proves the address is the client's: a burst ten times
+    // the limit is answered in full (in waves, so that loopback's socket
+    // buffers drop nothing on a slow machine).
+    let wave = 50;
+    for start in (1..BURST).step_by(wave) {
+        let ids = start..(start + wave as u16).min(BURST);
+        let expected = ids.len();
+        let answers = burst(&socket, server.dns_addr, &qname, ids, Some(&cookie)).await;
+        assert_eq!(answers.full.len(), expected, "{answers:?}");
+        for answer in &answers.full {
+            assert_eq!(answer.answers.len(), 1, "{answer}");
+        }
+    }
+
+    // The limiter was on all along: the same burst with the client cookie
+    // alone is limited ...
+    let answers = burst(
+        &socket,
+        server.dns_addr,
+        &qname,
+        BURST..2 * BURST,
+        Some(&CLIENT_COOKIE),
+    )
+    .await;
+    let summary = answers.summary();
+    assert!(answers.full.len() <= allowed(answers.elapsed), "{summary}");
+    assert!(!answers.truncated.is_empty(), "{summary}");
+
+    // ... and so is a forger who sends that server cookie from another
+    // address: it was made for 127.0.3.1.
+    let forger = socket_at([127, 0, 4, 1]).await;
+    let answers = burst(&forger, server.dns_addr, &qname, 0..BURST, Some(&cookie)).await;
+    let summary = answers.summary();
+    assert!(answers.full.len() <= allowed(answers.elapsed), "{summary}");
+    assert!(answers.count() < usize::from(BURST), "{summary}");
     server.stop().await;
 }

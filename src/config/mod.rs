@@ -90,8 +90,31 @@ pub struct DnsConfig {
     /// Of the answers over the limit, every this many is sent truncated
     /// (so a real client retries over TCP) instead of dropped; 0 drops all.
     pub rate_limit_slip: u32,
+    /// Answer DNS cookies (RFC 7873): queries with a COOKIE option get a
+    /// server cookie, and queries that send a valid one back are exempt
+    /// from `rate_limit`.
+    pub cookies: bool,
+    /// The server cookies' secret, 32 hexadecimal digits, for nodes that
+    /// must take each other's cookies (one address, anycast); empty means a
+    /// random one per process.
+    pub cookie_secret: Secret,
     /// DNS UPDATE (RFC 2136) with TSIG keys.
     pub update: UpdateConfig,
+}
+
+/// A secret from the configuration file, which `Debug` (and so no log
+/// line) never shows.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.is_empty() {
+            true => f.write_str("\"\""),
+            false => f.write_str("<hidden>"),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -337,6 +360,8 @@ impl Default for DnsConfig {
             tcp_max_connection_age: 120,
             rate_limit: 0,
             rate_limit_slip: 2,
+            cookies: true,
+            cookie_secret: Secret::default(),
             update: UpdateConfig::default(),
         }
     }
@@ -483,6 +508,16 @@ impl Config {
         if self.dns.rate_limit_slip > 10 {
             return Err(invalid("dns.rate_limit_slip", "must be 0 to 10".into()));
         }
+        if !self.dns.cookie_secret.0.is_empty() {
+            if !self.dns.cookies {
+                return Err(invalid(
+                    "dns.cookie_secret",
+                    "is set but dns.cookies is false: turn cookies on, or remove the secret".into(),
+                ));
+            }
+            crate::dns::parse_cookie_secret(&self.dns.cookie_secret.0)
+                .map_err(|message| invalid("dns.cookie_secret", message))?;
+        }
         self.dns
             .update
             .validate()
@@ -616,6 +651,15 @@ mod tests {
     }
 
     #[test]
+    fn the_cookie_secret_is_never_printed() {
+        let config =
+            parse("[dns]\ncookie_secret = \"e5e973e5a6b2a43f48e7dc849e37bfcf\"\n").expect("valid");
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("e5e973"), "{printed}");
+        assert!(printed.contains("<hidden>"), "{printed}");
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let err = parse("[dns]\nttll = 5\n").expect_err("unknown key");
         let message = err.to_string();
@@ -637,6 +681,11 @@ mod tests {
             ),
             ("[dns]\nns_address = [\"not-an-ip\"]\n", "ns_address"),
             ("[dns]\nmax_udp_payload = 100\n", "dns.max_udp_payload"),
+            ("[dns]\ncookie_secret = \"e5e973\"\n", "dns.cookie_secret"),
+            (
+                "[dns]\ncookies = false\ncookie_secret = \"e5e973e5a6b2a43f48e7dc849e37bfcf\"\n",
+                "dns.cookie_secret",
+            ),
             ("[http]\nmax_connections = 0\n", "http.max_connections"),
             (
                 "[http]\nmax_connections = 99999999\n",

@@ -25,10 +25,11 @@ use super::wire::{
 };
 use super::{lookup::shuffle, service_cache::ServiceCache, zones::StaticZones};
 
-/// EDNS options that hickory parses into typed values (NSID, client subnet)
-/// and may reject; a query carrying one goes the general path so that a
-/// malformed one gets the same FORMERR it gets there.
-const PARSED_OPTIONS: [u16; 2] = [3, 8];
+/// EDNS options the fast path leaves to the general path: those hickory
+/// parses into typed values (NSID, client subnet) and may reject, so that a
+/// malformed one gets the same FORMERR it gets there, and COOKIE, whose
+/// answer carries a server cookie (see `cookies`).
+const GENERAL_PATH_OPTIONS: [u16; 3] = [3, 8, super::cookies::OPTION_CODE];
 /// The most queries [`FastPath::answer_batch`] takes at once.
 pub(super) use super::service_cache::MAX_BATCH;
 
@@ -383,7 +384,7 @@ fn parse_opt(record: &[u8]) -> Option<Opt> {
         let header = options.get(..4)?;
         let code = u16::from_be_bytes([header[0], header[1]]);
         let len = usize::from(u16::from_be_bytes([header[2], header[3]]));
-        if PARSED_OPTIONS.contains(&code) {
+        if GENERAL_PATH_OPTIONS.contains(&code) {
             return None;
         }
         options = options.get(4 + len..)?;

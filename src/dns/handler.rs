@@ -1,7 +1,8 @@
 //! The hickory `RequestHandler`: protocol rules (opcode, class, EDNS, size
 //! limits, TSIG) around [`lookup::resolve`], and the gate of DNS UPDATE
 //! (zone, signature), which hands a verified update to the
-//! [`UpdateApplier`]. The socket loops ([`super::udp`], [`super::tcp`]) own
+//! [`UpdateApplier`]. DNS cookies ([`super::cookies`]) ride in its OPT
+//! records. The socket loops ([`super::udp`], [`super::tcp`]) own
 //! the sockets, hickory the wire format; this owns what is said.
 
 use std::{borrow::Cow, sync::Arc};
@@ -11,7 +12,10 @@ use hickory_proto::{
     op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode},
     rr::{
         DNSClass, LowerName, Record, RecordType,
-        rdata::tsig::{TSIG, TsigAlgorithm, TsigError},
+        rdata::{
+            opt::{EdnsCode, EdnsOption},
+            tsig::{TSIG, TsigAlgorithm, TsigError},
+        },
     },
     serialize::binary::BinEncoder,
 };
@@ -25,6 +29,7 @@ use tracing::{debug, warn};
 
 use super::table::RecordTable;
 use super::{
+    cookies::{self, Cookie, Cookies},
     fast::FastPath,
     fit,
     lookup::{self, Answer, Sources},
@@ -59,6 +64,9 @@ pub struct DnsHandler {
     update_slots: Arc<Semaphore>,
     /// UPDATE answers by RCODE, when DNS UPDATE is on.
     update_counters: Option<Arc<UpdateCounters>>,
+    /// Server cookies for queries with a COOKIE option; `None` ignores the
+    /// option (`dns.cookies = false`).
+    cookies: Option<Cookies>,
 }
 
 /// Most UDP UPDATEs in flight; one more is dropped (its client retries).
@@ -96,7 +104,31 @@ impl DnsHandler {
             updates: None,
             update_slots: Arc::new(Semaphore::new(UDP_UPDATES_IN_FLIGHT)),
             update_counters: None,
+            cookies: None,
         }
+    }
+
+    /// Answers DNS cookies (RFC 7873) with server cookies made by
+    /// `cookies`. The fast path declines queries with a COOKIE option, so
+    /// every one of them gets here.
+    pub fn with_cookies(mut self, cookies: Cookies) -> Self {
+        self.cookies = Some(cookies);
+        self
+    }
+
+    /// Whether the raw `query` from `source` carries a server cookie roster
+    /// made for it: proof that the source address is the client's own,
+    /// which the UDP loop exempts from rate limiting. Only queries the fast
+    /// path declined are asked (it declines every COOKIE).
+    pub(super) fn has_valid_cookie(&self, query: &[u8], source: std::net::IpAddr) -> bool {
+        let Some(cookies) = &self.cookies else {
+            return false;
+        };
+        super::precheck::cookie_option(query)
+            .and_then(Cookie::parse)
+            .is_some_and(|cookie| {
+                cookies.standing(&cookie, source, cookies::now()) == cookies::Standing::Valid
+            })
     }
 
     /// Turns DNS UPDATE on: requests signed with `keys` are verified and
@@ -167,7 +199,9 @@ impl DnsHandler {
     }
 
     /// The response's OPT record: present when the query had one, offering
-    /// the smaller of the client's size (at least 512) and roster's limit.
+    /// the smaller of the client's size (at least 512) and roster's limit,
+    /// with a COOKIE option when the query had a well-formed one and
+    /// cookies are on.
     fn response_edns(&self, request: &Request) -> Option<Edns> {
         let requested = request.edns.as_ref()?;
         let mut edns = Edns::new();
@@ -178,7 +212,22 @@ impl DnsHandler {
             requested.max_payload(),
             self.max_udp_payload,
         ));
+        if let (Some(cookies), Some(Ok(cookie))) = (&self.cookies, self.query_cookie(request)) {
+            let data = cookies.answer(&cookie, request.src().ip(), cookies::now());
+            edns.options_mut()
+                .insert(EdnsOption::Unknown(cookies::OPTION_CODE, data.to_vec()));
+        }
         Some(edns)
+    }
+
+    /// The query's first COOKIE option (RFC 7873 section 5.2: the others
+    /// are ignored) when cookies are on: `Err` for a malformed one.
+    fn query_cookie<'r>(&self, request: &'r Request) -> Option<Result<Cookie<'r>, ()>> {
+        self.cookies.as_ref()?;
+        match request.edns.as_ref()?.option(EdnsCode::Cookie)? {
+            EdnsOption::Unknown(_, data) => Some(Cookie::parse(data).ok_or(())),
+            _ => None,
+        }
     }
 }
 
@@ -270,6 +319,13 @@ impl DnsHandler {
             }
         };
         let signing = signing.as_ref();
+        if matches!(self.query_cookie(request), Some(Err(()))) {
+            // RFC 7873 section 5.2.2: a COOKIE option of a wrong length.
+            return respond(&mut response_handle, request, signing, || {
+                error(ResponseCode::FormErr)
+            })
+            .await;
+        }
         if request.metadata.op_code == OpCode::Update {
             let code = self.update(request, signing).await;
             let response =

@@ -21,6 +21,7 @@
 //! socket and, for an UPDATE, the applier's answer (never on a UDP socket
 //! thread: those hand UPDATEs to the runtime).
 
+mod cookies;
 mod fast;
 mod fit;
 #[cfg(test)]
@@ -48,6 +49,7 @@ use std::sync::Arc;
 use tokio::{net::TcpListener, runtime::Handle, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
+pub use cookies::{Cookies, parse_cookie_secret};
 pub use handler::DnsHandler;
 pub use rrl::{RateLimit, RateLimitCounter, RateLimitCounts};
 pub use steering::steer_by_cpu;

@@ -112,6 +112,41 @@ pub(super) fn opt_options_add_up(query: &[u8]) -> bool {
     true
 }
 
+/// The data of the first COOKIE option (RFC 7873) in `query`'s OPT
+/// record, for the UDP loop's rate limiter; `None` without one or when the
+/// message does not walk. Walks names' labels and records' lengths only.
+pub(super) fn cookie_option(query: &[u8]) -> Option<&[u8]> {
+    let header = query.get(..HEADER_LEN)?;
+    let count = |at: usize| usize::from(u16::from_be_bytes([header[at], header[at + 1]]));
+    let mut at = HEADER_LEN;
+    for _ in 0..count(4) {
+        at = skip_name(query, at)? + 4;
+    }
+    let before = count(6) + count(8);
+    for index in 0..before + count(10) {
+        let name_end = skip_name(query, at)?;
+        let fixed = query.get(name_end..name_end + RR_FIXED_LEN)?;
+        let rtype = u16::from_be_bytes([fixed[0], fixed[1]]);
+        let start = name_end + RR_FIXED_LEN;
+        let rdata =
+            query.get(start..start + usize::from(u16::from_be_bytes([fixed[8], fixed[9]])))?;
+        if index >= before && rtype == TYPE_OPT {
+            let mut options = rdata;
+            while let Some((option, rest)) = options.split_first_chunk::<4>() {
+                let len = usize::from(u16::from_be_bytes([option[2], option[3]]));
+                let data = rest.get(..len)?;
+                if u16::from_be_bytes([option[0], option[1]]) == super::cookies::OPTION_CODE {
+                    return Some(data);
+                }
+                options = &rest[len..];
+            }
+            return None;
+        }
+        at = start + rdata.len();
+    }
+    None
+}
+
 /// The type of the first question in `query`, for the counters; `None`
 /// when there is none or it does not read. Walks the name's labels only
 /// (a few octets each): no parsing, no allocation.
@@ -164,5 +199,35 @@ mod tests {
         let mut none = bytes.clone();
         none[4..6].copy_from_slice(&[0, 0]);
         assert_eq!(question_type(&none), None);
+    }
+
+    #[test]
+    fn cookie_option_is_found_among_the_options() {
+        use hickory_proto::{
+            op::Edns,
+            rr::rdata::opt::{EdnsCode, EdnsOption},
+        };
+        let query = |options: Vec<EdnsOption>| {
+            let mut message = Message::query();
+            let name = Name::from_ascii("web.service.local.").expect("name");
+            message.add_query(Query::query(name, RecordType::A));
+            let mut edns = Edns::new();
+            for option in options {
+                edns.options_mut().insert(option);
+            }
+            message.set_edns(edns);
+            message.to_vec().expect("encodes")
+        };
+        let cookie = EdnsOption::Unknown(10, vec![1, 2, 3, 4, 5, 6, 7, 8]);
+        let nsid = EdnsOption::Unknown(u16::from(EdnsCode::NSID), vec![]);
+        let second = EdnsOption::Unknown(10, vec![9; 24]);
+        let bytes = query(vec![nsid, cookie, second]);
+        assert_eq!(cookie_option(&bytes), Some(&[1, 2, 3, 4, 5, 6, 7, 8][..]));
+        assert_eq!(cookie_option(&query(vec![])), None);
+        // Cut inside the option: nothing.
+        assert_eq!(cookie_option(&bytes[..bytes.len() - 30]), None);
+        let mut no_edns = Message::query();
+        no_edns.add_query(Query::query(Name::root(), RecordType::A));
+        assert_eq!(cookie_option(&no_edns.to_vec().expect("encodes")), None);
     }
 }

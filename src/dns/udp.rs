@@ -176,7 +176,11 @@ pub(super) fn serve(
         counters.count_fast_answers(fast.len() as u64, received.elapsed());
         for &(entry, source) in &general {
             let slip = match (limiter.as_deref(), now) {
-                (Some(limiter), Some(now)) => {
+                // A server cookie roster made for this address proves the
+                // source is not forged: its answers are never limited.
+                (Some(limiter), Some(now))
+                    if !handler.has_valid_cookie(batch.query(entry), source.ip()) =>
+                {
                     // Decided before the answer is built: a dropped one costs
                     // nothing more.
                     let mut verdict = [Verdict::Send];
