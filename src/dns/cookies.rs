@@ -43,6 +43,10 @@ const LIFETIME_SECONDS: i64 = 3600;
 const SKEW_SECONDS: i64 = 300;
 const RENEW_AFTER_SECONDS: i64 = 1800;
 
+/// The COOKIE option's data in an answer: the client cookie and roster's
+/// server cookie.
+pub(super) const ANSWER_LEN: usize = CLIENT_LEN + SERVER_LEN;
+
 /// The secret's length: a SipHash key.
 pub(super) const SECRET_LEN: usize = 16;
 
@@ -137,8 +141,8 @@ impl Cookies {
     /// from `client` at `now`: the client cookie and a server cookie, the
     /// query's own while it is valid and under half an hour old, else a new
     /// one.
-    pub(super) fn answer(&self, cookie: &Cookie<'_>, client: IpAddr, now: u32) -> [u8; 24] {
-        let mut data = [0u8; CLIENT_LEN + SERVER_LEN];
+    pub(super) fn answer(&self, cookie: &Cookie<'_>, client: IpAddr, now: u32) -> [u8; ANSWER_LEN] {
+        let mut data = [0u8; ANSWER_LEN];
         data[..CLIENT_LEN].copy_from_slice(cookie.client);
         let keep = self.standing(cookie, client, now) == Standing::Valid
             && age(timestamp(&cookie.server[..8]), now) <= RENEW_AFTER_SECONDS;

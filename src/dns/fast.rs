@@ -23,13 +23,19 @@ use super::wire::{
     HEADER_LEN, MAX_LABEL_LEN, MAX_POINTER_TARGET, OPCODE_MASK, OPT_LEN, QUESTION_POINTER, TYPE_A,
     TYPE_AAAA, TYPE_OPT, TYPE_SRV,
 };
-use super::{lookup::shuffle, service_cache::ServiceCache, zones::StaticZones};
+use super::{
+    cookies::{self, Cookie, Cookies},
+    lookup::shuffle,
+    service_cache::ServiceCache,
+    zones::StaticZones,
+};
 
-/// EDNS options the fast path leaves to the general path: those hickory
-/// parses into typed values (NSID, client subnet) and may reject, so that a
-/// malformed one gets the same FORMERR it gets there, and COOKIE, whose
-/// answer carries a server cookie (see `cookies`).
-const GENERAL_PATH_OPTIONS: [u16; 3] = [3, 8, super::cookies::OPTION_CODE];
+/// EDNS options that hickory parses into typed values (NSID, client subnet)
+/// and may reject; a query carrying one goes the general path so that a
+/// malformed one gets the same FORMERR it gets there.
+const PARSED_OPTIONS: [u16; 2] = [3, 8];
+/// An EDNS option's code and length, before its data.
+const OPTION_HEADER_LEN: usize = 4;
 /// The most queries [`FastPath::answer_batch`] takes at once.
 pub(super) use super::service_cache::MAX_BATCH;
 
@@ -46,7 +52,7 @@ struct Scratch {
 }
 
 /// What the fast path needs besides the table; built once at start.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct FastPath {
     /// The dynamic domain in wire form, lower-case (`\x07service\x05local\x00`).
     domain: Box<[u8]>,
@@ -56,6 +62,9 @@ pub(super) struct FastPath {
     /// the origin of a static zone: those names go the general path, which
     /// merges or defers to the static data.
     shadowed: HashSet<Box<[u8]>>,
+    /// Server cookies for queries with a COOKIE option, as the general
+    /// path makes them; `None` ignores the option.
+    cookies: Option<Cookies>,
 }
 
 /// The parts of a query the answer depends on.
@@ -70,6 +79,8 @@ struct Question<'q> {
     /// The OPT record's DO bit, which the response's OPT echoes (RFC 3225
     /// section 3: it MUST be copied).
     dnssec_ok: bool,
+    /// The first COOKIE option, well-formed, when cookies are on.
+    cookie: Option<Cookie<'q>>,
 }
 
 impl FastPath {
@@ -97,13 +108,21 @@ impl FastPath {
             domain: wire.into(),
             max_udp_payload,
             shadowed,
+            cookies: None,
         }
+    }
+
+    /// Answers COOKIE options with server cookies from `cookies`.
+    pub(super) fn set_cookies(&mut self, cookies: Cookies) {
+        self.cookies = Some(cookies);
     }
 
     /// Answers a batch of raw UDP queries: `answered[i]` says whether
     /// `outs[i]` holds the answer to `queries[i]`, or whether it goes the
     /// general path (leaving `outs[i]` in any state). At most [`MAX_BATCH`]
     /// queries; services are found through the calling thread's `cache`.
+    /// `clients[i]` is the address `queries[i]` came from, which a server
+    /// cookie is made for; a COOKIE without one goes the general path.
     ///
     /// Why batches: on a large table the time goes to cache misses (the
     /// service lookup, then each service's answer data), and one query's
@@ -113,6 +132,7 @@ impl FastPath {
     pub(super) fn answer_batch(
         &self,
         queries: &[&[u8]],
+        clients: &[Option<IpAddr>],
         table: &RecordTable,
         cache: &mut ServiceCache,
         outs: &mut [Vec<u8>],
@@ -145,11 +165,19 @@ impl FastPath {
         for service in services.iter().flatten() {
             service.prefetch_answer_data();
         }
+        // One clock read a batch, and none without cookies.
+        let now = self.cookies.as_ref().map_or(0, |_| cookies::now());
         let found = questions.into_iter().zip(services);
         let work = queries.iter().zip(found).zip(outs.iter_mut().zip(answered));
-        for ((query, (question, service)), (out, answered)) in work {
+        for (index, ((query, (question, service)), (out, answered))) in work.enumerate() {
             *answered = match (question, service) {
-                (Some(question), Some(service)) => self.encode(query, &question, service, out),
+                (Some(question), Some(service)) => {
+                    let client = clients.get(index).copied().flatten();
+                    let cookie = self.cookie_answer(&question, client, now);
+                    cookie.is_some_and(|cookie| {
+                        self.encode(query, &question, service, cookie.as_ref(), out)
+                    })
+                }
                 _ => false,
             };
         }
@@ -167,6 +195,21 @@ impl FastPath {
         lower.make_ascii_lowercase();
         let lower: &[u8] = lower;
         (self.shadowed.is_empty() || !self.shadowed.contains(lower)).then_some(lower)
+    }
+
+    /// The COOKIE option's data for `question`'s answer: `Some(None)` when
+    /// it has none (or cookies are off), `None` when it goes the general
+    /// path (a COOKIE from an unknown address).
+    fn cookie_answer(
+        &self,
+        question: &Question<'_>,
+        client: Option<IpAddr>,
+        now: u32,
+    ) -> Option<Option<[u8; cookies::ANSWER_LEN]>> {
+        match (&question.cookie, &self.cookies) {
+            (Some(cookie), Some(cookies)) => Some(Some(cookies.answer(cookie, client?, now))),
+            _ => Some(None),
+        }
     }
 
     /// Accepts only a plain query: opcode QUERY, one question, no answer or
@@ -204,11 +247,16 @@ impl FastPath {
             return None;
         }
         let question_end = type_start + 4;
-        let (edns_payload, dnssec_ok) = match additional {
-            0 => (None, false),
+        let (edns_payload, dnssec_ok, cookie) = match additional {
+            0 => (None, false, None),
             _ => {
                 let opt = parse_opt(query.get(question_end..)?)?;
-                (Some(opt.payload), opt.dnssec_ok)
+                let cookie = match (opt.cookie, &self.cookies) {
+                    // A malformed one: the general path's FORMERR.
+                    (Some(data), Some(_)) => Some(Cookie::parse(data)?),
+                    _ => None,
+                };
+                (Some(opt.payload), opt.dnssec_ok, cookie)
             }
         };
         if additional == 0 && question_end != query.len() {
@@ -220,14 +268,19 @@ impl FastPath {
             qtype,
             edns_payload,
             dnssec_ok,
+            cookie,
         })
     }
 
+    /// Writes the answer to `question` from `service` into `out`, with
+    /// `cookie` as the OPT record's COOKIE option; `false` if it is one the
+    /// general path must write.
     fn encode(
         &self,
         query: &[u8],
         question: &Question<'_>,
         service: &ServiceRecords,
+        cookie: Option<&[u8; cookies::ANSWER_LEN]>,
         out: &mut Vec<u8>,
     ) -> bool {
         let (positions, answers_len): (Option<&[u32]>, usize) = match question.qtype {
@@ -260,7 +313,8 @@ impl FastPath {
             .map(|size| wire::response_payload(size, self.max_udp_payload));
         let limit = usize::from(wire::udp_limit(response_payload));
         let with_opt = response_payload.is_some();
-        let total = wire::response_len(question.bytes.len(), answers_len, with_opt);
+        let options_len = cookie.map_or(0, |cookie| OPTION_HEADER_LEN + cookie.len());
+        let total = wire::response_len(question.bytes.len(), answers_len, with_opt) + options_len;
         // Truncation is the general path's business, and so are answers
         // whose SRV targets a 14-bit pointer could not reach (they are over
         // any sensible UDP size anyway).
@@ -322,14 +376,20 @@ impl FastPath {
         });
         if let Some(payload) = response_payload {
             // Root owner, type OPT, class = payload size, extended RCODE 0,
-            // version 0, the query's DO bit, no options.
+            // version 0, the query's DO bit, then the COOKIE if any: the
+            // general path's OPT, octet for octet.
             let flags = if question.dnssec_ok { FLAG_DO } else { 0 };
             out.push(0);
             out.extend_from_slice(&TYPE_OPT.to_be_bytes());
             out.extend_from_slice(&payload.to_be_bytes());
             out.extend_from_slice(&[0, 0]);
             out.extend_from_slice(&flags.to_be_bytes());
-            out.extend_from_slice(&[0, 0]);
+            out.extend_from_slice(&(options_len as u16).to_be_bytes());
+            if let Some(cookie) = cookie {
+                out.extend_from_slice(&cookies::OPTION_CODE.to_be_bytes());
+                out.extend_from_slice(&(cookie.len() as u16).to_be_bytes());
+                out.extend_from_slice(cookie);
+            }
         }
         debug_assert_eq!(out.len(), total);
         true
@@ -359,16 +419,19 @@ fn put_address(out: &mut Vec<u8>, address: IpAddr, ttl: [u8; 4]) {
 }
 
 /// What the fast path reads from a query's OPT record.
-struct Opt {
+struct Opt<'q> {
     /// The client's UDP payload size.
     payload: u16,
     /// The DO bit.
     dnssec_ok: bool,
+    /// The first COOKIE option's data (RFC 7873 section 5.2: later ones
+    /// are ignored).
+    cookie: Option<&'q [u8]>,
 }
 
 /// Parses `record`, which must be exactly one OPT record at the root with
 /// EDNS version 0 and well-formed options.
-fn parse_opt(record: &[u8]) -> Option<Opt> {
+fn parse_opt(record: &[u8]) -> Option<Opt<'_>> {
     let fixed = record.get(..OPT_LEN)?;
     let field = |at: usize| u16::from_be_bytes([fixed[at], fixed[at + 1]]);
     // Root name, type OPT; fixed[5] is the extended RCODE, [6] the version.
@@ -376,6 +439,7 @@ fn parse_opt(record: &[u8]) -> Option<Opt> {
         return None;
     }
     let payload = field(3);
+    let mut cookie = None;
     let mut options = record.get(OPT_LEN..)?;
     if options.len() != usize::from(field(9)) {
         return None;
@@ -384,13 +448,17 @@ fn parse_opt(record: &[u8]) -> Option<Opt> {
         let header = options.get(..4)?;
         let code = u16::from_be_bytes([header[0], header[1]]);
         let len = usize::from(u16::from_be_bytes([header[2], header[3]]));
-        if GENERAL_PATH_OPTIONS.contains(&code) {
+        if PARSED_OPTIONS.contains(&code) {
             return None;
+        }
+        if code == cookies::OPTION_CODE && cookie.is_none() {
+            cookie = Some(options.get(4..4 + len)?);
         }
         options = options.get(4 + len..)?;
     }
     Some(Opt {
         payload,
+        cookie,
         // The TTL field: extended RCODE [5], version [6], flags [7..9].
         dnssec_ok: field(7) & FLAG_DO != 0,
     })

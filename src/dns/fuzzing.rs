@@ -161,9 +161,15 @@ impl UdpTarget {
     pub fn answer(&mut self, datagrams: &[&[u8]]) -> Vec<(Option<Vec<u8>>, bool)> {
         let datagrams = &datagrams[..datagrams.len().min(MAX_BATCH)];
         let mut answered = [false; MAX_BATCH];
-        self.handler
-            .answer_fast_batch(datagrams, &mut self.cache, &mut self.outs, &mut answered);
         let source = SocketAddr::from(([192, 0, 2, 1], 5353));
+        let clients = [Some(source.ip()); MAX_BATCH];
+        self.handler.answer_fast_batch(
+            datagrams,
+            &clients[..datagrams.len()],
+            &mut self.cache,
+            &mut self.outs,
+            &mut answered,
+        );
         datagrams
             .iter()
             .zip(&self.outs)

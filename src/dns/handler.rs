@@ -109,17 +109,17 @@ impl DnsHandler {
     }
 
     /// Answers DNS cookies (RFC 7873) with server cookies made by
-    /// `cookies`. The fast path declines queries with a COOKIE option, so
-    /// every one of them gets here.
+    /// `cookies`, on the fast path and the general one alike.
     pub fn with_cookies(mut self, cookies: Cookies) -> Self {
+        Arc::make_mut(&mut self.fast).set_cookies(cookies.clone());
         self.cookies = Some(cookies);
         self
     }
 
     /// Whether the raw `query` from `source` carries a server cookie roster
     /// made for it: proof that the source address is the client's own,
-    /// which the UDP loop exempts from rate limiting. Only queries the fast
-    /// path declined are asked (it declines every COOKIE).
+    /// which the UDP loop exempts from rate limiting. Walks the raw query
+    /// to its OPT record only when cookies are on.
     pub(super) fn has_valid_cookie(&self, query: &[u8], source: std::net::IpAddr) -> bool {
         let Some(cookies) = &self.cookies else {
             return false;
@@ -162,22 +162,26 @@ impl DnsHandler {
     /// own: for tests.
     #[cfg(test)]
     pub fn answer_fast(&self, query: &[u8], out: &mut Vec<u8>) -> bool {
-        self.answer_fast_one(query, &mut ServiceCache::default(), out)
+        // Where the general path's tests' requests come from.
+        let client = std::net::IpAddr::from([127, 0, 0, 1]);
+        self.answer_fast_one(query, client, &mut ServiceCache::default(), out)
     }
 
     /// One query through [`Self::answer_fast_batch`]: the DNS-over-TCP
     /// loop's, which reads one message at a time. Its answers are the
     /// UDP ones' (every one of them fits the datagram the query allows, so
     /// none is ever truncated); anything bigger goes the general path.
+    /// `client` is the query's source, for a server cookie.
     pub fn answer_fast_one(
         &self,
         query: &[u8],
+        client: std::net::IpAddr,
         cache: &mut ServiceCache,
         out: &mut Vec<u8>,
     ) -> bool {
         let mut answered = [false];
         let outs = std::slice::from_mut(out);
-        self.answer_fast_batch(&[query], cache, outs, &mut answered);
+        self.answer_fast_batch(&[query], &[Some(client)], cache, outs, &mut answered);
         answered[0]
     }
 
@@ -187,15 +191,18 @@ impl DnsHandler {
     /// one snapshot of the table, finding services through the calling
     /// thread's `cache`: `answered[i]` says whether `outs[i]` holds the
     /// answer to `queries[i]`; `false` means: use the general path.
+    /// `clients[i]` is where `queries[i]` came from (for server cookies).
     pub fn answer_fast_batch(
         &self,
         queries: &[&[u8]],
+        clients: &[Option<std::net::IpAddr>],
         cache: &mut ServiceCache,
         outs: &mut [Vec<u8>],
         answered: &mut [bool],
     ) {
+        let table = self.table.load();
         self.fast
-            .answer_batch(queries, &self.table.load(), cache, outs, answered)
+            .answer_batch(queries, clients, &table, cache, outs, answered)
     }
 
     /// The response's OPT record: present when the query had one, offering

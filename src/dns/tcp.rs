@@ -422,7 +422,7 @@ async fn answer(
     metrics.tcp.count_request(precheck::question_type(&message));
     // The common questions take the allocation-free path UDP's take, which
     // answers exactly as the handler would; the rest go through hickory.
-    if answer_fast(handler, &message, answers) {
+    if answer_fast(handler, &message, peer, answers) {
         metrics
             .tcp
             .count_response(u16::from(ResponseCode::NoError), false, started.elapsed());
@@ -464,12 +464,17 @@ async fn answer(
 
 /// Answers `message` on the fast path into `answers`, framed, if it is one
 /// of the questions the fast path takes.
-fn answer_fast(handler: &DnsHandler, message: &[u8], answers: &Arc<Mutex<Vec<u8>>>) -> bool {
+fn answer_fast(
+    handler: &DnsHandler,
+    message: &[u8],
+    peer: SocketAddr,
+    answers: &Arc<Mutex<Vec<u8>>>,
+) -> bool {
     ENCODE_BUFFER.with(|buffer| {
         FAST_CACHE.with(|cache| {
             let mut buffer = buffer.borrow_mut();
             let mut cache = cache.borrow_mut();
-            if !handler.answer_fast_one(message, &mut cache, &mut buffer) {
+            if !handler.answer_fast_one(message, peer.ip(), &mut cache, &mut buffer) {
                 return false;
             }
             // Fast answers fit a UDP datagram, far below TCP's 65535.

@@ -156,7 +156,14 @@ pub(super) fn serve(
             }
         }
         let mut answered = [false; BATCH];
-        handler.answer_fast_batch(&queries[..count], &mut cache, &mut answers, &mut answered);
+        let clients = sources.map(|source| source.map(|source| source.ip()));
+        handler.answer_fast_batch(
+            &queries[..count],
+            &clients[..count],
+            &mut cache,
+            &mut answers,
+            &mut answered,
+        );
         for (entry, (source, answered)) in sources.iter().zip(answered).enumerate().take(count) {
             match source {
                 Some(_) if answered => fast.push(entry),
@@ -167,7 +174,13 @@ pub(super) fn serve(
         // One branch per batch when rate limiting is off.
         let now = limiter.as_deref().map(|limiter| {
             let now = limiter.now();
-            limit_fast(limiter, now, &sources, &mut fast, &mut answers);
+            // A server cookie roster made for the source proves it is not
+            // forged: such answers are never limited.
+            let proven = |entry: usize| {
+                sources[entry]
+                    .is_some_and(|source| handler.has_valid_cookie(queries[entry], source.ip()))
+            };
+            limit_fast(limiter, now, &sources, proven, &mut fast, &mut answers);
             now
         });
         batch.send(&socket, &fast, &answers);
@@ -224,31 +237,40 @@ pub(super) fn serve(
 }
 
 /// Asks `limiter` about the fast path's answers (`fast`, entries of a
-/// batch from `sources`): drops the ones over the limit from `fast` and
-/// slips the ones whose turn it is, in place. No allocation.
+/// batch from `sources`) but the `proven` ones: drops the ones over the
+/// limit from `fast` and slips the ones whose turn it is, in place. No
+/// allocation.
 fn limit_fast(
     limiter: &RateLimiter,
     now: u64,
     sources: &[Option<SocketAddr>; BATCH],
+    proven: impl Fn(usize) -> bool,
     fast: &mut Vec<usize>,
     answers: &mut [Vec<u8>],
 ) {
-    let ips = fast.iter().map(|&entry| {
+    let mut limited = [0usize; BATCH];
+    let mut count = 0;
+    for &entry in fast.iter().filter(|&&entry| !proven(entry)) {
+        limited[count] = entry;
+        count += 1;
+    }
+    let limited = &limited[..count];
+    let ips = limited.iter().map(|&entry| {
         sources[entry].map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |source| source.ip())
     });
     let mut verdicts = [Verdict::Send; BATCH];
     if !limiter.decide(ips, now, &mut verdicts) {
         return;
     }
-    let mut verdicts = verdicts.iter();
-    fast.retain(|&entry| match verdicts.next() {
-        Some(Verdict::Drop) => false,
-        Some(Verdict::Slip) => {
-            rrl::slip(&mut answers[entry]);
-            true
+    let mut dropped = [false; BATCH];
+    for (&entry, verdict) in limited.iter().zip(verdicts) {
+        match verdict {
+            Verdict::Drop => dropped[entry] = true,
+            Verdict::Slip => rrl::slip(&mut answers[entry]),
+            Verdict::Send => {}
         }
-        _ => true,
-    });
+    }
+    fast.retain(|&entry| !dropped[entry]);
 }
 
 /// Whether a datagram from `source` can be answered: never reflect to port

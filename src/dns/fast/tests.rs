@@ -10,7 +10,10 @@ use std::{
 use arc_swap::ArcSwap;
 use hickory_proto::{
     op::{Edns, Message, Query, ResponseCode},
-    rr::{Name, RData, Record, RecordType},
+    rr::{
+        Name, RData, Record, RecordType,
+        rdata::opt::{EdnsCode, EdnsOption},
+    },
 };
 use hickory_server::{
     net::{NetError, runtime::TokioTime, xfer::Protocol},
@@ -299,8 +302,20 @@ fn a_batch_answers_each_query_as_alone() {
     let mut outs = vec![Vec::new(); queries.len()];
     let mut answered = vec![true; queries.len()];
     // Twice: the service cache misses, then hits.
-    handler.answer_fast_batch(&queries, &mut cache, &mut outs, &mut answered);
-    handler.answer_fast_batch(&queries, &mut cache, &mut outs, &mut answered);
+    handler.answer_fast_batch(
+        &queries,
+        &vec![None; queries.len()],
+        &mut cache,
+        &mut outs,
+        &mut answered,
+    );
+    handler.answer_fast_batch(
+        &queries,
+        &vec![None; queries.len()],
+        &mut cache,
+        &mut outs,
+        &mut answered,
+    );
     let sorted = |records: &[Record]| {
         let mut texts: Vec<String> = records.iter().map(ToString::to_string).collect();
         texts.sort();
@@ -365,7 +380,13 @@ fn damaged_queries_never_panic_and_answers_stay_well_formed() {
         let queries: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
         let mut outs = vec![Vec::new(); MAX_BATCH];
         let mut answered = [false; MAX_BATCH];
-        handler.answer_fast_batch(&queries, &mut cache, &mut outs, &mut answered);
+        handler.answer_fast_batch(
+            &queries,
+            &vec![None; queries.len()],
+            &mut cache,
+            &mut outs,
+            &mut answered,
+        );
         for ((query, out), answered) in queries.iter().zip(&outs).zip(answered) {
             if !answered {
                 continue;
@@ -462,19 +483,77 @@ fn everything_else_goes_the_general_path() {
     subnet[opt + 10] = 8;
     subnet.extend_from_slice(&[0, 8, 0, 4, 0, 1, 0, 0]);
     unanswered(&subnet);
-    // An option the answer ignores (padding, RFC 7830) is fine; a COOKIE
-    // (RFC 7873) is answered with a server cookie, by the general path.
-    let mut padded = with_opt.clone();
-    padded[opt + 10] = 12;
-    padded.extend_from_slice(&[0, 12, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0]);
-    assert!(fast(&handler, &padded).is_some(), "padding is fine");
-    let mut short = padded.clone();
-    short[opt + 10] = 11;
-    unanswered(&short);
     let mut cookie = with_opt.clone();
     cookie[opt + 10] = 12;
     cookie.extend_from_slice(&[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]);
-    unanswered(&cookie);
+    assert!(fast(&handler, &cookie).is_some(), "cookies off: ignored");
+    let mut short = cookie.clone();
+    short[opt + 10] = 11;
+    unanswered(&short);
+    // With cookies on, a malformed COOKIE gets the general path's FORMERR.
+    let with_cookies = handler.clone().with_cookies(Cookies::new(&[7; 16]));
+    assert!(
+        fast(&with_cookies, &cookie).is_some(),
+        "a cookie is answered"
+    );
+    let mut nine = with_opt.clone();
+    nine[opt + 10] = 13;
+    nine.extend_from_slice(&[0, 10, 0, 9, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert!(fast(&with_cookies, &nine).is_none());
+    assert!(fast(&handler, &nine).is_some(), "cookies off: ignored");
+}
+
+/// `query` with `cookie` as its OPT record's COOKIE option.
+fn with_cookie(name: &str, qtype: RecordType, cookie: &[u8]) -> Vec<u8> {
+    let mut message = Message::from_vec(&query(name, qtype, Some(1232))).unwrap();
+    let edns = message.edns.as_mut().unwrap();
+    edns.options_mut()
+        .insert(EdnsOption::Unknown(cookies::OPTION_CODE, cookie.to_vec()));
+    message.to_vec().unwrap()
+}
+
+/// The COOKIE option's data in an answer.
+fn cookie_in(answer: &[u8]) -> Option<Vec<u8>> {
+    let message = Message::from_vec(answer).unwrap();
+    match message.edns?.option(EdnsCode::Cookie)? {
+        EdnsOption::Unknown(_, data) => Some(data.clone()),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_cookie_is_answered_on_the_fast_path_as_on_the_general_one() {
+    let handler = handler().with_cookies(Cookies::new(&[7; 16]));
+    let client = [1, 2, 3, 4, 5, 6, 7, 8];
+    for (name, qtype) in [
+        ("web.service.local.", RecordType::A),
+        ("six.service.local.", RecordType::AAAA),
+        ("web.service.local.", RecordType::SRV),
+    ] {
+        // A client cookie alone earns a server cookie on either path.
+        let first = with_cookie(name, qtype, &client);
+        let fast_bytes = fast(&handler, &first).expect("answered on the fast path");
+        let cookie = cookie_in(&fast_bytes).expect("a COOKIE");
+        assert_eq!(cookie.len(), 24);
+        assert_eq!(cookie[..8], client);
+        assert_eq!(
+            cookie_in(&slow(&handler, &first).await).map(|c| c.len()),
+            Some(24)
+        );
+        // Sent back, it is kept by both: the same answer, OPT included.
+        let again = with_cookie(name, qtype, &cookie);
+        let fast_bytes = fast(&handler, &again).expect("answered on the fast path");
+        let slow_bytes = slow(&handler, &again).await;
+        assert_eq!(cookie_in(&fast_bytes), Some(cookie.clone()));
+        let (fast, slow) = (
+            Message::from_vec(&fast_bytes).unwrap(),
+            Message::from_vec(&slow_bytes).unwrap(),
+        );
+        assert_eq!(fast.metadata, slow.metadata);
+        assert_eq!(texts(&fast.answers), texts(&slow.answers));
+        assert_eq!(texts(&fast.additionals), texts(&slow.additionals));
+        assert_eq!(fast.edns, slow.edns, "{name} {qtype}");
+    }
 }
 
 #[tokio::test]
