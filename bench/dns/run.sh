@@ -22,6 +22,9 @@
 #                        instead of writes, on the same schedule and
 #                        connections, to tell what churn costs DNS in HTTP
 #                        from what the writes cost   CHURN_READS (0)
+#       --edns-option CODE:HEX  every query carries this EDNS option (dnsperf -E),
+#                        e.g. 10:0102030405060708 for a DNS cookie (RFC 7873)
+#                                                          EDNS_OPTION ("")
 #   -s, --servers LIST   e.g. "roster,knot,nsd" or "knot nsd"      SERVERS (echo roster knot nsd;
 #                        no echo over TCP). "echo" is the ceiling row: bench/echo,
 #                        which sends each query back with QR set and does no DNS
@@ -62,6 +65,7 @@ MODE="${MODE:-udp}"
 CHURN="${CHURN:-}"
 CHURN_THREADS="${CHURN_THREADS:-8}"
 CHURN_READS="${CHURN_READS:-0}"
+EDNS_OPTION="${EDNS_OPTION:-}"
 SERVERS="${SERVERS:-}"
 WORKERS="${WORKERS:-$(nproc)}"
 LATENCY="${LATENCY:-1}"
@@ -90,6 +94,7 @@ while [ $# -gt 0 ]; do
     --mode) MODE="$2"; shift 2 ;;
     --churn) CHURN="$2"; shift 2 ;;
     --churn-reads) CHURN_READS=1; shift ;;
+    --edns-option) EDNS_OPTION="$2"; shift 2 ;;
     -s|--servers) SERVERS="$2"; shift 2 ;;
     -w|--workers) WORKERS="$2"; shift 2 ;;
     --no-latency) LATENCY=0; shift ;;
@@ -188,6 +193,10 @@ done
 
 DNSPERF_ARGS=(-s 127.0.0.1 -m "$MODE" -l "$DURATION" -c "$CLIENTS" -T "$THREADS" -q "$OUTSTANDING")
 [ -n "$MAX_QPS" ] && DNSPERF_ARGS+=(-Q "$MAX_QPS")
+if [ -n "$EDNS_OPTION" ]; then
+  [[ "$EDNS_OPTION" =~ ^[0-9]+:([0-9a-fA-F]{2})*$ ]] || { echo "--edns-option must be CODE:HEX, e.g. 10:0102030405060708" >&2; exit 2; }
+  DNSPERF_ARGS+=(-E "$EDNS_OPTION")
+fi
 [ "$LATENCY" = 1 ] && DNSPERF_ARGS+=(-v)
 
 log "roster DNS benchmark: servers [$SERVERS], $SERVICES services x $INSTANCES instances, $MODE, ${DURATION}s x $ROUNDS rounds, $CLIENTS clients, $THREADS dnsperf threads, workers $WORKERS"
