@@ -87,6 +87,9 @@ pub struct Listeners {
     /// datagrams across them, so every core can serve DNS. Plain std
     /// sockets: each is served by a blocking thread, not the runtime.
     pub dns_udp: Vec<std::net::UdpSocket>,
+    /// Whether each datagram goes to the socket of the CPU that received
+    /// it (see `dns::steer_by_cpu`), which `dns.udp_cpu_affinity` needs.
+    pub dns_udp_steered: bool,
     pub dns_tcp: TcpListener,
     pub http: TcpListener,
 }
@@ -100,7 +103,7 @@ impl Listeners {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let (dns_udp, dns_tcp) = bind_dns(dns, sockets)?;
+        let (dns_udp, dns_udp_steered, dns_tcp) = bind_dns(dns, sockets)?;
         let http = TcpListener::bind(config.http.listen)
             .await
             .map_err(|source| RunError::Bind {
@@ -110,6 +113,7 @@ impl Listeners {
             })?;
         Ok(Self {
             dns_udp,
+            dns_udp_steered,
             dns_tcp,
             http,
         })
@@ -129,13 +133,14 @@ impl Listeners {
     }
 }
 
-/// Binds `count` UDP sockets and one TCP listener on one port. With port 0,
-/// the kernel picks a port no socket holds, and all of them take it; a few
-/// tries, since another process may take that port meanwhile.
+/// Binds `count` UDP sockets and one TCP listener on one port, and says
+/// whether the UDP sockets are steered by CPU. With port 0, the kernel
+/// picks a port no socket holds, and all of them take it; a few tries,
+/// since another process may take that port meanwhile.
 fn bind_dns(
     address: SocketAddr,
     count: usize,
-) -> Result<(Vec<std::net::UdpSocket>, TcpListener), RunError> {
+) -> Result<(Vec<std::net::UdpSocket>, bool, TcpListener), RunError> {
     let bind_error = |what, source| RunError::Bind {
         what,
         address,
@@ -178,9 +183,10 @@ fn bind_dns(
         for _ in 1..count.max(1) {
             udp.push(reuseport_udp(bound).map_err(|e| bind_error("DNS over UDP", e))?);
         }
-        if let Err(error) = dns::steer_by_cpu(&udp) {
+        let steered = dns::steer_by_cpu(&udp).unwrap_or_else(|error| {
             tracing::debug!(%error, "DNS over UDP: datagrams spread over the sockets by hash, not by CPU");
-        }
+            false
+        });
         tcp.set_nonblocking(true)
             .map_err(|e| bind_error("DNS over TCP", e))?;
         // Without TCP_NODELAY pipelined answers sit in Nagle's buffer until
@@ -191,7 +197,7 @@ fn bind_dns(
             .set_tcp_nodelay(true)
             .map_err(|e| bind_error("DNS over TCP", e))?;
         let tcp = TcpListener::from_std(tcp).map_err(|e| bind_error("DNS over TCP", e))?;
-        return Ok((udp, tcp));
+        return Ok((udp, steered, tcp));
     }
     let (what, error) =
         last_error.unwrap_or_else(|| ("DNS", std::io::Error::other("no free port")));
@@ -394,10 +400,21 @@ pub async fn run_reloading(
         idle: std::time::Duration::from_secs(config.dns.tcp_idle_timeout.into()),
         max_age: std::time::Duration::from_secs(config.dns.tcp_max_connection_age.into()),
     };
+    let udp_affinity = match (config.dns.udp_cpu_affinity, listeners.dns_udp_steered) {
+        (true, false) => {
+            warn!(
+                "dns.udp_cpu_affinity is on, but the UDP sockets are not steered by CPU \
+                 (that needs Linux and 2 to nproc of dns.udp_sockets); the UDP threads are not pinned"
+            );
+            false
+        }
+        (on, _) => on,
+    };
     let dns_server = dns::serve(
         handler,
         &metrics.dns,
         listeners.dns_udp,
+        udp_affinity,
         listeners.dns_tcp,
         caps.dns_tcp,
         tcp_timeouts,
@@ -671,13 +688,13 @@ mod tests {
             let _entered = runtime.enter();
             let address = "127.0.0.1:0".parse().expect("address");
             // With its only ephemeral port held, refusing is right.
-            if let Ok((udp, _)) = bind_dns(address, 2) {
+            if let Ok((udp, _, _)) = bind_dns(address, 2) {
                 let port = udp[0].local_addr().expect("address").port();
                 assert_ne!(port, 40000, "took the port another group serves on");
             }
             drop(held);
             // Free again: it is taken, by every socket.
-            let (udp, tcp) = bind_dns(address, 2).expect("bind");
+            let (udp, _, tcp) = bind_dns(address, 2).expect("bind");
             for socket in &udp {
                 assert_eq!(socket.local_addr().expect("address").port(), 40000);
             }

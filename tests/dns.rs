@@ -973,3 +973,81 @@ async fn udp_threads_are_named() {
     .await;
     server.stop().await;
 }
+
+/// The CPUs in a `Cpus_allowed_list` (`0-3,8`).
+#[cfg(target_os = "linux")]
+fn cpu_list(text: &str) -> Vec<usize> {
+    text.trim()
+        .split(',')
+        .filter(|part| !part.is_empty())
+        .flat_map(|part| {
+            let (first, last) = part.split_once('-').unwrap_or((part, part));
+            let number = |n: &str| n.parse::<usize>().expect("a CPU number");
+            number(first)..=number(last)
+        })
+        .collect()
+}
+
+/// With `dns.udp_cpu_affinity` and two sockets, each UDP thread may run
+/// only on the CPUs whose datagrams its socket gets (CPU number mod 2).
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn udp_threads_are_pinned_to_their_sockets_cpus() {
+    let status = |task: &std::path::Path| std::fs::read_to_string(task.join("status")).ok();
+    let allowed = |status: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+            .map(cpu_list)
+            .unwrap_or_default()
+    };
+    let ours = allowed(&status(std::path::Path::new("/proc/thread-self")).expect("status"));
+    let theirs = |socket: usize| -> Vec<usize> {
+        ours.iter()
+            .copied()
+            .filter(|cpu| cpu % 2 == socket)
+            .collect()
+    };
+    if theirs(0).is_empty() || theirs(1).is_empty() {
+        eprintln!("not both an even and an odd CPU to run on ({ours:?}): nothing steered; skipped");
+        return;
+    }
+    let server = start_server_with(&[], |config| {
+        config.dns.udp_sockets = 2;
+        config.dns.udp_cpu_affinity = true;
+    })
+    .await;
+    // Other tests' servers run in this process too, unpinned: look for
+    // this one's, pinned as its sockets' datagrams are steered.
+    common::eventually(
+        "UDP threads pinned to even and odd CPUs",
+        std::time::Duration::from_secs(20),
+        || async {
+            let mut pinned = [false; 2];
+            for task in std::fs::read_dir("/proc/self/task").expect("/proc/self/task") {
+                let Ok(task) = task else { continue };
+                let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+                let Some(socket) = ["roster-udp-0", "roster-udp-1"]
+                    .iter()
+                    .position(|udp| name.trim() == *udp)
+                else {
+                    continue;
+                };
+                if status(&task.path()).is_some_and(|s| allowed(&s) == theirs(socket)) {
+                    pinned[socket] = true;
+                }
+            }
+            if pinned == [true, true] {
+                Ok(())
+            } else {
+                Err(format!("{pinned:?}"))
+            }
+        },
+    )
+    .await;
+    // The pinned threads answer.
+    server.add("web", "web-1", "10.0.0.1", 80).await;
+    let web = common::service_name("web");
+    assert_eq!(server.ips(&web, RecordType::A).await, ips(&["10.0.0.1"]));
+    server.stop().await;
+}

@@ -46,6 +46,8 @@ pub mod zones;
 
 use std::sync::Arc;
 
+use tracing::warn;
+
 use tokio::{net::TcpListener, runtime::Handle, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
@@ -108,11 +110,15 @@ impl Drop for DnsServer {
 /// that keeps at most `tcp_max_connections` open, each for at most
 /// `tcp_timeouts` (see `tcp`), and is never rate-limited. Every thread
 /// and connection counts into `metrics` (each UDP thread into a block of
-/// its own).
+/// its own). With `udp_affinity`, each UDP thread is pinned to the CPUs
+/// whose datagrams its socket gets (see `steering`; the sockets must be
+/// steered by CPU).
+#[allow(clippy::too_many_arguments)] // One call, in `run`, each a setting.
 pub fn serve(
     handler: DnsHandler,
     metrics: &Arc<DnsMetrics>,
     udp: Vec<std::net::UdpSocket>,
+    udp_affinity: bool,
     tcp: TcpListener,
     tcp_max_connections: usize,
     tcp_timeouts: TcpTimeouts,
@@ -121,6 +127,7 @@ pub fn serve(
     let stop = CancellationToken::new();
     let runtime = Handle::current();
     let limiter = rrl::RateLimiter::new(rate_limit).map(Arc::new);
+    let sockets = udp.len();
     let udp = udp
         .into_iter()
         .enumerate()
@@ -130,6 +137,20 @@ pub fn serve(
             let counters = metrics.udp_worker();
             tokio::task::spawn_blocking(move || {
                 name_this_thread(&format!("roster-udp-{index}"));
+                if udp_affinity {
+                    match steering::pin_to_steered_cpus(index, sockets) {
+                        Ok(true) => {
+                            tracing::debug!(index, "UDP thread pinned to its socket's CPUs")
+                        }
+                        Ok(false) => warn!(
+                            index,
+                            "none of this UDP socket's CPUs is allowed; its thread is not pinned"
+                        ),
+                        Err(error) => {
+                            warn!(%error, index, "cannot pin the UDP thread; it runs unpinned")
+                        }
+                    }
+                }
                 udp::serve(socket, handler, counters, limiter, stop, runtime)
             })
         })

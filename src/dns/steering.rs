@@ -17,21 +17,30 @@
 //! 11:42–12:13) has what it bought. DNS over UDP promises no order between
 //! datagrams, so a client whose queries go to two sockets loses nothing.
 //!
-//! Owns: attaching that program. Must not: fail the server where the kernel
-//! lacks it (before Linux 4.5, or another system): datagrams are then
-//! spread by the hash, as before.
+//! With `dns.udp_cpu_affinity`, each socket's thread is also pinned to the
+//! CPUs whose datagrams its socket gets ([`pin_to_steered_cpus`]), as NSD's
+//! `cpu-affinity` does: a datagram is then received, answered and sent on
+//! one CPU, and no other thread's wake-up moves the UDP threads around.
+//! Off by default: a pinned thread cannot leave a CPU that something else
+//! keeps busy.
+//!
+//! Owns: attaching that program, and pinning the threads to match. Must
+//! not: fail the server where the kernel lacks either (before Linux 4.5, or
+//! another system): datagrams are then spread by the hash, as before, and
+//! threads run where the scheduler puts them.
 
 #![allow(unsafe_code)] // setsockopt(2) with a BPF program: no safe wrapper.
 
 use std::{io, net::UdpSocket};
 
 /// Makes the reuseport group of `sockets` (bound in this order, all on one
-/// port) steer each datagram to `sockets[cpu % sockets.len()]`. Does
-/// nothing for a single socket, or for more sockets than the machine has
-/// CPUs: `cpu % sockets` would never reach the last ones, and whoever asked
-/// for that many wants them all served (the hash reaches them all).
+/// port) steer each datagram to `sockets[cpu % sockets.len()]`, and says
+/// whether it did. Does nothing for a single socket, or for more sockets
+/// than the machine has CPUs: `cpu % sockets` would never reach the last
+/// ones, and whoever asked for that many wants them all served (the hash
+/// reaches them all).
 #[cfg(target_os = "linux")]
-pub fn steer_by_cpu(sockets: &[UdpSocket]) -> io::Result<()> {
+pub fn steer_by_cpu(sockets: &[UdpSocket]) -> io::Result<bool> {
     use std::os::fd::AsRawFd;
 
     // The instructions' opcodes (linux/bpf_common.h); they fit in 16 bits.
@@ -44,12 +53,12 @@ pub fn steer_by_cpu(sockets: &[UdpSocket]) -> io::Result<()> {
     const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
 
     let (Some(first), Ok(count)) = (sockets.first(), u32::try_from(sockets.len())) else {
-        return Ok(());
+        return Ok(false);
     };
     // SAFETY: sysconf has no preconditions; -1 (unknown) counts as too few.
     let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
     if count < 2 || u32::try_from(cpus).map_or(true, |cpus| count > cpus) {
-        return Ok(());
+        return Ok(false);
     }
     let program = [
         // A = the number of the CPU running the program (the receiving one)
@@ -91,7 +100,7 @@ pub fn steer_by_cpu(sockets: &[UdpSocket]) -> io::Result<()> {
         )
     };
     if result == 0 {
-        Ok(())
+        Ok(true)
     } else {
         Err(io::Error::last_os_error())
     }
@@ -99,8 +108,51 @@ pub fn steer_by_cpu(sockets: &[UdpSocket]) -> io::Result<()> {
 
 /// Elsewhere the hash spreads datagrams; nothing to attach.
 #[cfg(not(target_os = "linux"))]
-pub fn steer_by_cpu(_sockets: &[UdpSocket]) -> io::Result<()> {
-    Ok(())
+pub fn steer_by_cpu(_sockets: &[UdpSocket]) -> io::Result<bool> {
+    Ok(false)
+}
+
+/// Pins the calling thread to the CPUs whose datagrams [`steer_by_cpu`]
+/// sends to socket `index` of `count` (`cpu % count == index`), of those
+/// it may run on now (a cpuset, `taskset`). `Ok(false)`, leaving it
+/// unpinned, when none of them is allowed.
+#[cfg(target_os = "linux")]
+pub(super) fn pin_to_steered_cpus(index: usize, count: usize) -> io::Result<bool> {
+    const SET_SIZE: usize = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: cpu_set_t is a plain bit array, for which all zeroes is the
+    // empty set.
+    let (mut allowed, mut steered): (libc::cpu_set_t, libc::cpu_set_t) =
+        unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+    // SAFETY: pid 0 is the calling thread; the kernel writes at most
+    // SET_SIZE octets, the size of `allowed`.
+    if unsafe { libc::sched_getaffinity(0, SET_SIZE, &mut allowed) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut any = false;
+    for cpu in (index..8 * SET_SIZE).step_by(count.max(1)) {
+        // SAFETY: `cpu` is below the sets' size in bits, so both touch a
+        // bit inside their set.
+        unsafe {
+            if libc::CPU_ISSET(cpu, &allowed) {
+                libc::CPU_SET(cpu, &mut steered);
+                any = true;
+            }
+        }
+    }
+    if !any {
+        return Ok(false);
+    }
+    // SAFETY: pid 0 is the calling thread; `steered` is SET_SIZE octets.
+    if unsafe { libc::sched_setaffinity(0, SET_SIZE, &steered) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(true)
+}
+
+/// Elsewhere nothing is steered, so nothing is pinned.
+#[cfg(not(target_os = "linux"))]
+pub(super) fn pin_to_steered_cpus(_index: usize, _count: usize) -> io::Result<bool> {
+    Ok(false)
 }
 
 #[cfg(all(test, target_os = "linux"))]
@@ -110,7 +162,7 @@ mod tests {
         time::{Duration, Instant},
     };
 
-    use super::steer_by_cpu;
+    use super::{pin_to_steered_cpus, steer_by_cpu};
 
     fn reuseport_socket(address: SocketAddr) -> UdpSocket {
         use socket2::{Domain, Protocol, Socket, Type};
@@ -161,21 +213,28 @@ mod tests {
         None
     }
 
-    /// An even and an odd CPU this process may run on, if it may run on
-    /// both kinds.
-    fn even_and_odd_cpu() -> Option<[usize; 2]> {
+    /// The CPUs the calling thread may run on.
+    fn allowed_cpus() -> Option<Vec<usize>> {
         // SAFETY: sched_getaffinity fills the zeroed set of the size given,
         // for the calling thread (pid 0); CPU_ISSET reads it.
-        let allowed: Vec<usize> = unsafe {
+        unsafe {
             let mut set: libc::cpu_set_t = std::mem::zeroed();
             let size = std::mem::size_of::<libc::cpu_set_t>();
             if libc::sched_getaffinity(0, size, &mut set) != 0 {
                 return None;
             }
-            (0..libc::CPU_SETSIZE as usize)
-                .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
-                .collect()
-        };
+            Some(
+                (0..libc::CPU_SETSIZE as usize)
+                    .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+                    .collect(),
+            )
+        }
+    }
+
+    /// An even and an odd CPU this process may run on, if it may run on
+    /// both kinds.
+    fn even_and_odd_cpu() -> Option<[usize; 2]> {
+        let allowed = allowed_cpus()?;
         let even = allowed.iter().find(|&&cpu| cpu % 2 == 0)?;
         let odd = allowed.iter().find(|&&cpu| cpu % 2 == 1)?;
         Some([*even, *odd])
@@ -190,7 +249,7 @@ mod tests {
         let first = reuseport_socket("127.0.0.1:0".parse().expect("address"));
         let address = first.local_addr().expect("bound");
         let sockets = vec![first, reuseport_socket(address)];
-        steer_by_cpu(&sockets).expect("attach the program");
+        assert!(steer_by_cpu(&sockets).expect("attach the program"));
 
         // One client socket: the hash would send all of its datagrams to
         // one server socket. On loopback the sender's CPU receives them.
@@ -207,9 +266,37 @@ mod tests {
 
     #[test]
     fn one_socket_or_none_is_left_alone() {
-        assert!(steer_by_cpu(&[]).is_ok());
+        assert_eq!(steer_by_cpu(&[]).ok(), Some(false));
         let one = reuseport_socket("127.0.0.1:0".parse().expect("address"));
-        assert!(steer_by_cpu(std::slice::from_ref(&one)).is_ok());
+        assert_eq!(steer_by_cpu(std::slice::from_ref(&one)).ok(), Some(false));
+    }
+
+    #[test]
+    fn a_pinned_thread_runs_only_where_its_socket_gets_datagrams() {
+        let Some(before) = allowed_cpus() else {
+            eprintln!("affinity unreadable here; skipped");
+            return;
+        };
+        for index in 0..2 {
+            let after = std::thread::spawn(move || {
+                let pinned = pin_to_steered_cpus(index, 2).expect("pin");
+                (pinned, allowed_cpus().expect("readable"))
+            })
+            .join()
+            .expect("the pinned thread");
+            let theirs: Vec<usize> = before
+                .iter()
+                .copied()
+                .filter(|cpu| cpu % 2 == index)
+                .collect();
+            if theirs.is_empty() {
+                assert_eq!(after, (false, before.clone()), "socket {index}: left alone");
+            } else {
+                assert_eq!(after, (true, theirs), "socket {index}");
+            }
+        }
+        // The calling thread was never touched.
+        assert_eq!(allowed_cpus(), Some(before));
     }
 
     #[test]
@@ -221,7 +308,7 @@ mod tests {
         let address = first.local_addr().expect("bound");
         let mut sockets = vec![first];
         sockets.extend((1..count).map(|_| reuseport_socket(address)));
-        steer_by_cpu(&sockets).expect("nothing to attach");
+        assert!(!steer_by_cpu(&sockets).expect("nothing to attach"));
         // From many client sockets (many hashes), the last server socket,
         // which `cpu % count` never picks, still gets datagrams.
         let mut reached = vec![false; count];
