@@ -22,6 +22,12 @@
 #                        instead of writes, on the same schedule and
 #                        connections, to tell what churn costs DNS in HTTP
 #                        from what the writes cost   CHURN_READS (0)
+#       --pin-clients    pin dnsperf's threads: the receiving and the sending
+#                        thread of its i-th worker (-T) to CPU i mod nproc. A
+#                        client fleet on other machines is not moved around by
+#                        the server's scheduling; dnsperf on the server's CPUs
+#                        is, unless pinned (bench/README.md, churn)
+#                                                          PIN_CLIENTS (0)
 #       --edns-option CODE:HEX  every query carries this EDNS option (dnsperf -E),
 #                        e.g. 10:0102030405060708 for a DNS cookie (RFC 7873)
 #                                                          EDNS_OPTION ("")
@@ -66,6 +72,7 @@ CHURN="${CHURN:-}"
 CHURN_THREADS="${CHURN_THREADS:-8}"
 CHURN_READS="${CHURN_READS:-0}"
 EDNS_OPTION="${EDNS_OPTION:-}"
+PIN_CLIENTS="${PIN_CLIENTS:-0}"
 SERVERS="${SERVERS:-}"
 WORKERS="${WORKERS:-$(nproc)}"
 LATENCY="${LATENCY:-1}"
@@ -95,6 +102,7 @@ while [ $# -gt 0 ]; do
     --churn) CHURN="$2"; shift 2 ;;
     --churn-reads) CHURN_READS=1; shift ;;
     --edns-option) EDNS_OPTION="$2"; shift 2 ;;
+    --pin-clients) PIN_CLIENTS=1; shift ;;
     -s|--servers) SERVERS="$2"; shift 2 ;;
     -w|--workers) WORKERS="$2"; shift 2 ;;
     --no-latency) LATENCY=0; shift ;;
@@ -450,6 +458,7 @@ SERVERS=$RUN_NAMES
 CHURN=$CHURN
 CHURN_THREADS=$CHURN_THREADS
 CHURN_READS=$CHURN_READS
+PIN_CLIENTS=$PIN_CLIENTS
 MAX_QPS=$MAX_QPS
 WORKERS=$WORKERS
 LATENCY=$LATENCY
@@ -459,6 +468,28 @@ DNSPERF_ARGS=dnsperf -p PORT -d queries.txt ${DNSPERF_ARGS[*]}
 EOF
 
 # ------------------------------------------------------------ rounds
+# --pin-clients: pins the threads of the dnsperf that process $1 (gen.py
+# timed) starts, once they exist. dnsperf starts, per worker, a receiving
+# thread and then a sending one, after its main thread: tasks 1-2 are
+# worker 0, 3-4 worker 1, and so on.
+pin_dnsperf() {
+  local parent="$1" pid="" tids=() k n
+  n="$(nproc)"
+  for _ in $(seq 1 300); do
+    pid="$(pgrep -P "$parent" -x dnsperf | head -1 || true)"
+    if [ -n "$pid" ] && [ "$(ls "/proc/$pid/task" 2>/dev/null | wc -l)" -ge $((1 + 2 * THREADS)) ]; then
+      break
+    fi
+    sleep 0.01
+  done
+  [ -n "$pid" ] || { log "WARNING: --pin-clients: no dnsperf under pid $parent; not pinned"; return 0; }
+  mapfile -t tids < <(ls "/proc/$pid/task" | sort -n)
+  for ((k = 1; k < ${#tids[@]}; k++)); do
+    taskset -p -c $(( ((k - 1) / 2) % n )) "${tids[$k]}" >/dev/null 2>&1 \
+      || log "WARNING: --pin-clients: could not pin dnsperf thread ${tids[$k]}"
+  done
+}
+
 # roster's count of durable commits so far, from its /metrics
 roster_commits() {
   python3 "$GEN" metric --http "127.0.0.1:$P_ROSTER_HTTP" roster_registry_commit_duration_seconds_count
@@ -486,6 +517,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     python3 "$GEN" timed --timeout $((DURATION + 60)) --cpu-out "$WORK/dnsperf.cpu" -- \
       dnsperf -p "${PORT[$s]}" -d "$QUERIES" "${DNSPERF_ARGS[@]}" >"$out" 2>&1 &
     DNSPERF_PID=$!
+    if [ "$PIN_CLIENTS" = 1 ]; then pin_dnsperf "$DNSPERF_PID" & fi
     rc=0; wait "$DNSPERF_PID" || rc=$?
     DNSPERF_PID=""
     read -r busy1 total1 <<<"$(python3 "$GEN" machine)"
