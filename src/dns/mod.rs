@@ -46,10 +46,9 @@ pub mod zones;
 
 use std::sync::Arc;
 
-use tracing::warn;
-
 use tokio::{net::TcpListener, runtime::Handle, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
 
 pub use cookies::{Cookies, parse_cookie_secret};
 pub use handler::DnsHandler;
@@ -140,7 +139,7 @@ pub fn serve(
                 if udp_affinity {
                     match steering::pin_to_steered_cpus(index, sockets) {
                         Ok(true) => {
-                            tracing::debug!(index, "UDP thread pinned to its socket's CPUs")
+                            debug!(index, "UDP thread pinned to its socket's CPUs")
                         }
                         Ok(false) => warn!(
                             index,
