@@ -1,7 +1,12 @@
 //! Checks on a query's raw bytes that hickory's parser does not make, run
 //! before it on both transports (UDP's general path and TCP), so that UDP
 //! and TCP answer a malformed query alike: FORMERR, with no log line per
-//! message. The fast path makes the same checks as it parses.
+//! message. The fast path makes the same checks as it parses. Also the
+//! walks over a raw message that find its parts without parsing it (the
+//! question's end, the OPT record, a COOKIE option), which the rate
+//! limiter's slipped answers use too.
+
+use std::ops::Range;
 
 use super::wire::{HEADER_LEN, POINTER_TAG, RR_FIXED_LEN, TYPE_OPT};
 
@@ -118,31 +123,53 @@ pub(super) fn opt_options_add_up(query: &[u8]) -> bool {
 pub(super) fn cookie_option(query: &[u8]) -> Option<&[u8]> {
     let header = query.get(..HEADER_LEN)?;
     let count = |at: usize| usize::from(u16::from_be_bytes([header[at], header[at + 1]]));
-    let mut at = HEADER_LEN;
-    for _ in 0..count(4) {
-        at = skip_name(query, at)? + 4;
+    let questions_end = skip_questions(query, count(4))?;
+    let opt = find_opt(query, questions_end, count(6) + count(8), count(10))?;
+    let mut options = query.get(skip_name(query, opt.start)? + RR_FIXED_LEN..opt.end)?;
+    while let Some((option, rest)) = options.split_first_chunk::<4>() {
+        let len = usize::from(u16::from_be_bytes([option[2], option[3]]));
+        let data = rest.get(..len)?;
+        if u16::from_be_bytes([option[0], option[1]]) == super::cookies::OPTION_CODE {
+            return Some(data);
+        }
+        options = &rest[len..];
     }
-    let before = count(6) + count(8);
-    for index in 0..before + count(10) {
-        let name_end = skip_name(query, at)?;
-        let fixed = query.get(name_end..name_end + RR_FIXED_LEN)?;
-        let rtype = u16::from_be_bytes([fixed[0], fixed[1]]);
-        let start = name_end + RR_FIXED_LEN;
-        let rdata =
-            query.get(start..start + usize::from(u16::from_be_bytes([fixed[8], fixed[9]])))?;
-        if index >= before && rtype == TYPE_OPT {
-            let mut options = rdata;
-            while let Some((option, rest)) = options.split_first_chunk::<4>() {
-                let len = usize::from(u16::from_be_bytes([option[2], option[3]]));
-                let data = rest.get(..len)?;
-                if u16::from_be_bytes([option[0], option[1]]) == super::cookies::OPTION_CODE {
-                    return Some(data);
-                }
-                options = &rest[len..];
-            }
+    None
+}
+
+/// Where the question section of `message` ends, if its `questions`
+/// entries all parse.
+pub(super) fn skip_questions(message: &[u8], questions: usize) -> Option<usize> {
+    let mut at = HEADER_LEN;
+    for _ in 0..questions {
+        at = skip_name(message, at)? + 4; // QTYPE, QCLASS
+        if at > message.len() {
             return None;
         }
-        at = start + rdata.len();
+    }
+    Some(at)
+}
+
+/// The OPT record among the `additional` records that follow `before`
+/// others, starting at `at`: its octets, if it is there and whole.
+pub(super) fn find_opt(
+    message: &[u8],
+    mut at: usize,
+    before: usize,
+    additional: usize,
+) -> Option<Range<usize>> {
+    for index in 0..before + additional {
+        let start = at;
+        let fixed = skip_name(message, at)?;
+        let rr_type = u16::from_be_bytes([*message.get(fixed)?, *message.get(fixed + 1)?]);
+        let rdlength = u16::from_be_bytes([*message.get(fixed + 8)?, *message.get(fixed + 9)?]);
+        at = fixed + RR_FIXED_LEN + usize::from(rdlength);
+        if at > message.len() {
+            return None;
+        }
+        if index >= before && rr_type == TYPE_OPT {
+            return Some(start..at);
+        }
     }
     None
 }

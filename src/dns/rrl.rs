@@ -26,12 +26,14 @@
 use std::{
     hash::BuildHasher,
     net::IpAddr,
-    ops::Range,
     sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed},
     time::Instant,
 };
 
-use super::wire::{FLAG_TC, HEADER_LEN, POINTER_TAG, RR_FIXED_LEN, TYPE_OPT};
+use super::{
+    precheck::{find_opt, skip_questions},
+    wire::{FLAG_TC, HEADER_LEN},
+};
 
 /// Buckets in the table, a power of two: 16 octets each, so 1 MiB whatever
 /// the traffic. Networks are hashed (with a per-process random seed) to a
@@ -290,61 +292,6 @@ pub(super) fn slip(answer: &mut Vec<u8>) {
     }
     answer[10..12].copy_from_slice(&additional.to_be_bytes());
     answer.truncate(len);
-}
-
-/// Where the question section of `message` ends, if its `questions`
-/// entries all parse.
-fn skip_questions(message: &[u8], questions: usize) -> Option<usize> {
-    let mut at = HEADER_LEN;
-    for _ in 0..questions {
-        at = skip_name(message, at)? + 4; // QTYPE, QCLASS
-        if at > message.len() {
-            return None;
-        }
-    }
-    Some(at)
-}
-
-/// The OPT record among the `additional` records that follow `before`
-/// others, starting at `at`: its octets, if it is there and whole.
-fn find_opt(
-    message: &[u8],
-    mut at: usize,
-    before: usize,
-    additional: usize,
-) -> Option<Range<usize>> {
-    for index in 0..before + additional {
-        let start = at;
-        let fixed = skip_name(message, at)?;
-        let rr_type = u16::from_be_bytes([*message.get(fixed)?, *message.get(fixed + 1)?]);
-        let rdlength = u16::from_be_bytes([*message.get(fixed + 8)?, *message.get(fixed + 9)?]);
-        at = fixed + RR_FIXED_LEN + usize::from(rdlength);
-        if at > message.len() {
-            return None;
-        }
-        if index >= before && rr_type == TYPE_OPT {
-            return Some(start..at);
-        }
-    }
-    None
-}
-
-/// Where the name at `at` ends: after its root label or its compression
-/// pointer. `None` if it runs off the message or uses a reserved label type.
-fn skip_name(message: &[u8], mut at: usize) -> Option<usize> {
-    loop {
-        let len = *message.get(at)?;
-        if len == 0 {
-            return Some(at + 1);
-        }
-        if len & POINTER_TAG == POINTER_TAG {
-            return (at + 2 <= message.len()).then_some(at + 2);
-        }
-        if len & POINTER_TAG != 0 {
-            return None;
-        }
-        at += 1 + usize::from(len);
-    }
 }
 
 #[cfg(test)]
