@@ -170,16 +170,23 @@ impl FastPath {
         let found = questions.into_iter().zip(services);
         let work = queries.iter().zip(found).zip(outs.iter_mut().zip(answered));
         for (index, ((query, (question, service)), (out, answered))) in work.enumerate() {
-            *answered = match (question, service) {
-                (Some(question), Some(service)) => {
-                    let client = clients.get(index).copied().flatten();
-                    let cookie = self.cookie_answer(&question, client, now);
-                    cookie.is_some_and(|cookie| {
-                        self.encode(query, &question, service, cookie.as_ref(), out)
-                    })
-                }
-                _ => false,
+            let (Some(question), Some(service)) = (question, service) else {
+                *answered = false;
+                continue;
             };
+            let client = clients.get(index).copied().flatten();
+            let cookie = match (&question.cookie, &self.cookies, client) {
+                (None, _, _) => None,
+                (Some(cookie), Some(cookies), Some(client)) => {
+                    Some(cookies.answer(cookie, client, now))
+                }
+                // A COOKIE from an unknown address: the general path's.
+                _ => {
+                    *answered = false;
+                    continue;
+                }
+            };
+            *answered = self.encode(query, &question, service, cookie.as_ref(), out);
         }
     }
 
@@ -195,21 +202,6 @@ impl FastPath {
         lower.make_ascii_lowercase();
         let lower: &[u8] = lower;
         (self.shadowed.is_empty() || !self.shadowed.contains(lower)).then_some(lower)
-    }
-
-    /// The COOKIE option's data for `question`'s answer: `Some(None)` when
-    /// it has none (or cookies are off), `None` when it goes the general
-    /// path (a COOKIE from an unknown address).
-    fn cookie_answer(
-        &self,
-        question: &Question<'_>,
-        client: Option<IpAddr>,
-        now: u32,
-    ) -> Option<Option<[u8; cookies::ANSWER_LEN]>> {
-        match (&question.cookie, &self.cookies) {
-            (Some(cookie), Some(cookies)) => Some(Some(cookies.answer(cookie, client?, now))),
-            _ => Some(None),
-        }
     }
 
     /// Accepts only a plain query: opcode QUERY, one question, no answer or

@@ -207,9 +207,8 @@ impl DnsHandler {
 
     /// The response's OPT record: present when the query had one, offering
     /// the smaller of the client's size (at least 512) and roster's limit,
-    /// with a COOKIE option when the query had a well-formed one and
-    /// cookies are on.
-    fn response_edns(&self, request: &Request) -> Option<Edns> {
+    /// with a COOKIE option answering the query's `cookie`, if any.
+    fn response_edns(&self, request: &Request, cookie: Option<&Cookie<'_>>) -> Option<Edns> {
         let requested = request.edns.as_ref()?;
         let mut edns = Edns::new();
         edns.set_version(EDNS_VERSION);
@@ -219,8 +218,8 @@ impl DnsHandler {
             requested.max_payload(),
             self.max_udp_payload,
         ));
-        if let (Some(cookies), Some(Ok(cookie))) = (&self.cookies, self.query_cookie(request)) {
-            let data = cookies.answer(&cookie, request.src().ip(), cookies::now());
+        if let (Some(cookies), Some(cookie)) = (&self.cookies, cookie) {
+            let data = cookies.answer(cookie, request.src().ip(), cookies::now());
             edns.options_mut()
                 .insert(EdnsOption::Unknown(cookies::OPTION_CODE, data.to_vec()));
         }
@@ -271,7 +270,10 @@ impl DnsHandler {
         request: &Request,
         mut response_handle: R,
     ) -> ResponseInfo {
-        let edns = self.response_edns(request);
+        // Read once: a malformed one gets FORMERR below, a good one its
+        // answer in the OPT record.
+        let cookie = self.query_cookie(request);
+        let edns = self.response_edns(request, cookie.as_ref().and_then(|c| c.as_ref().ok()));
         let builder = || MessageResponseBuilder::new(&request.queries, edns.as_ref());
         let error = |code| builder().error_msg(&request.metadata, code);
 
@@ -326,7 +328,7 @@ impl DnsHandler {
             }
         };
         let signing = signing.as_ref();
-        if matches!(self.query_cookie(request), Some(Err(()))) {
+        if matches!(cookie, Some(Err(()))) {
             // RFC 7873 section 5.2.2: a COOKIE option of a wrong length.
             return respond(&mut response_handle, request, signing, || {
                 error(ResponseCode::FormErr)
