@@ -303,7 +303,8 @@ pub async fn run_reloading(
     let cluster = match config.cluster.enabled() {
         true => {
             let tls = cluster::tls::options(&config.cluster)?;
-            Some(Cluster::connect(&config.cluster, tls).await?)
+            let credentials = cluster::credentials::from_config(&config.cluster)?;
+            Some(Cluster::connect(&config.cluster, tls, credentials).await?)
         }
         false => None,
     };

@@ -1085,3 +1085,162 @@ async fn nodes_reach_etcd_over_tls_with_client_certificates_and_a_node_without_o
     assert!(!exited.status.success(), "{}", exited.stderr);
     assert!(exited.stderr.contains(&endpoints), "{}", exited.stderr);
 }
+
+// etcd users ------------------------------------------------------------------
+
+/// etcd's root user, for `etcdctl` once authentication is on.
+const ETCD_ROOT: &str = "root:root-password";
+
+/// `etcdctl args` as [`ETCD_ROOT`]; panics if it fails.
+fn etcdctl_as_root(etcd: &EtcdCluster, args: &[&str]) -> String {
+    let mut all = vec!["--user", ETCD_ROOT];
+    all.extend_from_slice(args);
+    etcd.etcdctl(&all)
+        .unwrap_or_else(|error| panic!("etcdctl {args:?}: {error}"))
+}
+
+/// A `[cluster]` section that signs in as `username`, whose password
+/// `password` is written to a file in `dir`.
+fn etcd_user_toml(dir: &Path, username: &str, password: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let file = dir.join(format!("{username}-{password}.password"));
+    std::fs::write(&file, format!("{password}\n")).expect("write the password file");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+        .expect("chmod 600 the password file");
+    format!(
+        "[cluster]\nusername = {username:?}\npassword_file = {:?}\n",
+        file.display().to_string()
+    )
+}
+
+/// Registers `web` instance `(id, address)` through node `writer`,
+/// retrying while etcd is away, and waits until every node serves it with
+/// the `served` before it.
+async fn write_served(
+    cluster: &RosterCluster,
+    writer: usize,
+    (id, address): (&str, &'static str),
+    served: &mut Vec<&'static str>,
+) {
+    let path = instance_path("web", id);
+    let node = &cluster.nodes[writer];
+    put_retrying(&cluster.http, node, &path, &plain(address, 8080)).await;
+    served.push(address);
+    for node in cluster.all() {
+        cluster.wait_dns(node, "web", served).await;
+    }
+}
+
+/// A node started with `config` on `endpoints`, which must refuse to
+/// start; its standard error.
+async fn refused_start(config: &str, endpoints: &str) -> String {
+    let site = common::process::Site::new();
+    std::fs::write(site.root.path().join("config.toml"), config).expect("config.toml");
+    let refused = tokio::time::timeout(
+        Duration::from_secs(60),
+        site.try_start_with(&["--etcd", endpoints, "--node", "refused"]),
+    )
+    .await
+    .expect("start-up ends within a minute");
+    let exited = match refused {
+        Ok(mut roster) => panic!("served with {config}: {}", roster.stop().await),
+        Err(exited) => exited,
+    };
+    assert!(!exited.status.success(), "{}", exited.stderr);
+    exited.stderr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_sign_in_to_etcd_as_a_user_and_bad_or_missing_credentials_are_refused() {
+    let mut etcd = blocking(|| EtcdCluster::start(3));
+    blocking(|| {
+        let grants: [&[&str]; 8] = [
+            &["user", "add", ETCD_ROOT],
+            &["role", "add", "roster"],
+            &[
+                "role",
+                "grant-permission",
+                "roster",
+                "--prefix=true",
+                "readwrite",
+                "/roster/",
+            ],
+            &["user", "add", "roster:roster-password"],
+            &["user", "grant-role", "roster", "roster"],
+            // A user with no role: signs in, may read and write nothing.
+            &["user", "add", "nobody:nobody-password"],
+            &["auth", "enable"],
+            &["get", "--prefix", "/roster/"],
+        ];
+        for args in grants {
+            etcdctl_as_root(&etcd, args);
+        }
+    });
+    // Each node is given two members, and the first is down when they
+    // start: they sign in to the other one, and to this one when they come
+    // to it. Not the leader, whose death would fail the start-up's first
+    // read.
+    let down = (etcd.leader() + 1) % 3;
+    let next = (down + 1) % 3;
+    blocking(|| etcd.kill(down));
+    let urls = etcd.client_urls();
+    let endpoints = format!("{},{}", urls[down], urls[next]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = etcd_user_toml(dir.path(), "roster", "roster-password");
+    let mut cluster =
+        RosterCluster::on_with_config(etcd, &[endpoints.clone(), endpoints.clone()], Some(&config))
+            .await;
+    let mut served = Vec::new();
+    write_served(&cluster, 0, ("web-1", "127.0.0.2"), &mut served).await;
+    let keys = blocking(|| {
+        etcdctl_as_root(
+            &cluster.etcd,
+            &["get", "--prefix", "--keys-only", "/roster/"],
+        )
+    });
+    assert!(keys.contains("web-1"), "no key for web-1 in {keys}");
+
+    // Turning authentication off and on again voids every token etcd gave:
+    // the nodes sign in again by themselves, and writes still go through.
+    blocking(|| {
+        etcdctl_as_root(&cluster.etcd, &["auth", "disable"]);
+        etcdctl_as_root(&cluster.etcd, &["auth", "enable"]);
+    });
+    write_served(&cluster, 1, ("web-2", "127.0.0.3"), &mut served).await;
+    // The member that was down at start-up, signed in to once it is used.
+    blocking(|| {
+        cluster.etcd.restart(down);
+        cluster.etcd.kill(next);
+    });
+    write_served(&cluster, 0, ("web-3", "127.0.0.4"), &mut served).await;
+    blocking(|| cluster.etcd.restart(next));
+
+    // Wrong, missing and powerless credentials each stop a node at start-up
+    // with what to do about them.
+    let cases = [
+        (
+            "roster",
+            "wrong-password",
+            ["authentication failed", "cluster.password_file"],
+        ),
+        ("", "", ["user name is empty", "cluster.username"]),
+        (
+            "nobody",
+            "nobody-password",
+            ["permission denied", "\"nobody\""],
+        ),
+    ];
+    for (username, password, expected) in cases {
+        let config = match username {
+            "" => String::new(),
+            _ => etcd_user_toml(dir.path(), username, password),
+        };
+        let stderr = refused_start(&config, &endpoints).await;
+        for words in expected {
+            assert!(stderr.contains(words), "{words:?} not in: {stderr}");
+        }
+        if !password.is_empty() {
+            assert!(!stderr.contains(password), "the password shown: {stderr}");
+        }
+    }
+}

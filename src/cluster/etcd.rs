@@ -12,6 +12,7 @@ use std::{
 
 use etcd_client::{Client, ConnectOptions, GetOptions, KeyValue, Txn};
 
+use super::credentials::Credentials;
 use crate::registry::{BackendError, StoreError};
 
 /// How long one etcd request may take before the write it serves fails.
@@ -32,10 +33,23 @@ const PAGE: i64 = 500;
 /// again there, within the same time limit.
 #[derive(Clone)]
 pub struct Etcd {
-    clients: Arc<Vec<Client>>,
-    /// Index into `clients` of the endpoint in use.
+    members: Arc<Vec<Member>>,
+    /// Index into `members` of the endpoint in use.
     current: Arc<AtomicUsize>,
     endpoints: String,
+    /// The etcd user roster signs in as, if any.
+    credentials: Option<Arc<Credentials>>,
+}
+
+/// One endpoint's client, and whether it has signed in there.
+struct Member {
+    client: Client,
+    /// Set once the client holds a token of this member's (etcd's simple
+    /// tokens are each member's own). A member that was down at start-up
+    /// is signed in to when first used. The etcd client then renews the
+    /// token by itself when the member no longer knows it (a restart, the
+    /// token's TTL).
+    signed_in: tokio::sync::OnceCell<()>,
 }
 
 /// Every key under a prefix at one revision.
@@ -55,11 +69,12 @@ pub enum TxnOutcome {
 
 impl Etcd {
     /// Connects lazily: this fails only on malformed endpoints; an
-    /// unreachable etcd shows in the first request. With `tls`, every
-    /// endpoint is reached over it.
+    /// unreachable etcd, or one that refuses `credentials`, shows in the
+    /// first request. With `tls`, every endpoint is reached over it.
     pub async fn connect(
         endpoints: &[String],
         tls: Option<etcd_client::TlsOptions>,
+        credentials: Option<Credentials>,
     ) -> Result<Self, StoreError> {
         let joined = endpoints.join(",");
         let mut clients = Vec::with_capacity(endpoints.len());
@@ -71,7 +86,10 @@ impl Etcd {
                 .with_keep_alive_while_idle(true)
                 // A member cut off from its leader refuses requests and
                 // ends watches instead of serving a stale view.
-                .with_require_leader(true);
+                .with_require_leader(true)
+                // Signing in is lazy (see `Member`), so the credentials
+                // are not given here, where they would be used at once.
+                .with_auto_token_refresh(credentials.is_some());
             let options = match &tls {
                 Some(tls) => options.with_tls(tls.clone()),
                 None => options,
@@ -79,7 +97,10 @@ impl Etcd {
             let client = Client::connect([endpoint], Some(options))
                 .await
                 .map_err(|e| unreachable(&joined, e))?;
-            clients.push(client);
+            clients.push(Member {
+                client,
+                signed_in: tokio::sync::OnceCell::new(),
+            });
         }
         if clients.is_empty() {
             return Err(StoreError::Unreachable {
@@ -88,23 +109,41 @@ impl Etcd {
             });
         }
         Ok(Self {
-            clients: Arc::new(clients),
+            members: Arc::new(clients),
             current: Arc::new(AtomicUsize::new(0)),
             endpoints: joined,
+            credentials: credentials.map(Arc::new),
         })
     }
 
-    /// The client of the endpoint in use, and which one it is (for
-    /// [`Etcd::failed`]).
-    pub fn client(&self) -> (usize, Client) {
-        let which = self.current.load(Relaxed) % self.clients.len();
-        (which, self.clients[which].clone())
+    /// The client of the endpoint in use, signed in there if roster has
+    /// credentials, and which endpoint it is (for [`Etcd::failed`]). The
+    /// error is signing in's: the member is down, or refuses the user.
+    /// Signing in is one request, bounded as every request of the client is
+    /// ([`REQUEST_TIMEOUT`]).
+    pub async fn client(&self) -> (usize, Result<Client, etcd_client::Error>) {
+        let which = self.current.load(Relaxed) % self.members.len();
+        let member = &self.members[which];
+        let Some(credentials) = &self.credentials else {
+            return (which, Ok(member.client.clone()));
+        };
+        let signed_in = member
+            .signed_in
+            .get_or_try_init(|| async {
+                // The clone shares the token and the credentials with
+                // every other clone of this member's client.
+                let mut client = member.client.clone();
+                let user = (credentials.username.clone(), credentials.password.0.clone());
+                client.update_user(Some(user)).await
+            })
+            .await;
+        (which, signed_in.map(|()| member.client.clone()))
     }
 
     /// Moves off endpoint `which` after a failure there (unless another
     /// caller already has).
     pub fn failed(&self, which: usize) {
-        let next = (which + 1) % self.clients.len();
+        let next = (which + 1) % self.members.len();
         let _ = self.current.compare_exchange(which, next, Relaxed, Relaxed);
     }
 
@@ -122,19 +161,22 @@ impl Etcd {
     {
         let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
         let mut first = None;
-        for _ in 0..self.clients.len() * 2 {
-            let (which, client) = self.client();
-            match tokio::time::timeout_at(deadline, call(client)).await {
+        for _ in 0..self.members.len() * 2 {
+            let attempt = async {
+                let (which, client) = self.client().await;
+                (which, async { call(client?).await }.await)
+            };
+            match tokio::time::timeout_at(deadline, attempt).await {
                 Err(_) => return Err(self.timed_out()),
-                Ok(Ok(value)) => return Ok(value),
-                Ok(Err(error)) if never_arrived(&error) => {
+                Ok((_, Ok(value))) => return Ok(value),
+                Ok((which, Err(error))) if never_arrived(&error) => {
                     self.failed(which);
                     // The first failure says why (a refused connection, a
                     // TLS alert); a retry on the same broken channel may
                     // say only "operation was canceled".
                     first.get_or_insert(error);
                 }
-                Ok(Err(error)) => return Err(unreachable(&self.endpoints, error)),
+                Ok((_, Err(error))) => return Err(self.failure(error)),
             }
         }
         Err(match first {
@@ -197,6 +239,24 @@ impl Etcd {
         })
     }
 
+    /// A failed call as a store error: refused (the credentials, the
+    /// user's permissions) or else unreachable.
+    fn failure(&self, error: etcd_client::Error) -> StoreError {
+        match refusal(&error, self.credentials.as_deref()) {
+            Some(reason) => StoreError::Refused {
+                endpoints: self.endpoints.clone(),
+                reason,
+            },
+            None => unreachable(&self.endpoints, error),
+        }
+    }
+
+    /// A failed call in words, for a log line: what [`refusal`] says of
+    /// it, or the error itself.
+    pub fn describe(&self, error: &etcd_client::Error) -> String {
+        refusal(error, self.credentials.as_deref()).unwrap_or_else(|| error.to_string())
+    }
+
     fn timed_out(&self) -> StoreError {
         StoreError::Unreachable {
             endpoints: self.endpoints.clone(),
@@ -218,6 +278,53 @@ fn never_arrived(error: &etcd_client::Error) -> bool {
         }
         _ => false,
     }
+}
+
+/// What to tell the operator when etcd refused roster for who it is rather
+/// than failing: wrong credentials, none where etcd wants some, some where
+/// it has authentication off, or a user without permission for roster's
+/// keys. `None` for any other failure.
+pub fn refusal(error: &etcd_client::Error, credentials: Option<&Credentials>) -> Option<String> {
+    let etcd_client::Error::GRpcStatus(status) = error else {
+        return None;
+    };
+    let message = status.message();
+    let user = || match credentials {
+        Some(credentials) => format!("etcd user {:?}", credentials.username),
+        None => "no etcd user".to_owned(),
+    };
+    let hint = match status.code() {
+        tonic::Code::InvalidArgument if message.contains("user name is empty") => {
+            "etcd has authentication on: give roster a user with cluster.username and \
+             cluster.password_file"
+                .to_owned()
+        }
+        tonic::Code::InvalidArgument if message.contains("authentication failed") => {
+            format!(
+                "check cluster.username and cluster.password_file ({})",
+                user()
+            )
+        }
+        tonic::Code::FailedPrecondition if message.contains("authentication is not enabled") => {
+            "etcd has authentication off: leave cluster.username unset, or run \
+             `etcdctl auth enable`"
+                .to_owned()
+        }
+        // What is left of an expired token once the client has tried to
+        // sign in again (etcd refused that too, or it was not tried).
+        tonic::Code::Unauthenticated => format!(
+            "the sign-in expired and could not be renewed ({}): check cluster.username and \
+             cluster.password_file",
+            user()
+        ),
+        tonic::Code::PermissionDenied => format!(
+            "{} needs a role with readwrite permission on roster's prefix \
+             (etcdctl role grant-permission --prefix=true ROLE readwrite PREFIX)",
+            user()
+        ),
+        _ => return None,
+    };
+    Some(format!("{message}: {hint}"))
 }
 
 /// The first key after every key that starts with `prefix` (etcd's range
@@ -268,5 +375,61 @@ mod tests {
     fn the_range_end_of_a_prefix_is_its_successor() {
         assert_eq!(prefix_end("/roster/"), b"/roster0".to_vec());
         assert_eq!(prefix_end("a\u{7f}"), b"a\x80".to_vec());
+    }
+
+    /// etcd 3.4's own codes and messages (`rpctypes`) for each refusal.
+    #[test]
+    fn each_refusal_says_what_to_do_and_other_failures_are_none() {
+        let credentials = Credentials {
+            username: "roster".into(),
+            password: crate::config::Secret("pw".into()),
+        };
+        let refused = |code, message: &str| {
+            let error = etcd_client::Error::GRpcStatus(tonic::Status::new(code, message));
+            refusal(&error, Some(&credentials))
+        };
+        use tonic::Code::*;
+        let cases = [
+            (
+                InvalidArgument,
+                "etcdserver: user name is empty",
+                "cluster.username",
+            ),
+            (
+                InvalidArgument,
+                "etcdserver: authentication failed, invalid user ID or password",
+                "cluster.password_file (etcd user \"roster\")",
+            ),
+            (
+                FailedPrecondition,
+                "etcdserver: authentication is not enabled",
+                "etcdctl auth enable",
+            ),
+            (
+                Unauthenticated,
+                "etcdserver: invalid auth token",
+                "could not be renewed",
+            ),
+            (
+                PermissionDenied,
+                "etcdserver: permission denied",
+                "readwrite permission",
+            ),
+        ];
+        for (code, message, hint) in cases {
+            let said = refused(code, message).unwrap_or_else(|| panic!("{message}: no refusal"));
+            assert!(said.starts_with(message), "{said}");
+            assert!(said.contains(hint), "{hint:?} not in {said}");
+        }
+        for (code, message) in [
+            (Unavailable, "etcdserver: no leader"),
+            (InvalidArgument, "etcdserver: request is too large"),
+            (
+                FailedPrecondition,
+                "etcdserver: mvcc: required revision has been compacted",
+            ),
+        ] {
+            assert_eq!(refused(code, message), None, "{message}");
+        }
     }
 }

@@ -118,19 +118,24 @@ async fn follow(
     failures: &mut usize,
 ) -> Ended {
     let options = WatchOptions::new().with_prefix().with_start_revision(*next);
-    let (which, mut client) = etcd.client();
-    let watch = tokio::time::timeout(
-        super::etcd::REQUEST_TIMEOUT,
-        client.watch(prefix.as_bytes().to_vec(), Some(options)),
-    )
-    .await;
+    let (which, watch) = etcd.client().await;
+    let watch = match watch {
+        Ok(mut client) => {
+            tokio::time::timeout(
+                super::etcd::REQUEST_TIMEOUT,
+                client.watch(prefix.as_bytes().to_vec(), Some(options)),
+            )
+            .await
+        }
+        Err(error) => Ok(Err(error)),
+    };
     // Any failure moves the next attempt to another endpoint: a watch
     // that ended says nothing good about the member it was on.
     let mut stream = match watch {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => {
             etcd.failed(which);
-            return Ended::Failed(error.to_string());
+            return Ended::Failed(etcd.describe(&error));
         }
         Err(_) => {
             etcd.failed(which);

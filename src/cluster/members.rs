@@ -78,17 +78,18 @@ async fn hold(
     metrics: &Metrics,
     announced: &mut bool,
 ) -> Result<std::convert::Infallible, String> {
-    let (which, mut client) = etcd.client();
+    let (which, client) = etcd.client().await;
     // Whatever fails here, the next attempt starts on another endpoint.
     let failed = |error: String| {
         etcd.failed(which);
         error
     };
+    let mut client = client.map_err(|e| failed(etcd.describe(&e)))?;
     let bounded = super::etcd::REQUEST_TIMEOUT;
     let lease = tokio::time::timeout(bounded, client.lease_grant(LEASE_TTL_SECS, None))
         .await
         .map_err(|_| failed("no answer to the lease grant".to_owned()))?
-        .map_err(|e| failed(e.to_string()))?
+        .map_err(|e| failed(etcd.describe(&e)))?
         .id();
     let putter = client.clone();
     let put = |record: &MemberRecord| {
@@ -141,7 +142,10 @@ async fn hold(
 /// Gives this node's lease up at shutdown, so its checks move at once
 /// instead of after the TTL. Best effort, bounded.
 pub async fn leave(etcd: &Etcd, key: &str) {
-    let (_, mut client) = etcd.client();
+    let signed_in = tokio::time::timeout(Duration::from_secs(1), etcd.client()).await;
+    let Ok((_, Ok(mut client))) = signed_in else {
+        return;
+    };
     let found = tokio::time::timeout(Duration::from_secs(1), client.get(key, None)).await;
     let Ok(Ok(found)) = found else { return };
     if let Some(lease) = found.kvs().first().map(|kv| kv.lease()).filter(|l| *l != 0) {

@@ -12,6 +12,7 @@
 //! membership. Must not: apply changes to the registry itself (the writer
 //! does, from the feed).
 
+pub mod credentials;
 pub mod etcd;
 pub mod feed;
 pub mod keys;
@@ -31,13 +32,15 @@ pub struct Cluster {
 
 impl Cluster {
     /// Connects to etcd (lazily: an unreachable etcd shows in the first
-    /// request), over TLS as `tls` says (see [`tls::options`]).
+    /// request), over TLS as `tls` says (see [`tls::options`]), signing in
+    /// with `credentials` (see [`credentials::from_config`]).
     pub async fn connect(
         config: &crate::config::ClusterConfig,
         tls: Option<etcd_client::TlsOptions>,
+        credentials: Option<credentials::Credentials>,
     ) -> Result<Self, StoreError> {
         Ok(Self {
-            etcd: etcd::Etcd::connect(&config.etcd, tls).await?,
+            etcd: etcd::Etcd::connect(&config.etcd, tls, credentials).await?,
             keys: keys::Keys::new(&config.prefix),
             node: config.node_name(),
         })

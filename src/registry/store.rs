@@ -61,6 +61,11 @@ pub enum StoreError {
         #[source]
         source: BackendError,
     },
+    /// The shared store (etcd) answered, but refused roster for who it is:
+    /// its credentials, or their permissions. Retrying will not help until
+    /// an operator acts on `reason`.
+    #[error("etcd ({endpoints}) refused roster: {reason}")]
+    Refused { endpoints: String, reason: String },
     /// The thread that ran the store call panicked or was cancelled; the
     /// text is the runtime's own account of it.
     #[error("{0}")]
