@@ -249,9 +249,10 @@ pub async fn run(
 }
 
 /// [`run`], taking the configuration again from `reloads` while it runs
-/// (the binary sends the config file on SIGHUP). Of each, two parts are
-/// applied: the `[acl]` tokens, and the API's TLS certificate, key and
-/// client CA, read from their files again. Each is checked as at start-up;
+/// (the binary sends the config file on SIGHUP). Of each, three parts are
+/// applied: the `[acl]` tokens, the API's TLS certificate, key and client
+/// CA, and in cluster mode over TLS the etcd CA and client certificate,
+/// each read from their files again. Each is checked as at start-up;
 /// one that does not pass is refused with an error in the log, and what is
 /// in force stays. The rest takes a restart.
 pub async fn run_reloading(
@@ -436,9 +437,13 @@ pub async fn run_reloading(
     }
     let reloads = {
         let (acl, tls, metrics) = (acl.clone(), http_tls.clone(), metrics.clone());
+        let etcd = cluster.as_ref().map(|cluster| cluster.etcd.clone());
         let mut running = config.clone();
         tokio::spawn(async move {
             while let Some(update) = reloads.recv().await {
+                if let Some(etcd) = &etcd {
+                    reload_etcd_tls(&mut running, &update, etcd, &metrics).await;
+                }
                 apply_reload(&mut running, update, &acl, tls.as_deref(), &metrics);
             }
         })
@@ -613,6 +618,50 @@ fn apply_reload(
         }
         Err(error) => {
             tracing::error!(%error, "the reloaded TLS files are refused; the certificate in force stays");
+        }
+    }
+}
+
+/// In cluster mode over TLS, reads the etcd TLS files `update`'s
+/// `[cluster]` names (renewed certificates, a new CA) and connects to etcd
+/// again with them: calls from then on use the new connections. Files that
+/// do not load are logged as an error and change nothing. The etcd URLs
+/// themselves take a restart.
+async fn reload_etcd_tls(
+    running: &mut Config,
+    update: &Config,
+    etcd: &cluster::etcd::Etcd,
+    metrics: &Metrics,
+) {
+    if update.cluster.etcd != running.cluster.etcd {
+        warn!("cluster.etcd changed: the etcd URLs take a restart; the ones in force stay");
+    }
+    if !running.cluster.tls() {
+        return;
+    }
+    let mut candidate = running.cluster.clone();
+    candidate.tls_ca_file = update.cluster.tls_ca_file.clone();
+    candidate.tls_cert_file = update.cluster.tls_cert_file.clone();
+    candidate.tls_key_file = update.cluster.tls_key_file.clone();
+    let in_force = std::mem::replace(&mut running.cluster, candidate);
+    let reloaded = match running.validate("reloaded configuration") {
+        Ok(()) => match cluster::tls::options(&running.cluster) {
+            Ok(tls) => etcd.reconnect(tls).await.map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        },
+        Err(error) => Err(error.to_string()),
+    };
+    metrics
+        .reloads
+        .count(crate::metrics::RELOAD_ETCD_TLS, reloaded.is_ok());
+    match reloaded {
+        Ok(()) => info!(
+            ca = %running.cluster.tls_ca_file.display(),
+            "etcd TLS files reloaded; new calls to etcd use them"
+        ),
+        Err(error) => {
+            running.cluster = in_force;
+            tracing::error!(%error, "the reloaded etcd TLS files are refused; the ones in force stay");
         }
     }
 }

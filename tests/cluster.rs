@@ -1086,6 +1086,90 @@ async fn nodes_reach_etcd_over_tls_with_client_certificates_and_a_node_without_o
     assert!(exited.stderr.contains(&endpoints), "{}", exited.stderr);
 }
 
+/// The value of `sample` (a metric name with its labels) on node `node`.
+async fn metric(cluster: &RosterCluster, node: usize, sample: &str) -> Option<f64> {
+    let reply = cluster.get(node, "/metrics").await;
+    let text = reply.body.as_str().expect("the exposition is text");
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+        .map(|value| value.parse().expect("a number"))
+}
+
+/// Certificates are renewed in place and CAs change over: SIGHUP makes a
+/// node read its etcd TLS files again and connect anew with them, and files
+/// that do not load are refused while the connections in force stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_takes_renewed_etcd_tls_files_and_a_new_etcd_ca() {
+    let (old, new) = (Pki::new(), Pki::new());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = |name: &str| dir.path().join(name);
+    let write = |name: &str, text: &str| {
+        std::fs::write(path(name), text).unwrap_or_else(|e| panic!("write {name}: {e}"))
+    };
+    let ca_pem = |pki: &Pki| std::fs::read_to_string(&pki.ca_file).expect("read a CA");
+    // etcd accepts either CA's client certificates and serves the old CA's
+    // certificate, from files the test rewrites later.
+    write("etcd-clients-ca.pem", &(ca_pem(&old) + &ca_pem(&new)));
+    write("etcd.pem", &old.server.cert_pem);
+    write("etcd-key.pem", &old.server.key_pem);
+    let tls = EtcdTls {
+        cert_file: path("etcd.pem"),
+        key_file: path("etcd-key.pem"),
+        ca_file: path("etcd-clients-ca.pem"),
+    };
+    let etcd = blocking(move || EtcdCluster::start_tls(1, tls));
+    let endpoints = etcd.tls_endpoints_arg();
+    // The node trusts the old CA only and presents its client certificate.
+    write("ca.pem", &ca_pem(&old));
+    write("client.pem", &old.client.cert_pem);
+    write("client-key.pem", &old.client.key_pem);
+    let config = format!(
+        "[cluster]\ntls_ca_file = {:?}\ntls_cert_file = {:?}\ntls_key_file = {:?}\n",
+        path("ca.pem").display().to_string(),
+        path("client.pem").display().to_string(),
+        path("client-key.pem").display().to_string()
+    );
+    let mut cluster = RosterCluster::on_with_config(etcd, &[endpoints], Some(&config)).await;
+    let mut served = Vec::new();
+    write_served(&cluster, 0, ("web-1", "127.0.0.2"), &mut served).await;
+
+    let reloads = |result: &'static str| {
+        let sample =
+            format!("roster_config_reloads_total{{part=\"etcd_tls\",result=\"{result}\"}}");
+        let cluster = &cluster;
+        async move { metric(cluster, 0, &sample).await }
+    };
+    assert_eq!(reloads("applied").await, Some(0.0));
+    write("ca.pem", "not a certificate\n");
+    cluster.nodes[0].roster.signal("HUP");
+    eventually(
+        "the broken CA file to be refused",
+        CONVERGE_LIMIT,
+        || async { reloads("refused").await == Some(1.0) },
+    )
+    .await;
+    write_served(&cluster, 0, ("web-2", "127.0.0.3"), &mut served).await;
+
+    // The change-over: the node trusts both CAs and presents the new CA's
+    // client certificate; then etcd serves the new CA's certificate, which
+    // the node's first CA file would refuse.
+    write("ca.pem", &(ca_pem(&old) + &ca_pem(&new)));
+    write("client.pem", &new.client.cert_pem);
+    write("client-key.pem", &new.client.key_pem);
+    cluster.nodes[0].roster.signal("HUP");
+    eventually("the new files to be applied", CONVERGE_LIMIT, || async {
+        reloads("applied").await == Some(1.0)
+    })
+    .await;
+    write("etcd.pem", &new.server.cert_pem);
+    write("etcd-key.pem", &new.server.key_pem);
+    blocking(|| {
+        cluster.etcd.kill(0);
+        cluster.etcd.restart(0);
+    });
+    write_served(&cluster, 0, ("web-3", "127.0.0.4"), &mut served).await;
+}
+
 // etcd users ------------------------------------------------------------------
 
 /// etcd's root user, for `etcdctl` once authentication is on.

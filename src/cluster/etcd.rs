@@ -10,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+use arc_swap::ArcSwap;
 use etcd_client::{Client, ConnectOptions, GetOptions, KeyValue, Txn};
 
 use super::credentials::Credentials;
@@ -33,9 +34,14 @@ const PAGE: i64 = 500;
 /// again there, within the same time limit.
 #[derive(Clone)]
 pub struct Etcd {
-    members: Arc<Vec<Member>>,
+    /// One per endpoint, in the order given; replaced whole by
+    /// [`Etcd::reconnect`], while calls under way finish on the old ones.
+    members: Arc<ArcSwap<Vec<Member>>>,
     /// Index into `members` of the endpoint in use.
     current: Arc<AtomicUsize>,
+    /// The endpoints' URLs, as given.
+    urls: Arc<[String]>,
+    /// The same, comma-separated, for messages.
     endpoints: String,
     /// The etcd user roster signs in as, if any.
     credentials: Option<Arc<Credentials>>,
@@ -76,54 +82,79 @@ impl Etcd {
         tls: Option<etcd_client::TlsOptions>,
         credentials: Option<Credentials>,
     ) -> Result<Self, StoreError> {
-        let joined = endpoints.join(",");
-        let mut clients = Vec::with_capacity(endpoints.len());
-        for endpoint in endpoints {
-            let options = ConnectOptions::new()
-                .with_connect_timeout(CONNECT_TIMEOUT)
-                .with_timeout(REQUEST_TIMEOUT)
-                .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
-                .with_keep_alive_while_idle(true)
-                // A member cut off from its leader refuses requests and
-                // ends watches instead of serving a stale view.
-                .with_require_leader(true)
-                // Signing in is lazy (see `Member`), so the credentials
-                // are not given here, where they would be used at once.
-                .with_auto_token_refresh(credentials.is_some());
-            let options = match &tls {
-                Some(tls) => options.with_tls(tls.clone()),
-                None => options,
-            };
-            let client = Client::connect([endpoint], Some(options))
-                .await
-                .map_err(|e| unreachable(&joined, e))?;
-            clients.push(Member {
-                client,
-                signed_in: tokio::sync::OnceCell::new(),
-            });
-        }
-        if clients.is_empty() {
-            return Err(StoreError::Unreachable {
-                endpoints: joined,
-                source: "no etcd endpoints are configured".into(),
-            });
-        }
+        let credentials = credentials.map(Arc::new);
+        let members = open(endpoints, tls, credentials.is_some()).await?;
         Ok(Self {
-            members: Arc::new(clients),
+            members: Arc::new(ArcSwap::from_pointee(members)),
             current: Arc::new(AtomicUsize::new(0)),
-            endpoints: joined,
-            credentials: credentials.map(Arc::new),
+            urls: endpoints.into(),
+            endpoints: endpoints.join(","),
+            credentials,
         })
     }
 
+    /// Connects to the same endpoints again with `tls` (renewed
+    /// certificates, a new CA): every call from now on uses the new
+    /// connections, and signs in again; calls and watches under way keep
+    /// the old ones until they end. Fails only as [`Etcd::connect`] does.
+    pub async fn reconnect(&self, tls: Option<etcd_client::TlsOptions>) -> Result<(), StoreError> {
+        let members = open(&self.urls, tls, self.credentials.is_some()).await?;
+        self.members.store(Arc::new(members));
+        Ok(())
+    }
+}
+
+/// A client per endpoint, connected lazily (see [`Etcd::connect`]).
+async fn open(
+    endpoints: &[String],
+    tls: Option<etcd_client::TlsOptions>,
+    signs_in: bool,
+) -> Result<Vec<Member>, StoreError> {
+    let joined = endpoints.join(",");
+    let mut clients = Vec::with_capacity(endpoints.len());
+    for endpoint in endpoints {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(CONNECT_TIMEOUT)
+            .with_timeout(REQUEST_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+            .with_keep_alive_while_idle(true)
+            // A member cut off from its leader refuses requests and
+            // ends watches instead of serving a stale view.
+            .with_require_leader(true)
+            // Signing in is lazy (see `Member`), so the credentials
+            // are not given here, where they would be used at once.
+            .with_auto_token_refresh(signs_in);
+        let options = match &tls {
+            Some(tls) => options.with_tls(tls.clone()),
+            None => options,
+        };
+        let client = Client::connect([endpoint], Some(options))
+            .await
+            .map_err(|e| unreachable(&joined, e))?;
+        clients.push(Member {
+            client,
+            signed_in: tokio::sync::OnceCell::new(),
+        });
+    }
+    if clients.is_empty() {
+        return Err(StoreError::Unreachable {
+            endpoints: joined,
+            source: "no etcd endpoints are configured".into(),
+        });
+    }
+    Ok(clients)
+}
+
+impl Etcd {
     /// The client of the endpoint in use, signed in there if roster has
     /// credentials, and which endpoint it is (for [`Etcd::failed`]). The
     /// error is signing in's: the member is down, or refuses the user.
     /// Signing in is one request, bounded as every request of the client is
     /// ([`REQUEST_TIMEOUT`]).
     pub async fn client(&self) -> (usize, Result<Client, etcd_client::Error>) {
-        let which = self.current.load(Relaxed) % self.members.len();
-        let member = &self.members[which];
+        let members = self.members.load_full();
+        let which = self.current.load(Relaxed) % members.len();
+        let member = &members[which];
         let Some(credentials) = &self.credentials else {
             return (which, Ok(member.client.clone()));
         };
@@ -143,7 +174,7 @@ impl Etcd {
     /// Moves off endpoint `which` after a failure there (unless another
     /// caller already has).
     pub fn failed(&self, which: usize) {
-        let next = (which + 1) % self.members.len();
+        let next = (which + 1) % self.members.load().len();
         let _ = self.current.compare_exchange(which, next, Relaxed, Relaxed);
     }
 
@@ -161,7 +192,7 @@ impl Etcd {
     {
         let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
         let mut first = None;
-        for _ in 0..self.members.len() * 2 {
+        for _ in 0..self.members.load().len() * 2 {
             let attempt = async {
                 let (which, client) = self.client().await;
                 (which, async { call(client?).await }.await)

@@ -215,14 +215,15 @@ pub struct ReloadCounters {
     /// Unix epoch; 0 without HTTPS (or if it could not be read).
     pub http_tls_not_after: AtomicU64,
     /// Reloads by part ([`RELOAD_PARTS`]) and result ([`RELOAD_RESULTS`]).
-    pub reloads: [[AtomicU64; 2]; 2],
+    pub reloads: [[AtomicU64; 2]; RELOAD_PARTS.len()],
 }
 
 /// What a reload applies, as counted in [`ReloadCounters::reloads`].
-pub const RELOAD_PARTS: [&str; 2] = ["acl", "http_tls"];
+pub const RELOAD_PARTS: [&str; 3] = ["acl", "http_tls", "etcd_tls"];
 /// [`RELOAD_PARTS`]' indices.
 pub const RELOAD_ACL: usize = 0;
 pub const RELOAD_HTTP_TLS: usize = 1;
+pub const RELOAD_ETCD_TLS: usize = 2;
 /// How a part of a reload ended.
 pub const RELOAD_RESULTS: [&str; 2] = ["applied", "refused"];
 
