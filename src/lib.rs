@@ -384,18 +384,11 @@ pub async fn run_reloading(
     } else {
         handler
     };
-    let handler = match (config.dns.cookies, config.dns.cookie_secret.0.as_str()) {
+    let handler = match (config.dns.cookies, config.cookie_secrets()?) {
         (false, _) => handler,
-        (true, "") => handler.with_cookies(dns::Cookies::random()),
-        (true, secret) => {
-            // Checked with the rest of the configuration.
-            let secret =
-                dns::parse_cookie_secret(secret).map_err(|message| ConfigError::Invalid {
-                    origin: "the configuration".to_owned(),
-                    key: "dns.cookie_secret",
-                    message,
-                })?;
-            handler.with_cookies(dns::Cookies::new(&secret))
+        (true, None) => handler.with_cookies(dns::Cookies::random()),
+        (true, Some(secrets)) => {
+            handler.with_cookies(dns::Cookies::rolling(&secrets.current, &secrets.accepted))
         }
     };
     let tcp_timeouts = dns::TcpTimeouts {

@@ -44,9 +44,19 @@ const CLIENT_COOKIE: [u8; 8] = [0x24, 0x64, 0xc4, 0xab, 0xcf, 0x10, 0xc9, 0x57];
 
 /// A roster with `web` (one instance) and rate limiting at `rate`/`slip`.
 async fn start(rate: u32, slip: u32) -> Server {
+    start_configured(rate, slip, |_| {}).await
+}
+
+/// [`start`], with the rest of the configuration as `configure` leaves it.
+async fn start_configured(
+    rate: u32,
+    slip: u32,
+    configure: impl FnOnce(&mut roster::Config),
+) -> Server {
     let server = start_server_with(&[], |config| {
         config.dns.rate_limit = rate;
         config.dns.rate_limit_slip = slip;
+        configure(config);
     })
     .await;
     server.add("web", "web-1", "10.0.0.1", 80).await;
@@ -293,18 +303,8 @@ async fn a_client_that_sends_its_server_cookie_back_is_not_limited() {
     assert_eq!(cookie[..8], CLIENT_COOKIE);
 
     // Sent back, it proves the address is the client's: a burst ten times
-    // the limit is answered in full (in waves, so that loopback's socket
-    // buffers drop nothing on a slow machine).
-    let wave = 50;
-    for start in (1..BURST).step_by(wave) {
-        let ids = start..(start + wave as u16).min(BURST);
-        let expected = ids.len();
-        let answers = burst(&socket, server.dns_addr, &qname, ids, Some(&cookie)).await;
-        assert_eq!(answers.full.len(), expected, "{answers:?}");
-        for answer in &answers.full {
-            assert_eq!(answer.answers.len(), 1, "{answer}");
-        }
-    }
+    // the limit is answered in full.
+    assert_not_limited(&socket, &server, &qname, &cookie).await;
 
     // The limiter was on all along: the same burst with the client cookie
     // alone is limited ...
@@ -328,4 +328,54 @@ async fn a_client_that_sends_its_server_cookie_back_is_not_limited() {
     assert!(answers.full.len() <= allowed(answers.elapsed), "{summary}");
     assert!(answers.count() < usize::from(BURST), "{summary}");
     server.stop().await;
+}
+
+/// Answers each wave of a burst of [`BURST`] queries with `cookie` from
+/// `socket` in full: none was limited.
+async fn assert_not_limited(socket: &UdpSocket, server: &Server, qname: &str, cookie: &[u8]) {
+    // In waves, so that loopback's socket buffers drop nothing on a slow
+    // machine.
+    let wave = 50;
+    for start in (1..BURST).step_by(wave) {
+        let ids = start..(start + wave as u16).min(BURST);
+        let expected = ids.len();
+        let answers = burst(socket, server.dns_addr, qname, ids, Some(cookie)).await;
+        assert_eq!(answers.full.len(), expected, "{}", answers.summary());
+        for answer in &answers.full {
+            assert_eq!(answer.answers.len(), 1, "{answer}");
+        }
+    }
+}
+
+/// RFC 9018 section 4.4: during a secret rollover, a cookie made with the
+/// secret being retired (`dns.cookie_secrets_accepted`) still proves the
+/// client's address to a node that makes cookies with the new one; without
+/// it listed, the same cookie is limited like any other.
+#[tokio::test]
+async fn during_a_cookie_secret_rollover_the_old_secrets_cookies_are_not_limited() {
+    const OLD: &str = "dd3bdf9344b678b185a6f5cb60fca715";
+    const NEW: &str = "445536bcd2513298075a5d379663c962";
+    let secret = |text: &str| roster::config::Secret(text.to_owned());
+    let old = start_configured(0, 0, |config| config.dns.cookie_secret = secret(OLD)).await;
+    let qname = service_name("web");
+    let socket = socket_at([127, 0, 3, 2]).await;
+    let first = burst(&socket, old.dns_addr, &qname, 0..1, Some(&CLIENT_COOKIE)).await;
+    assert_eq!(first.full.len(), 1, "{first:?}");
+    let cookie = cookie_of(&first.full[0]);
+    old.stop().await;
+
+    let rolling = start_configured(RATE, 2, |config| {
+        config.dns.cookie_secret = secret(NEW);
+        config.dns.cookie_secrets_accepted = vec![secret(OLD)];
+    })
+    .await;
+    assert_not_limited(&socket, &rolling, &qname, &cookie).await;
+    rolling.stop().await;
+
+    let rolled = start_configured(RATE, 2, |config| config.dns.cookie_secret = secret(NEW)).await;
+    let answers = burst(&socket, rolled.dns_addr, &qname, 0..BURST, Some(&cookie)).await;
+    let summary = answers.summary();
+    assert!(answers.full.len() <= allowed(answers.elapsed), "{summary}");
+    assert!(!answers.truncated.is_empty(), "{summary}");
+    rolled.stop().await;
 }

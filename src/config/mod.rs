@@ -101,8 +101,21 @@ pub struct DnsConfig {
     /// must take each other's cookies (one address, anycast); empty means a
     /// random one per process.
     pub cookie_secret: Secret,
+    /// More secrets whose server cookies are taken as valid, never used to
+    /// make one (RFC 9018 section 4.4): during a rollover, the secret
+    /// being retired, or the next one before the nodes make cookies with
+    /// it. Needs `cookie_secret`.
+    pub cookie_secrets_accepted: Vec<Secret>,
     /// DNS UPDATE (RFC 2136) with TSIG keys.
     pub update: UpdateConfig,
+}
+
+/// Decoded server cookie secrets ([`Config::cookie_secrets`]).
+pub struct CookieSecrets {
+    /// Cookies are made with this one.
+    pub current: [u8; 16],
+    /// Cookies made with these are taken too.
+    pub accepted: Vec<[u8; 16]>,
 }
 
 /// A secret from the configuration file, which `Debug` (and so no log
@@ -392,6 +405,7 @@ impl Default for DnsConfig {
             rate_limit_slip: 2,
             cookies: true,
             cookie_secret: Secret::default(),
+            cookie_secrets_accepted: Vec::new(),
             update: UpdateConfig::default(),
         }
     }
@@ -455,6 +469,58 @@ impl Config {
         })?;
         config.validate(&format!("config file {}", path.display()))?;
         Ok(config)
+    }
+
+    /// The server cookie secrets roster makes cookies with and also takes,
+    /// decoded: `None` with cookies off or no `dns.cookie_secret` (a random
+    /// secret then).
+    pub fn cookie_secrets(&self) -> Result<Option<CookieSecrets>, ConfigError> {
+        if !self.dns.cookies || self.dns.cookie_secret.0.is_empty() {
+            return Ok(None);
+        }
+        let invalid = |key, message: String| ConfigError::Invalid {
+            origin: "the configuration".to_owned(),
+            key,
+            message,
+        };
+        let current = crate::dns::parse_cookie_secret(&self.dns.cookie_secret.0)
+            .map_err(|message| invalid("dns.cookie_secret", message))?;
+        let accepted = self
+            .dns
+            .cookie_secrets_accepted
+            .iter()
+            .map(|secret| crate::dns::parse_cookie_secret(&secret.0))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|message| invalid("dns.cookie_secrets_accepted", message))?;
+        Ok(Some(CookieSecrets { current, accepted }))
+    }
+
+    fn validate_accepted_cookie_secrets(&self) -> Result<(), String> {
+        let accepted = &self.dns.cookie_secrets_accepted;
+        if accepted.is_empty() {
+            return Ok(());
+        }
+        if self.dns.cookie_secret.0.is_empty() {
+            return Err("needs dns.cookie_secret: the secret cookies are made with".into());
+        }
+        let most = crate::dns::MAX_ACCEPTED_COOKIE_SECRETS;
+        if accepted.len() > most {
+            return Err(format!("holds {} secrets; at most {most}", accepted.len()));
+        }
+        let mut seen = vec![self.dns.cookie_secret.0.to_ascii_lowercase()];
+        for (i, secret) in accepted.iter().enumerate() {
+            crate::dns::parse_cookie_secret(&secret.0)
+                .map_err(|message| format!("secret {}: {message}", i + 1))?;
+            let secret = secret.0.to_ascii_lowercase();
+            if seen.contains(&secret) {
+                return Err(format!(
+                    "secret {} is dns.cookie_secret or one before it",
+                    i + 1
+                ));
+            }
+            seen.push(secret);
+        }
+        Ok(())
     }
 
     /// Checks values that TOML types alone cannot; `origin` says where they
@@ -548,6 +614,8 @@ impl Config {
             crate::dns::parse_cookie_secret(&self.dns.cookie_secret.0)
                 .map_err(|message| invalid("dns.cookie_secret", message))?;
         }
+        self.validate_accepted_cookie_secrets()
+            .map_err(|message| invalid("dns.cookie_secrets_accepted", message))?;
         self.dns
             .update
             .validate()
@@ -712,6 +780,20 @@ mod tests {
             ("[dns]\nns_address = [\"not-an-ip\"]\n", "ns_address"),
             ("[dns]\nmax_udp_payload = 100\n", "dns.max_udp_payload"),
             ("[dns]\ncookie_secret = \"e5e973\"\n", "dns.cookie_secret"),
+            (
+                "[dns]\ncookie_secrets_accepted = [\"e5e973e5a6b2a43f48e7dc849e37bfcf\"]\n",
+                "dns.cookie_secrets_accepted",
+            ),
+            (
+                "[dns]\ncookie_secret = \"e5e973e5a6b2a43f48e7dc849e37bfcf\"\n\
+                 cookie_secrets_accepted = [\"E5E973E5A6B2A43F48E7DC849E37BFCF\"]\n",
+                "dns.cookie_secrets_accepted",
+            ),
+            (
+                "[dns]\ncookie_secret = \"e5e973e5a6b2a43f48e7dc849e37bfcf\"\n\
+                 cookie_secrets_accepted = [\"e5e9\"]\n",
+                "dns.cookie_secrets_accepted",
+            ),
             (
                 "[dns]\ncookies = false\ncookie_secret = \"e5e973e5a6b2a43f48e7dc849e37bfcf\"\n",
                 "dns.cookie_secret",

@@ -81,10 +81,27 @@ pub(super) enum Standing {
     Invalid,
 }
 
-/// Makes and checks server cookies with one secret.
+/// The most secrets a server takes cookies of besides the one it makes
+/// them with: a rollover needs one (the previous or the next secret).
+pub const MAX_ACCEPTED: usize = 4;
+
+/// Makes server cookies with one secret, and takes cookies made with it or
+/// with a few others (RFC 9018 section 4.4's rollover).
 #[derive(Clone)]
 pub struct Cookies {
     hasher: SipHasher24,
+    /// The other secrets' hashers: their cookies count as valid, but each
+    /// answer replaces them with one of `hasher`'s.
+    accepted: Vec<SipHasher24>,
+}
+
+/// Which secret made a server cookie.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Maker {
+    /// The one cookies are made with.
+    Current,
+    /// One of the others accepted.
+    Accepted,
 }
 
 impl std::fmt::Debug for Cookies {
@@ -97,8 +114,20 @@ impl Cookies {
     /// Cookies made with `secret` (shared by every node that must take the
     /// others' cookies).
     pub fn new(secret: &[u8; SECRET_LEN]) -> Self {
+        Self::rolling(secret, &[])
+    }
+
+    /// Cookies made with `secret` that also take those made with any of
+    /// `accepted` (at most [`MAX_ACCEPTED`]; more are ignored): during a
+    /// rollover, the secret being retired or the one about to be used.
+    pub fn rolling(secret: &[u8; SECRET_LEN], accepted: &[[u8; SECRET_LEN]]) -> Self {
         Self {
             hasher: SipHasher24::new_with_key(secret),
+            accepted: accepted
+                .iter()
+                .take(MAX_ACCEPTED)
+                .map(SipHasher24::new_with_key)
+                .collect(),
         }
     }
 
@@ -115,25 +144,38 @@ impl Cookies {
         if cookie.server.is_empty() {
             return Standing::ClientOnly;
         }
-        let Ok(server) = <&[u8; SERVER_LEN]>::try_from(cookie.server) else {
-            return Standing::Invalid;
-        };
+        match self.maker(cookie, client, now) {
+            Some(_) => Standing::Valid,
+            None => Standing::Invalid,
+        }
+    }
+
+    /// Which secret made `cookie`'s server cookie for this client cookie
+    /// and address, if it is usable at `now`.
+    fn maker(&self, cookie: &Cookie<'_>, client: IpAddr, now: u32) -> Option<Maker> {
+        let server = <&[u8; SERVER_LEN]>::try_from(cookie.server).ok()?;
         let (head, hash) = server.split_at(8);
         let head: &[u8; 8] = head.try_into().expect("8 octets");
         let usable = head[0] == VERSION
             && (-SKEW_SECONDS..=LIFETIME_SECONDS).contains(&age(timestamp(head), now));
+        if !usable {
+            return None;
+        }
         // Every octet compared, whatever the first difference: how long the
         // check takes says nothing about the right hash.
-        let expected = self.hash(cookie.client, head, client);
-        let same = expected
-            .iter()
-            .zip(hash)
-            .fold(0u8, |differ, (a, b)| differ | (a ^ b))
-            == 0;
-        if usable && same {
-            Standing::Valid
+        let made_by = |hasher: &SipHasher24| {
+            hash_with(hasher, cookie.client, head, client)
+                .iter()
+                .zip(hash)
+                .fold(0u8, |differ, (a, b)| differ | (a ^ b))
+                == 0
+        };
+        if made_by(&self.hasher) {
+            Some(Maker::Current)
+        } else if self.accepted.iter().any(made_by) {
+            Some(Maker::Accepted)
         } else {
-            Standing::Invalid
+            None
         }
     }
 
@@ -144,7 +186,7 @@ impl Cookies {
     pub(super) fn answer(&self, cookie: &Cookie<'_>, client: IpAddr, now: u32) -> [u8; ANSWER_LEN] {
         let mut data = [0u8; ANSWER_LEN];
         data[..CLIENT_LEN].copy_from_slice(cookie.client);
-        let keep = self.standing(cookie, client, now) == Standing::Valid
+        let keep = self.maker(cookie, client, now) == Some(Maker::Current)
             && age(timestamp(&cookie.server[..8]), now) <= RENEW_AFTER_SECONDS;
         if keep {
             data[CLIENT_LEN..].copy_from_slice(cookie.server);
@@ -166,29 +208,34 @@ impl Cookies {
         head[4..].copy_from_slice(&now.to_be_bytes());
         let mut cookie = [0u8; SERVER_LEN];
         cookie[..8].copy_from_slice(&head);
-        cookie[8..].copy_from_slice(&self.hash(client_cookie, &head, client));
+        cookie[8..].copy_from_slice(&hash_with(&self.hasher, client_cookie, &head, client));
         cookie
     }
+}
 
-    /// SipHash-2-4 over the client cookie, the server cookie's first eight
-    /// octets as the client sent them (reserved ones included) and the
-    /// client's address: 4 octets for IPv4, 16 for IPv6.
-    fn hash(&self, client_cookie: &[u8; CLIENT_LEN], head: &[u8; 8], client: IpAddr) -> [u8; 8] {
-        let mut input = [0u8; CLIENT_LEN + 8 + 16];
-        input[..8].copy_from_slice(client_cookie);
-        input[8..16].copy_from_slice(head);
-        let len = match client.to_canonical() {
-            IpAddr::V4(v4) => {
-                input[16..20].copy_from_slice(&v4.octets());
-                20
-            }
-            IpAddr::V6(v6) => {
-                input[16..32].copy_from_slice(&v6.octets());
-                32
-            }
-        };
-        self.hasher.hash(&input[..len]).to_le_bytes()
-    }
+/// SipHash-2-4 with `hasher`'s key over the client cookie, the server
+/// cookie's first eight octets as the client sent them (reserved ones
+/// included) and the client's address: 4 octets for IPv4, 16 for IPv6.
+fn hash_with(
+    hasher: &SipHasher24,
+    client_cookie: &[u8; CLIENT_LEN],
+    head: &[u8; 8],
+    client: IpAddr,
+) -> [u8; 8] {
+    let mut input = [0u8; CLIENT_LEN + 8 + 16];
+    input[..8].copy_from_slice(client_cookie);
+    input[8..16].copy_from_slice(head);
+    let len = match client.to_canonical() {
+        IpAddr::V4(v4) => {
+            input[16..20].copy_from_slice(&v4.octets());
+            20
+        }
+        IpAddr::V6(v6) => {
+            input[16..32].copy_from_slice(&v6.octets());
+            32
+        }
+    };
+    hasher.hash(&input[..len]).to_le_bytes()
 }
 
 /// The time server cookies are stamped with: seconds since the epoch,
@@ -302,6 +349,43 @@ mod tests {
         let new = cookies("445536bcd2513298075a5d379663c962");
         assert_eq!(old.standing(&query, v6, 1_559_741_817), Standing::Valid);
         assert_eq!(new.standing(&query, v6, 1_559_741_817), Standing::Invalid);
+    }
+
+    /// RFC 9018 section 4.4 with A.4's secrets: while the old secret is
+    /// accepted its cookies are valid, and every answer moves the client
+    /// to a cookie of the new one, which a server that only knows the old
+    /// secret would not take.
+    #[test]
+    fn a_rollover_takes_the_accepted_secrets_cookies_and_replaces_them() {
+        let sent = hex("22681ab97d52c298010000005cf7c57926556bd0934c72f8");
+        let query = Cookie::parse(&sent).expect("full cookie");
+        let v6 = ip("2001:db8:220:1:59de:d0f4:8769:82b8");
+        let now = 1_559_741_817;
+        let secret = |text| parse_cookie_secret(text).expect("secret");
+        let (old, new) = (
+            secret("dd3bdf9344b678b185a6f5cb60fca715"),
+            secret("445536bcd2513298075a5d379663c962"),
+        );
+        let other = secret("e5e973e5a6b2a43f48e7dc849e37bfcf");
+        let rolling = Cookies::rolling(&new, &[other, old]);
+        assert_eq!(rolling.standing(&query, v6, now), Standing::Valid);
+        // A fresh cookie even though it is young: it is the new secret's.
+        let answer = rolling.answer(&query, v6, now);
+        assert_ne!(answer[8..], sent[8..]);
+        let renewed = Cookie::parse(&answer).expect("full cookie");
+        assert_eq!(
+            Cookies::new(&new).standing(&renewed, v6, now),
+            Standing::Valid
+        );
+        assert_eq!(
+            Cookies::new(&old).standing(&renewed, v6, now),
+            Standing::Invalid
+        );
+        // ... and kept from then on.
+        assert_eq!(rolling.answer(&renewed, v6, now), answer);
+        // Without the old secret, its cookies are not valid.
+        let rolled = Cookies::rolling(&new, &[other]);
+        assert_eq!(rolled.standing(&query, v6, now), Standing::Invalid);
     }
 
     #[test]

@@ -50,7 +50,7 @@ use tokio::{net::TcpListener, runtime::Handle, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-pub use cookies::{Cookies, parse_cookie_secret};
+pub use cookies::{Cookies, MAX_ACCEPTED as MAX_ACCEPTED_COOKIE_SECRETS, parse_cookie_secret};
 pub use handler::DnsHandler;
 pub use rrl::{RateLimit, RateLimitCounter, RateLimitCounts};
 pub use steering::steer_by_cpu;
