@@ -384,6 +384,10 @@ pub async fn run_reloading(
     } else {
         handler
     };
+    let handler = match config.dns.cookies {
+        true => handler.with_cookie_counts(metrics.dns.general_cookies.clone()),
+        false => handler,
+    };
     let handler = match (config.dns.cookies, config.cookie_secrets()?) {
         (false, _) => handler,
         (true, None) => handler.with_cookies(dns::Cookies::random()),

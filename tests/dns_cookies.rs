@@ -247,3 +247,72 @@ async fn dig_calls_the_cookies_good() {
     assert!(line.contains(cookie), "a young cookie is kept: {line}");
     server.stop().await;
 }
+
+/// `roster_dns_cookies_total{result="<result>"}` on `server`'s `/metrics`.
+async fn cookies_counted(server: &Server, result: &str) -> f64 {
+    let text = common::http_client()
+        .get(server.url(&["metrics"]))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("the exposition");
+    let sample = format!("roster_dns_cookies_total{{result=\"{result}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&sample))
+        .unwrap_or_else(|| panic!("no {sample} in\n{text}"))
+        .parse()
+        .expect("a number")
+}
+
+/// What operators watch, during a secret rollover above all: how many
+/// queries brought which kind of cookie, counted on the fast path (UDP
+/// and TCP) and on the general path alike.
+#[tokio::test]
+async fn metrics_count_cookies_by_kind_on_every_path() {
+    const OLD: &str = "dd3bdf9344b678b185a6f5cb60fca715";
+    const NEW: &str = "445536bcd2513298075a5d379663c962";
+    let old = start(|config| config.dns.cookie_secret = Secret(OLD.to_owned())).await;
+    let old_cookie =
+        assert_answered_with_a_cookie(&exchange_udp(old.dns_addr, &query(&CLIENT_COOKIE)).await);
+    old.stop().await;
+    let foreign = start(|_| {}).await;
+    let foreign_cookie = assert_answered_with_a_cookie(
+        &exchange_udp(foreign.dns_addr, &query(&CLIENT_COOKIE)).await,
+    );
+    foreign.stop().await;
+
+    let server = start(|config| {
+        config.dns.cookie_secret = Secret(NEW.to_owned());
+        config.dns.cookie_secrets_accepted = vec![Secret(OLD.to_owned())];
+    })
+    .await;
+    let dns = server.dns_addr;
+    // The fast path, over UDP: a client cookie alone, then sent back.
+    let cookie = assert_answered_with_a_cookie(&exchange_udp(dns, &query(&CLIENT_COOKIE)).await);
+    assert_answered_with_a_cookie(&exchange_udp(dns, &query(&cookie)).await);
+    // ... over TCP.
+    assert_answered_with_a_cookie(&exchange_tcp(dns, &query(&cookie)).await);
+    // ... with the accepted secret's cookie, and another server's.
+    assert_answered_with_a_cookie(&exchange_udp(dns, &query(&old_cookie)).await);
+    assert_answered_with_a_cookie(&exchange_udp(dns, &query(&foreign_cookie)).await);
+    // The general path: a question the fast path leaves to it, and a
+    // malformed option.
+    let mut txt = query(&cookie);
+    txt.queries[0].set_query_type(RecordType::TXT);
+    assert_eq!(cookie_of(&exchange_udp(dns, &txt).await), Some(cookie.clone()));
+    let malformed = exchange_udp(dns, &query(&cookie[..12])).await;
+    assert_eq!(malformed.rcode(), ResponseCode::FormErr, "{malformed}");
+
+    for (result, count) in [
+        ("client_only", 1.0),
+        ("valid", 3.0),
+        ("valid_accepted_secret", 1.0),
+        ("invalid", 1.0),
+        ("malformed", 1.0),
+    ] {
+        assert_eq!(cookies_counted(&server, result).await, count, "{result}");
+    }
+    server.stop().await;
+}

@@ -81,6 +81,34 @@ pub(super) enum Standing {
     Invalid,
 }
 
+/// What a query's COOKIE option was, as `/metrics` counts it: an index
+/// into [`SEEN`] and a [`Tally`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// A client cookie alone.
+    ClientOnly = 0,
+    /// A server cookie roster made with its current secret.
+    Valid = 1,
+    /// A server cookie made with one of `dns.cookie_secrets_accepted`.
+    ValidAccepted = 2,
+    /// Another server cookie: stale, foreign, another address's.
+    Invalid = 3,
+    /// An option of a wrong length (FORMERR).
+    Malformed = 4,
+}
+
+/// [`Seen`]'s labels, by index.
+pub const SEEN: [&str; 5] = [
+    "client_only",
+    "valid",
+    "valid_accepted_secret",
+    "invalid",
+    "malformed",
+];
+
+/// Counts of COOKIE options by what they were ([`Seen`] as index).
+pub type Tally = [u64; SEEN.len()];
+
 /// The most secrets a server takes cookies of besides the one it makes
 /// them with: a rollover needs one (the previous or the next secret).
 pub const MAX_ACCEPTED: usize = 4;
@@ -183,17 +211,31 @@ impl Cookies {
     /// from `client` at `now`: the client cookie and a server cookie, the
     /// query's own while it is valid and under half an hour old, else a new
     /// one.
-    pub(super) fn answer(&self, cookie: &Cookie<'_>, client: IpAddr, now: u32) -> [u8; ANSWER_LEN] {
+    /// With it, what the query's cookie was.
+    pub(super) fn answer(
+        &self,
+        cookie: &Cookie<'_>,
+        client: IpAddr,
+        now: u32,
+    ) -> ([u8; ANSWER_LEN], Seen) {
         let mut data = [0u8; ANSWER_LEN];
         data[..CLIENT_LEN].copy_from_slice(cookie.client);
-        let keep = self.maker(cookie, client, now) == Some(Maker::Current)
-            && age(timestamp(&cookie.server[..8]), now) <= RENEW_AFTER_SECONDS;
+        let seen = match cookie.server.is_empty() {
+            true => Seen::ClientOnly,
+            false => match self.maker(cookie, client, now) {
+                Some(Maker::Current) => Seen::Valid,
+                Some(Maker::Accepted) => Seen::ValidAccepted,
+                None => Seen::Invalid,
+            },
+        };
+        let keep =
+            seen == Seen::Valid && age(timestamp(&cookie.server[..8]), now) <= RENEW_AFTER_SECONDS;
         if keep {
             data[CLIENT_LEN..].copy_from_slice(cookie.server);
         } else {
             data[CLIENT_LEN..].copy_from_slice(&self.server_cookie(cookie.client, client, now));
         }
-        data
+        (data, seen)
     }
 
     /// A new server cookie (RFC 9018 section 4): version 1, three zero
@@ -300,7 +342,7 @@ mod tests {
         let client = hex("2464c4abcf10c957");
         // A.1: a client with no server cookie learns one.
         let query = Cookie::parse(&client).expect("client cookie");
-        let answer = first.answer(&query, ip("198.51.100.100"), 1_559_731_985);
+        let answer = first.answer(&query, ip("198.51.100.100"), 1_559_731_985).0;
         assert_eq!(
             answer.to_vec(),
             hex("2464c4abcf10c957010000005cf79f111f8130c3eee29480")
@@ -314,6 +356,7 @@ mod tests {
         assert_eq!(
             first
                 .answer(&query, ip("198.51.100.100"), 1_559_734_385)
+                .0
                 .to_vec(),
             hex("2464c4abcf10c957010000005cf7a871d4a564a1442aca77")
         );
@@ -332,6 +375,7 @@ mod tests {
         assert_eq!(
             first
                 .answer(&query, ip("203.0.113.203"), 1_559_734_700)
+                .0
                 .to_vec(),
             hex("fc93fc62807ddb86010000005cf7a9acf73a7810aca2381e")
         );
@@ -370,7 +414,8 @@ mod tests {
         let rolling = Cookies::rolling(&new, &[other, old]);
         assert_eq!(rolling.standing(&query, v6, now), Standing::Valid);
         // A fresh cookie even though it is young: it is the new secret's.
-        let answer = rolling.answer(&query, v6, now);
+        let (answer, seen) = rolling.answer(&query, v6, now);
+        assert_eq!(seen, Seen::ValidAccepted);
         assert_ne!(answer[8..], sent[8..]);
         let renewed = Cookie::parse(&answer).expect("full cookie");
         assert_eq!(
@@ -382,7 +427,7 @@ mod tests {
             Standing::Invalid
         );
         // ... and kept from then on.
-        assert_eq!(rolling.answer(&renewed, v6, now), answer);
+        assert_eq!(rolling.answer(&renewed, v6, now), (answer, Seen::Valid));
         // Without the old secret, its cookies are not valid.
         let rolled = Cookies::rolling(&new, &[other]);
         assert_eq!(rolled.standing(&query, v6, now), Standing::Invalid);
@@ -392,8 +437,11 @@ mod tests {
     fn a_cookie_holds_an_hour_and_five_minutes_ahead() {
         let cookies = cookies("e5e973e5a6b2a43f48e7dc849e37bfcf");
         let client = ip("192.0.2.1");
-        let issued_at =
-            |at: u32| cookies.answer(&Cookie::parse(&[7; 8]).expect("client cookie"), client, at);
+        let issued_at = |at: u32| {
+            cookies
+                .answer(&Cookie::parse(&[7; 8]).expect("client cookie"), client, at)
+                .0
+        };
         let standing_at = |data: &[u8; 24], now: u32| {
             cookies.standing(&Cookie::parse(data).expect("cookie"), client, now)
         };
@@ -421,12 +469,16 @@ mod tests {
         // Kept while under half an hour old, renewed after.
         let young = issued_at(now - 1800);
         assert_eq!(
-            cookies.answer(&Cookie::parse(&young).expect("c"), client, now),
+            cookies
+                .answer(&Cookie::parse(&young).expect("c"), client, now)
+                .0,
             young
         );
         let old = issued_at(now - 1801);
         assert_ne!(
-            cookies.answer(&Cookie::parse(&old).expect("c"), client, now),
+            cookies
+                .answer(&Cookie::parse(&old).expect("c"), client, now)
+                .0,
             old
         );
     }
@@ -444,7 +496,9 @@ mod tests {
         // Another length, a wrong version or a flipped bit: not roster's.
         let cookies = cookies("e5e973e5a6b2a43f48e7dc849e37bfcf");
         let client = ip("192.0.2.1");
-        let good = cookies.answer(&Cookie::parse(&[7; 8]).expect("c"), client, 5_000);
+        let good = cookies
+            .answer(&Cookie::parse(&[7; 8]).expect("c"), client, 5_000)
+            .0;
         let damages: [fn(&mut Vec<u8>); 4] =
             [|c| c.push(0), |c| c[8] = 2, |c| c[23] ^= 1, |c| c[9] ^= 1];
         for damage in damages {

@@ -24,7 +24,7 @@ use super::wire::{
     TYPE_AAAA, TYPE_OPT, TYPE_SRV,
 };
 use super::{
-    cookies::{self, Cookie, Cookies},
+    cookies::{self, Cookie, Cookies, Tally as CookieTally},
     lookup::shuffle,
     service_cache::ServiceCache,
     zones::StaticZones,
@@ -123,6 +123,7 @@ impl FastPath {
     /// queries; services are found through the calling thread's `cache`.
     /// `clients[i]` is the address `queries[i]` came from, which a server
     /// cookie is made for; a COOKIE without one goes the general path.
+    /// Returns the answered queries' COOKIE options, counted by kind.
     ///
     /// Why batches: on a large table the time goes to cache misses (the
     /// service lookup, then each service's answer data), and one query's
@@ -137,7 +138,8 @@ impl FastPath {
         cache: &mut ServiceCache,
         outs: &mut [Vec<u8>],
         answered: &mut [bool],
-    ) {
+    ) -> CookieTally {
+        let mut cookies_seen = CookieTally::default();
         debug_assert!(queries.len() <= MAX_BATCH);
         debug_assert!(outs.len() >= queries.len() && answered.len() >= queries.len());
         let count = queries.len().min(MAX_BATCH);
@@ -186,8 +188,13 @@ impl FastPath {
                     continue;
                 }
             };
-            *answered = self.encode(query, &question, service, cookie.as_ref(), out);
+            *answered = self.encode(query, &question, service, cookie.map(|c| c.0).as_ref(), out);
+            // Counted once answered: the general path counts the others.
+            if let (true, Some((_, seen))) = (*answered, cookie) {
+                cookies_seen[seen as usize] += 1;
+            }
         }
+        cookies_seen
     }
 
     /// The service label `question` asks for, lower-cased into `buffer`;

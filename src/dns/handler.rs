@@ -29,7 +29,7 @@ use tracing::{debug, warn};
 
 use super::table::RecordTable;
 use super::{
-    cookies::{self, Cookie, Cookies},
+    cookies::{self, Cookie, Cookies, Seen as CookieSeen, Tally as CookieTally},
     fast::FastPath,
     fit,
     lookup::{self, Answer, Sources},
@@ -39,7 +39,7 @@ use super::{
     wire,
     zones::StaticZones,
 };
-use crate::metrics::UpdateCounters;
+use crate::metrics::{UpdateCounters, dns::CookieCounts};
 
 /// The only EDNS version roster speaks (RFC 6891).
 const EDNS_VERSION: u8 = 0;
@@ -67,6 +67,8 @@ pub struct DnsHandler {
     /// Server cookies for queries with a COOKIE option; `None` ignores the
     /// option (`dns.cookies = false`).
     cookies: Option<Cookies>,
+    /// Where the general path counts the COOKIE options it answers.
+    cookie_counts: Option<Arc<CookieCounts>>,
 }
 
 /// Most UDP UPDATEs in flight; one more is dropped (its client retries).
@@ -105,6 +107,7 @@ impl DnsHandler {
             update_slots: Arc::new(Semaphore::new(UDP_UPDATES_IN_FLIGHT)),
             update_counters: None,
             cookies: None,
+            cookie_counts: None,
         }
     }
 
@@ -145,6 +148,19 @@ impl DnsHandler {
         self
     }
 
+    /// Counts the COOKIE options the general path answers in `counts`
+    /// (the fast path's callers count its own).
+    pub fn with_cookie_counts(mut self, counts: Arc<CookieCounts>) -> Self {
+        self.cookie_counts = Some(counts);
+        self
+    }
+
+    fn count_cookie(&self, seen: CookieSeen) {
+        if let Some(counts) = &self.cookie_counts {
+            counts.count(seen);
+        }
+    }
+
     /// A slot for one more UDP UPDATE in flight, if there is one.
     pub(super) fn update_slot(&self) -> Option<OwnedSemaphorePermit> {
         self.update_slots.clone().try_acquire_owned().ok()
@@ -164,7 +180,14 @@ impl DnsHandler {
     pub fn answer_fast(&self, query: &[u8], out: &mut Vec<u8>) -> bool {
         // Where the general path's tests' requests come from.
         let client = std::net::IpAddr::from([127, 0, 0, 1]);
-        self.answer_fast_one(query, client, &mut ServiceCache::default(), out)
+        let mut cookies_seen = CookieTally::default();
+        self.answer_fast_one(
+            query,
+            client,
+            &mut ServiceCache::default(),
+            out,
+            &mut cookies_seen,
+        )
     }
 
     /// One query through [`Self::answer_fast_batch`]: the DNS-over-TCP
@@ -178,10 +201,15 @@ impl DnsHandler {
         client: std::net::IpAddr,
         cache: &mut ServiceCache,
         out: &mut Vec<u8>,
+        cookies_seen: &mut CookieTally,
     ) -> bool {
         let mut answered = [false];
         let outs = std::slice::from_mut(out);
-        self.answer_fast_batch(&[query], &[Some(client)], cache, outs, &mut answered);
+        let clients = [Some(client)];
+        let seen = self.answer_fast_batch(&[query], &clients, cache, outs, &mut answered);
+        for (sum, count) in cookies_seen.iter_mut().zip(seen) {
+            *sum += count;
+        }
         answered[0]
     }
 
@@ -192,6 +220,7 @@ impl DnsHandler {
     /// thread's `cache`: `answered[i]` says whether `outs[i]` holds the
     /// answer to `queries[i]`; `false` means: use the general path.
     /// `clients[i]` is where `queries[i]` came from (for server cookies).
+    /// Returns the answered queries' COOKIE options, counted by kind.
     pub fn answer_fast_batch(
         &self,
         queries: &[&[u8]],
@@ -199,7 +228,7 @@ impl DnsHandler {
         cache: &mut ServiceCache,
         outs: &mut [Vec<u8>],
         answered: &mut [bool],
-    ) {
+    ) -> CookieTally {
         let table = self.table.load();
         self.fast
             .answer_batch(queries, clients, &table, cache, outs, answered)
@@ -219,7 +248,8 @@ impl DnsHandler {
             self.max_udp_payload,
         ));
         if let (Some(cookies), Some(cookie)) = (&self.cookies, cookie) {
-            let data = cookies.answer(cookie, request.src().ip(), cookies::now());
+            let (data, seen) = cookies.answer(cookie, request.src().ip(), cookies::now());
+            self.count_cookie(seen);
             edns.options_mut()
                 .insert(EdnsOption::Unknown(cookies::OPTION_CODE, data.to_vec()));
         }
@@ -330,6 +360,7 @@ impl DnsHandler {
         let signing = signing.as_ref();
         if matches!(cookie, Some(Err(()))) {
             // RFC 7873 section 5.2.2: a COOKIE option of a wrong length.
+            self.count_cookie(CookieSeen::Malformed);
             return respond(&mut response_handle, request, signing, || {
                 error(ResponseCode::FormErr)
             })

@@ -50,7 +50,10 @@ use tokio::{net::TcpListener, runtime::Handle, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-pub use cookies::{Cookies, MAX_ACCEPTED as MAX_ACCEPTED_COOKIE_SECRETS, parse_cookie_secret};
+pub use cookies::{
+    Cookies, MAX_ACCEPTED as MAX_ACCEPTED_COOKIE_SECRETS, SEEN as COOKIE_SEEN, Seen as CookieSeen,
+    Tally as CookieTally, parse_cookie_secret,
+};
 pub use handler::DnsHandler;
 pub use rrl::{RateLimit, RateLimitCounter, RateLimitCounts};
 pub use steering::steer_by_cpu;

@@ -60,7 +60,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{DnsHandler, precheck, service_cache::ServiceCache, wire::HEADER_LEN};
+use super::{CookieTally, DnsHandler, precheck, service_cache::ServiceCache, wire::HEADER_LEN};
 use crate::metrics::dns::DnsMetrics;
 
 /// Octets a connection reads from its socket at a time while queries are
@@ -422,10 +422,12 @@ async fn answer(
     metrics.tcp.count_request(precheck::question_type(&message));
     // The common questions take the allocation-free path UDP's take, which
     // answers exactly as the handler would; the rest go through hickory.
-    if answer_fast(handler, &message, peer, answers) {
+    let mut cookies_seen = CookieTally::default();
+    if answer_fast(handler, &message, peer, answers, &mut cookies_seen) {
         metrics
             .tcp
             .count_response(u16::from(ResponseCode::NoError), false, started.elapsed());
+        metrics.tcp.count_cookies(&cookies_seen);
         return Verdict::Continue;
     }
     let responder = TcpResponder {
@@ -463,18 +465,20 @@ async fn answer(
 }
 
 /// Answers `message` on the fast path into `answers`, framed, if it is one
-/// of the questions the fast path takes.
+/// of the questions the fast path takes, counting its COOKIE in
+/// `cookies_seen`.
 fn answer_fast(
     handler: &DnsHandler,
     message: &[u8],
     peer: SocketAddr,
     answers: &Arc<Mutex<Vec<u8>>>,
+    cookies_seen: &mut CookieTally,
 ) -> bool {
     ENCODE_BUFFER.with(|buffer| {
         FAST_CACHE.with(|cache| {
             let mut buffer = buffer.borrow_mut();
             let mut cache = cache.borrow_mut();
-            if !handler.answer_fast_one(message, peer.ip(), &mut cache, &mut buffer) {
+            if !handler.answer_fast_one(message, peer.ip(), &mut cache, &mut buffer, cookies_seen) {
                 return false;
             }
             // Fast answers fit a UDP datagram, far below TCP's 65535.

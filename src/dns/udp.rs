@@ -157,7 +157,7 @@ pub(super) fn serve(
         }
         let mut answered = [false; BATCH];
         let clients = sources.map(|source| source.map(|source| source.ip()));
-        handler.answer_fast_batch(
+        let cookies_seen = handler.answer_fast_batch(
             &queries[..count],
             &clients[..count],
             &mut cache,
@@ -187,6 +187,7 @@ pub(super) fn serve(
         // Fast answers are all NOERROR and never truncated (the general
         // path owns both), so a count and one duration say it all.
         counters.count_fast_answers(fast.len() as u64, received.elapsed());
+        counters.count_cookies(&cookies_seen);
         for &(entry, source) in &general {
             let slip = match (limiter.as_deref(), now) {
                 // A server cookie roster made for this address proves the

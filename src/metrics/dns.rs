@@ -25,6 +25,7 @@ use std::{
 };
 
 use super::histogram::{DNS_BOUNDS, Histogram, HistogramSnapshot, add_exclusive};
+use crate::dns::{COOKIE_SEEN, CookieSeen, CookieTally};
 
 /// The query types counted by name, by their code; anything else is
 /// `other`.
@@ -116,6 +117,8 @@ pub struct DnsCounters {
     /// Answers cut down to fit the client's UDP size, TC set (not RRL
     /// slips, which `rrl` counts).
     truncated: AtomicU64,
+    /// COOKIE options the fast path answered, by [`CookieSeen`].
+    cookies: [AtomicU64; COOKIE_SEEN.len()],
     /// From receiving a query to sending its answer.
     duration: Histogram<{ DNS_BOUNDS.len() }>,
 }
@@ -126,6 +129,7 @@ impl Default for DnsCounters {
             requests: std::array::from_fn(|_| AtomicU64::new(0)),
             responses: std::array::from_fn(|_| AtomicU64::new(0)),
             truncated: AtomicU64::new(0),
+            cookies: std::array::from_fn(|_| AtomicU64::new(0)),
             duration: Histogram::new(&DNS_BOUNDS),
         }
     }
@@ -141,7 +145,19 @@ impl DnsCounters {
             *sum += cell.load(Relaxed);
         }
         total.truncated += self.truncated.load(Relaxed);
+        for (sum, cell) in total.cookies.iter_mut().zip(&self.cookies) {
+            *sum += cell.load(Relaxed);
+        }
         self.duration.add_to(&mut total.duration);
+    }
+
+    /// For the shared TCP block: COOKIE options as `tally` counts them.
+    pub fn count_cookies(&self, tally: &CookieTally) {
+        for (cell, &count) in self.cookies.iter().zip(tally) {
+            if count > 0 {
+                cell.fetch_add(count, Relaxed);
+            }
+        }
     }
 
     /// For the shared TCP block: any thread may count.
@@ -185,6 +201,16 @@ impl UdpCounters {
         self.0.duration.record_exclusive(elapsed, answers);
     }
 
+    /// COOKIE options the fast path answered, as `tally` counts them.
+    #[inline]
+    pub fn count_cookies(&self, tally: &CookieTally) {
+        for (cell, &count) in self.0.cookies.iter().zip(tally) {
+            if count > 0 {
+                add_exclusive(cell, count);
+            }
+        }
+    }
+
     /// One answer sent by the general path.
     pub fn count_response(&self, rcode: u16, truncated: bool, elapsed: Duration) {
         add_exclusive(&self.0.responses[rcode_slot(rcode)], 1);
@@ -203,6 +229,20 @@ pub struct DnsMetrics {
     udp: Mutex<Vec<Arc<DnsCounters>>>,
     /// Shared by every TCP connection.
     pub tcp: DnsCounters,
+    /// The general path's COOKIE options, whatever the transport (the fast
+    /// path's are in the transports' blocks).
+    pub general_cookies: Arc<CookieCounts>,
+}
+
+/// COOKIE options by what they were, counted by any thread.
+#[derive(Default)]
+pub struct CookieCounts([AtomicU64; COOKIE_SEEN.len()]);
+
+impl CookieCounts {
+    /// One COOKIE option.
+    pub fn count(&self, seen: CookieSeen) {
+        self.0[seen as usize].fetch_add(1, Relaxed);
+    }
 }
 
 impl DnsMetrics {
@@ -214,6 +254,16 @@ impl DnsMetrics {
             .unwrap_or_else(PoisonError::into_inner)
             .push(block.clone());
         UdpCounters(block)
+    }
+
+    /// COOKIE options by what they were ([`COOKIE_SEEN`]), over every
+    /// transport and path.
+    pub fn cookies(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        let (udp, tcp) = (self.totals(Proto::Udp), self.totals(Proto::Tcp));
+        let sums: CookieTally = std::array::from_fn(|i| {
+            udp.cookies[i] + tcp.cookies[i] + self.general_cookies.0[i].load(Relaxed)
+        });
+        COOKIE_SEEN.into_iter().zip(sums)
     }
 
     /// The sums, per transport.
@@ -239,6 +289,8 @@ pub struct DnsTotals {
     /// Per [`RCODES`] slot, then `other`.
     pub responses: [u64; RCODE_SLOTS],
     pub truncated: u64,
+    /// Per [`CookieSeen`].
+    pub cookies: CookieTally,
     pub duration: HistogramSnapshot,
 }
 
@@ -248,6 +300,7 @@ impl Default for DnsTotals {
             requests: [0; QTYPE_SLOTS],
             responses: [0; RCODE_SLOTS],
             truncated: 0,
+            cookies: [0; COOKIE_SEEN.len()],
             duration: HistogramSnapshot::empty(&DNS_BOUNDS),
         }
     }

@@ -184,6 +184,16 @@ fn dns(out: &mut Text, metrics: &Metrics) {
         "UDP answers response-rate limiting sent truncated instead (slipped).",
     );
     out.sample("roster_dns_rrl_slipped_total", &[], limited.slipped);
+    out.family(
+        "roster_dns_cookies_total",
+        "counter",
+        "DNS queries with a COOKIE option (RFC 7873), by what it held: a client cookie only, a \
+         server cookie made with dns.cookie_secret or with one of dns.cookie_secrets_accepted, \
+         another (stale, foreign), or a malformed option.",
+    );
+    for (result, count) in metrics.dns.cookies() {
+        out.sample("roster_dns_cookies_total", &[("result", result)], count);
+    }
 }
 
 fn registry(out: &mut Text, metrics: &Metrics, catalog: &CatalogCounts) {
