@@ -301,7 +301,10 @@ async fn metrics_count_cookies_by_kind_on_every_path() {
     // malformed option.
     let mut txt = query(&cookie);
     txt.queries[0].set_query_type(RecordType::TXT);
-    assert_eq!(cookie_of(&exchange_udp(dns, &txt).await), Some(cookie.clone()));
+    assert_eq!(
+        cookie_of(&exchange_udp(dns, &txt).await),
+        Some(cookie.clone())
+    );
     let malformed = exchange_udp(dns, &query(&cookie[..12])).await;
     assert_eq!(malformed.rcode(), ResponseCode::FormErr, "{malformed}");
 
