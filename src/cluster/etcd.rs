@@ -96,11 +96,32 @@ impl Etcd {
     /// Connects to the same endpoints again with `tls` (renewed
     /// certificates, a new CA): every call from now on uses the new
     /// connections, and signs in again; calls and watches under way keep
-    /// the old ones until they end. Fails only as [`Etcd::connect`] does.
+    /// the old ones until they end. First one member must answer over the
+    /// new connections, so that files etcd's certificate does not pass
+    /// (or that etcd refuses) are refused and the connections in force
+    /// stay.
     pub async fn reconnect(&self, tls: Option<etcd_client::TlsOptions>) -> Result<(), StoreError> {
         let members = open(&self.urls, tls, self.credentials.is_some()).await?;
-        self.members.store(Arc::new(members));
-        Ok(())
+        let start = self.current.load(Relaxed);
+        let mut first = None;
+        for i in 0..members.len() {
+            let mut client = members[(start + i) % members.len()].client.clone();
+            match tokio::time::timeout(REQUEST_TIMEOUT, client.status()).await {
+                Ok(Err(error)) if !etcd_answered(&error) => {
+                    first.get_or_insert(unreachable(&self.endpoints, error));
+                }
+                Err(_) => {
+                    first.get_or_insert(self.timed_out());
+                }
+                // Any answer from etcd, a refusal of the user included,
+                // means the TLS handshake passed.
+                Ok(_) => {
+                    self.members.store(Arc::new(members));
+                    return Ok(());
+                }
+            }
+        }
+        Err(first.unwrap_or_else(|| self.timed_out()))
     }
 }
 
@@ -148,9 +169,10 @@ async fn open(
 impl Etcd {
     /// The client of the endpoint in use, signed in there if roster has
     /// credentials, and which endpoint it is (for [`Etcd::failed`]). The
-    /// error is signing in's: the member is down, or refuses the user.
-    /// Signing in is one request, bounded as every request of the client is
-    /// ([`REQUEST_TIMEOUT`]).
+    /// error is signing in's: etcd refuses the user ([`refusal`]), or the
+    /// member did not sign roster in, and callers have been moved on to the
+    /// next endpoint (nothing was written). Signing in is one request,
+    /// bounded as every request of the client is ([`REQUEST_TIMEOUT`]).
     pub async fn client(&self) -> (usize, Result<Client, etcd_client::Error>) {
         let members = self.members.load_full();
         let which = self.current.load(Relaxed) % members.len();
@@ -168,7 +190,20 @@ impl Etcd {
                 client.update_user(Some(user)).await
             })
             .await;
+        if let Err(error) = &signed_in
+            && refusal(error, Some(credentials)).is_none()
+        {
+            self.failed(which);
+        }
         (which, signed_in.map(|()| member.client.clone()))
+    }
+
+    /// Signs in again on `client`'s member, if roster has credentials: its
+    /// token may be void. Best effort, bounded by [`REQUEST_TIMEOUT`].
+    pub async fn sign_in_again(&self, client: &Client) {
+        if self.credentials.is_some() {
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, client.refresh_token()).await;
+        }
     }
 
     /// Moves off endpoint `which` after a failure there (unless another
@@ -193,18 +228,28 @@ impl Etcd {
         let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
         let mut first = None;
         for _ in 0..self.members.load().len() * 2 {
+            // The outer error is signing in's, the inner the call's.
             let attempt = async {
                 let (which, client) = self.client().await;
-                (which, async { call(client?).await }.await)
+                match client {
+                    Ok(client) => (which, Ok(call(client).await)),
+                    Err(error) => (which, Err(error)),
+                }
             };
             match tokio::time::timeout_at(deadline, attempt).await {
                 Err(_) => return Err(self.timed_out()),
-                Ok((_, Ok(value))) => return Ok(value),
-                Ok((which, Err(error))) if never_arrived(&error) => {
+                Ok((_, Ok(Ok(value)))) => return Ok(value),
+                Ok((which, Ok(Err(error)))) if never_arrived(&error) => {
                     self.failed(which);
                     // The first failure says why (a refused connection, a
                     // TLS alert); a retry on the same broken channel may
                     // say only "operation was canceled".
+                    first.get_or_insert(error);
+                }
+                Ok((_, Ok(Err(error)))) => return Err(self.failure(error)),
+                // Signing in writes nothing, so any failure but a refusal
+                // may be tried on the next endpoint, where `client` moved.
+                Ok((_, Err(error))) if refusal(&error, self.credentials.as_deref()).is_none() => {
                     first.get_or_insert(error);
                 }
                 Ok((_, Err(error))) => return Err(self.failure(error)),
@@ -341,13 +386,9 @@ pub fn refusal(error: &etcd_client::Error, credentials: Option<&Credentials>) ->
              `etcdctl auth enable`"
                 .to_owned()
         }
-        // What is left of an expired token once the client has tried to
-        // sign in again (etcd refused that too, or it was not tried).
-        tonic::Code::Unauthenticated => format!(
-            "the sign-in expired and could not be renewed ({}): check cluster.username and \
-             cluster.password_file",
-            user()
-        ),
+        // Not `Unauthenticated` ("invalid auth token"): the client signs in
+        // again on it, and one left over means the token was voided again
+        // meanwhile, which a retry gets past (503, not 500).
         tonic::Code::PermissionDenied => format!(
             "{} needs a role with readwrite permission on roster's prefix \
              (etcdctl role grant-permission --prefix=true ROLE readwrite PREFIX)",
@@ -356,6 +397,20 @@ pub fn refusal(error: &etcd_client::Error, credentials: Option<&Credentials>) ->
         _ => return None,
     };
     Some(format!("{message}: {hint}"))
+}
+
+/// Whether a failed call was answered by etcd itself (refused, say), as
+/// opposed to failing on the way: no connection, a TLS handshake that
+/// failed, a member that is unavailable.
+fn etcd_answered(error: &etcd_client::Error) -> bool {
+    use tonic::Code::{Cancelled, DeadlineExceeded, Unavailable, Unknown};
+    match error {
+        etcd_client::Error::GRpcStatus(status) => !matches!(
+            status.code(),
+            Unavailable | Unknown | DeadlineExceeded | Cancelled
+        ),
+        _ => false,
+    }
 }
 
 /// The first key after every key that starts with `prefix` (etcd's range
@@ -437,11 +492,6 @@ mod tests {
                 "etcdctl auth enable",
             ),
             (
-                Unauthenticated,
-                "etcdserver: invalid auth token",
-                "could not be renewed",
-            ),
-            (
                 PermissionDenied,
                 "etcdserver: permission denied",
                 "readwrite permission",
@@ -454,6 +504,7 @@ mod tests {
         }
         for (code, message) in [
             (Unavailable, "etcdserver: no leader"),
+            (Unauthenticated, "etcdserver: invalid auth token"),
             (InvalidArgument, "etcdserver: request is too large"),
             (
                 FailedPrecondition,

@@ -118,17 +118,19 @@ async fn follow(
     failures: &mut usize,
 ) -> Ended {
     let options = WatchOptions::new().with_prefix().with_start_revision(*next);
-    let (which, watch) = etcd.client().await;
-    let watch = match watch {
-        Ok(mut client) => {
-            tokio::time::timeout(
-                super::etcd::REQUEST_TIMEOUT,
-                client.watch(prefix.as_bytes().to_vec(), Some(options)),
-            )
-            .await
+    let (which, client) = etcd.client().await;
+    let mut client = match client {
+        Ok(client) => client,
+        Err(error) => {
+            etcd.failed(which);
+            return Ended::Failed(etcd.describe(&error));
         }
-        Err(error) => Ok(Err(error)),
     };
+    let watch = tokio::time::timeout(
+        super::etcd::REQUEST_TIMEOUT,
+        client.watch(prefix.as_bytes().to_vec(), Some(options)),
+    )
+    .await;
     // Any failure moves the next attempt to another endpoint: a watch
     // that ended says nothing good about the member it was on.
     let mut stream = match watch {
@@ -162,6 +164,11 @@ async fn follow(
             return Ended::Compacted;
         }
         if response.canceled() {
+            // etcd 3.4 cancels a watch whose token it no longer knows (a
+            // restart, `auth disable` and `enable`) in the stream, as
+            // "permission denied", where the etcd client does not sign in
+            // again as it does for a call that fails.
+            etcd.sign_in_again(&client).await;
             etcd.failed(which);
             return Ended::Failed(format!(
                 "etcd cancelled the watch: {}",
