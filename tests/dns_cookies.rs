@@ -250,20 +250,8 @@ async fn dig_calls_the_cookies_good() {
 
 /// `roster_dns_cookies_total{result="<result>"}` on `server`'s `/metrics`.
 async fn cookies_counted(server: &Server, result: &str) -> f64 {
-    let text = common::http_client()
-        .get(server.url(&["metrics"]))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("the exposition");
-    let sample = format!("roster_dns_cookies_total{{result=\"{result}\"}} ");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&sample))
-        .unwrap_or_else(|| panic!("no {sample} in\n{text}"))
-        .parse()
-        .expect("a number")
+    let sample = format!("roster_dns_cookies_total{{result=\"{result}\"}}");
+    common::prometheus_sample(server, &sample).await
 }
 
 /// What operators watch, during a secret rollover above all: how many

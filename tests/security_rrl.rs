@@ -308,7 +308,7 @@ async fn a_client_that_sends_its_server_cookie_back_is_not_limited() {
 
     // The limiter was on all along: the same burst with the client cookie
     // alone is limited ...
-    let answers = burst(
+    let client_only = burst(
         &socket,
         server.dns_addr,
         &qname,
@@ -316,17 +316,31 @@ async fn a_client_that_sends_its_server_cookie_back_is_not_limited() {
         Some(&CLIENT_COOKIE),
     )
     .await;
-    let summary = answers.summary();
-    assert!(answers.full.len() <= allowed(answers.elapsed), "{summary}");
-    assert!(!answers.truncated.is_empty(), "{summary}");
+    let summary = client_only.summary();
+    assert!(
+        client_only.full.len() <= allowed(client_only.elapsed),
+        "{summary}"
+    );
+    assert!(!client_only.truncated.is_empty(), "{summary}");
 
     // ... and so is a forger who sends that server cookie from another
     // address: it was made for 127.0.3.1.
     let forger = socket_at([127, 0, 4, 1]).await;
-    let answers = burst(&forger, server.dns_addr, &qname, 0..BURST, Some(&cookie)).await;
-    let summary = answers.summary();
-    assert!(answers.full.len() <= allowed(answers.elapsed), "{summary}");
-    assert!(answers.count() < usize::from(BURST), "{summary}");
+    let forged = burst(&forger, server.dns_addr, &qname, 0..BURST, Some(&cookie)).await;
+    let summary = forged.summary();
+    assert!(forged.full.len() <= allowed(forged.elapsed), "{summary}");
+    assert!(forged.count() < usize::from(BURST), "{summary}");
+
+    // The cookies counted are those of the answers sent, full or slipped:
+    // the dropped queries' are not.
+    let counted = |result: &str| {
+        let sample = format!("roster_dns_cookies_total{{result=\"{result}\"}}");
+        let server = &server;
+        async move { common::prometheus_sample(server, &sample).await as usize }
+    };
+    assert_eq!(counted("valid").await, usize::from(BURST) - 1);
+    assert_eq!(counted("client_only").await, 1 + client_only.count());
+    assert_eq!(counted("invalid").await, forged.count());
     server.stop().await;
 }
 

@@ -507,11 +507,15 @@ impl Config {
         if accepted.len() > most {
             return Err(format!("holds {} secrets; at most {most}", accepted.len()));
         }
-        let mut seen = vec![self.dns.cookie_secret.0.to_ascii_lowercase()];
+        // Compared decoded: the same secret written in another case, or
+        // with spaces around it, is still the same.
+        let mut seen = Vec::new();
+        if let Ok(current) = crate::dns::parse_cookie_secret(&self.dns.cookie_secret.0) {
+            seen.push(current);
+        }
         for (i, secret) in accepted.iter().enumerate() {
-            crate::dns::parse_cookie_secret(&secret.0)
+            let secret = crate::dns::parse_cookie_secret(&secret.0)
                 .map_err(|message| format!("secret {}: {message}", i + 1))?;
-            let secret = secret.0.to_ascii_lowercase();
             if seen.contains(&secret) {
                 return Err(format!(
                     "secret {} is dns.cookie_secret or one before it",
@@ -787,6 +791,12 @@ mod tests {
             (
                 "[dns]\ncookie_secret = \"e5e973e5a6b2a43f48e7dc849e37bfcf\"\n\
                  cookie_secrets_accepted = [\"E5E973E5A6B2A43F48E7DC849E37BFCF\"]\n",
+                "dns.cookie_secrets_accepted",
+            ),
+            (
+                "[dns]\ncookie_secret = \"e5e973e5a6b2a43f48e7dc849e37bfcf\"\n\
+                 cookie_secrets_accepted = [\"445536bcd2513298075a5d379663c962\", \
+                 \" 445536BCD2513298075A5D379663C962\"]\n",
                 "dns.cookie_secrets_accepted",
             ),
             (

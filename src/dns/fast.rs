@@ -24,7 +24,7 @@ use super::wire::{
     TYPE_AAAA, TYPE_OPT, TYPE_SRV,
 };
 use super::{
-    cookies::{self, Cookie, Cookies, Tally as CookieTally},
+    cookies::{self, Cookie, Cookies, Seen as CookieSeen},
     lookup::shuffle,
     service_cache::ServiceCache,
     zones::StaticZones,
@@ -36,6 +36,10 @@ use super::{
 const PARSED_OPTIONS: [u16; 2] = [3, 8];
 /// An EDNS option's code and length, before its data.
 const OPTION_HEADER_LEN: usize = 4;
+/// What each query of a batch held in its COOKIE option, if it had one
+/// and was answered.
+pub type BatchCookies = [Option<CookieSeen>; MAX_BATCH];
+
 /// The most queries [`FastPath::answer_batch`] takes at once.
 pub(super) use super::service_cache::MAX_BATCH;
 
@@ -123,7 +127,7 @@ impl FastPath {
     /// queries; services are found through the calling thread's `cache`.
     /// `clients[i]` is the address `queries[i]` came from, which a server
     /// cookie is made for; a COOKIE without one goes the general path.
-    /// Returns the answered queries' COOKIE options, counted by kind.
+    /// Returns what the answered queries' COOKIE options held, by index.
     ///
     /// Why batches: on a large table the time goes to cache misses (the
     /// service lookup, then each service's answer data), and one query's
@@ -138,8 +142,8 @@ impl FastPath {
         cache: &mut ServiceCache,
         outs: &mut [Vec<u8>],
         answered: &mut [bool],
-    ) -> CookieTally {
-        let mut cookies_seen = CookieTally::default();
+    ) -> BatchCookies {
+        let mut cookies_seen: BatchCookies = [None; MAX_BATCH];
         debug_assert!(queries.len() <= MAX_BATCH);
         debug_assert!(outs.len() >= queries.len() && answered.len() >= queries.len());
         let count = queries.len().min(MAX_BATCH);
@@ -191,7 +195,7 @@ impl FastPath {
             *answered = self.encode(query, &question, service, cookie.map(|c| c.0).as_ref(), out);
             // Counted once answered: the general path counts the others.
             if let (true, Some((_, seen))) = (*answered, cookie) {
-                cookies_seen[seen as usize] += 1;
+                cookies_seen[index] = Some(seen);
             }
         }
         cookies_seen

@@ -29,8 +29,8 @@ use tracing::{debug, warn};
 
 use super::table::RecordTable;
 use super::{
-    cookies::{self, Cookie, Cookies, Seen as CookieSeen, Tally as CookieTally},
-    fast::FastPath,
+    cookies::{self, Cookie, Cookies, Seen as CookieSeen},
+    fast::{BatchCookies, FastPath},
     fit,
     lookup::{self, Answer, Sources},
     service_cache::ServiceCache,
@@ -180,37 +180,28 @@ impl DnsHandler {
     pub fn answer_fast(&self, query: &[u8], out: &mut Vec<u8>) -> bool {
         // Where the general path's tests' requests come from.
         let client = std::net::IpAddr::from([127, 0, 0, 1]);
-        let mut cookies_seen = CookieTally::default();
-        self.answer_fast_one(
-            query,
-            client,
-            &mut ServiceCache::default(),
-            out,
-            &mut cookies_seen,
-        )
+        self.answer_fast_one(query, client, &mut ServiceCache::default(), out)
+            .is_some()
     }
 
     /// One query through [`Self::answer_fast_batch`]: the DNS-over-TCP
     /// loop's, which reads one message at a time. Its answers are the
     /// UDP ones' (every one of them fits the datagram the query allows, so
     /// none is ever truncated); anything bigger goes the general path.
-    /// `client` is the query's source, for a server cookie.
+    /// `client` is the query's source, for a server cookie. `None` when
+    /// the query goes the general path; else what its COOKIE held, if any.
     pub fn answer_fast_one(
         &self,
         query: &[u8],
         client: std::net::IpAddr,
         cache: &mut ServiceCache,
         out: &mut Vec<u8>,
-        cookies_seen: &mut CookieTally,
-    ) -> bool {
+    ) -> Option<Option<CookieSeen>> {
         let mut answered = [false];
         let outs = std::slice::from_mut(out);
         let clients = [Some(client)];
         let seen = self.answer_fast_batch(&[query], &clients, cache, outs, &mut answered);
-        for (sum, count) in cookies_seen.iter_mut().zip(seen) {
-            *sum += count;
-        }
-        answered[0]
+        answered[0].then_some(seen[0])
     }
 
     /// Answers a batch of at most `fast::MAX_BATCH` raw UDP queries
@@ -220,7 +211,7 @@ impl DnsHandler {
     /// thread's `cache`: `answered[i]` says whether `outs[i]` holds the
     /// answer to `queries[i]`; `false` means: use the general path.
     /// `clients[i]` is where `queries[i]` came from (for server cookies).
-    /// Returns the answered queries' COOKIE options, counted by kind.
+    /// Returns what the answered queries' COOKIE options held, by index.
     pub fn answer_fast_batch(
         &self,
         queries: &[&[u8]],
@@ -228,7 +219,7 @@ impl DnsHandler {
         cache: &mut ServiceCache,
         outs: &mut [Vec<u8>],
         answered: &mut [bool],
-    ) -> CookieTally {
+    ) -> BatchCookies {
         let table = self.table.load();
         self.fast
             .answer_batch(queries, clients, &table, cache, outs, answered)

@@ -54,6 +54,7 @@ pub use cookies::{
     Cookies, MAX_ACCEPTED as MAX_ACCEPTED_COOKIE_SECRETS, SEEN as COOKIE_SEEN, Seen as CookieSeen,
     Tally as CookieTally, parse_cookie_secret,
 };
+pub use fast::BatchCookies;
 pub use handler::DnsHandler;
 pub use rrl::{RateLimit, RateLimitCounter, RateLimitCounts};
 pub use steering::steer_by_cpu;

@@ -60,7 +60,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{CookieTally, DnsHandler, precheck, service_cache::ServiceCache, wire::HEADER_LEN};
+use super::{CookieSeen, DnsHandler, precheck, service_cache::ServiceCache, wire::HEADER_LEN};
 use crate::metrics::dns::DnsMetrics;
 
 /// Octets a connection reads from its socket at a time while queries are
@@ -422,12 +422,13 @@ async fn answer(
     metrics.tcp.count_request(precheck::question_type(&message));
     // The common questions take the allocation-free path UDP's take, which
     // answers exactly as the handler would; the rest go through hickory.
-    let mut cookies_seen = CookieTally::default();
-    if answer_fast(handler, &message, peer, answers, &mut cookies_seen) {
+    if let Some(cookie) = answer_fast(handler, &message, peer, answers) {
         metrics
             .tcp
             .count_response(u16::from(ResponseCode::NoError), false, started.elapsed());
-        metrics.tcp.count_cookies(&cookies_seen);
+        if let Some(seen) = cookie {
+            metrics.tcp.count_cookie(seen);
+        }
         return Verdict::Continue;
     }
     let responder = TcpResponder {
@@ -465,30 +466,25 @@ async fn answer(
 }
 
 /// Answers `message` on the fast path into `answers`, framed, if it is one
-/// of the questions the fast path takes, counting its COOKIE in
-/// `cookies_seen`.
+/// of the questions the fast path takes: then `Some`, with what its COOKIE
+/// held, if it had one.
 fn answer_fast(
     handler: &DnsHandler,
     message: &[u8],
     peer: SocketAddr,
     answers: &Arc<Mutex<Vec<u8>>>,
-    cookies_seen: &mut CookieTally,
-) -> bool {
+) -> Option<Option<CookieSeen>> {
     ENCODE_BUFFER.with(|buffer| {
         FAST_CACHE.with(|cache| {
             let mut buffer = buffer.borrow_mut();
             let mut cache = cache.borrow_mut();
-            if !handler.answer_fast_one(message, peer.ip(), &mut cache, &mut buffer, cookies_seen) {
-                return false;
-            }
+            let cookie = handler.answer_fast_one(message, peer.ip(), &mut cache, &mut buffer)?;
             // Fast answers fit a UDP datagram, far below TCP's 65535.
-            let Ok(len) = u16::try_from(buffer.len()) else {
-                return false;
-            };
+            let len = u16::try_from(buffer.len()).ok()?;
             let mut answers = answers.lock().unwrap_or_else(PoisonError::into_inner);
             answers.extend_from_slice(&len.to_be_bytes());
             answers.extend_from_slice(&buffer);
-            true
+            Some(cookie)
         })
     })
 }

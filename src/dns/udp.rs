@@ -57,7 +57,7 @@ use tracing::{debug, warn};
 use crate::metrics::dns::UdpCounters;
 
 use super::{
-    DnsHandler,
+    CookieTally, DnsHandler,
     precheck::{self, question_type},
     rrl::{self, RateLimiter, Verdict},
     service_cache::ServiceCache,
@@ -187,7 +187,12 @@ pub(super) fn serve(
         // Fast answers are all NOERROR and never truncated (the general
         // path owns both), so a count and one duration say it all.
         counters.count_fast_answers(fast.len() as u64, received.elapsed());
-        counters.count_cookies(&cookies_seen);
+        // Like the general path's, the answers sent: not those dropped.
+        let mut tally = CookieTally::default();
+        for seen in fast.iter().filter_map(|&entry| cookies_seen[entry]) {
+            tally[seen as usize] += 1;
+        }
+        counters.count_cookies(&tally);
         for &(entry, source) in &general {
             let slip = match (limiter.as_deref(), now) {
                 // A server cookie roster made for this address proves the

@@ -151,13 +151,9 @@ impl DnsCounters {
         self.duration.add_to(&mut total.duration);
     }
 
-    /// For the shared TCP block: COOKIE options as `tally` counts them.
-    pub fn count_cookies(&self, tally: &CookieTally) {
-        for (cell, &count) in self.cookies.iter().zip(tally) {
-            if count > 0 {
-                cell.fetch_add(count, Relaxed);
-            }
-        }
+    /// For the shared TCP block: one COOKIE option.
+    pub fn count_cookie(&self, seen: CookieSeen) {
+        self.cookies[seen as usize].fetch_add(1, Relaxed);
     }
 
     /// For the shared TCP block: any thread may count.

@@ -187,9 +187,9 @@ fn dns(out: &mut Text, metrics: &Metrics) {
     out.family(
         "roster_dns_cookies_total",
         "counter",
-        "DNS queries with a COOKIE option (RFC 7873), by what it held: a client cookie only, a \
-         server cookie made with dns.cookie_secret or with one of dns.cookie_secrets_accepted, \
-         another (stale, foreign), or a malformed option.",
+        "DNS answers to queries with a COOKIE option (RFC 7873), by what it held: a client \
+         cookie only, a server cookie made with dns.cookie_secret or with one of \
+         dns.cookie_secrets_accepted, another (stale, foreign), or a malformed option.",
     );
     for (result, count) in metrics.dns.cookies() {
         out.sample("roster_dns_cookies_total", &[("result", result)], count);

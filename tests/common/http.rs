@@ -199,6 +199,24 @@ pub async fn metrics(server: &Server) -> Value {
     reply.body
 }
 
+/// The value of `sample` (a Prometheus metric name with its labels, as
+/// `GET /metrics` writes them) on `server`, asserting it is there.
+pub async fn prometheus_sample(server: &Server, sample: &str) -> f64 {
+    let text = http_client()
+        .get(server.url(&["metrics"]))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("the exposition");
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {sample} in\n{text}"))
+        .parse()
+        .expect("a number")
+}
+
 /// The counter `name` of a metrics snapshot, asserting it exists.
 pub fn counter(metrics: &Value, name: &str) -> u64 {
     metrics[name]
