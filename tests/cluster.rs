@@ -597,6 +597,49 @@ async fn with_etcd_down_dns_answers_writes_fail_fast_and_all_converge_after() {
 
 // 7 -------------------------------------------------------------------------
 
+/// A node started while etcd has no quorum (members still starting, an
+/// election) waits for it instead of exiting, and then serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_while_etcd_has_no_quorum_waits_for_it() {
+    let mut etcd = blocking(|| EtcdCluster::start(3));
+    let endpoints = etcd.endpoints_arg();
+    blocking(|| {
+        etcd.kill(1);
+        etcd.kill(2);
+    });
+    let site = common::process::Site::new();
+    let starting = tokio::spawn(async move {
+        let started = site
+            .try_start_with(&["--etcd", &endpoints, "--node", "patient"])
+            .await;
+        (site, started)
+    });
+    // Long enough for a node that does not wait to have given up.
+    sleep(Duration::from_secs(2)).await;
+    assert!(!starting.is_finished(), "the node did not wait for etcd");
+    blocking(|| {
+        etcd.restart(1);
+        etcd.restart(2);
+    });
+    let (_site, started) = starting.await.expect("the start-up task");
+    let mut roster = started.unwrap_or_else(|exited| panic!("did not start: {}", exited.stderr));
+    let log = roster.log.lock().expect("log").join("\n");
+    assert!(log.contains("etcd does not answer yet"), "{log}");
+    let reply = send(
+        common::cluster::client()
+            .put(format!(
+                "http://{}{}",
+                roster.http,
+                instance_path("web", "web-1")
+            ))
+            .json(&plain("127.0.0.2", 8080)),
+    )
+    .await
+    .expect("PUT");
+    assert_eq!(reply.status, 200, "{reply:?}");
+    roster.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_revision_was_compacted_relists_and_converges() {
     let etcd = blocking(|| EtcdCluster::start(3));

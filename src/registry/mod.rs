@@ -61,6 +61,30 @@ const MAX_BATCH: usize = 4096;
 /// writes come more often than one per `HOLD`: then a hold can expect
 /// company. tokio's timer ticks in milliseconds.
 const HOLD: Duration = Duration::from_millis(4);
+/// How long a cluster node's start-up waits for etcd to answer its first
+/// listing (an election under way, members still starting) before it
+/// stops with the error. A refusal (credentials) stops it at once.
+const STARTUP_PATIENCE: Duration = Duration::from_secs(15);
+/// Between two tries of that listing.
+const STARTUP_RETRY: Duration = Duration::from_millis(500);
+
+/// The registry as etcd holds it, for a node starting up: tried again
+/// while etcd does not answer, for up to [`STARTUP_PATIENCE`].
+async fn first_listing(
+    cluster: &crate::cluster::Cluster,
+) -> Result<crate::cluster::etcd::Listing, StoreError> {
+    let deadline = tokio::time::Instant::now() + STARTUP_PATIENCE;
+    loop {
+        match cluster.etcd.list(cluster.keys.prefix()).await {
+            Err(error) if error.is_unreachable() && tokio::time::Instant::now() < deadline => {
+                warn!(%error, "etcd does not answer yet; trying again");
+                tokio::time::sleep(STARTUP_RETRY).await;
+            }
+            listed => return listed,
+        }
+    }
+}
+
 /// Queue depth in front of the writer; senders wait when it is full, which
 /// pushes back on clients instead of growing memory without bound.
 const QUEUE_DEPTH: usize = 16_384;
@@ -366,11 +390,7 @@ impl Registry {
         events: mpsc::UnboundedSender<RegistryEvent>,
         metrics: Arc<Metrics>,
     ) -> Result<(Self, JoinHandle<()>), RegistryError> {
-        let listing = cluster
-            .etcd
-            .list(cluster.keys.prefix())
-            .await
-            .map_err(RegistryError::Load)?;
+        let listing = first_listing(&cluster).await.map_err(RegistryError::Load)?;
         let (commands, queue) = mpsc::channel(QUEUE_DEPTH);
         let (index_tx, index_rx) = watch::channel(0);
         let (members_tx, members_rx) = watch::channel(Default::default());
