@@ -384,16 +384,16 @@ pub async fn run_reloading(
     } else {
         handler
     };
-    let handler = match config.dns.cookies {
-        true => handler.with_cookie_counts(metrics.dns.general_cookies.clone()),
-        false => handler,
-    };
-    let handler = match (config.dns.cookies, config.cookie_secrets()?) {
-        (false, _) => handler,
-        (true, None) => handler.with_cookies(dns::Cookies::random()),
-        (true, Some(secrets)) => {
-            handler.with_cookies(dns::Cookies::rolling(&secrets.current, &secrets.accepted))
-        }
+    let handler = if config.dns.cookies {
+        let cookies = match config.cookie_secrets()? {
+            Some(secrets) => dns::Cookies::rolling(&secrets.current, &secrets.accepted),
+            None => dns::Cookies::random(),
+        };
+        handler
+            .with_cookies(cookies)
+            .with_cookie_counts(metrics.dns.general_cookies.clone())
+    } else {
+        handler
     };
     let tcp_timeouts = dns::TcpTimeouts {
         idle: std::time::Duration::from_secs(config.dns.tcp_idle_timeout.into()),

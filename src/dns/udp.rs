@@ -57,7 +57,7 @@ use tracing::{debug, warn};
 use crate::metrics::dns::UdpCounters;
 
 use super::{
-    CookieTally, DnsHandler,
+    CookieSeen, CookieTally, DnsHandler,
     precheck::{self, question_type},
     rrl::{self, RateLimiter, Verdict},
     service_cache::ServiceCache,
@@ -175,10 +175,13 @@ pub(super) fn serve(
         let now = limiter.as_deref().map(|limiter| {
             let now = limiter.now();
             // A server cookie roster made for the source proves it is not
-            // forged: such answers are never limited.
+            // forged: such answers are never limited. The fast path has
+            // checked each answered query's cookie already.
             let proven = |entry: usize| {
-                sources[entry]
-                    .is_some_and(|source| handler.has_valid_cookie(queries[entry], source.ip()))
+                matches!(
+                    cookies_seen[entry],
+                    Some(CookieSeen::Valid | CookieSeen::ValidAccepted)
+                )
             };
             limit_fast(limiter, now, &sources, proven, &mut fast, &mut answers);
             now

@@ -252,13 +252,20 @@ impl DnsMetrics {
         UdpCounters(block)
     }
 
-    /// COOKIE options by what they were ([`COOKIE_SEEN`]), over every
-    /// transport and path.
-    pub fn cookies(&self) -> impl Iterator<Item = (&'static str, u64)> {
-        let (udp, tcp) = (self.totals(Proto::Udp), self.totals(Proto::Tcp));
-        let sums: CookieTally = std::array::from_fn(|i| {
-            udp.cookies[i] + tcp.cookies[i] + self.general_cookies.0[i].load(Relaxed)
-        });
+    /// COOKIE options by what they were ([`COOKIE_SEEN`]), over every path:
+    /// the general path's and the fast path's of `transports` (as
+    /// [`Self::totals`] sums them).
+    pub fn cookies<'t>(
+        &self,
+        transports: impl Iterator<Item = &'t DnsTotals>,
+    ) -> impl Iterator<Item = (&'static str, u64)> {
+        let mut sums: CookieTally =
+            std::array::from_fn(|i| self.general_cookies.0[i].load(Relaxed));
+        for total in transports {
+            for (sum, count) in sums.iter_mut().zip(total.cookies) {
+                *sum += count;
+            }
+        }
         COOKIE_SEEN.into_iter().zip(sums)
     }
 

@@ -191,7 +191,7 @@ fn dns(out: &mut Text, metrics: &Metrics) {
          cookie only, a server cookie made with dns.cookie_secret or with one of \
          dns.cookie_secrets_accepted, another (stale, foreign), or a malformed option.",
     );
-    for (result, count) in metrics.dns.cookies() {
+    for (result, count) in metrics.dns.cookies(totals.iter().map(|(_, total)| total)) {
         out.sample("roster_dns_cookies_total", &[("result", result)], count);
     }
 }
