@@ -626,8 +626,15 @@ mod tests {
 
     #[test]
     fn heads() {
-        let head = b"HTTP/1.1 204 No Content\r\ncontent-length: 12\r\nConnection:  Close";
-        assert_eq!(parse_head(head), Ok((204, 12, true)));
+        let head = b"HTTP/1.1 204 No Content\r\ncontent-length: 12\r\nConnection:  Close\r\n\
+                     X-Consul-Index: 42";
+        let Head {
+            status,
+            length,
+            close,
+            index,
+        } = parse_head(head).expect("a head");
+        assert_eq!((status, length, close, index), (204, 12, true, Some(42)));
         assert!(parse_head(b"HTTP/1.1").is_err());
         assert!(parse_head(b"HTTP/1.1 abc").is_err());
     }
