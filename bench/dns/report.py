@@ -193,6 +193,9 @@ def cmd_table(d):
         if meta.get("CHURN_READS") == "1":
             load = ("Churn (reads): roster under %s GET /v1/services/<service>/s (no writes: the churn client's "
                     "--reads, same schedule; the PUT ok column counts the GETs)")
+        elif meta.get("CHURN_REWRITES") == "1":
+            load = ("Churn (rewrites): roster under %s PUT/s that re-register an instance as it was (the churn "
+                    "client's --rewrites: through the writer, no change, no commit)")
         else:
             load = ("Churn: roster under %s registrations+deregistrations/s (together; half PUT, half DELETE in "
                     "steady state, on extra instances of the queried services)")

@@ -22,6 +22,16 @@
 #                        instead of writes, on the same schedule and
 #                        connections, to tell what churn costs DNS in HTTP
 #                        from what the writes cost   CHURN_READS (0)
+#       --churn-rewrites with --churn: every write re-registers one of the
+#                        client's first instances as it was, so it goes
+#                        through HTTP and the registry's writer but changes
+#                        nothing (no commit, no new table for DNS)
+#                                                          CHURN_REWRITES (0)
+#       --churn-cpu N    with --churn: run the churn client on CPU N only
+#                        (taskset). Where it runs moves the ratio: on the
+#                        2-vCPU machine of bench/RESULTS.md the disk's
+#                        interrupts all land on CPU 1, and the client there
+#                        cost DNS ~0.03 more than on CPU 0   CHURN_CPU ("")
 #       --pin-clients    pin dnsperf's threads: the receiving and the sending
 #                        thread of its i-th worker (-T) to CPU i mod nproc. A
 #                        client fleet on other machines is not moved around by
@@ -71,6 +81,8 @@ MODE="${MODE:-udp}"
 CHURN="${CHURN:-}"
 CHURN_THREADS="${CHURN_THREADS:-8}"
 CHURN_READS="${CHURN_READS:-0}"
+CHURN_REWRITES="${CHURN_REWRITES:-0}"
+CHURN_CPU="${CHURN_CPU:-}"
 EDNS_OPTION="${EDNS_OPTION:-}"
 PIN_CLIENTS="${PIN_CLIENTS:-0}"
 SERVERS="${SERVERS:-}"
@@ -101,6 +113,8 @@ while [ $# -gt 0 ]; do
     --mode) MODE="$2"; shift 2 ;;
     --churn) CHURN="$2"; shift 2 ;;
     --churn-reads) CHURN_READS=1; shift ;;
+    --churn-rewrites) CHURN_REWRITES=1; shift ;;
+    --churn-cpu) CHURN_CPU="$2"; shift 2 ;;
     --edns-option) EDNS_OPTION="$2"; shift 2 ;;
     --pin-clients) PIN_CLIENTS=1; shift ;;
     -s|--servers) SERVERS="$2"; shift 2 ;;
@@ -127,6 +141,8 @@ if [ -n "$CHURN" ]; then
   [[ "$CHURN" =~ ^[1-9][0-9]*$ ]] || { echo "--churn must be a positive integer (operations/s)" >&2; exit 2; }
   [[ " $(echo "$SERVERS" | tr ',' ' ') " == *" roster "* ]] || { echo "--churn needs roster among the servers" >&2; exit 2; }
 fi
+[ -z "$CHURN_CPU" ] || [[ "$CHURN_CPU" =~ ^[0-9]+$ && "$CHURN_CPU" -lt "$(nproc)" ]] || { echo "--churn-cpu must be a CPU number below $(nproc)" >&2; exit 2; }
+[ "$CHURN_READS" = 1 ] && [ "$CHURN_REWRITES" = 1 ] && { echo "--churn-reads and --churn-rewrites exclude each other" >&2; exit 2; }
 [[ "$QUIET_WAIT" =~ ^[0-9]+$ ]] || { echo "QUIET_WAIT must be a number of seconds" >&2; exit 2; }
 for v in SERVICES INSTANCES DURATION ROUNDS CLIENTS THREADS OUTSTANDING WORKERS; do
   [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || { echo "$v must be a positive integer, got '${!v}'" >&2; exit 2; }
@@ -458,6 +474,8 @@ SERVERS=$RUN_NAMES
 CHURN=$CHURN
 CHURN_THREADS=$CHURN_THREADS
 CHURN_READS=$CHURN_READS
+CHURN_REWRITES=$CHURN_REWRITES
+CHURN_CPU=$CHURN_CPU
 PIN_CLIENTS=$PIN_CLIENTS
 MAX_QPS=$MAX_QPS
 WORKERS=$WORKERS
@@ -508,9 +526,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
     if [ "$name" = roster_churn ]; then
       commits0="$(roster_commits)"
       # starts its schedule 0.2 s from now, i.e. about when dnsperf starts
-      "$CHURN_BIN" churn --http "127.0.0.1:$P_ROSTER_HTTP" --services "$SERVICES" \
+      ${CHURN_CPU:+taskset -c "$CHURN_CPU"} "$CHURN_BIN" churn --http "127.0.0.1:$P_ROSTER_HTTP" --services "$SERVICES" \
         --rate "$CHURN" --duration "$DURATION" --threads "$CHURN_THREADS" \
-        $([ "$CHURN_READS" = 1 ] && echo --reads) \
+        $([ "$CHURN_READS" = 1 ] && echo --reads) $([ "$CHURN_REWRITES" = 1 ] && echo --rewrites) \
         --out "$WORK/churn.json" >"$RESULTS_DIR/runs/r$r-$name-churn.txt" 2>&1 &
       CHURN_PID=$!
     fi

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! roster-store-loadgen churn --http HOST:PORT --services N --rate R
-//!     --duration S [--threads 8] [--depth 8] [--reads] [--out FILE]
+//!     --duration S [--threads 8] [--depth 8] [--reads | --rewrites] [--out FILE]
 //! ```
 //!
 //! RATE operations per second (PUTs and DELETEs together, half each in
@@ -29,6 +29,14 @@
 //! with `"churn_reads": 1` in the JSON): the same requests and wake-ups
 //! without the writes, so a run can tell what churn costs DNS in HTTP from
 //! what it costs in the registry's writer and commits.
+//!
+//! With `--rewrites`, every operation is a PUT of one of the task's first
+//! DEPTH instances exactly as it was first registered: after those DEPTH
+//! registrations, each write goes through the HTTP API and the registry's
+//! writer (and its group-commit hold) but changes nothing, so there is no
+//! commit, no sync and no new table for DNS. Together with `--reads` and
+//! the plain writes, this tells the writer's round trip from what a change
+//! costs. Counted as `put`, with `"churn_rewrites": 1` in the JSON.
 
 use std::{
     collections::VecDeque,
@@ -49,7 +57,7 @@ const PORT: u16 = 8080;
 /// Per socket operation, like gen.py's `socket.create_connection(timeout=30)`.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 const USAGE: &str = "usage: roster-store-loadgen churn --http HOST:PORT --services N --rate R \
-                     --duration S [--threads 8] [--depth 8] [--reads] [--out FILE]";
+                     --duration S [--threads 8] [--depth 8] [--reads | --rewrites] [--out FILE]";
 
 struct Options {
     addrs: Vec<SocketAddr>,
@@ -60,13 +68,15 @@ struct Options {
     depth: usize,
     /// GETs instead of writes (`--reads`).
     reads: bool,
+    /// Writes that change nothing (`--rewrites`).
+    rewrites: bool,
     out: String,
 }
 
 fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> {
     let (mut http, mut services, mut rate, mut duration) = (None, None, None, None);
     let (mut threads, mut depth, mut out) = (8usize, 8usize, String::new());
-    let mut reads = false;
+    let (mut reads, mut rewrites) = (false, false);
     let mut args = args;
     while let Some(arg) = args.next() {
         if arg == "-h" || arg == "--help" {
@@ -75,6 +85,10 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
         }
         if arg == "--reads" {
             reads = true;
+            continue;
+        }
+        if arg == "--rewrites" {
+            rewrites = true;
             continue;
         }
         let (flag, value) = match arg.split_once('=') {
@@ -101,6 +115,9 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
     let services = services.ok_or_else(|| missing("--services"))?;
     let rate = rate.ok_or_else(|| missing("--rate"))?;
     let duration = duration.ok_or_else(|| missing("--duration"))?;
+    if reads && rewrites {
+        return Err("--reads and --rewrites exclude each other".into());
+    }
     if services == 0 || threads == 0 || rate.is_nan() || rate <= 0.0 || !duration.is_finite() {
         return Err("--services, --threads and --rate must be positive".into());
     }
@@ -121,6 +138,7 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
         threads,
         depth,
         reads,
+        rewrites,
         out,
     })
 }
@@ -409,6 +427,18 @@ async fn worker(t: usize, options: Arc<Options>, shared: Arc<Mutex<Shared>>, t0:
             let k = op * threads + t as u64;
             let service = service_name(k % options.services + 1);
             (true, format!("/v1/services/{service}"), None)
+        } else if options.rewrites {
+            // The task's instance `slot`, as it was registered the first time.
+            let slot = op % options.depth.max(1) as u64;
+            let k = slot * threads + t as u64;
+            let service = service_name(k % options.services + 1);
+            let path = format!("/v1/services/{service}/instances/{service}-churn-{t}-{slot}");
+            let body = format!(
+                r#"{{"address": "10.254.{}.{}", "port": {PORT}}}"#,
+                (k / 250) % 250,
+                k % 250 + 1
+            );
+            (true, path, Some(body))
         } else if fifo.len() < options.depth {
             // fill up to DEPTH, then alternate
             let k = n * threads + t as u64;
@@ -444,7 +474,9 @@ async fn worker(t: usize, options: Arc<Options>, shared: Arc<Mutex<Shared>>, t0:
                 None => st.delete_ok += 1,
             }
         }
-        if put && ok && !options.reads {
+        // Rewrites leave their instances once each, at the end.
+        let first = !options.rewrites || op < options.depth as u64;
+        if put && ok && !options.reads && first {
             fifo.push_back(path);
         }
         op += 1;
@@ -547,7 +579,7 @@ async fn run(options: Options) -> i32 {
             "{{\"churn_target\": {}, \"churn_rate\": {}, \"churn_ok\": {ok}, \"churn_put\": {}, \
              \"churn_delete\": {}, \"churn_failed\": {failed}, \"churn_p50_ms\": {}, \
              \"churn_p99_ms\": {}, \"churn_max_ms\": {}, \"churn_late_max_s\": {}, \
-             \"churn_cpu\": {}, \"churn_reads\": {}}}",
+             \"churn_cpu\": {}, \"churn_reads\": {}, \"churn_rewrites\": {}}}",
             py_float(options.rate),
             py_float(rate),
             st.put_ok,
@@ -558,6 +590,7 @@ async fn run(options: Options) -> i32 {
             py_float(st.late_max),
             py_float(cpu),
             u8::from(options.reads),
+            u8::from(options.rewrites),
         );
         if let Err(e) = std::fs::write(&options.out, json) {
             eprintln!("churn: writing {}: {e}", options.out);
@@ -622,6 +655,26 @@ mod tests {
         ] {
             assert_eq!(py_float(x), text);
         }
+    }
+
+    #[test]
+    fn reads_and_rewrites_exclude_each_other() {
+        let args = |extra: &[&str]| {
+            let base = [
+                "--http",
+                "127.0.0.1:1",
+                "--services",
+                "1",
+                "--rate",
+                "1",
+                "--duration",
+                "1",
+            ];
+            parse_options(base.iter().chain(extra).map(|a| a.to_string()))
+        };
+        let rewrites = args(&["--rewrites"]).expect("valid");
+        assert!(rewrites.rewrites && !rewrites.reads);
+        assert!(args(&["--reads", "--rewrites"]).is_err());
     }
 
     #[test]
