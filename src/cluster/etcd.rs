@@ -440,9 +440,13 @@ pub fn unreachable(endpoints: &str, error: etcd_client::Error) -> StoreError {
                 innermost = Some(error);
                 cause = error.source();
             }
-            match innermost {
-                Some(cause) => format!("{}: {cause}", status.message()).into(),
-                None => status.message().to_owned().into(),
+            let message = status.message();
+            match innermost.map(|cause| cause.to_string()) {
+                // tonic often makes the message of the innermost cause's
+                // text (a TLS handshake's `invalid peer certificate: ...`):
+                // said once, not twice.
+                Some(cause) if !message.contains(&cause) => format!("{message}: {cause}").into(),
+                _ => message.to_owned().into(),
             }
         }
         _ => Box::new(error),
@@ -461,6 +465,40 @@ mod tests {
     fn the_range_end_of_a_prefix_is_its_successor() {
         assert_eq!(prefix_end("/roster/"), b"/roster0".to_vec());
         assert_eq!(prefix_end("a\u{7f}"), b"a\x80".to_vec());
+    }
+
+    /// A status whose message is its innermost cause's text says it once;
+    /// one whose cause adds something says both.
+    #[test]
+    fn a_failure_names_its_innermost_cause_once() {
+        #[derive(Debug)]
+        struct Cause;
+        impl std::fmt::Display for Cause {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("invalid peer certificate: BadSignature")
+            }
+        }
+        impl std::error::Error for Cause {}
+        let said = |status: tonic::Status| {
+            let error = unreachable(
+                "https://127.0.0.1:2379",
+                etcd_client::Error::GRpcStatus(status),
+            );
+            let StoreError::Unreachable { source, .. } = error else {
+                panic!("not unreachable: {error:?}");
+            };
+            source.to_string()
+        };
+        assert_eq!(
+            said(tonic::Status::from_error(Box::new(Cause))),
+            "invalid peer certificate: BadSignature"
+        );
+        let mut status = tonic::Status::unavailable("transport error");
+        status.set_source(std::sync::Arc::new(Cause));
+        assert_eq!(
+            said(status),
+            "transport error: invalid peer certificate: BadSignature"
+        );
     }
 
     /// etcd 3.4's own codes and messages (`rpctypes`) for each refusal.
