@@ -432,6 +432,16 @@ pub fn prefix_end(prefix: &str) -> Vec<u8> {
 /// ("Connection refused", "received fatal alert: BadCertificate") are what
 /// a user can act on.
 pub fn unreachable(endpoints: &str, error: etcd_client::Error) -> StoreError {
+    let start: &(dyn std::error::Error + 'static) = match &error {
+        etcd_client::Error::GRpcStatus(status) => status,
+        other => other,
+    };
+    if let Some(tls) = certificate_failure(start) {
+        return StoreError::Untrusted {
+            endpoints: endpoints.to_owned(),
+            reason: tls.to_string(),
+        };
+    }
     let source: BackendError = match &error {
         etcd_client::Error::GRpcStatus(status) if !status.message().is_empty() => {
             let mut innermost = None;
@@ -457,9 +467,91 @@ pub fn unreachable(endpoints: &str, error: etcd_client::Error) -> StoreError {
     }
 }
 
+/// The TLS error under `error` when a handshake failed on a certificate:
+/// one side did not trust the other's, or roster presented none where etcd
+/// wants one. tokio-rustls hands rustls' error up inside an `io::Error`,
+/// whose `source()` skips it, so each link is also looked into.
+fn certificate_failure<'e>(
+    error: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e rustls::Error> {
+    use rustls::AlertDescription as Alert;
+    let mut link = Some(error);
+    while let Some(error) = link {
+        let tls = error.downcast_ref::<rustls::Error>().or_else(|| {
+            error
+                .downcast_ref::<std::io::Error>()?
+                .get_ref()?
+                .downcast_ref::<rustls::Error>()
+        });
+        if let Some(tls) = tls {
+            return match tls {
+                rustls::Error::InvalidCertificate(_)
+                | rustls::Error::NoCertificatesPresented
+                | rustls::Error::AlertReceived(
+                    Alert::BadCertificate
+                    | Alert::UnsupportedCertificate
+                    | Alert::CertificateRevoked
+                    | Alert::CertificateExpired
+                    | Alert::CertificateUnknown
+                    | Alert::UnknownCA
+                    | Alert::CertificateRequired,
+                ) => Some(tls),
+                _ => None,
+            };
+        }
+        link = error.source();
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A handshake that failed on a certificate, however deep tonic and
+    /// hyper bury it, says so and names the settings; other TLS failures
+    /// and plain ones stay unreachable.
+    #[test]
+    fn a_certificate_failure_is_told_from_an_unreachable_etcd() {
+        let buried = |tls: rustls::Error| {
+            let mut status = tonic::Status::unavailable("tcp connect error");
+            let io = std::io::Error::new(std::io::ErrorKind::InvalidData, tls);
+            status.set_source(Arc::new(io));
+            unreachable(
+                "https://127.0.0.1:2379",
+                etcd_client::Error::GRpcStatus(status),
+            )
+        };
+        let untrusted = buried(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        ));
+        assert!(
+            matches!(&untrusted, StoreError::Untrusted { .. }),
+            "{untrusted:?}"
+        );
+        assert!(untrusted.is_unreachable() && untrusted.is_untrusted());
+        let said = untrusted.to_string();
+        assert!(said.contains("UnknownIssuer"), "{said}");
+        assert!(said.contains("cluster.tls_ca_file"), "{said}");
+        let no_client_certificate = buried(rustls::Error::AlertReceived(
+            rustls::AlertDescription::CertificateRequired,
+        ));
+        assert!(
+            no_client_certificate.is_untrusted(),
+            "{no_client_certificate}"
+        );
+        for plain in [
+            buried(rustls::Error::AlertReceived(
+                rustls::AlertDescription::HandshakeFailure,
+            )),
+            unreachable(
+                "https://127.0.0.1:2379",
+                etcd_client::Error::GRpcStatus(tonic::Status::unavailable("tcp connect error")),
+            ),
+        ] {
+            assert!(plain.is_unreachable() && !plain.is_untrusted(), "{plain}");
+        }
+    }
 
     #[test]
     fn the_range_end_of_a_prefix_is_its_successor() {

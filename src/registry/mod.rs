@@ -69,14 +69,20 @@ const STARTUP_PATIENCE: Duration = Duration::from_secs(15);
 const STARTUP_RETRY: Duration = Duration::from_millis(500);
 
 /// The registry as etcd holds it, for a node starting up: tried again
-/// while etcd does not answer, for up to [`STARTUP_PATIENCE`].
+/// while etcd does not answer, for up to [`STARTUP_PATIENCE`]. A
+/// certificate either side refuses is a setting to fix, not a member still
+/// starting: it stops the node at once.
 async fn first_listing(
     cluster: &crate::cluster::Cluster,
 ) -> Result<crate::cluster::etcd::Listing, StoreError> {
     let deadline = tokio::time::Instant::now() + STARTUP_PATIENCE;
     loop {
         match cluster.etcd.list(cluster.keys.prefix()).await {
-            Err(error) if error.is_unreachable() && tokio::time::Instant::now() < deadline => {
+            Err(error)
+                if error.is_unreachable()
+                    && !error.is_untrusted()
+                    && tokio::time::Instant::now() < deadline =>
+            {
                 warn!(%error, "etcd does not answer yet; trying again");
                 tokio::time::sleep(STARTUP_RETRY).await;
             }

@@ -61,6 +61,14 @@ pub enum StoreError {
         #[source]
         source: BackendError,
     },
+    /// A TLS handshake with the shared store (etcd) failed on a
+    /// certificate: one side does not trust the other's, or roster has
+    /// none where etcd wants one. Out of reach like [`Self::Unreachable`],
+    /// but settings are the likely cause: a starting node stops at once.
+    #[error(
+        "etcd ({endpoints}) and roster do not trust each other's TLS certificates: {reason}; check cluster.tls_ca_file (the CA of etcd's certificate) and cluster.tls_cert_file and tls_key_file (roster's own, if etcd asks for one)"
+    )]
+    Untrusted { endpoints: String, reason: String },
     /// The shared store (etcd) answered, but refused roster for who it is:
     /// its credentials, or their permissions. Retrying will not help until
     /// an operator acts on `reason`.
@@ -88,7 +96,13 @@ impl StoreError {
     /// Whether the store was only out of reach (a retry may succeed), as
     /// opposed to refusing or failing the write.
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, Self::Unreachable { .. })
+        matches!(self, Self::Unreachable { .. } | Self::Untrusted { .. })
+    }
+
+    /// Whether a TLS handshake failed on a certificate
+    /// ([`Self::Untrusted`]).
+    pub fn is_untrusted(&self) -> bool {
+        matches!(self, Self::Untrusted { .. })
     }
 }
 
