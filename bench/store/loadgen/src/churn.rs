@@ -400,6 +400,20 @@ pub(crate) fn service_name(i: u64) -> String {
     format!("svc-{i:05}")
 }
 
+/// Task `t`'s extra instance `n` (of `threads` tasks, over `services`):
+/// its path, and the body that registers it.
+fn churn_instance(t: usize, n: u64, threads: u64, services: u64) -> (String, String) {
+    let k = n * threads + t as u64;
+    let service = service_name(k % services + 1);
+    let path = format!("/v1/services/{service}/instances/{service}-churn-{t}-{n}");
+    let body = format!(
+        r#"{{"address": "10.254.{}.{}", "port": {PORT}}}"#,
+        (k / 250) % 250,
+        k % 250 + 1
+    );
+    (path, body)
+}
+
 /// Task `t` of `options.threads`: its share of the schedule, then the
 /// clean-up of its leftovers.
 async fn worker(t: usize, options: Arc<Options>, shared: Arc<Mutex<Shared>>, t0: Instant) {
@@ -430,25 +444,11 @@ async fn worker(t: usize, options: Arc<Options>, shared: Arc<Mutex<Shared>>, t0:
         } else if options.rewrites {
             // The task's instance `slot`, as it was registered the first time.
             let slot = op % options.depth.max(1) as u64;
-            let k = slot * threads + t as u64;
-            let service = service_name(k % options.services + 1);
-            let path = format!("/v1/services/{service}/instances/{service}-churn-{t}-{slot}");
-            let body = format!(
-                r#"{{"address": "10.254.{}.{}", "port": {PORT}}}"#,
-                (k / 250) % 250,
-                k % 250 + 1
-            );
+            let (path, body) = churn_instance(t, slot, threads, options.services);
             (true, path, Some(body))
         } else if fifo.len() < options.depth {
             // fill up to DEPTH, then alternate
-            let k = n * threads + t as u64;
-            let service = service_name(k % options.services + 1);
-            let path = format!("/v1/services/{service}/instances/{service}-churn-{t}-{n}");
-            let body = format!(
-                r#"{{"address": "10.254.{}.{}", "port": {PORT}}}"#,
-                (k / 250) % 250,
-                k % 250 + 1
-            );
+            let (path, body) = churn_instance(t, n, threads, options.services);
             n += 1;
             (true, path, Some(body))
         } else {
