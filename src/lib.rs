@@ -249,10 +249,10 @@ pub async fn run(
 }
 
 /// [`run`], taking the configuration again from `reloads` while it runs
-/// (the binary sends the config file on SIGHUP). Of each, three parts are
+/// (the binary sends the config file on SIGHUP). Of each, four parts are
 /// applied: the `[acl]` tokens, the API's TLS certificate, key and client
-/// CA, and in cluster mode over TLS the etcd CA and client certificate,
-/// each read from their files again. Each is checked as at start-up;
+/// CA, in cluster mode over TLS the etcd CA and client certificate, each
+/// read from their files again, and the DNS cookie secrets. Each is checked as at start-up;
 /// one that does not pass is refused with an error in the log, and what is
 /// in force stays. The rest takes a restart.
 pub async fn run_reloading(
@@ -384,16 +384,19 @@ pub async fn run_reloading(
     } else {
         handler
     };
-    let handler = if config.dns.cookies {
-        let cookies = match config.cookie_secrets()? {
+    // Kept for reloads: every copy the DNS threads hold shares its secrets.
+    let cookies = match config.dns.cookies {
+        true => Some(match config.cookie_secrets()? {
             Some(secrets) => dns::Cookies::rolling(&secrets.current, &secrets.accepted),
             None => dns::Cookies::random(),
-        };
-        handler
-            .with_cookies(cookies)
-            .with_cookie_counts(metrics.dns.general_cookies.clone())
-    } else {
-        handler
+        }),
+        false => None,
+    };
+    let handler = match &cookies {
+        Some(cookies) => handler
+            .with_cookies(cookies.clone())
+            .with_cookie_counts(metrics.dns.general_cookies.clone()),
+        None => handler,
     };
     let tcp_timeouts = dns::TcpTimeouts {
         idle: std::time::Duration::from_secs(config.dns.tcp_idle_timeout.into()),
@@ -441,6 +444,7 @@ pub async fn run_reloading(
                 if let Some(etcd) = &etcd {
                     reload_etcd_tls(&mut running, &update, etcd, &metrics).await;
                 }
+                reload_cookie_secrets(&mut running, &update, cookies.as_ref(), &metrics);
                 apply_reload(&mut running, update, &acl, tls.as_deref(), &metrics);
             }
         })
@@ -619,6 +623,72 @@ fn apply_reload(
     }
 }
 
+/// With DNS cookies on, makes `update`'s `dns.cookie_secret` and
+/// `dns.cookie_secrets_accepted` the ones in force when they differ from
+/// `running`'s: RFC 9018 section 4.4's rollover, one SIGHUP a step. An
+/// emptied secret means a new random one, as at start-up. Secrets that do
+/// not pass are logged as an error and change nothing. Turning cookies on
+/// or off takes a restart.
+fn reload_cookie_secrets(
+    running: &mut Config,
+    update: &Config,
+    cookies: Option<&dns::Cookies>,
+    metrics: &Metrics,
+) {
+    if update.dns.cookies != running.dns.cookies {
+        warn!(
+            "dns.cookies changed: turning cookies on or off takes a restart; DNS cookies stay {}",
+            if running.dns.cookies { "on" } else { "off" }
+        );
+    }
+    let Some(cookies) = cookies else {
+        return;
+    };
+    if update.dns.cookie_secret == running.dns.cookie_secret
+        && update.dns.cookie_secrets_accepted == running.dns.cookie_secrets_accepted
+    {
+        return;
+    }
+    let in_force = (
+        std::mem::replace(
+            &mut running.dns.cookie_secret,
+            update.dns.cookie_secret.clone(),
+        ),
+        std::mem::replace(
+            &mut running.dns.cookie_secrets_accepted,
+            update.dns.cookie_secrets_accepted.clone(),
+        ),
+    );
+    let secrets = running
+        .validate("reloaded configuration")
+        .and_then(|()| running.cookie_secrets());
+    metrics
+        .reloads
+        .count(crate::metrics::RELOAD_DNS_COOKIES, secrets.is_ok());
+    match secrets {
+        Ok(Some(secrets)) => {
+            cookies.replace(&secrets.current, &secrets.accepted);
+            info!(
+                accepted = secrets.accepted.len(),
+                "DNS cookie secrets reloaded; answers from now on carry cookies made with the new secret"
+            );
+        }
+        Ok(None) => {
+            cookies.replace_with_random();
+            info!(
+                "dns.cookie_secret is now empty: DNS cookies are made with a new random secret of this process's own"
+            );
+        }
+        Err(error) => {
+            (
+                running.dns.cookie_secret,
+                running.dns.cookie_secrets_accepted,
+            ) = in_force;
+            tracing::error!(%error, "the reloaded DNS cookie secrets are refused; the ones in force stay");
+        }
+    }
+}
+
 /// In cluster mode over TLS, reads the etcd TLS files `update`'s
 /// `[cluster]` names (renewed certificates, a new CA) and connects to etcd
 /// again with them: calls from then on use the new connections. Files that
@@ -702,6 +772,59 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn with_cookie_secret(secret: &str, accepted: &[&str]) -> Config {
+        let mut config = Config::default();
+        config.dns.cookie_secret = config::Secret(secret.to_owned());
+        config.dns.cookie_secrets_accepted = accepted
+            .iter()
+            .map(|s| config::Secret((*s).to_owned()))
+            .collect();
+        config
+    }
+
+    fn cookie_reloads(metrics: &Metrics) -> [u64; 2] {
+        let counts = &metrics.reloads.reloads[crate::metrics::RELOAD_DNS_COOKIES];
+        [counts[0].load(Relaxed), counts[1].load(Relaxed)]
+    }
+
+    /// A reload takes new cookie secrets that pass, counts nothing when
+    /// they did not change, and refuses ones that do not pass, keeping
+    /// the secrets in force (the binary's own file check catches the
+    /// latter first; an embedding program may not).
+    #[test]
+    fn a_reload_takes_cookie_secrets_that_pass_and_refuses_others() {
+        const OLD: &str = "dd3bdf9344b678b185a6f5cb60fca715";
+        const NEW: &str = "445536bcd2513298075a5d379663c962";
+        let metrics = Metrics::default();
+        let cookies = dns::Cookies::random();
+        let mut running = with_cookie_secret(OLD, &[]);
+        let same = running.clone();
+        reload_cookie_secrets(&mut running, &same, Some(&cookies), &metrics);
+        assert_eq!(cookie_reloads(&metrics), [0, 0], "nothing changed");
+
+        let update = with_cookie_secret(NEW, &[OLD]);
+        reload_cookie_secrets(&mut running, &update, Some(&cookies), &metrics);
+        assert_eq!(cookie_reloads(&metrics), [1, 0]);
+        assert_eq!(running.dns.cookie_secret.0, NEW);
+        assert_eq!(running.dns.cookie_secrets_accepted.len(), 1);
+
+        for bad in [
+            with_cookie_secret("not-a-secret", &[]),
+            with_cookie_secret(NEW, &[NEW]),
+            with_cookie_secret("", &[OLD]),
+        ] {
+            reload_cookie_secrets(&mut running, &bad, Some(&cookies), &metrics);
+            assert_eq!(running.dns.cookie_secret.0, NEW);
+            assert_eq!(running.dns.cookie_secrets_accepted.len(), 1);
+        }
+        assert_eq!(cookie_reloads(&metrics), [1, 3]);
+
+        // Cookies off: nothing to reload.
+        let off = Metrics::default();
+        reload_cookie_secrets(&mut running, &with_cookie_secret(OLD, &[]), None, &off);
+        assert_eq!(cookie_reloads(&off), [0, 0]);
+    }
 
     /// Port 0 never yields a port that another SO_REUSEPORT group of this
     /// user already serves on (Linux would hand it out, and the two servers

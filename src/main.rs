@@ -403,8 +403,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 /// On SIGHUP, reads the config file again (the same one `serve` read) and
 /// hands it to the running server, which applies its `[acl]` tokens and
-/// re-reads its TLS files; a file that does not load is logged, and what
-/// is in force stays.
+/// DNS cookie secrets and re-reads its TLS files; a file that does not
+/// load is logged, and what is in force stays.
 fn reload_on_sighup(path: Option<PathBuf>) -> anyhow::Result<tokio::sync::mpsc::Receiver<Config>> {
     let (updates, received) = tokio::sync::mpsc::channel(1);
     #[cfg(unix)]
@@ -420,7 +420,7 @@ fn reload_on_sighup(path: Option<PathBuf>) -> anyhow::Result<tokio::sync::mpsc::
                         }
                     }
                     Err(error) => {
-                        tracing::error!(%error, "SIGHUP: the configuration does not load; the ACL tokens in force stay, and so does the TLS certificate");
+                        tracing::error!(%error, "SIGHUP: the configuration does not load; the ACL tokens in force stay, and so do the TLS files and the DNS cookie secrets");
                     }
                 }
             }

@@ -2,8 +2,9 @@
 //! real roster on loopback: a client cookie earns a server cookie over UDP
 //! and TCP, roster keeps a valid one and replaces another address's,
 //! malformed ones get FORMERR, nodes sharing `dns.cookie_secret` take each
-//! other's, `dns.cookies = false` ignores the option, and dig, an outside
-//! client, calls roster's cookies good. That a valid cookie exempts a
+//! other's, SIGHUP rolls the secret over without a restart, `dns.cookies =
+//! false` ignores the option, and dig, an outside client, calls roster's
+//! cookies good. That a valid cookie exempts a
 //! client from rate limiting is in `security_rrl`.
 
 mod common;
@@ -306,4 +307,125 @@ async fn metrics_count_cookies_by_kind_on_every_path() {
         assert_eq!(cookies_counted(&server, result).await, count, "{result}");
     }
     server.stop().await;
+}
+
+/// RFC 9018 section 4.4's rollover on a running roster, one SIGHUP a step,
+/// over a real process and its config file: the new secret made current
+/// with the old one accepted, then the old one retired. A secret that does
+/// not load changes nothing.
+#[tokio::test]
+async fn sighup_rolls_the_cookie_secret_over_without_a_restart() {
+    const OLD: &str = "dd3bdf9344b678b185a6f5cb60fca715";
+    const NEW: &str = "445536bcd2513298075a5d379663c962";
+    let site = common::process::Site::new();
+    let file = site.root.path().join("config.toml");
+    let write = |secret: &str, accepted: &[&str]| {
+        let accepted: Vec<String> = accepted.iter().map(|s| format!("\"{s}\"")).collect();
+        let text = format!(
+            "[dns]\ncookie_secret = \"{secret}\"\ncookie_secrets_accepted = [{}]\n",
+            accepted.join(", ")
+        );
+        std::fs::write(&file, text).expect("write config.toml");
+    };
+    write(OLD, &[]);
+    let mut roster = site.start().await;
+    let registered = common::http_client()
+        .put(roster.url("/v1/services/web/instances/web-1"))
+        .json(&serde_json::json!({"address": "127.0.0.1", "port": 80}))
+        .send()
+        .await
+        .expect("register web-1");
+    assert!(registered.status().is_success(), "{registered:?}");
+    let dns = roster.dns;
+    let metrics = roster.url("/metrics");
+    let reloads = |result: &'static str| {
+        let metrics = metrics.clone();
+        async move {
+            let sample =
+                format!("roster_config_reloads_total{{part=\"dns_cookies\",result=\"{result}\"}}");
+            common::prometheus_sample_at(&metrics, &sample).await
+        }
+    };
+    let seen = |result: &'static str| {
+        let metrics = metrics.clone();
+        async move {
+            let sample = format!("roster_dns_cookies_total{{result=\"{result}\"}}");
+            common::prometheus_sample_at(&metrics, &sample).await
+        }
+    };
+    let old_cookie =
+        assert_answered_with_a_cookie(&exchange_udp(dns, &query(&CLIENT_COOKIE)).await);
+    // Valid, so kept.
+    assert_eq!(
+        assert_answered_with_a_cookie(&exchange_udp(dns, &query(&old_cookie)).await),
+        old_cookie
+    );
+
+    // Step 1: the new secret makes cookies, the old one is still taken.
+    write(NEW, &[OLD]);
+    roster.signal("HUP");
+    common::eventually("the first step applied", Duration::from_secs(20), || {
+        let reloads = &reloads;
+        async move { reloads("applied").await == 1.0 }
+    })
+    .await;
+    let accepted_before = seen("valid_accepted_secret").await;
+    let new_cookie = assert_answered_with_a_cookie(&exchange_udp(dns, &query(&old_cookie)).await);
+    assert_ne!(
+        new_cookie, old_cookie,
+        "an accepted secret's cookie is replaced"
+    );
+    assert_eq!(seen("valid_accepted_secret").await, accepted_before + 1.0);
+    // The new cookie is kept, on the fast path and the general one (TCP).
+    assert_eq!(
+        assert_answered_with_a_cookie(&exchange_udp(dns, &query(&new_cookie)).await),
+        new_cookie
+    );
+    assert_eq!(
+        assert_answered_with_a_cookie(&exchange_tcp(dns, &query(&new_cookie)).await),
+        new_cookie
+    );
+
+    // Step 2: the old secret retired; its cookies are another server's now.
+    write(NEW, &[]);
+    roster.signal("HUP");
+    common::eventually("the second step applied", Duration::from_secs(20), || {
+        let reloads = &reloads;
+        async move { reloads("applied").await == 2.0 }
+    })
+    .await;
+    let invalid_before = seen("invalid").await;
+    assert_ne!(
+        assert_answered_with_a_cookie(&exchange_udp(dns, &query(&old_cookie)).await),
+        old_cookie
+    );
+    assert_eq!(seen("invalid").await, invalid_before + 1.0);
+    assert_eq!(
+        assert_answered_with_a_cookie(&exchange_udp(dns, &query(&new_cookie)).await),
+        new_cookie
+    );
+
+    // A secret that is not 32 hex digits: the file does not load, and the
+    // new secret stays.
+    write("not-a-secret", &[]);
+    roster.signal("HUP");
+    common::eventually("the bad file logged", Duration::from_secs(20), || async {
+        roster.stderr().contains("the configuration does not load")
+    })
+    .await;
+    assert!(
+        roster.stderr().contains("dns.cookie_secret"),
+        "the log names the key:\n{}",
+        roster.stderr()
+    );
+    assert_eq!(
+        assert_answered_with_a_cookie(&exchange_udp(dns, &query(&new_cookie)).await),
+        new_cookie
+    );
+    assert_eq!(reloads("applied").await, 2.0);
+    let log = roster.stderr();
+    for secret in [OLD, NEW] {
+        assert!(!log.contains(secret), "a secret was logged:\n{log}");
+    }
+    assert!(roster.stop().await.success());
 }

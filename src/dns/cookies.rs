@@ -19,9 +19,11 @@
 
 use std::{
     net::IpAddr,
+    sync::Arc,
     time::{SystemTime, UNIX_EPOCH},
 };
 
+use arc_swap::{ArcSwap, Guard};
 use siphasher::sip::SipHasher24;
 
 /// The COOKIE option's code (RFC 7873 section 4).
@@ -114,9 +116,17 @@ pub type Tally = [u64; SEEN.len()];
 pub const MAX_ACCEPTED: usize = 4;
 
 /// Makes server cookies with one secret, and takes cookies made with it or
-/// with a few others (RFC 9018 section 4.4's rollover).
+/// with a few others (RFC 9018 section 4.4's rollover). Copies share their
+/// secrets: [`Cookies::replace`] changes them for every copy at once, so a
+/// rollover's steps need no restart (SIGHUP).
 #[derive(Clone)]
 pub struct Cookies {
+    keys: Arc<ArcSwap<Keys>>,
+}
+
+/// The secrets in force, swapped whole: a query is answered with one set,
+/// never half of an old one and half of a new.
+pub(super) struct Keys {
     hasher: SipHasher24,
     /// The other secrets' hashers: their cookies count as valid, but each
     /// answer replaces them with one of `hasher`'s.
@@ -150,12 +160,7 @@ impl Cookies {
     /// rollover, the secret being retired or the one about to be used.
     pub fn rolling(secret: &[u8; SECRET_LEN], accepted: &[[u8; SECRET_LEN]]) -> Self {
         Self {
-            hasher: SipHasher24::new_with_key(secret),
-            accepted: accepted
-                .iter()
-                .take(MAX_ACCEPTED)
-                .map(SipHasher24::new_with_key)
-                .collect(),
+            keys: Arc::new(ArcSwap::from_pointee(Keys::new(secret, accepted))),
         }
     }
 
@@ -163,6 +168,52 @@ impl Cookies {
     /// new ones, which clients take without a failed query.
     pub fn random() -> Self {
         Self::new(&rand::random())
+    }
+
+    /// From now on, makes cookies with `secret` and takes those of
+    /// `secret` and `accepted`, as [`Cookies::rolling`] does; queries being
+    /// answered finish with the secrets they started with.
+    pub fn replace(&self, secret: &[u8; SECRET_LEN], accepted: &[[u8; SECRET_LEN]]) {
+        self.keys.store(Arc::new(Keys::new(secret, accepted)));
+    }
+
+    /// From now on, makes cookies with a new secret of this process's own
+    /// and takes no others', as [`Cookies::random`] does.
+    pub fn replace_with_random(&self) {
+        self.replace(&rand::random(), &[]);
+    }
+
+    /// The secrets in force, for a batch of queries.
+    pub(super) fn keys(&self) -> Guard<Arc<Keys>> {
+        self.keys.load()
+    }
+
+    /// [`Keys::standing`] with the secrets in force.
+    pub(super) fn standing(&self, cookie: &Cookie<'_>, client: IpAddr, now: u32) -> Standing {
+        self.keys().standing(cookie, client, now)
+    }
+
+    /// [`Keys::answer`] with the secrets in force.
+    pub(super) fn answer(
+        &self,
+        cookie: &Cookie<'_>,
+        client: IpAddr,
+        now: u32,
+    ) -> ([u8; ANSWER_LEN], Seen) {
+        self.keys().answer(cookie, client, now)
+    }
+}
+
+impl Keys {
+    fn new(secret: &[u8; SECRET_LEN], accepted: &[[u8; SECRET_LEN]]) -> Self {
+        Self {
+            hasher: SipHasher24::new_with_key(secret),
+            accepted: accepted
+                .iter()
+                .take(MAX_ACCEPTED)
+                .map(SipHasher24::new_with_key)
+                .collect(),
+        }
     }
 
     /// Whether `cookie` came with a server cookie roster made for this
@@ -393,6 +444,43 @@ mod tests {
         let new = cookies("445536bcd2513298075a5d379663c962");
         assert_eq!(old.standing(&query, v6, 1_559_741_817), Standing::Valid);
         assert_eq!(new.standing(&query, v6, 1_559_741_817), Standing::Invalid);
+    }
+
+    /// A replacement reaches every copy (each DNS thread holds one), and
+    /// what a copy made before stays checkable only as the new secrets say.
+    #[test]
+    fn a_replacement_reaches_every_copy() {
+        let secret = |text| parse_cookie_secret(text).expect("secret");
+        let (old, new) = (
+            secret("dd3bdf9344b678b185a6f5cb60fca715"),
+            secret("445536bcd2513298075a5d379663c962"),
+        );
+        let cookies = Cookies::new(&old);
+        let copy = cookies.clone();
+        let client = ip("192.0.2.53");
+        let now = 1_559_731_985;
+        let sent = hex("2464c4abcf10c957");
+        let query = Cookie::parse(&sent).expect("client cookie");
+        let (made_old, _) = copy.answer(&query, client, now);
+        let made_old = Cookie::parse(&made_old).expect("full cookie");
+        assert_eq!(copy.standing(&made_old, client, now), Standing::Valid);
+
+        cookies.replace(&new, &[old]);
+        let (answer, seen) = copy.answer(&made_old, client, now);
+        assert_eq!(seen, Seen::ValidAccepted);
+        let made_new = Cookie::parse(&answer).expect("full cookie");
+        assert_eq!(made_new.server, &answer[8..]);
+        assert_eq!(
+            Cookies::new(&new).standing(&made_new, client, now),
+            Standing::Valid
+        );
+
+        cookies.replace(&new, &[]);
+        assert_eq!(copy.standing(&made_old, client, now), Standing::Invalid);
+        assert_eq!(copy.standing(&made_new, client, now), Standing::Valid);
+
+        cookies.replace_with_random();
+        assert_eq!(copy.standing(&made_new, client, now), Standing::Invalid);
     }
 
     /// RFC 9018 section 4.4 with A.4's secrets: while the old secret is

@@ -171,8 +171,15 @@ impl FastPath {
         for service in services.iter().flatten() {
             service.prefetch_answer_data();
         }
-        // One clock read a batch, and none without cookies.
-        let now = self.cookies.as_ref().map_or(0, |_| cookies::now());
+        // One clock read and one look at the secrets a batch, and neither
+        // in a batch without a cookie.
+        let any_cookie = questions.iter().flatten().any(|q| q.cookie.is_some());
+        let keys = self
+            .cookies
+            .as_ref()
+            .filter(|_| any_cookie)
+            .map(Cookies::keys);
+        let now = keys.as_ref().map_or(0, |_| cookies::now());
         let found = questions.into_iter().zip(services);
         let work = queries.iter().zip(found).zip(outs.iter_mut().zip(answered));
         for (index, ((query, (question, service)), (out, answered))) in work.enumerate() {
@@ -181,11 +188,9 @@ impl FastPath {
                 continue;
             };
             let client = clients.get(index).copied().flatten();
-            let cookie = match (&question.cookie, &self.cookies, client) {
+            let cookie = match (&question.cookie, &keys, client) {
                 (None, _, _) => None,
-                (Some(cookie), Some(cookies), Some(client)) => {
-                    Some(cookies.answer(cookie, client, now))
-                }
+                (Some(cookie), Some(keys), Some(client)) => Some(keys.answer(cookie, client, now)),
                 // A COOKIE from an unknown address: the general path's.
                 _ => {
                     *answered = false;

@@ -219,11 +219,12 @@ pub struct ReloadCounters {
 }
 
 /// What a reload applies, as counted in [`ReloadCounters::reloads`].
-pub const RELOAD_PARTS: [&str; 3] = ["acl", "http_tls", "etcd_tls"];
+pub const RELOAD_PARTS: [&str; 4] = ["acl", "http_tls", "etcd_tls", "dns_cookies"];
 /// [`RELOAD_PARTS`]' indices.
 pub const RELOAD_ACL: usize = 0;
 pub const RELOAD_HTTP_TLS: usize = 1;
 pub const RELOAD_ETCD_TLS: usize = 2;
+pub const RELOAD_DNS_COOKIES: usize = 3;
 /// How a part of a reload ended.
 pub const RELOAD_RESULTS: [&str; 2] = ["applied", "refused"];
 

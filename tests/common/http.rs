@@ -202,8 +202,14 @@ pub async fn metrics(server: &Server) -> Value {
 /// The value of `sample` (a Prometheus metric name with its labels, as
 /// `GET /metrics` writes them) on `server`, asserting it is there.
 pub async fn prometheus_sample(server: &Server, sample: &str) -> f64 {
+    prometheus_sample_at(server.url(&["metrics"]).as_str(), sample).await
+}
+
+/// [`prometheus_sample`] from the exposition at `metrics_url` (a roster
+/// process's `/metrics`).
+pub async fn prometheus_sample_at(metrics_url: &str, sample: &str) -> f64 {
     let text = http_client()
-        .get(server.url(&["metrics"]))
+        .get(metrics_url)
         .send()
         .await
         .expect("GET /metrics")
