@@ -301,13 +301,19 @@ pub async fn run_reloading(
         include_warning: config.dns.include_warning,
         nameserver: Arc::new(nameserver),
     };
-    let cluster = match config.cluster.enabled() {
+    // The etcd TLS files' contents are kept for reloads, which connect
+    // anew only when they change.
+    let (cluster, etcd_files) = match config.cluster.enabled() {
         true => {
-            let tls = cluster::tls::options(&config.cluster)?;
+            let (tls, files) = match cluster::tls::load(&config.cluster)? {
+                Some(loaded) => (Some(loaded.options), Some(loaded.files)),
+                None => (None, None),
+            };
             let credentials = cluster::credentials::from_config(&config.cluster)?;
-            Some(Cluster::connect(&config.cluster, tls, credentials).await?)
+            let cluster = Cluster::connect(&config.cluster, tls, credentials).await?;
+            (Some(cluster), files)
         }
-        false => None,
+        false => (None, None),
     };
     let (registry, writer) = match &cluster {
         Some(cluster) => {
@@ -439,10 +445,11 @@ pub async fn run_reloading(
         let (acl, tls, metrics) = (acl.clone(), http_tls.clone(), metrics.clone());
         let etcd = cluster.as_ref().map(|cluster| cluster.etcd.clone());
         let mut running = config.clone();
+        let mut etcd_files = etcd_files;
         tokio::spawn(async move {
             while let Some(update) = reloads.recv().await {
                 if let Some(etcd) = &etcd {
-                    reload_etcd_tls(&mut running, &update, etcd, &metrics).await;
+                    reload_etcd_tls(&mut running, &update, etcd, &mut etcd_files, &metrics).await;
                 }
                 reload_cookie_secrets(&mut running, &update, cookies.as_ref(), &metrics);
                 apply_reload(&mut running, update, &acl, tls.as_deref(), &metrics);
@@ -690,14 +697,15 @@ fn reload_cookie_secrets(
 }
 
 /// In cluster mode over TLS, reads the etcd TLS files `update`'s
-/// `[cluster]` names (renewed certificates, a new CA) and connects to etcd
-/// again with them: calls from then on use the new connections. Files that
-/// do not load are logged as an error and change nothing. The etcd URLs
-/// themselves take a restart.
+/// `[cluster]` names (renewed certificates, a new CA) and, when they hold
+/// anything other than `in_force`, connects to etcd again with them: calls
+/// from then on use the new connections. Files that do not load are logged
+/// as an error and change nothing. The etcd URLs themselves take a restart.
 async fn reload_etcd_tls(
     running: &mut Config,
     update: &Config,
     etcd: &cluster::etcd::Etcd,
+    in_force: &mut Option<cluster::tls::Files>,
     metrics: &Metrics,
 ) {
     if update.cluster.etcd != running.cluster.etcd {
@@ -710,13 +718,31 @@ async fn reload_etcd_tls(
     candidate.tls_ca_file = update.cluster.tls_ca_file.clone();
     candidate.tls_cert_file = update.cluster.tls_cert_file.clone();
     candidate.tls_key_file = update.cluster.tls_key_file.clone();
-    let in_force = std::mem::replace(&mut running.cluster, candidate);
-    let reloaded = match running.validate("reloaded configuration") {
-        Ok(()) => match cluster::tls::options(&running.cluster) {
-            Ok(tls) => etcd.reconnect(tls).await.map_err(|e| e.to_string()),
+    let settings_in_force = std::mem::replace(&mut running.cluster, candidate);
+    let loaded = match running.validate("reloaded configuration") {
+        Ok(()) => cluster::tls::load(&running.cluster).map_err(|e| e.to_string()),
+        Err(error) => Err(error.to_string()),
+    };
+    // A SIGHUP for another part (the ACL tokens) must not cut etcd's
+    // connections, nor fail on an etcd that is briefly out of reach.
+    if let Ok(Some(loaded)) = &loaded
+        && in_force.as_ref() == Some(&loaded.files)
+    {
+        info!("the etcd TLS files are unchanged; the connections in force stay");
+        return;
+    }
+    let reloaded = match loaded {
+        Ok(Some(loaded)) => match etcd.reconnect(Some(loaded.options)).await {
+            Ok(()) => {
+                *in_force = Some(loaded.files);
+                Ok(())
+            }
             Err(error) => Err(error.to_string()),
         },
-        Err(error) => Err(error.to_string()),
+        // running.cluster.tls() held, and validation keeps TLS files
+        // with https:// URLs.
+        Ok(None) => Err("the etcd URLs call for TLS, but no TLS files are set".to_owned()),
+        Err(error) => Err(error),
     };
     metrics
         .reloads
@@ -727,7 +753,7 @@ async fn reload_etcd_tls(
             "etcd TLS files reloaded; new calls to etcd use them"
         ),
         Err(error) => {
-            running.cluster = in_force;
+            running.cluster = settings_in_force;
             tracing::error!(%error, "the reloaded etcd TLS files are refused; the ones in force stay");
         }
     }

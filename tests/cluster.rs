@@ -1153,8 +1153,9 @@ async fn metric(cluster: &RosterCluster, node: usize, sample: &str) -> Option<f6
 }
 
 /// Certificates are renewed in place and CAs change over: SIGHUP makes a
-/// node read its etcd TLS files again and connect anew with them, and files
-/// that do not load are refused while the connections in force stay.
+/// node read its etcd TLS files again and connect anew with them, files
+/// that do not load are refused while the connections in force stay, and
+/// files that read as those in force change nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_takes_renewed_etcd_tls_files_and_a_new_etcd_ca() {
     let (old, new) = (Pki::new(), Pki::new());
@@ -1211,6 +1212,23 @@ async fn sighup_takes_renewed_etcd_tls_files_and_a_new_etcd_ca() {
     }
     assert_eq!(reloads("applied").await, Some(0.0));
     write_served(&cluster, 0, ("web-2", "127.0.0.3"), &mut served).await;
+    // The files in force again: nothing to change, and no new connections
+    // (a SIGHUP for the ACL tokens must not cut etcd's).
+    write("ca.pem", &ca_pem(&old));
+    cluster.nodes[0].roster.signal("HUP");
+    eventually(
+        "the unchanged files to be noticed",
+        CONVERGE_LIMIT,
+        || async {
+            cluster.nodes[0]
+                .roster
+                .stderr()
+                .contains("the etcd TLS files are unchanged")
+        },
+    )
+    .await;
+    assert_eq!(reloads("applied").await, Some(0.0));
+    assert_eq!(reloads("refused").await, Some(2.0));
 
     // The change-over: the node trusts both CAs and presents the new CA's
     // client certificate; then etcd serves the new CA's certificate, which

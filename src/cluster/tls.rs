@@ -20,12 +20,34 @@ use crate::{
 /// Where the errors of this module say they come from.
 const ORIGIN: &str = "etcd TLS set-up";
 
+/// The etcd client's TLS and the files it came from.
+pub struct Loaded {
+    /// What the etcd client is told.
+    pub options: TlsOptions,
+    /// What the files held when read.
+    pub files: Files,
+}
+
+/// The contents of the etcd TLS files, as read: a reload that reads the
+/// same has nothing to change, and need not connect anew.
+#[derive(PartialEq, Eq)]
+pub struct Files {
+    ca: Vec<u8>,
+    /// The client certificate and its key, when roster presents one.
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// [`load`]'s options alone.
+pub fn options(config: &ClusterConfig) -> Result<Option<TlsOptions>, ConfigError> {
+    Ok(load(config)?.map(|loaded| loaded.options))
+}
+
 /// The etcd client's TLS: `None` for `http://` URLs; otherwise only the CA
 /// of `tls_ca_file` is trusted for etcd's certificate (checked against the
 /// URL's host), and the client certificate of `tls_cert_file` and
 /// `tls_key_file` is presented if they are set. [`ClusterConfig`]'s
 /// validation has made sure the settings go together.
-pub fn options(config: &ClusterConfig) -> Result<Option<TlsOptions>, ConfigError> {
+pub fn load(config: &ClusterConfig) -> Result<Option<Loaded>, ConfigError> {
     if !config.tls() {
         return Ok(None);
     }
@@ -35,7 +57,8 @@ pub fn options(config: &ClusterConfig) -> Result<Option<TlsOptions>, ConfigError
     let (ca_key, ca_path) = ("cluster.tls_ca_file", &config.tls_ca_file);
     let ca = read(ca_key, ca_path)?;
     let roots = pem_files::roots_in(ORIGIN, ca_key, ca_path, &ca)?;
-    let mut options = TlsOptions::new().ca_certificate(Certificate::from_pem(ca));
+    let mut options = TlsOptions::new().ca_certificate(Certificate::from_pem(ca.clone()));
+    let mut identity = None;
     if !config.tls_cert_file.as_os_str().is_empty() {
         let (cert_key, cert_path) = ("cluster.tls_cert_file", &config.tls_cert_file);
         let (key_key, key_path) = ("cluster.tls_key_file", &config.tls_key_file);
@@ -58,9 +81,13 @@ pub fn options(config: &ClusterConfig) -> Result<Option<TlsOptions>, ConfigError
                 );
                 pem_files::invalid(ORIGIN, key_key, message)
             })?;
-        options = options.identity(Identity::from_pem(cert, key));
+        options = options.identity(Identity::from_pem(cert.clone(), key.clone()));
+        identity = Some((cert, key));
     }
-    Ok(Some(options))
+    Ok(Some(Loaded {
+        options,
+        files: Files { ca, identity },
+    }))
 }
 
 fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
