@@ -305,12 +305,16 @@ pub async fn run_reloading(
     // anew only when they change.
     let (cluster, etcd_files) = match config.cluster.enabled() {
         true => {
-            let (tls, files) = match cluster::tls::load(&config.cluster)? {
-                Some(loaded) => (Some(loaded.options), Some(loaded.files)),
-                None => (None, None),
+            let (tls, probe, files) = match cluster::tls::load(&config.cluster)? {
+                Some(cluster::tls::Loaded {
+                    options,
+                    files,
+                    probe,
+                }) => (Some(options), Some(probe), Some(files)),
+                None => (None, None, None),
             };
             let credentials = cluster::credentials::from_config(&config.cluster)?;
-            let cluster = Cluster::connect(&config.cluster, tls, credentials).await?;
+            let cluster = Cluster::connect(&config.cluster, tls, probe, credentials).await?;
             (Some(cluster), files)
         }
         false => (None, None),

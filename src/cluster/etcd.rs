@@ -217,6 +217,11 @@ impl Etcd {
         &self.endpoints
     }
 
+    /// The endpoints' URLs, as given.
+    pub fn urls(&self) -> &[String] {
+        &self.urls
+    }
+
     /// Runs `call` on the endpoint in use, moving on to the next ones while
     /// the failure shows the request went nowhere; bounded by
     /// [`REQUEST_TIMEOUT`] in all.
@@ -471,7 +476,7 @@ pub fn unreachable(endpoints: &str, error: etcd_client::Error) -> StoreError {
 /// one side did not trust the other's, or roster presented none where etcd
 /// wants one. tokio-rustls hands rustls' error up inside an `io::Error`,
 /// whose `source()` skips it, so each link is also looked into.
-fn certificate_failure<'e>(
+pub(super) fn certificate_failure<'e>(
     error: &'e (dyn std::error::Error + 'static),
 ) -> Option<&'e rustls::Error> {
     use rustls::AlertDescription as Alert;

@@ -7,9 +7,11 @@
 //! Owns: reading the files and what the etcd client is told. Must not:
 //! connect (see [`super::etcd`]).
 
-use std::{path::Path, sync::Arc};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use etcd_client::{Certificate, Identity, TlsOptions};
+use rustls_pki_types::ServerName;
+use tokio::{io::AsyncReadExt, net::TcpStream, time::timeout};
 
 use crate::{
     config::{ClusterConfig, ConfigError},
@@ -26,6 +28,9 @@ pub struct Loaded {
     pub options: TlsOptions,
     /// What the files held when read.
     pub files: Files,
+    /// The same trust and certificate for a handshake of roster's own
+    /// ([`handshake_refusal`]).
+    pub probe: Arc<rustls::ClientConfig>,
 }
 
 /// The contents of the etcd TLS files, as read: a reload that reads the
@@ -59,7 +64,13 @@ pub fn load(config: &ClusterConfig) -> Result<Option<Loaded>, ConfigError> {
     let roots = pem_files::roots_in(ORIGIN, ca_key, ca_path, &ca)?;
     let mut options = TlsOptions::new().ca_certificate(Certificate::from_pem(ca.clone()));
     let mut identity = None;
-    if !config.tls_cert_file.as_os_str().is_empty() {
+    let builder = rustls::ClientConfig::builder_with_provider(crypto_provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|error| pem_files::invalid(ORIGIN, ca_key, error.to_string()))?
+        .with_root_certificates(Arc::new(roots));
+    let probe = if config.tls_cert_file.as_os_str().is_empty() {
+        builder.with_no_client_auth()
+    } else {
         let (cert_key, cert_path) = ("cluster.tls_cert_file", &config.tls_cert_file);
         let (key_key, key_path) = ("cluster.tls_key_file", &config.tls_key_file);
         let (cert, key) = (read(cert_key, cert_path)?, read(key_key, key_path)?);
@@ -68,10 +79,7 @@ pub fn load(config: &ClusterConfig) -> Result<Option<Loaded>, ConfigError> {
         // The etcd client would report a key that does not go with its
         // certificate only when it connects, as an unreachable etcd.
         // rustls tells now.
-        rustls::ClientConfig::builder_with_provider(crypto_provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|error| pem_files::invalid(ORIGIN, cert_key, error.to_string()))?
-            .with_root_certificates(Arc::new(roots))
+        let probe = builder
             .with_client_auth_cert(chain, private)
             .map_err(|error| {
                 let message = format!(
@@ -83,11 +91,54 @@ pub fn load(config: &ClusterConfig) -> Result<Option<Loaded>, ConfigError> {
             })?;
         options = options.identity(Identity::from_pem(cert.clone(), key.clone()));
         identity = Some((cert, key));
-    }
+        probe
+    };
     Ok(Some(Loaded {
         options,
         files: Files { ca, identity },
+        probe: Arc::new(probe),
     }))
+}
+
+/// How long [`handshake_refusal`] waits for each of connecting, the
+/// handshake, and etcd's verdict on it.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why etcd at `url` refuses a TLS handshake made with `probe`, if it
+/// does so on a certificate. Under TLS 1.3 a server checks the client's
+/// certificate after the client has finished its side of the handshake:
+/// one that wants a certificate and got none sends its alert then, and the
+/// etcd client, already writing, sees only a closed connection. A
+/// handshake of roster's own that then reads reaches the alert. `None` for
+/// a handshake etcd takes (no verdict within 2 s), an etcd
+/// out of reach, or a URL that names no host.
+pub async fn handshake_refusal(url: &str, probe: Arc<rustls::ClientConfig>) -> Option<String> {
+    let uri: axum::http::Uri = url.parse().ok()?;
+    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(2379);
+    let name = ServerName::try_from(host.to_owned()).ok()?;
+    let tcp = timeout(PROBE_TIMEOUT, TcpStream::connect((host, port)))
+        .await
+        .ok()?
+        .ok()?;
+    let connector = tokio_rustls::TlsConnector::from(probe);
+    let mut stream = match timeout(PROBE_TIMEOUT, connector.connect(name, tcp))
+        .await
+        .ok()?
+    {
+        Ok(stream) => stream,
+        Err(error) => return refusal(&error),
+    };
+    let mut byte = [0u8; 1];
+    match timeout(PROBE_TIMEOUT, stream.read(&mut byte)).await {
+        Ok(Err(error)) => refusal(&error),
+        _ => None,
+    }
+}
+
+/// `error`'s certificate failure, said as rustls says it.
+fn refusal(error: &std::io::Error) -> Option<String> {
+    super::etcd::certificate_failure(error).map(|tls| tls.to_string())
 }
 
 fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
@@ -119,6 +170,32 @@ mod tests {
             tls_cert_file: cert.to_owned(),
             tls_key_file: key.to_owned(),
             ..ClusterConfig::default()
+        }
+    }
+
+    /// Nothing to hear from: no host in the URL, or nothing listening.
+    /// (etcd's alert to a node without a client certificate is heard in
+    /// tests/cluster.rs, against a real etcd.)
+    #[tokio::test]
+    async fn a_handshake_that_reaches_no_one_tells_no_refusal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ca, _) = identity(dir.path(), "ca");
+        let loaded = load(&config(&ca, Path::new(""), Path::new("")))
+            .expect("a CA alone")
+            .expect("TLS");
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = closed.local_addr().expect("address").port();
+        drop(closed);
+        for url in [
+            "not a url",
+            "https://",
+            &format!("https://127.0.0.1:{port}"),
+        ] {
+            assert_eq!(
+                handshake_refusal(url, loaded.probe.clone()).await,
+                None,
+                "{url}"
+            );
         }
     }
 

@@ -71,11 +71,14 @@ const STARTUP_RETRY: Duration = Duration::from_millis(500);
 /// The registry as etcd holds it, for a node starting up: tried again
 /// while etcd does not answer, for up to [`STARTUP_PATIENCE`]. A
 /// certificate either side refuses is a setting to fix, not a member still
-/// starting: it stops the node at once.
+/// starting: it stops the node at once. Where the etcd client saw only a
+/// closed connection, one handshake of roster's own looks for such a
+/// refusal first.
 async fn first_listing(
     cluster: &crate::cluster::Cluster,
 ) -> Result<crate::cluster::etcd::Listing, StoreError> {
     let deadline = tokio::time::Instant::now() + STARTUP_PATIENCE;
+    let mut probed = false;
     loop {
         match cluster.etcd.list(cluster.keys.prefix()).await {
             Err(error)
@@ -83,6 +86,11 @@ async fn first_listing(
                     && !error.is_untrusted()
                     && tokio::time::Instant::now() < deadline =>
             {
+                if !std::mem::replace(&mut probed, true)
+                    && let Some(refused) = cluster.tls_refusal().await
+                {
+                    return Err(refused);
+                }
                 warn!(%error, "etcd does not answer yet; trying again");
                 tokio::time::sleep(STARTUP_RETRY).await;
             }
