@@ -429,3 +429,53 @@ async fn sighup_rolls_the_cookie_secret_over_without_a_restart() {
     }
     assert!(roster.stop().await.success());
 }
+
+/// An answer trimmed to the client's 512 octets still carries a whole OPT
+/// record with the server cookie: its 28 octets are set aside before the
+/// records are fitted, so TC is set only when answers were left out, and
+/// dig, an outside parser, finds nothing malformed. (The COOKIE once went
+/// uncounted: with 9 SRV answers that fit, the answer came back with TC
+/// and a clipped OPT record that ARCOUNT did not count.)
+#[tokio::test]
+async fn a_trimmed_answer_keeps_its_cookie_whole() {
+    let server = start_server_with(&[], |_| {}).await;
+    for i in 1..=11 {
+        let address = format!("127.0.3.{i}");
+        server.add("s", &format!("s-{i}"), &address, 80).await;
+        if i == 9 || i == 11 {
+            let args = ["+cookie", "+bufsize=512", "+ignore", "+norecurse"];
+            let mut args = args.to_vec();
+            let qname = service_name("s");
+            args.extend([qname.as_str(), "SRV"]);
+            let output = common::dig(server.dns_addr, &args).await;
+            let case = format!("{i} instances:\n{output}");
+            assert!(!output.contains("extra bytes"), "{case}");
+            assert!(!output.contains("malformed"), "{case}");
+            let cookie = output
+                .lines()
+                .find(|line| line.starts_with("; COOKIE: "))
+                .unwrap_or_else(|| panic!("no COOKIE: {case}"));
+            assert!(cookie.ends_with("(good)"), "{case}");
+            let flags = output
+                .lines()
+                .find(|line| line.starts_with(";; flags: "))
+                .unwrap_or_else(|| panic!("no flags: {case}"));
+            let answers: usize = flags
+                .split("ANSWER: ")
+                .nth(1)
+                .and_then(|rest| rest.split(',').next())
+                .and_then(|count| count.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no ANSWER count: {case}"));
+            let truncated = flags
+                .trim_start_matches(";; flags: ")
+                .split(';')
+                .next()
+                .is_some_and(|bits| bits.split(' ').any(|bit| bit == "tc"));
+            assert_eq!(truncated, answers < i, "TC iff answers were left out: {case}");
+            if i == 9 {
+                assert_eq!(answers, 9, "nine fit in 512 octets: {case}");
+            }
+        }
+    }
+    server.stop().await;
+}

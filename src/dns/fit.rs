@@ -11,7 +11,7 @@ use std::{borrow::Cow, cell::RefCell};
 use hickory_proto::{ProtoError, rr::Record, serialize::binary::BinEncoder};
 
 use super::lookup::Answer;
-use super::wire::{HEADER_LEN, OPT_LEN, max_encoded_len};
+use super::wire::{HEADER_LEN, max_encoded_len};
 
 thread_local! {
     /// Scratch space for trial encodings, reused to avoid an allocation per
@@ -19,15 +19,17 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(4096));
 }
 
-/// Trims `answer` to fit `limit` octets. Returns whether answers were
-/// dropped (the response must then carry TC).
+/// Trims `answer` to fit `limit` octets beside an OPT record of `opt_len`
+/// octets, its options included ([`super::wire::opt_record_len`]; 0
+/// without one). Returns whether answers were dropped (the response must
+/// then carry TC).
 pub(super) fn fit(
     answer: &mut Answer<'_>,
     question_len: usize,
     limit: usize,
-    with_opt: bool,
+    opt_len: usize,
 ) -> bool {
-    let budget = limit.saturating_sub(if with_opt { OPT_LEN } else { 0 });
+    let budget = limit.saturating_sub(opt_len);
     let records = answer.wire_bound.unwrap_or_else(|| {
         answer
             .answers

@@ -419,7 +419,7 @@ impl DnsHandler {
                     &mut answer,
                     request.queries.as_bytes().len(),
                     usize::from(limit).saturating_sub(tsig),
-                    edns.is_some(),
+                    wire::opt_record_len(edns.as_ref()),
                 )
             }
             _ => false,

@@ -96,6 +96,20 @@ pub(crate) const fn address_rdata_len(address: IpAddr) -> usize {
     }
 }
 
+/// The OPT record `edns` is written as: its fixed part and each option's
+/// code, length and data (a server cookie's 28 octets); 0 without one.
+pub(crate) fn opt_record_len(edns: Option<&hickory_proto::op::Edns>) -> usize {
+    edns.map_or(0, |edns| {
+        let options: usize = edns
+            .options()
+            .as_ref()
+            .iter()
+            .map(|(_, option)| 4 + usize::from(option.len()))
+            .sum();
+        OPT_LEN + options
+    })
+}
+
 /// The whole response as the fast path writes it: header, the question
 /// as asked, `records_len` octets of records, and an OPT record if any.
 pub(crate) const fn response_len(question_len: usize, records_len: usize, with_opt: bool) -> usize {

@@ -7,7 +7,7 @@ use std::{borrow::Cow, sync::Arc};
 use arc_swap::ArcSwap;
 use hickory_proto::{
     op::{Edns, Message, OpCode, Query},
-    rr::{LowerName, Name, RData, Record, RecordType},
+    rr::{LowerName, Name, RData, Record, RecordType, rdata::opt::EdnsOption},
     serialize::binary::{BinEncodable, BinEncoder, NameEncoding},
 };
 
@@ -337,7 +337,13 @@ fn answers_fit_the_datagram_and_only_a_bound_over_the_limit_trims() {
             let qname = LowerName::from(name("big.service.local."));
             let question = Query::query(name("big.service.local."), qtype);
             let question_len = question.to_bytes().expect("a question encodes").len();
-            for edns in [None, Some(512), Some(600), Some(1232)] {
+            // A COOKIE option (a client and a server cookie) takes 28 of
+            // the datagram's octets too.
+            let sizes = [None, Some(512), Some(600), Some(1232)];
+            let cases = sizes
+                .into_iter()
+                .flat_map(|edns| [(edns, false), (edns, edns.is_some())]);
+            for (edns, cookie) in cases {
                 let payload = edns.map(|size| wire::response_payload(size, 4096));
                 let limit = usize::from(wire::udp_limit(payload));
                 let sources = Sources {
@@ -348,7 +354,17 @@ fn answers_fit_the_datagram_and_only_a_bound_over_the_limit_trims() {
                 let mut answer = lookup::resolve(&sources, &qname, qtype);
                 assert_eq!(answer.wire_bound, Some(bound));
                 let whole = answer.answers.len() + answer.additionals.len();
-                let truncated = fit::fit(&mut answer, question_len, limit, edns.is_some());
+                let opt = edns.map(|size| {
+                    let mut opt = Edns::new();
+                    opt.set_max_payload(size);
+                    if cookie {
+                        opt.options_mut()
+                            .insert(EdnsOption::Unknown(10, vec![7; 24]));
+                    }
+                    opt
+                });
+                let opt_len = wire::opt_record_len(opt.as_ref());
+                let truncated = fit::fit(&mut answer, question_len, limit, opt_len);
 
                 let mut message = Message::response(1, OpCode::Query);
                 message.add_query(question.clone());
@@ -357,17 +373,16 @@ fn answers_fit_the_datagram_and_only_a_bound_over_the_limit_trims() {
                 };
                 message.answers = owned(&answer.answers);
                 message.additionals = owned(&answer.additionals);
-                if let Some(size) = edns {
-                    let mut opt = Edns::new();
-                    opt.set_max_payload(size);
+                if let Some(opt) = opt {
                     message.set_edns(opt);
                 }
                 let sent = message.to_vec().expect("a response encodes").len();
-                let case = format!("{count} × {qtype}, EDNS {edns:?}");
+                let case = format!("{count} × {qtype}, EDNS {edns:?}, cookie {cookie}");
                 assert!(sent <= limit, "{case}: {sent} octets");
                 assert_eq!(truncated, answer.answers.len() < count, "{case}");
                 let kept = answer.answers.len() + answer.additionals.len();
-                if wire::response_len(question_len, bound, edns.is_some()) <= limit {
+                let opt_options = opt_len.saturating_sub(OPT_LEN);
+                if wire::response_len(question_len, bound, edns.is_some()) + opt_options <= limit {
                     assert!(!truncated && kept == whole, "{case}: fits, yet trimmed");
                 }
                 trimmed_somewhere |= kept < whole;
