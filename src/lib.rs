@@ -271,6 +271,11 @@ pub async fn run_reloading(
             key: "dns.domain",
             message,
         })?;
+    // A zones directory that is not there serves no static zones; when it
+    // is not the default, a typo is likelier than a choice.
+    if !config.dns.zones.exists() && config.dns.zones != config::DnsConfig::default().zones {
+        warn!(zones = %config.dns.zones.display(), "dns.zones names no directory: no static zones are served");
+    }
     let zones = Arc::new(StaticZones::load_dir(&config.dns.zones, &domain)?);
     for zone in zones.iter() {
         info!(zone = %zone.origin, "serving static zone");

@@ -242,6 +242,46 @@ async fn a_broken_zone_file_stops_start_up_naming_file_and_line() {
     assert!(stderr.contains("line 6"), "the line:\n{stderr}");
 }
 
+/// A file of records for the default domain, left in place when
+/// `--domain` changes (the README's caution about `.local`), is refused
+/// with what to do about it.
+#[tokio::test]
+async fn a_zone_file_without_an_soa_outside_the_domain_says_how_to_mend_it() {
+    let dir = TempDir::new().expect("tempdir");
+    write(
+        dir.path(),
+        "zones/service.local.zone",
+        "$TTL 30\nlegacy-db IN A 192.0.2.50\n",
+    );
+    let mut args = isolated(dir.path());
+    args.extend(["--domain".into(), "service.internal".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let stderr = expect_start_failure(serve(dir.path(), &args)).await;
+    assert!(stderr.contains("service.local.zone"), "the file:\n{stderr}");
+    assert!(stderr.contains("has no SOA"), "{stderr}");
+    assert!(
+        stderr.contains("rename the file service.internal.zone"),
+        "what to do:\n{stderr}"
+    );
+}
+
+/// A `--zones` directory that is not there serves no static zones, and
+/// says so: a typo must not pass unnoticed.
+#[tokio::test]
+async fn a_zones_directory_that_is_not_there_is_warned_about() {
+    let dir = TempDir::new().expect("tempdir");
+    let args = isolated(dir.path());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let serving = start(serve(dir.path(), &args)).await;
+    let startup = serving.startup_log.clone();
+    let (status, _) = serving.stop_with("TERM").await;
+    assert!(status.success(), "{status}");
+    assert!(
+        startup.contains("dns.zones names no directory"),
+        "{startup}"
+    );
+}
+
 async fn serve_answer_and_stop_on(signal: &str) {
     let dir = TempDir::new().expect("tempdir");
     let args = isolated(dir.path());

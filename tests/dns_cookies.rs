@@ -471,7 +471,11 @@ async fn a_trimmed_answer_keeps_its_cookie_whole() {
                 .split(';')
                 .next()
                 .is_some_and(|bits| bits.split(' ').any(|bit| bit == "tc"));
-            assert_eq!(truncated, answers < i, "TC iff answers were left out: {case}");
+            assert_eq!(
+                truncated,
+                answers < i,
+                "TC iff answers were left out: {case}"
+            );
             if i == 9 {
                 assert_eq!(answers, 9, "nine fit in 512 octets: {case}");
             }

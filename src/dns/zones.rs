@@ -165,7 +165,11 @@ fn load_file(path: &Path, dynamic_domain: &Name) -> Result<StaticZone, ZoneError
     if soa.is_none() && !is_dynamic {
         return Err(ZoneError::Invalid {
             path: path.to_owned(),
-            message: format!("zone {origin} has no SOA record"),
+            message: format!(
+                "zone {origin} has no SOA record; only a file of records for the dynamic domain \
+                 (dns.domain, now {dynamic_domain}) may leave it out: rename the file \
+                 {dynamic_domain}zone if it holds records for that domain, or give the zone an SOA"
+            ),
         });
     }
     if let Some(soa) = &soa
