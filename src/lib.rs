@@ -248,6 +248,10 @@ pub async fn run(
     run_reloading(config, listeners, shutdown, reloads).await
 }
 
+/// A configuration read again for [`run_reloading`], or why it did not
+/// load.
+pub type Reload = Result<Config, ConfigError>;
+
 /// [`run`], taking the configuration again from `reloads` while it runs
 /// (the binary sends the config file on SIGHUP). Of each, four parts are
 /// applied: the `[acl]` tokens, the API's TLS certificate, key and client
@@ -259,7 +263,7 @@ pub async fn run_reloading(
     config: Config,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    mut reloads: mpsc::Receiver<Config>,
+    mut reloads: mpsc::Receiver<Reload>,
 ) -> Result<(), RunError> {
     config.validate("configuration")?;
     // Read before anything starts: a bad TLS file fails start-up cleanly.
@@ -457,6 +461,16 @@ pub async fn run_reloading(
         let mut etcd_files = etcd_files;
         tokio::spawn(async move {
             while let Some(update) = reloads.recv().await {
+                metrics
+                    .reloads
+                    .count(crate::metrics::RELOAD_FILE, update.is_ok());
+                let update = match update {
+                    Ok(update) => update,
+                    Err(error) => {
+                        tracing::error!(%error, "SIGHUP: the configuration does not load; the ACL tokens in force stay, and so do the TLS files and the DNS cookie secrets");
+                        continue;
+                    }
+                };
                 if let Some(etcd) = &etcd {
                     reload_etcd_tls(&mut running, &update, etcd, &mut etcd_files, &metrics).await;
                 }

@@ -402,10 +402,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// On SIGHUP, reads the config file again (the same one `serve` read) and
-/// hands it to the running server, which applies its `[acl]` tokens and
-/// DNS cookie secrets and re-reads its TLS files; a file that does not
-/// load is logged, and what is in force stays.
-fn reload_on_sighup(path: Option<PathBuf>) -> anyhow::Result<tokio::sync::mpsc::Receiver<Config>> {
+/// hands it, or why it does not load, to the running server, which
+/// applies its `[acl]` tokens and DNS cookie secrets and re-reads its TLS
+/// files; a file that does not load changes nothing.
+fn reload_on_sighup(
+    path: Option<PathBuf>,
+) -> anyhow::Result<tokio::sync::mpsc::Receiver<roster::Reload>> {
     let (updates, received) = tokio::sync::mpsc::channel(1);
     #[cfg(unix)]
     {
@@ -413,15 +415,8 @@ fn reload_on_sighup(path: Option<PathBuf>) -> anyhow::Result<tokio::sync::mpsc::
         let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
         tokio::spawn(async move {
             while hangup.recv().await.is_some() {
-                match Config::load(path.as_deref()) {
-                    Ok(config) => {
-                        if updates.send(config).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "SIGHUP: the configuration does not load; the ACL tokens in force stay, and so do the TLS files and the DNS cookie secrets");
-                    }
+                if updates.send(Config::load(path.as_deref())).await.is_err() {
+                    return;
                 }
             }
         });

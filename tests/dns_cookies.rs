@@ -418,6 +418,20 @@ async fn sighup_rolls_the_cookie_secret_over_without_a_restart() {
         "the log names the key:\n{}",
         roster.stderr()
     );
+    let file = |result: &'static str| {
+        let metrics = metrics.clone();
+        async move {
+            let sample =
+                format!("roster_config_reloads_total{{part=\"file\",result=\"{result}\"}}");
+            common::prometheus_sample_at(&metrics, &sample).await
+        }
+    };
+    assert_eq!(
+        file("refused").await,
+        1.0,
+        "a file that does not load is counted"
+    );
+    assert_eq!(file("applied").await, 2.0);
     assert_eq!(
         assert_answered_with_a_cookie(&exchange_udp(dns, &query(&new_cookie)).await),
         new_cookie

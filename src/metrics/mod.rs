@@ -219,12 +219,15 @@ pub struct ReloadCounters {
 }
 
 /// What a reload applies, as counted in [`ReloadCounters::reloads`].
-pub const RELOAD_PARTS: [&str; 4] = ["acl", "http_tls", "etcd_tls", "dns_cookies"];
+pub const RELOAD_PARTS: [&str; 5] = ["file", "acl", "http_tls", "etcd_tls", "dns_cookies"];
 /// [`RELOAD_PARTS`]' indices.
-pub const RELOAD_ACL: usize = 0;
-pub const RELOAD_HTTP_TLS: usize = 1;
-pub const RELOAD_ETCD_TLS: usize = 2;
-pub const RELOAD_DNS_COOKIES: usize = 3;
+/// The config file itself: refused when it does not load, and then no
+/// part is reloaded.
+pub const RELOAD_FILE: usize = 0;
+pub const RELOAD_ACL: usize = 1;
+pub const RELOAD_HTTP_TLS: usize = 2;
+pub const RELOAD_ETCD_TLS: usize = 3;
+pub const RELOAD_DNS_COOKIES: usize = 4;
 /// How a part of a reload ended.
 pub const RELOAD_RESULTS: [&str; 2] = ["applied", "refused"];
 

@@ -95,7 +95,7 @@ fn process(out: &mut Text, metrics: &Metrics) {
     out.family(
         "roster_config_reloads_total",
         "counter",
-        "Reloads on SIGHUP, by part (the ACL tokens, the API's TLS files, etcd's TLS files, the DNS cookie secrets) and result.",
+        "Reloads on SIGHUP, by part (the config file itself, the ACL tokens, the API's TLS files, etcd's TLS files, the DNS cookie secrets) and result.",
     );
     for (part, results) in RELOAD_PARTS.iter().zip(&metrics.reloads.reloads) {
         for (result, count) in RELOAD_RESULTS.iter().zip(results) {
