@@ -101,6 +101,9 @@ impl std::str::FromStr for Endpoint {
             None => (None, text),
         };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains('/') {
+            return Err(bad("it has a path; give the API's address alone"));
+        }
         let (host, port) = rest.rsplit_once(':').ok_or_else(|| bad("no port"))?;
         let port = port
             .parse::<u16>()
@@ -667,6 +670,10 @@ web-22  127.0.0.2  80    maintenance  no
         ] {
             assert!(parse(bad).is_err(), "{bad} parsed");
         }
+        // Each refusal says what is wrong with the text.
+        let why = |text: &str| parse(text).expect_err("refused");
+        assert!(why("http://roster:8500/v1").contains("path"));
+        assert!(why("roster:99999").contains("port"));
     }
 
     #[test]

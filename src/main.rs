@@ -48,11 +48,12 @@ enum Commands {
         remote: RemoteArgs,
     },
     /// Drain an instance out of DNS (--enable), or put it back (--disable).
+    #[command(group(clap::ArgGroup::new("mode").required(true).args(["enable", "disable"])))]
     Maintenance {
         service: String,
         id: String,
         /// Drain it
-        #[arg(long, conflicts_with = "disable", required_unless_present = "disable")]
+        #[arg(long)]
         enable: bool,
         /// Put it back
         #[arg(long)]
@@ -151,29 +152,35 @@ struct RegisterArgs {
     /// The instance's IP address
     #[arg(long)]
     address: Option<String>,
-    #[arg(long)]
+    /// The instance's port (needed unless --file gives it)
+    #[arg(long, required_unless_present = "file")]
     port: Option<u16>,
     /// A tag; repeat for several
     #[arg(long = "tag", value_name = "TAG")]
     tags: Vec<String>,
     /// Metadata as KEY=VALUE; repeat for several
-    #[arg(long = "meta", value_name = "KEY=VALUE")]
-    meta: Vec<String>,
+    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = key_value)]
+    meta: Vec<(String, String)>,
     #[arg(long)]
     weight: Option<u16>,
     #[arg(long)]
     priority: Option<u16>,
     /// An HTTP health check of this URL
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", group = "probe")]
     http_check: Option<String>,
     /// A TCP health check of HOST:PORT
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, value_name = "HOST:PORT", group = "probe")]
     tcp_check: Option<String>,
     /// A TTL check: the service must heartbeat within this (e.g. 30s)
     #[arg(long, value_name = "DURATION")]
     ttl: Option<String>,
     /// How often an HTTP or TCP check runs
-    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10s",
+        requires = "probe"
+    )]
     interval: String,
     #[command(flatten)]
     remote: RemoteArgs,
@@ -205,13 +212,11 @@ impl RegisterArgs {
             fields.insert("tags".into(), json!(self.tags));
         }
         if !self.meta.is_empty() {
-            let mut meta = serde_json::Map::new();
-            for pair in &self.meta {
-                let (key, value) = pair
-                    .split_once('=')
-                    .with_context(|| format!("--meta {pair:?} is not KEY=VALUE"))?;
-                meta.insert(key.to_owned(), json!(value));
-            }
+            let meta = self
+                .meta
+                .iter()
+                .map(|(key, value)| (key.clone(), json!(value)))
+                .collect();
             fields.insert("meta".into(), Value::Object(meta));
         }
         if let Some(weight) = self.weight {
@@ -237,6 +242,14 @@ impl RegisterArgs {
     }
 }
 
+/// A `--meta` value: `KEY=VALUE`, the key not empty.
+fn key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
+}
+
 fn print(text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
@@ -259,13 +272,13 @@ async fn import(file: PathBuf, remote: RemoteArgs) -> anyhow::Result<()> {
         std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?
     };
     let answer = remote.client()?.import(body).await?;
-    roster::logging::print_error(&answer.to_string());
-    Ok(())
+    print(&format!("{answer}\n"))
 }
 
 async fn watch(name: String, count: Option<u64>, remote: RemoteArgs) -> anyhow::Result<()> {
     let client = remote.client()?;
-    let mut index = 0;
+    // A blocking query from index 0 answers at once with the current one.
+    let mut index = client.wait_for_change(&name, 0).await?;
     let mut shown = None;
     let mut printed = 0;
     loop {

@@ -151,9 +151,39 @@ async fn refusals_and_an_absent_server_have_their_own_exit_codes() {
     let (code, _, err) = roster(http, &["service", "nothing-here"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("404"), "{err}");
-    // Usage errors are clap's 2.
-    let (code, _, _) = roster(http, &["maintenance", "web", "w"]).await;
-    assert_eq!(code, 2);
+    // Usage errors are clap's 2, caught before anything is sent: neither
+    // --enable nor --disable, no --port, --meta without '=', an --interval
+    // with no check to run at it, an address with a path.
+    let usage: [(&[&str], &str); 4] = [
+        (&["maintenance", "web", "w"], "--enable|--disable"),
+        (
+            &["register", "web", "w", "--address", "127.0.0.1"],
+            "--port",
+        ),
+        (
+            &["register", "web", "w", "--port", "80", "--meta", "novalue"],
+            "is not KEY=VALUE",
+        ),
+        (
+            &["register", "web", "w", "--port", "80", "--interval", "5s"],
+            "--http-check",
+        ),
+    ];
+    for (args, said) in usage {
+        let (code, _, err) = roster(http, args).await;
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(said), "{args:?}: {err}");
+    }
+    let with_path = format!("http://{http}/v1");
+    let (code, _, err) = roster_at(&with_path, &["services"], &[]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("path"), "{err}");
+    let listed = server.get(&["v1", "services"]).await;
+    assert_eq!(
+        listed.body,
+        serde_json::json!([]),
+        "a usage error sent nothing"
+    );
     server.stop().await;
     // Nothing listening: 3, saying so.
     let (code, _, err) = roster(http, &["services"]).await;
@@ -244,10 +274,12 @@ async fn watch_prints_the_table_again_when_the_service_changes() {
         .expect("watch stops after --count tables")
         .expect("wait");
     assert!(status.success());
-    assert_eq!(
-        seen.iter().filter(|l| l.starts_with("-- web")).count(),
-        2,
-        "{seen:?}"
+    let headers: Vec<&String> = seen.iter().filter(|l| l.starts_with("-- web")).collect();
+    assert_eq!(headers.len(), 2, "{seen:?}");
+    // Each table is headed with the index it was read at, never 0.
+    assert!(
+        headers.iter().all(|h| !h.ends_with("at index 0")),
+        "{headers:?}"
     );
     server.stop().await;
 }

@@ -155,19 +155,27 @@ async fn ui_is_a_page_with_a_strict_policy() {
     );
     assert!(!html.contains("<script>"), "{html}");
 
-    let redirect = client
-        .get(format!("{base}/ui"))
-        .send()
-        .await
-        .expect("GET /ui");
-    assert!(redirect.status().is_redirection(), "{}", redirect.status());
-    assert_eq!(
-        redirect
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok()),
-        Some("/ui/")
-    );
+    // The API's address opened in a browser, and /ui, lead to the page.
+    for path in ["/ui", "/"] {
+        let redirect = client
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .expect("GET");
+        assert!(
+            redirect.status().is_redirection(),
+            "{path}: {}",
+            redirect.status()
+        );
+        assert_eq!(
+            redirect
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok()),
+            Some("/ui/"),
+            "{path}"
+        );
+    }
     server.stop().await;
 }
 

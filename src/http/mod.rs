@@ -65,6 +65,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/import",
             put(backup::import).layer(DefaultBodyLimit::max(backup::MAX_IMPORT_BYTES)),
         )
+        .route("/", get(ui::redirect))
         .route("/ui", get(ui::redirect))
         .route("/ui/", get(ui::index))
         .route("/ui/app.js", get(ui::script))

@@ -63,7 +63,9 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     (headers, body).into_response()
 }
 
-/// `GET /ui`: to `/ui/`, so the page's relative links resolve under it.
+/// `GET /ui` and `GET /`: to `/ui/`, so the page's relative links resolve
+/// under it, and the API's address opened in a browser shows the page (as
+/// Consul's agent does).
 pub(super) async fn redirect() -> Redirect {
     Redirect::permanent("/ui/")
 }
