@@ -584,21 +584,23 @@ fn rustls_config(tls: &ClientTls) -> Result<rustls::ClientConfig, ClientError> {
         .with_safe_default_protocol_versions()
         .map_err(|error| ClientError::Tls(error.to_string()))?
         .with_root_certificates(roots);
-    let mut config =
-        match &tls.client_cert {
-            None => builder.with_no_client_auth(),
-            Some((cert, key)) => {
-                let chain = pem_files::certificates(ORIGIN, "--cert-file", cert).map_err(failed)?;
-                let private = pem_files::private_key(ORIGIN, "--key-file", key).map_err(failed)?;
-                builder.with_client_auth_cert(chain, private).map_err(|error| {
-                ClientError::Tls(format!(
-                    "{ORIGIN}: `--key-file` {} does not go with the certificate in {}: {error}",
-                    key.display(),
-                    cert.display()
-                ))
-            })?
-            }
-        };
+    let mut config = match &tls.client_cert {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = pem_files::certificates(ORIGIN, "--cert-file", cert).map_err(failed)?;
+            let private = pem_files::private_key(ORIGIN, "--key-file", key).map_err(failed)?;
+            builder
+                .with_client_auth_cert(chain, private)
+                .map_err(|error| {
+                    failed(pem_files::unpaired(
+                        ORIGIN,
+                        ("--cert-file", cert),
+                        ("--key-file", key),
+                        &error,
+                    ))
+                })?
+        }
+    };
     // roster's API speaks HTTP/1.1 only.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)

@@ -26,6 +26,47 @@ pub(crate) fn invalid(origin: &str, key: &'static str, message: String) -> Confi
     }
 }
 
+/// Why rustls refused the certificate of the setting `cert_key` (file
+/// `cert_path`) together with the key of `key_key` (file `key_path`), as
+/// an error in the setting at fault: the key when it does not go with the
+/// certificate, else the certificate, which rustls could not use (an
+/// X.509 v1 certificate, as `openssl x509 -req` makes without extensions,
+/// is the common case).
+pub(crate) fn unpaired(
+    origin: &str,
+    (cert_key, cert_path): (&'static str, &Path),
+    (key_key, key_path): (&'static str, &Path),
+    error: &rustls::Error,
+) -> ConfigError {
+    match error {
+        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => invalid(
+            origin,
+            key_key,
+            format!(
+                "{} does not go with the certificate in {}: {error}",
+                key_path.display(),
+                cert_path.display()
+            ),
+        ),
+        _ => {
+            let hint = match format!("{error:?}").contains("UnsupportedCertVersion") {
+                true => {
+                    " (an X.509 v1 certificate: make a v3 one, e.g. with `openssl x509 -req ... -extfile` naming a subjectAltName)"
+                }
+                false => "",
+            };
+            invalid(
+                origin,
+                cert_key,
+                format!(
+                    "the certificate in {} cannot be used: {error}{hint}",
+                    cert_path.display()
+                ),
+            )
+        }
+    }
+}
+
 /// The bytes of the file at `path`, named by the setting `key`.
 pub(crate) fn read(origin: &str, key: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
     std::fs::read(path).map_err(|error| {

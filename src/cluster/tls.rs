@@ -82,12 +82,7 @@ pub fn load(config: &ClusterConfig) -> Result<Option<Loaded>, ConfigError> {
         let probe = builder
             .with_client_auth_cert(chain, private)
             .map_err(|error| {
-                let message = format!(
-                    "{} does not go with the certificate in {}: {error}",
-                    key_path.display(),
-                    cert_path.display()
-                );
-                pem_files::invalid(ORIGIN, key_key, message)
+                pem_files::unpaired(ORIGIN, (cert_key, cert_path), (key_key, key_path), &error)
             })?;
         options = options.identity(Identity::from_pem(cert.clone(), key.clone()));
         identity = Some((cert, key));

@@ -146,13 +146,11 @@ fn server_config(http: &HttpConfig) -> Result<Option<Built>, ConfigError> {
         builder.with_no_client_auth()
     };
     let mut config = builder.with_single_cert(chain, key).map_err(|error| {
-        invalid(
-            "http.tls_key_file",
-            format!(
-                "{} does not go with the certificate in {}: {error}",
-                http.tls_key_file.display(),
-                http.tls_cert_file.display()
-            ),
+        pem_files::unpaired(
+            ORIGIN,
+            ("http.tls_cert_file", &http.tls_cert_file),
+            ("http.tls_key_file", &http.tls_key_file),
+            &error,
         )
     })?;
     // roster's server speaks HTTP/1.1 only.
@@ -200,6 +198,61 @@ mod tests {
             ..HttpConfig::default()
         };
         (dir, http)
+    }
+
+    /// An X.509 v1 certificate and its key, as `openssl x509 -req` makes
+    /// one without extensions (made once for this test; it protects
+    /// nothing).
+    const V1_CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBIzCBywIUImvTsX7HJ56Mk8gTD/zS2dM2v6QwCgYIKoZIzj0EAwIwFDESMBAG
+A1UEAwwJbG9jYWxob3N0MCAXDTI2MTIwODAyNTUyM1oYDzIxMjYxMTE0MDI1NTIz
+WjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNC
+AAQtyKTbNwKHM9EZWB+xxln62JriPxHOuPL9C4qCJ5SUrNe6LU5J5AuiB9tb1XC1
+DimtRU+YUSkZ5geDCZsONIz/MAoGCCqGSM49BAMCA0cAMEQCIDdCnFPvh3565IPG
+bN3LMx8umJ+HUlO1fAQ6VjAxBe7oAiBp+2jK5xhf2yOKx+Of8+5JnYoRaWmInNkU
+LHAw9nhUXw==
+-----END CERTIFICATE-----
+";
+    const V1_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgRxCBm5yCSr+hrmNW
+dsJJ2oUx1LnEzF3pil9Z7QtWAC+hRANCAAQtyKTbNwKHM9EZWB+xxln62JriPxHO
+uPL9C4qCJ5SUrNe6LU5J5AuiB9tb1XC1DimtRU+YUSkZ5geDCZsONIz/
+-----END PRIVATE KEY-----
+";
+
+    /// A certificate and key that do not go together blame the key; a
+    /// certificate rustls cannot use (v1) blames the certificate, not a
+    /// key that matches it.
+    #[test]
+    fn a_refused_pair_names_the_file_at_fault() {
+        let (dir, http) = files();
+        let (_other_dir, other) = files();
+        let mismatched = HttpConfig {
+            tls_key_file: other.tls_key_file.clone(),
+            ..http.clone()
+        };
+        let error = server_config(&mismatched)
+            .err()
+            .expect("another certificate's key")
+            .to_string();
+        assert!(error.contains("http.tls_key_file"), "{error}");
+        assert!(error.contains("does not go with"), "{error}");
+
+        let (cert, key) = (dir.path().join("v1.pem"), dir.path().join("v1-key.pem"));
+        std::fs::write(&cert, V1_CERT).expect("write cert");
+        std::fs::write(&key, V1_KEY).expect("write key");
+        let v1 = HttpConfig {
+            tls_cert_file: cert,
+            tls_key_file: key,
+            ..HttpConfig::default()
+        };
+        let error = server_config(&v1)
+            .err()
+            .expect("a v1 certificate")
+            .to_string();
+        assert!(error.contains("http.tls_cert_file"), "{error}");
+        assert!(error.contains("X.509 v1"), "{error}");
+        assert!(!error.contains("does not go with"), "{error}");
     }
 
     #[test]
