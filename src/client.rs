@@ -402,6 +402,26 @@ impl Client {
             .0)
     }
 
+    /// Reports `status` (with `note`) to the instance's TTL checks.
+    pub async fn heartbeat(
+        &self,
+        service: &str,
+        id: &str,
+        status: &str,
+        note: Option<&str>,
+    ) -> Result<Value, ClientError> {
+        let path = format!(
+            "/v1/services/{}/instances/{}/heartbeat",
+            encode(service),
+            encode(id)
+        );
+        let body = serde_json::json!({ "status": status, "note": note });
+        Ok(self
+            .send(Method::PUT, &path, Some(body.to_string()))
+            .await?
+            .0)
+    }
+
     pub async fn export(&self) -> Result<Value, ClientError> {
         Ok(self.send(Method::GET, "/v1/export", None).await?.0)
     }

@@ -64,6 +64,19 @@ enum Commands {
         #[command(flatten)]
         remote: RemoteArgs,
     },
+    /// Report to an instance's TTL checks (a heartbeat): passing unless
+    /// --status says otherwise.
+    Heartbeat {
+        service: String,
+        id: String,
+        #[arg(long, value_parser = ["passing", "warning", "critical"], default_value = "passing")]
+        status: String,
+        /// A note, shown as the checks' output
+        #[arg(long)]
+        note: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
     /// Print a service's table, and again each time it changes.
     Watch {
         name: String,
@@ -511,6 +524,22 @@ async fn main() -> ExitCode {
                     "back in service"
                 };
                 print(&format!("{service}/{id}: {what}\n"))
+            }
+            .await
+        }
+        Commands::Heartbeat {
+            service,
+            id,
+            status,
+            note,
+            remote,
+        } => {
+            async {
+                let client = remote.client()?;
+                client
+                    .heartbeat(&service, &id, &status, note.as_deref())
+                    .await?;
+                print(&format!("{service}/{id}: {status}\n"))
             }
             .await
         }

@@ -125,6 +125,77 @@ async fn register_list_show_drain_and_deregister_from_the_command_line() {
     server.stop().await;
 }
 
+/// A TTL check registered from the command line is kept passing from it:
+/// `heartbeat` reports passing, or the status and note it is given, and an
+/// instance with no TTL check refuses it (exit 1).
+#[tokio::test]
+async fn heartbeats_from_the_command_line_keep_a_ttl_check_passing() {
+    let server = start_server().await;
+    let http = server.http_addr;
+    let register = [
+        "register",
+        "cron",
+        "cron-1",
+        "--address",
+        "127.0.0.1",
+        "--port",
+        "9",
+        "--ttl",
+        "60s",
+    ];
+    let (code, out, err) = roster(http, &register).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("critical") && out.contains("not in DNS"),
+        "{out}"
+    );
+    let check = |reply: &common::HttpReply| {
+        let check = &reply.body["checks"][0];
+        (
+            check["status"].as_str().unwrap_or_default().to_owned(),
+            check["output"].as_str().unwrap_or_default().to_owned(),
+        )
+    };
+    let path = ["v1", "services", "cron", "instances", "cron-1"];
+
+    let (code, out, err) = roster(http, &["heartbeat", "cron", "cron-1"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "cron/cron-1: passing\n");
+    assert_eq!(check(&server.get(&path).await).0, "passing");
+    let warn = [
+        "heartbeat",
+        "cron",
+        "cron-1",
+        "--status",
+        "warning",
+        "--note",
+        "disk 91%",
+    ];
+    let (code, _, err) = roster(http, &warn).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        check(&server.get(&path).await),
+        ("warning".to_owned(), "disk 91%".to_owned())
+    );
+
+    let (code, _, _) = roster(http, &["heartbeat", "cron", "cron-1", "--status", "fine"]).await;
+    assert_eq!(code, 2, "a status that is not one");
+    let plain = [
+        "register",
+        "web",
+        "web-1",
+        "--address",
+        "127.0.0.1",
+        "--port",
+        "80",
+    ];
+    assert_eq!(roster(http, &plain).await.0, 0);
+    let (code, _, err) = roster(http, &["heartbeat", "web", "web-1"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("no ttl check"), "{err}");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn refusals_and_an_absent_server_have_their_own_exit_codes() {
     let server = start_server().await;
