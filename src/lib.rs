@@ -471,6 +471,10 @@ pub async fn run_reloading(
                         continue;
                     }
                 };
+                let restart = running.changed_beyond_reload(&update);
+                if !restart.is_empty() {
+                    warn!(sections = ?restart, "SIGHUP: settings that take a restart changed in the config file; the ones in force stay until then");
+                }
                 if let Some(etcd) = &etcd {
                     reload_etcd_tls(&mut running, &update, etcd, &mut etcd_files, &metrics).await;
                 }

@@ -432,6 +432,25 @@ async fn sighup_rolls_the_cookie_secret_over_without_a_restart() {
         "a file that does not load is counted"
     );
     assert_eq!(file("applied").await, 2.0);
+    // A setting that takes a restart: said so, and left as it is.
+    std::fs::write(
+        site.root.path().join("config.toml"),
+        format!("[dns]\nttl = 77\ncookie_secret = \"{NEW}\"\n"),
+    )
+    .expect("write config.toml");
+    roster.signal("HUP");
+    common::eventually(
+        "the restart-only change logged",
+        Duration::from_secs(20),
+        || async {
+            roster
+                .stderr()
+                .contains("settings that take a restart changed")
+        },
+    )
+    .await;
+    let answer = exchange_udp(dns, &query(&new_cookie)).await;
+    assert!(answer.answers().iter().all(|r| r.ttl != 77), "{answer}");
     assert_eq!(
         assert_answered_with_a_cookie(&exchange_udp(dns, &query(&new_cookie)).await),
         new_cookie

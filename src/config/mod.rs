@@ -441,6 +441,41 @@ const MAX_HTTP_CONNECTIONS: usize = 1_000_000;
 const MAX_DOMAIN_LEN: usize = 120;
 
 impl Config {
+    /// The sections of `update` whose settings differ from this one's in
+    /// what a reload does not apply (everything but the `[acl]` tokens, the
+    /// DNS cookie secrets and the TLS files), by name: those take a restart.
+    pub fn changed_beyond_reload(&self, update: &Config) -> Vec<&'static str> {
+        let mut dns = update.dns.clone();
+        dns.cookie_secret = self.dns.cookie_secret.clone();
+        dns.cookie_secrets_accepted = self.dns.cookie_secrets_accepted.clone();
+        let mut http = update.http.clone();
+        http.tls_cert_file = self.http.tls_cert_file.clone();
+        http.tls_key_file = self.http.tls_key_file.clone();
+        http.tls_client_ca_file = self.http.tls_client_ca_file.clone();
+        let mut cluster = update.cluster.clone();
+        cluster.tls_ca_file = self.cluster.tls_ca_file.clone();
+        cluster.tls_cert_file = self.cluster.tls_cert_file.clone();
+        cluster.tls_key_file = self.cluster.tls_key_file.clone();
+        // Compared as Debug shows them: every field, maps in order (the
+        // only map is the ACLs', which are reloaded), secrets hidden. So a
+        // TSIG key whose secret alone changed goes unnoticed here; it
+        // still takes a restart.
+        let differ =
+            |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+        let sections: [(&'static str, bool); 6] = [
+            ("data_dir", self.data_dir != update.data_dir),
+            ("dns", differ(&self.dns, &dns)),
+            ("http", differ(&self.http, &http)),
+            ("consul", differ(&self.consul, &update.consul)),
+            ("cluster", differ(&self.cluster, &cluster)),
+            ("health", differ(&self.health, &update.health)),
+        ];
+        sections
+            .into_iter()
+            .filter_map(|(name, changed)| changed.then_some(name))
+            .collect()
+    }
+
     /// Reads `path`, or, when `path` is `None`, `config.toml` in the working
     /// directory if there is one, else the defaults.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
@@ -742,6 +777,34 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("test.toml"))
+    }
+
+    /// What a reload applies is not reported as needing a restart; any
+    /// other change is, by section.
+    #[test]
+    fn changes_beyond_a_reload_are_named_by_section() {
+        let running = Config::default();
+        let reloadable = parse(
+            "[dns]\ncookie_secret = \"e5e973e5a6b2a43f48e7dc849e37bfcf\"\n\
+             [acl]\nenabled = true\n[[acl.tokens]]\nname = \"a\"\nsecret = \"0123456789abcdef\"\nmanagement = true\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            running.changed_beyond_reload(&reloadable),
+            Vec::<&str>::new()
+        );
+        assert_eq!(
+            running.changed_beyond_reload(&running.clone()),
+            Vec::<&str>::new()
+        );
+        let restart = parse(
+            "data_dir = \"elsewhere\"\n[dns]\nttl = 60\n[health]\nallowed_methods = [\"GET\"]\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            running.changed_beyond_reload(&restart),
+            ["data_dir", "dns", "health"]
+        );
     }
 
     #[test]
