@@ -1051,3 +1051,73 @@ async fn udp_threads_are_pinned_to_their_sockets_cpus() {
     assert_eq!(server.ips(&web, RecordType::A).await, ips(&["10.0.0.1"]));
     server.stop().await;
 }
+
+/// Registers `count` instances of `service` (10.x.y.z, no checks) in one
+/// import, from the export of one registered the usual way.
+async fn import_many(server: &Server, service: &str, count: usize) {
+    server
+        .add(service, &format!("{service}-0"), "10.30.0.1", 8000)
+        .await;
+    let export = server.get(&["v1", "export"]).await;
+    let template = export.body["instances"]
+        .as_array()
+        .and_then(|all| all.iter().find(|i| i["id"] == format!("{service}-0")))
+        .unwrap_or_else(|| panic!("{service}-0 in the export: {export:?}"))
+        .clone();
+    let instances: Vec<serde_json::Value> = (1..count)
+        .map(|n| {
+            let mut instance = template.clone();
+            instance["id"] = json!(format!("{service}-{n}"));
+            instance["address"] = json!(format!("10.30.{}.{}", n / 250, n % 250 + 1));
+            instance
+        })
+        .collect();
+    let body = json!({ "version": 1, "index": 0, "instances": instances });
+    let reply = server.put_raw(&["v1", "import"], body.to_string()).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+}
+
+/// Over TCP an answer may take 65,535 octets. Past that, answers left out
+/// set TC, additional records are dropped without it, and the OPT record
+/// always stays, as over UDP: hickory's encoder, left to cut by itself,
+/// set TC on additional records alone and dropped the OPT record.
+#[tokio::test]
+async fn a_tcp_answer_too_large_for_one_message_keeps_its_opt_record() {
+    let server = start_server().await;
+    // ~46 octets an SRV answer: 1,000 fit in one message and their
+    // addresses do not; 2,000 do not fit either.
+    for (service, count) in [("wide", 1_000), ("huge", 2_000)] {
+        import_many(&server, service, count).await;
+        let reply = common::query_tcp(
+            server.dns_addr,
+            &format!("{service}.service.local."),
+            RecordType::SRV,
+            Some(1232),
+        )
+        .await;
+        let case = format!(
+            "{count} instances: {} answers, {} octets",
+            reply.answers().len(),
+            reply.wire_len
+        );
+        assert_eq!(reply.rcode(), ResponseCode::NoError, "{case}");
+        assert!(reply.edns().is_some(), "the OPT record is gone: {case}");
+        assert!(reply.wire_len <= 65_535, "{case}");
+        let all = reply.answers().len() == count;
+        assert_eq!(
+            reply.truncated(),
+            !all,
+            "TC iff answers were left out: {case}"
+        );
+        if count == 1_000 {
+            assert!(all, "{case}");
+            assert!(
+                reply.additionals().len() < count,
+                "the addresses do not all fit: {case}"
+            );
+        } else {
+            assert!(reply.answers().len() > 1_000, "{case}");
+        }
+    }
+    server.stop().await;
+}

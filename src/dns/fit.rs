@@ -1,4 +1,5 @@
-//! Fitting a response into a UDP datagram.
+//! Fitting a response into a UDP datagram, or into the 65,535 octets of a
+//! TCP message.
 //!
 //! hickory's encoder truncates by itself, but it sets TC when only the
 //! additional section overflows (RFC 2181 section 9 says not to) and can drop

@@ -410,20 +410,22 @@ impl DnsHandler {
         };
         let mut answer: Answer<'_> = lookup::resolve(&sources, query.name(), qtype);
         keep_query_case(&mut answer, query.original().name());
-        let truncated = match request.protocol() {
-            Protocol::Udp => {
-                let limit = wire::udp_limit(edns.as_ref().map(Edns::max_payload));
-                // A signed answer's TSIG must fit too.
-                let tsig = signing.map_or(0, |s| tsig::record_len(s.key));
-                fit::fit(
-                    &mut answer,
-                    request.queries.as_bytes().len(),
-                    usize::from(limit).saturating_sub(tsig),
-                    wire::opt_record_len(edns.as_ref()),
-                )
-            }
-            _ => false,
+        // Over TCP a message may take 65,535 octets; a service with
+        // thousands of instances outgrows even that, and then the OPT
+        // record and TC must come out as over UDP, not as hickory's
+        // encoder would cut.
+        let limit = match request.protocol() {
+            Protocol::Udp => wire::udp_limit(edns.as_ref().map(Edns::max_payload)),
+            _ => u16::MAX,
         };
+        // A signed answer's TSIG must fit too.
+        let tsig = signing.map_or(0, |s| tsig::record_len(s.key));
+        let truncated = fit::fit(
+            &mut answer,
+            request.queries.as_bytes().len(),
+            usize::from(limit).saturating_sub(tsig),
+            wire::opt_record_len(edns.as_ref()),
+        );
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.response_code = answer.rcode;
         metadata.authoritative = answer.authoritative;
