@@ -1121,3 +1121,27 @@ async fn a_tcp_answer_too_large_for_one_message_keeps_its_opt_record() {
     }
     server.stop().await;
 }
+
+/// `*.<domain>` is a name like any other (roster's dynamic domain has no
+/// wildcard records), not the apex: NXDOMAIN, for SOA and NS too, where it
+/// once answered the apex's records under another owner name.
+#[tokio::test]
+async fn a_star_label_under_the_domain_is_no_name_not_the_apex() {
+    let server = start_server().await;
+    server.add("web", "web-1", "10.0.0.1", 80).await;
+    for qtype in [
+        RecordType::SOA,
+        RecordType::NS,
+        RecordType::A,
+        RecordType::ANY,
+    ] {
+        for reply in [
+            common::query_udp(server.dns_addr, "*.service.local.", qtype, Some(1232)).await,
+            common::query_tcp(server.dns_addr, "*.service.local.", qtype, Some(1232)).await,
+        ] {
+            reply.assert_negative(ResponseCode::NXDomain, "service.local.");
+            assert!(reply.answers().is_empty(), "{qtype}: {reply}");
+        }
+    }
+    server.stop().await;
+}

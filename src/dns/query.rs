@@ -31,7 +31,9 @@ pub(super) enum DynamicName<'a> {
 
 /// Classifies `name`, which must be at or below `domain` (both lower-case).
 pub(super) fn parse<'a>(name: &'a LowerName, domain: &LowerName) -> DynamicName<'a> {
-    let depth = usize::from(name.num_labels()) - usize::from(domain.num_labels());
+    // Counted label by label: hickory's `num_labels` leaves out a leading
+    // `*`, which made `*.<domain>` the apex.
+    let depth = name.iter().count().saturating_sub(domain.iter().count());
     let mut labels = name.iter().take(depth).map(std::str::from_utf8);
     let first = labels.next();
     let second = labels.next();
@@ -78,6 +80,8 @@ mod tests {
         let domain = lower("service.local.");
         let cases = [
             ("service.local.", DynamicName::Apex),
+            // Not the apex: a name no service has.
+            ("*.service.local.", DynamicName::Service("*")),
             ("Web.service.local.", DynamicName::Service("web")),
             (
                 "_web._tcp.service.local.",

@@ -43,7 +43,9 @@ pub(super) fn classify(name: &Name, domain: &Name) -> Option<Owner> {
     if !domain.zone_of(name) {
         return None;
     }
-    let depth = usize::from(name.num_labels()) - usize::from(domain.num_labels());
+    // Counted label by label: hickory's `num_labels` leaves out a leading
+    // `*`, which made `*.<domain>` the apex.
+    let depth = name.iter().count().saturating_sub(domain.iter().count());
     let labels: Vec<String> = name
         .iter()
         .take(depth)
@@ -119,6 +121,8 @@ mod tests {
                 }),
             ),
             ("_web.service.local.", Some(Owner::Other)),
+            // Not the apex (hickory's label count leaves the `*` out).
+            ("*.service.local.", Some(Owner::Other)),
             ("a.b.web.service.local.", Some(Owner::Other)),
             ("a_b.web.service.local.", Some(Owner::Other)),
             ("_web.x.service.local.", Some(Owner::Other)),
