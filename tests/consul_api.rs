@@ -802,6 +802,33 @@ async fn checks_register_and_deregister_on_a_service() {
         )
         .await
         .assert_error(400, "already registered for service ID \"db-1\"");
+    // ...nor one of the default form for another ID (Consul's check
+    // endpoints find `service:<id>` as <id>'s), nor the ID of Consul's
+    // maintenance check.
+    for taken in [
+        "service:db-10",
+        "service:cache",
+        "_service_maintenance:cache-1",
+    ] {
+        consul
+            .put_json(
+                "/v1/agent/check/register",
+                &json!({"Name": "x", "ID": taken, "TTL": "10s", "ServiceID": "cache-1"}),
+            )
+            .await
+            .assert_status(400);
+    }
+    consul
+        .put_json(
+            "/v1/agent/service/register",
+            &json!({"Name": "db", "ID": "db", "Port": 1, "Check": {"CheckID": "service:db-1", "TTL": "10s"}}),
+        )
+        .await
+        .assert_status(400);
+    assert_eq!(
+        consul.agent_checks().await.as_object().map(|c| c.len()),
+        Some(1)
+    );
 
     consul
         .put("/v1/agent/check/deregister/service:db-1")

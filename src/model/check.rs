@@ -266,6 +266,10 @@ pub const MAX_NOTE_BYTES: usize = 4096;
 /// Longest check name or notes kept; they are shown back, never served.
 const MAX_CHECK_TEXT: usize = 4096;
 
+/// Check IDs Consul's API gives a drained instance's maintenance check
+/// (`_service_maintenance:<id>`): no registered check may take one.
+pub const MAINTENANCE_CHECK_PREFIX: &str = "_service_maintenance:";
+
 impl CheckDefinition {
     /// The rules every check obeys, however it arrived: through either API,
     /// in an import, from the store at start-up. The one place they are
@@ -377,6 +381,14 @@ impl CheckDefinition {
             return Err(ValidationError::new(
                 field("id"),
                 "must be 1 to 255 printable characters",
+            ));
+        }
+        if id.starts_with(MAINTENANCE_CHECK_PREFIX) {
+            return Err(ValidationError::new(
+                field("id"),
+                format!(
+                    "{MAINTENANCE_CHECK_PREFIX}... is reserved: it names the maintenance check Consul's API shows for a drained instance"
+                ),
             ));
         }
         for (name, text) in [("name", &self.name), ("notes", &self.notes)] {

@@ -160,6 +160,21 @@ impl Instance {
                     format!("check ID {:?} is used twice", check.id),
                 ));
             }
+            // Consul's check endpoints find `service:<id>[:<n>]` as the
+            // check of instance <id>: another instance must not hold one.
+            if let Some(named) = check.id.strip_prefix("service:")
+                && !default_check_id_of(named, self.id.as_str())
+            {
+                return Err(ValidationError::new(
+                    format!("{prefix}.id"),
+                    format!(
+                        "check ID {:?} has the form of another instance's default check ID; this one may use only \"service:{}\" or \"service:{}:<n>\"",
+                        check.id,
+                        self.id.as_str(),
+                        self.id.as_str()
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -212,6 +227,18 @@ pub fn validate_maintenance_reason(reason: &str) -> Result<(), ValidationError> 
         ));
     }
     Ok(())
+}
+
+/// Whether `named`, a check ID after its `service:`, is instance `id`'s
+/// own: `<id>` or `<id>:<n>`.
+pub(crate) fn default_check_id_of(named: &str, id: &str) -> bool {
+    match named.strip_prefix(id) {
+        Some("") => true,
+        Some(rest) => rest
+            .strip_prefix(':')
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
+        None => false,
+    }
 }
 
 /// Validates a list of checks, giving each a Consul-style default ID:
@@ -323,6 +350,33 @@ mod tests {
     fn parse(json: &str) -> Result<Instance, ValidationError> {
         let body: InstanceBody = serde_json::from_str(json).expect(json);
         body.validate("web", "web-1")
+    }
+
+    /// `service:<id>[:<n>]` is instance <id>'s own default check ID, and
+    /// `_service_maintenance:` names Consul's maintenance check: neither
+    /// is free for another instance's check.
+    #[test]
+    fn check_ids_of_another_instance_or_maintenance_are_refused() {
+        for own in ["service:web-1", "service:web-1:2", "health"] {
+            let body = format!(
+                r#"{{"address":"127.0.0.1","port":80,"check":{{"id":"{own}","ttl":"10s"}}}}"#
+            );
+            assert!(parse(&body).is_ok(), "{own}");
+        }
+        for taken in [
+            "service:web-10",
+            "service:web",
+            "service:web-1:",
+            "service:web-1:x",
+            "service:api-1",
+            "_service_maintenance:web-1",
+        ] {
+            let body = format!(
+                r#"{{"address":"127.0.0.1","port":80,"check":{{"id":"{taken}","ttl":"10s"}}}}"#
+            );
+            let error = parse(&body).expect_err(taken);
+            assert!(error.field.ends_with("id"), "{taken}: {error:?}");
+        }
     }
 
     #[test]

@@ -9,17 +9,17 @@ mod meta;
 mod names;
 
 pub use check::{
-    CheckBody, CheckDefinition, CheckKind, MAX_CHECKS, MAX_NOTE_BYTES, MIN_INTERVAL, Status,
-    validate_host_port, validate_http_url,
+    CheckBody, CheckDefinition, CheckKind, MAINTENANCE_CHECK_PREFIX, MAX_CHECKS, MAX_NOTE_BYTES,
+    MIN_INTERVAL, Status, validate_host_port, validate_http_url,
 };
 pub use duration::{DurationError, GoDuration, format_go_duration, parse_go_duration};
-/// For the Consul adapter, which gives checks the same default IDs.
-pub(crate) use instance::validate_checks;
 pub use instance::{
     Instance, InstanceBody, MAX_MAINTENANCE_REASON, MAX_META, MAX_TAGGED_ADDRESSES, MAX_TAGS,
     TaggedAddress, TaggedAddresses, validate_maintenance_reason, validate_meta,
     validate_tagged_addresses, validate_tags,
 };
+/// For the Consul adapter, which gives checks the same default IDs.
+pub(crate) use instance::{default_check_id_of, validate_checks};
 pub use meta::{DHCID_META_KEY, Meta};
 pub use names::{DnsLabel, InstanceId, ServiceName};
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::{error::ConsulError, views::MAINTENANCE_CHECK_PREFIX};
 use crate::{
-    model::Instance,
+    model::{Instance, default_check_id_of},
     registry::{InstanceState, RegistryState},
 };
 
@@ -77,9 +77,14 @@ pub(super) fn ensure_check_ids_are_free(
     registry: &RegistryState,
     instance: &Instance,
 ) -> Result<(), ConsulError> {
-    let own_prefix = format!("service:{}", instance.id.as_str());
     for check in &instance.checks {
-        if check.id.starts_with(&own_prefix) {
+        // `service:<own id>[:<n>]` is this instance's alone: no other may
+        // take one ([`Instance::validate`]).
+        let own = check
+            .id
+            .strip_prefix("service:")
+            .is_some_and(|named| default_check_id_of(named, instance.id.as_str()));
+        if own {
             continue;
         }
         if let Some(owner) = check_id_owner(registry, &check.id)

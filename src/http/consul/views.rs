@@ -22,7 +22,7 @@ pub(super) const MAINTENANCE_CHECK_NAME: &str = "Service Maintenance Mode";
 pub(super) const MAINTENANCE_DEFAULT_REASON: &str = "Maintenance mode is enabled for this service, but no reason was provided. This is a default message.";
 
 /// Service maintenance shows up as the check `_service_maintenance:<id>`.
-pub(super) const MAINTENANCE_CHECK_PREFIX: &str = "_service_maintenance:";
+pub(super) use crate::model::MAINTENANCE_CHECK_PREFIX;
 
 pub(super) fn maintenance_check_id(service_id: &str) -> String {
     format!("{MAINTENANCE_CHECK_PREFIX}{service_id}")
