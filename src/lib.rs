@@ -494,6 +494,7 @@ pub async fn run_reloading(
         cluster: cluster.is_some(),
         acl: acl.clone(),
         health: config.health.clone(),
+        import_slot: tokio::sync::Semaphore::new(1),
     }));
     let (stop_http, http_stopped) = oneshot::channel::<()>();
     let http_limits = http::server::HttpLimits {

@@ -110,6 +110,50 @@ async fn a_16_mib_import_succeeds_a_bad_field_is_named_and_nothing_half_applies(
     server.stop().await;
 }
 
+/// An import may hold up to 512 MiB in memory, so one runs at a time: a
+/// second, while the first's body is still arriving, is told to try again
+/// (429, Retry-After) without its body being read, and once the first has
+/// ended an import goes through.
+#[tokio::test]
+async fn one_import_at_a_time() {
+    let server = start_server().await;
+    let body = json!({"version": 1, "index": 1, "instances": export_body(3)}).to_string();
+    // The first import: its headers and half its body, then a pause.
+    let mut first = tokio::net::TcpStream::connect(server.http_addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "PUT /v1/import HTTP/1.1\r\nhost: roster\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    first.write_all(head.as_bytes()).await.expect("send head");
+    let (sent, rest) = body.split_at(body.len() / 2);
+    first.write_all(sent.as_bytes()).await.expect("send half");
+    let busy = eventually("the second import to be turned away", LIMIT, || async {
+        let reply = import(&server, body.clone()).await;
+        reply.status == 429
+    });
+    busy.await;
+    assert!(export(&server).await.as_array().is_some_and(Vec::is_empty));
+    // The first finishes and is applied.
+    first
+        .write_all(rest.as_bytes())
+        .await
+        .expect("send the rest");
+    let mut answer = vec![0u8; 4096];
+    let read = timeout(LIMIT, first.read(&mut answer))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(first);
+    let reply = import(&server, body).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(export(&server).await.as_array().map(Vec::len), Some(3));
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_key_written_twice_is_refused_naming_it_and_changes_nothing() {
     let server = start_server().await;

@@ -4,7 +4,8 @@
 use axum::{
     Json,
     body::Bytes,
-    extract::{State, rejection::BytesRejection},
+    extract::{FromRequest, Request, State},
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde::{Deserialize, Serialize};
@@ -57,14 +58,29 @@ pub(super) async fn export(
 pub(super) async fn import(
     State(state): State<AppState>,
     caller: Caller,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    // Before the body is read: an import may be 64 MiB.
+    // Before the body is read: an import may be 512 MiB. For the same
+    // reason one runs at a time; another is told to try again.
     caller.require_management()?;
+    let Ok(_slot) = state.import_slot.try_acquire() else {
+        let mut response = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "another import is in progress; try again when it has finished",
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return Ok(response);
+    };
     // The body is parsed straight into `Export` (see `parse_json`) and its
     // bytes are dropped before the import runs, so at most the body and the
     // typed instances are in memory together.
     let export: Export = {
+        // Read only now, past the token and the slot (the route's
+        // DefaultBodyLimit still applies).
+        let body = Bytes::from_request(request, &state).await;
         let bytes = body_bytes_within(body, MAX_IMPORT_BYTES)?;
         parse_json(&bytes)?
     };

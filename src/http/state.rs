@@ -54,6 +54,9 @@ pub struct AppStateFields {
     /// Cancelled when roster begins to shut down: blocked Consul queries
     /// answer at once instead of holding the shutdown up.
     pub shutting_down: CancellationToken,
+    /// One import at a time: each may hold a body of up to
+    /// `backup::MAX_IMPORT_BYTES` and its parsed instances in memory.
+    pub import_slot: tokio::sync::Semaphore,
 }
 
 impl AppStateFields {
