@@ -495,6 +495,7 @@ pub async fn run_reloading(
         acl: acl.clone(),
         health: config.health.clone(),
         import_slot: tokio::sync::Semaphore::new(1),
+        blocking_slots: tokio::sync::Semaphore::new(http::blocking_budget(caps.http)),
     }));
     let (stop_http, http_stopped) = oneshot::channel::<()>();
     let http_limits = http::server::HttpLimits {

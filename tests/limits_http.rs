@@ -416,27 +416,32 @@ async fn when_every_connection_is_busy_a_new_client_gets_503_at_once_and_the_bus
     const CAP: usize = 4;
     let server = start_server_with(&[], |config| {
         config.http.max_connections = CAP;
+        config.http.body_read_timeout = 3;
     })
     .await;
     server.add("web", "web-1", "10.0.0.1", 80).await;
-    let client = http_client();
-    let url = |query: &str| format!("http://{}/v1/health/service/web{query}", server.http_addr);
-    let index = consul_index(&client, &url("")).await;
-    // Every slot held by a blocking query, each on its own connection (a
-    // fresh client each, so none shares a pooled connection). The idle
-    // connection of the first GET is closed to make room for them. Nothing
-    // can move the index while they hold every slot (a registration would
-    // be refused too), so they end by their own wait.
-    let mut blocked = JoinSet::new();
-    for _ in 0..CAP {
-        let request = http_client().get(url(&format!("?index={index}&wait=10s")));
-        blocked.spawn(request.send());
+    // Every slot held by a request in flight, each on its own connection:
+    // a registration whose body stops after its first byte (blocked
+    // queries cannot hold them all: see the next test). Their heads are
+    // whole, so none is idle, and none is closed to make room.
+    let mut busy = Vec::new();
+    for n in 0..CAP {
+        let mut stream = connect(server.http_addr).await;
+        let head = format!(
+            "PUT /v1/services/web/instances/slow-{n} HTTP/1.1\r\nhost: roster\r\n\
+             content-type: application/json\r\ncontent-length: 100\r\n\r\n{{"
+        );
+        stream
+            .write_all(head.as_bytes())
+            .await
+            .expect("send a head");
+        busy.push(stream);
     }
     // A new client is refused at once with roster's JSON error, not left
-    // waiting behind the blocked ones. It sends nothing: roster answers a
+    // waiting behind the busy ones. It sends nothing: roster answers a
     // refused connection without reading it, and a request still unread
     // at close would turn the close into a reset that can discard the
-    // answer. Until all the blocked queries are in, a new connection may be
+    // answer. Until all the busy requests are in, a new connection may be
     // admitted instead (and then hears nothing): try again (bounded).
     let refused = timeout(LIMIT, async {
         loop {
@@ -458,13 +463,58 @@ async fn when_every_connection_is_busy_a_new_client_gets_503_at_once_and_the_bus
     let refused = body.unwrap_or_else(|| panic!("a whole answer: {text}"));
     let error: Value = serde_json::from_slice(refused).expect("a JSON error body");
     assert!(error["error"].is_string(), "{error}");
-    // The busy ones were not closed to make room: each answers when its
-    // wait is over, and then a new client is served again.
-    assert_eq!(blocked.len(), CAP);
+    // The busy ones were not closed to make room: each is answered when
+    // its body runs out of time (408), and then a new client is served
+    // again.
+    for mut stream in busy {
+        let answer = read_until_closed(&mut stream, "a busy connection").await;
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
+    }
+    server.add("web", "web-2", "10.0.0.2", 80).await;
+    server.stop().await;
+}
+
+/// Blocked Consul queries may not take every connection: past their share
+/// (all but an eighth) one is answered 429 at once, so registrations and
+/// heartbeats always find a connection. One watcher of a thousand services
+/// once locked them all out for ten minutes.
+#[tokio::test]
+async fn blocked_queries_leave_connections_for_writes() {
+    const CAP: usize = 24;
+    // All but an eighth: 21.
+    const BUDGET: usize = 21;
+    let server = start_server_with(&[], |config| {
+        config.http.max_connections = CAP;
+    })
+    .await;
+    server.add("web", "web-1", "10.0.0.1", 80).await;
+    let client = http_client();
+    let url = |query: &str| format!("http://{}/v1/health/service/web{query}", server.http_addr);
+    let index = consul_index(&client, &url("")).await;
+    // One watcher more than the budget, each on its own connection (a
+    // fresh client each): whichever comes last is turned away at once.
+    let mut blocked = JoinSet::new();
+    for _ in 0..=BUDGET {
+        let request = http_client().get(url(&format!("?index={index}&wait=60s")));
+        blocked.spawn(request.send());
+    }
+    let turned_away = timeout(LIMIT, blocked.join_next())
+        .await
+        .expect("a watcher past the budget is turned away at once")
+        .expect("a task")
+        .expect("task")
+        .expect("an HTTP answer");
+    assert_eq!(turned_away.status().as_u16(), 429);
+    assert!(turned_away.headers().contains_key("x-consul-index"));
+    let text = turned_away.text().await.expect("a body");
+    assert!(text.contains("too many blocking queries"), "{text}");
+    // A registration still gets in, and wakes every watcher.
+    server.add("web", "web-2", "10.0.0.2", 80).await;
+    assert_eq!(blocked.len(), BUDGET);
     while let Some(answer) = timeout(LIMIT, blocked.join_next()).await.expect("answers") {
         let response = answer.expect("task").expect("an HTTP answer");
         assert_eq!(response.status().as_u16(), 200);
     }
-    server.add("web", "web-2", "10.0.0.2", 80).await;
     server.stop().await;
 }

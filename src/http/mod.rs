@@ -27,7 +27,7 @@ use axum::{
 };
 
 pub use error::ApiError;
-pub use state::{AppState, AppStateFields};
+pub use state::{AppState, AppStateFields, blocking_budget};
 
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {

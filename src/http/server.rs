@@ -152,6 +152,7 @@ pub async fn serve(
     tokio::pin!(reaper, shutdown);
     let mut pause = ACCEPT_PAUSE_MIN;
     let mut accept_log = RateLimitedLog::default();
+    let mut refusal_log = RateLimitedLog::default();
 
     loop {
         tokio::select! {
@@ -163,7 +164,17 @@ pub async fn serve(
                 Ok((stream, peer)) => {
                     pause = ACCEPT_PAUSE_MIN;
                     let Some(connection) = connections.admit() else {
-                        debug!(%peer, "HTTP connections full and none idle; refusing");
+                        // Every connection busy: clients are being turned
+                        // away, which an operator must hear of.
+                        if let Some(suppressed) = refusal_log.allow(Instant::now()) {
+                            warn!(
+                                %peer,
+                                max_connections = limits.max_connections,
+                                similar_refusals_not_logged = suppressed,
+                                "HTTP connections full and none idle; refusing a new client \
+                                 (503): raise http.max_connections"
+                            );
+                        }
                         refuse(&stream);
                         continue;
                     };

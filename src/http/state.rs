@@ -57,6 +57,17 @@ pub struct AppStateFields {
     /// One import at a time: each may hold a body of up to
     /// `backup::MAX_IMPORT_BYTES` and its parsed instances in memory.
     pub import_slot: tokio::sync::Semaphore,
+    /// Places for blocked Consul queries: fewer than the HTTP connections,
+    /// so that some are always left for writes ([`blocking_budget`]).
+    pub blocking_slots: tokio::sync::Semaphore,
+}
+
+/// How many of `max_connections` blocked queries may hold: all but an
+/// eighth (at least one, at most 256) kept for other requests, and at
+/// least one.
+pub fn blocking_budget(max_connections: usize) -> usize {
+    let kept = (max_connections / 8).clamp(1, 256);
+    max_connections.saturating_sub(kept).max(1)
 }
 
 impl AppStateFields {

@@ -75,9 +75,9 @@ impl BlockingQuery {
     /// cluster it waits until the index passes the client's. At shutdown a blocked request
     /// answers at once, as if its wait had passed (Consul clients then retry
     /// against whatever serves next).
-    pub(super) async fn wait(&self, state: &AppState) {
+    pub(super) async fn wait(&self, state: &AppState) -> Result<(), ConsulError> {
         let Some(min_index) = self.min_index else {
-            return;
+            return Ok(());
         };
         let mut index = state.registry.watch_index();
         // In a cluster the index is etcd's revision, the same on every
@@ -89,21 +89,27 @@ impl BlockingQuery {
             false => current != min_index,
         };
         if answered(*index.borrow_and_update()) {
-            return;
+            return Ok(());
         }
+        let _slot = blocking_slot(state)?;
         // `wait_for` fails only when the registry is gone: answer then too.
         tokio::select! {
             _ = tokio::time::timeout(self.wait, index.wait_for(|current| answered(*current))) => {}
             _ = state.shutting_down.cancelled() => {}
         }
+        Ok(())
     }
 
     /// [`Self::wait`] for a query about the service `name`: waits until
     /// that service's index differs from (in a cluster: passes) the
     /// client's, woken only by changes to that service.
-    pub(super) async fn wait_service(&self, state: &AppState, name: &str) {
+    pub(super) async fn wait_service(
+        &self,
+        state: &AppState,
+        name: &str,
+    ) -> Result<(), ConsulError> {
         let Some(min_index) = self.min_index else {
-            return;
+            return Ok(());
         };
         let registry = &state.registry;
         let answered = |current: u64| match state.cluster {
@@ -114,8 +120,9 @@ impl BlockingQuery {
         // the two still wakes the receiver.
         let changes = registry.watch_service(name);
         if answered(registry.state().service_index(name)) {
-            return;
+            return Ok(());
         }
+        let _slot = blocking_slot(state)?;
         let changed = async {
             // A name no service can have never changes: wait it out.
             let Some(mut changes) = changes else {
@@ -132,7 +139,25 @@ impl BlockingQuery {
             _ = tokio::time::timeout(self.wait, changed) => {}
             _ = state.shutting_down.cancelled() => {}
         }
+        Ok(())
     }
+}
+
+/// A place among the blocked queries, held while one waits. Each holds an
+/// HTTP connection for up to ten minutes, and at `http.max_connections`
+/// with none idle a new client is refused: without a ceiling below it,
+/// one watcher of a thousand services (Prometheus' consul_sd,
+/// consul-template) locked every heartbeat and registration out. Past the
+/// ceiling a query is answered 429 at once; Consul clients back off and
+/// ask again. `roster_http_requests_total{code="429"}` counts them.
+fn blocking_slot(state: &AppState) -> Result<tokio::sync::SemaphorePermit<'_>, ConsulError> {
+    state.blocking_slots.try_acquire().map_err(|_| {
+        ConsulError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "too many blocking queries are waiting; try again later (roster keeps HTTP connections free for writes and heartbeats; raise http.max_connections for more watchers)",
+        )
+        .at(state.registry.state().index)
+    })
 }
 
 /// The query of a catalog or health request: its parameters and what it

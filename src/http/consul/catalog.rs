@@ -26,7 +26,7 @@ pub(super) async fn services(
     blocking: Blocking,
 ) -> Result<Indexed<BTreeMap<String, Vec<String>>>, ConsulError> {
     let filter = blocking.filter(&state, &filter::SERVICE_NODE)?;
-    blocking.query.wait(&state).await;
+    blocking.query.wait(&state).await?;
     let registry = state.registry.state();
     let node = NodeInfo::new(&state.consul);
     let services = registry
@@ -72,7 +72,7 @@ pub(super) async fn service(
 ) -> Result<Indexed<Vec<ServiceNode>>, ConsulError> {
     // A malformed filter is refused before the wait, not after it.
     let filter = blocking.filter(&state, &filter::SERVICE_NODE)?;
-    blocking.query.wait_service(&state, &name).await;
+    blocking.query.wait_service(&state, &name).await?;
     let registry = state.registry.state();
     let node = NodeInfo::new(&state.consul);
     let tags: Vec<&str> = blocking.params.all("tag").collect();

@@ -41,7 +41,7 @@ pub(super) async fn service(
         .flag("passing")
         .map_err(|e| e.at(state.registry.state().index))?;
     let filter = blocking.filter(&state, &filter::SERVICE_ENTRY)?;
-    blocking.query.wait_service(&state, &name).await;
+    blocking.query.wait_service(&state, &name).await?;
     let registry = state.registry.state();
     let node = NodeInfo::new(&state.consul);
     let tags: Vec<&str> = blocking.params.all("tag").collect();
@@ -74,7 +74,7 @@ pub(super) async fn checks(
     blocking: Blocking,
 ) -> Result<Indexed<Vec<HealthCheck>>, ConsulError> {
     let filter = blocking.filter(&state, &filter::HEALTH_CHECK)?;
-    blocking.query.wait_service(&state, &name).await;
+    blocking.query.wait_service(&state, &name).await?;
     let registry = state.registry.state();
     let node = NodeInfo::new(&state.consul);
     let checks = registry
@@ -109,7 +109,7 @@ pub(super) async fn state(
         })?),
     };
     let filter = blocking.filter(&state, &filter::HEALTH_CHECK)?;
-    blocking.query.wait(&state).await;
+    blocking.query.wait(&state).await?;
     let registry = state.registry.state();
     let node = NodeInfo::new(&state.consul);
     let node_checks = (!blocking.peered).then(|| views::serf_health(&node));
