@@ -23,14 +23,28 @@ pub(super) fn normalise_key(key: &str) -> String {
         .collect()
 }
 
-/// Normalises the keys of `object` itself, not of the values inside it. When
-/// two keys normalise alike (`ID` and `id`), the later one wins, as with a
-/// duplicate key in plain JSON.
-pub(super) fn normalise_object(object: Map<String, Value>) -> Map<String, Value> {
-    object
-        .into_iter()
-        .map(|(key, value)| (normalise_key(&key), value))
-        .collect()
+/// Normalises the keys of `object` itself, not of the values inside it.
+/// Two keys that normalise alike (`ID` and `id`, `TTL` and `t_t_l`) are
+/// refused, naming both, as a key written twice is: which one was meant
+/// cannot be told (Consul keeps one by its decoder's rules, and the map
+/// here does not even keep their order). `what` names the object.
+pub(super) fn normalise_object(
+    object: Map<String, Value>,
+    what: &str,
+) -> Result<Map<String, Value>, ConsulError> {
+    let mut normalised = Map::new();
+    let mut spelled: Vec<(String, String)> = Vec::with_capacity(object.len());
+    for (key, value) in object {
+        let normal = normalise_key(&key);
+        if let Some((_, first)) = spelled.iter().find(|(n, _)| *n == normal) {
+            return Err(ConsulError::bad_request(format!(
+                "Request decode failed: {what}: keys {first:?} and {key:?} name the same field"
+            )));
+        }
+        spelled.push((normal.clone(), key));
+        normalised.insert(normal, value);
+    }
+    Ok(normalised)
 }
 
 /// Decodes a Consul struct from `value`: an object whose keys are normalised
@@ -44,7 +58,7 @@ pub(super) fn decode_struct<T: DeserializeOwned>(
             "Request decode failed: {what} must be a JSON object"
         )));
     };
-    let normalised = Value::Object(normalise_object(object));
+    let normalised = Value::Object(normalise_object(object, what)?);
     serde_path_to_error::deserialize(normalised).map_err(|error| {
         let path = error.path().to_string();
         let message = error.into_inner().to_string();
@@ -131,5 +145,28 @@ mod tests {
             error.message
         );
         assert!(parse_body(br#"{"Name": "a", "name": "b"}"#).is_ok());
+    }
+
+    /// Keys that differ only in case or underscores name one field: given
+    /// both, which was meant cannot be told, so the body is refused.
+    #[test]
+    fn keys_that_name_the_same_field_are_refused_naming_both() {
+        for body in [
+            json!({"id": "f2", "Name": "f1", "ID": "f1", "Meta": {}}),
+            json!({"I_D": "x", "id": "y", "Meta": {}}),
+        ] {
+            let error = decode_struct::<Sample>(body.clone(), "service").expect_err("ambiguous");
+            assert!(
+                error.message.contains("name the same field"),
+                "{}",
+                error.message
+            );
+            assert!(error.message.contains("service"), "{}", error.message);
+        }
+        // A user map keeps such keys apart.
+        let sample: Sample =
+            decode_struct(json!({"ID": "x", "Meta": {"k": "1", "K": "2"}}), "service")
+                .expect("decodes");
+        assert_eq!(sample.meta.len(), 2);
     }
 }
