@@ -391,3 +391,48 @@ async fn names_map_to_dns_labels_and_a_clash_is_409() {
         ips(&["10.0.0.1"])
     );
 }
+
+/// The native API reads no query parameter but the ACL token, so one it
+/// would ignore is refused, naming it: `?filter=` answered everything as if
+/// filtered.
+#[tokio::test]
+async fn query_parameters_the_native_api_does_not_read_are_refused() {
+    let server = server_with_web_1().await;
+    let client = common::http_client();
+    let base = format!("http://{}", server.http_addr);
+    for path in [
+        "/v1/services?filter=Service%20%3D%3D%20%22db%22",
+        "/v1/services/web?passing",
+        "/v1/services/web/instances/web-1?index=5&wait=1s",
+        "/v1/export?version=2",
+    ] {
+        let response = client
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(response.status().as_u16(), 400, "{path}");
+        let body: Value = response.json().await.expect("JSON");
+        assert_eq!(body["field"], "query", "{path}: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("unknown query parameter")),
+            "{path}: {body}"
+        );
+    }
+    // The token is read; a request without parameters is as before.
+    for path in [
+        "/v1/services?token=anything",
+        "/v1/services",
+        "/v1/services/web",
+    ] {
+        let response = client
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(response.status().as_u16(), 200, "{path}");
+    }
+    server.stop().await;
+}

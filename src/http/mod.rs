@@ -32,6 +32,27 @@ pub use state::{AppState, AppStateFields, blocking_budget};
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
     let http_metrics = state.metrics.http.clone();
+    native_routes()
+        .merge(consul::routes())
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
+        })
+        .layer(DefaultBodyLimit::max(body::MAX_BODY_BYTES))
+        // Outermost, so that it also counts what the body limit and the
+        // fallbacks answer.
+        .layer(axum::middleware::from_fn_with_state(
+            http_metrics,
+            observe::count,
+        ))
+        .with_state(state)
+}
+
+/// The native API, the metrics and the UI. None of them reads a query
+/// parameter but the ACL token (`?token=`), so any other is refused
+/// rather than ignored: `GET /v1/services?filter=...` would otherwise
+/// answer everything as if filtered.
+fn native_routes() -> Router<AppState> {
     Router::new()
         .route("/v1/services", get(native::list_services))
         .route("/metrics", get(prometheus_metrics))
@@ -70,19 +91,30 @@ pub fn router(state: AppState) -> Router {
         .route("/ui/", get(ui::index))
         .route("/ui/app.js", get(ui::script))
         .route("/ui/style.css", get(ui::style))
-        .merge(consul::routes())
-        .fallback(|| async { ApiError::not_found("no such endpoint") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
-        })
-        .layer(DefaultBodyLimit::max(body::MAX_BODY_BYTES))
-        // Outermost, so that it also counts what the body limit and the
-        // fallbacks answer.
-        .layer(axum::middleware::from_fn_with_state(
-            http_metrics,
-            observe::count,
-        ))
-        .with_state(state)
+        .route_layer(axum::middleware::from_fn(refuse_query_parameters))
+}
+
+/// [`native_routes`]' guard: 400 for a query parameter other than `token`.
+async fn refuse_query_parameters(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let query = request.uri().query().unwrap_or_default();
+    let unknown = query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| pair.split_once('=').map_or(pair, |(name, _)| name))
+        .find(|name| *name != "token");
+    match unknown {
+        Some(name) => ApiError::bad_request(
+            "query",
+            format!(
+                "unknown query parameter {name:?}: this endpoint takes none but ?token= (filtering and blocking queries are the Consul API's)"
+            ),
+        )
+        .into_response(),
+        None => next.run(request).await,
+    }
 }
 
 /// `GET /metrics`: the counters of `/v1/metrics` and more in the Prometheus
