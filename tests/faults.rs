@@ -59,6 +59,8 @@ async fn an_import_is_refused_whatever_the_api_refuses_and_changes_nothing() {
     let with = |edit: &dyn Fn(&mut Value)| {
         let mut instance = good.clone();
         instance["id"] = json!("web-2");
+        // Its default check ID names it too (service:<id>).
+        instance["checks"][0]["id"] = json!("service:web-2");
         edit(&mut instance);
         instance
     };
@@ -96,6 +98,16 @@ async fn an_import_is_refused_whatever_the_api_refuses_and_changes_nothing() {
             vec![with(&|i| {
                 let check = i["checks"][0].clone();
                 i["checks"] = json!([check.clone(), check]);
+            })],
+        ),
+        (
+            "another instance's default check ID",
+            vec![with(&|i| i["checks"][0]["id"] = json!("service:web-1"))],
+        ),
+        (
+            "the maintenance check's ID",
+            vec![with(&|i| {
+                i["checks"][0]["id"] = json!("_service_maintenance:web-2")
             })],
         ),
         (
