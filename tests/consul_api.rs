@@ -1392,3 +1392,66 @@ async fn agent_self_names_the_datacenter_and_node_clients_read() {
     assert_eq!(nodes[0]["Datacenter"], "east", "{nodes}");
     consul.server.stop().await;
 }
+
+/// The native API keeps check IDs per instance, so two instances may each
+/// have a check `health`. Consul's check endpoints address a check by ID
+/// alone: such an ID is refused (409, naming both), never taken as the
+/// first one found, which once failed another instance's check than the
+/// one `agent/checks` showed.
+#[tokio::test]
+async fn a_check_id_two_native_instances_share_is_refused_not_guessed() {
+    let consul = Consul::start().await;
+    for id in ["web-1", "web-2"] {
+        let reply = consul
+            .server
+            .register(
+                "web",
+                id,
+                json!({"address": "127.0.0.1", "port": 80,
+                       "check": {"id": "health", "ttl": "30s"}}),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+    }
+    for path in [
+        "/v1/agent/check/pass/health",
+        "/v1/agent/check/fail/health",
+        "/v1/agent/check/deregister/health",
+    ] {
+        let reply = consul.put(path).await;
+        reply.assert_status(409);
+        assert!(
+            reply.text.contains("web-1") && reply.text.contains("web-2"),
+            "{path}: {reply:?}"
+        );
+    }
+    // Both checks are as they were: critical, neither removed.
+    for id in ["web-1", "web-2"] {
+        let instance = consul
+            .server
+            .get(&["v1", "services", "web", "instances", id])
+            .await;
+        let checks = instance.body["checks"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(checks.len(), 1, "{id}: {instance:?}");
+        assert_eq!(checks[0]["status"], "critical", "{id}: {instance:?}");
+    }
+    // A unique one is found as before.
+    let reply = consul
+        .server
+        .register(
+            "db",
+            "db-1",
+            json!({"address": "127.0.0.1", "port": 5432,
+                   "check": {"id": "db-heartbeat", "ttl": "30s"}}),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    consul
+        .put("/v1/agent/check/pass/db-heartbeat")
+        .await
+        .assert_status(200);
+    consul.server.stop().await;
+}

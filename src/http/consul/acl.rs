@@ -59,7 +59,7 @@ impl ConsulCaller {
         let registry = state.registry.state();
         use super::check_ids::{Found, find_check};
         if let Some(Found::Check(instance, _) | Found::Maintenance(instance)) =
-            find_check(&registry, check_id)
+            find_check(&registry, check_id)?
         {
             self.0.require_write(instance.instance.service.as_str())?;
         }

@@ -100,7 +100,7 @@ pub(super) async fn deregister(
 ) -> Result<StatusCode, ConsulError> {
     caller.require_write_check(&state, &check_id)?;
     let registry = state.registry.state();
-    let owner = match find_check(&registry, &check_id) {
+    let owner = match find_check(&registry, &check_id)? {
         None => return Err(ConsulError::unknown_check(&check_id)),
         Some(Found::Maintenance(instance)) => {
             state
@@ -120,7 +120,7 @@ pub(super) async fn deregister(
     let result = state
         .registry
         .edit(&owner, |registry, _| {
-            match find_check(registry, &check_id) {
+            match find_check(registry, &check_id)? {
                 Some(Found::Check(existing, position)) => {
                     let mut instance = (*existing.instance).clone();
                     instance.checks.remove(position);
@@ -221,7 +221,7 @@ async fn report(
             format!("CheckID {check_id:?} does not have associated TTL"),
         )
     };
-    let instance = match find_check(&registry, &check_id) {
+    let instance = match find_check(&registry, &check_id)? {
         None => return Err(ConsulError::unknown_check(&check_id)),
         Some(Found::Maintenance(_)) => return Err(no_ttl()),
         Some(Found::Check(instance, position)) => {

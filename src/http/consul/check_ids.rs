@@ -24,13 +24,19 @@ pub(super) enum Found {
     Maintenance(Arc<InstanceState>),
 }
 
-/// The check `check_id` names, with the instance that holds it.
-pub(super) fn find_check(registry: &RegistryState, check_id: &str) -> Option<Found> {
+/// The check `check_id` names, with the instance that holds it. The
+/// native API and imports keep check IDs per instance, so two instances
+/// may each have a check `health`: such an ID names no one check here, and
+/// is refused (409) rather than taken as whichever is found first.
+pub(super) fn find_check(
+    registry: &RegistryState,
+    check_id: &str,
+) -> Result<Option<Found>, ConsulError> {
     if let Some(id) = check_id.strip_prefix(MAINTENANCE_CHECK_PREFIX) {
-        return registry
+        return Ok(registry
             .instance(id)
             .filter(|i| i.maintenance.is_some())
-            .map(|i| Found::Maintenance(i.clone()));
+            .map(|i| Found::Maintenance(i.clone())));
     }
     let has = |instance: &Arc<InstanceState>| {
         instance
@@ -49,24 +55,40 @@ pub(super) fn find_check(registry: &RegistryState, check_id: &str) -> Option<Fou
         }
         for id in candidates {
             if let Some(found) = registry.instance(id).and_then(has) {
-                return Some(found);
+                return Ok(Some(found));
             }
         }
     }
-    registry
+    let mut holders = registry
         .services
         .values()
         .flat_map(|service| service.instances())
-        .find_map(has)
+        .filter_map(has);
+    let Some(first) = holders.next() else {
+        return Ok(None);
+    };
+    let Some(Found::Check(second, _)) = holders.next() else {
+        return Ok(Some(first));
+    };
+    let (Found::Check(first, _) | Found::Maintenance(first)) = first;
+    Err(ConsulError::new(
+        axum::http::StatusCode::CONFLICT,
+        format!(
+            "check ID {check_id:?} names checks of several services ({:?}, {:?}, registered through roster's native API or an import, where check IDs are per instance): give each a check ID of its own to address it here",
+            first.instance.id.as_str(),
+            second.instance.id.as_str()
+        ),
+    ))
 }
 
-/// The ID of the instance whose check has this ID, if any.
-fn check_id_owner(registry: &RegistryState, check_id: &str) -> Option<String> {
-    match find_check(registry, check_id)? {
+/// The ID of the instance whose check has this ID, if any; with several,
+/// the refusal that says so.
+fn check_id_owner(registry: &RegistryState, check_id: &str) -> Result<Option<String>, ConsulError> {
+    Ok(find_check(registry, check_id)?.map(|found| match found {
         Found::Check(instance, _) | Found::Maintenance(instance) => {
-            Some(instance.instance.id.as_str().to_owned())
+            instance.instance.id.as_str().to_owned()
         }
-    }
+    }))
 }
 
 /// Consul's check IDs are unique on an agent, and the check endpoints find a
@@ -87,7 +109,7 @@ pub(super) fn ensure_check_ids_are_free(
         if own {
             continue;
         }
-        if let Some(owner) = check_id_owner(registry, &check.id)
+        if let Some(owner) = check_id_owner(registry, &check.id)?
             && owner != instance.id.as_str()
         {
             return Err(ConsulError::bad_request(format!(
