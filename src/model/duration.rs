@@ -86,8 +86,11 @@ pub fn parse_go_duration(input: &str) -> Result<Duration, DurationError> {
             .checked_add(value)
             .ok_or_else(|| err("too large"))?;
     }
-    let nanos = u64::try_from(total_nanos).map_err(|_| err("too large"))?;
-    Ok(Duration::from_nanos(nanos))
+    // Go's durations are signed 64-bit nanoseconds: a longer one would be
+    // shown back (`Interval`) as text a Go client cannot parse.
+    let nanos = i64::try_from(total_nanos)
+        .map_err(|_| err("too large: Go's longest duration is 2562047h47m16.854775807s"))?;
+    Ok(Duration::from_nanos(nanos.unsigned_abs()))
 }
 
 /// Formats a duration the way Go's `time.Duration.String` does (`1.5s`,
@@ -182,9 +185,17 @@ mod tests {
             "1..5s",
             "5s3",
             "99999999999999h",
+            // Past Go's int64 nanoseconds, which u64 would have held.
+            "5124094h",
+            "18446744073709551615ns",
+            "9223372036854775808ns",
         ] {
             assert!(parse_go_duration(text).is_err(), "{text}");
         }
+        // Go's longest is taken, and shown back as Go shows it.
+        let longest = parse_go_duration("9223372036854775807ns").expect("Go's longest");
+        assert_eq!(format_go_duration(longest), "2562047h47m16.854775807s");
+        assert_eq!(parse_go_duration("2562047h47m16.854775807s"), Ok(longest));
     }
 
     /// What Go's `time.Duration.String` prints for each, and each parses
