@@ -278,10 +278,17 @@ impl Client {
         };
         if !(200..300).contains(&status) {
             let message = match &body {
-                Value::Object(map) => map
-                    .get("error")
-                    .and_then(Value::as_str)
-                    .map_or_else(|| body.to_string(), str::to_owned),
+                // The field at fault, as the API names it, leads: a
+                // message alone ("must be between 1 and 65535") does not
+                // say which flag it is about.
+                Value::Object(map) => match (
+                    map.get("error").and_then(Value::as_str),
+                    map.get("field").and_then(Value::as_str),
+                ) {
+                    (Some(error), Some(field)) if !field.is_empty() => format!("{field}: {error}"),
+                    (Some(error), _) => error.to_owned(),
+                    (None, _) => body.to_string(),
+                },
                 Value::String(text) => text.clone(),
                 other => other.to_string(),
             };

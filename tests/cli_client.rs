@@ -219,6 +219,8 @@ async fn refusals_and_an_absent_server_have_their_own_exit_codes() {
         err.contains("400") && err.contains("not an IPv4 or IPv6 address"),
         "{err}"
     );
+    // The field at fault is named, so that the flag behind it is found.
+    assert!(err.contains("address: "), "{err}");
     let (code, _, err) = roster(http, &["service", "nothing-here"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("404"), "{err}");
