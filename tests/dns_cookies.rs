@@ -375,7 +375,16 @@ async fn sighup_rolls_the_cookie_secret_over_without_a_restart() {
         new_cookie, old_cookie,
         "an accepted secret's cookie is replaced"
     );
-    assert_eq!(seen("valid_accepted_secret").await, accepted_before + 1.0);
+    // Counted once the UDP thread has tallied the batch: a moment later.
+    common::eventually(
+        "the accepted secret's cookie counted",
+        Duration::from_secs(20),
+        || {
+            let seen = &seen;
+            async move { seen("valid_accepted_secret").await == accepted_before + 1.0 }
+        },
+    )
+    .await;
     // The new cookie is kept, on the fast path and the general one (TCP).
     assert_eq!(
         assert_answered_with_a_cookie(&exchange_udp(dns, &query(&new_cookie)).await),
@@ -399,7 +408,15 @@ async fn sighup_rolls_the_cookie_secret_over_without_a_restart() {
         assert_answered_with_a_cookie(&exchange_udp(dns, &query(&old_cookie)).await),
         old_cookie
     );
-    assert_eq!(seen("invalid").await, invalid_before + 1.0);
+    common::eventually(
+        "the retired secret's cookie counted",
+        Duration::from_secs(20),
+        || {
+            let seen = &seen;
+            async move { seen("invalid").await == invalid_before + 1.0 }
+        },
+    )
+    .await;
     assert_eq!(
         assert_answered_with_a_cookie(&exchange_udp(dns, &query(&new_cookie)).await),
         new_cookie
