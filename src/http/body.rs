@@ -56,6 +56,11 @@ pub enum JsonBodyError {
     Syntax(#[source] serde_json::Error),
     #[error("the body must be a JSON object")]
     NotObject,
+    /// RFC 8259 section 8.1: JSON text must not begin with one.
+    #[error(
+        "invalid JSON body: it begins with a UTF-8 byte-order mark (EF BB BF), which JSON must not have; save or send it without one"
+    )]
+    ByteOrderMark,
     #[error(
         "duplicate key {key:?} at {path}: each key may appear once in an object; send the value you mean once"
     )]
@@ -72,7 +77,7 @@ impl JsonBodyError {
     pub fn field(&self) -> &str {
         match self {
             Self::DuplicateKey { path, .. } => path,
-            Self::Syntax(_) | Self::NotObject => "body",
+            Self::Syntax(_) | Self::NotObject | Self::ByteOrderMark => "body",
         }
     }
 }
@@ -87,6 +92,10 @@ impl From<JsonBodyError> for ApiError {
 /// object; returns whether that value is an object. Allocates only the keys
 /// of the objects currently open (one set per nesting level), never a tree.
 pub fn scan_json(bytes: &[u8]) -> Result<bool, JsonBodyError> {
+    // serde would say only "expected value at line 1 column 1".
+    if bytes.starts_with(b"\xEF\xBB\xBF") {
+        return Err(JsonBodyError::ByteOrderMark);
+    }
     let duplicate = RefCell::new(None);
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let node = Node {
@@ -339,6 +348,15 @@ mod tests {
         ] {
             assert_eq!(scan_json(text.as_bytes()).expect(text), is_object, "{text}");
         }
+    }
+
+    /// A byte-order mark is named as such (serde would say only "expected
+    /// value at line 1 column 1"), on the native and the Consul door alike.
+    #[test]
+    fn a_byte_order_mark_is_named() {
+        let error = scan_json(b"\xEF\xBB\xBF{\"port\": 1}").expect_err("a BOM");
+        assert!(error.to_string().contains("byte-order mark"), "{error}");
+        assert_eq!(error.field(), "body");
     }
 
     #[test]
