@@ -155,6 +155,9 @@ impl RemoteArgs {
 }
 
 #[derive(clap::Args)]
+// The flags that make a probed check; `--interval` needs one of them, and
+// both together make two checks.
+#[command(group(clap::ArgGroup::new("probe").multiple(true)))]
 struct RegisterArgs {
     service: String,
     id: String,
@@ -312,7 +315,7 @@ async fn watch(name: String, count: Option<u64>, remote: RemoteArgs) -> anyhow::
     }
 }
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 struct ServeArgs {
     /// Config file [default: ./config.toml if present, else built-in defaults]
     #[arg(long, value_name = "FILE")]
@@ -349,7 +352,11 @@ fn any_path(value: &str) -> Result<PathBuf, std::convert::Infallible> {
 }
 
 impl ServeArgs {
-    fn config(&self) -> anyhow::Result<Config> {
+    /// The config file with the flags laid over it, checked: at start-up
+    /// and again on each SIGHUP, so that a reload compares like with like
+    /// (the file alone would differ from what runs wherever a flag is
+    /// given).
+    fn config(&self) -> Result<Config, roster::ConfigError> {
         let mut config = Config::load(self.config.as_deref())?;
         if let Some(dns) = self.dns {
             config.dns.listen = dns;
@@ -421,18 +428,19 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + S
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     let config = args.config()?;
-    let reloads = reload_on_sighup(args.config.clone())?;
+    let reloads = reload_on_sighup(args)?;
     let listeners = Listeners::bind(&config).await?;
     roster::run_reloading(config, listeners, shutdown, reloads).await?;
     Ok(())
 }
 
-/// On SIGHUP, reads the config file again (the same one `serve` read) and
-/// hands it, or why it does not load, to the running server, which
-/// applies its `[acl]` tokens and DNS cookie secrets and re-reads its TLS
-/// files; a file that does not load changes nothing.
+/// On SIGHUP, reads the config file again (the same one `serve` read),
+/// lays `serve`'s flags over it again, and hands the result, or why it
+/// does not load, to the running server, which applies its `[acl]` tokens
+/// and DNS cookie secrets and re-reads its TLS files; a file that does not
+/// load changes nothing.
 fn reload_on_sighup(
-    path: Option<PathBuf>,
+    args: ServeArgs,
 ) -> anyhow::Result<tokio::sync::mpsc::Receiver<roster::Reload>> {
     let (updates, received) = tokio::sync::mpsc::channel(1);
     #[cfg(unix)]
@@ -441,14 +449,14 @@ fn reload_on_sighup(
         let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
         tokio::spawn(async move {
             while hangup.recv().await.is_some() {
-                if updates.send(Config::load(path.as_deref())).await.is_err() {
+                if updates.send(args.config()).await.is_err() {
                     return;
                 }
             }
         });
     }
     #[cfg(not(unix))]
-    let _ = (path, updates);
+    let _ = (args, updates);
     Ok(received)
 }
 
