@@ -178,6 +178,33 @@ async fn heartbeats_from_the_command_line_keep_a_ttl_check_passing() {
         ("warning".to_owned(), "disk 91%".to_owned())
     );
 
+    // An HTTP and a TCP check together make two.
+    let both = [
+        "register",
+        "api",
+        "api-1",
+        "--address",
+        "127.0.0.1",
+        "--port",
+        "9",
+        "--http-check",
+        "http://127.0.0.1:9/health",
+        "--tcp-check",
+        "127.0.0.1:9",
+        "--interval",
+        "30s",
+    ];
+    let (code, _, err) = roster(http, &both).await;
+    assert_eq!(code, 0, "{err}");
+    let api = server
+        .get(&["v1", "services", "api", "instances", "api-1"])
+        .await;
+    assert_eq!(
+        api.body["checks"].as_array().map(Vec::len),
+        Some(2),
+        "{api:?}"
+    );
+
     let (code, _, _) = roster(http, &["heartbeat", "cron", "cron-1", "--status", "fine"]).await;
     assert_eq!(code, 2, "a status that is not one");
     let plain = [
