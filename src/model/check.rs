@@ -383,14 +383,6 @@ impl CheckDefinition {
                 "must be 1 to 255 printable characters",
             ));
         }
-        if id.starts_with(MAINTENANCE_CHECK_PREFIX) {
-            return Err(ValidationError::new(
-                field("id"),
-                format!(
-                    "{MAINTENANCE_CHECK_PREFIX}... is reserved: it names the maintenance check Consul's API shows for a drained instance"
-                ),
-            ));
-        }
         for (name, text) in [("name", &self.name), ("notes", &self.notes)] {
             if text.len() > MAX_CHECK_TEXT {
                 return Err(ValidationError::new(

@@ -22,6 +22,22 @@ pub struct DurationError {
 /// zero. A bare number without a unit is refused here; the Consul adapter
 /// treats bare numbers as nanoseconds itself, because only Consul does.
 pub fn parse_go_duration(input: &str) -> Result<Duration, DurationError> {
+    // Go's durations are signed 64-bit nanoseconds: a longer one would be
+    // shown back (`Interval`) as text a Go client cannot parse.
+    parse_up_to(input, i64::MAX.unsigned_abs()).map_err(|error| match error.reason {
+        TOO_LONG => DurationError {
+            reason: "too large: Go's longest duration is 2562047h47m16.854775807s",
+            ..error
+        },
+        _ => error,
+    })
+}
+
+/// Why [`parse_up_to`] refused a duration over its limit.
+const TOO_LONG: &str = "too large";
+
+/// [`parse_go_duration`] up to `limit` nanoseconds.
+fn parse_up_to(input: &str, limit: u64) -> Result<Duration, DurationError> {
     let err = |reason| DurationError {
         input: input.to_owned(),
         reason,
@@ -86,11 +102,11 @@ pub fn parse_go_duration(input: &str) -> Result<Duration, DurationError> {
             .checked_add(value)
             .ok_or_else(|| err("too large"))?;
     }
-    // Go's durations are signed 64-bit nanoseconds: a longer one would be
-    // shown back (`Interval`) as text a Go client cannot parse.
-    let nanos = i64::try_from(total_nanos)
-        .map_err(|_| err("too large: Go's longest duration is 2562047h47m16.854775807s"))?;
-    Ok(Duration::from_nanos(nanos.unsigned_abs()))
+    let nanos = u64::try_from(total_nanos)
+        .ok()
+        .filter(|nanos| *nanos <= limit)
+        .ok_or_else(|| err(TOO_LONG))?;
+    Ok(Duration::from_nanos(nanos))
 }
 
 /// Formats a duration the way Go's `time.Duration.String` does (`1.5s`,
@@ -146,7 +162,10 @@ impl Serialize for GoDuration {
 impl<'de> Deserialize<'de> for GoDuration {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        parse_go_duration(&text)
+        // What older versions stored, up to u64 nanoseconds, still reads:
+        // a stored check must never become unreadable. What the API
+        // takes is held to Go's range by `parse_go_duration`.
+        parse_up_to(&text, u64::MAX)
             .map(GoDuration)
             .map_err(serde::de::Error::custom)
     }
@@ -192,6 +211,9 @@ mod tests {
         ] {
             assert!(parse_go_duration(text).is_err(), "{text}");
         }
+        // ...though what an older version stored still reads.
+        let stored: GoDuration = serde_json::from_str("\"5124094h\"").expect("a stored duration");
+        assert_eq!(stored.0, Duration::from_secs(5_124_094 * 3600));
         // Go's longest is taken, and shown back as Go shows it.
         let longest = parse_go_duration("9223372036854775807ns").expect("Go's longest");
         assert_eq!(format_go_duration(longest), "2562047h47m16.854775807s");

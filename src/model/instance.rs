@@ -5,7 +5,8 @@ use std::{collections::BTreeMap, net::IpAddr};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    CheckBody, CheckDefinition, InstanceId, MAX_CHECKS, Meta, ServiceName, ValidationError,
+    CheckBody, CheckDefinition, InstanceId, MAINTENANCE_CHECK_PREFIX, MAX_CHECKS, Meta,
+    ServiceName, ValidationError,
 };
 
 /// Most tags one instance may carry; more is almost certainly a bug upstream.
@@ -112,7 +113,7 @@ impl InstanceBody {
             enable_tag_override: false,
             tagged_addresses: None,
         };
-        instance.validate()?;
+        instance.validate_incoming()?;
         Ok(instance)
     }
 }
@@ -160,18 +161,40 @@ impl Instance {
                     format!("check ID {:?} is used twice", check.id),
                 ));
             }
-            // Consul's check endpoints find `service:<id>[:<n>]` as the
-            // check of instance <id>: another instance must not hold one.
+        }
+        Ok(())
+    }
+
+    /// [`Self::validate`] and the rules added since stores were written,
+    /// which hold for what arrives (either API, an import, DNS UPDATE) but
+    /// not for what is read back (the store at start-up, etcd's feed), so
+    /// that an upgrade never drops an instance an older version kept:
+    /// - a check ID of the form `service:<id>[:<n>]` names this instance:
+    ///   Consul's check endpoints find it as instance <id>'s check;
+    /// - `_service_maintenance:...` is the ID of the check Consul's API
+    ///   shows for a drained instance.
+    pub fn validate_incoming(&self) -> Result<(), ValidationError> {
+        self.validate()?;
+        for (i, check) in self.checks.iter().enumerate() {
+            let field = || format!("checks[{i}].id");
             if let Some(named) = check.id.strip_prefix("service:")
                 && !default_check_id_of(named, self.id.as_str())
             {
                 return Err(ValidationError::new(
-                    format!("{prefix}.id"),
+                    field(),
                     format!(
                         "check ID {:?} has the form of another instance's default check ID; this one may use only \"service:{}\" or \"service:{}:<n>\"",
                         check.id,
                         self.id.as_str(),
                         self.id.as_str()
+                    ),
+                ));
+            }
+            if check.id.starts_with(MAINTENANCE_CHECK_PREFIX) {
+                return Err(ValidationError::new(
+                    field(),
+                    format!(
+                        "{MAINTENANCE_CHECK_PREFIX}... is reserved: it names the maintenance check Consul's API shows for a drained instance"
                     ),
                 ));
             }
@@ -376,6 +399,15 @@ mod tests {
             );
             let error = parse(&body).expect_err(taken);
             assert!(error.field.ends_with("id"), "{taken}: {error:?}");
+        }
+        // Read back from a store an older version wrote, the same instance
+        // still passes: an upgrade drops nothing.
+        let mut stored =
+            parse(r#"{"address":"127.0.0.1","port":80,"check":{"ttl":"10s"}}"#).expect("valid");
+        for taken in ["service:api-1", "_service_maintenance:web-1"] {
+            stored.checks[0].id = taken.to_owned();
+            assert!(stored.validate().is_ok(), "{taken}");
+            assert!(stored.validate_incoming().is_err(), "{taken}");
         }
     }
 

@@ -410,6 +410,12 @@ fn restore_one(
 ) -> Result<(), RegistryError> {
     let instance = stored
         .to_instance()
+        .and_then(|instance| match from {
+            // An import arrives: it meets what the APIs ask of a new
+            // instance, not only what a stored one must be.
+            RestoreFrom::Import => instance.validate_incoming().map(|()| instance),
+            RestoreFrom::StartUp => Ok(instance),
+        })
         .map_err(|error| RegistryError::InvalidStored {
             id: stored.id.clone(),
             error,

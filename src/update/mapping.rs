@@ -223,7 +223,7 @@ fn build(
     instance.tags = draft.tags.clone();
     instance.meta = meta;
     instance.checks = checks;
-    instance.validate().map_err(|e| e.to_string())?;
+    instance.validate_incoming().map_err(|e| e.to_string())?;
     Ok(instance)
 }
 

@@ -83,7 +83,9 @@ pub(super) async fn register(
                 )));
             }
             ensure_check_ids_are_free(registry, &instance)?;
-            instance.validate().map_err(ConsulError::invalid_check)?;
+            instance
+                .validate_incoming()
+                .map_err(ConsulError::invalid_check)?;
             state.admit(&instance).map_err(ConsulError::invalid_check)?;
             Ok(instance)
         })

@@ -173,7 +173,7 @@ pub(super) async fn instance_from_body(
         tagged_addresses: tagged_addresses(body.taggedaddresses)?.map(Box::new),
     };
     // The rules every door shares; the checks above gave Consul's messages.
-    instance.validate()?;
+    instance.validate_incoming()?;
     Ok(instance)
 }
 
