@@ -105,6 +105,12 @@ async fn an_import_is_refused_whatever_the_api_refuses_and_changes_nothing() {
             vec![with(&|i| i["checks"][0]["id"] = json!("service:web-1"))],
         ),
         (
+            "a TTL past Go's longest duration",
+            vec![with(&|i| {
+                i["checks"][0]["kind"] = json!({"ttl": {"ttl": "5124094h"}})
+            })],
+        ),
+        (
             "the maintenance check's ID",
             vec![with(&|i| {
                 i["checks"][0]["id"] = json!("_service_maintenance:web-2")

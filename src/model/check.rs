@@ -78,6 +78,30 @@ pub enum CheckKind {
     Ttl { ttl: GoDuration },
 }
 
+impl CheckDefinition {
+    /// Each duration the check holds, by field name.
+    pub fn durations(&self) -> Vec<(&'static str, std::time::Duration)> {
+        let mut all = match &self.kind {
+            CheckKind::Http {
+                interval, timeout, ..
+            }
+            | CheckKind::Tcp {
+                interval, timeout, ..
+            } => vec![("interval", interval.0), ("timeout", timeout.0)],
+            CheckKind::Ttl { ttl } => vec![("ttl", ttl.0)],
+        };
+        all.extend(
+            self.deregister_critical_after
+                .map(|after| ("deregister_critical_after", after.0)),
+        );
+        all
+    }
+}
+
+/// Go's longest duration: signed 64-bit nanoseconds.
+pub const GO_MAX_DURATION: std::time::Duration =
+    std::time::Duration::from_nanos(i64::MAX.unsigned_abs());
+
 impl CheckKind {
     pub fn type_name(&self) -> &'static str {
         match self {

@@ -5,8 +5,8 @@ use std::{collections::BTreeMap, net::IpAddr};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    CheckBody, CheckDefinition, InstanceId, MAINTENANCE_CHECK_PREFIX, MAX_CHECKS, Meta,
-    ServiceName, ValidationError,
+    CheckBody, CheckDefinition, GO_MAX_DURATION, InstanceId, MAINTENANCE_CHECK_PREFIX, MAX_CHECKS,
+    Meta, ServiceName, ValidationError,
 };
 
 /// Most tags one instance may carry; more is almost certainly a bug upstream.
@@ -172,10 +172,22 @@ impl Instance {
     /// - a check ID of the form `service:<id>[:<n>]` names this instance:
     ///   Consul's check endpoints find it as instance <id>'s check;
     /// - `_service_maintenance:...` is the ID of the check Consul's API
-    ///   shows for a drained instance.
+    ///   shows for a drained instance;
+    /// - durations fit Go's (a longer one is shown back as text a Go
+    ///   client cannot parse).
     pub fn validate_incoming(&self) -> Result<(), ValidationError> {
         self.validate()?;
         for (i, check) in self.checks.iter().enumerate() {
+            if let Some((name, _)) = check
+                .durations()
+                .into_iter()
+                .find(|(_, duration)| *duration > GO_MAX_DURATION)
+            {
+                return Err(ValidationError::new(
+                    format!("checks[{i}].{name}"),
+                    "too large: Go's longest duration is 2562047h47m16.854775807s",
+                ));
+            }
             let field = || format!("checks[{i}].id");
             if let Some(named) = check.id.strip_prefix("service:")
                 && !default_check_id_of(named, self.id.as_str())

@@ -9,8 +9,8 @@ mod meta;
 mod names;
 
 pub use check::{
-    CheckBody, CheckDefinition, CheckKind, MAINTENANCE_CHECK_PREFIX, MAX_CHECKS, MAX_NOTE_BYTES,
-    MIN_INTERVAL, Status, validate_host_port, validate_http_url,
+    CheckBody, CheckDefinition, CheckKind, GO_MAX_DURATION, MAINTENANCE_CHECK_PREFIX, MAX_CHECKS,
+    MAX_NOTE_BYTES, MIN_INTERVAL, Status, validate_host_port, validate_http_url,
 };
 pub use duration::{DurationError, GoDuration, format_go_duration, parse_go_duration};
 pub use instance::{
