@@ -31,7 +31,7 @@ pub struct Cluster {
     /// This node's name among the members.
     pub node: String,
     /// Over TLS, the start-up's trust and certificate, for telling why a
-    /// handshake fails ([`tls::handshake_refusal`]).
+    /// handshake fails ([`tls::handshake`]).
     pub tls_probe: Option<Arc<rustls::ClientConfig>>,
 }
 
@@ -54,19 +54,33 @@ impl Cluster {
         })
     }
 
-    /// Why etcd refuses this node's TLS handshakes, if one of its members
-    /// does so on a certificate, as a [`StoreError::Untrusted`]: a setting
-    /// to fix, which waiting for etcd will not mend.
-    pub async fn tls_refusal(&self) -> Option<StoreError> {
-        let probe = self.tls_probe.as_ref()?;
+    /// Over TLS, one handshake of roster's own with each member at once:
+    /// [`StoreError::Untrusted`] if one refuses this node's certificate
+    /// (a setting to fix, which waiting for etcd will not mend), else
+    /// whether any member was reached at all. `Ok(true)` without TLS: there
+    /// is nothing to look for.
+    pub async fn tls_refusal(&self) -> Result<bool, StoreError> {
+        let Some(probe) = &self.tls_probe else {
+            return Ok(true);
+        };
+        let mut handshakes = tokio::task::JoinSet::new();
         for url in self.etcd.urls() {
-            if let Some(reason) = tls::handshake_refusal(url, probe.clone()).await {
-                return Some(StoreError::Untrusted {
-                    endpoints: self.etcd.endpoints().to_owned(),
-                    reason,
-                });
+            let (url, probe) = (url.clone(), probe.clone());
+            handshakes.spawn(async move { tls::handshake(&url, probe).await });
+        }
+        let mut reached = false;
+        while let Some(done) = handshakes.join_next().await {
+            match done.unwrap_or(tls::Handshake::Unreached) {
+                tls::Handshake::Refused(reason) => {
+                    return Err(StoreError::Untrusted {
+                        endpoints: self.etcd.endpoints().to_owned(),
+                        reason,
+                    });
+                }
+                tls::Handshake::Taken => reached = true,
+                tls::Handshake::Unreached => {}
             }
         }
-        None
+        Ok(reached)
     }
 }

@@ -29,7 +29,7 @@ pub struct Loaded {
     /// What the files held when read.
     pub files: Files,
     /// The same trust and certificate for a handshake of roster's own
-    /// ([`handshake_refusal`]).
+    /// ([`handshake`]).
     pub probe: Arc<rustls::ClientConfig>,
 }
 
@@ -99,41 +99,66 @@ pub fn load(config: &ClusterConfig) -> Result<Option<Loaded>, ConfigError> {
 /// handshake, and etcd's verdict on it.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Why etcd at `url` refuses a TLS handshake made with `probe`, if it
-/// does so on a certificate. Under TLS 1.3 a server checks the client's
-/// certificate after the client has finished its side of the handshake:
-/// one that wants a certificate and got none sends its alert then, and the
-/// etcd client, already writing, sees only a closed connection. A
-/// handshake of roster's own that then reads reaches the alert. `None` for
-/// a handshake etcd takes (no verdict within 2 s), an etcd
-/// out of reach, or a URL that names no host.
-pub async fn handshake_refusal(url: &str, probe: Arc<rustls::ClientConfig>) -> Option<String> {
-    let uri: axum::http::Uri = url.parse().ok()?;
-    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
-    let port = uri.port_u16().unwrap_or(2379);
-    let name = ServerName::try_from(host.to_owned()).ok()?;
-    let tcp = timeout(PROBE_TIMEOUT, TcpStream::connect((host, port)))
-        .await
-        .ok()?
-        .ok()?;
+/// What a handshake of roster's own with an etcd member came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Handshake {
+    /// etcd refused it on a certificate, as rustls says.
+    Refused(String),
+    /// etcd took it: no verdict within 2 s of finishing.
+    Taken,
+    /// No TLS server was reached (nothing listening, no host in the URL,
+    /// a failure that is not about a certificate).
+    Unreached,
+}
+
+/// A TLS handshake with etcd at `url` made with `probe`, then a read.
+/// Under TLS 1.3 a server checks the client's certificate after the
+/// client has finished its side of the handshake: one that wants a
+/// certificate and got none sends its alert then, and the etcd client,
+/// already writing, sees only a closed connection. A handshake of roster's
+/// own that then reads reaches the alert. Each step is bounded by
+/// 2 s.
+pub async fn handshake(url: &str, probe: Arc<rustls::ClientConfig>) -> Handshake {
+    let Some((host, port, name)) = (|| {
+        let uri: axum::http::Uri = url.parse().ok()?;
+        let host = uri
+            .host()?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(2379);
+        let name = ServerName::try_from(host.clone()).ok()?;
+        Some((host, port, name))
+    })() else {
+        return Handshake::Unreached;
+    };
+    let Ok(Ok(tcp)) = timeout(PROBE_TIMEOUT, TcpStream::connect((host.as_str(), port))).await
+    else {
+        return Handshake::Unreached;
+    };
     let connector = tokio_rustls::TlsConnector::from(probe);
-    let mut stream = match timeout(PROBE_TIMEOUT, connector.connect(name, tcp))
-        .await
-        .ok()?
-    {
-        Ok(stream) => stream,
-        Err(error) => return refusal(&error),
+    let mut stream = match timeout(PROBE_TIMEOUT, connector.connect(name, tcp)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => return refusal(&error),
+        Err(_) => return Handshake::Unreached,
     };
     let mut byte = [0u8; 1];
     match timeout(PROBE_TIMEOUT, stream.read(&mut byte)).await {
-        Ok(Err(error)) => refusal(&error),
-        _ => None,
+        Ok(Err(error)) => match refusal(&error) {
+            Handshake::Unreached => Handshake::Taken,
+            refused => refused,
+        },
+        _ => Handshake::Taken,
     }
 }
 
-/// `error`'s certificate failure, said as rustls says it.
-fn refusal(error: &std::io::Error) -> Option<String> {
-    super::etcd::certificate_failure(error).map(|tls| tls.to_string())
+/// `error`'s certificate failure, said as rustls says it; else a failure
+/// that says nothing about certificates.
+fn refusal(error: &std::io::Error) -> Handshake {
+    match super::etcd::certificate_failure(error) {
+        Some(tls) => Handshake::Refused(tls.to_string()),
+        None => Handshake::Unreached,
+    }
 }
 
 fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
@@ -187,8 +212,8 @@ mod tests {
             &format!("https://127.0.0.1:{port}"),
         ] {
             assert_eq!(
-                handshake_refusal(url, loaded.probe.clone()).await,
-                None,
+                handshake(url, loaded.probe.clone()).await,
+                Handshake::Unreached,
                 "{url}"
             );
         }

@@ -170,7 +170,7 @@ impl Instance {
     /// not for what is read back (the store at start-up, etcd's feed), so
     /// that an upgrade never drops an instance an older version kept:
     /// - a check ID of the form `service:<id>[:<n>]` names this instance:
-    ///   Consul's check endpoints find it as instance <id>'s check;
+    ///   Consul's check endpoints find it as instance `<id>`'s check;
     /// - `_service_maintenance:...` is the ID of the check Consul's API
     ///   shows for a drained instance;
     /// - durations fit Go's (a longer one is shown back as text a Go

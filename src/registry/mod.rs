@@ -72,13 +72,14 @@ const STARTUP_RETRY: Duration = Duration::from_millis(500);
 /// while etcd does not answer, for up to [`STARTUP_PATIENCE`]. A
 /// certificate either side refuses is a setting to fix, not a member still
 /// starting: it stops the node at once. Where the etcd client saw only a
-/// closed connection, one handshake of roster's own looks for such a
-/// refusal first.
+/// closed connection, handshakes of roster's own look for such a refusal,
+/// after each failure until one reaches a member (etcd may start after
+/// the node).
 async fn first_listing(
     cluster: &crate::cluster::Cluster,
 ) -> Result<crate::cluster::etcd::Listing, StoreError> {
     let deadline = tokio::time::Instant::now() + STARTUP_PATIENCE;
-    let mut probed = false;
+    let mut reached = false;
     loop {
         match cluster.etcd.list(cluster.keys.prefix()).await {
             Err(error)
@@ -86,10 +87,8 @@ async fn first_listing(
                     && !error.is_untrusted()
                     && tokio::time::Instant::now() < deadline =>
             {
-                if !std::mem::replace(&mut probed, true)
-                    && let Some(refused) = cluster.tls_refusal().await
-                {
-                    return Err(refused);
+                if !reached {
+                    reached = cluster.tls_refusal().await?;
                 }
                 warn!(%error, "etcd does not answer yet; trying again");
                 tokio::time::sleep(STARTUP_RETRY).await;
