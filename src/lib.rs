@@ -698,9 +698,8 @@ fn reload_cookie_secrets(
     let secrets = running
         .validate("reloaded configuration")
         .and_then(|()| running.cookie_secrets());
-    metrics
-        .reloads
-        .count(crate::metrics::RELOAD_DNS_COOKIES, secrets.is_ok());
+    // Counted once applied: a client that sees the count may rely on it.
+    let applied = secrets.is_ok();
     match secrets {
         Ok(Some(secrets)) => {
             cookies.replace(&secrets.current, &secrets.accepted);
@@ -723,6 +722,9 @@ fn reload_cookie_secrets(
             tracing::error!(%error, "the reloaded DNS cookie secrets are refused; the ones in force stay");
         }
     }
+    metrics
+        .reloads
+        .count(crate::metrics::RELOAD_DNS_COOKIES, applied);
 }
 
 /// In cluster mode over TLS, reads the etcd TLS files `update`'s

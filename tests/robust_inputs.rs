@@ -129,8 +129,14 @@ async fn one_import_at_a_time() {
     first.write_all(head.as_bytes()).await.expect("send head");
     let (sent, rest) = body.split_at(body.len() / 2);
     first.write_all(sent.as_bytes()).await.expect("send half");
+    // The second is one that would be refused anyway (a port out of
+    // range): should it reach the slot before the first, it changes
+    // nothing, and is sent again.
+    let mut refused = export_body(1);
+    refused[0]["port"] = json!(70_000);
+    let refused = json!({"version": 1, "index": 1, "instances": refused}).to_string();
     let busy = eventually("the second import to be turned away", LIMIT, || async {
-        let reply = import(&server, body.clone()).await;
+        let reply = import(&server, refused.clone()).await;
         reply.status == 429
     });
     busy.await;
