@@ -33,15 +33,18 @@ pub(super) fn normalise_object(
     what: &str,
 ) -> Result<Map<String, Value>, ConsulError> {
     let mut normalised = Map::new();
-    let mut spelled: Vec<(String, String)> = Vec::with_capacity(object.len());
+    // Normalised key → as written, for the message (a body may hold
+    // thousands of keys: looked up, not searched).
+    let mut spelled: std::collections::HashMap<String, String> =
+        std::collections::HashMap::with_capacity(object.len());
     for (key, value) in object {
         let normal = normalise_key(&key);
-        if let Some((_, first)) = spelled.iter().find(|(n, _)| *n == normal) {
+        if let Some(first) = spelled.get(&normal) {
             return Err(ConsulError::bad_request(format!(
                 "Request decode failed: {what}: keys {first:?} and {key:?} name the same field"
             )));
         }
-        spelled.push((normal.clone(), key));
+        spelled.insert(normal.clone(), key);
         normalised.insert(normal, value);
     }
     Ok(normalised)
