@@ -61,11 +61,15 @@ pub(super) fn fit(
             answer.additionals.clear();
             return true;
         }
+        // A record of the authority section left out sets TC (RFC 2181
+        // section 9 spares only the additional section). Compared before
+        // truncating: after, it would always be false.
         let fitted_authority = emit_count(&mut encoder, &answer.authority);
+        let authority_cut = fitted_authority < answer.authority.len();
         answer.authority.truncate(fitted_authority);
         let fitted_additionals = emit_count(&mut encoder, &answer.additionals);
         answer.additionals.truncate(fitted_additionals);
-        fitted_authority < answer.authority.len()
+        authority_cut
     })
 }
 
@@ -75,5 +79,55 @@ fn emit_count(encoder: &mut BinEncoder<'_>, records: &[Cow<'_, Record>]) -> usiz
         Ok(count) => count,
         Err(ProtoError::NotAllRecordsWritten { count, .. }) => count,
         Err(_) => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{borrow::Cow, net::Ipv4Addr, str::FromStr};
+
+    use hickory_proto::rr::{Name, RData, Record, rdata::A};
+
+    use super::*;
+
+    fn a(name: &str, n: u8) -> Cow<'static, Record> {
+        let name = Name::from_str(name).expect("a name");
+        Cow::Owned(Record::from_rdata(
+            name,
+            30,
+            RData::A(A(Ipv4Addr::new(192, 0, 2, n))),
+        ))
+    }
+
+    /// Answers that all fit, and an authority section that does not: the
+    /// records left out of it set TC; additional records left out do not
+    /// (RFC 2181 section 9).
+    #[test]
+    fn an_authority_record_left_out_sets_tc_and_an_additional_one_does_not() {
+        let owner = "a-rather-long-owner-name-for-this-test.example.test.";
+        let records = |n: u8| (0..n).map(|i| a(owner, i)).collect::<Vec<_>>();
+        let one = HEADER_LEN + max_encoded_len(&a(owner, 0));
+        // Room for two records beside the header.
+        let limit = HEADER_LEN + 2 * (one - HEADER_LEN) + 4;
+        let mut cut_authority = Answer {
+            answers: records(1),
+            authority: records(3),
+            ..Answer::default()
+        };
+        assert!(fit(&mut cut_authority, 0, limit, 0), "TC for the authority");
+        assert_eq!(cut_authority.answers.len(), 1);
+        assert!(cut_authority.authority.len() < 3);
+
+        let mut cut_additional = Answer {
+            answers: records(1),
+            additionals: records(3),
+            ..Answer::default()
+        };
+        assert!(
+            !fit(&mut cut_additional, 0, limit, 0),
+            "no TC for additionals"
+        );
+        assert_eq!(cut_additional.answers.len(), 1);
+        assert!(cut_additional.additionals.len() < 3);
     }
 }
