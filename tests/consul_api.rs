@@ -1453,5 +1453,29 @@ async fn a_check_id_two_native_instances_share_is_refused_not_guessed() {
         .put("/v1/agent/check/pass/db-heartbeat")
         .await
         .assert_status(200);
+    // IDs may hold ':': instance `api`'s second default check and instance
+    // `api:2`'s default are both `service:api:2`.
+    for (id, checks) in [
+        ("api", json!([{"ttl": "30s"}, {"ttl": "30s"}])),
+        ("api:2", json!([{"ttl": "30s"}])),
+    ] {
+        let reply = consul
+            .server
+            .register(
+                "api",
+                id,
+                json!({"address": "127.0.0.1", "port": 80, "checks": checks}),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+    }
+    consul
+        .put("/v1/agent/check/pass/service:api:2")
+        .await
+        .assert_status(409);
+    consul
+        .put("/v1/agent/check/pass/service:api:1")
+        .await
+        .assert_status(200);
     consul.server.stop().await;
 }

@@ -53,10 +53,17 @@ pub(super) fn find_check(
         {
             candidates.push(id);
         }
-        for id in candidates {
-            if let Some(found) = registry.instance(id).and_then(has) {
-                return Ok(Some(found));
+        // IDs may contain ':': instance `web`'s second default check and
+        // instance `web:2`'s default are both `service:web:2`.
+        let mut found = candidates
+            .into_iter()
+            .filter_map(|id| registry.instance(id).and_then(has));
+        match (found.next(), found.next()) {
+            (Some(Found::Check(a, _)), Some(Found::Check(b, _))) => {
+                return Err(ambiguous(check_id, &a, &b));
             }
+            (Some(one), _) => return Ok(Some(one)),
+            (None, _) => {}
         }
     }
     let mut holders = registry
@@ -71,14 +78,19 @@ pub(super) fn find_check(
         return Ok(Some(first));
     };
     let (Found::Check(first, _) | Found::Maintenance(first)) = first;
-    Err(ConsulError::new(
+    Err(ambiguous(check_id, &first, &second))
+}
+
+/// The refusal of a check ID that names checks of two instances.
+fn ambiguous(check_id: &str, first: &InstanceState, second: &InstanceState) -> ConsulError {
+    ConsulError::new(
         axum::http::StatusCode::CONFLICT,
         format!(
-            "check ID {check_id:?} names checks of several services ({:?}, {:?}, registered through roster's native API or an import, where check IDs are per instance): give each a check ID of its own to address it here",
+            "check ID {check_id:?} names checks of several service IDs ({:?}, {:?}; roster's native API and imports keep check IDs per instance): a check ID must name one check here, so give each a check ID of its own",
             first.instance.id.as_str(),
             second.instance.id.as_str()
         ),
-    ))
+    )
 }
 
 /// The ID of the instance whose check has this ID, if any; with several,
