@@ -311,7 +311,16 @@ async fn watch(name: String, count: Option<u64>, remote: RemoteArgs) -> anyhow::
                 return Ok(());
             }
         }
-        index = client.wait_for_change(&name, index).await?;
+        index = loop {
+            match client.wait_for_change(&name, index).await {
+                // Too many watchers at once: roster keeps room for writes.
+                // Ask again in a moment, as Consul's clients do.
+                Err(ClientError::Refused { status: 429, .. }) => {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+                changed => break changed?,
+            }
+        };
     }
 }
 
