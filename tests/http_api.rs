@@ -424,6 +424,7 @@ async fn query_parameters_the_native_api_does_not_read_are_refused() {
     // The token is read; a request without parameters is as before.
     for path in [
         "/v1/services?token=anything",
+        "/v1/services?tok%65n=anything",
         "/v1/services",
         "/v1/services/web",
     ] {

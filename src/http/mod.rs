@@ -99,12 +99,19 @@ async fn refuse_query_parameters(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let query = request.uri().query().unwrap_or_default();
-    let unknown = query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| pair.split_once('=').map_or(pair, |(name, _)| name))
-        .find(|name| *name != "token");
+    // Names decoded as the ACL code decodes `?token=` (`?tok%65n=` is the
+    // token); a query that does not decode is refused like an unknown name.
+    let unknown = match request.uri().query() {
+        None => None,
+        Some(_) => match axum::extract::Query::<Vec<(String, String)>>::try_from_uri(request.uri())
+        {
+            Ok(axum::extract::Query(pairs)) => pairs
+                .into_iter()
+                .map(|(name, _)| name)
+                .find(|name| name != "token"),
+            Err(_) => Some(request.uri().query().unwrap_or_default().to_owned()),
+        },
+    };
     match unknown {
         Some(name) => ApiError::bad_request(
             "query",
