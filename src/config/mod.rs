@@ -457,14 +457,25 @@ impl Config {
         cluster.tls_cert_file = self.cluster.tls_cert_file.clone();
         cluster.tls_key_file = self.cluster.tls_key_file.clone();
         // Compared as Debug shows them: every field, maps in order (the
-        // only map is the ACLs', which are reloaded), secrets hidden. So a
-        // TSIG key whose secret alone changed goes unnoticed here; it
-        // still takes a restart.
+        // only map is the ACLs', which are reloaded), secrets hidden; the
+        // TSIG keys' secrets, which Debug hides, are compared apart.
         let differ =
             |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+        let tsig_secrets = |config: &Config| -> Vec<String> {
+            config
+                .dns
+                .update
+                .keys
+                .iter()
+                .map(|key| key.secret.clone())
+                .collect()
+        };
         let sections: [(&'static str, bool); 6] = [
             ("data_dir", self.data_dir != update.data_dir),
-            ("dns", differ(&self.dns, &dns)),
+            (
+                "dns",
+                differ(&self.dns, &dns) || tsig_secrets(self) != tsig_secrets(update),
+            ),
             ("http", differ(&self.http, &http)),
             ("consul", differ(&self.consul, &update.consul)),
             ("cluster", differ(&self.cluster, &cluster)),
@@ -805,6 +816,16 @@ mod tests {
             running.changed_beyond_reload(&restart),
             ["data_dir", "dns", "health"]
         );
+        // A TSIG key whose secret alone changed, though Debug hides it.
+        let key = |secret: &str| {
+            parse(&format!(
+                "[dns.update]\nenabled = true\n[[dns.update.keys]]\nname = \"k\"\nalgorithm = \"hmac-sha256\"\nsecret = \"{secret}\"\nservices = [\"*\"]\n"
+            ))
+            .expect("valid")
+        };
+        let before = key("c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTEyMzQ=");
+        let after = key("b3RoZXItb3RoZXItb3RoZXItb3RoZXItb3RoZXItMTI=");
+        assert_eq!(before.changed_beyond_reload(&after), ["dns"]);
     }
 
     #[test]
