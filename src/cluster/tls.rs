@@ -42,11 +42,6 @@ pub struct Files {
     identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
-/// [`load`]'s options alone.
-pub fn options(config: &ClusterConfig) -> Result<Option<TlsOptions>, ConfigError> {
-    Ok(load(config)?.map(|loaded| loaded.options))
-}
-
 /// The etcd client's TLS: `None` for `http://` URLs; otherwise only the CA
 /// of `tls_ca_file` is trusted for etcd's certificate (checked against the
 /// URL's host), and the client certificate of `tls_cert_file` and
@@ -95,7 +90,7 @@ pub fn load(config: &ClusterConfig) -> Result<Option<Loaded>, ConfigError> {
     }))
 }
 
-/// How long [`handshake_refusal`] waits for each of connecting, the
+/// How long [`handshake`] waits for each of connecting, the
 /// handshake, and etcd's verdict on it.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -116,8 +111,7 @@ pub enum Handshake {
 /// client has finished its side of the handshake: one that wants a
 /// certificate and got none sends its alert then, and the etcd client,
 /// already writing, sees only a closed connection. A handshake of roster's
-/// own that then reads reaches the alert. Each step is bounded by
-/// 2 s.
+/// own that then reads reaches the alert. Each step is bounded by 2 s.
 pub async fn handshake(url: &str, probe: Arc<rustls::ClientConfig>) -> Handshake {
     let Some((host, port, name)) = (|| {
         let uri: axum::http::Uri = url.parse().ok()?;
@@ -221,17 +215,13 @@ mod tests {
 
     #[test]
     fn plain_urls_take_no_tls_and_good_files_do() {
-        assert!(
-            options(&ClusterConfig::default())
-                .expect("no TLS")
-                .is_none()
-        );
+        assert!(load(&ClusterConfig::default()).expect("no TLS").is_none());
         let dir = tempfile::tempdir().expect("tempdir");
         let (ca, _) = identity(dir.path(), "ca");
         let (cert, key) = identity(dir.path(), "client");
-        assert!(options(&config(&ca, &cert, &key)).expect("valid").is_some());
+        assert!(load(&config(&ca, &cert, &key)).expect("valid").is_some());
         let without_client = config(&ca, Path::new(""), Path::new(""));
-        assert!(options(&without_client).expect("a CA alone").is_some());
+        assert!(load(&without_client).expect("a CA alone").is_some());
     }
 
     #[test]
@@ -271,7 +261,7 @@ mod tests {
             ),
         ];
         for (config, setting, file) in cases {
-            let error = options(&config).expect_err(setting).to_string();
+            let error = load(&config).err().expect(setting).to_string();
             assert!(error.contains(setting), "{setting}: {error}");
             assert!(
                 error.contains(&file.display().to_string()),
