@@ -98,10 +98,6 @@ impl CheckDefinition {
     }
 }
 
-/// Go's longest duration: signed 64-bit nanoseconds.
-pub const GO_MAX_DURATION: std::time::Duration =
-    std::time::Duration::from_nanos(i64::MAX.unsigned_abs());
-
 impl CheckKind {
     pub fn type_name(&self) -> &'static str {
         match self {

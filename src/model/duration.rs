@@ -24,20 +24,22 @@ pub struct DurationError {
 pub fn parse_go_duration(input: &str) -> Result<Duration, DurationError> {
     // Go's durations are signed 64-bit nanoseconds: a longer one would be
     // shown back (`Interval`) as text a Go client cannot parse.
-    parse_up_to(input, i64::MAX.unsigned_abs()).map_err(|error| match error.reason {
-        TOO_LONG => DurationError {
-            reason: "too large: Go's longest duration is 2562047h47m16.854775807s",
-            ..error
-        },
-        _ => error,
-    })
+    parse_up_to(input, GO_MAX_DURATION, BEYOND_GO)
 }
 
-/// Why [`parse_up_to`] refused a duration over its limit.
-const TOO_LONG: &str = "too large";
+/// Go's longest duration: `time.Duration` is signed 64-bit nanoseconds.
+pub const GO_MAX_DURATION: Duration = Duration::from_nanos(i64::MAX.unsigned_abs());
 
-/// [`parse_go_duration`] up to `limit` nanoseconds.
-fn parse_up_to(input: &str, limit: u64) -> Result<Duration, DurationError> {
+/// Why a duration past [`GO_MAX_DURATION`] is refused.
+pub const BEYOND_GO: &str = "too large: Go's longest duration is 2562047h47m16.854775807s";
+
+/// [`parse_go_duration`] up to `limit`; one longer is refused with
+/// `too_long` as the reason.
+fn parse_up_to(
+    input: &str,
+    limit: Duration,
+    too_long: &'static str,
+) -> Result<Duration, DurationError> {
     let err = |reason| DurationError {
         input: input.to_owned(),
         reason,
@@ -104,8 +106,8 @@ fn parse_up_to(input: &str, limit: u64) -> Result<Duration, DurationError> {
     }
     let nanos = u64::try_from(total_nanos)
         .ok()
-        .filter(|nanos| *nanos <= limit)
-        .ok_or_else(|| err(TOO_LONG))?;
+        .filter(|nanos| u128::from(*nanos) <= limit.as_nanos())
+        .ok_or_else(|| err(too_long))?;
     Ok(Duration::from_nanos(nanos))
 }
 
@@ -165,7 +167,7 @@ impl<'de> Deserialize<'de> for GoDuration {
         // What older versions stored, up to u64 nanoseconds, still reads:
         // a stored check must never become unreadable. What the API
         // takes is held to Go's range by `parse_go_duration`.
-        parse_up_to(&text, u64::MAX)
+        parse_up_to(&text, Duration::from_nanos(u64::MAX), "too large")
             .map(GoDuration)
             .map_err(serde::de::Error::custom)
     }

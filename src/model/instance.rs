@@ -5,8 +5,8 @@ use std::{collections::BTreeMap, net::IpAddr};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    CheckBody, CheckDefinition, GO_MAX_DURATION, InstanceId, MAINTENANCE_CHECK_PREFIX, MAX_CHECKS,
-    Meta, ServiceName, ValidationError,
+    BEYOND_GO, CheckBody, CheckDefinition, GO_MAX_DURATION, InstanceId, MAINTENANCE_CHECK_PREFIX,
+    MAX_CHECKS, Meta, ServiceName, ValidationError,
 };
 
 /// Most tags one instance may carry; more is almost certainly a bug upstream.
@@ -185,7 +185,7 @@ impl Instance {
             {
                 return Err(ValidationError::new(
                     format!("checks[{i}].{name}"),
-                    "too large: Go's longest duration is 2562047h47m16.854775807s",
+                    BEYOND_GO,
                 ));
             }
             let field = || format!("checks[{i}].id");

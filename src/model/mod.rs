@@ -9,10 +9,12 @@ mod meta;
 mod names;
 
 pub use check::{
-    CheckBody, CheckDefinition, CheckKind, GO_MAX_DURATION, MAINTENANCE_CHECK_PREFIX, MAX_CHECKS,
-    MAX_NOTE_BYTES, MIN_INTERVAL, Status, validate_host_port, validate_http_url,
+    CheckBody, CheckDefinition, CheckKind, MAINTENANCE_CHECK_PREFIX, MAX_CHECKS, MAX_NOTE_BYTES,
+    MIN_INTERVAL, Status, validate_host_port, validate_http_url,
 };
-pub use duration::{DurationError, GoDuration, format_go_duration, parse_go_duration};
+pub use duration::{
+    BEYOND_GO, DurationError, GO_MAX_DURATION, GoDuration, format_go_duration, parse_go_duration,
+};
 pub use instance::{
     Instance, InstanceBody, MAX_MAINTENANCE_REASON, MAX_META, MAX_TAGGED_ADDRESSES, MAX_TAGS,
     TaggedAddress, TaggedAddresses, validate_maintenance_reason, validate_meta,
