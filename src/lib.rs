@@ -256,9 +256,10 @@ pub type Reload = Result<Config, ConfigError>;
 /// (the binary sends the config file on SIGHUP). Of each, four parts are
 /// applied: the `[acl]` tokens, the API's TLS certificate, key and client
 /// CA, in cluster mode over TLS the etcd CA and client certificate, each
-/// read from their files again, and the DNS cookie secrets. Each is checked as at start-up;
-/// one that does not pass is refused with an error in the log, and what is
-/// in force stays. The rest takes a restart.
+/// read from their files again, and the DNS cookie secrets. Each is
+/// checked as at start-up; one that does not pass is refused with an error
+/// in the log, and what is in force stays. The rest takes a restart, and a
+/// change to it is logged as such.
 pub async fn run_reloading(
     config: Config,
     listeners: Listeners,
@@ -664,19 +665,13 @@ fn apply_reload(
 /// `running`'s: RFC 9018 section 4.4's rollover, one SIGHUP a step. An
 /// emptied secret means a new random one, as at start-up. Secrets that do
 /// not pass are logged as an error and change nothing. Turning cookies on
-/// or off takes a restart.
+/// or off takes a restart ([`Config::changed_beyond_reload`] says so).
 fn reload_cookie_secrets(
     running: &mut Config,
     update: &Config,
     cookies: Option<&dns::Cookies>,
     metrics: &Metrics,
 ) {
-    if update.dns.cookies != running.dns.cookies {
-        warn!(
-            "dns.cookies changed: turning cookies on or off takes a restart; DNS cookies stay {}",
-            if running.dns.cookies { "on" } else { "off" }
-        );
-    }
     let Some(cookies) = cookies else {
         return;
     };
@@ -731,7 +726,8 @@ fn reload_cookie_secrets(
 /// `[cluster]` names (renewed certificates, a new CA) and, when they hold
 /// anything other than `in_force`, connects to etcd again with them: calls
 /// from then on use the new connections. Files that do not load are logged
-/// as an error and change nothing. The etcd URLs themselves take a restart.
+/// as an error and change nothing. The etcd URLs themselves take a restart
+/// ([`Config::changed_beyond_reload`] says so).
 async fn reload_etcd_tls(
     running: &mut Config,
     update: &Config,
@@ -739,9 +735,6 @@ async fn reload_etcd_tls(
     in_force: &mut Option<cluster::tls::Files>,
     metrics: &Metrics,
 ) {
-    if update.cluster.etcd != running.cluster.etcd {
-        warn!("cluster.etcd changed: the etcd URLs take a restart; the ones in force stay");
-    }
     if !running.cluster.tls() {
         return;
     }

@@ -816,6 +816,11 @@ mod tests {
             running.changed_beyond_reload(&restart),
             ["data_dir", "dns", "health"]
         );
+        // Turning cookies off, and other etcd URLs: both take a restart.
+        let cookies_off = parse("[dns]\ncookies = false\n").expect("valid");
+        assert_eq!(running.changed_beyond_reload(&cookies_off), ["dns"]);
+        let other_etcd = parse("[cluster]\netcd = [\"http://127.0.0.1:2379\"]\n").expect("valid");
+        assert_eq!(running.changed_beyond_reload(&other_etcd), ["cluster"]);
         // A TSIG key whose secret alone changed, though Debug hides it.
         let key = |secret: &str| {
             parse(&format!(
