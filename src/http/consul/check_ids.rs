@@ -113,7 +113,7 @@ pub(super) fn ensure_check_ids_are_free(
 ) -> Result<(), ConsulError> {
     for check in &instance.checks {
         // `service:<own id>[:<n>]` is this instance's alone: no other may
-        // take one ([`Instance::validate`]).
+        // take one ([`Instance::validate_incoming`]).
         let own = check
             .id
             .strip_prefix("service:")
